@@ -1,0 +1,84 @@
+# The front door. `make run` and `make test` install everything they need on a fresh machine
+# (Python venv, Go tools, npm packages, buf) and are all the set-up there is.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+GOBIN := $(CURDIR)/.tools/bin
+PIP_VERSION := 25.3
+
+VENV_STAMP := $(VENV)/.installed
+GO_TOOLS_STAMP := .tools/.installed
+BUF_STAMP := tools/node_modules/.installed
+TS_STAMP := clients/ts/node_modules/.installed
+
+.PHONY: help run deps generate check-generated lint test test-python test-python-client test-go test-ts lock clean
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
+
+run: $(VENV_STAMP) ## Start the gateway on its embedded defaults (CONFIG=path.toml to add a config file)
+	$(BIN)/llm-gateway serve $(if $(CONFIG),--config $(CONFIG))
+
+test: deps check-generated lint test-python test-python-client test-go test-ts ## Run every check and test, in all three languages
+	@echo "make test: all checks passed"
+
+deps: $(VENV_STAMP) $(GO_TOOLS_STAMP) $(BUF_STAMP) $(TS_STAMP) ## Install everything the project needs
+
+generate: deps ## Regenerate the Python, Go and TypeScript stubs from protos/
+	scripts/generate.sh
+
+check-generated: deps ## Fail when committed stubs differ from what the protos generate
+	scripts/check-generated.sh
+
+lint: deps ## buf lint and breaking checks, ruff, mypy, go vet, gofmt, tsc
+	tools/node_modules/.bin/buf lint
+	scripts/check-breaking.sh
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	cd clients/go && go vet ./... && test -z "$$(gofmt -l .)"
+	cd clients/ts && npm run --silent typecheck
+
+test-python: $(VENV_STAMP) $(GO_TOOLS_STAMP) ## The service's tests (in-process gateway, fake upstreams, grpcurl)
+	$(BIN)/pytest
+
+test-python-client: $(VENV_STAMP) ## The Python client against a live gateway
+	scripts/with-gateway.sh $(BIN)/pytest -q clients/python/tests
+
+test-go: $(VENV_STAMP) ## The Go client against a live gateway
+	scripts/with-gateway.sh bash -c 'cd clients/go && go test -count=1 ./...'
+
+test-ts: $(VENV_STAMP) $(TS_STAMP) ## The TypeScript client against a live gateway
+	scripts/with-gateway.sh bash -c 'cd clients/ts && npm test --silent'
+
+lock: ## Re-pin every Python dependency (requirements.lock and requirements-dev.lock)
+	scripts/lock.sh
+
+clean: ## Remove everything the targets installed or built
+	rm -rf $(VENV) .tools tools/node_modules clients/ts/node_modules clients/ts/dist .mypy_cache .ruff_cache .pytest_cache
+
+$(VENV_STAMP): requirements-dev.lock service/pyproject.toml clients/python/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check pip==$(PIP_VERSION)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e clients/python -e service
+	touch $@
+
+$(GO_TOOLS_STAMP): tools/go.mod tools/go.sum
+	cd tools && GOBIN=$(GOBIN) go install tool
+	touch $@
+
+$(BUF_STAMP): tools/package.json tools/package-lock.json
+	# npm install, not npm ci: registries without buf's binaries for other platforms fail npm ci's
+	# lock check; the exact version in package.json and the lock still pin buf.
+	cd tools && npm install --no-save --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(TS_STAMP): clients/ts/package.json clients/ts/package-lock.json
+	cd clients/ts && npm ci --no-audit --no-fund --loglevel=error
+	touch $@

@@ -1,0 +1,168 @@
+package llmgateway
+
+import (
+	"context"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	llmgatewayv1 "github.com/llm-gateway/llm-gateway/clients/go/gen/llmgateway/v1"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// The tests in this file call the live gateway named by LLM_GATEWAY_ADDR, as `make test-go` does.
+
+const prompt = "Hello from Go, gateway!"
+
+// liveAddr returns the address of the live gateway, failing the test when there is none.
+func liveAddr(t *testing.T) string {
+	t.Helper()
+	addr := os.Getenv("LLM_GATEWAY_ADDR")
+	if addr == "" {
+		t.Fatal("LLM_GATEWAY_ADDR is not set: these tests need a live gateway; run them through `make test-go` from the repository root")
+	}
+	return addr
+}
+
+// dial connects to the live gateway with opts, closing the client when the test ends.
+func dial(t *testing.T, opts ...Option) *Client {
+	t.Helper()
+	c, err := Dial(liveAddr(t), opts...)
+	if err != nil {
+		t.Fatalf("Dial: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// liveClient connects to the live gateway with the key in LLM_GATEWAY_API_KEY.
+func liveClient(t *testing.T) *Client {
+	t.Helper()
+	return dial(t, WithAPIKey(os.Getenv("LLM_GATEWAY_API_KEY")))
+}
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func echoRequest(model string) *llmgatewayv1.ChatRequest {
+	return &llmgatewayv1.ChatRequest{
+		Model: model,
+		Messages: []*llmgatewayv1.Message{
+			{Role: llmgatewayv1.Role_ROLE_SYSTEM, Content: []*llmgatewayv1.Part{{Kind: &llmgatewayv1.Part_Text{Text: "Be brief."}}}},
+			{Role: llmgatewayv1.Role_ROLE_USER, Content: []*llmgatewayv1.Part{{Kind: &llmgatewayv1.Part_Text{Text: prompt}}}},
+		},
+	}
+}
+
+func TestChatRequestID(t *testing.T) {
+	c := liveClient(t)
+	ctx := metadata.AppendToOutgoingContext(testContext(t), "x-request-id", "go-test-123")
+	var header metadata.MD
+	resp, err := c.Chat(ctx, echoRequest("mock:echo"), grpc.Header(&header))
+	if err != nil {
+		t.Fatalf("Chat: %v", err)
+	}
+	if resp.GetRequestId() != "go-test-123" {
+		t.Errorf("request_id = %q, want go-test-123", resp.GetRequestId())
+	}
+	if got := header.Get("x-request-id"); !slices.Equal(got, []string{"go-test-123"}) {
+		t.Errorf("x-request-id header = %q, want [go-test-123]", got)
+	}
+	if got := Text(resp.GetMessage()); got != prompt {
+		t.Errorf("reply text = %q, want %q", got, prompt)
+	}
+}
+
+func TestListModelsProviderFilter(t *testing.T) {
+	c := liveClient(t)
+	resp, err := c.ListModels(testContext(t), &llmgatewayv1.ListModelsRequest{Provider: "mock", PageSize: 1000})
+	if err != nil {
+		t.Fatalf("ListModels: %v", err)
+	}
+	if len(resp.GetModels()) < 3 {
+		t.Errorf("got %d mock models, want at least 3", len(resp.GetModels()))
+	}
+	for _, m := range resp.GetModels() {
+		if m.GetProvider() != "mock" {
+			t.Errorf("model %q has provider %q, want mock", m.GetId(), m.GetProvider())
+		}
+	}
+	if int(resp.GetTotalSize()) != len(resp.GetModels()) || resp.GetNextPageToken() != "" {
+		t.Errorf("total_size = %d, next_page_token = %q for %d models on one page",
+			resp.GetTotalSize(), resp.GetNextPageToken(), len(resp.GetModels()))
+	}
+}
+
+func TestInvalidTemperature(t *testing.T) {
+	c := liveClient(t)
+	req := echoRequest("mock:echo")
+	temp := 7.0
+	req.Generation = &llmgatewayv1.GenerationConfig{Temperature: &temp}
+	_, err := c.Chat(testContext(t), req)
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("Chat with temperature 7: err = %v, want code InvalidArgument", err)
+	}
+	info := ErrorInfo(err)
+	if info.GetReason() != "INVALID_REQUEST" || info.GetDomain() != Domain {
+		t.Errorf("ErrorInfo = %v, want reason INVALID_REQUEST, domain %s", info, Domain)
+	}
+	if info.GetMetadata()["request_id"] == "" {
+		t.Errorf("ErrorInfo metadata = %v, want a request_id", info.GetMetadata())
+	}
+	violations := BadRequest(err).GetFieldViolations()
+	if !slices.ContainsFunc(violations, func(v *errdetails.BadRequest_FieldViolation) bool { return v.GetField() == "generation.temperature" }) {
+		t.Errorf("BadRequest violations = %v, want one for generation.temperature", violations)
+	}
+}
+
+func TestUnknownModel(t *testing.T) {
+	c := liveClient(t)
+	_, err := c.Chat(testContext(t), echoRequest("nosuch:model"))
+	if status.Code(err) != codes.NotFound {
+		t.Fatalf("Chat with model nosuch:model: err = %v, want code NotFound", err)
+	}
+	if info := ErrorInfo(err); info.GetReason() != "MODEL_NOT_FOUND" || info.GetDomain() != Domain {
+		t.Errorf("ErrorInfo = %v, want reason MODEL_NOT_FOUND, domain %s", info, Domain)
+	}
+}
+
+func TestAuthentication(t *testing.T) {
+	key := os.Getenv("LLM_GATEWAY_API_KEY")
+	if key == "" {
+		// No key given: the gateway under test is expected to be open.
+		c := dial(t)
+		if _, err := c.ListModels(testContext(t), &llmgatewayv1.ListModelsRequest{}); err != nil {
+			t.Fatalf("ListModels without a key (LLM_GATEWAY_API_KEY is empty): %v", err)
+		}
+		return
+	}
+	for _, tc := range []struct {
+		name, key, reason string
+	}{
+		{"no key", "", "MISSING_API_KEY"},
+		{"wrong key", "wrong", "INVALID_API_KEY"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dial(t, WithAPIKey(tc.key))
+			_, err := c.ListModels(testContext(t), &llmgatewayv1.ListModelsRequest{})
+			if status.Code(err) != codes.Unauthenticated {
+				t.Fatalf("err = %v, want code Unauthenticated", err)
+			}
+			if info := ErrorInfo(err); info.GetReason() != tc.reason || info.GetDomain() != Domain {
+				t.Errorf("ErrorInfo = %v, want reason %s, domain %s", info, tc.reason, Domain)
+			}
+		})
+	}
+	c := dial(t, WithAPIKey(key))
+	if _, err := c.ListModels(testContext(t), &llmgatewayv1.ListModelsRequest{}); err != nil {
+		t.Fatalf("ListModels with LLM_GATEWAY_API_KEY: %v", err)
+	}
+}

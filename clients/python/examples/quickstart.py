@@ -1,0 +1,154 @@
+"""Calls each method of the LLM Gateway once with the asyncio stub and prints usage, cost and latency.
+
+    LLM_GATEWAY_ADDR=localhost:50051 LLM_GATEWAY_API_KEY=... python examples/quickstart.py
+
+Environment: LLM_GATEWAY_ADDR (default localhost:50051), LLM_GATEWAY_API_KEY (optional),
+LLM_GATEWAY_MODEL (default mock:echo).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import TextIO
+
+import grpc
+from google.protobuf.duration_pb2 import Duration
+
+from llmgateway import connect_async, error_info, system, text, user
+from llmgateway.v1 import accounting_pb2, catalog_pb2, chat_pb2
+
+TIMEOUT = 30.0  # seconds, for every call
+
+
+@dataclass
+class Result:
+    """What each call returned."""
+
+    chat: chat_pb2.ChatResponse
+    # The `x-request-id` response header of the Chat call.
+    chat_request_id: str
+    # The stream's events in order: start, text deltas, finish.
+    stream_events: list[chat_pb2.ChatStreamResponse]
+    estimate: catalog_pb2.EstimateCostResponse
+    models: list[catalog_pb2.Model] = field(default_factory=list)
+
+    @property
+    def streamed_text(self) -> str:
+        return "".join(e.text_delta.text for e in self.stream_events if e.HasField("text_delta"))
+
+
+def ms(duration: Duration) -> str:
+    """A protobuf Duration as milliseconds, for display."""
+    return f"{duration.ToNanoseconds() / 1e6:.2f} ms"
+
+
+def describe(usage: accounting_pb2.Usage, cost: accounting_pb2.Cost, latency: accounting_pb2.Latency) -> str:
+    # Amounts are exact decimal strings: print them as they are (or parse with llmgateway.to_decimal).
+    if cost.status == accounting_pb2.PRICING_STATUS_UNKNOWN:
+        price = "cost unknown"
+    else:
+        price = f"cost {cost.total} {cost.currency}"
+    return (
+        f"  usage: {usage.prompt_tokens} prompt + {usage.completion_tokens} completion"
+        f" = {usage.total_tokens} tokens{' (estimated)' if usage.estimated else ''}\n"
+        f"  {price} (input {cost.input}, output {cost.output})\n"
+        f"  latency: {ms(latency.total)} total, {ms(latency.upstream)} upstream,"
+        f" {ms(latency.gateway_overhead)} gateway"
+    )
+
+
+async def run(address: str, api_key: str | None, model: str, out: TextIO) -> Result:
+    """Calls Chat, ChatStream, EstimateCost and ListModels once each, printing to `out`."""
+    request = chat_pb2.ChatRequest(
+        model=model,
+        messages=[system("Be brief."), user("Hello from Python, gateway!")],
+    )
+    async with connect_async(address, api_key) as gateway:
+        stub = gateway.stub
+
+        # Chat: one reply. The call object also gives the response headers.
+        call = stub.Chat(request, timeout=TIMEOUT)
+        reply = await call
+        headers = await call.initial_metadata()
+        request_id = str(headers.get("x-request-id", "")) if headers is not None else ""
+        print(f"Chat ({reply.model} via {reply.provider}, request {reply.request_id}):", file=out)
+        print(f"  {text(reply.message)!r}", file=out)
+        print(describe(reply.usage, reply.cost, reply.latency), file=out)
+
+        # ChatStream: start, text deltas as they arrive, then finish with usage, cost and latency.
+        events: list[chat_pb2.ChatStreamResponse] = []
+        print("ChatStream: ", end="", file=out)
+        async for event in stub.ChatStream(chat_pb2.ChatStreamRequest(request=request), timeout=TIMEOUT):
+            events.append(event)
+            kind = event.WhichOneof("event")
+            if kind == "start":
+                print(f"[{event.start.model}] ", end="", file=out)
+            elif kind == "text_delta":
+                print(event.text_delta.text, end="", file=out, flush=True)
+            elif kind == "finish":
+                finish = event.finish
+                print(f"\n  finish: {chat_pb2.FinishReason.Name(finish.finish_reason)}", file=out)
+                print(describe(finish.usage, finish.cost, finish.latency), file=out)
+                print(f"  time to first token: {ms(finish.latency.time_to_first_token)}", file=out)
+
+        # EstimateCost: what the call would cost on each candidate, cheapest first, without calling.
+        estimate = await stub.EstimateCost(
+            catalog_pb2.EstimateCostRequest(request=request, candidate_models=[model]), timeout=TIMEOUT
+        )
+        print("EstimateCost:", file=out)
+        for e in estimate.estimates:
+            print(
+                f"  {e.model}: {e.prompt_tokens} prompt tokens, expected {e.expected_cost.total}"
+                f" {e.expected_cost.currency} ({e.expected_output_tokens} output tokens),"
+                f" worst case {e.worst_case_cost.total} ({e.worst_case_output_tokens} output tokens)",
+                file=out,
+            )
+
+        # ListModels: every page.
+        models: list[catalog_pb2.Model] = []
+        page_token = ""
+        while True:
+            page = await stub.ListModels(
+                catalog_pb2.ListModelsRequest(page_size=100, page_token=page_token), timeout=TIMEOUT
+            )
+            models.extend(page.models)
+            page_token = page.next_page_token
+            if not page_token:
+                break
+        print(f"ListModels: {len(models)} models", file=out)
+        for m in models:
+            pricing = m.pricing
+            if pricing.status == accounting_pb2.PRICING_STATUS_PRICED:
+                price = (
+                    f"{pricing.input_per_million} in / {pricing.output_per_million} out"
+                    f" {pricing.currency} per million tokens"
+                )
+            else:
+                price = accounting_pb2.PricingStatus.Name(pricing.status)
+            print(f"  {m.id}: {price}", file=out)
+
+    return Result(
+        chat=reply, chat_request_id=request_id, stream_events=events, estimate=estimate, models=models
+    )
+
+
+def main() -> int:
+    address = os.environ.get("LLM_GATEWAY_ADDR", "localhost:50051")
+    api_key = os.environ.get("LLM_GATEWAY_API_KEY") or None
+    model = os.environ.get("LLM_GATEWAY_MODEL", "mock:echo")
+    try:
+        asyncio.run(run(address, api_key, model, sys.stdout))
+    except grpc.RpcError as err:
+        info = error_info(err)
+        reason = f" {info.reason}" if info is not None else ""
+        request_id = f" (request {info.metadata.get('request_id', '')})" if info is not None else ""
+        print(f"\nerror: {err.code().name}{reason}: {err.details()}{request_id}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

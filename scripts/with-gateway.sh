@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Runs a command against a live gateway: starts one on a free port with tests/configs/e2e.toml and
+# a fresh API key, exports LLM_GATEWAY_ADDR and LLM_GATEWAY_API_KEY, runs the command, then stops
+# the gateway with SIGTERM and checks that it drained and exited 0.
+# Usage: scripts/with-gateway.sh <command> [args...]
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+work=$(mktemp -d)
+export LLM_GATEWAY_API_KEY
+LLM_GATEWAY_API_KEY="e2e-$("$root/.venv/bin/python" -c 'import secrets; print(secrets.token_hex(16))')"
+
+"$root/.venv/bin/llm-gateway" serve --config "$root/tests/configs/e2e.toml" --port 0 \
+  --port-file "$work/port" >"$work/gateway.log" 2>&1 &
+pid=$!
+cleanup() {
+  kill -TERM "$pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+for _ in $(seq 1 100); do
+  [ -s "$work/port" ] && break
+  if ! kill -0 "$pid" 2>/dev/null; then
+    echo "gateway failed to start:" >&2
+    cat "$work/gateway.log" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+[ -s "$work/port" ] || { echo "gateway did not start in 10 s" >&2; cat "$work/gateway.log" >&2; exit 1; }
+export LLM_GATEWAY_ADDR="127.0.0.1:$(cat "$work/port")"
+"$root/.venv/bin/llm-gateway" health --address "$LLM_GATEWAY_ADDR" >/dev/null
+
+status=0
+"$@" || status=$?
+
+kill -TERM "$pid"
+gateway_status=0
+wait "$pid" || gateway_status=$?
+if [ "$gateway_status" -ne 0 ]; then
+  echo "gateway exited with status $gateway_status after SIGTERM; its log:" >&2
+  cat "$work/gateway.log" >&2
+  status=1
+fi
+if [ "$status" -ne 0 ]; then
+  echo "--- gateway log (last 40 lines) ---" >&2
+  tail -n 40 "$work/gateway.log" >&2
+fi
+exit "$status"

@@ -1,0 +1,97 @@
+"""The model catalog: every model the gateway can serve, with its limits, capabilities and prices."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from llm_gateway.config.schema import GatewayConfig, ModelConfig, ProviderConfig
+from llm_gateway.pricing import PriceSheet, sheet_from_catalog, sheet_from_config
+
+_UNLISTED_CACHE_SIZE = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    id: str  # "provider:model", the gateway's name for the model
+    provider: str
+    name: str  # the provider's name for the model
+    display_name: str
+    context_window: int | None
+    max_output_tokens: int | None
+    # None for unlisted models: the gateway does not know, so it leaves checks to the provider.
+    capabilities: frozenset[str] | None
+    price: PriceSheet
+    listed: bool = True
+
+    def supports(self, capability: str) -> bool:
+        return self.capabilities is None or capability in self.capabilities
+
+
+class Catalog:
+    """Models of the enabled providers. Built once at start-up; prices are resolved then."""
+
+    def __init__(self, config: GatewayConfig, enabled: Mapping[str, ProviderConfig]) -> None:
+        self._enabled = dict(enabled)
+        self._listed: dict[str, ModelSpec] = {}
+        for provider, pconf in self._enabled.items():
+            for key, mconf in pconf.models.items():
+                spec = _spec(provider, pconf, key, mconf)
+                self._listed[spec.id] = spec
+        self._unlisted: OrderedDict[str, ModelSpec] = OrderedDict()
+        self._aliases: dict[str, list[str]] = {}
+        for alias, target in config.aliases.items():
+            self._aliases.setdefault(target, []).append(alias)
+
+    def listed(self) -> list[ModelSpec]:
+        return sorted(self._listed.values(), key=lambda s: s.id)
+
+    def aliases_of(self, model_id: str) -> list[str]:
+        return sorted(self._aliases.get(model_id, ()))
+
+    def is_enabled(self, provider: str) -> bool:
+        return provider in self._enabled
+
+    def get(self, provider: str, model: str) -> ModelSpec | None:
+        """The spec of `provider:model`, building one for an unlisted model where allowed."""
+        model_id = f"{provider}:{model}"
+        spec = self._listed.get(model_id)
+        if spec is not None:
+            return spec
+        pconf = self._enabled.get(provider)
+        if pconf is None or not pconf.allow_unlisted_models:
+            return None
+        spec = self._unlisted.get(model_id)
+        if spec is None:
+            spec = _spec(provider, pconf, model, None)
+            self._unlisted[model_id] = spec
+            if len(self._unlisted) > _UNLISTED_CACHE_SIZE:
+                self._unlisted.popitem(last=False)
+        else:
+            self._unlisted.move_to_end(model_id)
+        return spec
+
+    def find_by_name(self, model: str) -> list[ModelSpec]:
+        """Listed models whose gateway name (the part after "provider:") is `model`."""
+        return [s for s in self._listed.values() if s.id.partition(":")[2] == model]
+
+
+def _spec(provider: str, pconf: ProviderConfig, key: str, mconf: ModelConfig | None) -> ModelSpec:
+    name = (mconf.name if mconf else None) or key
+    catalog_provider = pconf.price_catalog_provider or pconf.kind
+    if mconf is not None and mconf.price is not None:
+        price = sheet_from_config(mconf.price)
+    else:
+        price = sheet_from_catalog(catalog_provider, name)
+    return ModelSpec(
+        id=f"{provider}:{key}",
+        provider=provider,
+        name=name,
+        display_name=(mconf.display_name if mconf else "") or key,
+        context_window=mconf.context_window if mconf else None,
+        max_output_tokens=mconf.max_output_tokens if mconf else None,
+        capabilities=frozenset(mconf.capabilities) if mconf else None,
+        price=price,
+        listed=mconf is not None,
+    )

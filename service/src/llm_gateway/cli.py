@@ -1,0 +1,126 @@
+"""The `llm-gateway` command: serve, check-config, health, hash-key."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from llm_gateway.config import ConfigError, GatewayConfig, load_config
+from llm_gateway.logs import configure_logging
+from llm_gateway.providers import is_enabled
+
+_log = logging.getLogger("llm_gateway")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="llm-gateway", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    _config_argument(serve)
+    serve.add_argument("--host", help="listen address (default: server.host)")
+    serve.add_argument("--port", type=int, help="listen port, 0 for any free port (default: server.port)")
+    serve.add_argument("--port-file", type=Path, help="write the bound port here once serving")
+
+    check = commands.add_parser("check-config", help="validate the configuration and summarise it")
+    _config_argument(check)
+
+    health = commands.add_parser("health", help="query the gRPC health service; exit 0 if SERVING")
+    health.add_argument("--address", default="localhost:50051")
+    health.add_argument("--service", default="", help="service name ('' for the whole server)")
+    health.add_argument("--timeout", type=float, default=3.0)
+
+    commands.add_parser("hash-key", help="print the SHA-256 digest of a key read from stdin")
+
+    args = parser.parse_args(argv)
+    if args.command == "health":
+        return _health(args.address, args.service, args.timeout)
+    if args.command == "hash-key":
+        print(hashlib.sha256(sys.stdin.readline().strip().encode()).hexdigest())
+        return 0
+    try:
+        config = load_config(args.config, os.environ)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.command == "check-config":
+        _summarise(config)
+        return 0
+    configure_logging(config.logging.level)
+    return asyncio.run(_serve(config, args.host, args.port, args.port_file))
+
+
+def _config_argument(parser: argparse.ArgumentParser) -> None:
+    default = os.environ.get("LLM_GATEWAY_CONFIG")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=Path(default) if default else None,
+        help="TOML file merged over the embedded defaults (default: $LLM_GATEWAY_CONFIG)",
+    )
+
+
+def _summarise(config: GatewayConfig) -> None:
+    print("configuration OK")
+    print(f"listen: {config.server.host}:{config.server.port}")
+    print(f"auth: {len(config.auth.keys)} API key(s)" if config.auth.keys else "auth: off (no API keys)")
+    for name, provider in sorted(config.providers.items()):
+        state = "enabled" if is_enabled(provider) else "disabled"
+        print(f"provider {name} ({provider.kind}): {state}, {len(provider.models)} listed model(s)")
+    for alias, target in sorted(config.aliases.items()):
+        print(f"alias {alias} -> {target}")
+    print(f"auto: {', '.join(config.routing.auto)}")
+
+
+async def _serve(config: GatewayConfig, host: str | None, port: int | None, port_file: Path | None) -> int:
+    from llm_gateway.server import create_server
+
+    server = await create_server(config, host=host, port=port)
+    await server.start()
+    if port_file is not None:
+        await asyncio.to_thread(port_file.write_text, f"{server.port}\n")
+    _log.info(
+        {
+            "event": "serving",
+            "host": host if host is not None else config.server.host,
+            "port": server.port,
+            "providers": sorted(server.providers),
+        }
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    grace = config.server.grace_period
+    _log.info({"event": "draining", "grace_period_s": grace})
+    await server.stop(grace)
+    _log.info({"event": "stopped"})
+    return 0
+
+
+def _health(address: str, service: str, timeout: float) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    try:
+        with grpc.insecure_channel(address) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
+    except grpc.RpcError as exc:
+        print(f"health check failed: {exc.code().name}", file=sys.stderr)
+        return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(status)
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""The configuration schema. Every table rejects unknown keys, so a typo is an error that names it."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Annotated, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+CapabilityName = Literal["streaming", "tools", "vision", "json_object", "json_schema", "reasoning"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Strict):
+    host: str = "[::]"
+    port: int = Field(default=50051, ge=0, le=65535)  # 0 picks a free port
+    # Seconds in-flight calls and streams get to finish after SIGTERM/SIGINT.
+    grace_period: float = Field(default=10.0, ge=0)
+    # Largest request accepted; inline images make requests big.
+    max_message_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+
+
+class ApiKeyConfig(_Strict):
+    """A gateway API key: give the key itself (normally `${ENV}`) or its SHA-256 hex digest."""
+
+    name: str = Field(min_length=1, max_length=64)
+    key: SecretStr | None = None
+    sha256: str | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ApiKeyConfig:
+        if (self.key is None) == (self.sha256 is None):
+            raise ValueError("set exactly one of 'key' and 'sha256'")
+        if self.key is not None and len(self.key.get_secret_value()) < 16:
+            raise ValueError("'key' must be at least 16 characters")
+        if self.sha256 is not None and not _SHA256.match(self.sha256):
+            raise ValueError("'sha256' must be 64 lowercase hex characters")
+        return self
+
+
+class AuthConfig(_Strict):
+    # No keys: authentication is off (the gateway logs a warning at start).
+    keys: tuple[ApiKeyConfig, ...] = ()
+
+    @field_validator("keys")
+    @classmethod
+    def _unique_names(cls, keys: tuple[ApiKeyConfig, ...]) -> tuple[ApiKeyConfig, ...]:
+        names = [k.name for k in keys]
+        if len(names) != len(set(names)):
+            raise ValueError("key names must be unique")
+        return keys
+
+
+class LoggingConfig(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = True
+
+
+class RoutingConfig(_Strict):
+    # Candidates for model "auto", in order of preference; models of disabled providers are skipped.
+    auto: tuple[str, ...] = ("mock:echo",)
+
+
+class PriceConfig(_Strict):
+    """A configured price (negotiated, or for a model the price catalog lacks), in USD."""
+
+    free: bool = False
+    input_per_million: Decimal | None = Field(default=None, ge=0)
+    cached_input_per_million: Decimal | None = Field(default=None, ge=0)
+    cache_write_per_million: Decimal | None = Field(default=None, ge=0)
+    output_per_million: Decimal | None = Field(default=None, ge=0)
+    per_request: Decimal | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PriceConfig:
+        amounts = (
+            self.input_per_million,
+            self.cached_input_per_million,
+            self.cache_write_per_million,
+            self.output_per_million,
+            self.per_request,
+        )
+        if self.free and any(a is not None for a in amounts):
+            raise ValueError("a free model has no prices")
+        if not self.free and all(a is None for a in amounts):
+            raise ValueError("give 'free = true' or at least one price")
+        return self
+
+
+class ModelConfig(_Strict):
+    """A catalog entry: a model the provider serves, keyed by its gateway name."""
+
+    name: str | None = None  # the provider's model name; defaults to the table key
+    display_name: str = ""
+    context_window: int | None = Field(default=None, ge=1)
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    capabilities: tuple[CapabilityName, ...] = ("streaming",)
+    price: PriceConfig | None = None
+
+
+class TimeoutConfig(_Strict):
+    """Upstream timeouts in seconds; the caller's gRPC deadline bounds them further."""
+
+    connect: float = Field(default=5.0, gt=0)
+    read: float = Field(default=300.0, gt=0)  # the longest silence between two upstream bytes
+    write: float = Field(default=30.0, gt=0)
+    pool: float = Field(default=10.0, gt=0)
+
+
+class _ProviderBase(_Strict):
+    # None: on when the provider needs no API key or its key is set.
+    enabled: bool | None = None
+    timeout: TimeoutConfig = TimeoutConfig()
+    # Accept "provider:model" for models not listed under `models` (priced from the catalog if known).
+    allow_unlisted_models: bool = True
+    # The provider id in the price catalog (genai-prices); defaults to the provider kind.
+    price_catalog_provider: str | None = None
+    models: dict[str, ModelConfig] = {}
+
+    @field_validator("models")
+    @classmethod
+    def _model_keys(cls, models: dict[str, ModelConfig]) -> dict[str, ModelConfig]:
+        for key in models:
+            if not key or any(ch.isspace() for ch in key) or len(key) > 200:
+                raise ValueError(f"model name {key!r} must be 1 to 200 non-space characters")
+        return models
+
+
+class MockProviderConfig(_ProviderBase):
+    """The built-in deterministic provider: no network, for integration tests and demos."""
+
+    kind: Literal["mock"]
+    allow_unlisted_models: bool = False
+    # Pause between streamed chunks, to simulate a slow model.
+    chunk_delay: float = Field(default=0.0, ge=0, le=60)
+
+
+class OpenAIProviderConfig(_ProviderBase):
+    """OpenAI Chat Completions (`POST {base_url}/chat/completions`)."""
+
+    kind: Literal["openai"]
+    base_url: str = "https://api.openai.com/v1"
+    api_key: SecretStr | None = None
+    organization: str | None = None
+    project: str | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return url.rstrip("/")
+
+
+ProviderConfig = Annotated[MockProviderConfig | OpenAIProviderConfig, Field(discriminator="kind")]
+PROVIDER_KINDS = frozenset(
+    kind
+    for cls in (MockProviderConfig, OpenAIProviderConfig)
+    for kind in get_args(cls.model_fields["kind"].annotation)
+)
+
+
+class GatewayConfig(_Strict):
+    server: ServerConfig = ServerConfig()
+    auth: AuthConfig = AuthConfig()
+    logging: LoggingConfig = LoggingConfig()
+    routing: RoutingConfig = RoutingConfig()
+    providers: dict[str, ProviderConfig] = {}
+    # alias -> "provider:model"
+    aliases: dict[str, str] = {}
+
+    @field_validator("providers")
+    @classmethod
+    def _provider_names(cls, providers: dict[str, ProviderConfig]) -> dict[str, ProviderConfig]:
+        for name in providers:
+            if not _NAME.match(name):
+                raise ValueError(f"provider name {name!r} must match {_NAME.pattern}")
+        return providers
+
+    @model_validator(mode="after")
+    def _aliases(self) -> GatewayConfig:
+        for alias, target in self.aliases.items():
+            if ":" in alias or alias == "auto" or not alias or any(c.isspace() for c in alias):
+                raise ValueError(f"aliases.{alias}: an alias has no ':' or spaces and is not 'auto'")
+            provider, sep, model = target.partition(":")
+            if not sep or not model:
+                raise ValueError(f"aliases.{alias}: target must be 'provider:model', got {target!r}")
+            if provider not in self.providers:
+                raise ValueError(f"aliases.{alias}: unknown provider {provider!r}")
+        for i, candidate in enumerate(self.routing.auto):
+            provider, sep, model = candidate.partition(":")
+            if not sep or not model or provider not in self.providers:
+                raise ValueError(
+                    f"routing.auto[{i}]: {candidate!r} is not 'provider:model' of a configured provider"
+                )
+        return self

@@ -1,0 +1,137 @@
+"""The conversation: messages, content parts, tools and output settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+
+class Role(StrEnum):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+    TOOL = "tool"
+
+
+@dataclass(frozen=True, slots=True)
+class TextPart:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePart:
+    """An image by URL or inline bytes. `detail` is "auto", "low", "high" or "" (provider default)."""
+
+    url: str | None = None
+    data: bytes | None = None
+    mime_type: str = ""
+    detail: str = ""
+
+
+Part = TextPart | ImagePart
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text exactly as the model produced it
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Role
+    parts: tuple[Part, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str = ""
+    name: str = ""
+
+    def text(self) -> str:
+        return "".join(p.text for p in self.parts if isinstance(p, TextPart))
+
+    def has_images(self) -> bool:
+        return any(isinstance(p, ImagePart) for p in self.parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] | None = None  # JSON Schema of the arguments
+    strict: bool = False
+
+
+class ToolChoiceMode(StrEnum):
+    AUTO = "auto"
+    NONE = "none"
+    REQUIRED = "required"
+    NAMED = "named"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolChoice:
+    mode: ToolChoiceMode
+    tool_name: str = ""  # set when mode is NAMED
+
+
+class ResponseFormatType(StrEnum):
+    TEXT = "text"
+    JSON_OBJECT = "json_object"
+    JSON_SCHEMA = "json_schema"
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseFormat:
+    type: ResponseFormatType
+    json_schema: dict[str, Any] | None = None
+    schema_name: str = "response"
+    strict: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationConfig:
+    """Sampling settings; None means the provider's default."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    user: str = ""
+    project: str = ""
+    tenant: str = ""
+    tracking_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """A validated chat request, independent of protobuf and of any provider."""
+
+    model: str
+    messages: tuple[Message, ...]
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    fallback_models: tuple[str, ...] = ()
+    max_cost: Decimal | None = None  # USD
+    dry_run: bool = False
+    caller: Caller = field(default_factory=Caller)
+    tags: dict[str, str] = field(default_factory=dict)
+    provider_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def last_user_text(self) -> str:
+        for message in reversed(self.messages):
+            if message.role is Role.USER:
+                return message.text()
+        return ""

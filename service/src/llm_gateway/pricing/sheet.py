@@ -1,0 +1,138 @@
+"""Per-model prices, resolved once at start-up, and the exact cost of a call's usage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+
+from llm_gateway.domain.results import Usage
+
+ZERO = Decimal(0)
+_MILLION = Decimal(1_000_000)
+_THOUSAND = Decimal(1_000)
+# cost_per_1k_tokens is a derived rate, not an amount charged: rounded to a pico-dollar.
+_RATE_QUANTUM = Decimal("1e-12")
+
+
+class PricingStatus(StrEnum):
+    PRICED = "priced"
+    FREE = "free"
+    UNKNOWN = "unknown"
+
+
+class BillingModel(StrEnum):
+    FREE = "free"
+    PER_TOKEN = "per_token"
+    PER_REQUEST = "per_request"
+    HYBRID = "hybrid"
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """A price per million tokens, optionally rising once the prompt passes a threshold.
+
+    As in the provider price sheets (and genai-prices), the whole call is charged at the tier
+    price when its prompt has more than `start` tokens.
+    """
+
+    base: Decimal
+    tiers: tuple[tuple[int, Decimal], ...] = ()  # (start, price), ascending by start
+
+    def at(self, prompt_tokens: int) -> Decimal:
+        for start, price in reversed(self.tiers):
+            if prompt_tokens > start:
+                return price
+        return self.base
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """The cost of one call, in exact decimals."""
+
+    status: PricingStatus
+    source: str
+    currency: str = "USD"
+    input: Decimal = ZERO
+    cached_input: Decimal = ZERO
+    cache_write: Decimal = ZERO
+    output: Decimal = ZERO
+    request_fee: Decimal = ZERO
+    total: Decimal = ZERO
+    cost_per_1k_tokens: Decimal | None = None
+    cache_savings: Decimal = ZERO
+    estimated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PriceSheet:
+    """A model's prices in USD. Rates are per million tokens; None means no such charge."""
+
+    status: PricingStatus
+    source: str
+    input: Rate | None = None
+    cached_input: Rate | None = None
+    cache_write: Rate | None = None
+    output: Rate | None = None
+    per_request: Decimal = ZERO
+    currency: str = "USD"
+
+    @property
+    def billing_model(self) -> BillingModel | None:
+        if self.status is PricingStatus.FREE:
+            return BillingModel.FREE
+        if self.status is PricingStatus.UNKNOWN:
+            return None
+        per_token = any(r is not None for r in (self.input, self.cached_input, self.output))
+        if per_token and self.per_request:
+            return BillingModel.HYBRID
+        return BillingModel.PER_TOKEN if per_token else BillingModel.PER_REQUEST
+
+    @property
+    def tiered(self) -> bool:
+        rates = (self.input, self.cached_input, self.cache_write, self.output)
+        return any(r is not None and r.tiers for r in rates)
+
+    def cost(self, usage: Usage) -> Cost:
+        """Prices `usage`. Cache reads and writes are charged at their own rates (falling back to
+        the input rate where the sheet has none); reasoning tokens are output tokens."""
+        if self.status is not PricingStatus.PRICED:
+            return Cost(status=self.status, source=self.source, estimated=usage.estimated)
+        prompt = usage.prompt_tokens
+        uncached = max(prompt - usage.cache_read_tokens - usage.cache_write_tokens, 0)
+        input_rate = _rate(self.input, prompt)
+        cached_rate = _rate(self.cached_input, prompt, input_rate)
+        write_rate = _rate(self.cache_write, prompt, input_rate)
+        input_cost = uncached * input_rate / _MILLION
+        cached_cost = usage.cache_read_tokens * cached_rate / _MILLION
+        write_cost = usage.cache_write_tokens * write_rate / _MILLION
+        output_cost = usage.completion_tokens * _rate(self.output, prompt) / _MILLION
+        total = input_cost + cached_cost + write_cost + output_cost + self.per_request
+        tokens = usage.total_tokens
+        return Cost(
+            status=PricingStatus.PRICED,
+            source=self.source,
+            currency=self.currency,
+            input=input_cost,
+            cached_input=cached_cost,
+            cache_write=write_cost,
+            output=output_cost,
+            request_fee=self.per_request,
+            total=total,
+            cost_per_1k_tokens=(total * _THOUSAND / tokens).quantize(_RATE_QUANTUM) if tokens else None,
+            cache_savings=usage.cache_read_tokens * (input_rate - cached_rate) / _MILLION,
+            estimated=usage.estimated,
+        )
+
+
+def _rate(rate: Rate | None, prompt_tokens: int, fallback: Decimal = ZERO) -> Decimal:
+    return fallback if rate is None else rate.at(prompt_tokens)
+
+
+UNKNOWN_PRICE = PriceSheet(status=PricingStatus.UNKNOWN, source="")
+
+
+def format_decimal(value: Decimal) -> str:
+    """Plain notation without exponent or trailing zeros: Decimal("1.50E-4") -> "0.00015"."""
+    text = format(value.normalize(), "f")
+    return "0" if text in ("-0", "") else text

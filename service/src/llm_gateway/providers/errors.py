@@ -1,0 +1,216 @@
+"""Upstream failures as gateway errors, shared by every HTTP adapter.
+
+HTTP status mapping (AIP-193 codes): 400/422 -> INVALID_ARGUMENT; 401 -> FAILED_PRECONDITION (the
+gateway's provider key is wrong: an operator must act); 403 -> PERMISSION_DENIED; 404 -> NOT_FOUND;
+408 -> DEADLINE_EXCEEDED; 429 -> RESOURCE_EXHAUSTED with the provider's Retry-After; 5xx, 529 and
+connection failures -> UNAVAILABLE; timeouts -> DEADLINE_EXCEEDED.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+
+from llm_gateway.domain.errors import Code, GatewayError
+
+_MAX_MESSAGE = 500
+
+
+class UpstreamContext:
+    """Who an upstream error concerns, and which secrets must never appear in its message."""
+
+    __slots__ = ("model", "provider", "secrets")
+
+    def __init__(self, provider: str, model: str, secrets: Sequence[str] = ()) -> None:
+        self.provider = provider
+        self.model = model
+        self.secrets = tuple(s for s in secrets if s)
+
+    def scrub(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "[REDACTED]")
+        return text[:_MAX_MESSAGE]
+
+    def error(
+        self,
+        message: str,
+        *,
+        code: Code,
+        reason: str,
+        status: int | None = None,
+        retry_after: float | None = None,
+        retryable: bool = False,
+        extra: Mapping[str, str] | None = None,
+    ) -> GatewayError:
+        metadata = {"provider": self.provider, "model": self.model, **(extra or {})}
+        if status is not None:
+            metadata["upstream_status"] = str(status)
+        return GatewayError(
+            self.scrub(message),
+            code=code,
+            reason=reason,
+            metadata=metadata,
+            retry_after=retry_after,
+            retryable=retryable,
+        )
+
+
+def http_error(ctx: UpstreamContext, status: int, body: bytes, headers: Mapping[str, str]) -> GatewayError:
+    """The gateway error for an upstream HTTP error reply."""
+    detail, upstream_code = _error_detail(body)
+    extra = {"upstream_code": upstream_code} if upstream_code else {}
+    where = f"provider {ctx.provider!r} (HTTP {status})"
+    if status in (400, 413, 422):
+        return ctx.error(
+            f"{where} rejected the request: {detail}",
+            code=Code.INVALID_ARGUMENT,
+            reason="UPSTREAM_INVALID_REQUEST",
+            status=status,
+            extra=extra,
+        )
+    if status == 401:
+        return ctx.error(
+            f"{where} rejected the gateway's API key for this provider; an operator must fix "
+            f"providers.{ctx.provider}.api_key",
+            code=Code.FAILED_PRECONDITION,
+            reason="PROVIDER_AUTH_FAILED",
+            status=status,
+            extra=extra,
+        )
+    if status == 403:
+        return ctx.error(
+            f"{where} denied the gateway access to {ctx.model}: {detail}",
+            code=Code.PERMISSION_DENIED,
+            reason="PROVIDER_PERMISSION_DENIED",
+            status=status,
+            extra=extra,
+        )
+    if status == 404:
+        return ctx.error(
+            f"{where} does not know {ctx.model}: {detail}",
+            code=Code.NOT_FOUND,
+            reason="UPSTREAM_NOT_FOUND",
+            status=status,
+            extra=extra,
+        )
+    if status == 408:
+        return ctx.error(
+            f"{where} timed out: {detail}",
+            code=Code.DEADLINE_EXCEEDED,
+            reason="UPSTREAM_TIMEOUT",
+            status=status,
+            retryable=True,
+            extra=extra,
+        )
+    if status == 429:
+        if upstream_code == "insufficient_quota":
+            return ctx.error(
+                f"{where}: the gateway's account is out of quota: {detail}",
+                code=Code.RESOURCE_EXHAUSTED,
+                reason="UPSTREAM_QUOTA_EXCEEDED",
+                status=status,
+                extra=extra,
+            )
+        return ctx.error(
+            f"{where} is rate limiting the gateway: {detail}",
+            code=Code.RESOURCE_EXHAUSTED,
+            reason="UPSTREAM_RATE_LIMITED",
+            status=status,
+            retry_after=parse_retry_after(headers),
+            retryable=True,
+            extra=extra,
+        )
+    return ctx.error(
+        f"{where} failed: {detail}",
+        code=Code.UNAVAILABLE,
+        reason="UPSTREAM_UNAVAILABLE",
+        status=status,
+        retry_after=parse_retry_after(headers),
+        retryable=True,
+        extra=extra,
+    )
+
+
+def bad_response(ctx: UpstreamContext, what: str) -> GatewayError:
+    return ctx.error(
+        f"provider {ctx.provider!r} sent a malformed response: {what}",
+        code=Code.UNAVAILABLE,
+        reason="UPSTREAM_BAD_RESPONSE",
+        retryable=True,
+    )
+
+
+@contextmanager
+def upstream_errors(ctx: UpstreamContext) -> Iterator[None]:
+    """Maps transport failures and unparseable bodies to gateway errors. Cancellation passes."""
+    try:
+        yield
+    except httpx.ConnectTimeout:
+        raise ctx.error(
+            f"could not connect to provider {ctx.provider!r} in time",
+            code=Code.UNAVAILABLE,
+            reason="UPSTREAM_UNAVAILABLE",
+            retryable=True,
+        ) from None
+    except httpx.TimeoutException as exc:
+        raise ctx.error(
+            f"provider {ctx.provider!r} timed out ({type(exc).__name__})",
+            code=Code.DEADLINE_EXCEEDED,
+            reason="UPSTREAM_TIMEOUT",
+            retryable=True,
+        ) from None
+    except httpx.TransportError as exc:
+        raise ctx.error(
+            f"connection to provider {ctx.provider!r} failed ({type(exc).__name__})",
+            code=Code.UNAVAILABLE,
+            reason="UPSTREAM_UNAVAILABLE",
+            retryable=True,
+        ) from None
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        # json.JSONDecodeError is a ValueError; the others come from bodies of the wrong shape.
+        raise bad_response(ctx, f"{type(exc).__name__}: {exc}") from None
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from `retry-after-ms`, or `retry-after` as seconds or an HTTP date."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(float(millis) / 1000, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def _error_detail(body: bytes) -> tuple[str, str]:
+    """The message and code from a JSON error body ({"error": {"message", "code"|"type"}}), or text."""
+    try:
+        data: Any = json.loads(body)
+    except ValueError:
+        return body.decode("utf-8", "replace").strip() or "(empty body)", ""
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        code = error.get("code") or error.get("type") or ""
+        return str(error.get("message") or "(no message)"), str(code)
+    if isinstance(error, str):
+        return error, ""
+    if isinstance(data, dict) and isinstance(data.get("message"), str):
+        return data["message"], ""
+    return json.dumps(data)[:_MAX_MESSAGE], ""

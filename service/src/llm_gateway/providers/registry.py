@@ -1,0 +1,35 @@
+"""Which providers are enabled, and their adapters."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import httpx
+
+from llm_gateway.config.schema import GatewayConfig, MockProviderConfig, OpenAIProviderConfig, ProviderConfig
+from llm_gateway.providers.base import Provider
+from llm_gateway.providers.mock import MockProvider
+from llm_gateway.providers.openai import OpenAIProvider
+
+
+def is_enabled(config: ProviderConfig) -> bool:
+    """`enabled` when set; otherwise on when the provider needs no key or has one."""
+    if config.enabled is not None:
+        return config.enabled
+    if isinstance(config, OpenAIProviderConfig):
+        return bool(config.api_key and config.api_key.get_secret_value())
+    return True
+
+
+def enabled_providers(config: GatewayConfig) -> dict[str, ProviderConfig]:
+    return {name: p for name, p in config.providers.items() if is_enabled(p)}
+
+
+def build_providers(enabled: Mapping[str, ProviderConfig], http: httpx.AsyncClient) -> dict[str, Provider]:
+    providers: dict[str, Provider] = {}
+    for name, config in enabled.items():
+        if isinstance(config, MockProviderConfig):
+            providers[name] = MockProvider(name, config.chunk_delay)
+        else:
+            providers[name] = OpenAIProvider(name, config, http)
+    return providers

@@ -1,0 +1,98 @@
+"""Turns the request's `model` and `fallback_models` into an ordered list of candidate models."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from llm_gateway.catalog import Catalog, ModelSpec
+from llm_gateway.domain.errors import Code, GatewayError, invalid_field, model_not_found
+
+AUTO = "auto"
+_MAX_MODEL_LENGTH = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    spec: ModelSpec
+    reason: str  # "requested", "alias", "auto" or "fallback"
+
+
+class Router:
+    def __init__(
+        self,
+        catalog: Catalog,
+        aliases: Mapping[str, str],
+        auto: Sequence[str],
+        configured_providers: Sequence[str],
+    ) -> None:
+        self._catalog = catalog
+        self._aliases = dict(aliases)
+        self._auto = tuple(auto)
+        self._configured = frozenset(configured_providers)
+
+    def plan(self, model: str, fallbacks: Sequence[str] = (), field: str = "model") -> list[Route]:
+        """Candidates in the order to try them: the model (or every "auto" choice), then fallbacks."""
+        routes = self.resolve(model, field)
+        prefix = field.rpartition(".")[0]
+        for i, fallback in enumerate(fallbacks):
+            path = f"{prefix}.fallback_models[{i}]" if prefix else f"fallback_models[{i}]"
+            routes.extend(Route(r.spec, "fallback") for r in self.resolve(fallback, path))
+        seen: set[str] = set()
+        unique = []
+        for route in routes:
+            if route.spec.id not in seen:
+                seen.add(route.spec.id)
+                unique.append(route)
+        return unique
+
+    def resolve(self, model: str, field: str = "model") -> list[Route]:
+        if not model:
+            raise invalid_field(field, "must be set: 'provider:model', an alias, or 'auto'")
+        if len(model) > _MAX_MODEL_LENGTH or any(ch.isspace() for ch in model):
+            raise invalid_field(field, f"must be at most {_MAX_MODEL_LENGTH} characters without spaces")
+        if model == AUTO:
+            return self._auto_routes(field)
+        if model in self._aliases:
+            return [Route(self._lookup(self._aliases[model], field), "alias")]
+        if ":" in model:
+            return [Route(self._lookup(model, field), "requested")]
+        matches = self._catalog.find_by_name(model)
+        if len(matches) == 1:
+            return [Route(matches[0], "requested")]
+        if len(matches) > 1:
+            choices = ", ".join(sorted(s.id for s in matches))
+            raise invalid_field(field, f"{model!r} is ambiguous; name the provider: one of {choices}")
+        raise model_not_found(model, field, f"unknown model or alias {model!r}; see ListModels")
+
+    def _lookup(self, model_id: str, field: str) -> ModelSpec:
+        provider, _, name = model_id.partition(":")
+        if not provider or not name:
+            raise invalid_field(field, f"{model_id!r} is not 'provider:model'")
+        spec = self._catalog.get(provider, name)
+        if spec is not None:
+            return spec
+        if provider not in self._configured:
+            why = f"unknown provider {provider!r}"
+        elif not self._catalog.is_enabled(provider):
+            why = f"provider {provider!r} is not enabled (is its API key set?)"
+        else:
+            why = f"provider {provider!r} has no model {name!r}"
+        raise model_not_found(model_id, field, why)
+
+    def _auto_routes(self, field: str) -> list[Route]:
+        routes = []
+        for candidate in self._auto:
+            provider, _, name = candidate.partition(":")
+            spec = self._catalog.get(provider, name)
+            if spec is not None:
+                routes.append(Route(spec, "auto"))
+        if not routes:
+            raise GatewayError(
+                f"{field}: no model is available for 'auto' (routing.auto lists "
+                f"{', '.join(self._auto) or 'nothing'}, and none of their providers is enabled)",
+                code=Code.FAILED_PRECONDITION,
+                reason="NO_MODEL_AVAILABLE",
+                metadata={"field": field},
+            )
+        return routes

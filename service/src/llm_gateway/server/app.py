@@ -1,0 +1,108 @@
+"""Builds the gRPC server from configuration: gateway service, health, reflection, interceptors."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import grpc
+import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
+
+from llm_gateway.catalog import Catalog
+from llm_gateway.config.schema import ApiKeyConfig, GatewayConfig
+from llm_gateway.gateway import Gateway
+from llm_gateway.providers import Provider, build_providers, enabled_providers
+from llm_gateway.providers.http import create_http_client
+from llm_gateway.router import Router
+from llm_gateway.server.interceptors import AccessLogInterceptor, AuthInterceptor, RequestIdInterceptor
+from llm_gateway.server.reflection import enable_reflection
+from llm_gateway.server.servicer import GatewayServicer
+from llmgateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
+
+if TYPE_CHECKING:
+    from llm_gateway.server.context import ServerInterceptor
+
+SERVICE_NAME = gateway_service_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
+_log = logging.getLogger("llm_gateway.server")
+
+
+@dataclass
+class GatewayServer:
+    server: grpc.aio.Server
+    port: int
+    health: health_aio.HealthServicer
+    http: httpx.AsyncClient
+    providers: dict[str, Provider]
+
+    async def start(self) -> None:
+        await self.server.start()
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float | None) -> None:
+        """Drains: health turns NOT_SERVING, new calls are refused, in-flight calls get `grace`
+        seconds to finish (None: wait for all), then upstream connections close."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        for provider in self.providers.values():
+            await provider.aclose()
+        await self.http.aclose()
+
+
+def key_digests(keys: Sequence[ApiKeyConfig]) -> dict[bytes, str]:
+    """Digest -> key name. Plaintext keys are hashed here and not kept."""
+    digests = {}
+    for key in keys:
+        if key.sha256 is not None:
+            digests[bytes.fromhex(key.sha256)] = key.name
+        elif key.key is not None:
+            digests[hashlib.sha256(key.key.get_secret_value().encode()).digest()] = key.name
+    return digests
+
+
+async def create_server(
+    config: GatewayConfig, *, host: str | None = None, port: int | None = None
+) -> GatewayServer:
+    """A bound, not yet started server. Port 0 binds a free port (see `GatewayServer.port`)."""
+    enabled = enabled_providers(config)
+    http = create_http_client()
+    providers = build_providers(enabled, http)
+    catalog = Catalog(config, enabled)
+    router = Router(catalog, config.aliases, config.routing.auto, list(config.providers))
+    gateway = Gateway(router, catalog, providers)
+
+    interceptors: list[ServerInterceptor] = [RequestIdInterceptor()]
+    if config.logging.access_log:
+        interceptors.append(AccessLogInterceptor(logging.getLogger("llm_gateway.access")))
+    digests = key_digests(config.auth.keys)
+    if digests:
+        interceptors.append(AuthInterceptor(digests))
+    else:
+        _log.warning("authentication is off: no API keys are configured (auth.keys)")
+
+    limit = config.server.max_message_bytes
+    server = grpc.aio.server(
+        interceptors=interceptors,
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            # Refuse to share a port by accident; worker processes opt in explicitly.
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    gateway_service_pb2_grpc.add_GatewayServiceServicer_to_server(
+        GatewayServicer(gateway, list(config.providers)), server
+    )
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    enable_reflection(server, [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
+
+    host = config.server.host if host is None else host
+    port = config.server.port if port is None else port
+    bound = server.add_insecure_port(f"{host}:{port}")
+    return GatewayServer(server, bound, health, http, providers)

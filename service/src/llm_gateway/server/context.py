@@ -1,0 +1,36 @@
+"""Per-call state carried by interceptors in context variables (each RPC runs in its own task)."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from llm_gateway.domain.messages import Caller
+
+if TYPE_CHECKING:
+    import grpc
+
+    # grpc's stubs make these generic; the runtime classes are not subscriptable.
+    Context = grpc.aio.ServicerContext[Any, Any]
+    ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
+    Handler = grpc.RpcMethodHandler[Any, Any]
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """What the access log reports about one call; the servicer fills it in."""
+
+    model: str = ""
+    provider: str = ""
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost: str = ""
+    cost_status: str = ""
+    estimated: bool = False
+    caller: Caller | None = None
+
+
+request_id_var: ContextVar[str] = ContextVar("request_id", default="")
+api_key_name_var: ContextVar[str] = ContextVar("api_key_name", default="")
+call_record_var: ContextVar[CallRecord | None] = ContextVar("call_record", default=None)

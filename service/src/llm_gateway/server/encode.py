@@ -1,0 +1,240 @@
+"""Domain results to protobuf replies. Money leaves as exact decimal strings."""
+
+from __future__ import annotations
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from llm_gateway.catalog import ModelSpec
+from llm_gateway.domain.results import Completion, FinishReason, TextDelta, ToolCallDelta, Usage
+from llm_gateway.gateway import CallHeader, CallSummary, ChatOutcome, Estimate, Latency, RoutingInfo
+from llm_gateway.pricing import Cost, PriceSheet, PricingStatus, format_decimal
+from llmgateway.v1 import accounting_pb2, catalog_pb2, chat_pb2, content_pb2
+
+_FINISH = {
+    FinishReason.STOP: chat_pb2.FINISH_REASON_STOP,
+    FinishReason.LENGTH: chat_pb2.FINISH_REASON_LENGTH,
+    FinishReason.TOOL_CALLS: chat_pb2.FINISH_REASON_TOOL_CALLS,
+    FinishReason.CONTENT_FILTER: chat_pb2.FINISH_REASON_CONTENT_FILTER,
+    FinishReason.OTHER: chat_pb2.FINISH_REASON_OTHER,
+}
+_PRICING = {
+    PricingStatus.PRICED: accounting_pb2.PRICING_STATUS_PRICED,
+    PricingStatus.FREE: accounting_pb2.PRICING_STATUS_FREE,
+    PricingStatus.UNKNOWN: accounting_pb2.PRICING_STATUS_UNKNOWN,
+}
+_BILLING = {
+    "free": catalog_pb2.BILLING_MODEL_FREE,
+    "per_token": catalog_pb2.BILLING_MODEL_PER_TOKEN,
+    "per_request": catalog_pb2.BILLING_MODEL_PER_REQUEST,
+    "hybrid": catalog_pb2.BILLING_MODEL_HYBRID,
+}
+CAPABILITIES = {
+    "streaming": catalog_pb2.CAPABILITY_STREAMING,
+    "tools": catalog_pb2.CAPABILITY_TOOLS,
+    "vision": catalog_pb2.CAPABILITY_VISION,
+    "json_schema": catalog_pb2.CAPABILITY_JSON_SCHEMA,
+    "reasoning": catalog_pb2.CAPABILITY_REASONING,
+    "json_object": catalog_pb2.CAPABILITY_JSON_OBJECT,
+}
+
+
+def chat_response(outcome: ChatOutcome) -> chat_pb2.ChatResponse:
+    header, summary = outcome.header, outcome.summary
+    reply = chat_pb2.ChatResponse(
+        id=header.id,
+        request_id=header.request_id,
+        model=header.model.id,
+        provider=header.model.provider,
+        provider_model=summary.provider_model,
+        provider_response_id=summary.provider_response_id,
+        message=None if outcome.dry_run else _assistant(outcome.completion),
+        usage=usage(summary.usage),
+        cost=cost(summary.cost),
+        latency=latency(summary.latency),
+        routing=routing(summary.routing),
+        create_time=_timestamp(header.created_at),
+        dry_run=outcome.dry_run,
+    )
+    if summary.finish_reason is not None:
+        reply.finish_reason = _FINISH[summary.finish_reason]
+    return reply
+
+
+def stream_start(header: CallHeader) -> chat_pb2.ChatStreamResponse:
+    return chat_pb2.ChatStreamResponse(
+        start=chat_pb2.StreamStart(
+            id=header.id,
+            request_id=header.request_id,
+            model=header.model.id,
+            provider=header.model.provider,
+            create_time=_timestamp(header.created_at),
+        )
+    )
+
+
+def stream_delta(event: TextDelta | ToolCallDelta) -> chat_pb2.ChatStreamResponse:
+    if isinstance(event, TextDelta):
+        return chat_pb2.ChatStreamResponse(text_delta=chat_pb2.TextDelta(text=event.text))
+    return chat_pb2.ChatStreamResponse(
+        tool_call_delta=chat_pb2.ToolCallDelta(
+            index=event.index, id=event.id, name=event.name, arguments=event.arguments
+        )
+    )
+
+
+def stream_finish(summary: CallSummary) -> chat_pb2.ChatStreamResponse:
+    # Streams always finish with a reason; only dry runs (unary) have none.
+    reason = _FINISH[summary.finish_reason or FinishReason.OTHER]
+    return chat_pb2.ChatStreamResponse(
+        finish=chat_pb2.StreamFinish(
+            finish_reason=reason,
+            usage=usage(summary.usage),
+            cost=cost(summary.cost),
+            latency=latency(summary.latency),
+            routing=routing(summary.routing),
+            provider_model=summary.provider_model,
+            provider_response_id=summary.provider_response_id,
+        )
+    )
+
+
+def _assistant(completion: Completion) -> content_pb2.Message:
+    message = content_pb2.Message(role=content_pb2.ROLE_ASSISTANT)
+    if completion.text:
+        message.content.add(text=completion.text)
+    for call in completion.tool_calls:
+        message.tool_calls.add(id=call.id, name=call.name, arguments=call.arguments)
+    return message
+
+
+def usage(u: Usage) -> accounting_pb2.Usage:
+    return accounting_pb2.Usage(
+        prompt_tokens=u.prompt_tokens,
+        completion_tokens=u.completion_tokens,
+        total_tokens=u.total_tokens,
+        cache_read_tokens=u.cache_read_tokens,
+        cache_write_tokens=u.cache_write_tokens,
+        reasoning_tokens=u.reasoning_tokens,
+        estimated=u.estimated,
+    )
+
+
+def cost(c: Cost) -> accounting_pb2.Cost:
+    out = accounting_pb2.Cost(
+        currency=c.currency, status=_PRICING[c.status], price_source=c.source, estimated=c.estimated
+    )
+    if c.status is PricingStatus.UNKNOWN:
+        return out
+    out.input = format_decimal(c.input)
+    out.cached_input = format_decimal(c.cached_input)
+    out.cache_write = format_decimal(c.cache_write)
+    out.output = format_decimal(c.output)
+    out.request_fee = format_decimal(c.request_fee)
+    out.total = format_decimal(c.total)
+    out.cache_savings = format_decimal(c.cache_savings)
+    if c.cost_per_1k_tokens is not None:
+        out.cost_per_1k_tokens = format_decimal(c.cost_per_1k_tokens)
+    return out
+
+
+def latency(lat: Latency) -> accounting_pb2.Latency:
+    out = accounting_pb2.Latency(
+        total=_duration(lat.total),
+        upstream=_duration(lat.upstream),
+        gateway_overhead=_duration(lat.gateway_overhead),
+    )
+    if lat.time_to_first_byte is not None:
+        out.time_to_first_byte.CopyFrom(_duration(lat.time_to_first_byte))
+    if lat.time_to_first_token is not None:
+        out.time_to_first_token.CopyFrom(_duration(lat.time_to_first_token))
+    return out
+
+
+def routing(r: RoutingInfo) -> accounting_pb2.Routing:
+    selected = r.selected
+    return accounting_pb2.Routing(
+        selected_provider=selected.provider if selected else "",
+        selected_model=selected.id if selected else "",
+        reason=r.reason,
+        candidates=r.candidates,
+        attempts=[
+            accounting_pb2.Attempt(
+                provider=a.provider,
+                model=a.model,
+                code=a.code,
+                reason=a.reason,
+                message=a.message,
+                latency=_duration(a.latency),
+            )
+            for a in r.attempts
+        ],
+        fallback_used=r.fallback_used,
+    )
+
+
+def model(spec: ModelSpec, aliases: list[str], state: catalog_pb2.ModelState) -> catalog_pb2.Model:
+    return catalog_pb2.Model(
+        id=spec.id,
+        provider=spec.provider,
+        name=spec.name,
+        display_name=spec.display_name,
+        aliases=aliases,
+        context_window=spec.context_window or 0,
+        max_output_tokens=spec.max_output_tokens or 0,
+        capabilities=sorted(CAPABILITIES[c] for c in spec.capabilities or ()),
+        pricing=pricing(spec.price),
+        state=state,
+    )
+
+
+def pricing(sheet: PriceSheet) -> catalog_pb2.ModelPricing:
+    out = catalog_pb2.ModelPricing(
+        currency=sheet.currency,
+        status=_PRICING[sheet.status],
+        price_source=sheet.source,
+        tiered=sheet.tiered,
+    )
+    billing = sheet.billing_model
+    if billing is not None:
+        out.billing_model = _BILLING[billing.value]
+    if sheet.status is PricingStatus.FREE:
+        out.input_per_million = out.output_per_million = out.per_request = "0"
+        return out
+    for field, rate in (
+        ("input_per_million", sheet.input),
+        ("cached_input_per_million", sheet.cached_input),
+        ("cache_write_per_million", sheet.cache_write),
+        ("output_per_million", sheet.output),
+    ):
+        if rate is not None:
+            setattr(out, field, format_decimal(rate.base))
+    if sheet.status is PricingStatus.PRICED:
+        out.per_request = format_decimal(sheet.per_request)
+    return out
+
+
+def estimate(e: Estimate) -> catalog_pb2.CostEstimate:
+    return catalog_pb2.CostEstimate(
+        model=e.model.id,
+        provider=e.model.provider,
+        prompt_tokens=e.prompt_tokens,
+        token_count_method=(
+            catalog_pb2.TOKEN_COUNT_METHOD_EXACT if e.exact else catalog_pb2.TOKEN_COUNT_METHOD_APPROXIMATE
+        ),
+        expected_output_tokens=e.expected_output_tokens,
+        worst_case_output_tokens=e.worst_case_output_tokens,
+        expected_cost=cost(e.expected_cost),
+        worst_case_cost=cost(e.worst_case_cost),
+        fits_context_window=e.fits_context_window,
+        within_budget=e.within_budget,
+    )
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    nanos = round(seconds * 1e9)
+    return duration_pb2.Duration(seconds=nanos // 1_000_000_000, nanos=nanos % 1_000_000_000)
+
+
+def _timestamp(unix: float) -> timestamp_pb2.Timestamp:
+    nanos = round(unix * 1e9)
+    return timestamp_pb2.Timestamp(seconds=nanos // 1_000_000_000, nanos=nanos % 1_000_000_000)

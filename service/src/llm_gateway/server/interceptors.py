@@ -1,0 +1,262 @@
+"""Server interceptors: request id, API-key authentication and the JSON access log.
+
+Order (outermost first): request id -> access log -> auth -> servicer, so every log line and every
+error, including an authentication failure, carries the request id. Each interceptor wraps a
+method's handler once and reuses the wrapped handler for every later call of that method.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, NoReturn, cast
+
+import grpc
+
+from llm_gateway.domain.errors import Code, GatewayError
+from llm_gateway.server.context import (
+    CallRecord,
+    api_key_name_var,
+    call_record_var,
+    request_id_var,
+)
+from llm_gateway.server.status import REQUEST_ID_KEY, rich_status
+
+if TYPE_CHECKING:
+    from llm_gateway.server.context import Context, Handler, ServerInterceptor
+else:
+    ServerInterceptor = grpc.aio.ServerInterceptor
+
+# Health checks and reflection stay open: meshes and grpcurl carry no gateway key.
+OPEN_SERVICES = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+)
+_VALID_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+
+UnaryBehavior = Callable[[Any, "Context"], Awaitable[Any]]
+StreamBehavior = Callable[[Any, "Context"], AsyncIterator[Any]]
+
+
+def metadata_value(context: Context, key: str) -> str | None:
+    for item in context.invocation_metadata() or ():
+        if item[0] == key:
+            value = item[1]
+            return value if isinstance(value, str) else value.decode("latin-1")
+    return None
+
+
+async def abort(context: Context, err: GatewayError) -> NoReturn:
+    """Ends the call with `err` as a rich status (raises grpc's AbortError)."""
+    status = rich_status(err, request_id_var.get())
+    await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+class _HandlerWrapper(ServerInterceptor):
+    """Wraps the gateway's own handlers (unary and server-streaming, written as async generators);
+    health and reflection pass through untouched."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[Handler, Handler]] = {}
+
+    def applies(self, method: str) -> bool:
+        return not method.startswith(OPEN_SERVICES)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or not self.applies(method):
+            return handler
+        cached = self._cache.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped: Handler = handler
+        if handler.unary_unary is not None:
+            wrapped = grpc.unary_unary_rpc_method_handler(
+                self.wrap_unary(cast(UnaryBehavior, handler.unary_unary), method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        elif handler.unary_stream is not None:
+            wrapped = grpc.unary_stream_rpc_method_handler(
+                self.wrap_stream(cast(StreamBehavior, handler.unary_stream), method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        self._cache[method] = (handler, wrapped)
+        return wrapped
+
+    def wrap_unary(self, behavior: UnaryBehavior, method: str) -> UnaryBehavior:
+        raise NotImplementedError
+
+    def wrap_stream(self, behavior: StreamBehavior, method: str) -> StreamBehavior:
+        raise NotImplementedError
+
+
+class RequestIdInterceptor(_HandlerWrapper):
+    """Takes the caller's `x-request-id` (1 to 128 printable ASCII characters) or mints one, and
+    sends it back as response metadata before anything else."""
+
+    @staticmethod
+    async def _begin(context: Context) -> None:
+        incoming = metadata_value(context, REQUEST_ID_KEY)
+        request_id = incoming if incoming and _VALID_REQUEST_ID.match(incoming) else _mint()
+        request_id_var.set(request_id)
+        await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+
+    def wrap_unary(self, behavior: UnaryBehavior, method: str) -> UnaryBehavior:
+        async def unary(request: Any, context: Context) -> Any:
+            await self._begin(context)
+            return await behavior(request, context)
+
+        return unary
+
+    def wrap_stream(self, behavior: StreamBehavior, method: str) -> StreamBehavior:
+        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            await self._begin(context)
+            async for response in behavior(request, context):
+                yield response
+
+        return stream
+
+
+class AuthInterceptor(_HandlerWrapper):
+    """Checks `authorization: Bearer <key>` against the configured keys' SHA-256 digests. The
+    plaintext keys are never kept; the name of the matching key is recorded for logs."""
+
+    def __init__(self, digests: Mapping[bytes, str]) -> None:
+        super().__init__()
+        self._digests = dict(digests)
+
+    async def _authenticate(self, context: Context) -> None:
+        header = metadata_value(context, "authorization")
+        if not header:
+            await abort(
+                context,
+                GatewayError(
+                    "missing API key: send metadata 'authorization: Bearer <key>'",
+                    code=Code.UNAUTHENTICATED,
+                    reason="MISSING_API_KEY",
+                ),
+            )
+        scheme, _, token = header.partition(" ")
+        name = None
+        if scheme.lower() == "bearer" and token.strip():
+            name = self._digests.get(hashlib.sha256(token.strip().encode()).digest())
+        if name is None:
+            await abort(
+                context,
+                GatewayError("invalid API key", code=Code.UNAUTHENTICATED, reason="INVALID_API_KEY"),
+            )
+        api_key_name_var.set(name)
+
+    def wrap_unary(self, behavior: UnaryBehavior, method: str) -> UnaryBehavior:
+        async def unary(request: Any, context: Context) -> Any:
+            await self._authenticate(context)
+            return await behavior(request, context)
+
+        return unary
+
+    def wrap_stream(self, behavior: StreamBehavior, method: str) -> StreamBehavior:
+        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            await self._authenticate(context)
+            async for response in behavior(request, context):
+                yield response
+
+        return stream
+
+
+class AccessLogInterceptor(_HandlerWrapper):
+    """One JSON line per call: method, status, duration, request id, key name, model, provider,
+    tokens and cost. Never a secret: keys appear only by their configured name."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__()
+        self._logger = logger
+
+    def wrap_unary(self, behavior: UnaryBehavior, method: str) -> UnaryBehavior:
+        name = method.rpartition("/")[2]
+
+        async def unary(request: Any, context: Context) -> Any:
+            record = CallRecord()
+            call_record_var.set(record)
+            started = time.perf_counter()
+            status = "OK"
+            try:
+                return await behavior(request, context)
+            except BaseException:
+                status = _status_name(context)
+                raise
+            finally:
+                self._emit(name, status, started, record)
+
+        return unary
+
+    def wrap_stream(self, behavior: StreamBehavior, method: str) -> StreamBehavior:
+        name = method.rpartition("/")[2]
+
+        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            record = CallRecord()
+            call_record_var.set(record)
+            started = time.perf_counter()
+            status = "OK"
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            except BaseException:
+                status = _status_name(context)
+                raise
+            finally:
+                self._emit(name, status, started, record)
+
+        return stream
+
+    def _emit(self, method: str, status: str, started: float, record: CallRecord) -> None:
+        entry: dict[str, Any] = {
+            "event": "access",
+            "method": method,
+            "status": status,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            "request_id": request_id_var.get(),
+        }
+        key_name = api_key_name_var.get()
+        if key_name:
+            entry["api_key"] = key_name
+        if record.model:
+            entry["model"] = record.model
+            entry["provider"] = record.provider
+        if record.prompt_tokens is not None:
+            entry["prompt_tokens"] = record.prompt_tokens
+            entry["completion_tokens"] = record.completion_tokens
+            entry["cost"] = record.cost
+            entry["cost_status"] = record.cost_status
+            entry["usage_estimated"] = record.estimated
+        caller = record.caller
+        if caller is not None:
+            for field in ("user", "project", "tenant", "tracking_id"):
+                value = getattr(caller, field)
+                if value:
+                    entry[field] = value
+        self._logger.info(entry)
+
+
+def _status_name(context: Context) -> str:
+    code: grpc.StatusCode | None = context.code()  # None until a status is set
+    if code is None or code is grpc.StatusCode.OK:
+        # Ended by an exception with no status: the call was cancelled (by the client, its
+        # deadline, or shutdown); every other failure is turned into a status by the servicer.
+        return "CANCELLED"
+    return code.name
+
+
+def _mint() -> str:
+    return secrets.token_hex(16)

@@ -1,0 +1,187 @@
+"""The GatewayService servicer: protobuf in, domain calls, protobuf out."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Collection
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import grpc
+
+from llm_gateway.domain.errors import Code, GatewayError, invalid_field, with_field_prefix
+from llm_gateway.domain.messages import ChatRequest
+from llm_gateway.domain.results import Usage
+from llm_gateway.gateway import CallSummary, Gateway, StreamFinished, StreamStarted
+from llm_gateway.pricing import PricingStatus, format_decimal
+from llm_gateway.server import encode
+from llm_gateway.server.context import call_record_var, request_id_var
+from llm_gateway.server.decode import decode_chat_request
+from llm_gateway.server.interceptors import abort
+
+if TYPE_CHECKING:
+    from llm_gateway.server.context import Context
+from llmgateway.v1 import catalog_pb2, chat_pb2, gateway_service_pb2_grpc
+
+_log = logging.getLogger("llm_gateway.server")
+_DEFAULT_PAGE_SIZE = 100
+_MAX_PAGE_SIZE = 1000
+_CAPABILITY_NAMES = {number: name for name, number in encode.CAPABILITIES.items()}
+
+
+class _Errors:
+    """The servicer's error boundary: a gateway error ends the call with its rich status; any other
+    exception is a bug, logged with its traceback and answered INTERNAL without internals.
+    Cancellation and aborts pass through untouched."""
+
+    __slots__ = ("_context", "_prefix")
+
+    def __init__(self, context: Context, field_prefix: str = "") -> None:
+        self._context = context
+        self._prefix = field_prefix
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if isinstance(exc, GatewayError):
+            await abort(self._context, with_field_prefix(exc, self._prefix) if self._prefix else exc)
+        if isinstance(exc, Exception) and not isinstance(exc, grpc.aio.AbortError):
+            _log.exception("unexpected error", exc_info=exc)
+            await abort(
+                self._context,
+                GatewayError(
+                    f"internal error; quote request id {request_id_var.get()}",
+                    code=Code.INTERNAL,
+                    reason="INTERNAL",
+                ),
+            )
+
+
+class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
+    def __init__(self, gateway: Gateway, providers: Collection[str]) -> None:
+        self._gateway = gateway
+        self._providers = frozenset(providers)
+
+    async def Chat(  # noqa: N802 (gRPC method name)
+        self, request: chat_pb2.ChatRequest, context: Context
+    ) -> chat_pb2.ChatResponse:
+        async with _Errors(context):
+            chat = self._decode(request)
+            outcome = await self._gateway.chat(chat, request_id_var.get())
+            _record_model(outcome.header.model.id, outcome.header.model.provider)
+            _record_summary(outcome.summary)
+            return encode.chat_response(outcome)
+
+    async def ChatStream(  # noqa: N802
+        self, request: chat_pb2.ChatStreamRequest, context: Context
+    ) -> AsyncIterator[chat_pb2.ChatStreamResponse]:
+        async with _Errors(context, "request."):
+            if not request.HasField("request"):
+                raise invalid_field("", "must be set: the chat request")
+            chat = self._decode(request.request)
+            async for event in self._gateway.chat_stream(chat, request_id_var.get()):
+                if isinstance(event, StreamStarted):
+                    _record_model(event.header.model.id, event.header.model.provider)
+                    yield encode.stream_start(event.header)
+                elif isinstance(event, StreamFinished):
+                    _record_summary(event.summary)
+                    yield encode.stream_finish(event.summary)
+                else:
+                    yield encode.stream_delta(event)
+
+    async def EstimateCost(  # noqa: N802
+        self, request: catalog_pb2.EstimateCostRequest, context: Context
+    ) -> catalog_pb2.EstimateCostResponse:
+        async with _Errors(context, "request."):
+            if not request.HasField("request"):
+                raise invalid_field("", "must be set: the chat request")
+            chat = self._decode(request.request)
+        async with _Errors(context):
+            expected = None
+            if request.HasField("expected_output_tokens"):
+                expected = request.expected_output_tokens
+                if expected < 0:
+                    raise invalid_field("expected_output_tokens", "must not be negative")
+            estimates = self._gateway.estimate_cost(chat, expected, list(request.candidate_models))
+            return catalog_pb2.EstimateCostResponse(estimates=[encode.estimate(e) for e in estimates])
+
+    async def ListModels(  # noqa: N802
+        self, request: catalog_pb2.ListModelsRequest, context: Context
+    ) -> catalog_pb2.ListModelsResponse:
+        async with _Errors(context):
+            if not 0 <= request.page_size <= _MAX_PAGE_SIZE:
+                raise invalid_field("page_size", f"must be between 0 and {_MAX_PAGE_SIZE}")
+            capabilities = []
+            for i, number in enumerate(request.capabilities):
+                name = _CAPABILITY_NAMES.get(number)
+                if name is None:
+                    raise invalid_field(f"capabilities[{i}]", "unknown capability")
+                capabilities.append(name)
+            fingerprint = _filter_fingerprint(request.provider, capabilities)
+            offset = _page_offset(request.page_token, fingerprint)
+            models = self._gateway.list_models(request.provider, capabilities)
+            size = request.page_size or _DEFAULT_PAGE_SIZE
+            page = models[offset : offset + size]
+            catalog = self._gateway.catalog
+            state = catalog_pb2.ModelState(circuit_state=catalog_pb2.CIRCUIT_STATE_CLOSED, available=True)
+            end = offset + len(page)
+            return catalog_pb2.ListModelsResponse(
+                models=[encode.model(spec, catalog.aliases_of(spec.id), state) for spec in page],
+                next_page_token=_page_token(end, fingerprint) if end < len(models) else "",
+                total_size=len(models),
+            )
+
+    def _decode(self, request: chat_pb2.ChatRequest) -> ChatRequest:
+        chat = decode_chat_request(request, self._providers)
+        record = call_record_var.get()
+        if record is not None:
+            record.caller = chat.caller
+        return chat
+
+
+def _record_model(model: str, provider: str) -> None:
+    record = call_record_var.get()
+    if record is not None:
+        record.model = model
+        record.provider = provider
+
+
+def _record_summary(summary: CallSummary) -> None:
+    record = call_record_var.get()
+    if record is None:
+        return
+    usage: Usage = summary.usage
+    record.prompt_tokens = usage.prompt_tokens
+    record.completion_tokens = usage.completion_tokens
+    record.estimated = usage.estimated
+    record.cost_status = summary.cost.status.value
+    if summary.cost.status is not PricingStatus.UNKNOWN:
+        record.cost = format_decimal(summary.cost.total)
+
+
+def _filter_fingerprint(provider: str, capabilities: list[str]) -> str:
+    return hashlib.sha256(f"{provider}|{','.join(sorted(capabilities))}".encode()).hexdigest()[:12]
+
+
+def _page_token(offset: int, fingerprint: str) -> str:
+    return base64.urlsafe_b64encode(f"{offset}:{fingerprint}".encode()).decode().rstrip("=")
+
+
+def _page_offset(token: str, fingerprint: str) -> int:
+    """AIP-158: a token is only valid with the filters of the call that issued it."""
+    if not token:
+        return 0
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        offset_text, _, issued_for = raw.partition(":")
+        offset = int(offset_text)
+    except ValueError:
+        raise invalid_field("page_token", "not a token from a previous ListModels reply") from None
+    if issued_for != fingerprint or offset < 0:
+        raise invalid_field("page_token", "was issued for different filters")
+    return offset

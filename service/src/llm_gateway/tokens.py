@@ -1,0 +1,45 @@
+"""Token counts for estimates, and for usage a provider did not report.
+
+A documented approximation, not a tokenizer: about 4 characters of English text per token (OpenAI's
+rule of thumb), 4 tokens of framing per message, and 85 tokens per image (the low-detail cost of an
+OpenAI image). Results are marked as approximate wherever they reach a caller.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from llm_gateway.domain.messages import ChatRequest, ImagePart, Message, TextPart
+
+CHARS_PER_TOKEN = 4
+TOKENS_PER_MESSAGE = 4
+TOKENS_PER_IMAGE = 85
+TOKENS_REPLY_PRIMING = 3
+
+
+def text_tokens(text: str) -> int:
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+def message_tokens(message: Message) -> int:
+    tokens = TOKENS_PER_MESSAGE + text_tokens(message.name)
+    for part in message.parts:
+        if isinstance(part, TextPart):
+            tokens += text_tokens(part.text)
+        elif isinstance(part, ImagePart):
+            tokens += TOKENS_PER_IMAGE
+    for call in message.tool_calls:
+        tokens += text_tokens(call.name) + text_tokens(call.arguments)
+    return tokens
+
+
+def prompt_tokens(request: ChatRequest) -> int:
+    tokens = TOKENS_REPLY_PRIMING + sum(message_tokens(m) for m in request.messages)
+    for tool in request.tools:
+        schema = json.dumps(tool.parameters, separators=(",", ":")) if tool.parameters else ""
+        tokens += text_tokens(tool.name) + text_tokens(tool.description) + text_tokens(schema)
+    fmt = request.response_format
+    if fmt is not None and fmt.json_schema:
+        tokens += text_tokens(json.dumps(fmt.json_schema, separators=(",", ":")))
+    return tokens

@@ -1,0 +1,147 @@
+"""Fixtures: the gateway in-process on a free loopback port, reached through the generated asyncio
+stub, and fake upstream providers that are real HTTP servers on loopback."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+
+from llm_gateway.config import load_config
+from llm_gateway.server import GatewayServer, create_server
+from llmgateway.v1 import chat_pb2, content_pb2, gateway_service_pb2_grpc
+from tests.fakes.openai import FakeOpenAI
+
+OPENAI_TEST_KEY = "sk-test-0123456789abcdefSECRET"
+
+
+@dataclass
+class RunningGateway:
+    server: GatewayServer
+    channel: grpc.aio.Channel
+    stub: gateway_service_pb2_grpc.GatewayServiceAsyncStub
+    address: str
+
+
+@asynccontextmanager
+async def running_gateway(
+    toml: str = "", env: Mapping[str, str] | None = None
+) -> AsyncIterator[RunningGateway]:
+    """A started gateway configured by the embedded defaults plus `toml`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "gateway.toml"
+        path.write_text(toml)
+        config = load_config(path, env or {})
+    server = await create_server(config, host="127.0.0.1", port=0)
+    await server.start()
+    address = f"127.0.0.1:{server.port}"
+    channel = grpc.aio.insecure_channel(address)
+    try:
+        yield RunningGateway(server, channel, gateway_service_pb2_grpc.GatewayServiceStub(channel), address)
+    finally:
+        await channel.close(None)
+        await server.stop(0)
+
+
+def openai_toml(base_url: str, extra: str = "") -> str:
+    return f"""
+[providers.openai]
+base_url = "{base_url}"
+api_key = "{OPENAI_TEST_KEY}"
+timeout = {{ connect = 2.0, read = 5.0 }}
+{extra}
+"""
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[RunningGateway]:
+    async with running_gateway() as gw:
+        yield gw
+
+
+@pytest.fixture
+async def fake_openai() -> AsyncIterator[FakeOpenAI]:
+    fake = FakeOpenAI()
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+@pytest.fixture
+async def openai_gateway(fake_openai: FakeOpenAI) -> AsyncIterator[RunningGateway]:
+    async with running_gateway(openai_toml(fake_openai.base_url)) as gw:
+        yield gw
+
+
+def text_message(role: content_pb2.Role.ValueType, text: str) -> content_pb2.Message:
+    return content_pb2.Message(role=role, content=[content_pb2.Part(text=text)])
+
+
+def user(text: str) -> content_pb2.Message:
+    return text_message(content_pb2.ROLE_USER, text)
+
+
+def chat(model: str, text: str = "Hello there, gateway", **fields: object) -> chat_pb2.ChatRequest:
+    return chat_pb2.ChatRequest(model=model, messages=[user(text)], **fields)  # type: ignore[arg-type]
+
+
+def reply_text(message: content_pb2.Message) -> str:
+    return "".join(part.text for part in message.content)
+
+
+@dataclass
+class ErrorDetails:
+    code: grpc.StatusCode
+    message: str
+    info: error_details_pb2.ErrorInfo
+    bad_request: error_details_pb2.BadRequest | None
+    retry: error_details_pb2.RetryInfo | None
+
+
+def error_details(err: grpc.aio.AioRpcError) -> ErrorDetails:
+    """The rich status of a failed call. Every gateway error must carry an ErrorInfo."""
+    raw = metadata_value(err.trailing_metadata(), "grpc-status-details-bin")
+    assert isinstance(raw, bytes), f"no status details on {err.code()}: {err.details()}"
+    status = status_pb2.Status.FromString(raw)
+    info = bad = retry = None
+    for any_detail in status.details:
+        if any_detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            any_detail.Unpack(info)
+        elif any_detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            any_detail.Unpack(bad)
+        elif any_detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            any_detail.Unpack(retry)
+    assert info is not None, "every gateway error carries a google.rpc.ErrorInfo"
+    assert info.domain == "llmgateway.v1"
+    return ErrorDetails(err.code(), err.details() or "", info, bad, retry)
+
+
+def metadata_value(metadata: object, key: str) -> str | bytes | None:
+    """A value from call metadata (grpc.aio.Metadata, or pairs), whatever the stubs say its type is."""
+    for item_key, value in cast(Iterable[tuple[str, str | bytes]], metadata or ()):
+        if item_key == key:
+            return value
+    return None
+
+
+async def read_event(call: object) -> chat_pb2.ChatStreamResponse | None:
+    """The next event of a ChatStream call read with read(), or None at the end of the stream."""
+    event = await cast(grpc.aio.UnaryStreamCall[Any, Any], call).read()
+    return None if event is grpc.aio.EOF else cast(chat_pb2.ChatStreamResponse, event)  # type: ignore[attr-defined]
+
+
+def violated_fields(details: ErrorDetails) -> list[str]:
+    assert details.bad_request is not None, "INVALID_ARGUMENT carries a BadRequest"
+    return [v.field for v in details.bad_request.field_violations]

@@ -1,0 +1,137 @@
+"""Configuration: defaults, file merge, ${ENV} interpolation, environment overrides, validation."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from llm_gateway.config import ConfigError, load_config
+from llm_gateway.providers import enabled_providers
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gateway.toml"
+    path.write_text(text)
+    return path
+
+
+def test_embedded_defaults_enable_mock_and_keep_openai_off_without_a_key() -> None:
+    config = load_config(None, {})
+    assert config.server.port == 50051
+    assert set(enabled_providers(config)) == {"mock"}
+    assert set(enabled_providers(load_config(None, {"OPENAI_API_KEY": "sk-x"}))) == {"mock", "openai"}
+
+
+def test_file_merges_over_defaults(tmp_path: Path) -> None:
+    path = write(tmp_path, '[server]\nport = 6000\n[providers.mock.models.echo]\ndisplay_name = "Echo"\n')
+    config = load_config(path, {})
+    assert config.server.port == 6000
+    assert config.server.grace_period == 10.0  # untouched default
+    echo = config.providers["mock"].models["echo"]
+    assert echo.display_name == "Echo"
+    # Tables merge key by key: the default price of mock:echo survives.
+    assert echo.price is not None
+    assert echo.price.input_per_million == Decimal("0.15")
+
+
+def test_interpolation_required_and_fallback(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[providers.openai]\napi_key = "${MY_KEY}"\nbase_url = "${BASE:-http://localhost:8000/v1}"\n',
+    )
+    config = load_config(path, {"MY_KEY": "sk-abc"})
+    openai = config.providers["openai"]
+    assert openai.kind == "openai"
+    assert openai.api_key is not None
+    assert openai.api_key.get_secret_value() == "sk-abc"
+    assert openai.base_url == "http://localhost:8000/v1"
+    with pytest.raises(
+        ConfigError, match=r"providers\.openai\.api_key: environment variable MY_KEY is not set"
+    ):
+        load_config(path, {})
+
+
+def test_environment_overrides_last(tmp_path: Path) -> None:
+    path = write(tmp_path, "[server]\nport = 6000\n")
+    config = load_config(
+        path,
+        {
+            "LLM_GATEWAY__SERVER__PORT": "7000",
+            "LLM_GATEWAY__LOGGING__ACCESS_LOG": "false",
+            "LLM_GATEWAY__ROUTING__AUTO": '["mock:echo"]',
+        },
+    )
+    assert config.server.port == 7000
+    assert config.logging.access_log is False
+    assert config.routing.auto == ("mock:echo",)
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        ("[server]\nport = 70000\n", {}, "config error at server.port"),
+        ("[server]\nprot = 1\n", {}, "config error at server.prot: Extra inputs are not permitted"),
+        ('[providers.openai]\nbase_url = "ftp://x"\n', {}, "config error at providers.openai.base_url"),
+        ('[providers.x]\nkind = "nope"\n', {}, "providers.x"),
+        ('[auth]\nkeys = [{ name = "a", key = "short" }]\n', {}, "at least 16 characters"),
+        ('[auth]\nkeys = [{ name = "a" }]\n', {}, "set exactly one of 'key' and 'sha256'"),
+        ('[aliases]\nfast = "nosuch:model"\n', {}, "aliases.fast: unknown provider 'nosuch'"),
+        ('[routing]\nauto = ["gpt-4o"]\n', {}, "routing.auto[0]"),
+        (
+            '[providers.mock.models.x]\nprice = { free = true, input_per_million = "1" }\n',
+            {},
+            "a free model has no prices",
+        ),
+        ("not = [toml", {}, "is not valid TOML"),
+        ("", {"LLM_GATEWAY__SERVER__PORT": "abc"}, "config error at server.port"),
+    ],
+)
+def test_errors_name_the_bad_key(tmp_path: Path, text: str, env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
+        load_config(write(tmp_path, text), env)
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "absent.toml", {})
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "llm_gateway", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+        check=False,
+    )
+
+
+def test_check_config_command(tmp_path: Path) -> None:
+    ok = run_cli("check-config", env={"OPENAI_API_KEY": "sk-secret-value-123"})
+    assert ok.returncode == 0, ok.stderr
+    assert "configuration OK" in ok.stdout
+    assert "provider openai (openai): enabled" in ok.stdout
+    assert "sk-secret-value-123" not in ok.stdout + ok.stderr
+
+    bad = run_cli("check-config", "--config", str(write(tmp_path, "[server]\nport = -1\n")))
+    assert bad.returncode == 2
+    assert "config error at server.port" in bad.stderr
+
+
+def test_hash_key_command() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "llm_gateway", "hash-key"],
+        input="my-gateway-key\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    import hashlib
+
+    assert result.stdout.strip() == hashlib.sha256(b"my-gateway-key").hexdigest()

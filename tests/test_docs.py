@@ -1,0 +1,20 @@
+"""The documented error reasons are exactly the ones the code can produce."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_error_reason_is_documented_in_the_contract_and_docs() -> None:
+    source = "\n".join(p.read_text() for p in (ROOT / "service" / "src").rglob("*.py"))
+    in_code = set(re.findall(r'reason="([A-Z_]+)"', source))
+    assert "INVALID_REQUEST" in in_code
+    docs = (ROOT / "docs" / "errors.md").read_text()
+    documented = set(re.findall(r"^\| `[A-Z_]+` \| `([A-Z_]+)` \|", docs, re.MULTILINE))
+    assert documented == in_code
+    contract = (ROOT / "protos" / "llmgateway" / "v1" / "gateway_service.proto").read_text()
+    for reason in in_code:
+        assert re.search(rf"\b{reason}\b", contract), f"{reason} is missing from the service comment"

@@ -1,0 +1,162 @@
+"""The gateway as a process: graceful shutdown on SIGTERM, and the grpcurl session from the README."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from llmgateway.v1 import chat_pb2, gateway_service_pb2_grpc
+from tests.conftest import RunningGateway, chat, read_event
+
+ROOT = Path(__file__).resolve().parents[1]
+GRPCURL = ROOT / ".tools" / "bin" / "grpcurl"
+
+
+@dataclass
+class GatewayProcess:
+    process: asyncio.subprocess.Process
+    address: str
+    log: Path
+
+
+@pytest.fixture
+async def gateway_process(tmp_path: Path) -> AsyncIterator[GatewayProcess]:
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        '[server]\nhost = "127.0.0.1"\ngrace_period = 10.0\n[providers.mock]\nchunk_delay = 0.05\n'
+    )
+    port_file, log = tmp_path / "port", tmp_path / "gateway.log"
+    with log.open("w") as out:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "llm_gateway",
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        for _ in range(200):
+            if port_file.exists() and port_file.read_text().strip():
+                break
+            assert process.returncode is None, log.read_text()
+            await asyncio.sleep(0.05)
+        yield GatewayProcess(process, f"127.0.0.1:{port_file.read_text().strip()}", log)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_sigterm_drains_streams_refuses_new_calls_and_exits_zero(
+    gateway_process: GatewayProcess,
+) -> None:
+    text = " ".join(f"word{i}" for i in range(30))  # 30 chunks, 50 ms apart
+    async with grpc.aio.insecure_channel(gateway_process.address) as channel:
+        stub = gateway_service_pb2_grpc.GatewayServiceStub(channel)
+        health = health_pb2_grpc.HealthStub(channel)
+        watch = health.Watch(health_pb2.HealthCheckRequest())
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+
+        stream = stub.ChatStream(chat_pb2.ChatStreamRequest(request=chat("mock:echo", text)), timeout=30)
+        events = [event for _ in range(2) if (event := await read_event(stream)) is not None]
+        assert events[1].HasField("text_delta")
+
+        gateway_process.process.send_signal(signal.SIGTERM)
+        assert (await asyncio.wait_for(watch.read(), 5)).status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+        refused = None
+        for _ in range(50):  # the drain starts right after health turns NOT_SERVING
+            try:
+                await stub.Chat(chat("mock:echo"), timeout=5)
+            except grpc.aio.AioRpcError as err:
+                refused = err.code()
+                break
+            await asyncio.sleep(0.02)
+        assert refused == grpc.StatusCode.UNAVAILABLE
+
+        while (event := await read_event(stream)) is not None:
+            events.append(event)
+        assert events[-1].HasField("finish")
+        assert "".join(e.text_delta.text for e in events if e.HasField("text_delta")) == text
+
+    assert await asyncio.wait_for(gateway_process.process.wait(), 20) == 0
+    lines = [
+        json.loads(line) for line in gateway_process.log.read_text().splitlines() if line.startswith("{")
+    ]
+    assert [e.get("event") for e in lines if e.get("event") in ("serving", "draining", "stopped")] == [
+        "serving",
+        "draining",
+        "stopped",
+    ]
+    streamed = [e for e in lines if e.get("event") == "access" and e.get("method") == "ChatStream"]
+    assert [e["status"] for e in streamed] == ["OK"]
+
+
+async def grpcurl(address: str, *args: str, data: str | None = None) -> str:
+    assert GRPCURL.exists(), f"{GRPCURL} is missing: run `make tools`"
+    argv = [str(GRPCURL), "-plaintext"]
+    if data is not None:
+        argv += ["-d", data]
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        address,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "HOME": str(ROOT)},
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def test_grpcurl_session(gateway: RunningGateway) -> None:
+    listed = (await grpcurl(gateway.address, "list")).split()
+    assert listed == [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "llmgateway.v1.GatewayService",
+    ]
+    described = await grpcurl(gateway.address, "describe", "llmgateway.v1.GatewayService")
+    chat_stream = "rpc ChatStream ( .llmgateway.v1.ChatStreamRequest ) returns ( stream "
+    assert chat_stream + ".llmgateway.v1.ChatStreamResponse );" in described
+    assert json.loads(await grpcurl(gateway.address, "grpc.health.v1.Health/Check")) == {"status": "SERVING"}
+
+    request = {
+        "model": "mock:echo",
+        "messages": [{"role": "ROLE_USER", "content": [{"text": "Hello from grpcurl"}]}],
+    }
+    reply = json.loads(
+        await grpcurl(gateway.address, "llmgateway.v1.GatewayService/Chat", data=json.dumps(request))
+    )
+    assert reply["message"]["content"] == [{"text": "Hello from grpcurl"}]
+    assert reply["cost"]["status"] == "PRICING_STATUS_PRICED"
+    assert reply["cost"]["currency"] == "USD"
+    assert reply["usage"]["total_tokens"] > 0
+    assert reply["latency"]["total"].endswith("s")
+
+    out = await grpcurl(
+        gateway.address, "llmgateway.v1.GatewayService/ChatStream", data=json.dumps({"request": request})
+    )
+    events = [json.loads(chunk) for chunk in out.replace("}\n{", "}\x00{").split("\x00")]
+    assert list(events[0]) == ["start"]
+    assert list(events[-1]) == ["finish"]
+    assert "".join(e["text_delta"]["text"] for e in events if "text_delta" in e) == "Hello from grpcurl"
