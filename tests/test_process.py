@@ -16,7 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from llmgateway.v1 import chat_pb2, gateway_service_pb2_grpc
-from tests.conftest import RunningGateway, chat, read_event
+from tests.conftest import RunningGateway, chat, error_details, read_event, running_gateway
 
 ROOT = Path(__file__).resolve().parents[1]
 GRPCURL = ROOT / ".tools" / "bin" / "grpcurl"
@@ -86,10 +86,11 @@ async def test_sigterm_drains_streams_refuses_new_calls_and_exits_zero(
             try:
                 await stub.Chat(chat("mock:echo"), timeout=5)
             except grpc.aio.AioRpcError as err:
-                refused = err.code()
+                refused = error_details(err)
                 break
             await asyncio.sleep(0.02)
-        assert refused == grpc.StatusCode.UNAVAILABLE
+        assert refused is not None
+        assert (refused.code, refused.info.reason) == (grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN")
 
         while (event := await read_event(stream)) is not None:
             events.append(event)
@@ -107,6 +108,37 @@ async def test_sigterm_drains_streams_refuses_new_calls_and_exits_zero(
     ]
     streamed = [e for e in lines if e.get("event") == "access" and e.get("method") == "ChatStream"]
     assert [e["status"] for e in streamed] == ["OK"]
+
+
+async def test_grace_period_cuts_overdue_streams_and_ignores_health_watchers() -> None:
+    async with running_gateway("[providers.mock]\nchunk_delay = 0.2\n") as gw:
+        watch = health_pb2_grpc.HealthStub(gw.channel).Watch(health_pb2.HealthCheckRequest())
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+        long_text = " ".join(["slow"] * 100)  # 20 s of chunks
+        stream = gw.stub.ChatStream(chat_pb2.ChatStreamRequest(request=chat("mock:echo", long_text)))
+        first = await read_event(stream)
+        assert first is not None
+        assert first.HasField("start")
+        assert gw.server.drain.in_flight == 1
+
+        await asyncio.wait_for(gw.server.stop(0.5), 10)
+
+        async def rest_of_stream() -> None:
+            while await read_event(stream) is not None:
+                pass
+
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await rest_of_stream()
+        assert caught.value.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
+
+
+async def test_shutdown_without_calls_in_flight_does_not_wait_for_the_grace_period() -> None:
+    async with running_gateway() as gw:
+        watch = health_pb2_grpc.HealthStub(gw.channel).Watch(health_pb2.HealthCheckRequest())
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+        await gw.stub.Chat(chat("mock:echo"))
+        # With a 60 s grace period and a watcher that never ends, stop returns once idle.
+        await asyncio.wait_for(gw.server.stop(60), 10)
 
 
 async def grpcurl(address: str, *args: str, data: str | None = None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -19,7 +20,12 @@ from llm_gateway.gateway import Gateway
 from llm_gateway.providers import Provider, build_providers, enabled_providers
 from llm_gateway.providers.http import create_http_client
 from llm_gateway.router import Router
-from llm_gateway.server.interceptors import AccessLogInterceptor, AuthInterceptor, RequestIdInterceptor
+from llm_gateway.server.interceptors import (
+    AccessLogInterceptor,
+    AuthInterceptor,
+    DrainInterceptor,
+    RequestIdInterceptor,
+)
 from llm_gateway.server.reflection import enable_reflection
 from llm_gateway.server.servicer import GatewayServicer
 from llmgateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
@@ -36,6 +42,7 @@ class GatewayServer:
     server: grpc.aio.Server
     port: int
     health: health_aio.HealthServicer
+    drain: DrainInterceptor
     http: httpx.AsyncClient
     providers: dict[str, Provider]
 
@@ -45,10 +52,18 @@ class GatewayServer:
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
 
     async def stop(self, grace: float | None) -> None:
-        """Drains: health turns NOT_SERVING, new calls are refused, in-flight calls get `grace`
-        seconds to finish (None: wait for all), then upstream connections close."""
+        """Drains: health turns NOT_SERVING, new gateway calls are refused (UNAVAILABLE,
+        SHUTTING_DOWN), in-flight calls and streams get up to `grace` seconds to finish (None: no
+        limit), then whatever is left (health watches, overdue calls) is cancelled and upstream
+        connections close. Shutdown does not wait for health watchers, which never end."""
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace)
+        self.drain.start_draining()
+        try:
+            async with asyncio.timeout(grace):
+                await self.drain.idle()
+        except TimeoutError:
+            _log.warning({"event": "drain_timeout", "cancelled_calls": self.drain.in_flight})
+        await self.server.stop(0)
         for provider in self.providers.values():
             await provider.aclose()
         await self.http.aclose()
@@ -76,9 +91,11 @@ async def create_server(
     router = Router(catalog, config.aliases, config.routing.auto, list(config.providers))
     gateway = Gateway(router, catalog, providers)
 
+    drain = DrainInterceptor()
     interceptors: list[ServerInterceptor] = [RequestIdInterceptor()]
     if config.logging.access_log:
         interceptors.append(AccessLogInterceptor(logging.getLogger("llm_gateway.access")))
+    interceptors.append(drain)
     digests = key_digests(config.auth.keys)
     if digests:
         interceptors.append(AuthInterceptor(digests))
@@ -105,4 +122,4 @@ async def create_server(
     host = config.server.host if host is None else host
     port = config.server.port if port is None else port
     bound = server.add_insecure_port(f"{host}:{port}")
-    return GatewayServer(server, bound, health, http, providers)
+    return GatewayServer(server, bound, health, drain, http, providers)

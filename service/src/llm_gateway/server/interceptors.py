@@ -1,12 +1,14 @@
-"""Server interceptors: request id, API-key authentication and the JSON access log.
+"""Server interceptors: request id, the JSON access log, drain control and API-key authentication.
 
-Order (outermost first): request id -> access log -> auth -> servicer, so every log line and every
-error, including an authentication failure, carries the request id. Each interceptor wraps a
-method's handler once and reuses the wrapped handler for every later call of that method.
+Order (outermost first): request id -> access log -> drain -> auth -> servicer, so every log line
+and every error, including a refusal while draining or an authentication failure, carries the
+request id. Each interceptor wraps a method's handler once and reuses the wrapped handler for every
+later call of that method.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
@@ -171,6 +173,69 @@ class AuthInterceptor(_HandlerWrapper):
             await self._authenticate(context)
             async for response in behavior(request, context):
                 yield response
+
+        return stream
+
+
+class DrainInterceptor(_HandlerWrapper):
+    """Counts the gateway calls in flight and, once draining, refuses new ones with UNAVAILABLE, so
+    shutdown can end as soon as the calls that were running have finished."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._in_flight = 0
+        self._draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def start_draining(self) -> None:
+        self._draining = True
+
+    async def idle(self) -> None:
+        """Returns once no gateway call is in flight."""
+        await self._idle.wait()
+
+    async def _admit(self, context: Context) -> None:
+        if self._draining:
+            await abort(
+                context,
+                GatewayError(
+                    "the gateway is shutting down; retry on another instance",
+                    code=Code.UNAVAILABLE,
+                    reason="SHUTTING_DOWN",
+                    retryable=True,
+                ),
+            )
+        self._in_flight += 1
+        self._idle.clear()
+
+    def _release(self) -> None:
+        self._in_flight -= 1
+        if not self._in_flight:
+            self._idle.set()
+
+    def wrap_unary(self, behavior: UnaryBehavior, method: str) -> UnaryBehavior:
+        async def unary(request: Any, context: Context) -> Any:
+            await self._admit(context)
+            try:
+                return await behavior(request, context)
+            finally:
+                self._release()
+
+        return unary
+
+    def wrap_stream(self, behavior: StreamBehavior, method: str) -> StreamBehavior:
+        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            await self._admit(context)
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            finally:
+                self._release()
 
         return stream
 

@@ -54,8 +54,8 @@ class GatewayServiceStub:
     - RESOURCE_EXHAUSTED: UPSTREAM_RATE_LIMITED (with `google.rpc.RetryInfo` when the provider said
       when to retry), UPSTREAM_QUOTA_EXCEEDED.
     - UNAVAILABLE: UPSTREAM_UNAVAILABLE (provider 5xx, overload, connection failure),
-      UPSTREAM_BAD_RESPONSE, UPSTREAM_STREAM_ERROR, UPSTREAM_STREAM_INTERRUPTED. A gateway that is
-      shutting down refuses new calls with UNAVAILABLE and no details.
+      UPSTREAM_BAD_RESPONSE, UPSTREAM_STREAM_ERROR, UPSTREAM_STREAM_INTERRUPTED, SHUTTING_DOWN (the
+      gateway is draining: retry on another instance).
     - DEADLINE_EXCEEDED: UPSTREAM_TIMEOUT.
     - INTERNAL: INTERNAL, only for a gateway bug; the message carries just the request id.
     """
@@ -105,8 +105,8 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     - RESOURCE_EXHAUSTED: UPSTREAM_RATE_LIMITED (with `google.rpc.RetryInfo` when the provider said
       when to retry), UPSTREAM_QUOTA_EXCEEDED.
     - UNAVAILABLE: UPSTREAM_UNAVAILABLE (provider 5xx, overload, connection failure),
-      UPSTREAM_BAD_RESPONSE, UPSTREAM_STREAM_ERROR, UPSTREAM_STREAM_INTERRUPTED. A gateway that is
-      shutting down refuses new calls with UNAVAILABLE and no details.
+      UPSTREAM_BAD_RESPONSE, UPSTREAM_STREAM_ERROR, UPSTREAM_STREAM_INTERRUPTED, SHUTTING_DOWN (the
+      gateway is draining: retry on another instance).
     - DEADLINE_EXCEEDED: UPSTREAM_TIMEOUT.
     - INTERNAL: INTERNAL, only for a gateway bug; the message carries just the request id.
     """
@@ -152,8 +152,8 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     - RESOURCE_EXHAUSTED: UPSTREAM_RATE_LIMITED (with `google.rpc.RetryInfo` when the provider said
       when to retry), UPSTREAM_QUOTA_EXCEEDED.
     - UNAVAILABLE: UPSTREAM_UNAVAILABLE (provider 5xx, overload, connection failure),
-      UPSTREAM_BAD_RESPONSE, UPSTREAM_STREAM_ERROR, UPSTREAM_STREAM_INTERRUPTED. A gateway that is
-      shutting down refuses new calls with UNAVAILABLE and no details.
+      UPSTREAM_BAD_RESPONSE, UPSTREAM_STREAM_ERROR, UPSTREAM_STREAM_INTERRUPTED, SHUTTING_DOWN (the
+      gateway is draining: retry on another instance).
     - DEADLINE_EXCEEDED: UPSTREAM_TIMEOUT.
     - INTERNAL: INTERNAL, only for a gateway bug; the message carries just the request id.
     """
