@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 
-from llm_gateway.domain.messages import ChatRequest, ImagePart, Message, TextPart
+from llm_gateway.domain.messages import ChatRequest, ImagePart, Message, TextPart, ToolCall
 
 CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 4
@@ -43,3 +44,7 @@ def prompt_tokens(request: ChatRequest) -> int:
     if fmt is not None and fmt.json_schema:
         tokens += text_tokens(json.dumps(fmt.json_schema, separators=(",", ":")))
     return tokens
+
+
+def completion_tokens(text: str, tool_calls: Sequence[ToolCall] = ()) -> int:
+    return text_tokens(text) + sum(text_tokens(c.name) + text_tokens(c.arguments) for c in tool_calls)

@@ -60,14 +60,21 @@ async def abort(context: Context, err: GatewayError) -> NoReturn:
 
 
 class _HandlerWrapper(ServerInterceptor):
-    """Wraps the gateway's own handlers (unary and server-streaming, written as async generators);
-    health and reflection pass through untouched."""
+    """Runs `enter` before and `exit` after each call of the gateway's own methods (unary, and
+    server-streaming written as async generators); health and reflection pass through untouched.
+
+    `enter` may abort the call; its return value is handed to `exit`, which also gets the exception
+    the call ended with (None on success). `exit` does not run when `enter` aborted.
+    """
 
     def __init__(self) -> None:
         self._cache: dict[str, tuple[Handler, Handler]] = {}
 
-    def applies(self, method: str) -> bool:
-        return not method.startswith(OPEN_SERVICES)
+    async def enter(self, context: Context, method: str) -> Any:
+        return None
+
+    def exit(self, context: Context, state: Any, error: BaseException | None) -> None:
+        return None
 
     async def intercept_service(
         self,
@@ -76,7 +83,7 @@ class _HandlerWrapper(ServerInterceptor):
     ) -> Handler:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
-        if handler is None or not self.applies(method):
+        if handler is None or method.startswith(OPEN_SERVICES):
             return handler
         cached = self._cache.get(method)
         if cached is not None and cached[0] is handler:
@@ -84,51 +91,55 @@ class _HandlerWrapper(ServerInterceptor):
         wrapped: Handler = handler
         if handler.unary_unary is not None:
             wrapped = grpc.unary_unary_rpc_method_handler(
-                self.wrap_unary(cast(UnaryBehavior, handler.unary_unary), method),
+                self._wrap_unary(cast(UnaryBehavior, handler.unary_unary), method),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         elif handler.unary_stream is not None:
             wrapped = grpc.unary_stream_rpc_method_handler(
-                self.wrap_stream(cast(StreamBehavior, handler.unary_stream), method),
+                self._wrap_stream(cast(StreamBehavior, handler.unary_stream), method),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         self._cache[method] = (handler, wrapped)
         return wrapped
 
-    def wrap_unary(self, behavior: UnaryBehavior, method: str) -> UnaryBehavior:
-        raise NotImplementedError
+    def _wrap_unary(self, behavior: UnaryBehavior, method: str) -> UnaryBehavior:
+        async def unary(request: Any, context: Context) -> Any:
+            state = await self.enter(context, method)
+            try:
+                response = await behavior(request, context)
+            except BaseException as error:
+                self.exit(context, state, error)
+                raise
+            self.exit(context, state, None)
+            return response
 
-    def wrap_stream(self, behavior: StreamBehavior, method: str) -> StreamBehavior:
-        raise NotImplementedError
+        return unary
+
+    def _wrap_stream(self, behavior: StreamBehavior, method: str) -> StreamBehavior:
+        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            state = await self.enter(context, method)
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            except BaseException as error:
+                self.exit(context, state, error)
+                raise
+            self.exit(context, state, None)
+
+        return stream
 
 
 class RequestIdInterceptor(_HandlerWrapper):
     """Takes the caller's `x-request-id` (1 to 128 printable ASCII characters) or mints one, and
     sends it back as response metadata before anything else."""
 
-    @staticmethod
-    async def _begin(context: Context) -> None:
+    async def enter(self, context: Context, method: str) -> None:
         incoming = metadata_value(context, REQUEST_ID_KEY)
         request_id = incoming if incoming and _VALID_REQUEST_ID.match(incoming) else _mint()
         request_id_var.set(request_id)
         await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
-
-    def wrap_unary(self, behavior: UnaryBehavior, method: str) -> UnaryBehavior:
-        async def unary(request: Any, context: Context) -> Any:
-            await self._begin(context)
-            return await behavior(request, context)
-
-        return unary
-
-    def wrap_stream(self, behavior: StreamBehavior, method: str) -> StreamBehavior:
-        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            await self._begin(context)
-            async for response in behavior(request, context):
-                yield response
-
-        return stream
 
 
 class AuthInterceptor(_HandlerWrapper):
@@ -139,7 +150,7 @@ class AuthInterceptor(_HandlerWrapper):
         super().__init__()
         self._digests = dict(digests)
 
-    async def _authenticate(self, context: Context) -> None:
+    async def enter(self, context: Context, method: str) -> None:
         header = metadata_value(context, "authorization")
         if not header:
             await abort(
@@ -160,21 +171,6 @@ class AuthInterceptor(_HandlerWrapper):
                 GatewayError("invalid API key", code=Code.UNAUTHENTICATED, reason="INVALID_API_KEY"),
             )
         api_key_name_var.set(name)
-
-    def wrap_unary(self, behavior: UnaryBehavior, method: str) -> UnaryBehavior:
-        async def unary(request: Any, context: Context) -> Any:
-            await self._authenticate(context)
-            return await behavior(request, context)
-
-        return unary
-
-    def wrap_stream(self, behavior: StreamBehavior, method: str) -> StreamBehavior:
-        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            await self._authenticate(context)
-            async for response in behavior(request, context):
-                yield response
-
-        return stream
 
 
 class DrainInterceptor(_HandlerWrapper):
@@ -199,7 +195,7 @@ class DrainInterceptor(_HandlerWrapper):
         """Returns once no gateway call is in flight."""
         await self._idle.wait()
 
-    async def _admit(self, context: Context) -> None:
+    async def enter(self, context: Context, method: str) -> None:
         if self._draining:
             await abort(
                 context,
@@ -213,31 +209,10 @@ class DrainInterceptor(_HandlerWrapper):
         self._in_flight += 1
         self._idle.clear()
 
-    def _release(self) -> None:
+    def exit(self, context: Context, state: None, error: BaseException | None) -> None:
         self._in_flight -= 1
         if not self._in_flight:
             self._idle.set()
-
-    def wrap_unary(self, behavior: UnaryBehavior, method: str) -> UnaryBehavior:
-        async def unary(request: Any, context: Context) -> Any:
-            await self._admit(context)
-            try:
-                return await behavior(request, context)
-            finally:
-                self._release()
-
-        return unary
-
-    def wrap_stream(self, behavior: StreamBehavior, method: str) -> StreamBehavior:
-        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            await self._admit(context)
-            try:
-                async for response in behavior(request, context):
-                    yield response
-            finally:
-                self._release()
-
-        return stream
 
 
 class AccessLogInterceptor(_HandlerWrapper):
@@ -248,48 +223,19 @@ class AccessLogInterceptor(_HandlerWrapper):
         super().__init__()
         self._logger = logger
 
-    def wrap_unary(self, behavior: UnaryBehavior, method: str) -> UnaryBehavior:
-        name = method.rpartition("/")[2]
+    async def enter(self, context: Context, method: str) -> tuple[str, float, CallRecord]:
+        record = CallRecord()
+        call_record_var.set(record)
+        return method.rpartition("/")[2], time.perf_counter(), record
 
-        async def unary(request: Any, context: Context) -> Any:
-            record = CallRecord()
-            call_record_var.set(record)
-            started = time.perf_counter()
-            status = "OK"
-            try:
-                return await behavior(request, context)
-            except BaseException:
-                status = _status_name(context)
-                raise
-            finally:
-                self._emit(name, status, started, record)
-
-        return unary
-
-    def wrap_stream(self, behavior: StreamBehavior, method: str) -> StreamBehavior:
-        name = method.rpartition("/")[2]
-
-        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            record = CallRecord()
-            call_record_var.set(record)
-            started = time.perf_counter()
-            status = "OK"
-            try:
-                async for response in behavior(request, context):
-                    yield response
-            except BaseException:
-                status = _status_name(context)
-                raise
-            finally:
-                self._emit(name, status, started, record)
-
-        return stream
-
-    def _emit(self, method: str, status: str, started: float, record: CallRecord) -> None:
+    def exit(
+        self, context: Context, state: tuple[str, float, CallRecord], error: BaseException | None
+    ) -> None:
+        method, started, record = state
         entry: dict[str, Any] = {
             "event": "access",
             "method": method,
-            "status": status,
+            "status": "OK" if error is None else _status_name(context),
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
             "request_id": request_id_var.get(),
         }

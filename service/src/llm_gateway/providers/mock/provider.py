@@ -42,7 +42,7 @@ from llm_gateway.domain.results import (
     Usage,
 )
 from llm_gateway.providers.base import UpstreamCall
-from llm_gateway.tokens import CHARS_PER_TOKEN, prompt_tokens, text_tokens
+from llm_gateway.tokens import CHARS_PER_TOKEN, completion_tokens, prompt_tokens, text_tokens
 
 _WORD = re.compile(r"\s*\S+")
 
@@ -86,15 +86,12 @@ def _reply(call: UpstreamCall) -> Completion:
     if max_tokens is not None and text_tokens(text) > max_tokens:
         text = text[: max_tokens * CHARS_PER_TOKEN]
         finish = FinishReason.LENGTH
-    completion_tokens = text_tokens(text) + sum(
-        text_tokens(c.name) + text_tokens(c.arguments) for c in tool_calls
-    )
     digest = hashlib.sha256(repr(request.messages).encode()).hexdigest()[:24]
     return Completion(
         text=text,
         tool_calls=tool_calls,
         finish_reason=finish,
-        usage=Usage(prompt_tokens=prompt_tokens(request), completion_tokens=completion_tokens),
+        usage=Usage(prompt_tokens(request), completion_tokens(text, tool_calls)),
         response_id=f"mock-{digest}",
         provider_model=call.model.name,
     )

@@ -1,0 +1,130 @@
+"""The state of one call: its candidates, budget checks, attempts, timings and accounting."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Sequence
+from functools import cached_property
+
+from llm_gateway.catalog import ModelSpec
+from llm_gateway.domain.errors import GatewayError
+from llm_gateway.domain.messages import ChatRequest, ToolCall
+from llm_gateway.domain.results import FinishReason, Usage
+from llm_gateway.gateway.estimate import Estimate, budget_error, estimate
+from llm_gateway.gateway.outcome import Attempt, CallHeader, CallSummary, Latency, RoutingInfo
+from llm_gateway.providers.base import UpstreamCall
+from llm_gateway.providers.http import UpstreamTiming, current_timing
+from llm_gateway.router import Route
+from llm_gateway.tokens import completion_tokens, prompt_tokens
+
+_perf = time.perf_counter
+
+
+class CallPlan:
+    def __init__(self, routes: list[Route], request: ChatRequest, request_id: str) -> None:
+        self.started = _perf()
+        self.created = time.time()
+        self.request = request
+        self.request_id = request_id
+        self.routes = routes
+        self.routing = RoutingInfo(reason=routes[0].reason, candidates=[r.spec.id for r in routes])
+        self.upstream = 0.0  # seconds spent in upstream attempts
+        self._timing = UpstreamTiming()
+        self._attempt_started = 0.0
+        self._last_error: GatewayError | None = None
+
+    @cached_property
+    def prompt_tokens(self) -> int:
+        """The approximate prompt size; only needed for budgets, dry runs and unreported usage."""
+        return prompt_tokens(self.request)
+
+    def estimate(self, spec: ModelSpec) -> Estimate:
+        return estimate(self.request, spec, self.prompt_tokens)
+
+    def runnable(self) -> list[Route]:
+        """Candidates within `max_cost`, in order; with none, the first candidate's budget error.
+        A candidate over budget is recorded as an attempt that never reached the provider."""
+        budget = self.request.max_cost
+        if budget is None:
+            return self.routes
+        allowed = []
+        for route in self.routes:
+            est = self.estimate(route.spec)
+            if est.within_budget:
+                allowed.append(route)
+                continue
+            err = budget_error(est, budget)
+            self._record(route.spec, err.code, err.reason, err.message, 0.0)
+        if not allowed:
+            raise budget_error(self.estimate(self.routes[0].spec), budget)
+        return allowed
+
+    def begin_attempt(self, spec: ModelSpec) -> UpstreamCall:
+        """Starts timing an attempt (the shared HTTP client's hook marks its first byte)."""
+        self._timing = UpstreamTiming()
+        current_timing.set(self._timing)
+        self._attempt_started = _perf()
+        options = self.request.provider_options.get(spec.provider, {})
+        return UpstreamCall(self.request, spec, options)
+
+    def failed(self, route: Route, err: GatewayError) -> None:
+        """Records a failed attempt; re-raises unless another candidate may succeed."""
+        self._record(route.spec, err.code, err.reason, err.message, self._end_attempt())
+        if not err.retryable:
+            raise err
+        self._last_error = err
+
+    def succeeded(self, route: Route) -> None:
+        self._record(route.spec, "OK", "", "", self._end_attempt())
+        self.routing.selected = route.spec
+        if route.spec.id != self.routes[0].spec.id:
+            self.routing.reason = "fallback"
+
+    def exhausted(self) -> GatewayError:
+        """The error to raise when every runnable candidate failed with a retryable error."""
+        err = self._last_error
+        assert err is not None, "runnable() yields at least one route, and each failure is recorded"
+        err.metadata["attempts"] = "; ".join(f"{a.model} {a.code}" for a in self.routing.attempts)
+        return err
+
+    def header(self, spec: ModelSpec) -> CallHeader:
+        return CallHeader(f"chat_{secrets.token_hex(12)}", self.request_id, spec, self.created)
+
+    def estimated_usage(self, text: str, tool_calls: Sequence[ToolCall]) -> Usage:
+        """Usage the provider did not report, from the approximation, marked as estimated."""
+        completion = completion_tokens(text, tool_calls)
+        return Usage(prompt_tokens=self.prompt_tokens, completion_tokens=completion, estimated=True)
+
+    def summary(
+        self,
+        spec: ModelSpec,
+        usage: Usage,
+        finish_reason: FinishReason | None,
+        provider_model: str = "",
+        provider_response_id: str = "",
+        first_token: float | None = None,
+    ) -> CallSummary:
+        first_byte = self._timing.first_byte
+        return CallSummary(
+            finish_reason=finish_reason,
+            usage=usage,
+            cost=spec.price.cost(usage),
+            latency=Latency(
+                total=_perf() - self.started,
+                time_to_first_byte=None if first_byte is None else first_byte - self.started,
+                time_to_first_token=None if first_token is None else first_token - self.started,
+                upstream=self.upstream,
+            ),
+            routing=self.routing,
+            provider_model=provider_model,
+            provider_response_id=provider_response_id,
+        )
+
+    def _end_attempt(self) -> float:
+        elapsed = _perf() - self._attempt_started
+        self.upstream += elapsed
+        return elapsed
+
+    def _record(self, spec: ModelSpec, code: str, reason: str, message: str, elapsed: float) -> None:
+        self.routing.attempts.append(Attempt(spec.provider, spec.id, str(code), reason, message, elapsed))
