@@ -88,14 +88,14 @@ async def test_request_id_is_taken_from_the_caller(gateway: RunningGateway) -> N
     call = gateway.stub.Chat(chat("mock:echo"), metadata=(("x-request-id", "caller-id-42"),))
     reply = await call
     assert reply.request_id == "caller-id-42"
-    assert metadata_value(await call.initial_metadata(), "x-request-id") == "caller-id-42"
+    assert metadata_value(await call.trailing_metadata(), "x-request-id") == "caller-id-42"
 
     stream = gateway.stub.ChatStream(
         chat_pb2.ChatStreamRequest(request=chat("mock:echo")), metadata=(("x-request-id", "stream-id-7"),)
     )
     events = [e async for e in stream]
     assert events[0].start.request_id == "stream-id-7"
-    assert metadata_value(await stream.initial_metadata(), "x-request-id") == "stream-id-7"
+    assert metadata_value(await stream.trailing_metadata(), "x-request-id") == "stream-id-7"
 
 
 async def test_request_id_is_minted_when_missing_or_invalid(gateway: RunningGateway) -> None:

@@ -65,16 +65,16 @@ func echoRequest(model string) *llmgatewayv1.ChatRequest {
 func TestChatRequestID(t *testing.T) {
 	c := liveClient(t)
 	ctx := metadata.AppendToOutgoingContext(testContext(t), "x-request-id", "go-test-123")
-	var header metadata.MD
-	resp, err := c.Chat(ctx, echoRequest("mock:echo"), grpc.Header(&header))
+	var trailer metadata.MD
+	resp, err := c.Chat(ctx, echoRequest("mock:echo"), grpc.Trailer(&trailer))
 	if err != nil {
 		t.Fatalf("Chat: %v", err)
 	}
 	if resp.GetRequestId() != "go-test-123" {
 		t.Errorf("request_id = %q, want go-test-123", resp.GetRequestId())
 	}
-	if got := header.Get("x-request-id"); !slices.Equal(got, []string{"go-test-123"}) {
-		t.Errorf("x-request-id header = %q, want [go-test-123]", got)
+	if got := trailer.Get("x-request-id"); !slices.Equal(got, []string{"go-test-123"}) {
+		t.Errorf("x-request-id trailer = %q, want [go-test-123]", got)
 	}
 	if got := Text(resp.GetMessage()); got != prompt {
 		t.Errorf("reply text = %q, want %q", got, prompt)

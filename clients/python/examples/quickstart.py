@@ -28,7 +28,7 @@ class Result:
     """What each call returned."""
 
     chat: chat_pb2.ChatResponse
-    # The `x-request-id` response header of the Chat call.
+    # The `x-request-id` trailer of the Chat call.
     chat_request_id: str
     # The stream's events in order: start, text deltas, finish.
     stream_events: list[chat_pb2.ChatStreamResponse]
@@ -69,11 +69,11 @@ async def run(address: str, api_key: str | None, model: str, out: TextIO) -> Res
     async with connect_async(address, api_key) as gateway:
         stub = gateway.stub
 
-        # Chat: one reply. The call object also gives the response headers.
+        # Chat: one reply. The call object also gives the trailing metadata.
         call = stub.Chat(request, timeout=TIMEOUT)
         reply = await call
-        headers = await call.initial_metadata()
-        request_id = str(headers.get("x-request-id", "")) if headers is not None else ""
+        trailers = await call.trailing_metadata()
+        request_id = str(trailers.get("x-request-id", "")) if trailers is not None else ""
         print(f"Chat ({reply.model} via {reply.provider}, request {reply.request_id}):", file=out)
         print(f"  {text(reply.message)!r}", file=out)
         print(describe(reply.usage, reply.cost, reply.latency), file=out)

@@ -108,7 +108,7 @@ def test_quickstart_script(address: str, api_key: str, with_key: bool) -> None:
 async def test_chat(gateway: AsyncConnection) -> None:
     call = gateway.stub.Chat(chat_request(), timeout=TIMEOUT)
     reply = await call
-    headers = await call.initial_metadata()
+    trailers = await call.trailing_metadata()
 
     assert reply.message.role == content_pb2.ROLE_ASSISTANT
     assert text(reply.message) == USER_TEXT
@@ -121,17 +121,17 @@ async def test_chat(gateway: AsyncConnection) -> None:
     assert reply.model == "mock:echo"
     assert reply.provider == "mock"
     assert reply.request_id
-    assert headers is not None
-    assert headers["x-request-id"] == reply.request_id
+    assert trailers is not None
+    assert trailers["x-request-id"] == reply.request_id
 
 
 async def test_chat_keeps_the_callers_request_id(gateway: AsyncConnection) -> None:
     call = gateway.stub.Chat(chat_request(), metadata=[("x-request-id", "py-test-123")], timeout=TIMEOUT)
     reply = await call
-    headers = await call.initial_metadata()
+    trailers = await call.trailing_metadata()
     assert reply.request_id == "py-test-123"
-    assert headers is not None
-    assert headers["x-request-id"] == "py-test-123"
+    assert trailers is not None
+    assert trailers["x-request-id"] == "py-test-123"
 
 
 def test_sync_connect(address: str, api_key: str) -> None:
@@ -140,7 +140,7 @@ def test_sync_connect(address: str, api_key: str) -> None:
         assert text(reply.message) == USER_TEXT
         assert reply.finish_reason == chat_pb2.FINISH_REASON_STOP
         assert positive_amount(reply.cost.total)
-        assert dict(call.initial_metadata())["x-request-id"] == reply.request_id
+        assert dict(call.trailing_metadata())["x-request-id"] == reply.request_id
 
         # Errors of sync calls carry the same details.
         with pytest.raises(grpc.RpcError) as caught:

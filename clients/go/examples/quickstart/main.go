@@ -46,8 +46,8 @@ type Config struct {
 type Result struct {
 	// Chat is the reply of the Chat call.
 	Chat *llmgatewayv1.ChatResponse
-	// ChatHeader is the response metadata of the Chat call (it carries x-request-id).
-	ChatHeader metadata.MD
+	// ChatTrailer is the trailing metadata of the Chat call (it carries x-request-id).
+	ChatTrailer metadata.MD
 	// StreamEvents are the ChatStream events in the order they arrived.
 	StreamEvents []*llmgatewayv1.ChatStreamResponse
 	// StreamText is the concatenation of the stream's text deltas.
@@ -115,7 +115,7 @@ func run(ctx context.Context, cfg Config, out io.Writer) (*Result, error) {
 	req := chatRequest(cfg)
 
 	// Chat: the whole reply at once.
-	res.Chat, err = client.Chat(ctx, req, grpc.Header(&res.ChatHeader))
+	res.Chat, err = client.Chat(ctx, req, grpc.Trailer(&res.ChatTrailer))
 	if err != nil {
 		return res, fmt.Errorf("Chat: %w", err)
 	}

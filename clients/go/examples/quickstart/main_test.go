@@ -102,8 +102,8 @@ func TestRun(t *testing.T) {
 		if c.GetRequestId() == "" {
 			t.Error("request_id is empty")
 		}
-		if got := res.ChatHeader.Get("x-request-id"); !slices.Equal(got, []string{c.GetRequestId()}) {
-			t.Errorf("x-request-id header = %q, want [%q]", got, c.GetRequestId())
+		if got := res.ChatTrailer.Get("x-request-id"); !slices.Equal(got, []string{c.GetRequestId()}) {
+			t.Errorf("x-request-id trailer = %q, want [%q]", got, c.GetRequestId())
 		}
 	})
 

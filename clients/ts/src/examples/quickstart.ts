@@ -64,8 +64,8 @@ export interface QuickstartResult {
   request: ChatRequest;
   /** The reply of `Chat`. */
   chat: ChatResponse;
-  /** The `x-request-id` response header of `Chat`, or `null` when absent. */
-  chatRequestIdHeader: string | null;
+  /** The `x-request-id` trailer of `Chat`, or `null` when absent. */
+  chatRequestIdTrailer: string | null;
   /** Every event of `ChatStream`, in arrival order. */
   streamEvents: ChatStreamResponse[];
   /** The concatenated `textDelta` events of `ChatStream`. */
@@ -201,11 +201,11 @@ export async function run(
   });
 
   // Chat: the whole reply at once.
-  let chatRequestIdHeader: string | null = null;
+  let chatRequestIdTrailer: string | null = null;
   const chat = await client.chat(request, {
     timeoutMs,
-    onHeader: (headers) => {
-      chatRequestIdHeader = headers.get("x-request-id");
+    onTrailer: (trailers) => {
+      chatRequestIdTrailer = trailers.get("x-request-id");
     },
   });
   out.line(`== Chat (${chat.model} via ${chat.provider}, request ${chat.requestId})`);
@@ -284,7 +284,7 @@ export async function run(
     out.line(`${m.id}: ${price}`);
   }
 
-  return { request, chat, chatRequestIdHeader, streamEvents, streamText, estimate, models };
+  return { request, chat, chatRequestIdTrailer, streamEvents, streamText, estimate, models };
 }
 
 /** True when this file is the script Node was started with (not imported). */

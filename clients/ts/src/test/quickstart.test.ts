@@ -113,7 +113,7 @@ function quickstart(): Promise<{ result: QuickstartResult; printed: string }> {
 
 describe("quickstart against a live gateway", () => {
   it("chat returns the echoed reply with usage, cost, latency and request id", TEST, async () => {
-    const { chat, chatRequestIdHeader } = (await quickstart()).result;
+    const { chat, chatRequestIdTrailer } = (await quickstart()).result;
     assert.equal(chat.message?.role, Role.ASSISTANT);
     assert.equal(textOf(chat.message), USER_TEXT);
     assert.equal(chat.finishReason, FinishReason.STOP);
@@ -126,7 +126,7 @@ describe("quickstart against a live gateway", () => {
     assert.equal(chat.model, "mock:echo");
     assert.equal(chat.provider, "mock");
     assert.notEqual(chat.requestId, "", "requestId is empty");
-    assert.equal(chatRequestIdHeader, chat.requestId, "x-request-id header differs from requestId");
+    assert.equal(chatRequestIdTrailer, chat.requestId, "x-request-id trailer differs from requestId");
   });
 
   it("chatStream sends start, text deltas that add up to the reply, then one finish", TEST, async () => {
@@ -185,16 +185,16 @@ describe("quickstart against a live gateway", () => {
 
 describe("GatewayService against a live gateway", () => {
   it("chat uses the caller's x-request-id", TEST, async () => {
-    let header: string | null = null;
+    let trailer: string | null = null;
     const reply = await client().chat(chatRequest(), {
       timeoutMs: TIMEOUT_MS,
       headers: { "x-request-id": "ts-test-123" },
-      onHeader: (h) => {
-        header = h.get("x-request-id");
+      onTrailer: (t) => {
+        trailer = t.get("x-request-id");
       },
     });
     assert.equal(reply.requestId, "ts-test-123");
-    assert.equal(header, "ts-test-123");
+    assert.equal(trailer, "ts-test-123");
   });
 
   it("listModels pages through every model exactly once", TEST, async () => {

@@ -28,11 +28,16 @@ class Gateway:
     def catalog(self) -> Catalog:
         return self._catalog
 
-    def _plan(self, request: ChatRequest, request_id: str) -> CallPlan:
-        return CallPlan(self._router.plan(request.model, request.fallback_models), request, request_id)
+    def _plan(self, request: ChatRequest, request_id: str, received_at: float | None) -> CallPlan:
+        routes = self._router.plan(request.model, request.fallback_models)
+        return CallPlan(routes, request, request_id, received_at)
 
-    async def chat(self, request: ChatRequest, request_id: str) -> ChatOutcome:
-        plan = self._plan(request, request_id)
+    async def chat(
+        self, request: ChatRequest, request_id: str, received_at: float | None = None
+    ) -> ChatOutcome:
+        """`received_at` (time.perf_counter()) is when the call reached the gateway; latency is
+        measured from it (default: now)."""
+        plan = self._plan(request, request_id, received_at)
         if request.dry_run:
             return _dry_run(plan)
         for route in plan.runnable():
@@ -50,10 +55,12 @@ class Gateway:
             return ChatOutcome(plan.header(route.spec), completion, summary)
         raise plan.exhausted()
 
-    async def chat_stream(self, request: ChatRequest, request_id: str) -> AsyncIterator[GatewayEvent]:
+    async def chat_stream(
+        self, request: ChatRequest, request_id: str, received_at: float | None = None
+    ) -> AsyncIterator[GatewayEvent]:
         """Start, deltas as the upstream sends them, then the summary. A candidate may be replaced
         by the next one only until its first event: after that the caller has seen output."""
-        plan = self._plan(request, request_id)
+        plan = self._plan(request, request_id, received_at)
         for route in plan.runnable():
             events = self._providers[route.spec.provider].stream(plan.begin_attempt(route.spec))
             async with aclosing(events):

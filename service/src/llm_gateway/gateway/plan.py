@@ -22,8 +22,10 @@ _perf = time.perf_counter
 
 
 class CallPlan:
-    def __init__(self, routes: list[Route], request: ChatRequest, request_id: str) -> None:
-        self.started = _perf()
+    def __init__(
+        self, routes: list[Route], request: ChatRequest, request_id: str, received_at: float | None = None
+    ) -> None:
+        self.started = _perf() if received_at is None else received_at
         self.created = time.time()
         self.request = request
         self.request_id = request_id

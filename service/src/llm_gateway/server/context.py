@@ -32,5 +32,7 @@ class CallRecord:
 
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="")
+# time.perf_counter() when the call reached the gateway, for Latency.total.
+received_at_var: ContextVar[float | None] = ContextVar("received_at", default=None)
 api_key_name_var: ContextVar[str] = ContextVar("api_key_name", default="")
 call_record_var: ContextVar[CallRecord | None] = ContextVar("call_record", default=None)

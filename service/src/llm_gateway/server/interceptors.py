@@ -24,6 +24,7 @@ from llm_gateway.server.context import (
     CallRecord,
     api_key_name_var,
     call_record_var,
+    received_at_var,
     request_id_var,
 )
 from llm_gateway.server.status import REQUEST_ID_KEY, rich_status
@@ -133,13 +134,15 @@ class _HandlerWrapper(ServerInterceptor):
 
 class RequestIdInterceptor(_HandlerWrapper):
     """Takes the caller's `x-request-id` (1 to 128 printable ASCII characters) or mints one, and
-    sends it back as response metadata before anything else."""
+    returns it in the trailing metadata. Trailers ride along with the reply; sending initial
+    metadata early would cost every unary call a separate write (about 100 µs)."""
 
     async def enter(self, context: Context, method: str) -> None:
+        received_at_var.set(time.perf_counter())
         incoming = metadata_value(context, REQUEST_ID_KEY)
         request_id = incoming if incoming and _VALID_REQUEST_ID.match(incoming) else _mint()
         request_id_var.set(request_id)
-        await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+        context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
 
 
 class AuthInterceptor(_HandlerWrapper):

@@ -17,7 +17,7 @@ from llm_gateway.domain.results import Usage
 from llm_gateway.gateway import CallSummary, Gateway, StreamFinished, StreamStarted
 from llm_gateway.pricing import PricingStatus, format_decimal
 from llm_gateway.server import encode
-from llm_gateway.server.context import call_record_var, request_id_var
+from llm_gateway.server.context import call_record_var, received_at_var, request_id_var
 from llm_gateway.server.decode import decode_chat_request
 from llm_gateway.server.interceptors import abort
 
@@ -72,7 +72,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
     ) -> chat_pb2.ChatResponse:
         async with _Errors(context):
             chat = self._decode(request)
-            outcome = await self._gateway.chat(chat, request_id_var.get())
+            outcome = await self._gateway.chat(chat, request_id_var.get(), received_at_var.get())
             _record_model(outcome.header.model.id, outcome.header.model.provider)
             _record_summary(outcome.summary)
             return encode.chat_response(outcome)
@@ -84,7 +84,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
             if not request.HasField("request"):
                 raise invalid_field("", "must be set: the chat request")
             chat = self._decode(request.request)
-            async for event in self._gateway.chat_stream(chat, request_id_var.get()):
+            async for event in self._gateway.chat_stream(chat, request_id_var.get(), received_at_var.get()):
                 if isinstance(event, StreamStarted):
                     _record_model(event.header.model.id, event.header.model.provider)
                     yield encode.stream_start(event.header)

@@ -34,8 +34,9 @@ class GatewayServiceStub:
     reflection services never need a key.
 
     Request ids: a call may carry `x-request-id` metadata (1 to 128 printable ASCII characters);
-    otherwise the gateway mints one. The id comes back in the `x-request-id` response metadata, in
-    every reply, and in the `request_id` metadata of every error's `google.rpc.ErrorInfo`.
+    otherwise the gateway mints one. The id comes back in the `x-request-id` trailing metadata of
+    every call, in every reply (`ChatResponse.request_id`, `StreamStart.request_id`), and in the
+    `request_id` metadata of every error's `google.rpc.ErrorInfo`.
 
     Errors are canonical gRPC status codes with a `google.rpc.ErrorInfo` detail (domain
     "llmgateway.v1", metadata `request_id`, and `provider`, `model`, `upstream_status` for upstream
@@ -95,8 +96,9 @@ class GatewayServiceServicer:
     reflection services never need a key.
 
     Request ids: a call may carry `x-request-id` metadata (1 to 128 printable ASCII characters);
-    otherwise the gateway mints one. The id comes back in the `x-request-id` response metadata, in
-    every reply, and in the `request_id` metadata of every error's `google.rpc.ErrorInfo`.
+    otherwise the gateway mints one. The id comes back in the `x-request-id` trailing metadata of
+    every call, in every reply (`ChatResponse.request_id`, `StreamStart.request_id`), and in the
+    `request_id` metadata of every error's `google.rpc.ErrorInfo`.
 
     Errors are canonical gRPC status codes with a `google.rpc.ErrorInfo` detail (domain
     "llmgateway.v1", metadata `request_id`, and `provider`, `model`, `upstream_status` for upstream
@@ -189,8 +191,9 @@ class GatewayService:
     reflection services never need a key.
 
     Request ids: a call may carry `x-request-id` metadata (1 to 128 printable ASCII characters);
-    otherwise the gateway mints one. The id comes back in the `x-request-id` response metadata, in
-    every reply, and in the `request_id` metadata of every error's `google.rpc.ErrorInfo`.
+    otherwise the gateway mints one. The id comes back in the `x-request-id` trailing metadata of
+    every call, in every reply (`ChatResponse.request_id`, `StreamStart.request_id`), and in the
+    `request_id` metadata of every error's `google.rpc.ErrorInfo`.
 
     Errors are canonical gRPC status codes with a `google.rpc.ErrorInfo` detail (domain
     "llmgateway.v1", metadata `request_id`, and `provider`, `model`, `upstream_status` for upstream
