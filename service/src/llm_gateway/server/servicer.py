@@ -13,17 +13,16 @@ import grpc
 
 from llm_gateway.domain.errors import Code, GatewayError, invalid_field, with_field_prefix
 from llm_gateway.domain.messages import ChatRequest
-from llm_gateway.domain.results import Usage
 from llm_gateway.gateway import CallSummary, Gateway, StreamFinished, StreamStarted
 from llm_gateway.pricing import PricingStatus, format_decimal
 from llm_gateway.server import encode
 from llm_gateway.server.context import call_record_var, received_at_var, request_id_var
 from llm_gateway.server.decode import decode_chat_request
 from llm_gateway.server.interceptors import abort
+from llmgateway.v1 import catalog_pb2, chat_pb2, gateway_service_pb2_grpc
 
 if TYPE_CHECKING:
     from llm_gateway.server.context import Context
-from llmgateway.v1 import catalog_pb2, chat_pb2, gateway_service_pb2_grpc
 
 _log = logging.getLogger("llm_gateway.server")
 _DEFAULT_PAGE_SIZE = 100
@@ -155,7 +154,7 @@ def _record_summary(summary: CallSummary) -> None:
     record = call_record_var.get()
     if record is None:
         return
-    usage: Usage = summary.usage
+    usage = summary.usage
     record.prompt_tokens = usage.prompt_tokens
     record.completion_tokens = usage.completion_tokens
     record.estimated = usage.estimated
