@@ -142,6 +142,19 @@ async def read_event(call: object) -> chat_pb2.ChatStreamResponse | None:
     return None if event is grpc.aio.EOF else cast(chat_pb2.ChatStreamResponse, event)  # type: ignore[attr-defined]
 
 
+async def stream_past_first_delta(
+    gw: RunningGateway, request: chat_pb2.ChatRequest
+) -> grpc.aio.UnaryStreamCall[Any, Any]:
+    """A ChatStream call whose start event and first text delta have been read."""
+    call = gw.stub.ChatStream(chat_pb2.ChatStreamRequest(request=request))
+    first, second = await read_event(call), await read_event(call)
+    assert first is not None
+    assert first.HasField("start")
+    assert second is not None
+    assert second.HasField("text_delta")
+    return call
+
+
 def violated_fields(details: ErrorDetails) -> list[str]:
     assert details.bad_request is not None, "INVALID_ARGUMENT carries a BadRequest"
     return [v.field for v in details.bad_request.field_violations]

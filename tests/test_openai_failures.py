@@ -9,7 +9,6 @@ from typing import Any
 import grpc
 import pytest
 
-from llmgateway.v1 import chat_pb2
 from tests.conftest import (
     OPENAI_TEST_KEY,
     RunningGateway,
@@ -19,6 +18,7 @@ from tests.conftest import (
     read_event,
     reply_text,
     running_gateway,
+    stream_past_first_delta,
 )
 from tests.fakes.openai import FakeOpenAI, Reply, chunk, error_body, text_chunks, usage
 from tests.test_openai import stream_events
@@ -157,12 +157,7 @@ async def test_error_event_inside_a_200_stream(
             ]
         )
     )
-    call = openai_gateway.stub.ChatStream(chat_pb2.ChatStreamRequest(request=chat("openai:gpt-4o-mini")))
-    first, second = await read_event(call), await read_event(call)
-    assert first is not None
-    assert first.HasField("start")
-    assert second is not None
-    assert second.HasField("text_delta")
+    call = await stream_past_first_delta(openai_gateway, chat("openai:gpt-4o-mini"))
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await read_event(call)
     details = error_details(caught.value)
@@ -230,12 +225,7 @@ async def test_client_cancel_closes_the_upstream_request(
     fake_openai.script(
         Reply(sse=text_chunks([f"w{i} " for i in range(200)], usage(5, 200)), chunk_delay=0.02)
     )
-    call = openai_gateway.stub.ChatStream(chat_pb2.ChatStreamRequest(request=chat("openai:gpt-4o-mini")))
-    first, second = await read_event(call), await read_event(call)
-    assert first is not None
-    assert first.HasField("start")
-    assert second is not None
-    assert second.HasField("text_delta")
+    call = await stream_past_first_delta(openai_gateway, chat("openai:gpt-4o-mini"))
     call.cancel()
     for _ in range(200):
         if fake_openai.disconnects:
