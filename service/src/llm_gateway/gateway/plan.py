@@ -35,6 +35,7 @@ class CallPlan:
         self._timing = UpstreamTiming()
         self._attempt_started = 0.0
         self._last_error: GatewayError | None = None
+        self._estimates: dict[str, Estimate] = {}
 
     @cached_property
     def prompt_tokens(self) -> int:
@@ -42,7 +43,11 @@ class CallPlan:
         return prompt_tokens(self.request)
 
     def estimate(self, spec: ModelSpec) -> Estimate:
-        return estimate(self.request, spec, self.prompt_tokens)
+        """The model's cost estimate for this request, computed once per model."""
+        found = self._estimates.get(spec.id)
+        if found is None:
+            found = self._estimates[spec.id] = estimate(self.request, spec, self.prompt_tokens)
+        return found
 
     def runnable(self) -> list[Route]:
         """Candidates within `max_cost`, in order; with none, the first candidate's budget error.

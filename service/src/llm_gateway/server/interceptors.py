@@ -226,15 +226,15 @@ class AccessLogInterceptor(_HandlerWrapper):
         super().__init__()
         self._logger = logger
 
-    async def enter(self, context: Context, method: str) -> tuple[str, float, CallRecord]:
+    async def enter(self, context: Context, method: str) -> tuple[str, CallRecord]:
         record = CallRecord()
         call_record_var.set(record)
-        return method.rpartition("/")[2], time.perf_counter(), record
+        return method.rpartition("/")[2], record
 
-    def exit(
-        self, context: Context, state: tuple[str, float, CallRecord], error: BaseException | None
-    ) -> None:
-        method, started, record = state
+    def exit(self, context: Context, state: tuple[str, CallRecord], error: BaseException | None) -> None:
+        method, record = state
+        # Measured from the same moment as the reply's Latency.total (set by RequestIdInterceptor).
+        started = received_at_var.get() or time.perf_counter()
         entry: dict[str, Any] = {
             "event": "access",
             "method": method,
