@@ -15,8 +15,11 @@ VENV_STAMP := $(VENV)/.installed
 GO_TOOLS_STAMP := .tools/.installed
 BUF_STAMP := tools/node_modules/.installed
 TS_STAMP := clients/ts/node_modules/.installed
+BENCH_BIN := $(CURDIR)/.tools/bench
+BENCH_STAMP := $(BENCH_BIN)/.installed
+LITELLM_VENV := $(CURDIR)/.tools/litellm-venv
 
-.PHONY: help run deps generate check-generated lint test test-python test-python-client test-go test-ts lock clean
+.PHONY: help run deps generate check-generated lint test test-python test-python-client test-go test-ts bench bench-quick lock clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -56,6 +59,13 @@ test-go: $(VENV_STAMP) ## The Go client against a live gateway
 test-ts: $(VENV_STAMP) $(TS_STAMP) ## The TypeScript client against a live gateway
 	scripts/with-gateway.sh bash -c 'cd clients/ts && npm test --silent'
 
+bench: $(VENV_STAMP) $(BUF_STAMP) $(BENCH_STAMP) ## Benchmark against direct, no-op gRPC and LiteLLM; rewrites bench/RESULTS.md
+	$(BIN)/python bench/run.py --litellm "$$(bench/litellm/setup.sh $(LITELLM_VENV))"
+
+bench-quick: $(VENV_STAMP) $(BUF_STAMP) $(BENCH_STAMP) ## One short repetition without LiteLLM, written to .tools/bench-quick/
+	mkdir -p .tools/bench-quick
+	$(BIN)/python bench/run.py --systems direct,noop,gateway --repeat 1 --duration 3 --out .tools/bench-quick
+
 lock: ## Re-pin every Python dependency (requirements.lock and requirements-dev.lock)
 	scripts/lock.sh
 
@@ -77,6 +87,10 @@ $(BUF_STAMP): tools/package.json tools/package-lock.json
 	# npm install, not npm ci: registries without buf's binaries for other platforms fail npm ci's
 	# lock check; the exact version in package.json and the lock still pin buf.
 	cd tools && npm install --no-save --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(BENCH_STAMP): bench/go.mod bench/go.sum $(wildcard bench/cmd/*/*.go)
+	cd bench && GOBIN=$(BENCH_BIN) go install tool && go build -o $(BENCH_BIN)/ ./cmd/...
 	touch $@
 
 $(TS_STAMP): clients/ts/package.json clients/ts/package-lock.json

@@ -3,6 +3,9 @@ stub, and fake upstream providers that are real HTTP servers on loopback."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
@@ -48,6 +51,50 @@ async def running_gateway(
     finally:
         await channel.close(None)
         await server.stop(0)
+
+
+@dataclass
+class GatewayProcess:
+    process: asyncio.subprocess.Process
+    address: str
+    log: Path
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")]
+
+
+@asynccontextmanager
+async def gateway_process(directory: Path, toml: str, *args: str) -> AsyncIterator[GatewayProcess]:
+    """`llm-gateway serve` as a child process on a free port, logging to a file in `directory`."""
+    config, port_file, log = directory / "gateway.toml", directory / "port", directory / "gateway.log"
+    config.write_text(toml)
+    with log.open("w") as out:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "llm_gateway",
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+            *args,
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        for _ in range(400):
+            if port_file.exists() and port_file.read_text().strip():
+                break
+            assert process.returncode is None, log.read_text()
+            await asyncio.sleep(0.05)
+        yield GatewayProcess(process, f"127.0.0.1:{port_file.read_text().strip()}", log)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
 
 
 def openai_toml(base_url: str, extra: str = "") -> str:

@@ -6,9 +6,7 @@ import asyncio
 import json
 import os
 import signal
-import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -16,52 +14,25 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from llmgateway.v1 import chat_pb2, gateway_service_pb2_grpc
-from tests.conftest import RunningGateway, chat, error_details, read_event, running_gateway
+from tests.conftest import (
+    GatewayProcess,
+    RunningGateway,
+    chat,
+    error_details,
+    gateway_process,
+    read_event,
+    running_gateway,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 GRPCURL = ROOT / ".tools" / "bin" / "grpcurl"
 
 
-@dataclass
-class GatewayProcess:
-    process: asyncio.subprocess.Process
-    address: str
-    log: Path
-
-
-@pytest.fixture
-async def gateway_process(tmp_path: Path) -> AsyncIterator[GatewayProcess]:
-    config = tmp_path / "gateway.toml"
-    config.write_text(
-        '[server]\nhost = "127.0.0.1"\ngrace_period = 10.0\n[providers.mock]\nchunk_delay = 0.05\n'
-    )
-    port_file, log = tmp_path / "port", tmp_path / "gateway.log"
-    with log.open("w") as out:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "llm_gateway",
-            "serve",
-            "--config",
-            str(config),
-            "--port",
-            "0",
-            "--port-file",
-            str(port_file),
-            stdout=out,
-            stderr=out,
-        )
-    try:
-        for _ in range(200):
-            if port_file.exists() and port_file.read_text().strip():
-                break
-            assert process.returncode is None, log.read_text()
-            await asyncio.sleep(0.05)
-        yield GatewayProcess(process, f"127.0.0.1:{port_file.read_text().strip()}", log)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+@pytest.fixture(name="gateway_process")
+async def gateway_process_fixture(tmp_path: Path) -> AsyncIterator[GatewayProcess]:
+    toml = '[server]\nhost = "127.0.0.1"\ngrace_period = 10.0\n[providers.mock]\nchunk_delay = 0.05\n'
+    async with gateway_process(tmp_path, toml) as process:
+        yield process
 
 
 async def test_sigterm_drains_streams_refuses_new_calls_and_exits_zero(
@@ -98,9 +69,7 @@ async def test_sigterm_drains_streams_refuses_new_calls_and_exits_zero(
         assert "".join(e.text_delta.text for e in events if e.HasField("text_delta")) == text
 
     assert await asyncio.wait_for(gateway_process.process.wait(), 20) == 0
-    lines = [
-        json.loads(line) for line in gateway_process.log.read_text().splitlines() if line.startswith("{")
-    ]
+    lines = gateway_process.log_lines()
     assert [e.get("event") for e in lines if e.get("event") in ("serving", "draining", "stopped")] == [
         "serving",
         "draining",

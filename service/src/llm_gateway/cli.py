@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import hashlib
 import logging
 import os
 import signal
 import sys
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from llm_gateway.config import ConfigError, GatewayConfig, load_config
@@ -27,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="listen address (default: server.host)")
     serve.add_argument("--port", type=int, help="listen port, 0 for any free port (default: server.port)")
     serve.add_argument("--port-file", type=Path, help="write the bound port here once serving")
+    serve.add_argument(
+        "--workers", type=int, help="worker processes sharing the port (default: server.workers)"
+    )
 
     check = commands.add_parser("check-config", help="validate the configuration and summarise it")
     _config_argument(check)
@@ -53,7 +58,22 @@ def main(argv: list[str] | None = None) -> int:
         _summarise(config)
         return 0
     configure_logging(config.logging.level)
-    return asyncio.run(_serve(config, args.host, args.port, args.port_file))
+    workers = config.server.workers if args.workers is None else args.workers
+    if workers < 1:
+        print("--workers must be at least 1", file=sys.stderr)
+        return 2
+    if workers == 1:
+        return asyncio.run(_serve(config, args.host, args.port, args.port_file))
+    from llm_gateway.workers import run_workers
+
+    return run_workers(
+        functools.partial(_worker, config),
+        count=workers,
+        host=config.server.host if args.host is None else args.host,
+        port=config.server.port if args.port is None else args.port,
+        port_file=args.port_file,
+        stop_timeout=config.server.grace_period + 5,
+    )
 
 
 def _config_argument(parser: argparse.ArgumentParser) -> None:
@@ -78,19 +98,37 @@ def _summarise(config: GatewayConfig) -> None:
     print(f"auto: {', '.join(config.routing.auto)}")
 
 
-async def _serve(config: GatewayConfig, host: str | None, port: int | None, port_file: Path | None) -> int:
+def _worker(config: GatewayConfig, index: int, host: str, port: int, ready: Connection) -> None:
+    """One worker process of `serve --workers N` (see `llm_gateway.workers`)."""
+    configure_logging(config.logging.level, {"worker": index})
+    sys.exit(asyncio.run(_serve(config, host, port, None, worker=index, ready=ready)))
+
+
+async def _serve(
+    config: GatewayConfig,
+    host: str | None,
+    port: int | None,
+    port_file: Path | None,
+    *,
+    worker: int | None = None,
+    ready: Connection | None = None,
+) -> int:
     from llm_gateway.server import create_server
 
-    server = await create_server(config, host=host, port=port)
+    server = await create_server(config, host=host, port=port, reuse_port=worker is not None)
     await server.start()
     if port_file is not None:
         await asyncio.to_thread(port_file.write_text, f"{server.port}\n")
+    if ready is not None:
+        ready.send(server.port)
+        ready.close()
     _log.info(
         {
             "event": "serving",
             "host": host if host is not None else config.server.host,
             "port": server.port,
             "providers": sorted(server.providers),
+            **({"pid": os.getpid()} if worker is not None else {}),
         }
     )
     stop = asyncio.Event()

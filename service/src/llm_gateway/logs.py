@@ -12,12 +12,17 @@ _STANDARD = frozenset(vars(logging.makeLogRecord({})))
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, fields: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self._fields = fields or {}  # on every line, e.g. the worker process's index
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
+            **self._fields,
         }
         if isinstance(record.msg, dict):
             entry.update(record.msg)
@@ -31,12 +36,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, separators=(",", ":"))
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, fields: dict[str, Any] | None = None) -> None:
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter(fields))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # httpx logs every request URL at INFO; keep upstream chatter out of the gateway's log.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)
+    # aiohttp's client logs nothing per request; keep its internals quiet below warnings anyway.
+    logging.getLogger("aiohttp").setLevel(logging.WARNING)

@@ -25,6 +25,8 @@ class ServerConfig(_Strict):
     grace_period: float = Field(default=10.0, ge=0)
     # Largest request accepted; inline images make requests big.
     max_message_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # Worker processes sharing the port (SO_REUSEPORT); about one per core. 1 serves in-process.
+    workers: int = Field(default=1, ge=1, le=256)
 
 
 class ApiKeyConfig(_Strict):
@@ -110,8 +112,7 @@ class TimeoutConfig(_Strict):
 
     connect: float = Field(default=5.0, gt=0)
     read: float = Field(default=300.0, gt=0)  # the longest silence between two upstream bytes
-    write: float = Field(default=30.0, gt=0)
-    pool: float = Field(default=10.0, gt=0)
+    pool: float = Field(default=10.0, gt=0)  # waiting for a free pooled connection
 
 
 class _ProviderBase(_Strict):

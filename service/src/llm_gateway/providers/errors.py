@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import httpx
+import aiohttp
 
 from llm_gateway.domain.errors import Code, GatewayError
 
@@ -151,21 +151,21 @@ def upstream_errors(ctx: UpstreamContext) -> Iterator[None]:
     """Maps transport failures and unparseable bodies to gateway errors. Cancellation passes."""
     try:
         yield
-    except httpx.ConnectTimeout:
+    except aiohttp.ConnectionTimeoutError:
         raise ctx.error(
             f"could not connect to provider {ctx.provider!r} in time",
             code=Code.UNAVAILABLE,
             reason="UPSTREAM_UNAVAILABLE",
             retryable=True,
         ) from None
-    except httpx.TimeoutException as exc:
+    except aiohttp.ServerTimeoutError as exc:
         raise ctx.error(
             f"provider {ctx.provider!r} timed out ({type(exc).__name__})",
             code=Code.DEADLINE_EXCEEDED,
             reason="UPSTREAM_TIMEOUT",
             retryable=True,
         ) from None
-    except httpx.TransportError as exc:
+    except aiohttp.ClientError as exc:
         raise ctx.error(
             f"connection to provider {ctx.provider!r} failed ({type(exc).__name__})",
             code=Code.UNAVAILABLE,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import httpx
+import aiohttp
 
 from llm_gateway.config.schema import GatewayConfig, MockProviderConfig, OpenAIProviderConfig, ProviderConfig
 from llm_gateway.providers.base import Provider
@@ -25,7 +25,9 @@ def enabled_providers(config: GatewayConfig) -> dict[str, ProviderConfig]:
     return {name: p for name, p in config.providers.items() if is_enabled(p)}
 
 
-def build_providers(enabled: Mapping[str, ProviderConfig], http: httpx.AsyncClient) -> dict[str, Provider]:
+def build_providers(
+    enabled: Mapping[str, ProviderConfig], http: aiohttp.ClientSession
+) -> dict[str, Provider]:
     providers: dict[str, Provider] = {}
     for name, config in enabled.items():
         if isinstance(config, MockProviderConfig):

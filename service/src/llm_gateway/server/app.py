@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import aiohttp
 import grpc
-import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 
@@ -43,7 +43,7 @@ class GatewayServer:
     port: int
     health: health_aio.HealthServicer
     drain: DrainInterceptor
-    http: httpx.AsyncClient
+    http: aiohttp.ClientSession
     providers: dict[str, Provider]
 
     async def start(self) -> None:
@@ -66,7 +66,7 @@ class GatewayServer:
         await self.server.stop(0)
         for provider in self.providers.values():
             await provider.aclose()
-        await self.http.aclose()
+        await self.http.close()
 
 
 def key_digests(keys: Sequence[ApiKeyConfig]) -> dict[bytes, str]:
@@ -81,9 +81,10 @@ def key_digests(keys: Sequence[ApiKeyConfig]) -> dict[bytes, str]:
 
 
 async def create_server(
-    config: GatewayConfig, *, host: str | None = None, port: int | None = None
+    config: GatewayConfig, *, host: str | None = None, port: int | None = None, reuse_port: bool = False
 ) -> GatewayServer:
-    """A bound, not yet started server. Port 0 binds a free port (see `GatewayServer.port`)."""
+    """A bound, not yet started server. Port 0 binds a free port (see `GatewayServer.port`).
+    `reuse_port` lets several worker processes bind the same port (see `llm_gateway.workers`)."""
     enabled = enabled_providers(config)
     http = create_http_client()
     providers = build_providers(enabled, http)
@@ -109,7 +110,7 @@ async def create_server(
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
             # Refuse to share a port by accident; worker processes opt in explicitly.
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", int(reuse_port)),
         ],
     )
     gateway_service_pb2_grpc.add_GatewayServiceServicer_to_server(

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncGenerator
 
-import httpx
-from httpx_sse import EventSource, SSEError
+import aiohttp
 
 from llm_gateway.config.schema import OpenAIProviderConfig
 from llm_gateway.domain.errors import Code
@@ -18,12 +17,14 @@ from llm_gateway.providers.errors import (
     http_error,
     upstream_errors,
 )
+from llm_gateway.providers.http import client_timeout, mark_first_byte
 from llm_gateway.providers.openai.mapping import build_body, parse_completion
 from llm_gateway.providers.openai.stream import ChunkDecoder
+from llm_gateway.providers.sse import SSEDecoder
 
 
 class OpenAIProvider:
-    def __init__(self, name: str, config: OpenAIProviderConfig, http: httpx.AsyncClient) -> None:
+    def __init__(self, name: str, config: OpenAIProviderConfig, http: aiohttp.ClientSession) -> None:
         self.name = name
         self._http = http
         self._url = f"{config.base_url}/chat/completions"
@@ -36,8 +37,7 @@ class OpenAIProvider:
         if config.project:
             headers["OpenAI-Project"] = config.project
         self._headers = headers
-        t = config.timeout
-        self._timeout = httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.pool)
+        self._timeout = client_timeout(config.timeout)
 
     def _context(self, call: UpstreamCall) -> UpstreamContext:
         return UpstreamContext(self.name, call.model.id, (self._api_key,))
@@ -49,12 +49,14 @@ class OpenAIProvider:
         ctx = self._context(call)
         content = self._encode(call, stream=False)
         with upstream_errors(ctx):
-            response = await self._http.post(
-                self._url, content=content, headers=self._headers, timeout=self._timeout
-            )
-            if response.status_code >= 400:
-                raise http_error(ctx, response.status_code, response.content, response.headers)
-            return parse_completion(response.json())
+            async with self._http.post(
+                self._url, data=content, headers=self._headers, timeout=self._timeout
+            ) as response:
+                mark_first_byte()
+                body = await response.read()
+                if response.status >= 400:
+                    raise http_error(ctx, response.status, body, response.headers)
+            return parse_completion(json.loads(body))
 
     async def stream(self, call: UpstreamCall) -> AsyncGenerator[StreamEvent, None]:
         ctx = self._context(call)
@@ -62,19 +64,21 @@ class OpenAIProvider:
         decoder = ChunkDecoder()
         saw_done = False
         with upstream_errors(ctx):
-            async with self._http.stream(
-                "POST", self._url, content=content, headers=self._headers, timeout=self._timeout
+            # Leaving this block early (the caller cancelled) closes the upstream connection.
+            async with self._http.post(
+                self._url, data=content, headers=self._headers, timeout=self._timeout
             ) as response:
-                if response.status_code >= 400:
-                    await response.aread()
-                    raise http_error(ctx, response.status_code, response.content, response.headers)
-                try:
-                    async for sse in EventSource(response).aiter_sse():
+                mark_first_byte()
+                if response.status >= 400:
+                    raise http_error(ctx, response.status, await response.read(), response.headers)
+                if response.content_type != "text/event-stream":
+                    raise bad_response(ctx, f"not an event stream (content type {response.content_type!r})")
+                events = SSEDecoder()
+                async for chunk in response.content.iter_any():
+                    for sse in events.feed(chunk):
                         if sse.data == "[DONE]":
                             saw_done = True
                             break
-                        if not sse.data:
-                            continue
                         for event in decoder.feed(json.loads(sse.data)):
                             yield event
                         if decoder.error is not None:
@@ -85,8 +89,8 @@ class OpenAIProvider:
                                 reason="UPSTREAM_STREAM_ERROR",
                                 retryable=True,
                             )
-                except SSEError as exc:
-                    raise bad_response(ctx, f"not an event stream ({exc})") from None
+                    if saw_done:
+                        break
         if not saw_done and not decoder.finished:
             raise ctx.error(
                 f"provider {self.name!r} ended the stream before it finished",

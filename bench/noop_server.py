@@ -1,0 +1,109 @@
+"""The floor: a grpc.aio server with the gateway's own contract that does no work at all.
+
+`Chat` answers a prebuilt reply of the same shape and size as the gateway's; `ChatStream` sends a
+prebuilt start, eight text deltas and a finish. Whatever this costs, every Python gRPC service on the
+machine pays; the gateway's overhead is what it spends above it. It runs with the gateway's worker
+model (N processes sharing the port) so the two compare process for process.
+
+    python bench/noop_server.py --port 50099 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import AsyncIterator
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import grpc
+from google.protobuf import duration_pb2
+
+from llm_gateway.workers import run_workers
+from llmgateway.v1 import (
+    accounting_pb2,
+    chat_pb2,
+    content_pb2,
+    gateway_service_pb2_grpc,
+)
+
+if TYPE_CHECKING:
+    from llm_gateway.server.context import Context
+
+_TEXT = "The quick brown fox jumps over the lazy dog."
+_USAGE = accounting_pb2.Usage(prompt_tokens=20, completion_tokens=10, total_tokens=30)
+_COST = accounting_pb2.Cost(
+    status=accounting_pb2.PRICING_STATUS_PRICED,
+    currency="USD",
+    input="0.00000300",
+    output="0.00000600",
+    total="0.00000900",
+)
+_LATENCY = accounting_pb2.Latency(total=duration_pb2.Duration(nanos=1_000_000))
+_REPLY = chat_pb2.ChatResponse(
+    id="chatcmpl-noop",
+    model="bench",
+    provider="upstream",
+    provider_model="mock-model",
+    message=content_pb2.Message(role=content_pb2.ROLE_ASSISTANT, content=[content_pb2.Part(text=_TEXT)]),
+    finish_reason=chat_pb2.FINISH_REASON_STOP,
+    usage=_USAGE,
+    cost=_COST,
+    latency=_LATENCY,
+)
+_EVENTS = [
+    chat_pb2.ChatStreamResponse(start=chat_pb2.StreamStart(id="chatcmpl-noop", model="bench")),
+    *(chat_pb2.ChatStreamResponse(text_delta=chat_pb2.TextDelta(text="word ")) for _ in range(8)),
+    chat_pb2.ChatStreamResponse(
+        finish=chat_pb2.StreamFinish(
+            finish_reason=chat_pb2.FINISH_REASON_STOP, usage=_USAGE, cost=_COST, latency=_LATENCY
+        )
+    ),
+]
+
+
+class NoopServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
+    async def Chat(self, request: chat_pb2.ChatRequest, context: Context) -> chat_pb2.ChatResponse:
+        return _REPLY
+
+    async def ChatStream(
+        self, request: chat_pb2.ChatStreamRequest, context: Context
+    ) -> AsyncIterator[chat_pb2.ChatStreamResponse]:
+        for event in _EVENTS:
+            yield event
+
+
+async def serve(host: str, port: int, ready: Connection) -> None:
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
+    gateway_service_pb2_grpc.add_GatewayServiceServicer_to_server(NoopServicer(), server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    await server.start()
+    ready.send(bound)
+    ready.close()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop(1)
+
+
+def worker(index: int, host: str, port: int, ready: Connection) -> None:
+    asyncio.run(serve(host, port, ready))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--port-file", default=None)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    port_file = Path(args.port_file) if args.port_file else None
+    return run_workers(worker, count=args.workers, host=args.host, port=args.port, port_file=port_file)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
