@@ -45,6 +45,7 @@ lint: deps ## buf lint and breaking checks, ruff, mypy, go vet, gofmt, tsc
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	cd clients/go && go vet ./... && test -z "$$(gofmt -l .)"
+	cd bench && go vet ./... && test -z "$$(gofmt -l .)"
 	cd clients/ts && npm run --silent typecheck
 
 test-python: $(VENV_STAMP) $(GO_TOOLS_STAMP) ## The service's tests (in-process gateway, fake upstreams, grpcurl)
@@ -53,8 +54,9 @@ test-python: $(VENV_STAMP) $(GO_TOOLS_STAMP) ## The service's tests (in-process 
 test-python-client: $(VENV_STAMP) ## The Python client against a live gateway
 	scripts/with-gateway.sh $(BIN)/pytest -q clients/python/tests
 
-test-go: $(VENV_STAMP) ## The Go client against a live gateway
+test-go: $(VENV_STAMP) ## The Go client against a live gateway, and the benchmark tools' unit tests
 	scripts/with-gateway.sh bash -c 'cd clients/go && go test -count=1 ./...'
+	cd bench && go test -count=1 ./...
 
 test-ts: $(VENV_STAMP) $(TS_STAMP) ## The TypeScript client against a live gateway
 	scripts/with-gateway.sh bash -c 'cd clients/ts && npm test --silent'

@@ -25,6 +25,7 @@ from google.protobuf import duration_pb2
 from llm_gateway.workers import run_workers
 from llmgateway.v1 import (
     accounting_pb2,
+    catalog_pb2,
     chat_pb2,
     content_pb2,
     gateway_service_pb2_grpc,
@@ -66,14 +67,24 @@ _EVENTS = [
 
 
 class NoopServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
-    async def Chat(self, request: chat_pb2.ChatRequest, context: Context) -> chat_pb2.ChatResponse:
+    async def Chat(self, request: chat_pb2.ChatRequest, context: Context) -> chat_pb2.ChatResponse:  # noqa: N802
         return _REPLY
 
-    async def ChatStream(
+    async def ChatStream(  # noqa: N802
         self, request: chat_pb2.ChatStreamRequest, context: Context
     ) -> AsyncIterator[chat_pb2.ChatStreamResponse]:
         for event in _EVENTS:
             yield event
+
+    async def EstimateCost(  # noqa: N802
+        self, request: catalog_pb2.EstimateCostRequest, context: Context
+    ) -> catalog_pb2.EstimateCostResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not part of the floor")
+
+    async def ListModels(  # noqa: N802
+        self, request: catalog_pb2.ListModelsRequest, context: Context
+    ) -> catalog_pb2.ListModelsResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not part of the floor")
 
 
 async def serve(host: str, port: int, ready: Connection) -> None:

@@ -37,6 +37,12 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str, fields: dict[str, Any] | None = None) -> None:
+    # The access log writes a line per call: skip what no line uses (the Logging HOWTO's
+    # "Optimization" table): caller frame lookup, thread and process names.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter(fields))
     root = logging.getLogger()

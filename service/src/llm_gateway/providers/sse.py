@@ -42,9 +42,6 @@ class SSEDecoder:
         if self._skip_lf and chunk.startswith(b"\n"):
             chunk = chunk[1:]
         self._skip_lf = chunk.endswith(b"\r")
-        if not self._started:
-            self._started = True
-            chunk = chunk.removeprefix(b"\xef\xbb\xbf")
         lines = _LINE_END.split(self._buffer + chunk)
         self._buffer = lines.pop()  # not ended yet
         return self._lines(lines)
@@ -52,7 +49,11 @@ class SSEDecoder:
     def _lines(self, lines: list[bytes]) -> list[ServerSentEvent]:
         events = []
         for raw in lines:
-            event = self._line(raw.decode("utf-8", "replace"))
+            line = raw.decode("utf-8", "replace")
+            if not self._started:  # a byte order mark may open the stream
+                self._started = True
+                line = line.removeprefix("\ufeff")
+            event = self._line(line)
             if event is not None:
                 events.append(event)
         return events

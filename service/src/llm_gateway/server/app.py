@@ -7,7 +7,6 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import aiohttp
 import grpc
@@ -21,17 +20,16 @@ from llm_gateway.providers import Provider, build_providers, enabled_providers
 from llm_gateway.providers.http import create_http_client
 from llm_gateway.router import Router
 from llm_gateway.server.interceptors import (
-    AccessLogInterceptor,
-    AuthInterceptor,
-    DrainInterceptor,
-    RequestIdInterceptor,
+    AccessLogStep,
+    AuthStep,
+    DrainStep,
+    Pipeline,
+    RequestIdStep,
+    Step,
 )
 from llm_gateway.server.reflection import enable_reflection
 from llm_gateway.server.servicer import GatewayServicer
 from llmgateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
-
-if TYPE_CHECKING:
-    from llm_gateway.server.context import ServerInterceptor
 
 SERVICE_NAME = gateway_service_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
 _log = logging.getLogger("llm_gateway.server")
@@ -42,7 +40,7 @@ class GatewayServer:
     server: grpc.aio.Server
     port: int
     health: health_aio.HealthServicer
-    drain: DrainInterceptor
+    drain: DrainStep
     http: aiohttp.ClientSession
     providers: dict[str, Provider]
 
@@ -92,20 +90,20 @@ async def create_server(
     router = Router(catalog, config.aliases, config.routing.auto, list(config.providers))
     gateway = Gateway(router, catalog, providers)
 
-    drain = DrainInterceptor()
-    interceptors: list[ServerInterceptor] = [RequestIdInterceptor()]
+    drain = DrainStep()
+    steps: list[Step] = [RequestIdStep()]
     if config.logging.access_log:
-        interceptors.append(AccessLogInterceptor(logging.getLogger("llm_gateway.access")))
-    interceptors.append(drain)
+        steps.append(AccessLogStep(logging.getLogger("llm_gateway.access")))
+    steps.append(drain)
     digests = key_digests(config.auth.keys)
     if digests:
-        interceptors.append(AuthInterceptor(digests))
+        steps.append(AuthStep(digests))
     else:
         _log.warning("authentication is off: no API keys are configured (auth.keys)")
 
     limit = config.server.max_message_bytes
     server = grpc.aio.server(
-        interceptors=interceptors,
+        interceptors=[Pipeline(steps)],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),

@@ -1,9 +1,9 @@
-"""Server interceptors: request id, the JSON access log, drain control and API-key authentication.
+"""The call pipeline run around every gateway call: request id, the JSON access log, drain control
+and API-key authentication, as steps of one server interceptor.
 
 Order (outermost first): request id -> access log -> drain -> auth -> servicer, so every log line
 and every error, including a refusal while draining or an authentication failure, carries the
-request id. Each interceptor wraps a method's handler once and reuses the wrapped handler for every
-later call of that method.
+request id.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import grpc
@@ -60,22 +60,28 @@ async def abort(context: Context, err: GatewayError) -> NoReturn:
     await context.abort(status.code, status.details, status.trailing_metadata)
 
 
-class _HandlerWrapper(ServerInterceptor):
-    """Runs `enter` before and `exit` after each call of the gateway's own methods (unary, and
-    server-streaming written as async generators); health and reflection pass through untouched.
-
-    `enter` may abort the call; its return value is handed to `exit`, which also gets the exception
-    the call ended with (None on success). `exit` does not run when `enter` aborted.
-    """
-
-    def __init__(self) -> None:
-        self._cache: dict[str, tuple[Handler, Handler]] = {}
+class Step:
+    """One stage of the call pipeline: `enter` runs before each call of the gateway's own methods,
+    `exit` after it. `enter` may abort the call; its return value is handed to `exit`, which also
+    gets the exception the call ended with (None on success). `exit` does not run for a step whose
+    `enter` aborted, but does for the steps before it."""
 
     async def enter(self, context: Context, method: str) -> Any:
         return None
 
     def exit(self, context: Context, state: Any, error: BaseException | None) -> None:
         return None
+
+
+class Pipeline(ServerInterceptor):
+    """The steps, outermost first, as one gRPC interceptor: a single wrapper per call instead of a
+    chain of interceptors, each adding its own await and coroutine frame to every call.
+    Health and reflection pass through untouched. Unary methods and server-streaming methods
+    written as async generators are wrapped; each method's handler is wrapped once and reused."""
+
+    def __init__(self, steps: Sequence[Step]) -> None:
+        self._steps = tuple(steps)
+        self._cache: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self,
@@ -105,34 +111,49 @@ class _HandlerWrapper(ServerInterceptor):
         self._cache[method] = (handler, wrapped)
         return wrapped
 
+    async def _enter(self, context: Context, method: str) -> list[tuple[Step, Any]]:
+        entered: list[tuple[Step, Any]] = []
+        try:
+            for step in self._steps:
+                entered.append((step, await step.enter(context, method)))
+        except BaseException as error:
+            self._exit(context, entered, error)
+            raise
+        return entered
+
+    @staticmethod
+    def _exit(context: Context, entered: list[tuple[Step, Any]], error: BaseException | None) -> None:
+        for step, state in reversed(entered):
+            step.exit(context, state, error)
+
     def _wrap_unary(self, behavior: UnaryBehavior, method: str) -> UnaryBehavior:
         async def unary(request: Any, context: Context) -> Any:
-            state = await self.enter(context, method)
+            entered = await self._enter(context, method)
             try:
                 response = await behavior(request, context)
             except BaseException as error:
-                self.exit(context, state, error)
+                self._exit(context, entered, error)
                 raise
-            self.exit(context, state, None)
+            self._exit(context, entered, None)
             return response
 
         return unary
 
     def _wrap_stream(self, behavior: StreamBehavior, method: str) -> StreamBehavior:
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            state = await self.enter(context, method)
+            entered = await self._enter(context, method)
             try:
                 async for response in behavior(request, context):
                     yield response
             except BaseException as error:
-                self.exit(context, state, error)
+                self._exit(context, entered, error)
                 raise
-            self.exit(context, state, None)
+            self._exit(context, entered, None)
 
         return stream
 
 
-class RequestIdInterceptor(_HandlerWrapper):
+class RequestIdStep(Step):
     """Takes the caller's `x-request-id` (1 to 128 printable ASCII characters) or mints one, and
     returns it in the trailing metadata. Trailers ride along with the reply; sending initial
     metadata early would cost every unary call a separate write (about 100 µs)."""
@@ -145,12 +166,11 @@ class RequestIdInterceptor(_HandlerWrapper):
         context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
 
 
-class AuthInterceptor(_HandlerWrapper):
+class AuthStep(Step):
     """Checks `authorization: Bearer <key>` against the configured keys' SHA-256 digests. The
     plaintext keys are never kept; the name of the matching key is recorded for logs."""
 
     def __init__(self, digests: Mapping[bytes, str]) -> None:
-        super().__init__()
         self._digests = dict(digests)
 
     async def enter(self, context: Context, method: str) -> None:
@@ -176,12 +196,11 @@ class AuthInterceptor(_HandlerWrapper):
         api_key_name_var.set(name)
 
 
-class DrainInterceptor(_HandlerWrapper):
+class DrainStep(Step):
     """Counts the gateway calls in flight and, once draining, refuses new ones with UNAVAILABLE, so
     shutdown can end as soon as the calls that were running have finished."""
 
     def __init__(self) -> None:
-        super().__init__()
         self._in_flight = 0
         self._draining = False
         self._idle = asyncio.Event()
@@ -218,12 +237,11 @@ class DrainInterceptor(_HandlerWrapper):
             self._idle.set()
 
 
-class AccessLogInterceptor(_HandlerWrapper):
+class AccessLogStep(Step):
     """One JSON line per call: method, status, duration, request id, key name, model, provider,
     tokens and cost. Never a secret: keys appear only by their configured name."""
 
     def __init__(self, logger: logging.Logger) -> None:
-        super().__init__()
         self._logger = logger
 
     async def enter(self, context: Context, method: str) -> tuple[str, CallRecord]:
@@ -233,7 +251,7 @@ class AccessLogInterceptor(_HandlerWrapper):
 
     def exit(self, context: Context, state: tuple[str, CallRecord], error: BaseException | None) -> None:
         method, record = state
-        # Measured from the same moment as the reply's Latency.total (set by RequestIdInterceptor).
+        # Measured from the same moment as the reply's Latency.total (set by RequestIdStep).
         started = received_at_var.get() or time.perf_counter()
         entry: dict[str, Any] = {
             "event": "access",
