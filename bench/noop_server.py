@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import grpc
 from google.protobuf import duration_pb2
 
-from llm_gateway.workers import run_workers
+from llm_gateway.workers import run_workers, watch_lifeline
 from llmgateway.v1 import (
     accounting_pb2,
     catalog_pb2,
@@ -87,7 +87,7 @@ class NoopServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not part of the floor")
 
 
-async def serve(host: str, port: int, ready: Connection) -> None:
+async def serve(host: str, port: int, ready: Connection, lifeline: Connection) -> None:
     server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
     gateway_service_pb2_grpc.add_GatewayServiceServicer_to_server(NoopServicer(), server)
     bound = server.add_insecure_port(f"{host}:{port}")
@@ -97,12 +97,13 @@ async def serve(host: str, port: int, ready: Connection) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    watch_lifeline(lifeline, stop.set)
     await stop.wait()
     await server.stop(1)
 
 
-def worker(index: int, host: str, port: int, ready: Connection) -> None:
-    asyncio.run(serve(host, port, ready))
+def worker(index: int, host: str, port: int, ready: Connection, lifeline: Connection) -> None:
+    asyncio.run(serve(host, port, ready, lifeline))
 
 
 def main() -> int:

@@ -64,6 +64,26 @@ async def test_a_dead_worker_takes_the_set_down_with_a_failing_exit(workers: Gat
     assert stopped == {1}  # the survivor drained and stopped cleanly
 
 
+def running(pid: int) -> bool:
+    """Alive and not a zombie waiting for a parent that no longer reaps it."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+async def test_workers_outlive_no_supervisor_killed_without_warning(workers: GatewayProcess) -> None:
+    pids = serving_pids(workers)
+    workers.process.kill()  # SIGKILL: no chance to forward anything
+    await workers.process.wait()
+    for _ in range(100):
+        if not any(running(pid) for pid in pids.values()):
+            break
+        await asyncio.sleep(0.1)
+    assert not any(running(pid) for pid in pids.values())
+
+
 async def test_workers_zero_is_refused() -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "llm_gateway", "serve", "--workers", "0", stderr=asyncio.subprocess.PIPE

@@ -98,10 +98,12 @@ def _summarise(config: GatewayConfig) -> None:
     print(f"auto: {', '.join(config.routing.auto)}")
 
 
-def _worker(config: GatewayConfig, index: int, host: str, port: int, ready: Connection) -> None:
+def _worker(
+    config: GatewayConfig, index: int, host: str, port: int, ready: Connection, lifeline: Connection
+) -> None:
     """One worker process of `serve --workers N` (see `llm_gateway.workers`)."""
     configure_logging(config.logging.level, {"worker": index})
-    sys.exit(asyncio.run(_serve(config, host, port, None, worker=index, ready=ready)))
+    sys.exit(asyncio.run(_serve(config, host, port, None, worker=index, ready=ready, lifeline=lifeline)))
 
 
 async def _serve(
@@ -112,6 +114,7 @@ async def _serve(
     *,
     worker: int | None = None,
     ready: Connection | None = None,
+    lifeline: Connection | None = None,
 ) -> int:
     from llm_gateway.server import create_server
 
@@ -135,6 +138,10 @@ async def _serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if lifeline is not None:
+        from llm_gateway.workers import watch_lifeline
+
+        watch_lifeline(lifeline, stop.set)
     await stop.wait()
     grace = config.server.grace_period
     _log.info({"event": "draining", "grace_period_s": grace})

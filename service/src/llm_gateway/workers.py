@@ -6,11 +6,14 @@ to the same port with SO_REUSEPORT; the kernel spreads incoming connections acro
 
 The supervisor only starts workers, forwards SIGTERM/SIGINT and waits. A worker that dies on its own
 stops the others and the supervisor exits non-zero, so the orchestrator (systemd, Kubernetes)
-restarts the whole set rather than a degraded one limping on.
+restarts the whole set rather than a degraded one limping on. A supervisor that dies without a
+word (SIGKILL, OOM) takes its workers with it: each worker holds the read end of a lifeline pipe
+whose only write end the supervisor holds, sees it close, and drains.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing
 import os
@@ -24,10 +27,16 @@ from types import FrameType
 
 _log = logging.getLogger("llm_gateway.workers")
 
-# A worker entry point: (worker index, host, port, ready pipe), exiting with its status. It must be
-# picklable, e.g. a module-level function (workers are spawned, not forked: gRPC does not survive
-# fork), and send its bound port through the pipe once it serves.
-WorkerMain = Callable[[int, str, int, Connection], None]
+# A worker entry point: (worker index, host, port, ready pipe, lifeline), exiting with its status.
+# It must be picklable, e.g. a module-level function (workers are spawned, not forked: gRPC does
+# not survive fork), send its bound port through `ready` once it serves, and stop when `lifeline`
+# becomes readable (the supervisor is gone; see `watch_lifeline`).
+WorkerMain = Callable[[int, str, int, Connection, Connection], None]
+
+
+def watch_lifeline(lifeline: Connection, stop: Callable[[], None]) -> None:
+    """In a worker's event loop: calls `stop` once the supervisor has gone (its end closed)."""
+    asyncio.get_running_loop().add_reader(lifeline.fileno(), stop)
 
 
 def reserve_port(host: str) -> socket.socket:
@@ -54,11 +63,16 @@ def run_workers(
     if reserved is not None:
         port = reserved.getsockname()[1]
     context = multiprocessing.get_context("spawn")
+    # Never written to: it closes when the supervisor exits, however it exits.
+    lifeline, _lifeline_held = context.Pipe(duplex=False)
     workers: list[tuple[BaseProcess, Connection]] = []
     for index in range(count):
         receive, send = context.Pipe(duplex=False)
         started = context.Process(
-            target=main, args=(index, host, port, send), name=f"llm-gateway-worker-{index}", daemon=False
+            target=main,
+            args=(index, host, port, send, lifeline),
+            name=f"llm-gateway-worker-{index}",
+            daemon=False,
         )
         started.start()
         send.close()
