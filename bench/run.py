@@ -228,11 +228,12 @@ def litellm_system(s: Settings, mock: Mock, litellm: Path) -> System:
         port = free_port()
         argv = [str(litellm), "--config", str(BENCH / "litellm" / "config.yaml")]
         argv += ["--host", "127.0.0.1", "--port", str(port), "--num_workers", str(s.workers)]
+        # uvicorn restarts a worker that misses its 5 s health ping, which a loaded 2-core box causes.
+        argv += ["--timeout_worker_healthcheck", "120"]
         env = {
             "MOCK_UPSTREAM_URL": f"{mock.url}/v1",
             "LITELLM_MASTER_KEY": LITELLM_KEY,
             "LITELLM_LOG": "ERROR",
-            "LITELLM_TELEMETRY": "False",
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",
         }
         process = spawn(argv, s.work / "litellm.log", env)
