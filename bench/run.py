@@ -541,12 +541,79 @@ def render(table: dict[str, dict[str, float | None]], meta: dict[str, Any], s: S
             "",
             *compare,
             "",
+            "## Targets",
+            "",
+            *targets(table, s),
+            "",
             f"Tools: {meta['tools']}. Raw figures per repetition: `bench/results.json`. "
             "Method: `bench/README.md`.",
             "",
             notes,
         ]
     )
+
+
+def targets(table: dict[str, dict[str, float | None]], s: Settings) -> list[str]:
+    """The issue's targets for this machine, each with the measured value and whether it is met."""
+    gw, lite, noop, direct = (table.get(n, {}) for n in ("gateway", "LiteLLM", "noop gRPC", "direct"))
+    low = min(s.rates)
+
+    def verdict(ok: bool | None) -> str:
+        return "—" if ok is None else ("met" if ok else "**missed**")
+
+    def at_most(value: float | None, limit: float) -> bool | None:
+        return None if value is None else value <= limit
+
+    def both(*checks: bool | None) -> bool | None:
+        return None if any(c is None for c in checks) else all(checks)
+
+    added_p50, added_p99 = gw.get(f"added_p50_at_{low}"), gw.get(f"added_p99_at_{low}")
+    max_rps, lite_peak = gw.get("max_rps"), lite.get("peak_rps")
+    ttft = gw.get("added_ttft_p50")
+    chunks, gap, direct_gap = gw.get("chunks_min"), gw.get("gap_p50"), direct.get("gap_p50")
+    growth, errors, held = gw.get("rss_growth_mb"), gw.get("open_stream_errors"), gw.get("held_cpu_pct")
+    cpu, floor = gw.get("cpu_s_per_1k"), noop.get("cpu_s_per_1k")
+    rows = [
+        (
+            f"Added latency over direct at {low} RPS",
+            "p50 ≤ 1 ms, p99 ≤ 5 ms",
+            f"{fmt(added_p50)} / {fmt(added_p99)} ms",
+            both(at_most(added_p50, 1), at_most(added_p99, 5)),
+        ),
+        (
+            "Max sustainable unary RPS, 0 ms mock",
+            "≥ 1,500, and ≥ 5× LiteLLM's peak",
+            f"{fmt(max_rps, 0)} ({ratio(max_rps, lite_peak)} LiteLLM's peak)",
+            both(
+                None if max_rps is None else max_rps >= 1500,
+                None if max_rps is None or not lite_peak else max_rps >= 5 * lite_peak,
+            ),
+        ),
+        ("Added time to first token", "p50 ≤ 1 ms", f"{fmt(ttft)} ms", at_most(ttft, 1)),
+        (
+            "Every chunk forwarded as it arrives",
+            "8 of 8, spacing as sent",
+            f"{fmt(chunks, 0)} of 8, gap p50 {fmt(gap)} ms (direct {fmt(direct_gap)} ms)",
+            None
+            if chunks is None or gap is None or direct_gap is None
+            else chunks == 8 and abs(gap - direct_gap) < 1,
+        ),
+        (
+            f"{s.open_streams:,} open streams",
+            "RSS growth ≤ 150 MB, no errors, CPU near idle (≤ 10 % of a core)",
+            f"{fmt(growth, 0)} MB, {fmt(errors, 0)} errors, {fmt(held, 1)} % of a core",
+            both(at_most(growth, 150), None if errors is None else errors == 0, at_most(held, 10)),
+        ),
+        (
+            "Gateway CPU per call, all layers on",
+            "≤ 3× the no-op gRPC floor",
+            ratio(cpu, floor),
+            None if cpu is None or not floor else cpu <= 3 * floor,
+        ),
+    ]
+    lines = ["| Target | Goal | Measured | |", "|---|---|---|---|"]
+    lines += [f"| {name} | {goal} | {value} | {verdict(ok)} |" for name, goal, value, ok in rows]
+    return lines
 
 
 def machine() -> dict[str, Any]:
@@ -607,7 +674,15 @@ def main() -> int:
     parser.add_argument("--litellm", type=Path, help="the litellm executable (its own virtualenv)")
     parser.add_argument("--out", type=Path, default=BENCH)
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    parser.add_argument("--render", type=Path, help="only rewrite RESULTS.md from this results.json")
     args = parser.parse_args()
+    if args.render is not None:
+        data = json.loads(args.render.read_text())
+        saved = data["settings"]
+        tuples = {k: tuple(saved[k]) for k in ("rates", "sweep", "systems")}
+        s = Settings(**{**saved, **tuples, "out": args.out, "work": args.out})
+        (args.out / "RESULTS.md").write_text(render(data["medians"], data["machine"], s))
+        return 0
     systems = tuple(args.systems.split(","))
     if "litellm" in systems and args.litellm is None:
         parser.error("--litellm is required to benchmark LiteLLM")

@@ -64,6 +64,11 @@ async def test_a_dead_worker_takes_the_set_down_with_a_failing_exit(workers: Gat
     assert stopped == {1}  # the survivor drained and stopped cleanly
 
 
+async def test_a_worker_stopping_on_its_own_is_a_failure_too(workers: GatewayProcess) -> None:
+    os.kill(serving_pids(workers)[1], signal.SIGTERM)  # it drains and exits 0, unasked by the supervisor
+    assert await asyncio.wait_for(workers.process.wait(), 20) == 1
+
+
 def running(pid: int) -> bool:
     """Alive and not a zombie waiting for a parent that no longer reaps it."""
     try:

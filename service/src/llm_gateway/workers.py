@@ -88,6 +88,7 @@ def run_workers(
                 os.kill(process.pid, signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    failed = False  # a worker exited before any signal asked it to
     try:
         if _all_ready(workers) and port_file is not None:
             port_file.write_text(f"{port}\n")
@@ -96,6 +97,7 @@ def run_workers(
             # Blocks until the first worker exits: a signal made them all exit, or one died.
             wait([process.sentinel for process, _ in workers])
         if not stopping:
+            failed = True
             _log.error({"event": "worker_exited", "exit_codes": [p.exitcode for p, _ in workers]})
             forward(signal.SIGTERM, None)
         for process, _ in workers:
@@ -108,8 +110,8 @@ def run_workers(
             signal.signal(sig, handler)
         if reserved is not None:
             reserved.close()
-    codes = [process.exitcode for process, _ in workers]
-    return 0 if stopping and all(code == 0 for code in codes) else 1
+    clean = all(process.exitcode == 0 for process, _ in workers)
+    return 0 if clean and not failed else 1
 
 
 def _all_ready(workers: list[tuple[BaseProcess, Connection]]) -> bool:
