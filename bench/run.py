@@ -283,7 +283,7 @@ def ghz(system: System, server: Server, s: Settings, *, rps: int | None, concurr
     if system.api_key:
         argv += ["-m", json.dumps({"authorization": f"Bearer {system.api_key}"})]
     # Several connections, so SO_REUSEPORT spreads the load over every worker process.
-    argv += ["--connections", str(max(4, 2 * s.workers)), "--concurrency", str(concurrency)]
+    argv += ["--connections", str(max(8, 4 * s.workers)), "--concurrency", str(concurrency)]
     argv += ["--duration", f"{s.duration}s", "-O", "json"]
     if rps is not None:
         argv += ["--rps", str(rps)]
@@ -333,7 +333,7 @@ def load(system: System, server: Server, s: Settings, *, rps: int | None, concur
 
 def streamload(system: System, server: Server, s: Settings, *args: str) -> dict[str, Any]:
     argv = [str(TOOLS / "streamload"), "-target", "grpc" if system.protocol == "grpc" else "sse"]
-    argv += ["-addr", server.address, "-model", system.model, "-connections", str(max(4, 2 * s.workers))]
+    argv += ["-addr", server.address, "-model", system.model, "-connections", str(max(8, 4 * s.workers))]
     if system.api_key:
         argv += ["-api-key", system.api_key]
     result: dict[str, Any] = run_json([*argv, *args])
@@ -405,7 +405,7 @@ def open_streams(system: System, server: Server, s: Settings, mock: Mock) -> dic
     ready.unlink(missing_ok=True)
     argv = [str(TOOLS / "streamload"), "-target", "grpc" if system.protocol == "grpc" else "sse"]
     argv += ["-addr", server.address, "-model", system.model, "-hold", "-concurrency", str(s.open_streams)]
-    argv += ["-connections", str(max(4, 2 * s.workers)), "-ready-file", str(ready)]
+    argv += ["-connections", str(max(8, 4 * s.workers)), "-ready-file", str(ready)]
     if system.api_key:
         argv += ["-api-key", system.api_key]
     client = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT)
