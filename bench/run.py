@@ -283,7 +283,8 @@ def ghz(system: System, server: Server, s: Settings, *, rps: int | None, concurr
     if system.api_key:
         argv += ["-m", json.dumps({"authorization": f"Bearer {system.api_key}"})]
     # Several connections, so SO_REUSEPORT spreads the load over every worker process.
-    argv += ["--connections", str(max(8, 4 * s.workers)), "--concurrency", str(concurrency)]
+    connections = min(concurrency, max(8, 4 * s.workers))  # ghz wants no more than the callers
+    argv += ["--connections", str(connections), "--concurrency", str(concurrency)]
     argv += ["--duration", f"{s.duration}s", "-O", "json"]
     if rps is not None:
         argv += ["--rps", str(rps)]
@@ -461,6 +462,8 @@ def fmt(value: float | None, digits: int = 2, suffix: str = "") -> str:
 
 
 def ratio(a: float | None, b: float | None) -> str:
+    if a and b == 0:
+        return "∞ (the other sustained no rate)"
     return "—" if not a or not b else f"{a / b:.1f}×"
 
 
