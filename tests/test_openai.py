@@ -451,3 +451,31 @@ def test_unary_and_echo_sse_bodies_round_trip_json() -> None:
     # The fake's own builders produce JSON-serialisable bodies (what aiohttp sends).
     assert json.loads(json.dumps(completion("x"))) == completion("x")
     assert user("x").role == content_pb2.ROLE_USER
+
+
+async def test_stream_accepts_crlf_comments_and_empty_keep_alive_events(
+    openai_gateway: RunningGateway, fake_openai: FakeOpenAI
+) -> None:
+    # What OpenAI-compatible servers send besides plain `data:` lines: CRLF line endings,
+    # `:` comment lines and empty data events as keep-alives, an event type, a charset.
+    events = [e if isinstance(e, str) else json.dumps(e) for e in text_chunks(["Hi", " there"], usage(5, 2))]
+    body = ": connected\r\n\r\ndata:\r\n\r\n" + "".join(
+        f"event: message\r\ndata: {data}\r\n\r\n: keep-alive\r\n\r\n" for data in events
+    )
+    headers = {"Content-Type": "text/event-stream; charset=utf-8"}
+    fake_openai.script(Reply(raw=body.encode(), headers=headers))
+    streamed = await stream_events(openai_gateway, chat("openai:gpt-4o-mini"))
+    assert [e.text_delta.text for e in streamed if e.HasField("text_delta")] == ["Hi", " there"]
+    assert streamed[-1].finish.usage.completion_tokens == 2
+    assert not streamed[-1].finish.usage.estimated
+
+
+async def test_stream_that_is_not_an_event_stream_is_a_bad_response(
+    openai_gateway: RunningGateway, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.script(Reply(raw=b'{"not": "a stream"}', headers={"Content-Type": "application/json"}))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stream_events(openai_gateway, chat("openai:gpt-4o-mini"))
+    details = error_details(caught.value)
+    assert (details.code, details.info.reason) == (grpc.StatusCode.UNAVAILABLE, "UPSTREAM_BAD_RESPONSE")
+    assert "application/json" in details.message

@@ -79,6 +79,8 @@ class OpenAIProvider:
                         if sse.data == "[DONE]":
                             saw_done = True
                             break
+                        if not sse.data:  # keep-alive events some compatible servers send
+                            continue
                         for event in decoder.feed(json.loads(sse.data)):
                             yield event
                         if decoder.error is not None:
