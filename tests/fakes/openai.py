@@ -26,6 +26,7 @@ class Recorded:
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
+    query: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -116,6 +117,20 @@ def text_chunks(pieces: Sequence[str], usage_: dict[str, Any] | None) -> list[di
     return events
 
 
+def azure_prompt_filter_chunk() -> dict[str, Any]:
+    """The chunk Azure OpenAI streams first: prompt filter verdicts, no choices, empty ids."""
+    safe = {"filtered": False, "severity": "safe"}
+    categories = {"hate": safe, "self_harm": safe, "sexual": safe, "violence": safe}
+    return {
+        "choices": [],
+        "created": 0,
+        "id": "",
+        "model": "",
+        "object": "",
+        "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": categories}],
+    }
+
+
 def error_body(message: str, kind: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
@@ -132,12 +147,18 @@ class FakeOpenAI:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+    @property
+    def azure_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
     def script(self, *replies: Reply) -> None:
         self._script.extend(replies)
 
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
+        # Azure OpenAI: the same wire format at a deployment's URL.
+        app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._chat)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
@@ -150,7 +171,13 @@ class FakeOpenAI:
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append(
-            Recorded(request.method, request.path, {k.lower(): v for k, v in request.headers.items()}, body)
+            Recorded(
+                request.method,
+                request.path,
+                {k.lower(): v for k, v in request.headers.items()},
+                body,
+                dict(request.query),
+            )
         )
         reply = self._script.popleft() if self._script else self._echo(body)
         if reply.raw is not None:

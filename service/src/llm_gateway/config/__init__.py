@@ -2,6 +2,7 @@
 
 from llm_gateway.config.loader import ConfigError, default_config_text, load_config
 from llm_gateway.config.schema import (
+    AzureOpenAIProviderConfig,
     GatewayConfig,
     MockProviderConfig,
     OpenAIProviderConfig,
@@ -10,6 +11,7 @@ from llm_gateway.config.schema import (
 )
 
 __all__ = [
+    "AzureOpenAIProviderConfig",
     "ConfigError",
     "GatewayConfig",
     "MockProviderConfig",

@@ -160,10 +160,47 @@ class OpenAIProviderConfig(_ProviderBase):
         return url.rstrip("/")
 
 
-ProviderConfig = Annotated[MockProviderConfig | OpenAIProviderConfig, Field(discriminator="kind")]
+class AzureModelConfig(ModelConfig):
+    """An Azure OpenAI catalog entry: `name` is the underlying OpenAI model (it sets the price),
+    `deployment` the deployment that serves it (defaults to `name`)."""
+
+    deployment: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+
+
+class AzureOpenAIProviderConfig(_ProviderBase):
+    """Azure OpenAI Chat Completions
+    (`POST {endpoint}/openai/deployments/{deployment}/chat/completions?api-version=...`)."""
+
+    kind: Literal["azure_openai"]
+    endpoint: str | None = None  # https://RESOURCE.openai.azure.com
+    api_key: SecretStr | None = None
+    api_version: str = Field(default="2024-10-21", pattern=r"^\d{4}-\d{2}-\d{2}(-preview)?$")
+    # genai-prices lists Azure's own prices under "azure".
+    price_catalog_provider: str | None = "azure"
+    models: dict[str, AzureModelConfig] = {}  # type: ignore[assignment]
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if not url:  # unset, or "${AZURE_OPENAI_ENDPOINT:-}" with the variable unset
+            return None
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return url.rstrip("/")
+
+    @model_validator(mode="after")
+    def _endpoint_when_enabled(self) -> AzureOpenAIProviderConfig:
+        if self.enabled and self.endpoint is None:
+            raise ValueError("'endpoint' is required when the provider is enabled")
+        return self
+
+
+ProviderConfig = Annotated[
+    MockProviderConfig | OpenAIProviderConfig | AzureOpenAIProviderConfig, Field(discriminator="kind")
+]
 PROVIDER_KINDS = frozenset(
     kind
-    for cls in (MockProviderConfig, OpenAIProviderConfig)
+    for cls in (MockProviderConfig, OpenAIProviderConfig, AzureOpenAIProviderConfig)
     for kind in get_args(cls.model_fields["kind"].annotation)
 )
 

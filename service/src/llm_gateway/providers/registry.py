@@ -6,10 +6,16 @@ from collections.abc import Mapping
 
 import aiohttp
 
-from llm_gateway.config.schema import GatewayConfig, MockProviderConfig, OpenAIProviderConfig, ProviderConfig
+from llm_gateway.config.schema import (
+    AzureOpenAIProviderConfig,
+    GatewayConfig,
+    MockProviderConfig,
+    OpenAIProviderConfig,
+    ProviderConfig,
+)
 from llm_gateway.providers.base import Provider
 from llm_gateway.providers.mock import MockProvider
-from llm_gateway.providers.openai import OpenAIProvider
+from llm_gateway.providers.openai import AzureOpenAIProvider, OpenAIProvider
 
 
 def is_enabled(config: ProviderConfig) -> bool:
@@ -18,6 +24,8 @@ def is_enabled(config: ProviderConfig) -> bool:
         return config.enabled
     if isinstance(config, OpenAIProviderConfig):
         return bool(config.api_key and config.api_key.get_secret_value())
+    if isinstance(config, AzureOpenAIProviderConfig):
+        return bool(config.endpoint and config.api_key and config.api_key.get_secret_value())
     return True
 
 
@@ -32,6 +40,8 @@ def build_providers(
     for name, config in enabled.items():
         if isinstance(config, MockProviderConfig):
             providers[name] = MockProvider(name, config.chunk_delay)
+        elif isinstance(config, AzureOpenAIProviderConfig):
+            providers[name] = AzureOpenAIProvider(name, config, http)
         else:
             providers[name] = OpenAIProvider(name, config, http)
     return providers

@@ -1,4 +1,4 @@
-"""The OpenAI Chat Completions adapter (`POST {base_url}/chat/completions`), unary and SSE."""
+"""Chat Completions adapters: OpenAI (`POST {base_url}/chat/completions`), unary and SSE."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import AsyncGenerator
 
 import aiohttp
 
-from llm_gateway.config.schema import OpenAIProviderConfig
+from llm_gateway.config.schema import OpenAIProviderConfig, TimeoutConfig
 from llm_gateway.domain.errors import Code
 from llm_gateway.domain.results import Completion, StreamEvent
 from llm_gateway.providers.base import UpstreamCall
@@ -23,21 +23,26 @@ from llm_gateway.providers.openai.stream import ChunkDecoder
 from llm_gateway.providers.sse import SSEDecoder
 
 
-class OpenAIProvider:
-    def __init__(self, name: str, config: OpenAIProviderConfig, http: aiohttp.ClientSession) -> None:
+class ChatCompletionsProvider:
+    """The Chat Completions wire format, unary and SSE. Subclasses say where requests go and how
+    they authenticate; the body and the replies are the same everywhere it is spoken."""
+
+    def __init__(
+        self,
+        name: str,
+        http: aiohttp.ClientSession,
+        headers: dict[str, str],
+        api_key: str,
+        timeout: TimeoutConfig,
+    ) -> None:
         self.name = name
         self._http = http
-        self._url = f"{config.base_url}/chat/completions"
-        self._api_key = config.api_key.get_secret_value() if config.api_key else ""
-        headers = {"Content-Type": "application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        if config.organization:
-            headers["OpenAI-Organization"] = config.organization
-        if config.project:
-            headers["OpenAI-Project"] = config.project
-        self._headers = headers
-        self._timeout = client_timeout(config.timeout)
+        self._headers = {"Content-Type": "application/json", **headers}
+        self._api_key = api_key
+        self._timeout = client_timeout(timeout)
+
+    def _url(self, call: UpstreamCall) -> str:
+        raise NotImplementedError
 
     def _context(self, call: UpstreamCall) -> UpstreamContext:
         return UpstreamContext(self.name, call.model.id, (self._api_key,))
@@ -50,7 +55,7 @@ class OpenAIProvider:
         content = self._encode(call, stream=False)
         with upstream_errors(ctx):
             async with self._http.post(
-                self._url, data=content, headers=self._headers, timeout=self._timeout
+                self._url(call), data=content, headers=self._headers, timeout=self._timeout
             ) as response:
                 mark_first_byte()
                 body = await response.read()
@@ -66,7 +71,7 @@ class OpenAIProvider:
         with upstream_errors(ctx):
             # Leaving this block early (the caller cancelled) closes the upstream connection.
             async with self._http.post(
-                self._url, data=content, headers=self._headers, timeout=self._timeout
+                self._url(call), data=content, headers=self._headers, timeout=self._timeout
             ) as response:
                 mark_first_byte()
                 if response.status >= 400:
@@ -104,3 +109,20 @@ class OpenAIProvider:
 
     async def aclose(self) -> None:
         return None
+
+
+class OpenAIProvider(ChatCompletionsProvider):
+    """OpenAI, or any server that speaks its API at `base_url`, with a bearer key."""
+
+    def __init__(self, name: str, config: OpenAIProviderConfig, http: aiohttp.ClientSession) -> None:
+        api_key = config.api_key.get_secret_value() if config.api_key else ""
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        if config.organization:
+            headers["OpenAI-Organization"] = config.organization
+        if config.project:
+            headers["OpenAI-Project"] = config.project
+        super().__init__(name, http, headers, api_key, config.timeout)
+        self._chat_url = f"{config.base_url}/chat/completions"
+
+    def _url(self, call: UpstreamCall) -> str:
+        return self._chat_url
