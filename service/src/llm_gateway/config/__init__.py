@@ -2,6 +2,7 @@
 
 from llm_gateway.config.loader import ConfigError, default_config_text, load_config
 from llm_gateway.config.schema import (
+    AnthropicProviderConfig,
     AzureOpenAIProviderConfig,
     GatewayConfig,
     MockProviderConfig,
@@ -11,6 +12,7 @@ from llm_gateway.config.schema import (
 )
 
 __all__ = [
+    "AnthropicProviderConfig",
     "AzureOpenAIProviderConfig",
     "ConfigError",
     "GatewayConfig",

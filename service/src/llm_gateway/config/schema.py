@@ -195,13 +195,34 @@ class AzureOpenAIProviderConfig(_ProviderBase):
         return self
 
 
+class AnthropicProviderConfig(_ProviderBase):
+    """Anthropic Messages (`POST {base_url}/v1/messages`)."""
+
+    kind: Literal["anthropic"]
+    base_url: str = "https://api.anthropic.com"
+    api_key: SecretStr | None = None
+    anthropic_version: str = "2023-06-01"
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return url.rstrip("/")
+
+
+_PROVIDER_CLASSES = (
+    MockProviderConfig,
+    OpenAIProviderConfig,
+    AzureOpenAIProviderConfig,
+    AnthropicProviderConfig,
+)
 ProviderConfig = Annotated[
-    MockProviderConfig | OpenAIProviderConfig | AzureOpenAIProviderConfig, Field(discriminator="kind")
+    MockProviderConfig | OpenAIProviderConfig | AzureOpenAIProviderConfig | AnthropicProviderConfig,
+    Field(discriminator="kind"),
 ]
 PROVIDER_KINDS = frozenset(
-    kind
-    for cls in (MockProviderConfig, OpenAIProviderConfig, AzureOpenAIProviderConfig)
-    for kind in get_args(cls.model_fields["kind"].annotation)
+    kind for cls in _PROVIDER_CLASSES for kind in get_args(cls.model_fields["kind"].annotation)
 )
 
 

@@ -7,12 +7,14 @@ from collections.abc import Mapping
 import aiohttp
 
 from llm_gateway.config.schema import (
+    AnthropicProviderConfig,
     AzureOpenAIProviderConfig,
     GatewayConfig,
     MockProviderConfig,
     OpenAIProviderConfig,
     ProviderConfig,
 )
+from llm_gateway.providers.anthropic import AnthropicProvider
 from llm_gateway.providers.base import Provider
 from llm_gateway.providers.mock import MockProvider
 from llm_gateway.providers.openai import AzureOpenAIProvider, OpenAIProvider
@@ -22,7 +24,7 @@ def is_enabled(config: ProviderConfig) -> bool:
     """`enabled` when set; otherwise on when the provider needs no key or has one."""
     if config.enabled is not None:
         return config.enabled
-    if isinstance(config, OpenAIProviderConfig):
+    if isinstance(config, OpenAIProviderConfig | AnthropicProviderConfig):
         return bool(config.api_key and config.api_key.get_secret_value())
     if isinstance(config, AzureOpenAIProviderConfig):
         return bool(config.endpoint and config.api_key and config.api_key.get_secret_value())
@@ -42,6 +44,8 @@ def build_providers(
             providers[name] = MockProvider(name, config.chunk_delay)
         elif isinstance(config, AzureOpenAIProviderConfig):
             providers[name] = AzureOpenAIProvider(name, config, http)
+        elif isinstance(config, AnthropicProviderConfig):
+            providers[name] = AnthropicProvider(name, config, http)
         else:
             providers[name] = OpenAIProvider(name, config, http)
     return providers

@@ -1,0 +1,99 @@
+"""The Anthropic Messages adapter (`POST {base_url}/v1/messages`), unary and SSE."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator
+
+import aiohttp
+
+from llm_gateway.config.schema import AnthropicProviderConfig
+from llm_gateway.domain.errors import Code
+from llm_gateway.domain.results import Completion, StreamEvent
+from llm_gateway.providers.anthropic.mapping import build_body, parse_message
+from llm_gateway.providers.anthropic.stream import EventDecoder
+from llm_gateway.providers.base import UpstreamCall
+from llm_gateway.providers.errors import UpstreamContext, bad_response, http_error, upstream_errors
+from llm_gateway.providers.http import client_timeout, mark_first_byte
+from llm_gateway.providers.sse import SSEDecoder
+
+# Anthropic's error types that mean "try again later" when they arrive inside a 200 stream.
+_RETRYABLE_STREAM_ERRORS = frozenset({"overloaded_error", "api_error", "rate_limit_error"})
+
+
+class AnthropicProvider:
+    def __init__(self, name: str, config: AnthropicProviderConfig, http: aiohttp.ClientSession) -> None:
+        self.name = name
+        self._http = http
+        self._url = f"{config.base_url}/v1/messages"
+        self._api_key = config.api_key.get_secret_value() if config.api_key else ""
+        self._headers = {
+            "Content-Type": "application/json",
+            "x-api-key": self._api_key,
+            "anthropic-version": config.anthropic_version,
+        }
+        self._timeout = client_timeout(config.timeout)
+
+    def _context(self, call: UpstreamCall) -> UpstreamContext:
+        return UpstreamContext(self.name, call.model.id, (self._api_key,))
+
+    def _encode(self, call: UpstreamCall, *, stream: bool) -> bytes:
+        return json.dumps(build_body(call, stream=stream), separators=(",", ":")).encode()
+
+    async def chat(self, call: UpstreamCall) -> Completion:
+        ctx = self._context(call)
+        content = self._encode(call, stream=False)
+        with upstream_errors(ctx):
+            async with self._http.post(
+                self._url, data=content, headers=self._headers, timeout=self._timeout
+            ) as response:
+                mark_first_byte()
+                body = await response.read()
+                if response.status >= 400:
+                    raise http_error(ctx, response.status, body, response.headers)
+            return parse_message(json.loads(body))
+
+    async def stream(self, call: UpstreamCall) -> AsyncGenerator[StreamEvent, None]:
+        ctx = self._context(call)
+        content = self._encode(call, stream=True)
+        decoder = EventDecoder()
+        with upstream_errors(ctx):
+            # Leaving this block early (the caller cancelled) closes the upstream connection.
+            async with self._http.post(
+                self._url, data=content, headers=self._headers, timeout=self._timeout
+            ) as response:
+                mark_first_byte()
+                if response.status >= 400:
+                    raise http_error(ctx, response.status, await response.read(), response.headers)
+                if response.content_type != "text/event-stream":
+                    raise bad_response(ctx, f"not an event stream (content type {response.content_type!r})")
+                events = SSEDecoder()
+                async for chunk in response.content.iter_any():
+                    for sse in events.feed(chunk):
+                        for event in decoder.feed(sse.event, json.loads(sse.data)):
+                            yield event
+                        if decoder.error is not None:
+                            kind = str(decoder.error.get("type") or "")
+                            raise ctx.error(
+                                f"provider {self.name!r} reported an error mid-stream: "
+                                f"{decoder.error.get('message') or decoder.error}",
+                                code=Code.UNAVAILABLE,
+                                reason="UPSTREAM_STREAM_ERROR",
+                                retryable=kind in _RETRYABLE_STREAM_ERRORS,
+                                extra={"upstream_code": kind} if kind else None,
+                            )
+                        if decoder.stopped:
+                            break
+                    if decoder.stopped:
+                        break
+        if not decoder.stopped:
+            raise ctx.error(
+                f"provider {self.name!r} ended the stream before it finished",
+                code=Code.UNAVAILABLE,
+                reason="UPSTREAM_STREAM_INTERRUPTED",
+                retryable=True,
+            )
+        yield decoder.done()
+
+    async def aclose(self) -> None:
+        return None

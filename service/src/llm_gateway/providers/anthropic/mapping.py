@@ -1,0 +1,187 @@
+"""Domain requests to Anthropic Messages bodies, and Messages replies back to domain results.
+
+What differs from Chat Completions: system text is the top-level `system` field, not a message;
+`max_tokens` is required (the model's max output when the caller sets none); tool results are
+`tool_result` blocks in a user turn, and consecutive ones share that turn; tool-call arguments are
+JSON objects, not text; temperature stops at 1; there is no seed or penalty.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from llm_gateway.domain.errors import FieldViolation, invalid_request
+from llm_gateway.domain.messages import ImagePart, Message, Role, TextPart, ToolCall, ToolChoiceMode
+from llm_gateway.domain.results import Completion, FinishReason, Usage
+from llm_gateway.providers.base import UpstreamCall
+
+DEFAULT_MAX_TOKENS = 4096  # when neither the request nor the model's catalog entry says
+
+_STOP_REASONS = {
+    "end_turn": FinishReason.STOP,
+    "stop_sequence": FinishReason.STOP,
+    "max_tokens": FinishReason.LENGTH,
+    "model_context_window_exceeded": FinishReason.LENGTH,
+    "tool_use": FinishReason.TOOL_CALLS,
+    "refusal": FinishReason.CONTENT_FILTER,
+}
+
+
+def stop_reason(value: str | None) -> FinishReason:
+    return _STOP_REASONS.get(value or "", FinishReason.OTHER)
+
+
+def map_usage(usage: dict[str, Any] | None) -> Usage | None:
+    """Anthropic counts uncached input, cache writes and cache reads apart; the gateway's
+    `prompt_tokens` is their sum. Thinking is billed inside `output_tokens`."""
+    if not usage:
+        return None
+    uncached = int(usage.get("input_tokens") or 0)
+    written = int(usage.get("cache_creation_input_tokens") or 0)
+    read = int(usage.get("cache_read_input_tokens") or 0)
+    return Usage(
+        prompt_tokens=uncached + written + read,
+        completion_tokens=int(usage.get("output_tokens") or 0),
+        cache_read_tokens=read,
+        cache_write_tokens=written,
+    )
+
+
+def build_body(call: UpstreamCall, *, stream: bool) -> dict[str, Any]:
+    request = call.request
+    gen = request.generation
+    problems: list[FieldViolation] = []
+
+    def unsupported(field: str, why: str) -> None:
+        problems.append(FieldViolation(field, why))
+
+    if gen.seed is not None:
+        unsupported("generation.seed", "Anthropic models do not support a seed")
+    if gen.presence_penalty is not None:
+        unsupported("generation.presence_penalty", "Anthropic models do not support presence_penalty")
+    if gen.frequency_penalty is not None:
+        unsupported("generation.frequency_penalty", "Anthropic models do not support frequency_penalty")
+    if gen.temperature is not None and gen.temperature > 1:
+        unsupported("generation.temperature", "Anthropic models accept 0 to 1")
+    if request.response_format is not None and request.response_format.type.value != "text":
+        unsupported("response_format", "JSON output is not mapped for Anthropic models yet")
+    system, messages = _conversation(request.messages, problems)
+    if problems:
+        raise invalid_request(problems)
+
+    body: dict[str, Any] = {
+        "model": call.model.name,
+        "max_tokens": gen.max_tokens or call.model.max_output_tokens or DEFAULT_MAX_TOKENS,
+        "messages": messages,
+    }
+    if system:
+        body["system"] = system
+    if stream:
+        body["stream"] = True
+    for key, value in (("temperature", gen.temperature), ("top_p", gen.top_p), ("top_k", gen.top_k)):
+        if value is not None:
+            body[key] = value
+    if gen.stop:
+        body["stop_sequences"] = list(gen.stop)
+    if request.tools:
+        body["tools"] = [
+            {
+                **({"description": t.description} if t.description else {}),
+                "name": t.name,
+                "input_schema": t.parameters or {"type": "object", "properties": {}},
+            }
+            for t in request.tools
+        ]
+    choice = _tool_choice(call)
+    if choice is not None:
+        body["tool_choice"] = choice
+    if request.caller.user:
+        body["metadata"] = {"user_id": request.caller.user}
+    body.update(call.options)
+    return body
+
+
+def _tool_choice(call: UpstreamCall) -> dict[str, Any] | None:
+    request = call.request
+    choice: dict[str, Any] | None = None
+    if request.tool_choice is not None:
+        mode = request.tool_choice.mode
+        if mode is ToolChoiceMode.NAMED:
+            choice = {"type": "tool", "name": request.tool_choice.tool_name}
+        else:
+            choice = {"type": {"auto": "auto", "none": "none", "required": "any"}[mode.value]}
+    if request.parallel_tool_calls is False and request.tools:
+        choice = {**(choice or {"type": "auto"}), "disable_parallel_tool_use": True}
+    return choice
+
+
+def _conversation(
+    messages: tuple[Message, ...], problems: list[FieldViolation]
+) -> tuple[str, list[dict[str, Any]]]:
+    """The top-level system text and the turns. Tool results join the user turn that follows the
+    assistant's tool calls; consecutive turns of one role are merged, as the API expects."""
+    system: list[str] = []
+    turns: list[dict[str, Any]] = []
+    for i, message in enumerate(messages):
+        if message.role is Role.SYSTEM:
+            system.append(message.text())
+            continue
+        role = "assistant" if message.role is Role.ASSISTANT else "user"
+        blocks = _blocks(i, message, problems)
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    return "\n\n".join(s for s in system if s), turns
+
+
+def _blocks(i: int, message: Message, problems: list[FieldViolation]) -> list[dict[str, Any]]:
+    if message.role is Role.TOOL:
+        return [{"type": "tool_result", "tool_use_id": message.tool_call_id, "content": message.text()}]
+    blocks = [_part(p) for p in message.parts if not (isinstance(p, TextPart) and not p.text)]
+    for j, call in enumerate(message.tool_calls):
+        try:
+            arguments = json.loads(call.arguments) if call.arguments.strip() else {}
+        except ValueError:
+            arguments = None
+        if not isinstance(arguments, dict):
+            problems.append(
+                FieldViolation(
+                    f"messages[{i}].tool_calls[{j}].arguments",
+                    "Anthropic models need tool-call arguments as a JSON object",
+                )
+            )
+            continue
+        blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": arguments})
+    return blocks
+
+
+def _part(part: TextPart | ImagePart) -> dict[str, Any]:
+    if isinstance(part, TextPart):
+        return {"type": "text", "text": part.text}
+    if part.data is not None:
+        data = base64.b64encode(part.data).decode("ascii")
+        return {"type": "image", "source": {"type": "base64", "media_type": part.mime_type, "data": data}}
+    return {"type": "image", "source": {"type": "url", "url": part.url or ""}}
+
+
+def parse_message(data: dict[str, Any]) -> Completion:
+    text: list[str] = []
+    calls = []
+    for block in data.get("content") or ():
+        kind = block.get("type")
+        if kind == "text":
+            text.append(block.get("text") or "")
+        elif kind == "tool_use":
+            arguments = json.dumps(block.get("input") or {}, separators=(",", ":"), ensure_ascii=False)
+            calls.append(ToolCall(str(block["id"]), str(block["name"]), arguments))
+    return Completion(
+        text="".join(text),
+        tool_calls=calls,
+        finish_reason=stop_reason(data.get("stop_reason")),
+        usage=map_usage(data.get("usage")),
+        response_id=str(data.get("id") or ""),
+        provider_model=str(data.get("model") or ""),
+    )
