@@ -146,6 +146,25 @@ def bad_response(ctx: UpstreamContext, what: str) -> GatewayError:
     )
 
 
+def stream_interrupted(ctx: UpstreamContext) -> GatewayError:
+    return ctx.error(
+        f"provider {ctx.provider!r} ended the stream before it finished",
+        code=Code.UNAVAILABLE,
+        reason="UPSTREAM_STREAM_INTERRUPTED",
+        retryable=True,
+    )
+
+
+@contextmanager
+def stream_body_errors(ctx: UpstreamContext) -> Iterator[None]:
+    """Around reading a stream's body: a connection lost after the headers is an interrupted
+    stream, not an unreachable provider."""
+    try:
+        yield
+    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
+        raise stream_interrupted(ctx) from None
+
+
 @contextmanager
 def upstream_errors(ctx: UpstreamContext) -> Iterator[None]:
     """Maps transport failures and unparseable bodies to gateway errors. Cancellation passes."""

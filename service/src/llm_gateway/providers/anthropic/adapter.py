@@ -13,7 +13,14 @@ from llm_gateway.domain.results import Completion, StreamEvent
 from llm_gateway.providers.anthropic.mapping import build_body, parse_message
 from llm_gateway.providers.anthropic.stream import EventDecoder
 from llm_gateway.providers.base import UpstreamCall
-from llm_gateway.providers.errors import UpstreamContext, bad_response, http_error, upstream_errors
+from llm_gateway.providers.errors import (
+    UpstreamContext,
+    bad_response,
+    http_error,
+    stream_body_errors,
+    stream_interrupted,
+    upstream_errors,
+)
 from llm_gateway.providers.http import client_timeout, mark_first_byte
 from llm_gateway.providers.sse import SSEDecoder
 
@@ -68,31 +75,27 @@ class AnthropicProvider:
                 if response.content_type != "text/event-stream":
                     raise bad_response(ctx, f"not an event stream (content type {response.content_type!r})")
                 events = SSEDecoder()
-                async for chunk in response.content.iter_any():
-                    for sse in events.feed(chunk):
-                        for event in decoder.feed(sse.event, json.loads(sse.data)):
-                            yield event
-                        if decoder.error is not None:
-                            kind = str(decoder.error.get("type") or "")
-                            raise ctx.error(
-                                f"provider {self.name!r} reported an error mid-stream: "
-                                f"{decoder.error.get('message') or decoder.error}",
-                                code=Code.UNAVAILABLE,
-                                reason="UPSTREAM_STREAM_ERROR",
-                                retryable=kind in _RETRYABLE_STREAM_ERRORS,
-                                extra={"upstream_code": kind} if kind else None,
-                            )
+                with stream_body_errors(ctx):
+                    async for chunk in response.content.iter_any():
+                        for sse in events.feed(chunk):
+                            for event in decoder.feed(sse.event, json.loads(sse.data)):
+                                yield event
+                            if decoder.error is not None:
+                                kind = str(decoder.error.get("type") or "")
+                                raise ctx.error(
+                                    f"provider {self.name!r} reported an error mid-stream: "
+                                    f"{decoder.error.get('message') or decoder.error}",
+                                    code=Code.UNAVAILABLE,
+                                    reason="UPSTREAM_STREAM_ERROR",
+                                    retryable=kind in _RETRYABLE_STREAM_ERRORS,
+                                    extra={"upstream_code": kind} if kind else None,
+                                )
+                            if decoder.stopped:
+                                break
                         if decoder.stopped:
                             break
-                    if decoder.stopped:
-                        break
         if not decoder.stopped:
-            raise ctx.error(
-                f"provider {self.name!r} ended the stream before it finished",
-                code=Code.UNAVAILABLE,
-                reason="UPSTREAM_STREAM_INTERRUPTED",
-                retryable=True,
-            )
+            raise stream_interrupted(ctx)
         yield decoder.done()
 
     async def aclose(self) -> None:

@@ -15,6 +15,8 @@ from llm_gateway.providers.errors import (
     UpstreamContext,
     bad_response,
     http_error,
+    stream_body_errors,
+    stream_interrupted,
     upstream_errors,
 )
 from llm_gateway.providers.http import client_timeout, mark_first_byte
@@ -79,32 +81,28 @@ class ChatCompletionsProvider:
                 if response.content_type != "text/event-stream":
                     raise bad_response(ctx, f"not an event stream (content type {response.content_type!r})")
                 events = SSEDecoder()
-                async for chunk in response.content.iter_any():
-                    for sse in events.feed(chunk):
-                        if sse.data == "[DONE]":
-                            saw_done = True
+                with stream_body_errors(ctx):
+                    async for chunk in response.content.iter_any():
+                        for sse in events.feed(chunk):
+                            if sse.data == "[DONE]":
+                                saw_done = True
+                                break
+                            if not sse.data:  # keep-alive events some compatible servers send
+                                continue
+                            for event in decoder.feed(json.loads(sse.data)):
+                                yield event
+                            if decoder.error is not None:
+                                raise ctx.error(
+                                    f"provider {self.name!r} reported an error mid-stream: "
+                                    f"{decoder.error.get('message') or decoder.error}",
+                                    code=Code.UNAVAILABLE,
+                                    reason="UPSTREAM_STREAM_ERROR",
+                                    retryable=True,
+                                )
+                        if saw_done:
                             break
-                        if not sse.data:  # keep-alive events some compatible servers send
-                            continue
-                        for event in decoder.feed(json.loads(sse.data)):
-                            yield event
-                        if decoder.error is not None:
-                            raise ctx.error(
-                                f"provider {self.name!r} reported an error mid-stream: "
-                                f"{decoder.error.get('message') or decoder.error}",
-                                code=Code.UNAVAILABLE,
-                                reason="UPSTREAM_STREAM_ERROR",
-                                retryable=True,
-                            )
-                    if saw_done:
-                        break
         if not saw_done and not decoder.finished:
-            raise ctx.error(
-                f"provider {self.name!r} ended the stream before it finished",
-                code=Code.UNAVAILABLE,
-                reason="UPSTREAM_STREAM_INTERRUPTED",
-                retryable=True,
-            )
+            raise stream_interrupted(ctx)
         yield decoder.done()
 
     async def aclose(self) -> None:
