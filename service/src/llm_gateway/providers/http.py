@@ -1,4 +1,5 @@
-"""The one pooled HTTP client every adapter shares, and per-attempt upstream timing.
+"""The one pooled HTTP client every adapter shares, the two exchanges adapters make with it, and
+per-attempt upstream timing.
 
 aiohttp, not httpx: on this workload (many concurrent calls over kept-alive connections to a few
 hosts) httpx spends about 2.4 ms of CPU per upstream call and aiohttp about 0.2 ms; see
@@ -7,13 +8,24 @@ bench/NOTES.md for the side-by-side figures that made the choice.
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import AsyncGenerator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
 from llm_gateway.config.schema import TimeoutConfig
+from llm_gateway.providers.errors import (
+    UpstreamContext,
+    bad_response,
+    http_error,
+    stream_body_errors,
+    upstream_errors,
+)
+from llm_gateway.providers.sse import ServerSentEvent, SSEDecoder
 
 
 @dataclass(slots=True)
@@ -53,3 +65,48 @@ def client_timeout(t: TimeoutConfig) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(
         total=None, connect=t.pool + t.connect, sock_connect=t.connect, sock_read=t.read
     )
+
+
+async def post_json(
+    http: aiohttp.ClientSession,
+    url: str,
+    content: bytes,
+    *,
+    headers: Mapping[str, str],
+    timeouts: aiohttp.ClientTimeout,
+    ctx: UpstreamContext,
+) -> Any:
+    """POSTs a JSON body and returns the parsed JSON reply; HTTP and transport failures and an
+    unparseable body become gateway errors."""
+    with upstream_errors(ctx):
+        async with http.post(url, data=content, headers=headers, timeout=timeouts) as response:
+            mark_first_byte()
+            body = await response.read()
+            if response.status >= 400:
+                raise http_error(ctx, response.status, body, response.headers)
+        return json.loads(body)
+
+
+async def post_sse(
+    http: aiohttp.ClientSession,
+    url: str,
+    content: bytes,
+    *,
+    headers: Mapping[str, str],
+    timeouts: aiohttp.ClientTimeout,
+    ctx: UpstreamContext,
+) -> AsyncGenerator[ServerSentEvent, None]:
+    """POSTs a JSON body and yields the reply's server-sent events as they arrive. Closing the
+    generator early (the caller stopped or was cancelled) closes the upstream connection."""
+    with upstream_errors(ctx):
+        async with http.post(url, data=content, headers=headers, timeout=timeouts) as response:
+            mark_first_byte()
+            if response.status >= 400:
+                raise http_error(ctx, response.status, await response.read(), response.headers)
+            if response.content_type != "text/event-stream":
+                raise bad_response(ctx, f"not an event stream (content type {response.content_type!r})")
+            events = SSEDecoder()
+            with stream_body_errors(ctx):
+                async for chunk in response.content.iter_any():
+                    for sse in events.feed(chunk):
+                        yield sse

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 
 import aiohttp
 
@@ -13,16 +14,8 @@ from llm_gateway.domain.results import Completion, StreamEvent
 from llm_gateway.providers.anthropic.mapping import build_body, parse_message
 from llm_gateway.providers.anthropic.stream import EventDecoder
 from llm_gateway.providers.base import UpstreamCall
-from llm_gateway.providers.errors import (
-    UpstreamContext,
-    bad_response,
-    http_error,
-    stream_body_errors,
-    stream_interrupted,
-    upstream_errors,
-)
-from llm_gateway.providers.http import client_timeout, mark_first_byte
-from llm_gateway.providers.sse import SSEDecoder
+from llm_gateway.providers.errors import UpstreamContext, stream_interrupted, upstream_errors
+from llm_gateway.providers.http import client_timeout, post_json, post_sse
 
 # Anthropic's error types that mean "try again later" when they arrive inside a 200 stream.
 _RETRYABLE_STREAM_ERRORS = frozenset({"overloaded_error", "api_error", "rate_limit_error"})
@@ -50,50 +43,36 @@ class AnthropicProvider:
     async def chat(self, call: UpstreamCall) -> Completion:
         ctx = self._context(call)
         content = self._encode(call, stream=False)
+        reply = await post_json(
+            self._http, self._url, content, headers=self._headers, timeouts=self._timeout, ctx=ctx
+        )
         with upstream_errors(ctx):
-            async with self._http.post(
-                self._url, data=content, headers=self._headers, timeout=self._timeout
-            ) as response:
-                mark_first_byte()
-                body = await response.read()
-                if response.status >= 400:
-                    raise http_error(ctx, response.status, body, response.headers)
-            return parse_message(json.loads(body))
+            return parse_message(reply)
 
     async def stream(self, call: UpstreamCall) -> AsyncGenerator[StreamEvent, None]:
         ctx = self._context(call)
         content = self._encode(call, stream=True)
         decoder = EventDecoder()
-        with upstream_errors(ctx):
-            # Leaving this block early (the caller cancelled) closes the upstream connection.
-            async with self._http.post(
-                self._url, data=content, headers=self._headers, timeout=self._timeout
-            ) as response:
-                mark_first_byte()
-                if response.status >= 400:
-                    raise http_error(ctx, response.status, await response.read(), response.headers)
-                if response.content_type != "text/event-stream":
-                    raise bad_response(ctx, f"not an event stream (content type {response.content_type!r})")
-                events = SSEDecoder()
-                with stream_body_errors(ctx):
-                    async for chunk in response.content.iter_any():
-                        for sse in events.feed(chunk):
-                            for event in decoder.feed(sse.event, json.loads(sse.data)):
-                                yield event
-                            if decoder.error is not None:
-                                kind = str(decoder.error.get("type") or "")
-                                raise ctx.error(
-                                    f"provider {self.name!r} reported an error mid-stream: "
-                                    f"{decoder.error.get('message') or decoder.error}",
-                                    code=Code.UNAVAILABLE,
-                                    reason="UPSTREAM_STREAM_ERROR",
-                                    retryable=kind in _RETRYABLE_STREAM_ERRORS,
-                                    extra={"upstream_code": kind} if kind else None,
-                                )
-                            if decoder.stopped:
-                                break
-                        if decoder.stopped:
-                            break
+        events = post_sse(
+            self._http, self._url, content, headers=self._headers, timeouts=self._timeout, ctx=ctx
+        )
+        async with aclosing(events):
+            with upstream_errors(ctx):
+                async for sse in events:
+                    for event in decoder.feed(sse.event, json.loads(sse.data)):
+                        yield event
+                    if decoder.error is not None:
+                        kind = str(decoder.error.get("type") or "")
+                        raise ctx.error(
+                            f"provider {self.name!r} reported an error mid-stream: "
+                            f"{decoder.error.get('message') or decoder.error}",
+                            code=Code.UNAVAILABLE,
+                            reason="UPSTREAM_STREAM_ERROR",
+                            retryable=kind in _RETRYABLE_STREAM_ERRORS,
+                            extra={"upstream_code": kind} if kind else None,
+                        )
+                    if decoder.stopped:
+                        break
         if not decoder.stopped:
             raise stream_interrupted(ctx)
         yield decoder.done()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 
 import aiohttp
 
@@ -11,18 +12,10 @@ from llm_gateway.config.schema import OpenAIProviderConfig, TimeoutConfig
 from llm_gateway.domain.errors import Code
 from llm_gateway.domain.results import Completion, StreamEvent
 from llm_gateway.providers.base import UpstreamCall
-from llm_gateway.providers.errors import (
-    UpstreamContext,
-    bad_response,
-    http_error,
-    stream_body_errors,
-    stream_interrupted,
-    upstream_errors,
-)
-from llm_gateway.providers.http import client_timeout, mark_first_byte
+from llm_gateway.providers.errors import UpstreamContext, stream_interrupted, upstream_errors
+from llm_gateway.providers.http import client_timeout, post_json, post_sse
 from llm_gateway.providers.openai.mapping import build_body, parse_completion
 from llm_gateway.providers.openai.stream import ChunkDecoder
-from llm_gateway.providers.sse import SSEDecoder
 
 
 class ChatCompletionsProvider:
@@ -55,52 +48,38 @@ class ChatCompletionsProvider:
     async def chat(self, call: UpstreamCall) -> Completion:
         ctx = self._context(call)
         content = self._encode(call, stream=False)
+        reply = await post_json(
+            self._http, self._url(call), content, headers=self._headers, timeouts=self._timeout, ctx=ctx
+        )
         with upstream_errors(ctx):
-            async with self._http.post(
-                self._url(call), data=content, headers=self._headers, timeout=self._timeout
-            ) as response:
-                mark_first_byte()
-                body = await response.read()
-                if response.status >= 400:
-                    raise http_error(ctx, response.status, body, response.headers)
-            return parse_completion(json.loads(body))
+            return parse_completion(reply)
 
     async def stream(self, call: UpstreamCall) -> AsyncGenerator[StreamEvent, None]:
         ctx = self._context(call)
         content = self._encode(call, stream=True)
         decoder = ChunkDecoder()
         saw_done = False
-        with upstream_errors(ctx):
-            # Leaving this block early (the caller cancelled) closes the upstream connection.
-            async with self._http.post(
-                self._url(call), data=content, headers=self._headers, timeout=self._timeout
-            ) as response:
-                mark_first_byte()
-                if response.status >= 400:
-                    raise http_error(ctx, response.status, await response.read(), response.headers)
-                if response.content_type != "text/event-stream":
-                    raise bad_response(ctx, f"not an event stream (content type {response.content_type!r})")
-                events = SSEDecoder()
-                with stream_body_errors(ctx):
-                    async for chunk in response.content.iter_any():
-                        for sse in events.feed(chunk):
-                            if sse.data == "[DONE]":
-                                saw_done = True
-                                break
-                            if not sse.data:  # keep-alive events some compatible servers send
-                                continue
-                            for event in decoder.feed(json.loads(sse.data)):
-                                yield event
-                            if decoder.error is not None:
-                                raise ctx.error(
-                                    f"provider {self.name!r} reported an error mid-stream: "
-                                    f"{decoder.error.get('message') or decoder.error}",
-                                    code=Code.UNAVAILABLE,
-                                    reason="UPSTREAM_STREAM_ERROR",
-                                    retryable=True,
-                                )
-                        if saw_done:
-                            break
+        events = post_sse(
+            self._http, self._url(call), content, headers=self._headers, timeouts=self._timeout, ctx=ctx
+        )
+        async with aclosing(events):
+            with upstream_errors(ctx):
+                async for sse in events:
+                    if sse.data == "[DONE]":
+                        saw_done = True
+                        break
+                    if not sse.data:  # keep-alive events some compatible servers send
+                        continue
+                    for event in decoder.feed(json.loads(sse.data)):
+                        yield event
+                    if decoder.error is not None:
+                        raise ctx.error(
+                            f"provider {self.name!r} reported an error mid-stream: "
+                            f"{decoder.error.get('message') or decoder.error}",
+                            code=Code.UNAVAILABLE,
+                            reason="UPSTREAM_STREAM_ERROR",
+                            retryable=True,
+                        )
         if not saw_done and not decoder.finished:
             raise stream_interrupted(ctx)
         yield decoder.done()
