@@ -20,6 +20,7 @@ from google.rpc import error_details_pb2, status_pb2
 from llm_gateway.config import load_config
 from llm_gateway.server import GatewayServer, create_server
 from llmgateway.v1 import chat_pb2, content_pb2, gateway_service_pb2_grpc
+from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.openai import FakeOpenAI
 
 OPENAI_TEST_KEY = "sk-test-0123456789abcdefSECRET"
@@ -116,6 +117,16 @@ async def gateway() -> AsyncIterator[RunningGateway]:
 @pytest.fixture
 async def fake_openai() -> AsyncIterator[FakeOpenAI]:
     fake = FakeOpenAI()
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+@pytest.fixture
+async def fake_anthropic() -> AsyncIterator[FakeAnthropic]:
+    fake = FakeAnthropic()
     await fake.start()
     try:
         yield fake

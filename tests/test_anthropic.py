@@ -42,16 +42,6 @@ api_key = "{ANTHROPIC_KEY}"
 
 
 @pytest.fixture
-async def fake_anthropic() -> AsyncIterator[FakeAnthropic]:
-    fake = FakeAnthropic()
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.stop()
-
-
-@pytest.fixture
 async def gateway(fake_anthropic: FakeAnthropic) -> AsyncIterator[RunningGateway]:
     async with running_gateway(anthropic_toml(fake_anthropic.base_url)) as gw:
         yield gw

@@ -64,16 +64,6 @@ WEATHER_TOOL: ToolParam = {
 
 
 @pytest.fixture
-async def fake_anthropic() -> AsyncIterator[FakeAnthropic]:
-    fake = FakeAnthropic()
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.stop()
-
-
-@pytest.fixture
 async def client(fake_anthropic: FakeAnthropic) -> AsyncIterator[anthropic.AsyncAnthropic]:
     sdk = anthropic.AsyncAnthropic(base_url=fake_anthropic.base_url, api_key="sk-ant-test", max_retries=0)
     try:

@@ -13,16 +13,17 @@ shapes (checked against the official SDK's pydantic types in tests/test_fake_ant
 
 from __future__ import annotations
 
-import asyncio
 import copy
+import itertools
 import json
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.server import FakeServer, last_user_text, words
 
 MODEL_SNAPSHOT = "claude-sonnet-4-5-20250929"
 MESSAGE_ID = "msg_01XFDUDYJgAACzvnptvVoYEL"
@@ -48,15 +49,6 @@ _dumps = partial(json.dumps, separators=(",", ":"))
 Event = tuple[str, dict[str, Any]]
 # What a Reply may script: a str data is sent verbatim (for malformed-data tests).
 ScriptedEvent = tuple[str, dict[str, Any] | str]
-
-
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: dict[str, Any]
-    query: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -332,46 +324,16 @@ def _frame(event: ScriptedEvent) -> bytes:
 # --- Server -------------------------------------------------------------------------------------
 
 
-class FakeAnthropic:
+class FakeAnthropic(FakeServer[Reply]):
     def __init__(self) -> None:
-        self.requests: list[Recorded] = []
-        self.disconnects = 0
-        self._script: deque[Reply] = deque()
-        self._runner: web.AppRunner | None = None
-        self.port = 0
+        super().__init__(["/v1/messages"])
 
     @property
     def base_url(self) -> str:
         """The API root: clients append `/v1/messages`."""
         return f"http://127.0.0.1:{self.port}"
 
-    def script(self, *replies: Reply) -> None:
-        self._script.extend(replies)
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/v1/messages", self._messages)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.port = self._runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _messages(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        self.requests.append(
-            Recorded(
-                request.method,
-                request.path,
-                {k.lower(): v for k, v in request.headers.items()},
-                body,
-                dict(request.query),
-            )
-        )
-        reply = self._script.popleft() if self._script else self._echo(body)
+    async def _reply(self, request: web.Request, reply: Reply) -> web.StreamResponse:
         headers = {"request-id": REQUEST_ID, **reply.headers}
         if reply.raw is not None:
             return web.Response(status=reply.status, body=reply.raw, headers=headers)
@@ -385,39 +347,19 @@ class FakeAnthropic:
                 **headers,
             },
         )
-        await response.prepare(request)
-        try:
-            for event in reply.events:
-                if reply.end_early and event[0] in ("message_delta", "message_stop"):
-                    break
-                await response.write(_frame(event))
-                if reply.chunk_delay:
-                    await asyncio.sleep(reply.chunk_delay)
-        except (ConnectionResetError, asyncio.CancelledError):
-            self.disconnects += 1
-            raise
-        if reply.end_early:
-            # Drop the connection mid-stream, as a failing upstream would.
-            assert request.transport is not None
-            request.transport.close()
-            return response
-        await response.write_eof()
-        return response
+        events = reply.events
+        if reply.end_early:  # no stop reason, no final usage, no message_stop: the connection drops
+            events = list(
+                itertools.takewhile(lambda e: e[0] not in ("message_delta", "message_stop"), events)
+            )
+        frames = (_frame(event) for event in events)
+        return await self._stream(
+            request, response, frames, chunk_delay=reply.chunk_delay, drop=reply.end_early
+        )
 
-    @staticmethod
-    def _echo(body: dict[str, Any]) -> Reply:
-        text = ""
-        for msg in reversed(body.get("messages", [])):
-            if msg.get("role") == "user":
-                content = msg.get("content")
-                text = (
-                    content
-                    if isinstance(content, str)
-                    else " ".join(p.get("text", "") for p in content if p.get("type") == "text")
-                )
-                break
+    def _echo(self, body: dict[str, Any]) -> Reply:
+        text = last_user_text(body)
         use = usage(10, max(len(text) // 4, 1))
         if body.get("stream"):
-            pieces = [w + " " for w in text.split(" ")[:-1]] + text.split(" ")[-1:]
-            return Reply(events=text_events(pieces, use))
+            return Reply(events=text_events(words(text), use))
         return Reply(json_body=message([text_block(text)], usage_=use))

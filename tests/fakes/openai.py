@@ -8,25 +8,17 @@ headers, raw bytes) or, when nothing is scripted, an echo of the last user messa
 
 from __future__ import annotations
 
-import asyncio
+import itertools
 import json
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.server import FakeServer, last_user_text, words
+
 MODEL_SNAPSHOT = "gpt-4o-mini-2024-07-18"
-
-
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: dict[str, Any]
-    query: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -135,13 +127,10 @@ def error_body(message: str, kind: str, code: str | None = None, param: str | No
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
-class FakeOpenAI:
+class FakeOpenAI(FakeServer[Reply]):
     def __init__(self) -> None:
-        self.requests: list[Recorded] = []
-        self.disconnects = 0
-        self._script: deque[Reply] = deque()
-        self._runner: web.AppRunner | None = None
-        self.port = 0
+        # Azure OpenAI is the same wire format at a deployment's URL.
+        super().__init__(["/v1/chat/completions", "/openai/deployments/{deployment}/chat/completions"])
 
     @property
     def base_url(self) -> str:
@@ -151,35 +140,7 @@ class FakeOpenAI:
     def azure_endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def script(self, *replies: Reply) -> None:
-        self._script.extend(replies)
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", self._chat)
-        # Azure OpenAI: the same wire format at a deployment's URL.
-        app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._chat)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.port = self._runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _chat(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        self.requests.append(
-            Recorded(
-                request.method,
-                request.path,
-                {k.lower(): v for k, v in request.headers.items()},
-                body,
-                dict(request.query),
-            )
-        )
-        reply = self._script.popleft() if self._script else self._echo(body)
+    async def _reply(self, request: web.Request, reply: Reply) -> web.StreamResponse:
         if reply.raw is not None:
             return web.Response(status=reply.status, body=reply.raw, headers=reply.headers)
         if reply.sse is None:
@@ -187,41 +148,18 @@ class FakeOpenAI:
         response = web.StreamResponse(
             status=reply.status, headers={"Content-Type": "text/event-stream", **reply.headers}
         )
-        await response.prepare(request)
-        try:
-            for event in reply.sse:
-                if event == "[DONE]" and reply.end_early:
-                    break
-                data = event if isinstance(event, str) else json.dumps(event)
-                await response.write(f"data: {data}\n\n".encode())
-                if reply.chunk_delay:
-                    await asyncio.sleep(reply.chunk_delay)
-        except (ConnectionResetError, asyncio.CancelledError):
-            self.disconnects += 1
-            raise
-        if reply.end_early:
-            # Drop the connection mid-stream, as a failing upstream would.
-            assert request.transport is not None
-            request.transport.close()
-            return response
-        await response.write_eof()
-        return response
+        events = reply.sse
+        if reply.end_early:  # everything before [DONE], then the connection drops
+            events = list(itertools.takewhile(lambda e: e != "[DONE]", events))
+        frames = (f"data: {e if isinstance(e, str) else json.dumps(e)}\n\n".encode() for e in events)
+        return await self._stream(
+            request, response, frames, chunk_delay=reply.chunk_delay, drop=reply.end_early
+        )
 
-    @staticmethod
-    def _echo(body: dict[str, Any]) -> Reply:
-        text = ""
-        for message in reversed(body.get("messages", [])):
-            if message.get("role") == "user":
-                content = message.get("content")
-                text = (
-                    content
-                    if isinstance(content, str)
-                    else " ".join(p.get("text", "") for p in content if p.get("type") == "text")
-                )
-                break
+    def _echo(self, body: dict[str, Any]) -> Reply:
+        text = last_user_text(body)
         use = usage(10, max(len(text) // 4, 1))
         if body.get("stream"):
             include = (body.get("stream_options") or {}).get("include_usage")
-            pieces = [w + " " for w in text.split(" ")[:-1]] + text.split(" ")[-1:]
-            return Reply(sse=text_chunks(pieces, use if include else None))
+            return Reply(sse=text_chunks(words(text), use if include else None))
         return Reply(json_body=completion(text, usage_=use))

@@ -1,0 +1,110 @@
+"""What every fake provider server shares: a loopback aiohttp server on a free port, the requests
+it received, the replies scripted for it, and writing a stream frame by frame (or dropping the
+connection midway, as a failing upstream would)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from aiohttp import web
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]  # names lower-cased
+    body: dict[str, Any]
+    query: dict[str, str] = field(default_factory=dict)
+
+
+ReplyT = TypeVar("ReplyT")
+
+
+class FakeServer(Generic[ReplyT]):
+    """Serves POST on `routes`; each request gets the next scripted reply, or `_echo(body)`."""
+
+    def __init__(self, routes: Sequence[str]) -> None:
+        self.requests: list[Recorded] = []
+        self.disconnects = 0  # streams the client left before they ended
+        self.port = 0
+        self._routes = tuple(routes)
+        self._script: deque[ReplyT] = deque()
+        self._runner: web.AppRunner | None = None
+
+    def script(self, *replies: ReplyT) -> None:
+        self._script.extend(replies)
+
+    async def start(self) -> None:
+        app = web.Application()
+        for route in self._routes:
+            app.router.add_post(route, self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        self.requests.append(Recorded(request.method, request.path, headers, body, dict(request.query)))
+        reply = self._script.popleft() if self._script else self._echo(body)
+        return await self._reply(request, reply)
+
+    def _echo(self, body: dict[str, Any]) -> ReplyT:
+        raise NotImplementedError
+
+    async def _reply(self, request: web.Request, reply: ReplyT) -> web.StreamResponse:
+        raise NotImplementedError
+
+    async def _stream(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        frames: Iterable[bytes],
+        *,
+        chunk_delay: float,
+        drop: bool,
+    ) -> web.StreamResponse:
+        """Writes `frames` one by one; with `drop`, closes the connection after the last of them
+        instead of ending the response."""
+        await response.prepare(request)
+        try:
+            for frame in frames:
+                await response.write(frame)
+                if chunk_delay:
+                    await asyncio.sleep(chunk_delay)
+        except (ConnectionResetError, asyncio.CancelledError):
+            self.disconnects += 1
+            raise
+        if drop:
+            assert request.transport is not None
+            request.transport.close()
+            return response
+        await response.write_eof()
+        return response
+
+
+def last_user_text(body: dict[str, Any]) -> str:
+    """The text of the last user message, its content a string or a list of text parts."""
+    for message in reversed(body.get("messages", [])):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            return " ".join(p.get("text", "") for p in content if p.get("type") == "text")
+    return ""
+
+
+def words(text: str) -> list[str]:
+    """`text` in stream-sized pieces, each word with its following space."""
+    split = text.split(" ")
+    return [w + " " for w in split[:-1]] + split[-1:]
