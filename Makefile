@@ -91,7 +91,7 @@ $(BUF_STAMP): tools/package.json tools/package-lock.json
 	cd tools && npm install --no-save --no-audit --no-fund --loglevel=error
 	touch $@
 
-$(BENCH_STAMP): bench/go.mod bench/go.sum $(wildcard bench/cmd/*/*.go)
+$(BENCH_STAMP): bench/go.mod bench/go.sum $(wildcard bench/cmd/*/*.go bench/internal/*/*.go)
 	cd bench && GOBIN=$(BENCH_BIN) go install tool && go build -o $(BENCH_BIN)/ ./cmd/...
 	touch $@
 

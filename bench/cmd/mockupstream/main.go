@@ -31,13 +31,14 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"llmgateway.local/bench/internal/atomicfile"
 )
 
 const (
@@ -426,33 +427,6 @@ func (s *server) postControl(w http.ResponseWriter, r *http.Request) {
 	s.getControl(w, r)
 }
 
-// writeFileAtomic writes data to a temporary file next to path and renames it into place.
-func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(f.Name())
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		os.Remove(f.Name())
-		return err
-	}
-	return nil
-}
-
 func main() {
 	addr := flag.String("addr", "127.0.0.1:0", "listen address (port 0 picks a free port)")
 	portFile := flag.String("port-file", "", "write the bound port number to this file once listening")
@@ -484,7 +458,7 @@ func main() {
 
 	port := ln.Addr().(*net.TCPAddr).Port
 	if *portFile != "" {
-		if err := writeFileAtomic(*portFile, []byte(strconv.Itoa(port)+"\n")); err != nil {
+		if err := atomicfile.Write(*portFile, []byte(strconv.Itoa(port)+"\n")); err != nil {
 			fmt.Fprintln(os.Stderr, "mockupstream: writing port file:", err)
 			os.Exit(1)
 		}

@@ -19,11 +19,12 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"llmgateway.local/bench/internal/atomicfile"
 )
 
 // streamResult is the outcome of one stream.
@@ -195,7 +196,7 @@ func main() {
 	if cfg.out == "" {
 		_, err = os.Stdout.Write(data)
 	} else {
-		err = writeFileAtomic(cfg.out, data)
+		err = atomicfile.Write(cfg.out, data)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "streamload: writing the report:", err)
@@ -260,7 +261,7 @@ func run(ctx context.Context, cfg config, s streamer) (*report, error) {
 			readyS, readyN = &elapsed, &ok
 			var err error
 			if cfg.readyFile != "" {
-				err = writeFileAtomic(cfg.readyFile, []byte(line+"\n"))
+				err = atomicfile.Write(cfg.readyFile, []byte(line+"\n"))
 			}
 			readyDone <- err
 		}()
@@ -314,29 +315,4 @@ func run(ctx context.Context, cfg config, s streamer) (*report, error) {
 	rep.Gap = summarize(gaps)
 	rep.Chunks = summarizeCounts(chunks)
 	return rep, nil
-}
-
-// writeFileAtomic writes data to a temporary file next to path and renames it into place.
-func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return err
-	}
-	_, werr := f.Write(data)
-	cerr := f.Close()
-	if werr == nil {
-		werr = cerr
-	}
-	if werr == nil {
-		werr = os.Rename(f.Name(), path)
-	}
-	if werr != nil {
-		os.Remove(f.Name())
-	}
-	return werr
 }
