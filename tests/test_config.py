@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from llm_gateway.config import ConfigError, load_config
+from llm_gateway.config import AzureOpenAIProviderConfig, ConfigError, load_config
 from llm_gateway.providers import enabled_providers
 
 
@@ -135,3 +135,24 @@ def test_hash_key_command() -> None:
     import hashlib
 
     assert result.stdout.strip() == hashlib.sha256(b"my-gateway-key").hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [("openai", "base_url"), ("anthropic", "base_url"), ("azure", "endpoint")],
+)
+def test_provider_urls_must_be_http_and_lose_their_trailing_slash(
+    tmp_path: Path, table: str, key: str
+) -> None:
+    with pytest.raises(
+        ConfigError, match=rf"providers\.{table}\.{key}: .*must start with http:// or https://"
+    ):
+        load_config(write(tmp_path, f'[providers.{table}]\n{key} = "ftp://example.com"\n'), {})
+    config = load_config(write(tmp_path, f'[providers.{table}]\n{key} = "https://example.com/v1/"\n'), {})
+    assert getattr(config.providers[table], key) == "https://example.com/v1"
+
+
+def test_an_empty_azure_endpoint_is_unset(tmp_path: Path) -> None:
+    azure = load_config(write(tmp_path, '[providers.azure]\nendpoint = ""\n'), {}).providers["azure"]
+    assert isinstance(azure, AzureOpenAIProviderConfig)
+    assert azure.endpoint is None

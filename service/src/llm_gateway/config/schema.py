@@ -6,12 +6,31 @@ import re
 from decimal import Decimal
 from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 CapabilityName = Literal["streaming", "tools", "vision", "json_object", "json_schema", "reasoning"]
+
+
+def _http_url(url: str) -> str:
+    if not url.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return url.rstrip("/")
+
+
+# A provider's base URL: http(s), kept without a trailing slash.
+BaseUrl = Annotated[str, AfterValidator(_http_url)]
 
 
 class _Strict(BaseModel):
@@ -147,17 +166,10 @@ class OpenAIProviderConfig(_ProviderBase):
     """OpenAI Chat Completions (`POST {base_url}/chat/completions`)."""
 
     kind: Literal["openai"]
-    base_url: str = "https://api.openai.com/v1"
+    base_url: BaseUrl = "https://api.openai.com/v1"
     api_key: SecretStr | None = None
     organization: str | None = None
     project: str | None = None
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, url: str) -> str:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return url.rstrip("/")
 
 
 class AzureModelConfig(ModelConfig):
@@ -172,21 +184,13 @@ class AzureOpenAIProviderConfig(_ProviderBase):
     (`POST {endpoint}/openai/deployments/{deployment}/chat/completions?api-version=...`)."""
 
     kind: Literal["azure_openai"]
-    endpoint: str | None = None  # https://RESOURCE.openai.azure.com
+    # https://RESOURCE.openai.azure.com; "" (an unset "${AZURE_OPENAI_ENDPOINT:-}") counts as unset.
+    endpoint: Annotated[BaseUrl | None, BeforeValidator(lambda url: url or None)] = None
     api_key: SecretStr | None = None
     api_version: str = Field(default="2024-10-21", pattern=r"^\d{4}-\d{2}-\d{2}(-preview)?$")
     # genai-prices lists Azure's own prices under "azure".
     price_catalog_provider: str | None = "azure"
     models: dict[str, AzureModelConfig] = {}  # type: ignore[assignment]
-
-    @field_validator("endpoint")
-    @classmethod
-    def _http_url(cls, url: str | None) -> str | None:
-        if not url:  # unset, or "${AZURE_OPENAI_ENDPOINT:-}" with the variable unset
-            return None
-        if not url.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return url.rstrip("/")
 
     @model_validator(mode="after")
     def _endpoint_when_enabled(self) -> AzureOpenAIProviderConfig:
@@ -199,16 +203,9 @@ class AnthropicProviderConfig(_ProviderBase):
     """Anthropic Messages (`POST {base_url}/v1/messages`)."""
 
     kind: Literal["anthropic"]
-    base_url: str = "https://api.anthropic.com"
+    base_url: BaseUrl = "https://api.anthropic.com"
     api_key: SecretStr | None = None
     anthropic_version: str = "2023-06-01"
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, url: str) -> str:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return url.rstrip("/")
 
 
 _PROVIDER_CLASSES = (
