@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from llm_gateway.config.schema import GatewayConfig, ModelConfig, ProviderConfig
-from llm_gateway.pricing import PriceSheet, sheet_from_catalog, sheet_from_config
+from llm_gateway.pricing import PriceSheet, PricingStatus, sheet_from_catalog, sheet_from_config
 
 _UNLISTED_CACHE_SIZE = 1024
 
@@ -82,6 +82,8 @@ def _spec(provider: str, pconf: ProviderConfig, key: str, mconf: ModelConfig | N
     catalog_provider = pconf.price_catalog_provider or pconf.kind
     if mconf is not None and mconf.price is not None:
         price = sheet_from_config(mconf.price)
+    elif pconf.free:
+        price = PriceSheet(status=PricingStatus.FREE, source="config")
     else:
         price = sheet_from_catalog(catalog_provider, name)
     return ModelSpec(

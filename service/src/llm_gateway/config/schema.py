@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from decimal import Decimal
-from typing import Annotated, Literal, get_args
+from importlib.resources import files
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -15,6 +17,11 @@ from pydantic import (
     SecretStr,
     field_validator,
     model_validator,
+)
+
+# Presets of the openai_compatible kind, by name (presets.toml).
+COMPATIBLE_PRESETS: dict[str, dict[str, Any]] = tomllib.loads(
+    files("llm_gateway.config").joinpath("presets.toml").read_text("utf-8")
 )
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
@@ -142,6 +149,8 @@ class _ProviderBase(_Strict):
     allow_unlisted_models: bool = True
     # The provider id in the price catalog (genai-prices); defaults to the provider kind.
     price_catalog_provider: str | None = None
+    # Every model of this provider costs nothing (local servers); a model's own `price` still wins.
+    free: bool = False
     models: dict[str, ModelConfig] = {}
 
     @field_validator("models")
@@ -172,6 +181,51 @@ class OpenAIProviderConfig(_ProviderBase):
     project: str | None = None
 
 
+# What a Chat Completions server may not accept; see ChatCompletionsDialect.unsupported.
+CompatFeature = Literal[
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "stop",
+    "parallel_tool_calls",
+    "tools",
+    "images",
+    "json_object",
+    "json_schema",
+    "message_name",
+]
+
+
+class ChatCompletionsDialect(_Strict):
+    """How one server's Chat Completions differs from OpenAI's. Every quirk the gateway handles is
+    a field here, so another compatible server is a config entry, not code."""
+
+    # The output limit field: OpenAI's current name, or the older `max_tokens` most servers take.
+    max_tokens_field: Literal["max_completion_tokens", "max_tokens"] = "max_completion_tokens"
+    # The seed field (Mistral: random_seed).
+    seed_field: str = Field(default="seed", pattern=r"^[a-z_]{1,40}$")
+    # The tool_choice value meaning "must call a tool" (Mistral: any).
+    tool_choice_required: Literal["required", "any"] = "required"
+    # Send stream_options.include_usage (servers that reject it report usage without it, or not
+    # at all, in which case the gateway estimates and marks it).
+    stream_usage: bool = True
+    # Accepts top_k (OpenAI does not; vLLM, llama.cpp and others do).
+    top_k: bool = False
+    # How reasoning is controlled: `reasoning_effort` with the given levels, OpenRouter's
+    # `reasoning` object, or not at all.
+    reasoning: Literal["reasoning_effort", "openrouter", "none"] = "reasoning_effort"
+    reasoning_efforts: tuple[Literal["none", "minimal", "low", "medium", "high"], ...] = (
+        "minimal",
+        "low",
+        "medium",
+        "high",
+    )
+    # xAI counts reasoning tokens outside completion_tokens; the gateway's completion includes them.
+    reasoning_in_completion: bool = True
+    # Request settings the server does not accept.
+    unsupported: tuple[CompatFeature, ...] = ()
+
+
 class AzureModelConfig(ModelConfig):
     """An Azure OpenAI catalog entry: `name` is the underlying OpenAI model (it sets the price),
     `deployment` the deployment that serves it (defaults to `name`)."""
@@ -199,6 +253,39 @@ class AzureOpenAIProviderConfig(_ProviderBase):
         return self
 
 
+class OpenAICompatibleProviderConfig(_ProviderBase):
+    """A server that speaks OpenAI Chat Completions, from a preset (Mistral, Groq, vLLM, ...) or
+    configured from scratch with `base_url` and `dialect`. Set fields override the preset's."""
+
+    kind: Literal["openai_compatible"]
+    preset: str | None = Field(default=None, pattern=r"^[a-z0-9_]{1,40}$")
+    base_url: BaseUrl | None = None
+    api_key: SecretStr | None = None
+    # Local servers take no key; hosted ones are enabled only when their key is set.
+    requires_api_key: bool | None = None
+    dialect: ChatCompletionsDialect = ChatCompletionsDialect()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("preset") is None:
+            return data
+        preset = COMPATIBLE_PRESETS.get(str(data["preset"]))
+        if preset is None:
+            known = ", ".join(sorted(COMPATIBLE_PRESETS))
+            raise ValueError(f"unknown preset {data['preset']!r}; known presets: {known}")
+        merged = {**preset, **data}
+        if isinstance(data.get("dialect"), dict):
+            merged["dialect"] = {**preset.get("dialect", {}), **data["dialect"]}
+        return merged
+
+    @model_validator(mode="after")
+    def _base_url_set(self) -> OpenAICompatibleProviderConfig:
+        if self.base_url is None:
+            raise ValueError("'base_url' is required without a preset")
+        return self
+
+
 class AnthropicProviderConfig(_ProviderBase):
     """Anthropic Messages (`POST {base_url}/v1/messages`)."""
 
@@ -208,14 +295,55 @@ class AnthropicProviderConfig(_ProviderBase):
     anthropic_version: str = "2023-06-01"
 
 
+class GeminiProviderConfig(_ProviderBase):
+    """Google Gemini API (`POST {base_url}/{api_version}/models/{model}:generateContent`)."""
+
+    kind: Literal["gemini"]
+    base_url: BaseUrl = "https://generativelanguage.googleapis.com"
+    api_key: SecretStr | None = None
+    api_version: Literal["v1beta", "v1"] = "v1beta"
+    price_catalog_provider: str | None = "google"
+
+
+class OllamaProviderConfig(_ProviderBase):
+    """Ollama's native API (`POST {base_url}/api/chat`, NDJSON streams). Local and free by default;
+    set `api_key` for a hosted Ollama that takes a bearer key."""
+
+    kind: Literal["ollama"]
+    base_url: BaseUrl = "http://localhost:11434"
+    api_key: SecretStr | None = None
+    free: bool = True
+    # How long Ollama keeps the model loaded after a call, e.g. "5m"; unset: Ollama's default.
+    keep_alive: str | None = Field(default=None, pattern=r"^-?\d+(ms|s|m|h)?$")
+
+
+class CohereProviderConfig(_ProviderBase):
+    """Cohere Chat API v2 (`POST {base_url}/v2/chat`)."""
+
+    kind: Literal["cohere"]
+    base_url: BaseUrl = "https://api.cohere.com"
+    api_key: SecretStr | None = None
+
+
 _PROVIDER_CLASSES = (
     MockProviderConfig,
     OpenAIProviderConfig,
+    OpenAICompatibleProviderConfig,
     AzureOpenAIProviderConfig,
     AnthropicProviderConfig,
+    GeminiProviderConfig,
+    OllamaProviderConfig,
+    CohereProviderConfig,
 )
 ProviderConfig = Annotated[
-    MockProviderConfig | OpenAIProviderConfig | AzureOpenAIProviderConfig | AnthropicProviderConfig,
+    MockProviderConfig
+    | OpenAIProviderConfig
+    | OpenAICompatibleProviderConfig
+    | AzureOpenAIProviderConfig
+    | AnthropicProviderConfig
+    | GeminiProviderConfig
+    | OllamaProviderConfig
+    | CohereProviderConfig,
     Field(discriminator="kind"),
 ]
 PROVIDER_KINDS = frozenset(

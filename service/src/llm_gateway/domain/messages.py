@@ -104,6 +104,22 @@ class GenerationConfig:
     frequency_penalty: float | None = None
 
 
+class ReasoningEffort(StrEnum):
+    NONE = "none"
+    MINIMAL = "minimal"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+@dataclass(frozen=True, slots=True)
+class Reasoning:
+    """How much a reasoning model may think; None fields take the provider's default."""
+
+    effort: ReasoningEffort | None = None
+    budget_tokens: int | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Caller:
     user: str = ""
@@ -129,6 +145,9 @@ class ChatRequest:
     caller: Caller = field(default_factory=Caller)
     tags: dict[str, str] = field(default_factory=dict)
     provider_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reasoning: Reasoning | None = None
+    # Unsupported settings are dropped and reported instead of rejected (policy LENIENT).
+    lenient: bool = False
 
     def last_user_text(self) -> str:
         for message in reversed(self.messages):

@@ -66,6 +66,8 @@ class CallSummary:
     routing: RoutingInfo
     provider_model: str
     provider_response_id: str
+    # Settings the serving model could not honour, left out under the LENIENT policy.
+    dropped_parameters: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from llm_gateway.domain.errors import GatewayError
 from llm_gateway.domain.messages import ChatRequest, ToolCall
 from llm_gateway.domain.results import FinishReason, Usage
 from llm_gateway.gateway.estimate import Estimate, budget_error, estimate
+from llm_gateway.gateway.fit import fit_request
 from llm_gateway.gateway.outcome import Attempt, CallHeader, CallSummary, Latency, RoutingInfo
 from llm_gateway.providers.base import UpstreamCall
 from llm_gateway.providers.http import UpstreamTiming, current_timing
@@ -33,6 +34,7 @@ class CallPlan:
         self.routing = RoutingInfo(reason=routes[0].reason, candidates=[r.spec.id for r in routes])
         self.upstream = 0.0  # seconds spent in upstream attempts
         self._timing = UpstreamTiming()
+        self._dropped: list[str] = []  # the current attempt's dropped settings (LENIENT policy)
         self._attempt_started = 0.0
         self._last_error: GatewayError | None = None
         self._estimates: dict[str, Estimate] = {}
@@ -68,12 +70,15 @@ class CallPlan:
         return allowed
 
     def begin_attempt(self, spec: ModelSpec) -> UpstreamCall:
-        """Starts timing an attempt (the shared HTTP client's hook marks its first byte)."""
+        """The request fitted to the model, as the attempt's call; starts timing the attempt (the
+        shared HTTP client's hook marks its first byte)."""
+        self._dropped = []
+        request = fit_request(self.request, spec, self._dropped)
         self._timing = UpstreamTiming()
         current_timing.set(self._timing)
         self._attempt_started = _perf()
         options = self.request.provider_options.get(spec.provider, {})
-        return UpstreamCall(self.request, spec, options)
+        return UpstreamCall(request, spec, options, self._dropped)
 
     def failed(self, route: Route, err: GatewayError) -> None:
         """Records a failed attempt; re-raises unless another candidate may succeed."""
@@ -126,6 +131,7 @@ class CallPlan:
             routing=self.routing,
             provider_model=provider_model,
             provider_response_id=provider_response_id,
+            dropped_parameters=tuple(self._dropped),
         )
 
     def _end_attempt(self) -> float:

@@ -1,4 +1,4 @@
-"""The provider adapter interface.
+"""The provider adapter interface, and what every adapter's request builder shares.
 
 An adapter translates a domain request into its provider's HTTP request and the reply or stream
 back into domain results. It never sleeps, retries, limits or prices: those wrap adapters from
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from llm_gateway.catalog import ModelSpec
+from llm_gateway.domain.errors import FieldViolation, invalid_request
 from llm_gateway.domain.messages import ChatRequest
 from llm_gateway.domain.results import Completion, StreamEvent
 
@@ -23,6 +24,40 @@ class UpstreamCall:
     model: ModelSpec
     # The request's provider_options entry for this provider, merged verbatim into the body.
     options: Mapping[str, Any] = field(default_factory=dict)
+    # Settings left out of the upstream request under the LENIENT policy, by field path.
+    dropped: list[str] = field(default_factory=list)
+
+
+class Checks:
+    """What a request builder finds it cannot send as asked.
+
+    `unsupported` is a setting the model cannot honour: under the STRICT policy it is rejected,
+    under LENIENT it is left out and recorded in `call.dropped`. Either way the builder must not
+    send it. `invalid` is a request the provider cannot take at all, whatever the policy.
+    `raise_any` raises every rejection at once, as one INVALID_ARGUMENT naming each field.
+    """
+
+    __slots__ = ("_call", "problems")
+
+    def __init__(self, call: UpstreamCall) -> None:
+        self._call = call
+        self.problems: list[FieldViolation] = []
+
+    def unsupported(self, path: str, why: str) -> None:
+        if self._call.request.lenient:
+            if path not in self._call.dropped:
+                self._call.dropped.append(path)
+        else:
+            self.problems.append(
+                FieldViolation(path, f"{why} (drop it, or set unsupported_parameters LENIENT)")
+            )
+
+    def invalid(self, path: str, why: str) -> None:
+        self.problems.append(FieldViolation(path, why))
+
+    def raise_any(self) -> None:
+        if self.problems:
+            raise invalid_request(self.problems)
 
 
 class Provider(Protocol):

@@ -110,3 +110,31 @@ async def post_sse(
                 async for chunk in response.content.iter_any():
                     for sse in events.feed(chunk):
                         yield sse
+
+
+async def post_ndjson(
+    http: aiohttp.ClientSession,
+    url: str,
+    content: bytes,
+    *,
+    headers: Mapping[str, str],
+    timeouts: aiohttp.ClientTimeout,
+    ctx: UpstreamContext,
+) -> AsyncGenerator[Any, None]:
+    """POSTs a JSON body and yields each line of a newline-delimited JSON reply, parsed, as it
+    arrives (Ollama's streams). Blank lines are skipped; a line that is not JSON is a bad response."""
+    with upstream_errors(ctx):
+        async with http.post(url, data=content, headers=headers, timeout=timeouts) as response:
+            mark_first_byte()
+            if response.status >= 400:
+                raise http_error(ctx, response.status, await response.read(), response.headers)
+            pending = b""
+            with stream_body_errors(ctx):
+                async for chunk in response.content.iter_any():
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        if line.strip():
+                            yield json.loads(line)
+            if pending.strip():
+                yield json.loads(pending)

@@ -25,6 +25,8 @@ from llm_gateway.domain.messages import (
     ImagePart,
     Message,
     Part,
+    Reasoning,
+    ReasoningEffort,
     ResponseFormat,
     ResponseFormatType,
     Role,
@@ -64,6 +66,18 @@ _TOOL_MODES = {
     content_pb2.TOOL_CHOICE_MODE_NONE: ToolChoiceMode.NONE,
     content_pb2.TOOL_CHOICE_MODE_REQUIRED: ToolChoiceMode.REQUIRED,
 }
+_EFFORTS = {
+    chat_pb2.REASONING_EFFORT_NONE: ReasoningEffort.NONE,
+    chat_pb2.REASONING_EFFORT_MINIMAL: ReasoningEffort.MINIMAL,
+    chat_pb2.REASONING_EFFORT_LOW: ReasoningEffort.LOW,
+    chat_pb2.REASONING_EFFORT_MEDIUM: ReasoningEffort.MEDIUM,
+    chat_pb2.REASONING_EFFORT_HIGH: ReasoningEffort.HIGH,
+}
+_POLICIES = {
+    chat_pb2.UNSUPPORTED_PARAMETER_POLICY_UNSPECIFIED: False,
+    chat_pb2.UNSUPPORTED_PARAMETER_POLICY_STRICT: False,
+    chat_pb2.UNSUPPORTED_PARAMETER_POLICY_LENIENT: True,
+}
 _FORMATS = {
     content_pb2.RESPONSE_FORMAT_TYPE_TEXT: ResponseFormatType.TEXT,
     content_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT: ResponseFormatType.JSON_OBJECT,
@@ -100,7 +114,11 @@ def decode_chat_request(pb: chat_pb2.ChatRequest, providers: Collection[str]) ->
         caller=_caller(pb.caller, v),
         tags=_tags(pb, v),
         provider_options=_provider_options(pb, providers, v),
+        reasoning=_reasoning(pb, v),
+        lenient=_POLICIES.get(pb.unsupported_parameters, False),
     )
+    if pb.unsupported_parameters not in _POLICIES:
+        v.add("unsupported_parameters", "unknown policy")
     if len(pb.fallback_models) > _MAX_FALLBACKS:
         v.add("fallback_models", f"at most {_MAX_FALLBACKS} fallback models")
     if v.items:
@@ -277,6 +295,23 @@ def _generation(pb: chat_pb2.GenerationConfig, v: _Violations) -> GenerationConf
         presence_penalty=ranged("presence_penalty", -2.0, 2.0),
         frequency_penalty=ranged("frequency_penalty", -2.0, 2.0),
     )
+
+
+def _reasoning(pb: chat_pb2.ChatRequest, v: _Violations) -> Reasoning | None:
+    if not pb.HasField("reasoning"):
+        return None
+    r = pb.reasoning
+    effort = _EFFORTS.get(r.effort)
+    if effort is None and r.effort != chat_pb2.REASONING_EFFORT_UNSPECIFIED:
+        v.add("reasoning.effort", "unknown reasoning effort")
+    budget = r.budget_tokens if r.HasField("budget_tokens") else None
+    if budget is not None and budget < 1:
+        v.add("reasoning.budget_tokens", f"must be at least 1, got {budget}")
+    if effort is ReasoningEffort.NONE and budget:
+        v.add("reasoning.budget_tokens", "must be unset when reasoning.effort is NONE")
+    if effort is None and budget is None:
+        return None
+    return Reasoning(effort, budget)
 
 
 def _budget(text: str, v: _Violations) -> Decimal | None:

@@ -54,6 +54,7 @@ def chat_response(outcome: ChatOutcome) -> chat_pb2.ChatResponse:
         routing=routing(summary.routing),
         create_time=_timestamp(header.created_at),
         dry_run=outcome.dry_run,
+        dropped_parameters=summary.dropped_parameters,
     )
     if summary.finish_reason is not None:
         reply.finish_reason = _FINISH[summary.finish_reason]
@@ -94,6 +95,7 @@ def stream_finish(summary: CallSummary) -> chat_pb2.ChatStreamResponse:
             routing=routing(summary.routing),
             provider_model=summary.provider_model,
             provider_response_id=summary.provider_response_id,
+            dropped_parameters=summary.dropped_parameters,
         )
     )
 

@@ -23,6 +23,127 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// How hard a model should reason. Providers with a token budget get a documented budget per level
+// (docs/providers.md).
+type ReasoningEffort int32
+
+const (
+	// Not set: the provider's default.
+	ReasoningEffort_REASONING_EFFORT_UNSPECIFIED ReasoningEffort = 0
+	// No reasoning, where the model can turn it off.
+	ReasoningEffort_REASONING_EFFORT_NONE ReasoningEffort = 1
+	// The least reasoning the model supports.
+	ReasoningEffort_REASONING_EFFORT_MINIMAL ReasoningEffort = 2
+	// Little reasoning.
+	ReasoningEffort_REASONING_EFFORT_LOW ReasoningEffort = 3
+	// A moderate amount of reasoning.
+	ReasoningEffort_REASONING_EFFORT_MEDIUM ReasoningEffort = 4
+	// Much reasoning.
+	ReasoningEffort_REASONING_EFFORT_HIGH ReasoningEffort = 5
+)
+
+// Enum value maps for ReasoningEffort.
+var (
+	ReasoningEffort_name = map[int32]string{
+		0: "REASONING_EFFORT_UNSPECIFIED",
+		1: "REASONING_EFFORT_NONE",
+		2: "REASONING_EFFORT_MINIMAL",
+		3: "REASONING_EFFORT_LOW",
+		4: "REASONING_EFFORT_MEDIUM",
+		5: "REASONING_EFFORT_HIGH",
+	}
+	ReasoningEffort_value = map[string]int32{
+		"REASONING_EFFORT_UNSPECIFIED": 0,
+		"REASONING_EFFORT_NONE":        1,
+		"REASONING_EFFORT_MINIMAL":     2,
+		"REASONING_EFFORT_LOW":         3,
+		"REASONING_EFFORT_MEDIUM":      4,
+		"REASONING_EFFORT_HIGH":        5,
+	}
+)
+
+func (x ReasoningEffort) Enum() *ReasoningEffort {
+	p := new(ReasoningEffort)
+	*p = x
+	return p
+}
+
+func (x ReasoningEffort) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ReasoningEffort) Descriptor() protoreflect.EnumDescriptor {
+	return file_llmgateway_v1_chat_proto_enumTypes[0].Descriptor()
+}
+
+func (ReasoningEffort) Type() protoreflect.EnumType {
+	return &file_llmgateway_v1_chat_proto_enumTypes[0]
+}
+
+func (x ReasoningEffort) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ReasoningEffort.Descriptor instead.
+func (ReasoningEffort) EnumDescriptor() ([]byte, []int) {
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{0}
+}
+
+// What the gateway does with a request setting the serving model cannot honour (for example
+// `generation.seed` for Anthropic, `tools` for a model without tool support).
+type UnsupportedParameterPolicy int32
+
+const (
+	// Not set: STRICT.
+	UnsupportedParameterPolicy_UNSUPPORTED_PARAMETER_POLICY_UNSPECIFIED UnsupportedParameterPolicy = 0
+	// Reject the call with INVALID_ARGUMENT naming every such setting. Nothing is silently lost.
+	UnsupportedParameterPolicy_UNSUPPORTED_PARAMETER_POLICY_STRICT UnsupportedParameterPolicy = 1
+	// Leave such settings out of the upstream request and list them in the reply's
+	// `dropped_parameters`.
+	UnsupportedParameterPolicy_UNSUPPORTED_PARAMETER_POLICY_LENIENT UnsupportedParameterPolicy = 2
+)
+
+// Enum value maps for UnsupportedParameterPolicy.
+var (
+	UnsupportedParameterPolicy_name = map[int32]string{
+		0: "UNSUPPORTED_PARAMETER_POLICY_UNSPECIFIED",
+		1: "UNSUPPORTED_PARAMETER_POLICY_STRICT",
+		2: "UNSUPPORTED_PARAMETER_POLICY_LENIENT",
+	}
+	UnsupportedParameterPolicy_value = map[string]int32{
+		"UNSUPPORTED_PARAMETER_POLICY_UNSPECIFIED": 0,
+		"UNSUPPORTED_PARAMETER_POLICY_STRICT":      1,
+		"UNSUPPORTED_PARAMETER_POLICY_LENIENT":     2,
+	}
+)
+
+func (x UnsupportedParameterPolicy) Enum() *UnsupportedParameterPolicy {
+	p := new(UnsupportedParameterPolicy)
+	*p = x
+	return p
+}
+
+func (x UnsupportedParameterPolicy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (UnsupportedParameterPolicy) Descriptor() protoreflect.EnumDescriptor {
+	return file_llmgateway_v1_chat_proto_enumTypes[1].Descriptor()
+}
+
+func (UnsupportedParameterPolicy) Type() protoreflect.EnumType {
+	return &file_llmgateway_v1_chat_proto_enumTypes[1]
+}
+
+func (x UnsupportedParameterPolicy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use UnsupportedParameterPolicy.Descriptor instead.
+func (UnsupportedParameterPolicy) EnumDescriptor() ([]byte, []int) {
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{1}
+}
+
 // Why the model stopped generating.
 type FinishReason int32
 
@@ -72,11 +193,11 @@ func (x FinishReason) String() string {
 }
 
 func (FinishReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_llmgateway_v1_chat_proto_enumTypes[0].Descriptor()
+	return file_llmgateway_v1_chat_proto_enumTypes[2].Descriptor()
 }
 
 func (FinishReason) Type() protoreflect.EnumType {
-	return &file_llmgateway_v1_chat_proto_enumTypes[0]
+	return &file_llmgateway_v1_chat_proto_enumTypes[2]
 }
 
 func (x FinishReason) Number() protoreflect.EnumNumber {
@@ -85,7 +206,7 @@ func (x FinishReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use FinishReason.Descriptor instead.
 func (FinishReason) EnumDescriptor() ([]byte, []int) {
-	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{0}
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{2}
 }
 
 // Sampling and length settings. Unset fields take the provider's default. Values outside a
@@ -306,8 +427,14 @@ type ChatRequest struct {
 	// Provider-specific fields merged verbatim into the upstream request body, keyed by provider name
 	// (for example "openai"). Only the entry of the provider that serves the call is used.
 	ProviderOptions map[string]*structpb.Struct `protobuf:"bytes,13,rep,name=provider_options,json=providerOptions,proto3" json:"provider_options,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// How much the model may reason before answering, for models that reason (capability
+	// REASONING). Mapped to each provider's own control: OpenAI `reasoning_effort`, Anthropic
+	// extended thinking, Gemini `thinkingConfig`, Cohere `thinking`, Ollama `think`.
+	Reasoning *ReasoningConfig `protobuf:"bytes,14,opt,name=reasoning,proto3" json:"reasoning,omitempty"`
+	// What happens to a setting the serving model cannot honour. Unset means STRICT.
+	UnsupportedParameters UnsupportedParameterPolicy `protobuf:"varint,15,opt,name=unsupported_parameters,json=unsupportedParameters,proto3,enum=llmgateway.v1.UnsupportedParameterPolicy" json:"unsupported_parameters,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *ChatRequest) Reset() {
@@ -431,6 +558,78 @@ func (x *ChatRequest) GetProviderOptions() map[string]*structpb.Struct {
 	return nil
 }
 
+func (x *ChatRequest) GetReasoning() *ReasoningConfig {
+	if x != nil {
+		return x.Reasoning
+	}
+	return nil
+}
+
+func (x *ChatRequest) GetUnsupportedParameters() UnsupportedParameterPolicy {
+	if x != nil {
+		return x.UnsupportedParameters
+	}
+	return UnsupportedParameterPolicy_UNSUPPORTED_PARAMETER_POLICY_UNSPECIFIED
+}
+
+// Reasoning settings. Set `effort`, `budget_tokens`, or both (providers that take a budget use
+// `budget_tokens`, providers that take a level use `effort`).
+type ReasoningConfig struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How hard to reason.
+	Effort ReasoningEffort `protobuf:"varint,1,opt,name=effort,proto3,enum=llmgateway.v1.ReasoningEffort" json:"effort,omitempty"`
+	// The most tokens to spend on reasoning, at least 1. Honoured by providers that take a token
+	// budget (Anthropic, at least 1024 and below `max_tokens`; Gemini; Cohere). For a provider that
+	// takes only a level, give `effort` as well.
+	BudgetTokens  *int32 `protobuf:"varint,2,opt,name=budget_tokens,json=budgetTokens,proto3,oneof" json:"budget_tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReasoningConfig) Reset() {
+	*x = ReasoningConfig{}
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReasoningConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReasoningConfig) ProtoMessage() {}
+
+func (x *ReasoningConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReasoningConfig.ProtoReflect.Descriptor instead.
+func (*ReasoningConfig) Descriptor() ([]byte, []int) {
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ReasoningConfig) GetEffort() ReasoningEffort {
+	if x != nil {
+		return x.Effort
+	}
+	return ReasoningEffort_REASONING_EFFORT_UNSPECIFIED
+}
+
+func (x *ReasoningConfig) GetBudgetTokens() int32 {
+	if x != nil && x.BudgetTokens != nil {
+		return *x.BudgetTokens
+	}
+	return 0
+}
+
 // A chat completion.
 type ChatResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -461,14 +660,17 @@ type ChatResponse struct {
 	// When the gateway received the call.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// True when this reply is a cost estimate from a `dry_run` request: no provider was called.
-	DryRun        bool `protobuf:"varint,14,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	DryRun bool `protobuf:"varint,14,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// The request settings the serving model could not honour and the gateway left out, by field
+	// path (for example "generation.seed"). Only with `unsupported_parameters` LENIENT.
+	DroppedParameters []string `protobuf:"bytes,15,rep,name=dropped_parameters,json=droppedParameters,proto3" json:"dropped_parameters,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ChatResponse) Reset() {
 	*x = ChatResponse{}
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[3]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -480,7 +682,7 @@ func (x *ChatResponse) String() string {
 func (*ChatResponse) ProtoMessage() {}
 
 func (x *ChatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[3]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -493,7 +695,7 @@ func (x *ChatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatResponse.ProtoReflect.Descriptor instead.
 func (*ChatResponse) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{3}
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ChatResponse) GetId() string {
@@ -594,6 +796,13 @@ func (x *ChatResponse) GetDryRun() bool {
 	return false
 }
 
+func (x *ChatResponse) GetDroppedParameters() []string {
+	if x != nil {
+		return x.DroppedParameters
+	}
+	return nil
+}
+
 // A streaming chat completion request.
 type ChatStreamRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -605,7 +814,7 @@ type ChatStreamRequest struct {
 
 func (x *ChatStreamRequest) Reset() {
 	*x = ChatStreamRequest{}
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[4]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -617,7 +826,7 @@ func (x *ChatStreamRequest) String() string {
 func (*ChatStreamRequest) ProtoMessage() {}
 
 func (x *ChatStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[4]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -630,7 +839,7 @@ func (x *ChatStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatStreamRequest.ProtoReflect.Descriptor instead.
 func (*ChatStreamRequest) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{4}
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ChatStreamRequest) GetRequest() *ChatRequest {
@@ -660,7 +869,7 @@ type ChatStreamResponse struct {
 
 func (x *ChatStreamResponse) Reset() {
 	*x = ChatStreamResponse{}
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[5]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -672,7 +881,7 @@ func (x *ChatStreamResponse) String() string {
 func (*ChatStreamResponse) ProtoMessage() {}
 
 func (x *ChatStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[5]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -685,7 +894,7 @@ func (x *ChatStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatStreamResponse.ProtoReflect.Descriptor instead.
 func (*ChatStreamResponse) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{5}
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ChatStreamResponse) GetEvent() isChatStreamResponse_Event {
@@ -782,7 +991,7 @@ type StreamStart struct {
 
 func (x *StreamStart) Reset() {
 	*x = StreamStart{}
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[6]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -794,7 +1003,7 @@ func (x *StreamStart) String() string {
 func (*StreamStart) ProtoMessage() {}
 
 func (x *StreamStart) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[6]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -807,7 +1016,7 @@ func (x *StreamStart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamStart.ProtoReflect.Descriptor instead.
 func (*StreamStart) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{6}
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *StreamStart) GetId() string {
@@ -856,7 +1065,7 @@ type TextDelta struct {
 
 func (x *TextDelta) Reset() {
 	*x = TextDelta{}
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[7]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -868,7 +1077,7 @@ func (x *TextDelta) String() string {
 func (*TextDelta) ProtoMessage() {}
 
 func (x *TextDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[7]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -881,7 +1090,7 @@ func (x *TextDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TextDelta.ProtoReflect.Descriptor instead.
 func (*TextDelta) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{7}
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TextDelta) GetText() string {
@@ -909,7 +1118,7 @@ type ToolCallDelta struct {
 
 func (x *ToolCallDelta) Reset() {
 	*x = ToolCallDelta{}
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[8]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -921,7 +1130,7 @@ func (x *ToolCallDelta) String() string {
 func (*ToolCallDelta) ProtoMessage() {}
 
 func (x *ToolCallDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[8]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -934,7 +1143,7 @@ func (x *ToolCallDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToolCallDelta.ProtoReflect.Descriptor instead.
 func (*ToolCallDelta) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{8}
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ToolCallDelta) GetIndex() int32 {
@@ -982,13 +1191,16 @@ type StreamFinish struct {
 	ProviderModel string `protobuf:"bytes,6,opt,name=provider_model,json=providerModel,proto3" json:"provider_model,omitempty"`
 	// The provider's own id for the completion.
 	ProviderResponseId string `protobuf:"bytes,7,opt,name=provider_response_id,json=providerResponseId,proto3" json:"provider_response_id,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// The request settings the serving model could not honour and the gateway left out (see
+	// `ChatResponse.dropped_parameters`).
+	DroppedParameters []string `protobuf:"bytes,8,rep,name=dropped_parameters,json=droppedParameters,proto3" json:"dropped_parameters,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *StreamFinish) Reset() {
 	*x = StreamFinish{}
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[9]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1000,7 +1212,7 @@ func (x *StreamFinish) String() string {
 func (*StreamFinish) ProtoMessage() {}
 
 func (x *StreamFinish) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[9]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1013,7 +1225,7 @@ func (x *StreamFinish) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamFinish.ProtoReflect.Descriptor instead.
 func (*StreamFinish) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{9}
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StreamFinish) GetFinishReason() FinishReason {
@@ -1065,6 +1277,13 @@ func (x *StreamFinish) GetProviderResponseId() string {
 	return ""
 }
 
+func (x *StreamFinish) GetDroppedParameters() []string {
+	if x != nil {
+		return x.DroppedParameters
+	}
+	return nil
+}
+
 var File_llmgateway_v1_chat_proto protoreflect.FileDescriptor
 
 const file_llmgateway_v1_chat_proto_rawDesc = "" +
@@ -1092,7 +1311,7 @@ const file_llmgateway_v1_chat_proto_rawDesc = "" +
 	"\aproject\x18\x02 \x01(\tR\aproject\x12\x16\n" +
 	"\x06tenant\x18\x03 \x01(\tR\x06tenant\x12\x1f\n" +
 	"\vtracking_id\x18\x04 \x01(\tR\n" +
-	"trackingId\"\xd4\x06\n" +
+	"trackingId\"\xf4\a\n" +
 	"\vChatRequest\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x122\n" +
 	"\bmessages\x18\x02 \x03(\v2\x16.llmgateway.v1.MessageR\bmessages\x12)\n" +
@@ -1110,14 +1329,20 @@ const file_llmgateway_v1_chat_proto_rawDesc = "" +
 	" \x01(\bR\x06dryRun\x125\n" +
 	"\x06caller\x18\v \x01(\v2\x1d.llmgateway.v1.CallerMetadataR\x06caller\x128\n" +
 	"\x04tags\x18\f \x03(\v2$.llmgateway.v1.ChatRequest.TagsEntryR\x04tags\x12Z\n" +
-	"\x10provider_options\x18\r \x03(\v2/.llmgateway.v1.ChatRequest.ProviderOptionsEntryR\x0fproviderOptions\x1a7\n" +
+	"\x10provider_options\x18\r \x03(\v2/.llmgateway.v1.ChatRequest.ProviderOptionsEntryR\x0fproviderOptions\x12<\n" +
+	"\treasoning\x18\x0e \x01(\v2\x1e.llmgateway.v1.ReasoningConfigR\treasoning\x12`\n" +
+	"\x16unsupported_parameters\x18\x0f \x01(\x0e2).llmgateway.v1.UnsupportedParameterPolicyR\x15unsupportedParameters\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a[\n" +
 	"\x14ProviderOptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12-\n" +
 	"\x05value\x18\x02 \x01(\v2\x17.google.protobuf.StructR\x05value:\x028\x01B\x16\n" +
-	"\x14_parallel_tool_calls\"\xcb\x04\n" +
+	"\x14_parallel_tool_calls\"\x85\x01\n" +
+	"\x0fReasoningConfig\x126\n" +
+	"\x06effort\x18\x01 \x01(\x0e2\x1e.llmgateway.v1.ReasoningEffortR\x06effort\x12(\n" +
+	"\rbudget_tokens\x18\x02 \x01(\x05H\x00R\fbudgetTokens\x88\x01\x01B\x10\n" +
+	"\x0e_budget_tokens\"\xfa\x04\n" +
 	"\fChatResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -1135,7 +1360,8 @@ const file_llmgateway_v1_chat_proto_rawDesc = "" +
 	"\arouting\x18\f \x01(\v2\x16.llmgateway.v1.RoutingR\arouting\x12;\n" +
 	"\vcreate_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12\x17\n" +
-	"\adry_run\x18\x0e \x01(\bR\x06dryRun\"I\n" +
+	"\adry_run\x18\x0e \x01(\bR\x06dryRun\x12-\n" +
+	"\x12dropped_parameters\x18\x0f \x03(\tR\x11droppedParameters\"I\n" +
 	"\x11ChatStreamRequest\x124\n" +
 	"\arequest\x18\x01 \x01(\v2\x1a.llmgateway.v1.ChatRequestR\arequest\"\x8b\x02\n" +
 	"\x12ChatStreamResponse\x122\n" +
@@ -1159,7 +1385,7 @@ const file_llmgateway_v1_chat_proto_rawDesc = "" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12\x1c\n" +
-	"\targuments\x18\x04 \x01(\tR\targuments\"\xe2\x02\n" +
+	"\targuments\x18\x04 \x01(\tR\targuments\"\x91\x03\n" +
 	"\fStreamFinish\x12@\n" +
 	"\rfinish_reason\x18\x01 \x01(\x0e2\x1b.llmgateway.v1.FinishReasonR\ffinishReason\x12*\n" +
 	"\x05usage\x18\x02 \x01(\v2\x14.llmgateway.v1.UsageR\x05usage\x12'\n" +
@@ -1167,7 +1393,19 @@ const file_llmgateway_v1_chat_proto_rawDesc = "" +
 	"\alatency\x18\x04 \x01(\v2\x16.llmgateway.v1.LatencyR\alatency\x120\n" +
 	"\arouting\x18\x05 \x01(\v2\x16.llmgateway.v1.RoutingR\arouting\x12%\n" +
 	"\x0eprovider_model\x18\x06 \x01(\tR\rproviderModel\x120\n" +
-	"\x14provider_response_id\x18\a \x01(\tR\x12providerResponseId*\xb8\x01\n" +
+	"\x14provider_response_id\x18\a \x01(\tR\x12providerResponseId\x12-\n" +
+	"\x12dropped_parameters\x18\b \x03(\tR\x11droppedParameters*\xbe\x01\n" +
+	"\x0fReasoningEffort\x12 \n" +
+	"\x1cREASONING_EFFORT_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15REASONING_EFFORT_NONE\x10\x01\x12\x1c\n" +
+	"\x18REASONING_EFFORT_MINIMAL\x10\x02\x12\x18\n" +
+	"\x14REASONING_EFFORT_LOW\x10\x03\x12\x1b\n" +
+	"\x17REASONING_EFFORT_MEDIUM\x10\x04\x12\x19\n" +
+	"\x15REASONING_EFFORT_HIGH\x10\x05*\x9d\x01\n" +
+	"\x1aUnsupportedParameterPolicy\x12,\n" +
+	"(UNSUPPORTED_PARAMETER_POLICY_UNSPECIFIED\x10\x00\x12'\n" +
+	"#UNSUPPORTED_PARAMETER_POLICY_STRICT\x10\x01\x12(\n" +
+	"$UNSUPPORTED_PARAMETER_POLICY_LENIENT\x10\x02*\xb8\x01\n" +
 	"\fFinishReason\x12\x1d\n" +
 	"\x19FINISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12FINISH_REASON_STOP\x10\x01\x12\x18\n" +
@@ -1189,66 +1427,72 @@ func file_llmgateway_v1_chat_proto_rawDescGZIP() []byte {
 	return file_llmgateway_v1_chat_proto_rawDescData
 }
 
-var file_llmgateway_v1_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_llmgateway_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_llmgateway_v1_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_llmgateway_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_llmgateway_v1_chat_proto_goTypes = []any{
-	(FinishReason)(0),             // 0: llmgateway.v1.FinishReason
-	(*GenerationConfig)(nil),      // 1: llmgateway.v1.GenerationConfig
-	(*CallerMetadata)(nil),        // 2: llmgateway.v1.CallerMetadata
-	(*ChatRequest)(nil),           // 3: llmgateway.v1.ChatRequest
-	(*ChatResponse)(nil),          // 4: llmgateway.v1.ChatResponse
-	(*ChatStreamRequest)(nil),     // 5: llmgateway.v1.ChatStreamRequest
-	(*ChatStreamResponse)(nil),    // 6: llmgateway.v1.ChatStreamResponse
-	(*StreamStart)(nil),           // 7: llmgateway.v1.StreamStart
-	(*TextDelta)(nil),             // 8: llmgateway.v1.TextDelta
-	(*ToolCallDelta)(nil),         // 9: llmgateway.v1.ToolCallDelta
-	(*StreamFinish)(nil),          // 10: llmgateway.v1.StreamFinish
-	nil,                           // 11: llmgateway.v1.ChatRequest.TagsEntry
-	nil,                           // 12: llmgateway.v1.ChatRequest.ProviderOptionsEntry
-	(*Message)(nil),               // 13: llmgateway.v1.Message
-	(*Tool)(nil),                  // 14: llmgateway.v1.Tool
-	(*ToolChoice)(nil),            // 15: llmgateway.v1.ToolChoice
-	(*ResponseFormat)(nil),        // 16: llmgateway.v1.ResponseFormat
-	(*Usage)(nil),                 // 17: llmgateway.v1.Usage
-	(*Cost)(nil),                  // 18: llmgateway.v1.Cost
-	(*Latency)(nil),               // 19: llmgateway.v1.Latency
-	(*Routing)(nil),               // 20: llmgateway.v1.Routing
-	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),       // 22: google.protobuf.Struct
+	(ReasoningEffort)(0),            // 0: llmgateway.v1.ReasoningEffort
+	(UnsupportedParameterPolicy)(0), // 1: llmgateway.v1.UnsupportedParameterPolicy
+	(FinishReason)(0),               // 2: llmgateway.v1.FinishReason
+	(*GenerationConfig)(nil),        // 3: llmgateway.v1.GenerationConfig
+	(*CallerMetadata)(nil),          // 4: llmgateway.v1.CallerMetadata
+	(*ChatRequest)(nil),             // 5: llmgateway.v1.ChatRequest
+	(*ReasoningConfig)(nil),         // 6: llmgateway.v1.ReasoningConfig
+	(*ChatResponse)(nil),            // 7: llmgateway.v1.ChatResponse
+	(*ChatStreamRequest)(nil),       // 8: llmgateway.v1.ChatStreamRequest
+	(*ChatStreamResponse)(nil),      // 9: llmgateway.v1.ChatStreamResponse
+	(*StreamStart)(nil),             // 10: llmgateway.v1.StreamStart
+	(*TextDelta)(nil),               // 11: llmgateway.v1.TextDelta
+	(*ToolCallDelta)(nil),           // 12: llmgateway.v1.ToolCallDelta
+	(*StreamFinish)(nil),            // 13: llmgateway.v1.StreamFinish
+	nil,                             // 14: llmgateway.v1.ChatRequest.TagsEntry
+	nil,                             // 15: llmgateway.v1.ChatRequest.ProviderOptionsEntry
+	(*Message)(nil),                 // 16: llmgateway.v1.Message
+	(*Tool)(nil),                    // 17: llmgateway.v1.Tool
+	(*ToolChoice)(nil),              // 18: llmgateway.v1.ToolChoice
+	(*ResponseFormat)(nil),          // 19: llmgateway.v1.ResponseFormat
+	(*Usage)(nil),                   // 20: llmgateway.v1.Usage
+	(*Cost)(nil),                    // 21: llmgateway.v1.Cost
+	(*Latency)(nil),                 // 22: llmgateway.v1.Latency
+	(*Routing)(nil),                 // 23: llmgateway.v1.Routing
+	(*timestamppb.Timestamp)(nil),   // 24: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),         // 25: google.protobuf.Struct
 }
 var file_llmgateway_v1_chat_proto_depIdxs = []int32{
-	13, // 0: llmgateway.v1.ChatRequest.messages:type_name -> llmgateway.v1.Message
-	14, // 1: llmgateway.v1.ChatRequest.tools:type_name -> llmgateway.v1.Tool
-	15, // 2: llmgateway.v1.ChatRequest.tool_choice:type_name -> llmgateway.v1.ToolChoice
-	16, // 3: llmgateway.v1.ChatRequest.response_format:type_name -> llmgateway.v1.ResponseFormat
-	1,  // 4: llmgateway.v1.ChatRequest.generation:type_name -> llmgateway.v1.GenerationConfig
-	2,  // 5: llmgateway.v1.ChatRequest.caller:type_name -> llmgateway.v1.CallerMetadata
-	11, // 6: llmgateway.v1.ChatRequest.tags:type_name -> llmgateway.v1.ChatRequest.TagsEntry
-	12, // 7: llmgateway.v1.ChatRequest.provider_options:type_name -> llmgateway.v1.ChatRequest.ProviderOptionsEntry
-	13, // 8: llmgateway.v1.ChatResponse.message:type_name -> llmgateway.v1.Message
-	0,  // 9: llmgateway.v1.ChatResponse.finish_reason:type_name -> llmgateway.v1.FinishReason
-	17, // 10: llmgateway.v1.ChatResponse.usage:type_name -> llmgateway.v1.Usage
-	18, // 11: llmgateway.v1.ChatResponse.cost:type_name -> llmgateway.v1.Cost
-	19, // 12: llmgateway.v1.ChatResponse.latency:type_name -> llmgateway.v1.Latency
-	20, // 13: llmgateway.v1.ChatResponse.routing:type_name -> llmgateway.v1.Routing
-	21, // 14: llmgateway.v1.ChatResponse.create_time:type_name -> google.protobuf.Timestamp
-	3,  // 15: llmgateway.v1.ChatStreamRequest.request:type_name -> llmgateway.v1.ChatRequest
-	7,  // 16: llmgateway.v1.ChatStreamResponse.start:type_name -> llmgateway.v1.StreamStart
-	8,  // 17: llmgateway.v1.ChatStreamResponse.text_delta:type_name -> llmgateway.v1.TextDelta
-	9,  // 18: llmgateway.v1.ChatStreamResponse.tool_call_delta:type_name -> llmgateway.v1.ToolCallDelta
-	10, // 19: llmgateway.v1.ChatStreamResponse.finish:type_name -> llmgateway.v1.StreamFinish
-	21, // 20: llmgateway.v1.StreamStart.create_time:type_name -> google.protobuf.Timestamp
-	0,  // 21: llmgateway.v1.StreamFinish.finish_reason:type_name -> llmgateway.v1.FinishReason
-	17, // 22: llmgateway.v1.StreamFinish.usage:type_name -> llmgateway.v1.Usage
-	18, // 23: llmgateway.v1.StreamFinish.cost:type_name -> llmgateway.v1.Cost
-	19, // 24: llmgateway.v1.StreamFinish.latency:type_name -> llmgateway.v1.Latency
-	20, // 25: llmgateway.v1.StreamFinish.routing:type_name -> llmgateway.v1.Routing
-	22, // 26: llmgateway.v1.ChatRequest.ProviderOptionsEntry.value:type_name -> google.protobuf.Struct
-	27, // [27:27] is the sub-list for method output_type
-	27, // [27:27] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	16, // 0: llmgateway.v1.ChatRequest.messages:type_name -> llmgateway.v1.Message
+	17, // 1: llmgateway.v1.ChatRequest.tools:type_name -> llmgateway.v1.Tool
+	18, // 2: llmgateway.v1.ChatRequest.tool_choice:type_name -> llmgateway.v1.ToolChoice
+	19, // 3: llmgateway.v1.ChatRequest.response_format:type_name -> llmgateway.v1.ResponseFormat
+	3,  // 4: llmgateway.v1.ChatRequest.generation:type_name -> llmgateway.v1.GenerationConfig
+	4,  // 5: llmgateway.v1.ChatRequest.caller:type_name -> llmgateway.v1.CallerMetadata
+	14, // 6: llmgateway.v1.ChatRequest.tags:type_name -> llmgateway.v1.ChatRequest.TagsEntry
+	15, // 7: llmgateway.v1.ChatRequest.provider_options:type_name -> llmgateway.v1.ChatRequest.ProviderOptionsEntry
+	6,  // 8: llmgateway.v1.ChatRequest.reasoning:type_name -> llmgateway.v1.ReasoningConfig
+	1,  // 9: llmgateway.v1.ChatRequest.unsupported_parameters:type_name -> llmgateway.v1.UnsupportedParameterPolicy
+	0,  // 10: llmgateway.v1.ReasoningConfig.effort:type_name -> llmgateway.v1.ReasoningEffort
+	16, // 11: llmgateway.v1.ChatResponse.message:type_name -> llmgateway.v1.Message
+	2,  // 12: llmgateway.v1.ChatResponse.finish_reason:type_name -> llmgateway.v1.FinishReason
+	20, // 13: llmgateway.v1.ChatResponse.usage:type_name -> llmgateway.v1.Usage
+	21, // 14: llmgateway.v1.ChatResponse.cost:type_name -> llmgateway.v1.Cost
+	22, // 15: llmgateway.v1.ChatResponse.latency:type_name -> llmgateway.v1.Latency
+	23, // 16: llmgateway.v1.ChatResponse.routing:type_name -> llmgateway.v1.Routing
+	24, // 17: llmgateway.v1.ChatResponse.create_time:type_name -> google.protobuf.Timestamp
+	5,  // 18: llmgateway.v1.ChatStreamRequest.request:type_name -> llmgateway.v1.ChatRequest
+	10, // 19: llmgateway.v1.ChatStreamResponse.start:type_name -> llmgateway.v1.StreamStart
+	11, // 20: llmgateway.v1.ChatStreamResponse.text_delta:type_name -> llmgateway.v1.TextDelta
+	12, // 21: llmgateway.v1.ChatStreamResponse.tool_call_delta:type_name -> llmgateway.v1.ToolCallDelta
+	13, // 22: llmgateway.v1.ChatStreamResponse.finish:type_name -> llmgateway.v1.StreamFinish
+	24, // 23: llmgateway.v1.StreamStart.create_time:type_name -> google.protobuf.Timestamp
+	2,  // 24: llmgateway.v1.StreamFinish.finish_reason:type_name -> llmgateway.v1.FinishReason
+	20, // 25: llmgateway.v1.StreamFinish.usage:type_name -> llmgateway.v1.Usage
+	21, // 26: llmgateway.v1.StreamFinish.cost:type_name -> llmgateway.v1.Cost
+	22, // 27: llmgateway.v1.StreamFinish.latency:type_name -> llmgateway.v1.Latency
+	23, // 28: llmgateway.v1.StreamFinish.routing:type_name -> llmgateway.v1.Routing
+	25, // 29: llmgateway.v1.ChatRequest.ProviderOptionsEntry.value:type_name -> google.protobuf.Struct
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_llmgateway_v1_chat_proto_init() }
@@ -1260,7 +1504,8 @@ func file_llmgateway_v1_chat_proto_init() {
 	file_llmgateway_v1_content_proto_init()
 	file_llmgateway_v1_chat_proto_msgTypes[0].OneofWrappers = []any{}
 	file_llmgateway_v1_chat_proto_msgTypes[2].OneofWrappers = []any{}
-	file_llmgateway_v1_chat_proto_msgTypes[5].OneofWrappers = []any{
+	file_llmgateway_v1_chat_proto_msgTypes[3].OneofWrappers = []any{}
+	file_llmgateway_v1_chat_proto_msgTypes[6].OneofWrappers = []any{
 		(*ChatStreamResponse_Start)(nil),
 		(*ChatStreamResponse_TextDelta)(nil),
 		(*ChatStreamResponse_ToolCallDelta)(nil),
@@ -1271,8 +1516,8 @@ func file_llmgateway_v1_chat_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmgateway_v1_chat_proto_rawDesc), len(file_llmgateway_v1_chat_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   12,
+			NumEnums:      3,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -23,6 +23,74 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _ReasoningEffort:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReasoningEffortEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasoningEffort.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REASONING_EFFORT_UNSPECIFIED: _ReasoningEffort.ValueType  # 0
+    """Not set: the provider's default."""
+    REASONING_EFFORT_NONE: _ReasoningEffort.ValueType  # 1
+    """No reasoning, where the model can turn it off."""
+    REASONING_EFFORT_MINIMAL: _ReasoningEffort.ValueType  # 2
+    """The least reasoning the model supports."""
+    REASONING_EFFORT_LOW: _ReasoningEffort.ValueType  # 3
+    """Little reasoning."""
+    REASONING_EFFORT_MEDIUM: _ReasoningEffort.ValueType  # 4
+    """A moderate amount of reasoning."""
+    REASONING_EFFORT_HIGH: _ReasoningEffort.ValueType  # 5
+    """Much reasoning."""
+
+class ReasoningEffort(_ReasoningEffort, metaclass=_ReasoningEffortEnumTypeWrapper):
+    """How hard a model should reason. Providers with a token budget get a documented budget per level
+    (docs/providers.md).
+    """
+
+REASONING_EFFORT_UNSPECIFIED: ReasoningEffort.ValueType  # 0
+"""Not set: the provider's default."""
+REASONING_EFFORT_NONE: ReasoningEffort.ValueType  # 1
+"""No reasoning, where the model can turn it off."""
+REASONING_EFFORT_MINIMAL: ReasoningEffort.ValueType  # 2
+"""The least reasoning the model supports."""
+REASONING_EFFORT_LOW: ReasoningEffort.ValueType  # 3
+"""Little reasoning."""
+REASONING_EFFORT_MEDIUM: ReasoningEffort.ValueType  # 4
+"""A moderate amount of reasoning."""
+REASONING_EFFORT_HIGH: ReasoningEffort.ValueType  # 5
+"""Much reasoning."""
+Global___ReasoningEffort: _TypeAlias = ReasoningEffort  # noqa: Y015
+
+class _UnsupportedParameterPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _UnsupportedParameterPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UnsupportedParameterPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    UNSUPPORTED_PARAMETER_POLICY_UNSPECIFIED: _UnsupportedParameterPolicy.ValueType  # 0
+    """Not set: STRICT."""
+    UNSUPPORTED_PARAMETER_POLICY_STRICT: _UnsupportedParameterPolicy.ValueType  # 1
+    """Reject the call with INVALID_ARGUMENT naming every such setting. Nothing is silently lost."""
+    UNSUPPORTED_PARAMETER_POLICY_LENIENT: _UnsupportedParameterPolicy.ValueType  # 2
+    """Leave such settings out of the upstream request and list them in the reply's
+    `dropped_parameters`.
+    """
+
+class UnsupportedParameterPolicy(_UnsupportedParameterPolicy, metaclass=_UnsupportedParameterPolicyEnumTypeWrapper):
+    """What the gateway does with a request setting the serving model cannot honour (for example
+    `generation.seed` for Anthropic, `tools` for a model without tool support).
+    """
+
+UNSUPPORTED_PARAMETER_POLICY_UNSPECIFIED: UnsupportedParameterPolicy.ValueType  # 0
+"""Not set: STRICT."""
+UNSUPPORTED_PARAMETER_POLICY_STRICT: UnsupportedParameterPolicy.ValueType  # 1
+"""Reject the call with INVALID_ARGUMENT naming every such setting. Nothing is silently lost."""
+UNSUPPORTED_PARAMETER_POLICY_LENIENT: UnsupportedParameterPolicy.ValueType  # 2
+"""Leave such settings out of the upstream request and list them in the reply's
+`dropped_parameters`.
+"""
+Global___UnsupportedParameterPolicy: _TypeAlias = UnsupportedParameterPolicy  # noqa: Y015
+
 class _FinishReason:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -238,6 +306,8 @@ class ChatRequest(_message.Message):
     CALLER_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
     PROVIDER_OPTIONS_FIELD_NUMBER: _builtins.int
+    REASONING_FIELD_NUMBER: _builtins.int
+    UNSUPPORTED_PARAMETERS_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """The model: "provider:model" (for example "openai:gpt-4o-mini"), a configured alias, or "auto"
     to let the gateway choose. Required. See `ListModels`.
@@ -251,6 +321,8 @@ class ChatRequest(_message.Message):
     """
     dry_run: _builtins.bool
     """Return the cost estimate as the reply without calling the provider."""
+    unsupported_parameters: Global___UnsupportedParameterPolicy.ValueType
+    """What happens to a setting the serving model cannot honour. Unset means STRICT."""
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[_content_pb2.Message]:
         """The conversation, oldest first. Required: at least one message."""
@@ -289,6 +361,13 @@ class ChatRequest(_message.Message):
         (for example "openai"). Only the entry of the provider that serves the call is used.
         """
 
+    @_builtins.property
+    def reasoning(self) -> Global___ReasoningConfig:
+        """How much the model may reason before answering, for models that reason (capability
+        REASONING). Mapped to each provider's own control: OpenAI `reasoning_effort`, Anthropic
+        extended thinking, Gemini `thinkingConfig`, Cohere `thinking`, Ollama `think`.
+        """
+
     def __init__(
         self,
         *,
@@ -305,16 +384,51 @@ class ChatRequest(_message.Message):
         caller: Global___CallerMetadata | None = ...,
         tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         provider_options: _abc.Mapping[_builtins.str, _struct_pb2.Struct] | None = ...,
+        reasoning: Global___ReasoningConfig | None = ...,
+        unsupported_parameters: Global___UnsupportedParameterPolicy.ValueType = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls", "caller", b"caller", "generation", b"generation", "parallel_tool_calls", b"parallel_tool_calls", "response_format", b"response_format", "tool_choice", b"tool_choice"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls", "caller", b"caller", "generation", b"generation", "parallel_tool_calls", b"parallel_tool_calls", "reasoning", b"reasoning", "response_format", b"response_format", "tool_choice", b"tool_choice"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls", "caller", b"caller", "dry_run", b"dry_run", "fallback_models", b"fallback_models", "generation", b"generation", "max_cost", b"max_cost", "messages", b"messages", "model", b"model", "parallel_tool_calls", b"parallel_tool_calls", "provider_options", b"provider_options", "response_format", b"response_format", "tags", b"tags", "tool_choice", b"tool_choice", "tools", b"tools"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls", "caller", b"caller", "dry_run", b"dry_run", "fallback_models", b"fallback_models", "generation", b"generation", "max_cost", b"max_cost", "messages", b"messages", "model", b"model", "parallel_tool_calls", b"parallel_tool_calls", "provider_options", b"provider_options", "reasoning", b"reasoning", "response_format", b"response_format", "tags", b"tags", "tool_choice", b"tool_choice", "tools", b"tools", "unsupported_parameters", b"unsupported_parameters"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__parallel_tool_calls: _TypeAlias = _typing.Literal["parallel_tool_calls"]  # noqa: Y015
     _WhichOneofArgType__parallel_tool_calls: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__parallel_tool_calls) -> _WhichOneofReturnType__parallel_tool_calls | None: ...
 
 Global___ChatRequest: _TypeAlias = ChatRequest  # noqa: Y015
+
+@_typing.final
+class ReasoningConfig(_message.Message):
+    """Reasoning settings. Set `effort`, `budget_tokens`, or both (providers that take a budget use
+    `budget_tokens`, providers that take a level use `effort`).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EFFORT_FIELD_NUMBER: _builtins.int
+    BUDGET_TOKENS_FIELD_NUMBER: _builtins.int
+    effort: Global___ReasoningEffort.ValueType
+    """How hard to reason."""
+    budget_tokens: _builtins.int
+    """The most tokens to spend on reasoning, at least 1. Honoured by providers that take a token
+    budget (Anthropic, at least 1024 and below `max_tokens`; Gemini; Cohere). For a provider that
+    takes only a level, give `effort` as well.
+    """
+    def __init__(
+        self,
+        *,
+        effort: Global___ReasoningEffort.ValueType = ...,
+        budget_tokens: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_budget_tokens", b"_budget_tokens", "budget_tokens", b"budget_tokens"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_budget_tokens", b"_budget_tokens", "budget_tokens", b"budget_tokens", "effort", b"effort"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__budget_tokens: _TypeAlias = _typing.Literal["budget_tokens"]  # noqa: Y015
+    _WhichOneofArgType__budget_tokens: _TypeAlias = _typing.Literal["_budget_tokens", b"_budget_tokens"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__budget_tokens) -> _WhichOneofReturnType__budget_tokens | None: ...
+
+Global___ReasoningConfig: _TypeAlias = ReasoningConfig  # noqa: Y015
 
 @_typing.final
 class ChatResponse(_message.Message):
@@ -336,6 +450,7 @@ class ChatResponse(_message.Message):
     ROUTING_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     DRY_RUN_FIELD_NUMBER: _builtins.int
+    DROPPED_PARAMETERS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The gateway's id for this completion."""
     request_id: _builtins.str
@@ -376,6 +491,12 @@ class ChatResponse(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the gateway received the call."""
 
+    @_builtins.property
+    def dropped_parameters(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The request settings the serving model could not honour and the gateway left out, by field
+        path (for example "generation.seed"). Only with `unsupported_parameters` LENIENT.
+        """
+
     def __init__(
         self,
         *,
@@ -393,10 +514,11 @@ class ChatResponse(_message.Message):
         routing: _accounting_pb2.Routing | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         dry_run: _builtins.bool = ...,
+        dropped_parameters: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "create_time", b"create_time", "latency", b"latency", "message", b"message", "routing", b"routing", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "create_time", b"create_time", "dry_run", b"dry_run", "finish_reason", b"finish_reason", "id", b"id", "latency", b"latency", "message", b"message", "model", b"model", "provider", b"provider", "provider_model", b"provider_model", "provider_response_id", b"provider_response_id", "request_id", b"request_id", "routing", b"routing", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "create_time", b"create_time", "dropped_parameters", b"dropped_parameters", "dry_run", b"dry_run", "finish_reason", b"finish_reason", "id", b"id", "latency", b"latency", "message", b"message", "model", b"model", "provider", b"provider", "provider_model", b"provider_model", "provider_response_id", b"provider_response_id", "request_id", b"request_id", "routing", b"routing", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -584,6 +706,7 @@ class StreamFinish(_message.Message):
     ROUTING_FIELD_NUMBER: _builtins.int
     PROVIDER_MODEL_FIELD_NUMBER: _builtins.int
     PROVIDER_RESPONSE_ID_FIELD_NUMBER: _builtins.int
+    DROPPED_PARAMETERS_FIELD_NUMBER: _builtins.int
     finish_reason: Global___FinishReason.ValueType
     """Why generation stopped."""
     provider_model: _builtins.str
@@ -606,6 +729,12 @@ class StreamFinish(_message.Message):
     def routing(self) -> _accounting_pb2.Routing:
         """How the model was chosen and what was tried."""
 
+    @_builtins.property
+    def dropped_parameters(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The request settings the serving model could not honour and the gateway left out (see
+        `ChatResponse.dropped_parameters`).
+        """
+
     def __init__(
         self,
         *,
@@ -616,10 +745,11 @@ class StreamFinish(_message.Message):
         routing: _accounting_pb2.Routing | None = ...,
         provider_model: _builtins.str = ...,
         provider_response_id: _builtins.str = ...,
+        dropped_parameters: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "latency", b"latency", "routing", b"routing", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "finish_reason", b"finish_reason", "latency", b"latency", "provider_model", b"provider_model", "provider_response_id", b"provider_response_id", "routing", b"routing", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "dropped_parameters", b"dropped_parameters", "finish_reason", b"finish_reason", "latency", b"latency", "provider_model", b"provider_model", "provider_response_id", b"provider_response_id", "routing", b"routing", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

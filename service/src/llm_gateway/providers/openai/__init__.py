@@ -1,6 +1,6 @@
-"""The Chat Completions wire format: OpenAI and Azure OpenAI."""
+"""The Chat Completions wire format: OpenAI, Azure OpenAI and every compatible server."""
 
-from llm_gateway.providers.openai.adapter import OpenAIProvider
+from llm_gateway.providers.openai.adapter import OpenAICompatibleProvider, OpenAIProvider
 from llm_gateway.providers.openai.azure import AzureOpenAIProvider
 
-__all__ = ["AzureOpenAIProvider", "OpenAIProvider"]
+__all__ = ["AzureOpenAIProvider", "OpenAICompatibleProvider", "OpenAIProvider"]

@@ -3,66 +3,48 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
+from typing import Any
 
 import aiohttp
 
-from llm_gateway.config.schema import OpenAIProviderConfig, TimeoutConfig
-from llm_gateway.domain.errors import Code
+from llm_gateway.config.schema import OpenAICompatibleProviderConfig, OpenAIProviderConfig, TimeoutConfig
 from llm_gateway.domain.results import Completion, StreamEvent
+from llm_gateway.providers.adapter import HttpAdapter
 from llm_gateway.providers.base import UpstreamCall
-from llm_gateway.providers.errors import UpstreamContext, stream_interrupted, upstream_errors
-from llm_gateway.providers.http import client_timeout, post_json, post_sse
-from llm_gateway.providers.openai.mapping import build_body, parse_completion
+from llm_gateway.providers.errors import stream_interrupted, upstream_errors
+from llm_gateway.providers.openai.mapping import Dialect, build_body, parse_completion
 from llm_gateway.providers.openai.stream import ChunkDecoder
 
 
-class ChatCompletionsProvider:
+class ChatCompletionsProvider(HttpAdapter):
     """The Chat Completions wire format, unary and SSE. Subclasses say where requests go and how
-    they authenticate; the body and the replies are the same everywhere it is spoken."""
+    they authenticate; `dialect` says what the server behind them accepts."""
 
     def __init__(
         self,
         name: str,
         http: aiohttp.ClientSession,
-        headers: dict[str, str],
-        api_key: str,
+        headers: Mapping[str, str],
+        secrets: Sequence[str],
         timeout: TimeoutConfig,
+        dialect: Dialect | None = None,
     ) -> None:
-        self.name = name
-        self._http = http
-        self._headers = {"Content-Type": "application/json", **headers}
-        self._api_key = api_key
-        self._timeout = client_timeout(timeout)
+        super().__init__(name, http, headers, secrets, timeout)
+        self._dialect = dialect or Dialect()
 
-    def _url(self, call: UpstreamCall) -> str:
-        raise NotImplementedError
+    def _body(self, call: UpstreamCall, *, stream: bool) -> dict[str, Any]:
+        return build_body(call, stream=stream, dialect=self._dialect)
 
-    def _context(self, call: UpstreamCall) -> UpstreamContext:
-        return UpstreamContext(self.name, call.model.id, (self._api_key,))
-
-    def _encode(self, call: UpstreamCall, *, stream: bool) -> bytes:
-        return json.dumps(build_body(call, stream=stream), separators=(",", ":")).encode()
-
-    async def chat(self, call: UpstreamCall) -> Completion:
-        ctx = self._context(call)
-        content = self._encode(call, stream=False)
-        reply = await post_json(
-            self._http, self._url(call), content, headers=self._headers, timeouts=self._timeout, ctx=ctx
-        )
-        with upstream_errors(ctx):
-            return parse_completion(reply)
+    def _parse(self, reply: Any) -> Completion:
+        return parse_completion(reply, reasoning_in_completion=self._dialect.reasoning_in_completion)
 
     async def stream(self, call: UpstreamCall) -> AsyncGenerator[StreamEvent, None]:
         ctx = self._context(call)
-        content = self._encode(call, stream=True)
-        decoder = ChunkDecoder()
+        decoder = ChunkDecoder(reasoning_in_completion=self._dialect.reasoning_in_completion)
         saw_done = False
-        events = post_sse(
-            self._http, self._url(call), content, headers=self._headers, timeouts=self._timeout, ctx=ctx
-        )
-        async with aclosing(events):
+        async with aclosing(self._sse(call, ctx)) as events:
             with upstream_errors(ctx):
                 async for sse in events:
                     if sse.data == "[DONE]":
@@ -73,19 +55,25 @@ class ChatCompletionsProvider:
                     for event in decoder.feed(json.loads(sse.data)):
                         yield event
                     if decoder.error is not None:
-                        raise ctx.error(
-                            f"provider {self.name!r} reported an error mid-stream: "
-                            f"{decoder.error.get('message') or decoder.error}",
-                            code=Code.UNAVAILABLE,
-                            reason="UPSTREAM_STREAM_ERROR",
-                            retryable=True,
-                        )
+                        raise self._stream_error(ctx, str(decoder.error.get("message") or decoder.error))
         if not saw_done and not decoder.finished:
             raise stream_interrupted(ctx)
         yield decoder.done()
 
-    async def aclose(self) -> None:
-        return None
+
+class OpenAICompatibleProvider(ChatCompletionsProvider):
+    """A compatible server (a preset or one configured from scratch), with a bearer key if any."""
+
+    def __init__(
+        self, name: str, config: OpenAICompatibleProviderConfig, http: aiohttp.ClientSession
+    ) -> None:
+        api_key = config.api_key.get_secret_value() if config.api_key else ""
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        super().__init__(name, http, headers, (api_key,), config.timeout, config.dialect)
+        self._chat_url = f"{config.base_url}/chat/completions"
+
+    def _url(self, call: UpstreamCall, *, stream: bool) -> str:
+        return self._chat_url
 
 
 class OpenAIProvider(ChatCompletionsProvider):
@@ -98,8 +86,8 @@ class OpenAIProvider(ChatCompletionsProvider):
             headers["OpenAI-Organization"] = config.organization
         if config.project:
             headers["OpenAI-Project"] = config.project
-        super().__init__(name, http, headers, api_key, config.timeout)
+        super().__init__(name, http, headers, (api_key,), config.timeout)
         self._chat_url = f"{config.base_url}/chat/completions"
 
-    def _url(self, call: UpstreamCall) -> str:
+    def _url(self, call: UpstreamCall, *, stream: bool) -> str:
         return self._chat_url

@@ -21,7 +21,7 @@ class AzureOpenAIProvider(ChatCompletionsProvider):
         if config.endpoint is None:
             raise ValueError(f"providers.{name}.endpoint is required")
         api_key = config.api_key.get_secret_value() if config.api_key else ""
-        super().__init__(name, http, {"api-key": api_key}, api_key, config.timeout)
+        super().__init__(name, http, {"api-key": api_key}, (api_key,), config.timeout)
         self._base = f"{config.endpoint}/openai/deployments/"
         self._query = f"/chat/completions?api-version={quote(config.api_version)}"
         # gateway model name -> deployment, for listed models; unlisted ones use their own name
@@ -29,7 +29,7 @@ class AzureOpenAIProvider(ChatCompletionsProvider):
             key: model.deployment or model.name or key for key, model in config.models.items()
         }
 
-    def _url(self, call: UpstreamCall) -> str:
+    def _url(self, call: UpstreamCall, *, stream: bool) -> str:
         key = call.model.id.partition(":")[2]
         deployment = self._deployments.get(key) or call.model.name
         return f"{self._base}{quote(deployment, safe='')}{self._query}"

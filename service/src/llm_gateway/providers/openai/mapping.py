@@ -1,14 +1,20 @@
-"""Domain requests to OpenAI Chat Completions bodies, and OpenAI replies back to domain results."""
+"""Domain requests to OpenAI Chat Completions bodies, and replies back to domain results.
+
+One mapping serves OpenAI, Azure and every compatible server; a `Dialect` (config) says where a
+server differs: field names, what it does not accept, how it takes reasoning settings.
+"""
 
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 from typing import Any
 
-from llm_gateway.domain.errors import invalid_field
+from llm_gateway.config.schema import ChatCompletionsDialect as Dialect
 from llm_gateway.domain.messages import (
     ImagePart,
     Message,
+    ReasoningEffort,
     ResponseFormatType,
     Role,
     TextPart,
@@ -16,7 +22,9 @@ from llm_gateway.domain.messages import (
     ToolChoiceMode,
 )
 from llm_gateway.domain.results import Completion, FinishReason, Usage
-from llm_gateway.providers.base import UpstreamCall
+from llm_gateway.providers.base import Checks, UpstreamCall
+
+__all__ = ["Dialect", "build_body", "finish_reason", "map_usage", "parse_completion"]
 
 _FINISH_REASON_MAP = {
     "stop": FinishReason.STOP,
@@ -31,64 +39,138 @@ def finish_reason(value: str | None) -> FinishReason:
     return _FINISH_REASON_MAP.get(value or "", FinishReason.OTHER)
 
 
-def map_usage(usage: dict[str, Any] | None) -> Usage | None:
+def map_usage(usage: dict[str, Any] | None, *, reasoning_in_completion: bool = True) -> Usage | None:
+    """OpenAI's usage; DeepSeek reports cache hits as `prompt_cache_hit_tokens` instead."""
     if not usage:
         return None
     prompt_details = usage.get("prompt_tokens_details") or {}
     completion_details = usage.get("completion_tokens_details") or {}
+    reasoning = int(completion_details.get("reasoning_tokens") or 0)
+    completion = int(usage.get("completion_tokens") or 0)
     return Usage(
         prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        completion_tokens=int(usage.get("completion_tokens") or 0),
-        cache_read_tokens=int(prompt_details.get("cached_tokens") or 0),
-        reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
+        completion_tokens=completion if reasoning_in_completion else completion + reasoning,
+        cache_read_tokens=int(
+            prompt_details.get("cached_tokens") or usage.get("prompt_cache_hit_tokens") or 0
+        ),
+        reasoning_tokens=reasoning,
     )
 
 
-def build_body(call: UpstreamCall, *, stream: bool) -> dict[str, Any]:
+_DEFAULT_DIALECT = Dialect()
+
+
+def build_body(call: UpstreamCall, *, stream: bool, dialect: Dialect = _DEFAULT_DIALECT) -> dict[str, Any]:
     request = call.request
     gen = request.generation
-    if gen.top_k is not None:
-        raise invalid_field("generation.top_k", "OpenAI models do not support top_k")
+    checks = Checks(call)
+    unsupported: set[str] = set(dialect.unsupported)
     body: dict[str, Any] = {
         "model": call.model.name,
-        "messages": [_message(m) for m in request.messages],
+        "messages": _messages(request.messages, unsupported, checks),
     }
     if stream:
         body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
-    for key, value in (
-        ("temperature", gen.temperature),
-        ("top_p", gen.top_p),
-        ("max_completion_tokens", gen.max_tokens),
-        ("seed", gen.seed),
-        ("presence_penalty", gen.presence_penalty),
-        ("frequency_penalty", gen.frequency_penalty),
-    ):
-        if value is not None:
+        if dialect.stream_usage:
+            body["stream_options"] = {"include_usage": True}
+    settings: tuple[tuple[str, str, Any], ...] = (
+        ("temperature", "temperature", gen.temperature),
+        ("top_p", "top_p", gen.top_p),
+        ("max_tokens", dialect.max_tokens_field, gen.max_tokens),
+        ("seed", dialect.seed_field, gen.seed),
+        ("presence_penalty", "presence_penalty", gen.presence_penalty),
+        ("frequency_penalty", "frequency_penalty", gen.frequency_penalty),
+        ("top_k", "top_k", gen.top_k),
+    )
+    for name, key, value in settings:
+        if value is None:
+            continue
+        if name in unsupported or (name == "top_k" and not dialect.top_k):
+            checks.unsupported(f"generation.{name}", f"{call.model.provider} does not accept {name}")
+        else:
             body[key] = value
     if gen.stop:
-        body["stop"] = list(gen.stop)
+        if "stop" in unsupported:
+            checks.unsupported("generation.stop", f"{call.model.provider} does not accept stop sequences")
+        else:
+            body["stop"] = list(gen.stop)
+    _tools(call, body, dialect, checks)
+    _response_format(call, body, unsupported, checks)
+    _reasoning(call, body, dialect, checks)
+    checks.raise_any()
+    body.update(call.options)
+    return body
+
+
+def _tools(call: UpstreamCall, body: dict[str, Any], dialect: Dialect, checks: Checks) -> None:
+    request = call.request
+    if request.tools and "tools" in dialect.unsupported:
+        checks.unsupported("tools", f"{call.model.provider} does not accept tools")
+        return
     if request.tools:
         body["tools"] = [_tool(t.name, t.description, t.parameters, t.strict) for t in request.tools]
     if request.tool_choice is not None:
         choice = request.tool_choice
         if choice.mode is ToolChoiceMode.NAMED:
             body["tool_choice"] = {"type": "function", "function": {"name": choice.tool_name}}
+        elif choice.mode is ToolChoiceMode.REQUIRED:
+            body["tool_choice"] = dialect.tool_choice_required
         else:
             body["tool_choice"] = choice.mode.value
     if request.parallel_tool_calls is not None:
-        body["parallel_tool_calls"] = request.parallel_tool_calls
-    fmt = request.response_format
-    if fmt is not None:
-        if fmt.type is ResponseFormatType.JSON_SCHEMA:
-            schema: dict[str, Any] = {"name": fmt.schema_name, "schema": fmt.json_schema or {}}
-            if fmt.strict:
-                schema["strict"] = True
-            body["response_format"] = {"type": "json_schema", "json_schema": schema}
+        if "parallel_tool_calls" in dialect.unsupported:
+            checks.unsupported(
+                "parallel_tool_calls", f"{call.model.provider} does not accept parallel_tool_calls"
+            )
         else:
-            body["response_format"] = {"type": fmt.type.value}
-    body.update(call.options)
-    return body
+            body["parallel_tool_calls"] = request.parallel_tool_calls
+
+
+def _response_format(call: UpstreamCall, body: dict[str, Any], unsupported: set[str], checks: Checks) -> None:
+    fmt = call.request.response_format
+    if fmt is None:
+        return
+    if fmt.type.value in unsupported:
+        checks.unsupported(
+            "response_format", f"{call.model.provider} does not accept {fmt.type.value} output"
+        )
+    elif fmt.type is ResponseFormatType.JSON_SCHEMA:
+        schema: dict[str, Any] = {"name": fmt.schema_name, "schema": fmt.json_schema or {}}
+        if fmt.strict:
+            schema["strict"] = True
+        body["response_format"] = {"type": "json_schema", "json_schema": schema}
+    else:
+        body["response_format"] = {"type": fmt.type.value}
+
+
+def _reasoning(call: UpstreamCall, body: dict[str, Any], dialect: Dialect, checks: Checks) -> None:
+    """OpenAI takes a level (`reasoning_effort`), never a token budget; OpenRouter takes either."""
+    reasoning = call.request.reasoning
+    if reasoning is None:
+        return
+    provider = call.model.provider
+    if dialect.reasoning == "none":
+        checks.unsupported("reasoning", f"{provider} has no reasoning setting")
+        return
+    if dialect.reasoning == "openrouter":
+        if reasoning.budget_tokens is not None:
+            body["reasoning"] = {"max_tokens": reasoning.budget_tokens}
+        elif reasoning.effort is ReasoningEffort.NONE:
+            body["reasoning"] = {"enabled": False}
+        elif reasoning.effort is not None:
+            effort = "low" if reasoning.effort is ReasoningEffort.MINIMAL else reasoning.effort.value
+            body["reasoning"] = {"effort": effort}
+        return
+    if reasoning.budget_tokens is not None:
+        checks.unsupported(
+            "reasoning.budget_tokens", f"{provider} takes a reasoning level (reasoning.effort), not a budget"
+        )
+    if reasoning.effort is not None:
+        if reasoning.effort.value in dialect.reasoning_efforts:
+            body["reasoning_effort"] = reasoning.effort.value
+        else:
+            levels = ", ".join(e.upper() for e in dialect.reasoning_efforts)
+            checks.unsupported("reasoning.effort", f"{provider} accepts the levels {levels}")
 
 
 def _tool(name: str, description: str, parameters: dict[str, Any] | None, strict: bool) -> dict[str, Any]:
@@ -99,6 +181,21 @@ def _tool(name: str, description: str, parameters: dict[str, Any] | None, strict
     if strict:
         function["strict"] = True
     return {"type": "function", "function": function}
+
+
+def _messages(messages: tuple[Message, ...], unsupported: set[str], checks: Checks) -> list[dict[str, Any]]:
+    out = []
+    for i, message in enumerate(messages):
+        if message.name and "message_name" in unsupported:
+            checks.unsupported(f"messages[{i}].name", "this provider does not accept author names")
+            message = replace(message, name="")
+        if message.has_images() and "images" in unsupported:
+            for j, part in enumerate(message.parts):
+                if isinstance(part, ImagePart):
+                    checks.unsupported(f"messages[{i}].content[{j}].image", "this provider reads text only")
+            message = replace(message, parts=tuple(p for p in message.parts if isinstance(p, TextPart)))
+        out.append(_message(message))
+    return out
 
 
 def _message(message: Message) -> dict[str, Any]:
@@ -136,7 +233,7 @@ def _part(part: TextPart | ImagePart) -> dict[str, Any]:
     return {"type": "image_url", "image_url": image}
 
 
-def parse_completion(data: dict[str, Any]) -> Completion:
+def parse_completion(data: dict[str, Any], *, reasoning_in_completion: bool = True) -> Completion:
     choice = data["choices"][0]
     message = choice["message"]
     text = message.get("content") or ""
@@ -152,7 +249,7 @@ def parse_completion(data: dict[str, Any]) -> Completion:
         text=text,
         tool_calls=tool_calls,
         finish_reason=reason,
-        usage=map_usage(data.get("usage")),
+        usage=map_usage(data.get("usage"), reasoning_in_completion=reasoning_in_completion),
         response_id=str(data.get("id") or ""),
         provider_model=str(data.get("model") or ""),
     )

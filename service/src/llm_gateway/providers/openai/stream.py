@@ -12,9 +12,10 @@ class ChunkDecoder:
     """Decodes one stream's chunks. With `stream_options.include_usage`, usage arrives in a last
     chunk with no choices, after the chunk that carries the finish reason."""
 
-    __slots__ = ("_finish", "_model", "_response_id", "_usage", "error")
+    __slots__ = ("_finish", "_model", "_reasoning_in_completion", "_response_id", "_usage", "error")
 
-    def __init__(self) -> None:
+    def __init__(self, *, reasoning_in_completion: bool = True) -> None:
+        self._reasoning_in_completion = reasoning_in_completion
         self._finish: FinishReason | None = None
         self._usage: Usage | None = None
         self._response_id = ""
@@ -34,7 +35,9 @@ class ChunkDecoder:
         if not self._response_id:
             self._response_id = str(chunk.get("id") or "")
             self._model = str(chunk.get("model") or "")
-        usage = map_usage(chunk.get("usage"))
+        # Groq has sent stream usage under `x_groq` instead of a usage chunk.
+        raw_usage = chunk.get("usage") or (chunk.get("x_groq") or {}).get("usage")
+        usage = map_usage(raw_usage, reasoning_in_completion=self._reasoning_in_completion)
         if usage is not None:
             self._usage = usage
         events: list[StreamEvent] = []

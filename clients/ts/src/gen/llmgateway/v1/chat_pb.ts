@@ -16,7 +16,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file llmgateway/v1/chat.proto.
  */
 export const file_llmgateway_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("ChhsbG1nYXRld2F5L3YxL2NoYXQucHJvdG8SDWxsbWdhdGV3YXkudjEitAIKEEdlbmVyYXRpb25Db25maWcSGAoLdGVtcGVyYXR1cmUYASABKAFIAIgBARISCgV0b3BfcBgCIAEoAUgBiAEBEhIKBXRvcF9rGAMgASgFSAKIAQESFwoKbWF4X3Rva2VucxgEIAEoBUgDiAEBEgwKBHN0b3AYBSADKAkSEQoEc2VlZBgGIAEoA0gEiAEBEh0KEHByZXNlbmNlX3BlbmFsdHkYByABKAFIBYgBARIeChFmcmVxdWVuY3lfcGVuYWx0eRgIIAEoAUgGiAEBQg4KDF90ZW1wZXJhdHVyZUIICgZfdG9wX3BCCAoGX3RvcF9rQg0KC19tYXhfdG9rZW5zQgcKBV9zZWVkQhMKEV9wcmVzZW5jZV9wZW5hbHR5QhQKEl9mcmVxdWVuY3lfcGVuYWx0eSJUCg5DYWxsZXJNZXRhZGF0YRIMCgR1c2VyGAEgASgJEg8KB3Byb2plY3QYAiABKAkSDgoGdGVuYW50GAMgASgJEhMKC3RyYWNraW5nX2lkGAQgASgJIqkFCgtDaGF0UmVxdWVzdBINCgVtb2RlbBgBIAEoCRIoCghtZXNzYWdlcxgCIAMoCzIWLmxsbWdhdGV3YXkudjEuTWVzc2FnZRIiCgV0b29scxgDIAMoCzITLmxsbWdhdGV3YXkudjEuVG9vbBIuCgt0b29sX2Nob2ljZRgEIAEoCzIZLmxsbWdhdGV3YXkudjEuVG9vbENob2ljZRIgChNwYXJhbGxlbF90b29sX2NhbGxzGAUgASgISACIAQESNgoPcmVzcG9uc2VfZm9ybWF0GAYgASgLMh0ubGxtZ2F0ZXdheS52MS5SZXNwb25zZUZvcm1hdBIzCgpnZW5lcmF0aW9uGAcgASgLMh8ubGxtZ2F0ZXdheS52MS5HZW5lcmF0aW9uQ29uZmlnEhcKD2ZhbGxiYWNrX21vZGVscxgIIAMoCRIQCghtYXhfY29zdBgJIAEoCRIPCgdkcnlfcnVuGAogASgIEi0KBmNhbGxlchgLIAEoCzIdLmxsbWdhdGV3YXkudjEuQ2FsbGVyTWV0YWRhdGESMgoEdGFncxgMIAMoCzIkLmxsbWdhdGV3YXkudjEuQ2hhdFJlcXVlc3QuVGFnc0VudHJ5EkkKEHByb3ZpZGVyX29wdGlvbnMYDSADKAsyLy5sbG1nYXRld2F5LnYxLkNoYXRSZXF1ZXN0LlByb3ZpZGVyT3B0aW9uc0VudHJ5GisKCVRhZ3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGk8KFFByb3ZpZGVyT3B0aW9uc0VudHJ5EgsKA2tleRgBIAEoCRImCgV2YWx1ZRgCIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3Q6AjgBQhYKFF9wYXJhbGxlbF90b29sX2NhbGxzIr4DCgxDaGF0UmVzcG9uc2USCgoCaWQYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCRINCgVtb2RlbBgDIAEoCRIQCghwcm92aWRlchgEIAEoCRIWCg5wcm92aWRlcl9tb2RlbBgFIAEoCRIcChRwcm92aWRlcl9yZXNwb25zZV9pZBgGIAEoCRInCgdtZXNzYWdlGAcgASgLMhYubGxtZ2F0ZXdheS52MS5NZXNzYWdlEjIKDWZpbmlzaF9yZWFzb24YCCABKA4yGy5sbG1nYXRld2F5LnYxLkZpbmlzaFJlYXNvbhIjCgV1c2FnZRgJIAEoCzIULmxsbWdhdGV3YXkudjEuVXNhZ2USIQoEY29zdBgKIAEoCzITLmxsbWdhdGV3YXkudjEuQ29zdBInCgdsYXRlbmN5GAsgASgLMhYubGxtZ2F0ZXdheS52MS5MYXRlbmN5EicKB3JvdXRpbmcYDCABKAsyFi5sbG1nYXRld2F5LnYxLlJvdXRpbmcSLwoLY3JlYXRlX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB2RyeV9ydW4YDiABKAgiQAoRQ2hhdFN0cmVhbVJlcXVlc3QSKwoHcmVxdWVzdBgBIAEoCzIaLmxsbWdhdGV3YXkudjEuQ2hhdFJlcXVlc3Qi4gEKEkNoYXRTdHJlYW1SZXNwb25zZRIrCgVzdGFydBgBIAEoCzIaLmxsbWdhdGV3YXkudjEuU3RyZWFtU3RhcnRIABIuCgp0ZXh0X2RlbHRhGAIgASgLMhgubGxtZ2F0ZXdheS52MS5UZXh0RGVsdGFIABI3Cg90b29sX2NhbGxfZGVsdGEYAyABKAsyHC5sbG1nYXRld2F5LnYxLlRvb2xDYWxsRGVsdGFIABItCgZmaW5pc2gYBCABKAsyGy5sbG1nYXRld2F5LnYxLlN0cmVhbUZpbmlzaEgAQgcKBWV2ZW50In8KC1N0cmVhbVN0YXJ0EgoKAmlkGAEgASgJEhIKCnJlcXVlc3RfaWQYAiABKAkSDQoFbW9kZWwYAyABKAkSEAoIcHJvdmlkZXIYBCABKAkSLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIhkKCVRleHREZWx0YRIMCgR0ZXh0GAEgASgJIksKDVRvb2xDYWxsRGVsdGESDQoFaW5kZXgYASABKAUSCgoCaWQYAiABKAkSDAoEbmFtZRgDIAEoCRIRCglhcmd1bWVudHMYBCABKAkikgIKDFN0cmVhbUZpbmlzaBIyCg1maW5pc2hfcmVhc29uGAEgASgOMhsubGxtZ2F0ZXdheS52MS5GaW5pc2hSZWFzb24SIwoFdXNhZ2UYAiABKAsyFC5sbG1nYXRld2F5LnYxLlVzYWdlEiEKBGNvc3QYAyABKAsyEy5sbG1nYXRld2F5LnYxLkNvc3QSJwoHbGF0ZW5jeRgEIAEoCzIWLmxsbWdhdGV3YXkudjEuTGF0ZW5jeRInCgdyb3V0aW5nGAUgASgLMhYubGxtZ2F0ZXdheS52MS5Sb3V0aW5nEhYKDnByb3ZpZGVyX21vZGVsGAYgASgJEhwKFHByb3ZpZGVyX3Jlc3BvbnNlX2lkGAcgASgJKrgBCgxGaW5pc2hSZWFzb24SHQoZRklOSVNIX1JFQVNPTl9VTlNQRUNJRklFRBAAEhYKEkZJTklTSF9SRUFTT05fU1RPUBABEhgKFEZJTklTSF9SRUFTT05fTEVOR1RIEAISHAoYRklOSVNIX1JFQVNPTl9UT09MX0NBTExTEAMSIAocRklOSVNIX1JFQVNPTl9DT05URU5UX0ZJTFRFUhAEEhcKE0ZJTklTSF9SRUFTT05fT1RIRVIQBULBAQoRY29tLmxsbWdhdGV3YXkudjFCCUNoYXRQcm90b1ABWkxnaXRodWIuY29tL2xsbS1nYXRld2F5L2xsbS1nYXRld2F5L2NsaWVudHMvZ28vZ2VuL2xsbWdhdGV3YXkvdjE7bGxtZ2F0ZXdheXYxogIDTFhYqgINTGxtZ2F0ZXdheS5WMcoCDUxsbWdhdGV3YXlcVjHiAhlMbG1nYXRld2F5XFYxXEdQQk1ldGFkYXRh6gIOTGxtZ2F0ZXdheTo6VjFiBnByb3RvMw", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_llmgateway_v1_accounting, file_llmgateway_v1_content]);
+  fileDesc("ChhsbG1nYXRld2F5L3YxL2NoYXQucHJvdG8SDWxsbWdhdGV3YXkudjEitAIKEEdlbmVyYXRpb25Db25maWcSGAoLdGVtcGVyYXR1cmUYASABKAFIAIgBARISCgV0b3BfcBgCIAEoAUgBiAEBEhIKBXRvcF9rGAMgASgFSAKIAQESFwoKbWF4X3Rva2VucxgEIAEoBUgDiAEBEgwKBHN0b3AYBSADKAkSEQoEc2VlZBgGIAEoA0gEiAEBEh0KEHByZXNlbmNlX3BlbmFsdHkYByABKAFIBYgBARIeChFmcmVxdWVuY3lfcGVuYWx0eRgIIAEoAUgGiAEBQg4KDF90ZW1wZXJhdHVyZUIICgZfdG9wX3BCCAoGX3RvcF9rQg0KC19tYXhfdG9rZW5zQgcKBV9zZWVkQhMKEV9wcmVzZW5jZV9wZW5hbHR5QhQKEl9mcmVxdWVuY3lfcGVuYWx0eSJUCg5DYWxsZXJNZXRhZGF0YRIMCgR1c2VyGAEgASgJEg8KB3Byb2plY3QYAiABKAkSDgoGdGVuYW50GAMgASgJEhMKC3RyYWNraW5nX2lkGAQgASgJIqcGCgtDaGF0UmVxdWVzdBINCgVtb2RlbBgBIAEoCRIoCghtZXNzYWdlcxgCIAMoCzIWLmxsbWdhdGV3YXkudjEuTWVzc2FnZRIiCgV0b29scxgDIAMoCzITLmxsbWdhdGV3YXkudjEuVG9vbBIuCgt0b29sX2Nob2ljZRgEIAEoCzIZLmxsbWdhdGV3YXkudjEuVG9vbENob2ljZRIgChNwYXJhbGxlbF90b29sX2NhbGxzGAUgASgISACIAQESNgoPcmVzcG9uc2VfZm9ybWF0GAYgASgLMh0ubGxtZ2F0ZXdheS52MS5SZXNwb25zZUZvcm1hdBIzCgpnZW5lcmF0aW9uGAcgASgLMh8ubGxtZ2F0ZXdheS52MS5HZW5lcmF0aW9uQ29uZmlnEhcKD2ZhbGxiYWNrX21vZGVscxgIIAMoCRIQCghtYXhfY29zdBgJIAEoCRIPCgdkcnlfcnVuGAogASgIEi0KBmNhbGxlchgLIAEoCzIdLmxsbWdhdGV3YXkudjEuQ2FsbGVyTWV0YWRhdGESMgoEdGFncxgMIAMoCzIkLmxsbWdhdGV3YXkudjEuQ2hhdFJlcXVlc3QuVGFnc0VudHJ5EkkKEHByb3ZpZGVyX29wdGlvbnMYDSADKAsyLy5sbG1nYXRld2F5LnYxLkNoYXRSZXF1ZXN0LlByb3ZpZGVyT3B0aW9uc0VudHJ5EjEKCXJlYXNvbmluZxgOIAEoCzIeLmxsbWdhdGV3YXkudjEuUmVhc29uaW5nQ29uZmlnEkkKFnVuc3VwcG9ydGVkX3BhcmFtZXRlcnMYDyABKA4yKS5sbG1nYXRld2F5LnYxLlVuc3VwcG9ydGVkUGFyYW1ldGVyUG9saWN5GisKCVRhZ3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGk8KFFByb3ZpZGVyT3B0aW9uc0VudHJ5EgsKA2tleRgBIAEoCRImCgV2YWx1ZRgCIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3Q6AjgBQhYKFF9wYXJhbGxlbF90b29sX2NhbGxzIm8KD1JlYXNvbmluZ0NvbmZpZxIuCgZlZmZvcnQYASABKA4yHi5sbG1nYXRld2F5LnYxLlJlYXNvbmluZ0VmZm9ydBIaCg1idWRnZXRfdG9rZW5zGAIgASgFSACIAQFCEAoOX2J1ZGdldF90b2tlbnMi2gMKDENoYXRSZXNwb25zZRIKCgJpZBgBIAEoCRISCgpyZXF1ZXN0X2lkGAIgASgJEg0KBW1vZGVsGAMgASgJEhAKCHByb3ZpZGVyGAQgASgJEhYKDnByb3ZpZGVyX21vZGVsGAUgASgJEhwKFHByb3ZpZGVyX3Jlc3BvbnNlX2lkGAYgASgJEicKB21lc3NhZ2UYByABKAsyFi5sbG1nYXRld2F5LnYxLk1lc3NhZ2USMgoNZmluaXNoX3JlYXNvbhgIIAEoDjIbLmxsbWdhdGV3YXkudjEuRmluaXNoUmVhc29uEiMKBXVzYWdlGAkgASgLMhQubGxtZ2F0ZXdheS52MS5Vc2FnZRIhCgRjb3N0GAogASgLMhMubGxtZ2F0ZXdheS52MS5Db3N0EicKB2xhdGVuY3kYCyABKAsyFi5sbG1nYXRld2F5LnYxLkxhdGVuY3kSJwoHcm91dGluZxgMIAEoCzIWLmxsbWdhdGV3YXkudjEuUm91dGluZxIvCgtjcmVhdGVfdGltZRgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHZHJ5X3J1bhgOIAEoCBIaChJkcm9wcGVkX3BhcmFtZXRlcnMYDyADKAkiQAoRQ2hhdFN0cmVhbVJlcXVlc3QSKwoHcmVxdWVzdBgBIAEoCzIaLmxsbWdhdGV3YXkudjEuQ2hhdFJlcXVlc3Qi4gEKEkNoYXRTdHJlYW1SZXNwb25zZRIrCgVzdGFydBgBIAEoCzIaLmxsbWdhdGV3YXkudjEuU3RyZWFtU3RhcnRIABIuCgp0ZXh0X2RlbHRhGAIgASgLMhgubGxtZ2F0ZXdheS52MS5UZXh0RGVsdGFIABI3Cg90b29sX2NhbGxfZGVsdGEYAyABKAsyHC5sbG1nYXRld2F5LnYxLlRvb2xDYWxsRGVsdGFIABItCgZmaW5pc2gYBCABKAsyGy5sbG1nYXRld2F5LnYxLlN0cmVhbUZpbmlzaEgAQgcKBWV2ZW50In8KC1N0cmVhbVN0YXJ0EgoKAmlkGAEgASgJEhIKCnJlcXVlc3RfaWQYAiABKAkSDQoFbW9kZWwYAyABKAkSEAoIcHJvdmlkZXIYBCABKAkSLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIhkKCVRleHREZWx0YRIMCgR0ZXh0GAEgASgJIksKDVRvb2xDYWxsRGVsdGESDQoFaW5kZXgYASABKAUSCgoCaWQYAiABKAkSDAoEbmFtZRgDIAEoCRIRCglhcmd1bWVudHMYBCABKAkirgIKDFN0cmVhbUZpbmlzaBIyCg1maW5pc2hfcmVhc29uGAEgASgOMhsubGxtZ2F0ZXdheS52MS5GaW5pc2hSZWFzb24SIwoFdXNhZ2UYAiABKAsyFC5sbG1nYXRld2F5LnYxLlVzYWdlEiEKBGNvc3QYAyABKAsyEy5sbG1nYXRld2F5LnYxLkNvc3QSJwoHbGF0ZW5jeRgEIAEoCzIWLmxsbWdhdGV3YXkudjEuTGF0ZW5jeRInCgdyb3V0aW5nGAUgASgLMhYubGxtZ2F0ZXdheS52MS5Sb3V0aW5nEhYKDnByb3ZpZGVyX21vZGVsGAYgASgJEhwKFHByb3ZpZGVyX3Jlc3BvbnNlX2lkGAcgASgJEhoKEmRyb3BwZWRfcGFyYW1ldGVycxgIIAMoCSq+AQoPUmVhc29uaW5nRWZmb3J0EiAKHFJFQVNPTklOR19FRkZPUlRfVU5TUEVDSUZJRUQQABIZChVSRUFTT05JTkdfRUZGT1JUX05PTkUQARIcChhSRUFTT05JTkdfRUZGT1JUX01JTklNQUwQAhIYChRSRUFTT05JTkdfRUZGT1JUX0xPVxADEhsKF1JFQVNPTklOR19FRkZPUlRfTUVESVVNEAQSGQoVUkVBU09OSU5HX0VGRk9SVF9ISUdIEAUqnQEKGlVuc3VwcG9ydGVkUGFyYW1ldGVyUG9saWN5EiwKKFVOU1VQUE9SVEVEX1BBUkFNRVRFUl9QT0xJQ1lfVU5TUEVDSUZJRUQQABInCiNVTlNVUFBPUlRFRF9QQVJBTUVURVJfUE9MSUNZX1NUUklDVBABEigKJFVOU1VQUE9SVEVEX1BBUkFNRVRFUl9QT0xJQ1lfTEVOSUVOVBACKrgBCgxGaW5pc2hSZWFzb24SHQoZRklOSVNIX1JFQVNPTl9VTlNQRUNJRklFRBAAEhYKEkZJTklTSF9SRUFTT05fU1RPUBABEhgKFEZJTklTSF9SRUFTT05fTEVOR1RIEAISHAoYRklOSVNIX1JFQVNPTl9UT09MX0NBTExTEAMSIAocRklOSVNIX1JFQVNPTl9DT05URU5UX0ZJTFRFUhAEEhcKE0ZJTklTSF9SRUFTT05fT1RIRVIQBULBAQoRY29tLmxsbWdhdGV3YXkudjFCCUNoYXRQcm90b1ABWkxnaXRodWIuY29tL2xsbS1nYXRld2F5L2xsbS1nYXRld2F5L2NsaWVudHMvZ28vZ2VuL2xsbWdhdGV3YXkvdjE7bGxtZ2F0ZXdheXYxogIDTFhYqgINTGxtZ2F0ZXdheS5WMcoCDUxsbWdhdGV3YXlcVjHiAhlMbG1nYXRld2F5XFYxXEdQQk1ldGFkYXRh6gIOTGxtZ2F0ZXdheTo6VjFiBnByb3RvMw", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_llmgateway_v1_accounting, file_llmgateway_v1_content]);
 
 /**
  * Sampling and length settings. Unset fields take the provider's default. Values outside a
@@ -233,6 +233,22 @@ export type ChatRequest = Message<"llmgateway.v1.ChatRequest"> & {
    * @generated from field: map<string, google.protobuf.Struct> provider_options = 13;
    */
   providerOptions: { [key: string]: JsonObject };
+
+  /**
+   * How much the model may reason before answering, for models that reason (capability
+   * REASONING). Mapped to each provider's own control: OpenAI `reasoning_effort`, Anthropic
+   * extended thinking, Gemini `thinkingConfig`, Cohere `thinking`, Ollama `think`.
+   *
+   * @generated from field: llmgateway.v1.ReasoningConfig reasoning = 14;
+   */
+  reasoning?: ReasoningConfig | undefined;
+
+  /**
+   * What happens to a setting the serving model cannot honour. Unset means STRICT.
+   *
+   * @generated from field: llmgateway.v1.UnsupportedParameterPolicy unsupported_parameters = 15;
+   */
+  unsupportedParameters: UnsupportedParameterPolicy;
 };
 
 /**
@@ -241,6 +257,37 @@ export type ChatRequest = Message<"llmgateway.v1.ChatRequest"> & {
  */
 export const ChatRequestSchema: GenMessage<ChatRequest> = /*@__PURE__*/
   messageDesc(file_llmgateway_v1_chat, 2);
+
+/**
+ * Reasoning settings. Set `effort`, `budget_tokens`, or both (providers that take a budget use
+ * `budget_tokens`, providers that take a level use `effort`).
+ *
+ * @generated from message llmgateway.v1.ReasoningConfig
+ */
+export type ReasoningConfig = Message<"llmgateway.v1.ReasoningConfig"> & {
+  /**
+   * How hard to reason.
+   *
+   * @generated from field: llmgateway.v1.ReasoningEffort effort = 1;
+   */
+  effort: ReasoningEffort;
+
+  /**
+   * The most tokens to spend on reasoning, at least 1. Honoured by providers that take a token
+   * budget (Anthropic, at least 1024 and below `max_tokens`; Gemini; Cohere). For a provider that
+   * takes only a level, give `effort` as well.
+   *
+   * @generated from field: optional int32 budget_tokens = 2;
+   */
+  budgetTokens?: number | undefined;
+};
+
+/**
+ * Describes the message llmgateway.v1.ReasoningConfig.
+ * Use `create(ReasoningConfigSchema)` to create a new message.
+ */
+export const ReasoningConfigSchema: GenMessage<ReasoningConfig> = /*@__PURE__*/
+  messageDesc(file_llmgateway_v1_chat, 3);
 
 /**
  * A chat completion.
@@ -345,6 +392,14 @@ export type ChatResponse = Message<"llmgateway.v1.ChatResponse"> & {
    * @generated from field: bool dry_run = 14;
    */
   dryRun: boolean;
+
+  /**
+   * The request settings the serving model could not honour and the gateway left out, by field
+   * path (for example "generation.seed"). Only with `unsupported_parameters` LENIENT.
+   *
+   * @generated from field: repeated string dropped_parameters = 15;
+   */
+  droppedParameters: string[];
 };
 
 /**
@@ -352,7 +407,7 @@ export type ChatResponse = Message<"llmgateway.v1.ChatResponse"> & {
  * Use `create(ChatResponseSchema)` to create a new message.
  */
 export const ChatResponseSchema: GenMessage<ChatResponse> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_chat, 3);
+  messageDesc(file_llmgateway_v1_chat, 4);
 
 /**
  * A streaming chat completion request.
@@ -373,7 +428,7 @@ export type ChatStreamRequest = Message<"llmgateway.v1.ChatStreamRequest"> & {
  * Use `create(ChatStreamRequestSchema)` to create a new message.
  */
 export const ChatStreamRequestSchema: GenMessage<ChatStreamRequest> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_chat, 4);
+  messageDesc(file_llmgateway_v1_chat, 5);
 
 /**
  * One event of a streaming chat completion. A stream sends one `start`, then any number of
@@ -428,7 +483,7 @@ export type ChatStreamResponse = Message<"llmgateway.v1.ChatStreamResponse"> & {
  * Use `create(ChatStreamResponseSchema)` to create a new message.
  */
 export const ChatStreamResponseSchema: GenMessage<ChatStreamResponse> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_chat, 5);
+  messageDesc(file_llmgateway_v1_chat, 6);
 
 /**
  * The first event of a stream.
@@ -477,7 +532,7 @@ export type StreamStart = Message<"llmgateway.v1.StreamStart"> & {
  * Use `create(StreamStartSchema)` to create a new message.
  */
 export const StreamStartSchema: GenMessage<StreamStart> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_chat, 6);
+  messageDesc(file_llmgateway_v1_chat, 7);
 
 /**
  * A piece of the assistant's text. Concatenate all pieces in order to get the full text.
@@ -498,7 +553,7 @@ export type TextDelta = Message<"llmgateway.v1.TextDelta"> & {
  * Use `create(TextDeltaSchema)` to create a new message.
  */
 export const TextDeltaSchema: GenMessage<TextDelta> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_chat, 7);
+  messageDesc(file_llmgateway_v1_chat, 8);
 
 /**
  * A piece of a tool call. Pieces with the same `index` belong to the same call: the first carries
@@ -541,7 +596,7 @@ export type ToolCallDelta = Message<"llmgateway.v1.ToolCallDelta"> & {
  * Use `create(ToolCallDeltaSchema)` to create a new message.
  */
 export const ToolCallDeltaSchema: GenMessage<ToolCallDelta> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_chat, 8);
+  messageDesc(file_llmgateway_v1_chat, 9);
 
 /**
  * The last event of a successful stream.
@@ -597,6 +652,14 @@ export type StreamFinish = Message<"llmgateway.v1.StreamFinish"> & {
    * @generated from field: string provider_response_id = 7;
    */
   providerResponseId: string;
+
+  /**
+   * The request settings the serving model could not honour and the gateway left out (see
+   * `ChatResponse.dropped_parameters`).
+   *
+   * @generated from field: repeated string dropped_parameters = 8;
+   */
+  droppedParameters: string[];
 };
 
 /**
@@ -604,7 +667,99 @@ export type StreamFinish = Message<"llmgateway.v1.StreamFinish"> & {
  * Use `create(StreamFinishSchema)` to create a new message.
  */
 export const StreamFinishSchema: GenMessage<StreamFinish> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_chat, 9);
+  messageDesc(file_llmgateway_v1_chat, 10);
+
+/**
+ * How hard a model should reason. Providers with a token budget get a documented budget per level
+ * (docs/providers.md).
+ *
+ * @generated from enum llmgateway.v1.ReasoningEffort
+ */
+export enum ReasoningEffort {
+  /**
+   * Not set: the provider's default.
+   *
+   * @generated from enum value: REASONING_EFFORT_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * No reasoning, where the model can turn it off.
+   *
+   * @generated from enum value: REASONING_EFFORT_NONE = 1;
+   */
+  NONE = 1,
+
+  /**
+   * The least reasoning the model supports.
+   *
+   * @generated from enum value: REASONING_EFFORT_MINIMAL = 2;
+   */
+  MINIMAL = 2,
+
+  /**
+   * Little reasoning.
+   *
+   * @generated from enum value: REASONING_EFFORT_LOW = 3;
+   */
+  LOW = 3,
+
+  /**
+   * A moderate amount of reasoning.
+   *
+   * @generated from enum value: REASONING_EFFORT_MEDIUM = 4;
+   */
+  MEDIUM = 4,
+
+  /**
+   * Much reasoning.
+   *
+   * @generated from enum value: REASONING_EFFORT_HIGH = 5;
+   */
+  HIGH = 5,
+}
+
+/**
+ * Describes the enum llmgateway.v1.ReasoningEffort.
+ */
+export const ReasoningEffortSchema: GenEnum<ReasoningEffort> = /*@__PURE__*/
+  enumDesc(file_llmgateway_v1_chat, 0);
+
+/**
+ * What the gateway does with a request setting the serving model cannot honour (for example
+ * `generation.seed` for Anthropic, `tools` for a model without tool support).
+ *
+ * @generated from enum llmgateway.v1.UnsupportedParameterPolicy
+ */
+export enum UnsupportedParameterPolicy {
+  /**
+   * Not set: STRICT.
+   *
+   * @generated from enum value: UNSUPPORTED_PARAMETER_POLICY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Reject the call with INVALID_ARGUMENT naming every such setting. Nothing is silently lost.
+   *
+   * @generated from enum value: UNSUPPORTED_PARAMETER_POLICY_STRICT = 1;
+   */
+  STRICT = 1,
+
+  /**
+   * Leave such settings out of the upstream request and list them in the reply's
+   * `dropped_parameters`.
+   *
+   * @generated from enum value: UNSUPPORTED_PARAMETER_POLICY_LENIENT = 2;
+   */
+  LENIENT = 2,
+}
+
+/**
+ * Describes the enum llmgateway.v1.UnsupportedParameterPolicy.
+ */
+export const UnsupportedParameterPolicySchema: GenEnum<UnsupportedParameterPolicy> = /*@__PURE__*/
+  enumDesc(file_llmgateway_v1_chat, 1);
 
 /**
  * Why the model stopped generating.
@@ -659,5 +814,5 @@ export enum FinishReason {
  * Describes the enum llmgateway.v1.FinishReason.
  */
 export const FinishReasonSchema: GenEnum<FinishReason> = /*@__PURE__*/
-  enumDesc(file_llmgateway_v1_chat, 0);
+  enumDesc(file_llmgateway_v1_chat, 2);
 

@@ -1,0 +1,5 @@
+"""Ollama's native chat API."""
+
+from llm_gateway.providers.ollama.adapter import OllamaProvider
+
+__all__ = ["OllamaProvider"]
