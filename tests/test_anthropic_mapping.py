@@ -15,6 +15,8 @@ from llm_gateway.domain.messages import (
     GenerationConfig,
     ImagePart,
     Message,
+    Reasoning,
+    ReasoningEffort,
     ResponseFormat,
     ResponseFormatType,
     Role,
@@ -26,7 +28,7 @@ from llm_gateway.domain.messages import (
 )
 from llm_gateway.domain.results import FinishReason, TextDelta, ToolCallDelta, Usage
 from llm_gateway.pricing.sheet import UNKNOWN_PRICE
-from llm_gateway.providers.anthropic.mapping import build_body, map_usage, parse_message
+from llm_gateway.providers.anthropic.mapping import THINKING_BUDGETS, build_body, map_usage, parse_message
 from llm_gateway.providers.anthropic.stream import EventDecoder
 from llm_gateway.providers.base import UpstreamCall
 
@@ -94,10 +96,10 @@ def test_what_anthropic_cannot_honour_is_refused_naming_every_field() -> None:
         body_for(user("Hi"), generation=gen, response_format=ResponseFormat(ResponseFormatType.JSON_OBJECT))
     fields = [v.field for v in caught.value.violations]
     assert fields == [
+        "generation.temperature",
         "generation.seed",
         "generation.presence_penalty",
         "generation.frequency_penalty",
-        "generation.temperature",
         "response_format",
     ]
 
@@ -267,3 +269,78 @@ def test_an_error_event_is_kept_for_the_adapter() -> None:
     decoder = EventDecoder()
     decoder.feed("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
     assert decoder.error == {"type": "overloaded_error", "message": "Overloaded"}
+
+
+def test_a_json_schema_goes_to_output_config_and_strict_tools_stay_strict() -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "additionalProperties": False}
+    strict_tool = Tool("get_weather", "", {"type": "object", "properties": {}}, strict=True)
+    body = body_for(
+        user("Hi"),
+        tools=(strict_tool,),
+        response_format=ResponseFormat(ResponseFormatType.JSON_SCHEMA, schema, "city"),
+    )
+    assert body["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
+    assert body["tools"] == [
+        {"name": "get_weather", "input_schema": {"type": "object", "properties": {}}, "strict": True}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("reasoning", "thinking"),
+    [
+        (Reasoning(budget_tokens=3000), {"type": "enabled", "budget_tokens": 3000}),
+        (
+            Reasoning(ReasoningEffort.MEDIUM),
+            {"type": "enabled", "budget_tokens": THINKING_BUDGETS[ReasoningEffort.MEDIUM]},
+        ),
+        (Reasoning(ReasoningEffort.HIGH, budget_tokens=5000), {"type": "enabled", "budget_tokens": 5000}),
+        (Reasoning(ReasoningEffort.NONE), {"type": "disabled"}),
+    ],
+)
+def test_reasoning_becomes_extended_thinking(reasoning: Reasoning, thinking: dict[str, Any]) -> None:
+    assert body_for(user("Hi"), reasoning=reasoning)["thinking"] == thinking
+
+
+def test_a_thinking_budget_past_the_default_output_limit_raises_the_limit() -> None:
+    unlisted = ModelSpec("anthropic:x", "anthropic", "x", "x", None, None, None, UNKNOWN_PRICE, listed=False)
+    body = body_for(user("Hi"), spec=unlisted, reasoning=Reasoning(budget_tokens=8000))
+    assert body["max_tokens"] == 8000 + 4096
+    with pytest.raises(GatewayError) as caught:
+        body_for(
+            user("Hi"), reasoning=Reasoning(budget_tokens=8000), generation=GenerationConfig(max_tokens=8000)
+        )
+    assert [v.field for v in caught.value.violations] == ["reasoning"]
+
+
+def test_what_thinking_rules_out_is_refused_or_dropped_by_policy() -> None:
+    gen = GenerationConfig(temperature=0.5, top_k=5, top_p=0.5)
+    fields: dict[str, Any] = {
+        "generation": gen,
+        "reasoning": Reasoning(ReasoningEffort.LOW),
+        "tools": (WEATHER,),
+        "tool_choice": ToolChoice(ToolChoiceMode.REQUIRED),
+    }
+    with pytest.raises(GatewayError) as caught:
+        body_for(user("Hi"), **fields)
+    expected = ["generation.temperature", "generation.top_p", "generation.top_k", "tool_choice"]
+    assert [v.field for v in caught.value.violations] == expected
+    assert all("LENIENT" in v.description for v in caught.value.violations)
+
+    call = UpstreamCall(ChatRequest(model=SPEC.id, messages=(user("Hi"),), lenient=True, **fields), SPEC)
+    body = build_body(call, stream=False)
+    assert call.dropped == expected
+    assert not {"temperature", "top_p", "top_k", "tool_choice"} & body.keys()
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": THINKING_BUDGETS[ReasoningEffort.LOW]}
+
+
+def test_a_budget_below_the_minimum_is_refused() -> None:
+    with pytest.raises(GatewayError) as caught:
+        body_for(user("Hi"), reasoning=Reasoning(budget_tokens=500))
+    assert [v.field for v in caught.value.violations] == ["reasoning.budget_tokens"]
+
+
+def test_thinking_tokens_are_reasoning_tokens() -> None:
+    usage = map_usage(
+        {"input_tokens": 10, "output_tokens": 300, "output_tokens_details": {"thinking_tokens": 250}}
+    )
+    assert usage == Usage(prompt_tokens=10, completion_tokens=300, reasoning_tokens=250)

@@ -56,6 +56,19 @@ async def invalid(gateway: RunningGateway, request: chat_pb2.ChatRequest) -> lis
         (chat("mock:echo", tags={"": "x"}), "tags['']"),
         (chat("mock:echo has spaces"), "model"),
         (chat(""), "model"),
+        (
+            chat("mock:echo-large", reasoning=chat_pb2.ReasoningConfig(budget_tokens=0)),
+            "reasoning.budget_tokens",
+        ),
+        (chat("mock:echo-large", reasoning=chat_pb2.ReasoningConfig(effort=99)), "reasoning.effort"),  # type: ignore[arg-type]
+        (
+            chat(
+                "mock:echo-large",
+                reasoning=chat_pb2.ReasoningConfig(effort=chat_pb2.REASONING_EFFORT_NONE, budget_tokens=100),
+            ),
+            "reasoning.budget_tokens",
+        ),
+        (chat("mock:echo", unsupported_parameters=7), "unsupported_parameters"),
     ],
 )
 async def test_out_of_range_fields_are_named(

@@ -3,7 +3,10 @@
 What differs from Chat Completions: system text is the top-level `system` field, not a message;
 `max_tokens` is required (the model's max output when the caller sets none); tool results are
 `tool_result` blocks in a user turn, and consecutive ones share that turn; tool-call arguments are
-JSON objects, not text; temperature stops at 1; there is no seed or penalty.
+JSON objects, not text; temperature stops at 1; there is no seed or penalty. JSON output takes a
+schema (`output_config.format`): there is no schema-less JSON mode. Reasoning is extended thinking
+with a token budget (at least 1024, below `max_tokens`); a level maps to a budget by
+`THINKING_BUDGETS`, and while thinking, temperature, top_k and forced tool use are not allowed.
 """
 
 from __future__ import annotations
@@ -12,12 +15,28 @@ import base64
 import json
 from typing import Any
 
-from llm_gateway.domain.errors import FieldViolation, invalid_request
-from llm_gateway.domain.messages import ImagePart, Message, Role, TextPart, ToolCall, ToolChoiceMode
+from llm_gateway.domain.messages import (
+    ImagePart,
+    Message,
+    ReasoningEffort,
+    ResponseFormatType,
+    Role,
+    TextPart,
+    ToolCall,
+    ToolChoiceMode,
+)
 from llm_gateway.domain.results import Completion, FinishReason, Usage
-from llm_gateway.providers.base import UpstreamCall
+from llm_gateway.providers.base import Checks, UpstreamCall
 
 DEFAULT_MAX_TOKENS = 4096  # when neither the request nor the model's catalog entry says
+MIN_THINKING_BUDGET = 1024
+# Thinking budget per reasoning level, in tokens.
+THINKING_BUDGETS = {
+    ReasoningEffort.MINIMAL: 1024,
+    ReasoningEffort.LOW: 2048,
+    ReasoningEffort.MEDIUM: 8192,
+    ReasoningEffort.HIGH: 24576,
+}
 
 _STOP_REASONS = {
     "end_turn": FinishReason.STOP,
@@ -41,48 +60,62 @@ def map_usage(usage: dict[str, Any] | None) -> Usage | None:
     uncached = int(usage.get("input_tokens") or 0)
     written = int(usage.get("cache_creation_input_tokens") or 0)
     read = int(usage.get("cache_read_input_tokens") or 0)
+    details = usage.get("output_tokens_details") or {}
     return Usage(
         prompt_tokens=uncached + written + read,
         completion_tokens=int(usage.get("output_tokens") or 0),
         cache_read_tokens=read,
         cache_write_tokens=written,
+        reasoning_tokens=int(details.get("thinking_tokens") or 0),
     )
 
 
 def build_body(call: UpstreamCall, *, stream: bool) -> dict[str, Any]:
     request = call.request
     gen = request.generation
-    problems: list[FieldViolation] = []
-
-    def unsupported(field: str, why: str) -> None:
-        problems.append(FieldViolation(field, why))
-
-    if gen.seed is not None:
-        unsupported("generation.seed", "Anthropic models do not support a seed")
-    if gen.presence_penalty is not None:
-        unsupported("generation.presence_penalty", "Anthropic models do not support presence_penalty")
-    if gen.frequency_penalty is not None:
-        unsupported("generation.frequency_penalty", "Anthropic models do not support frequency_penalty")
-    if gen.temperature is not None and gen.temperature > 1:
-        unsupported("generation.temperature", "Anthropic models accept 0 to 1")
-    if request.response_format is not None and request.response_format.type.value != "text":
-        unsupported("response_format", "JSON output is not mapped for Anthropic models yet")
-    system, messages = _conversation(request.messages, problems)
-    if problems:
-        raise invalid_request(problems)
-
-    body: dict[str, Any] = {
-        "model": call.model.name,
-        "max_tokens": gen.max_tokens or call.model.max_output_tokens or DEFAULT_MAX_TOKENS,
-        "messages": messages,
-    }
+    checks = Checks(call)
+    system, messages = _conversation(request.messages, checks)
+    max_tokens = gen.max_tokens or call.model.max_output_tokens or DEFAULT_MAX_TOKENS
+    thinking = _thinking(call, checks)
+    budget = thinking.get("budget_tokens", 0)
+    if budget >= max_tokens:
+        if gen.max_tokens is not None:
+            checks.invalid("reasoning", f"the thinking budget ({budget}) must be below generation.max_tokens")
+        max_tokens = budget + DEFAULT_MAX_TOKENS
+    body: dict[str, Any] = {"model": call.model.name, "max_tokens": max_tokens, "messages": messages}
     if system:
         body["system"] = system
     if stream:
         body["stream"] = True
-    for key, value in (("temperature", gen.temperature), ("top_p", gen.top_p), ("top_k", gen.top_k)):
+    if thinking:
+        body["thinking"] = thinking
+    thinks = bool(budget)
+    if gen.temperature is not None:
+        if gen.temperature > 1:
+            checks.unsupported("generation.temperature", "Anthropic models accept 0 to 1")
+        elif thinks:
+            checks.unsupported(
+                "generation.temperature", "Anthropic models take no temperature while thinking"
+            )
+        else:
+            body["temperature"] = gen.temperature
+    if gen.top_p is not None:
+        if thinks and gen.top_p < 0.95:
+            checks.unsupported("generation.top_p", "Anthropic models take top_p 0.95 to 1 while thinking")
+        else:
+            body["top_p"] = gen.top_p
+    if gen.top_k is not None:
+        if thinks:
+            checks.unsupported("generation.top_k", "Anthropic models take no top_k while thinking")
+        else:
+            body["top_k"] = gen.top_k
+    for name, value in (
+        ("seed", gen.seed),
+        ("presence_penalty", gen.presence_penalty),
+        ("frequency_penalty", gen.frequency_penalty),
+    ):
         if value is not None:
-            body[key] = value
+            checks.unsupported(f"generation.{name}", f"Anthropic models do not support {name}")
     if gen.stop:
         body["stop_sequences"] = list(gen.stop)
     if request.tools:
@@ -91,16 +124,48 @@ def build_body(call: UpstreamCall, *, stream: bool) -> dict[str, Any]:
                 **({"description": t.description} if t.description else {}),
                 "name": t.name,
                 "input_schema": t.parameters or {"type": "object", "properties": {}},
+                **({"strict": True} if t.strict else {}),
             }
             for t in request.tools
         ]
     choice = _tool_choice(call)
     if choice is not None:
-        body["tool_choice"] = choice
+        if thinks and choice["type"] in ("any", "tool"):
+            checks.unsupported(
+                "tool_choice", "Anthropic models cannot be forced to use a tool while thinking"
+            )
+        else:
+            body["tool_choice"] = choice
+    fmt = request.response_format
+    if fmt is not None and fmt.type is ResponseFormatType.JSON_OBJECT:
+        checks.unsupported("response_format", "Anthropic models produce JSON only to a schema (JSON_SCHEMA)")
+    elif fmt is not None and fmt.type is ResponseFormatType.JSON_SCHEMA:
+        body["output_config"] = {"format": {"type": "json_schema", "schema": fmt.json_schema or {}}}
     if request.caller.user:
         body["metadata"] = {"user_id": request.caller.user}
+    checks.raise_any()
     body.update(call.options)
     return body
+
+
+def _thinking(call: UpstreamCall, checks: Checks) -> dict[str, Any]:
+    """The `thinking` setting: a budget when the request sets one or a level, `disabled` for NONE."""
+    reasoning = call.request.reasoning
+    if reasoning is None:
+        return {}
+    if reasoning.effort is ReasoningEffort.NONE:
+        return {"type": "disabled"}
+    budget = reasoning.budget_tokens
+    if budget is None and reasoning.effort is not None:
+        budget = THINKING_BUDGETS[reasoning.effort]
+    if budget is None:
+        return {}
+    if budget < MIN_THINKING_BUDGET:
+        checks.unsupported(
+            "reasoning.budget_tokens", f"Anthropic models think with at least {MIN_THINKING_BUDGET}"
+        )
+        return {}
+    return {"type": "enabled", "budget_tokens": budget}
 
 
 def _tool_choice(call: UpstreamCall) -> dict[str, Any] | None:
@@ -117,9 +182,7 @@ def _tool_choice(call: UpstreamCall) -> dict[str, Any] | None:
     return choice
 
 
-def _conversation(
-    messages: tuple[Message, ...], problems: list[FieldViolation]
-) -> tuple[str, list[dict[str, Any]]]:
+def _conversation(messages: tuple[Message, ...], checks: Checks) -> tuple[str, list[dict[str, Any]]]:
     """The top-level system text and the turns. Tool results join the user turn that follows the
     assistant's tool calls; consecutive turns of one role are merged, as the API expects."""
     system: list[str] = []
@@ -129,7 +192,7 @@ def _conversation(
             system.append(message.text())
             continue
         role = "assistant" if message.role is Role.ASSISTANT else "user"
-        blocks = _blocks(i, message, problems)
+        blocks = _blocks(i, message, checks)
         if turns and turns[-1]["role"] == role:
             turns[-1]["content"].extend(blocks)
         else:
@@ -137,7 +200,7 @@ def _conversation(
     return "\n\n".join(s for s in system if s), turns
 
 
-def _blocks(i: int, message: Message, problems: list[FieldViolation]) -> list[dict[str, Any]]:
+def _blocks(i: int, message: Message, checks: Checks) -> list[dict[str, Any]]:
     if message.role is Role.TOOL:
         return [{"type": "tool_result", "tool_use_id": message.tool_call_id, "content": message.text()}]
     blocks = [_part(p) for p in message.parts if not (isinstance(p, TextPart) and not p.text)]
@@ -147,11 +210,9 @@ def _blocks(i: int, message: Message, problems: list[FieldViolation]) -> list[di
         except ValueError:
             arguments = None
         if not isinstance(arguments, dict):
-            problems.append(
-                FieldViolation(
-                    f"messages[{i}].tool_calls[{j}].arguments",
-                    "Anthropic models need tool-call arguments as a JSON object",
-                )
+            checks.invalid(
+                f"messages[{i}].tool_calls[{j}].arguments",
+                "Anthropic models need tool-call arguments as a JSON object",
             )
             continue
         blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": arguments})
