@@ -221,7 +221,10 @@ async def test_openai_reasoning_effort_and_what_it_cannot_take(
     request.reasoning.effort = chat_pb2.REASONING_EFFORT_LOW
     await gw.stub.Chat(request)
     assert fake_openai.requests[0].body["reasoning_effort"] == "low"
-    request.reasoning.budget_tokens = 4000
+    request.reasoning.budget_tokens = 4000  # beside a level: the level is used
+    await gw.stub.Chat(request)
+    assert fake_openai.requests[1].body["reasoning_effort"] == "low"
+    request.reasoning.effort = chat_pb2.REASONING_EFFORT_UNSPECIFIED  # a budget alone: refused
     request.generation.top_k = 3
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await gw.stub.Chat(request)

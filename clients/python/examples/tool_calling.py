@@ -120,7 +120,7 @@ async def run(address: str, api_key: str | None, model: str, out: TextIO) -> Res
         # Turn 2: the model answers from the tool results.
         final = await gateway.stub.Chat(followup, timeout=TIMEOUT)
         print(f"Chat: {chat_pb2.FinishReason.Name(final.finish_reason)}", file=out)
-        print(f"  {text(final.message)!r}", file=out)
+        print(f"  {text(final.message)}", file=out)
         for turn, reply in (("turn 1", first), ("turn 2", final)):
             print(
                 f"  {turn}: {reply.usage.prompt_tokens} prompt + {reply.usage.completion_tokens}"

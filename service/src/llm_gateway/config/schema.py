@@ -215,6 +215,7 @@ class ChatCompletionsDialect(_Strict):
     # `reasoning` object, or not at all.
     reasoning: Literal["reasoning_effort", "openrouter", "none"] = "reasoning_effort"
     reasoning_efforts: tuple[Literal["none", "minimal", "low", "medium", "high"], ...] = (
+        "none",
         "minimal",
         "low",
         "medium",

@@ -144,7 +144,8 @@ def _response_format(call: UpstreamCall, body: dict[str, Any], unsupported: set[
 
 
 def _reasoning(call: UpstreamCall, body: dict[str, Any], dialect: Dialect, checks: Checks) -> None:
-    """OpenAI takes a level (`reasoning_effort`), never a token budget; OpenRouter takes either."""
+    """OpenAI takes a level (`reasoning_effort`), never a token budget: a budget alone is refused,
+    a budget beside a level is the portable form and the level is used. OpenRouter takes either."""
     reasoning = call.request.reasoning
     if reasoning is None:
         return
@@ -161,7 +162,7 @@ def _reasoning(call: UpstreamCall, body: dict[str, Any], dialect: Dialect, check
             effort = "low" if reasoning.effort is ReasoningEffort.MINIMAL else reasoning.effort.value
             body["reasoning"] = {"effort": effort}
         return
-    if reasoning.budget_tokens is not None:
+    if reasoning.budget_tokens is not None and reasoning.effort is None:
         checks.unsupported(
             "reasoning.budget_tokens", f"{provider} takes a reasoning level (reasoning.effort), not a budget"
         )
