@@ -28,7 +28,7 @@ from llm_gateway.domain.messages import (
 )
 from llm_gateway.domain.results import FinishReason, TextDelta, ToolCallDelta, Usage
 from llm_gateway.pricing.sheet import UNKNOWN_PRICE
-from llm_gateway.providers.anthropic.mapping import THINKING_BUDGETS, build_body, map_usage, parse_message
+from llm_gateway.providers.anthropic.mapping import build_body, map_usage, parse_message
 from llm_gateway.providers.anthropic.stream import EventDecoder
 from llm_gateway.providers.base import UpstreamCall
 
@@ -291,7 +291,7 @@ def test_a_json_schema_goes_to_output_config_and_strict_tools_stay_strict() -> N
         (Reasoning(budget_tokens=3000), {"type": "enabled", "budget_tokens": 3000}),
         (
             Reasoning(ReasoningEffort.MEDIUM),
-            {"type": "enabled", "budget_tokens": THINKING_BUDGETS[ReasoningEffort.MEDIUM]},
+            {"type": "enabled", "budget_tokens": 8192},
         ),
         (Reasoning(ReasoningEffort.HIGH, budget_tokens=5000), {"type": "enabled", "budget_tokens": 5000}),
         (Reasoning(ReasoningEffort.NONE), {"type": "disabled"}),
@@ -330,7 +330,7 @@ def test_what_thinking_rules_out_is_refused_or_dropped_by_policy() -> None:
     body = build_body(call, stream=False)
     assert call.dropped == expected
     assert not {"temperature", "top_p", "top_k", "tool_choice"} & body.keys()
-    assert body["thinking"] == {"type": "enabled", "budget_tokens": THINKING_BUDGETS[ReasoningEffort.LOW]}
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": 2048}
 
 
 def test_a_budget_below_the_minimum_is_refused() -> None:

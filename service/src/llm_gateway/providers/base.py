@@ -14,8 +14,17 @@ from typing import Any, Protocol
 
 from llm_gateway.catalog import ModelSpec
 from llm_gateway.domain.errors import FieldViolation, invalid_request
-from llm_gateway.domain.messages import ChatRequest
+from llm_gateway.domain.messages import ChatRequest, ReasoningEffort
 from llm_gateway.domain.results import Completion, StreamEvent
+
+# The thinking budget, in tokens, for each reasoning level, for providers that take a budget
+# (Anthropic, Gemini, Cohere) when a request gives a level and no budget.
+THINKING_BUDGETS: Mapping[ReasoningEffort, int] = {
+    ReasoningEffort.MINIMAL: 1024,
+    ReasoningEffort.LOW: 2048,
+    ReasoningEffort.MEDIUM: 8192,
+    ReasoningEffort.HIGH: 24576,
+}
 
 
 @dataclass(frozen=True, slots=True)

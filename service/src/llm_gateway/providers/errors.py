@@ -2,8 +2,9 @@
 
 HTTP status mapping (AIP-193 codes): 400/422 -> INVALID_ARGUMENT; 401 -> FAILED_PRECONDITION (the
 gateway's provider key is wrong: an operator must act); 403 -> PERMISSION_DENIED; 404 -> NOT_FOUND;
-408 -> DEADLINE_EXCEEDED; 429 -> RESOURCE_EXHAUSTED with the provider's Retry-After; 5xx, 529 and
-connection failures -> UNAVAILABLE; timeouts -> DEADLINE_EXCEEDED.
+408 -> DEADLINE_EXCEEDED; 402 (out of credit) -> RESOURCE_EXHAUSTED; 429 -> RESOURCE_EXHAUSTED
+with the provider's Retry-After; 5xx, 529 and connection failures -> UNAVAILABLE; timeouts ->
+DEADLINE_EXCEEDED.
 """
 
 from __future__ import annotations
@@ -124,6 +125,14 @@ def http_error(ctx: UpstreamContext, status: int, body: bytes, headers: Mapping[
             status=status,
             retry_after=parse_retry_after(headers),
             retryable=True,
+            extra=extra,
+        )
+    if status == 402:  # Cohere: the account hit its billing limit; retrying cannot help
+        return ctx.error(
+            f"{where}: the gateway's account is out of credit: {detail}",
+            code=Code.RESOURCE_EXHAUSTED,
+            reason="UPSTREAM_QUOTA_EXCEEDED",
+            status=status,
             extra=extra,
         )
     return ctx.error(

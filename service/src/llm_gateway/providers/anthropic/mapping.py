@@ -26,17 +26,10 @@ from llm_gateway.domain.messages import (
     ToolChoiceMode,
 )
 from llm_gateway.domain.results import Completion, FinishReason, Usage
-from llm_gateway.providers.base import Checks, UpstreamCall
+from llm_gateway.providers.base import THINKING_BUDGETS, Checks, UpstreamCall
 
 DEFAULT_MAX_TOKENS = 4096  # when neither the request nor the model's catalog entry says
 MIN_THINKING_BUDGET = 1024
-# Thinking budget per reasoning level, in tokens.
-THINKING_BUDGETS = {
-    ReasoningEffort.MINIMAL: 1024,
-    ReasoningEffort.LOW: 2048,
-    ReasoningEffort.MEDIUM: 8192,
-    ReasoningEffort.HIGH: 24576,
-}
 
 _STOP_REASONS = {
     "end_turn": FinishReason.STOP,
