@@ -4,6 +4,7 @@ errors mapped to gRPC statuses."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -12,7 +13,15 @@ import grpc
 import pytest
 
 from llmgateway.v1 import accounting_pb2, chat_pb2, content_pb2
-from tests.conftest import RunningGateway, chat, error_details, reply_text, running_gateway, user
+from tests.conftest import (
+    RunningGateway,
+    chat,
+    error_details,
+    reply_text,
+    running_gateway,
+    user,
+    violated_fields,
+)
 from tests.fakes.anthropic import (
     MODEL_SNAPSHOT,
     FakeAnthropic,
@@ -23,6 +32,7 @@ from tests.fakes.anthropic import (
     stream_error,
     text_block,
     text_events,
+    thinking_events,
     tool_use_block,
     tool_use_events,
     usage,
@@ -264,3 +274,81 @@ async def test_user_helper_builds_plain_text(gateway: RunningGateway, fake_anthr
     fake_anthropic.script(Reply(json_body=message([text_block("Hello")])))
     await gateway.stub.Chat(request)
     assert fake_anthropic.requests[0].body["max_tokens"] == 50
+
+
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
+
+
+async def test_images_by_url_and_bytes_become_image_blocks(
+    gateway: RunningGateway, fake_anthropic: FakeAnthropic
+) -> None:
+    request = chat("anthropic:claude-haiku-4-5", "What differs?")
+    request.messages[0].content.add(image=content_pb2.Image(url="https://example.com/a.jpg"))
+    request.messages[0].content.add(image=content_pb2.Image(data=PNG, mime_type="image/png"))
+    stream = gateway.stub.ChatStream(chat_pb2.ChatStreamRequest(request=request))
+    events = [event async for event in stream]
+    await gateway.stub.Chat(request)
+    assert events[-1].HasField("finish")
+    streamed, unary = fake_anthropic.requests
+    assert streamed.body["messages"] == unary.body["messages"]
+    assert unary.body["messages"] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What differs?"},
+                {"type": "image", "source": {"type": "url", "url": "https://example.com/a.jpg"}},
+                {
+                    "type": "image",
+                    "source": {
+                        "type": "base64",
+                        "media_type": "image/png",
+                        "data": base64.b64encode(PNG).decode(),
+                    },
+                },
+            ],
+        }
+    ]
+
+
+async def test_a_json_schema_goes_out_as_output_config(
+    gateway: RunningGateway, fake_anthropic: FakeAnthropic
+) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    fake_anthropic.script(Reply(json_body=message([text_block('{"city":"Paris"}')])))
+    request = chat("anthropic:claude-haiku-4-5", "Where is the Louvre?")
+    request.response_format.type = content_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA
+    request.response_format.json_schema.update(schema)
+    reply = await gateway.stub.Chat(request)
+    assert json.loads(reply_text(reply.message)) == {"city": "Paris"}
+    assert fake_anthropic.requests[0].body["output_config"] == {
+        "format": {"type": "json_schema", "schema": schema}
+    }
+
+    request.response_format.Clear()
+    request.response_format.type = content_pb2.RESPONSE_FORMAT_TYPE_JSON_OBJECT
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await gateway.stub.Chat(request)
+    assert violated_fields(error_details(caught.value)) == ["response_format"]
+
+
+async def test_reasoning_streams_thinking_apart_and_counts_its_tokens(
+    gateway: RunningGateway, fake_anthropic: FakeAnthropic
+) -> None:
+    use = usage(12, 300)
+    use["output_tokens_details"] = {"thinking_tokens": 280}
+    fake_anthropic.script(Reply(events=thinking_events(["Primes: 2, 3, 5"], "sig", ["Twenty-five."], use)))
+    request = chat("anthropic:claude-haiku-4-5", "How many primes below 100?")
+    request.reasoning.effort = chat_pb2.REASONING_EFFORT_MEDIUM
+    request.generation.temperature = 0.2  # not allowed while thinking: dropped under LENIENT
+    request.unsupported_parameters = chat_pb2.UNSUPPORTED_PARAMETER_POLICY_LENIENT
+    stream = gateway.stub.ChatStream(chat_pb2.ChatStreamRequest(request=request))
+    events = [event async for event in stream]
+
+    text = "".join(e.text_delta.text for e in events if e.HasField("text_delta"))
+    assert text == "Twenty-five."  # the thinking is not the answer
+    finish = events[-1].finish
+    assert (finish.usage.completion_tokens, finish.usage.reasoning_tokens) == (300, 280)
+    assert list(finish.dropped_parameters) == ["generation.temperature"]
+    [sent] = fake_anthropic.requests
+    assert sent.body["thinking"] == {"type": "enabled", "budget_tokens": 8192}
+    assert "temperature" not in sent.body
