@@ -8,6 +8,7 @@ import base64
 import json
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from typing import Any
 
 import grpc
 import pytest
@@ -313,7 +314,11 @@ async def test_images_by_url_and_bytes_become_image_blocks(
 async def test_a_json_schema_goes_out_as_output_config(
     gateway: RunningGateway, fake_anthropic: FakeAnthropic
 ) -> None:
-    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    }
     fake_anthropic.script(Reply(json_body=message([text_block('{"city":"Paris"}')])))
     request = chat("anthropic:claude-haiku-4-5", "Where is the Louvre?")
     request.response_format.type = content_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA
