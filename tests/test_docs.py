@@ -1,9 +1,11 @@
-"""The documented error reasons are exactly the ones the code can produce."""
+"""The docs match the code: documented error reasons, and the generated provider tables."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+
+from llm_gateway.providers.matrix import rewrite
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,3 +20,10 @@ def test_every_error_reason_is_documented_in_the_contract_and_docs() -> None:
     contract = (ROOT / "protos" / "llmgateway" / "v1" / "gateway_service.proto").read_text()
     for reason in in_code:
         assert re.search(rf"\b{reason}\b", contract), f"{reason} is missing from the service comment"
+
+
+def test_the_generated_provider_tables_are_current() -> None:
+    path = ROOT / "docs" / "providers.md"
+    text = path.read_text()
+    command = ".venv/bin/python -m llm_gateway.providers.matrix --write docs/providers.md"
+    assert rewrite(text) == text, f"docs/providers.md is stale: run {command}"

@@ -13,7 +13,7 @@ import email.utils
 import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import aiohttp
@@ -65,9 +65,12 @@ class UpstreamContext:
 def http_error(ctx: UpstreamContext, status: int, body: bytes, headers: Mapping[str, str]) -> GatewayError:
     """The gateway error for an upstream HTTP error reply."""
     detail, upstream_code = _error_detail(body)
+    google_retry, google_reasons = _google_details(body)
     extra = {"upstream_code": upstream_code} if upstream_code else {}
     where = f"provider {ctx.provider!r} (HTTP {status})"
-    if status in (400, 413, 422):
+    # Google answers a wrong API key with 400 INVALID_ARGUMENT, reason API_KEY_INVALID.
+    key_rejected = status == 401 or (status == 400 and "API_KEY_INVALID" in google_reasons)
+    if status in (400, 413, 422) and not key_rejected:
         return ctx.error(
             f"{where} rejected the request: {detail}",
             code=Code.INVALID_ARGUMENT,
@@ -75,7 +78,7 @@ def http_error(ctx: UpstreamContext, status: int, body: bytes, headers: Mapping[
             status=status,
             extra=extra,
         )
-    if status == 401:
+    if key_rejected:
         return ctx.error(
             f"{where} rejected the gateway's API key for this provider; an operator must fix "
             f"providers.{ctx.provider}.api_key",
@@ -123,7 +126,7 @@ def http_error(ctx: UpstreamContext, status: int, body: bytes, headers: Mapping[
             code=Code.RESOURCE_EXHAUSTED,
             reason="UPSTREAM_RATE_LIMITED",
             status=status,
-            retry_after=parse_retry_after(headers),
+            retry_after=_first(parse_retry_after(headers), google_retry),
             retryable=True,
             extra=extra,
         )
@@ -140,10 +143,14 @@ def http_error(ctx: UpstreamContext, status: int, body: bytes, headers: Mapping[
         code=Code.UNAVAILABLE,
         reason="UPSTREAM_UNAVAILABLE",
         status=status,
-        retry_after=parse_retry_after(headers),
+        retry_after=_first(parse_retry_after(headers), google_retry),
         retryable=True,
         extra=extra,
     )
+
+
+def _first(*values: float | None) -> float | None:
+    return next((v for v in values if v is not None), None)
 
 
 def bad_response(ctx: UpstreamContext, what: str) -> GatewayError:
@@ -235,10 +242,32 @@ def _error_detail(body: bytes) -> tuple[str, str]:
         return body.decode("utf-8", "replace").strip() or "(empty body)", ""
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict):
-        code = error.get("code") or error.get("type") or ""
+        code = error.get("code")
+        if not isinstance(code, str) or not code:  # Google: "code" is the HTTP status, "status" the name
+            code = error.get("status") or error.get("type") or code or ""
         return str(error.get("message") or "(no message)"), str(code)
     if isinstance(error, str):
         return error, ""
     if isinstance(data, dict) and isinstance(data.get("message"), str):
         return data["message"], ""
     return json.dumps(data)[:_MAX_MESSAGE], ""
+
+
+def _google_details(body: bytes) -> tuple[float | None, frozenset[str]]:
+    """The RetryInfo delay ("37s") and ErrorInfo reasons of a Google error body's `details`."""
+    try:
+        details = json.loads(body)["error"]["details"]
+    except (ValueError, KeyError, TypeError):
+        return None, frozenset()
+    delay: float | None = None
+    reasons = set()
+    for detail in details if isinstance(details, list) else ():
+        if not isinstance(detail, dict):
+            continue
+        kind = str(detail.get("@type") or "")
+        if kind.endswith("google.rpc.RetryInfo"):
+            with suppress(ValueError):  # a google.protobuf.Duration: "37s", "0.5s"
+                delay = max(float(str(detail.get("retryDelay") or "").removesuffix("s")), 0.0)
+        elif kind.endswith("google.rpc.ErrorInfo") and detail.get("reason"):
+            reasons.add(str(detail["reason"]))
+    return delay, frozenset(reasons)

@@ -21,7 +21,7 @@ What differs from Chat Completions:
   part or guessed from the URL's extension). Image detail is one `mediaResolution` per request.
 - JSON output is `responseMimeType: application/json`, with `responseJsonSchema` for a schema.
 - Reasoning is `thinkingConfig.thinkingBudget`: the request's budget, or by effort
-  (`EFFORT_BUDGETS`): NONE 0 (thinking off), MINIMAL 512, LOW 1024, MEDIUM 8192, HIGH 24576.
+  (`EFFORT_BUDGETS`): NONE 0 (thinking off), MINIMAL 1024, LOW 2048, MEDIUM 8192, HIGH 24576.
 - Usage: thoughts are counted apart from candidates (`thoughtsTokenCount`); the gateway's
   completion tokens include them. Tool-use prompt tokens count as prompt; cached tokens are part
   of `promptTokenCount` already.
@@ -51,16 +51,11 @@ from llm_gateway.domain.messages import (
     ToolChoiceMode,
 )
 from llm_gateway.domain.results import Completion, FinishReason, Usage
-from llm_gateway.providers.base import Checks, UpstreamCall
+from llm_gateway.providers.base import THINKING_BUDGETS, Checks, UpstreamCall
 
-# thinkingBudget for each reasoning effort, when the request gives no budget of its own.
-EFFORT_BUDGETS: Mapping[ReasoningEffort, int] = {
-    ReasoningEffort.NONE: 0,
-    ReasoningEffort.MINIMAL: 512,
-    ReasoningEffort.LOW: 1024,
-    ReasoningEffort.MEDIUM: 8192,
-    ReasoningEffort.HIGH: 24576,
-}
+# thinkingBudget for each reasoning effort, when the request gives no budget of its own: the
+# gateway's shared table, and 0 (thinking off) for NONE.
+EFFORT_BUDGETS: Mapping[ReasoningEffort, int] = {ReasoningEffort.NONE: 0, **THINKING_BUDGETS}
 MAX_STOP_SEQUENCES = 5
 # Google's stand-in for the signature of a function call the caller replays without one
 # (ai.google.dev/gemini-api/docs/thought-signatures, FAQ); accepted by the Gemini API and Vertex AI.
