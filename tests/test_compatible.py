@@ -4,14 +4,17 @@ server configured from scratch. Also the OpenAI adapter's reasoning and unsuppor
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 
 from llm_gateway.config import ConfigError, load_config
+from llm_gateway.config.schema import COMPATIBLE_PRESETS, ChatCompletionsDialect
 from llmgateway.v1 import accounting_pb2, chat_pb2, content_pb2
 from tests.conftest import (
     OPENAI_TEST_KEY,
@@ -21,7 +24,7 @@ from tests.conftest import (
     running_gateway,
     violated_fields,
 )
-from tests.fakes.openai import FakeOpenAI, Reply, chunk, completion, usage
+from tests.fakes.openai import FakeOpenAI, Reply, chunk, completion, tool_call, usage
 
 LENIENT = chat_pb2.UNSUPPORTED_PARAMETER_POLICY_LENIENT
 
@@ -251,3 +254,103 @@ async def test_a_capability_the_catalog_denies_is_refused_or_dropped(gateway: Ru
     reply = await gateway.stub.Chat(request)
     assert list(reply.dropped_parameters) == ["messages[0].content[1].image", "response_format", "reasoning"]
     assert reply.message.content[0].text == "Describe"  # plain text: the JSON format was dropped
+
+
+def tool_call_chunks() -> list[dict[str, Any] | str]:
+    """Two tool calls streamed as OpenAI does: id and name first, then argument pieces."""
+
+    def call_delta(index: int, **fields: Any) -> dict[str, Any]:
+        return chunk({"tool_calls": [{"index": index, **fields}]})
+
+    return [
+        chunk({"role": "assistant", "content": None}),
+        call_delta(0, id="call_a", type="function", function={"name": "get_weather", "arguments": ""}),
+        call_delta(0, function={"arguments": '{"city":'}),
+        call_delta(0, function={"arguments": '"Paris"}'}),
+        call_delta(
+            1, id="call_b", type="function", function={"name": "get_weather", "arguments": '{"city":'}
+        ),
+        call_delta(1, function={"arguments": '"Rome"}'}),
+        chunk({}, "tool_calls"),
+        chunk(None, usage_=usage(40, 18)),
+        "[DONE]",
+    ]
+
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("preset", sorted(COMPATIBLE_PRESETS))
+async def test_every_preset_translates_tools_images_and_json_schema(
+    fake_openai: FakeOpenAI, preset: str
+) -> None:
+    """One request with a system prompt, an image, a tool and a JSON schema, unary and streamed,
+    through each preset: the body the server gets, and the same tool calls back both ways."""
+    fake_openai.script(
+        Reply(
+            json_body=completion(
+                None,
+                tool_calls=[
+                    tool_call("call_a", "get_weather", '{"city":"Paris"}'),
+                    tool_call("call_b", "get_weather", '{"city":"Rome"}'),
+                ],
+                finish_reason="tool_calls",
+                usage_=usage(40, 18),
+            )
+        ),
+        Reply(sse=tool_call_chunks()),
+    )
+    request = with_tool(chat(f"{preset}:some-model", "Weather here and in Rome?"))
+    request.messages.insert(
+        0, content_pb2.Message(role=content_pb2.ROLE_SYSTEM, content=[content_pb2.Part(text="Be brief.")])
+    )
+    request.messages[1].content.add(image=content_pb2.Image(data=PNG, mime_type="image/png"))
+    request.response_format.type = content_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA
+    request.response_format.json_schema.update({"type": "object", "properties": {"a": {"type": "string"}}})
+    request.generation.max_tokens = 64
+    request.unsupported_parameters = LENIENT
+    async with preset_gateway(fake_openai, preset) as gw:
+        unary = await gw.stub.Chat(request)
+        events = [e async for e in gw.stub.ChatStream(chat_pb2.ChatStreamRequest(request=request))]
+
+    dialect = ChatCompletionsDialect(**COMPATIBLE_PRESETS[preset].get("dialect", {}))
+    takes_images, takes_schema = "images" not in dialect.unsupported, "json_schema" not in dialect.unsupported
+    expected_dropped = [
+        *([] if takes_images else ["messages[1].content[1].image"]),
+        *([] if takes_schema else ["response_format"]),
+    ]
+    assert list(unary.dropped_parameters) == expected_dropped
+    assert list(events[-1].finish.dropped_parameters) == expected_dropped
+    if preset == "deepseek":  # the one preset that reads text only and has no JSON schema mode
+        assert expected_dropped == ["messages[1].content[1].image", "response_format"]
+
+    sent, streamed = fake_openai.requests
+    assert sent.body["model"] == streamed.body["model"] == "some-model"
+    assert sent.body["messages"][0] == {"role": "system", "content": "Be brief."}
+    user_content = sent.body["messages"][1]["content"]
+    if takes_images:
+        assert user_content[1] == {
+            "type": "image_url",
+            "image_url": {"url": "data:image/png;base64," + base64.b64encode(PNG).decode()},
+        }
+    else:
+        assert user_content == "Weather here and in Rome?"
+    assert sent.body["tools"][0]["function"]["name"] == "get_weather"
+    assert sent.body[dialect.max_tokens_field] == 64
+    if takes_schema:
+        assert sent.body["response_format"]["type"] == "json_schema"
+    assert streamed.body["stream"] is True
+    assert ("stream_options" in streamed.body) is dialect.stream_usage
+
+    assert unary.finish_reason == events[-1].finish.finish_reason == chat_pb2.FINISH_REASON_TOOL_CALLS
+    calls: dict[int, list[str]] = {}
+    for event in events:
+        if event.HasField("tool_call_delta"):
+            piece = calls.setdefault(event.tool_call_delta.index, ["", "", ""])
+            piece[0] += event.tool_call_delta.id
+            piece[1] += event.tool_call_delta.name
+            piece[2] += event.tool_call_delta.arguments
+    assert [tuple(calls[i]) for i in sorted(calls)] == [
+        (c.id, c.name, c.arguments) for c in unary.message.tool_calls
+    ]
+    assert len(unary.message.tool_calls) == 2
