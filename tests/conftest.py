@@ -21,6 +21,9 @@ from llm_gateway.config import load_config
 from llm_gateway.server import GatewayServer, create_server
 from llmgateway.v1 import chat_pb2, content_pb2, gateway_service_pb2_grpc
 from tests.fakes.anthropic import FakeAnthropic
+from tests.fakes.cohere import FakeCohere
+from tests.fakes.gemini import FakeGemini
+from tests.fakes.ollama import FakeOllama
 from tests.fakes.openai import FakeOpenAI
 
 OPENAI_TEST_KEY = "sk-test-0123456789abcdefSECRET"
@@ -116,22 +119,32 @@ async def gateway() -> AsyncIterator[RunningGateway]:
 
 @pytest.fixture
 async def fake_openai() -> AsyncIterator[FakeOpenAI]:
-    fake = FakeOpenAI()
-    await fake.start()
-    try:
+    async with FakeOpenAI() as fake:
         yield fake
-    finally:
-        await fake.stop()
 
 
 @pytest.fixture
 async def fake_anthropic() -> AsyncIterator[FakeAnthropic]:
-    fake = FakeAnthropic()
-    await fake.start()
-    try:
+    async with FakeAnthropic() as fake:
         yield fake
-    finally:
-        await fake.stop()
+
+
+@pytest.fixture
+async def fake_gemini() -> AsyncIterator[FakeGemini]:
+    async with FakeGemini() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def fake_cohere() -> AsyncIterator[FakeCohere]:
+    async with FakeCohere() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def fake_ollama() -> AsyncIterator[FakeOllama]:
+    async with FakeOllama() as fake:
+        yield fake
 
 
 @pytest.fixture

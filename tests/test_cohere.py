@@ -51,16 +51,6 @@ timeout = {{ connect = 2.0, read = 5.0 }}
 
 
 @pytest.fixture
-async def fake_cohere() -> AsyncIterator[FakeCohere]:
-    fake = FakeCohere()
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.stop()
-
-
-@pytest.fixture
 async def gateway(fake_cohere: FakeCohere) -> AsyncIterator[RunningGateway]:
     async with running_gateway(cohere_toml(fake_cohere.base_url)) as gw:
         yield gw

@@ -74,16 +74,6 @@ MESSAGE_START_EXTRAS = {"content": [], "tool_plan": "", "tool_calls": [], "citat
 
 
 @pytest.fixture
-async def fake_cohere() -> AsyncIterator[FakeCohere]:
-    fake = FakeCohere()
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.stop()
-
-
-@pytest.fixture
 async def client(fake_cohere: FakeCohere) -> AsyncIterator[cohere.AsyncClientV2]:
     async with cohere.AsyncClientV2(api_key="co-test", base_url=fake_cohere.base_url, max_retries=0) as sdk:
         yield sdk

@@ -52,16 +52,6 @@ WEATHER_SCHEMA: dict[str, Any] = {
 
 
 @pytest.fixture
-async def fake_gemini() -> AsyncIterator[FakeGemini]:
-    fake = FakeGemini()
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.stop()
-
-
-@pytest.fixture
 async def client(fake_gemini: FakeGemini) -> AsyncIterator[genai.client.AsyncClient]:
     options = types.HttpOptions(base_url=fake_gemini.base_url, api_version="v1beta")
     sdk = genai.Client(api_key="test-gemini-key", http_options=options).aio

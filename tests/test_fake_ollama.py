@@ -59,16 +59,6 @@ CALLS = [tool_call("get_weather", {"city": "Oslo"}), tool_call("get_time", {"cit
 
 
 @pytest.fixture
-async def fake_ollama() -> AsyncIterator[FakeOllama]:
-    fake = FakeOllama()
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.stop()
-
-
-@pytest.fixture
 async def client(fake_ollama: FakeOllama) -> AsyncIterator[ollama.AsyncClient]:
     sdk = ollama.AsyncClient(host=fake_ollama.base_url)
     try:

@@ -69,16 +69,6 @@ timeout = {{ connect = 2.0, read = 5.0 }}
 
 
 @pytest.fixture
-async def fake_gemini() -> AsyncIterator[FakeGemini]:
-    fake = FakeGemini()
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.stop()
-
-
-@pytest.fixture
 async def gateway(fake_gemini: FakeGemini) -> AsyncIterator[RunningGateway]:
     async with running_gateway(gemini_toml(fake_gemini.base_url)) as gw:
         yield gw

@@ -54,16 +54,6 @@ timeout = {{ connect = 2.0, read = 5.0 }}
 
 
 @pytest.fixture
-async def fake_ollama() -> AsyncIterator[FakeOllama]:
-    fake = FakeOllama()
-    await fake.start()
-    try:
-        yield fake
-    finally:
-        await fake.stop()
-
-
-@pytest.fixture
 async def gateway(fake_ollama: FakeOllama) -> AsyncIterator[RunningGateway]:
     async with running_gateway(ollama_toml(fake_ollama.base_url, 'keep_alive = "10m"')) as gw:
         yield gw

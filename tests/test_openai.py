@@ -389,16 +389,12 @@ async def test_unlisted_openai_model_is_served_and_priced_from_the_catalog(
 
 
 async def test_organization_and_project_headers() -> None:
-    fake = FakeOpenAI()
-    await fake.start()
-    try:
+    async with FakeOpenAI() as fake:
         toml = openai_toml(fake.base_url, 'organization = "org-123"\nproject = "proj_456"')
         async with running_gateway(toml) as gw:
             await gw.stub.Chat(chat("openai:gpt-4o-mini"))
         headers = fake.requests[0].headers
-        assert (headers["openai-organization"], headers["openai-project"]) == ("org-123", "proj_456")
-    finally:
-        await fake.stop()
+    assert (headers["openai-organization"], headers["openai-project"]) == ("org-123", "proj_456")
 
 
 async def test_the_fake_speaks_what_the_official_sdk_parses(fake_openai: FakeOpenAI) -> None:

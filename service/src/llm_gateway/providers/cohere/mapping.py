@@ -20,11 +20,9 @@ What differs from Chat Completions:
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 from llm_gateway.domain.messages import (
-    ImagePart,
     Message,
     ReasoningEffort,
     ResponseFormatType,
@@ -35,6 +33,7 @@ from llm_gateway.domain.messages import (
 )
 from llm_gateway.domain.results import Completion, FinishReason, Usage
 from llm_gateway.providers.base import THINKING_BUDGETS, Checks, UpstreamCall
+from llm_gateway.providers.openai.mapping import content_part
 
 # Cohere's documented ranges (API reference, Chat v2; temperature from its temperature guide).
 TEMPERATURE_MAX = 1.0
@@ -245,22 +244,9 @@ def _message(message: Message) -> dict[str, Any]:
         ]
         return out
     if message.has_images():
-        parts = [_part(p) for p in message.parts if not (isinstance(p, TextPart) and not p.text)]
+        parts = [content_part(p) for p in message.parts if not (isinstance(p, TextPart) and not p.text)]
         return {"role": "user", "content": parts}
     return {"role": "user", "content": message.text()}
-
-
-def _part(part: TextPart | ImagePart) -> dict[str, Any]:
-    if isinstance(part, TextPart):
-        return {"type": "text", "text": part.text}
-    if part.data is not None:
-        url = f"data:{part.mime_type};base64,{base64.b64encode(part.data).decode('ascii')}"
-    else:
-        url = part.url or ""
-    image: dict[str, Any] = {"url": url}
-    if part.detail:
-        image["detail"] = part.detail
-    return {"type": "image_url", "image_url": image}
 
 
 def _reply_text(message: dict[str, Any]) -> str:

@@ -24,7 +24,7 @@ from llm_gateway.domain.messages import (
 from llm_gateway.domain.results import Completion, FinishReason, Usage
 from llm_gateway.providers.base import Checks, UpstreamCall
 
-__all__ = ["Dialect", "build_body", "finish_reason", "map_usage", "parse_completion"]
+__all__ = ["Dialect", "build_body", "content_part", "finish_reason", "map_usage", "parse_completion"]
 
 _FINISH_REASON_MAP = {
     "stop": FinishReason.STOP,
@@ -213,7 +213,7 @@ def _message(message: Message) -> dict[str, Any]:
                 for c in message.tool_calls
             ]
     elif message.has_images():
-        out["content"] = [_part(p) for p in message.parts]
+        out["content"] = [content_part(p) for p in message.parts]
     else:
         out["content"] = message.text()
     if message.name:
@@ -221,7 +221,8 @@ def _message(message: Message) -> dict[str, Any]:
     return out
 
 
-def _part(part: TextPart | ImagePart) -> dict[str, Any]:
+def content_part(part: TextPart | ImagePart) -> dict[str, Any]:
+    """A text or `image_url` content part; inline bytes become a data: URL."""
     if isinstance(part, TextPart):
         return {"type": "text", "text": part.text}
     if part.data is not None:
