@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 import pytest
 
-from llmgateway.v1 import accounting_pb2, chat_pb2, content_pb2
+from llmgateway.v1 import accounting_pb2, catalog_pb2, chat_pb2, content_pb2
 from tests.conftest import (
     RunningGateway,
     chat,
@@ -357,3 +357,21 @@ async def test_reasoning_streams_thinking_apart_and_counts_its_tokens(
     [sent] = fake_anthropic.requests
     assert sent.body["thinking"] == {"type": "enabled", "budget_tokens": 8192}
     assert "temperature" not in sent.body
+
+
+async def test_one_hour_cache_writes_are_reported_and_priced_apart(
+    gateway: RunningGateway, fake_anthropic: FakeAnthropic
+) -> None:
+    use = usage(100, 10, cache_creation=4000, cache_creation_1h=1000)
+    fake_anthropic.script(Reply(json_body=message([text_block("ok")], usage_=use)))
+    reply = await gateway.stub.Chat(chat("anthropic:claude-haiku-4-5"))
+    assert (reply.usage.cache_write_tokens, reply.usage.cache_write_1h_tokens) == (4000, 1000)
+    # Haiku 4.5: five-minute writes $1.25 and one-hour writes $2 per million.
+    assert Decimal(reply.cost.cache_write_1h) == Decimal("0.002")
+    assert Decimal(reply.cost.cache_write) == Decimal("0.00375") + Decimal("0.002")
+
+
+async def test_list_models_shows_the_one_hour_cache_write_price(gateway: RunningGateway) -> None:
+    reply = await gateway.stub.ListModels(catalog_pb2.ListModelsRequest(provider="anthropic"))
+    haiku = next(m for m in reply.models if m.id == "anthropic:claude-haiku-4-5")
+    assert (haiku.pricing.cache_write_per_million, haiku.pricing.cache_write_1h_per_million) == ("1.25", "2")

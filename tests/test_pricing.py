@@ -36,6 +36,15 @@ D = Decimal
             Usage(10_000, 1000, cache_read_tokens=6000, cache_write_tokens=2000),
             D("0.0303"),
         ),
+        # Claude Haiku 4.5: $1 input, $1.25 five-minute cache write, $2 one-hour cache write, $5 output.
+        # 1000 uncached + 3000 five-minute writes + 1000 one-hour writes, 100 output:
+        # 0.001 + 0.00375 + 0.002 + 0.0005.
+        (
+            "anthropic",
+            "claude-haiku-4-5",
+            Usage(5000, 100, cache_write_tokens=4000, cache_write_1h_tokens=1000),
+            D("0.00725"),
+        ),
         # Above 200k prompt tokens the long-context tier applies to the whole call: $6 input, $22.50 output.
         ("anthropic", "claude-sonnet-4-5", Usage(300_000, 1000), D("1.8225")),
         # Gemini 2.5 Pro: $1.25 input / $10 output up to 200k, $2.50 / $15 above.
@@ -105,3 +114,25 @@ def test_tier_boundary_is_exclusive() -> None:
 )
 def test_format_decimal_is_plain(value: Decimal, text: str) -> None:
     assert format_decimal(value) == text
+
+
+def test_one_hour_cache_writes_are_priced_apart() -> None:
+    sheet = PriceSheet(
+        status=PricingStatus.PRICED,
+        source="test",
+        input=Rate(D(3)),
+        cache_write=Rate(D("3.75")),
+        cache_write_1h=Rate(D(6)),
+        output=Rate(D(15)),
+    )
+    cost = sheet.cost(Usage(3000, 0, cache_write_tokens=3000, cache_write_1h_tokens=1000))
+    assert cost.cache_write_1h == D("0.006")  # 1000 at $6
+    assert cost.cache_write == D("0.0075") + D("0.006")  # 2000 at $3.75, plus the one-hour part
+    assert cost.input == 0
+    # A sheet without a one-hour rate charges those writes at the five-minute rate.
+    plain = PriceSheet(
+        status=PricingStatus.PRICED, source="test", input=Rate(D(3)), cache_write=Rate(D("3.75"))
+    )
+    assert plain.cost(Usage(1000, 0, cache_write_tokens=1000, cache_write_1h_tokens=1000)).cache_write == D(
+        "0.00375"
+    )

@@ -103,6 +103,7 @@ class PriceConfig(_Strict):
     input_per_million: Decimal | None = Field(default=None, ge=0)
     cached_input_per_million: Decimal | None = Field(default=None, ge=0)
     cache_write_per_million: Decimal | None = Field(default=None, ge=0)
+    cache_write_1h_per_million: Decimal | None = Field(default=None, ge=0)
     output_per_million: Decimal | None = Field(default=None, ge=0)
     per_request: Decimal | None = Field(default=None, ge=0)
 
@@ -112,6 +113,7 @@ class PriceConfig(_Strict):
             self.input_per_million,
             self.cached_input_per_million,
             self.cache_write_per_million,
+            self.cache_write_1h_per_million,
             self.output_per_million,
             self.per_request,
         )

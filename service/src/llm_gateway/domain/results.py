@@ -28,6 +28,7 @@ class Usage:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_write_1h_tokens: int = 0  # the part of cache_write_tokens in a one-hour cache
     estimated: bool = False
 
     @property

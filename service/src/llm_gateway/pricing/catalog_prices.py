@@ -29,6 +29,7 @@ def sheet_from_config(price: PriceConfig) -> PriceSheet:
         input=rate(price.input_per_million),
         cached_input=rate(price.cached_input_per_million),
         cache_write=rate(price.cache_write_per_million),
+        cache_write_1h=rate(price.cache_write_1h_per_million),
         output=rate(price.output_per_million),
         per_request=price.per_request or Decimal(0),
     )
@@ -48,6 +49,7 @@ def sheet_from_catalog(catalog_provider: str, model: str) -> PriceSheet:
         input=_rate(prices.input_mtok),
         cached_input=_rate(prices.cache_read_mtok),
         cache_write=_rate(prices.cache_write_mtok),
+        cache_write_1h=_rate(getattr(prices, "cache_write_1h_mtok", None)),
         output=_rate(prices.output_mtok),
         per_request=(per_kilo_requests / 1000) if isinstance(per_kilo_requests, Decimal) else Decimal(0),
     )

@@ -55,7 +55,8 @@ class Cost:
     currency: str = "USD"
     input: Decimal = ZERO
     cached_input: Decimal = ZERO
-    cache_write: Decimal = ZERO
+    cache_write: Decimal = ZERO  # five-minute and one-hour writes together
+    cache_write_1h: Decimal = ZERO
     output: Decimal = ZERO
     request_fee: Decimal = ZERO
     total: Decimal = ZERO
@@ -73,6 +74,7 @@ class PriceSheet:
     input: Rate | None = None
     cached_input: Rate | None = None
     cache_write: Rate | None = None
+    cache_write_1h: Rate | None = None  # Anthropic's one-hour cache
     output: Rate | None = None
     per_request: Decimal = ZERO
     currency: str = "USD"
@@ -90,12 +92,13 @@ class PriceSheet:
 
     @property
     def tiered(self) -> bool:
-        rates = (self.input, self.cached_input, self.cache_write, self.output)
+        rates = (self.input, self.cached_input, self.cache_write, self.cache_write_1h, self.output)
         return any(r is not None and r.tiers for r in rates)
 
     def cost(self, usage: Usage) -> Cost:
         """Prices `usage`. Cache reads and writes are charged at their own rates (falling back to
-        the input rate where the sheet has none); reasoning tokens are output tokens."""
+        the input rate where the sheet has none; one-hour writes to the five-minute rate);
+        reasoning tokens are output tokens."""
         if self.status is not PricingStatus.PRICED:
             return Cost(status=self.status, source=self.source, estimated=usage.estimated)
         prompt = usage.prompt_tokens
@@ -103,9 +106,12 @@ class PriceSheet:
         input_rate = _rate(self.input, prompt)
         cached_rate = _rate(self.cached_input, prompt, input_rate)
         write_rate = _rate(self.cache_write, prompt, input_rate)
+        write_1h_rate = _rate(self.cache_write_1h, prompt, write_rate)
+        written_1h = min(usage.cache_write_1h_tokens, usage.cache_write_tokens)
         input_cost = uncached * input_rate / _MILLION
         cached_cost = usage.cache_read_tokens * cached_rate / _MILLION
-        write_cost = usage.cache_write_tokens * write_rate / _MILLION
+        write_1h_cost = written_1h * write_1h_rate / _MILLION
+        write_cost = (usage.cache_write_tokens - written_1h) * write_rate / _MILLION + write_1h_cost
         output_cost = usage.completion_tokens * _rate(self.output, prompt) / _MILLION
         total = input_cost + cached_cost + write_cost + output_cost + self.per_request
         tokens = usage.total_tokens
@@ -116,6 +122,7 @@ class PriceSheet:
             input=input_cost,
             cached_input=cached_cost,
             cache_write=write_cost,
+            cache_write_1h=write_1h_cost,
             output=output_cost,
             request_fee=self.per_request,
             total=total,

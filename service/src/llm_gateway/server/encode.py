@@ -118,6 +118,7 @@ def usage(u: Usage) -> accounting_pb2.Usage:
         cache_write_tokens=u.cache_write_tokens,
         reasoning_tokens=u.reasoning_tokens,
         estimated=u.estimated,
+        cache_write_1h_tokens=u.cache_write_1h_tokens,
     )
 
 
@@ -130,6 +131,7 @@ def cost(c: Cost) -> accounting_pb2.Cost:
     out.input = format_decimal(c.input)
     out.cached_input = format_decimal(c.cached_input)
     out.cache_write = format_decimal(c.cache_write)
+    out.cache_write_1h = format_decimal(c.cache_write_1h)
     out.output = format_decimal(c.output)
     out.request_fee = format_decimal(c.request_fee)
     out.total = format_decimal(c.total)
@@ -206,6 +208,7 @@ def pricing(sheet: PriceSheet) -> catalog_pb2.ModelPricing:
         ("input_per_million", sheet.input),
         ("cached_input_per_million", sheet.cached_input),
         ("cache_write_per_million", sheet.cache_write),
+        ("cache_write_1h_per_million", sheet.cache_write_1h),
         ("output_per_million", sheet.output),
     ):
         if rate is not None:

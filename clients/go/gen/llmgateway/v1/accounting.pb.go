@@ -96,9 +96,12 @@ type Usage struct {
 	ReasoningTokens int32 `protobuf:"varint,6,opt,name=reasoning_tokens,json=reasoningTokens,proto3" json:"reasoning_tokens,omitempty"`
 	// True when the gateway estimated these counts (the provider reported none, the call was a dry
 	// run, or a stream was cut short) instead of taking them from the provider.
-	Estimated     bool `protobuf:"varint,7,opt,name=estimated,proto3" json:"estimated,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Estimated bool `protobuf:"varint,7,opt,name=estimated,proto3" json:"estimated,omitempty"`
+	// The part of `cache_write_tokens` written to a one-hour cache (Anthropic), priced apart from
+	// the default five-minute writes.
+	CacheWrite_1HTokens int32 `protobuf:"varint,8,opt,name=cache_write_1h_tokens,json=cacheWrite1hTokens,proto3" json:"cache_write_1h_tokens,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Usage) Reset() {
@@ -180,6 +183,13 @@ func (x *Usage) GetEstimated() bool {
 	return false
 }
 
+func (x *Usage) GetCacheWrite_1HTokens() int32 {
+	if x != nil {
+		return x.CacheWrite_1HTokens
+	}
+	return 0
+}
+
 // The exact cost of one call. Every amount is a decimal string in plain notation (no exponent),
 // for example "0.000435", in `currency`. Amounts are exact: parse them with a decimal type, never
 // a binary float. When `status` is UNKNOWN, the amounts are empty.
@@ -209,7 +219,9 @@ type Cost struct {
 	// Whether a price was known.
 	Status PricingStatus `protobuf:"varint,11,opt,name=status,proto3,enum=llmgateway.v1.PricingStatus" json:"status,omitempty"`
 	// Where the prices came from, for example "genai-prices 0.2.3" or "config".
-	PriceSource   string `protobuf:"bytes,12,opt,name=price_source,json=priceSource,proto3" json:"price_source,omitempty"`
+	PriceSource string `protobuf:"bytes,12,opt,name=price_source,json=priceSource,proto3" json:"price_source,omitempty"`
+	// The part of `cache_write` paid for one-hour cache writes (`Usage.cache_write_1h_tokens`).
+	CacheWrite_1H string `protobuf:"bytes,13,opt,name=cache_write_1h,json=cacheWrite1h,proto3" json:"cache_write_1h,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -324,6 +336,13 @@ func (x *Cost) GetStatus() PricingStatus {
 func (x *Cost) GetPriceSource() string {
 	if x != nil {
 		return x.PriceSource
+	}
+	return ""
+}
+
+func (x *Cost) GetCacheWrite_1H() string {
+	if x != nil {
+		return x.CacheWrite_1H
 	}
 	return ""
 }
@@ -607,7 +626,7 @@ var File_llmgateway_v1_accounting_proto protoreflect.FileDescriptor
 
 const file_llmgateway_v1_accounting_proto_rawDesc = "" +
 	"\n" +
-	"\x1ellmgateway/v1/accounting.proto\x12\rllmgateway.v1\x1a\x1egoogle/protobuf/duration.proto\"\x9f\x02\n" +
+	"\x1ellmgateway/v1/accounting.proto\x12\rllmgateway.v1\x1a\x1egoogle/protobuf/duration.proto\"\xd2\x02\n" +
 	"\x05Usage\x12#\n" +
 	"\rprompt_tokens\x18\x01 \x01(\x05R\fpromptTokens\x12+\n" +
 	"\x11completion_tokens\x18\x02 \x01(\x05R\x10completionTokens\x12!\n" +
@@ -615,7 +634,8 @@ const file_llmgateway_v1_accounting_proto_rawDesc = "" +
 	"\x11cache_read_tokens\x18\x04 \x01(\x05R\x0fcacheReadTokens\x12,\n" +
 	"\x12cache_write_tokens\x18\x05 \x01(\x05R\x10cacheWriteTokens\x12)\n" +
 	"\x10reasoning_tokens\x18\x06 \x01(\x05R\x0freasoningTokens\x12\x1c\n" +
-	"\testimated\x18\a \x01(\bR\testimated\"\x94\x03\n" +
+	"\testimated\x18\a \x01(\bR\testimated\x121\n" +
+	"\x15cache_write_1h_tokens\x18\b \x01(\x05R\x12cacheWrite1hTokens\"\xba\x03\n" +
 	"\x04Cost\x12\x1a\n" +
 	"\bcurrency\x18\x01 \x01(\tR\bcurrency\x12\x14\n" +
 	"\x05input\x18\x02 \x01(\tR\x05input\x12!\n" +
@@ -631,7 +651,8 @@ const file_llmgateway_v1_accounting_proto_rawDesc = "" +
 	"\testimated\x18\n" +
 	" \x01(\bR\testimated\x124\n" +
 	"\x06status\x18\v \x01(\x0e2\x1c.llmgateway.v1.PricingStatusR\x06status\x12!\n" +
-	"\fprice_source\x18\f \x01(\tR\vpriceSource\"\xc9\x02\n" +
+	"\fprice_source\x18\f \x01(\tR\vpriceSource\x12$\n" +
+	"\x0ecache_write_1h\x18\r \x01(\tR\fcacheWrite1h\"\xc9\x02\n" +
 	"\aLatency\x12/\n" +
 	"\x05total\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x05total\x12F\n" +
 	"\x12time_to_first_byte\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0ftimeToFirstByte\x12H\n" +

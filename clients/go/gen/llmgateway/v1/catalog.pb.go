@@ -285,9 +285,12 @@ type ModelPricing struct {
 	PriceSource string `protobuf:"bytes,9,opt,name=price_source,json=priceSource,proto3" json:"price_source,omitempty"`
 	// True when token prices rise past a prompt-length threshold (long-context tiers); the prices
 	// above are the base tier.
-	Tiered        bool `protobuf:"varint,10,opt,name=tiered,proto3" json:"tiered,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Tiered bool `protobuf:"varint,10,opt,name=tiered,proto3" json:"tiered,omitempty"`
+	// Price per million input tokens written to a one-hour prompt cache (Anthropic); empty when the
+	// model has no such cache.
+	CacheWrite_1HPerMillion string `protobuf:"bytes,11,opt,name=cache_write_1h_per_million,json=cacheWrite1hPerMillion,proto3" json:"cache_write_1h_per_million,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *ModelPricing) Reset() {
@@ -388,6 +391,13 @@ func (x *ModelPricing) GetTiered() bool {
 		return x.Tiered
 	}
 	return false
+}
+
+func (x *ModelPricing) GetCacheWrite_1HPerMillion() string {
+	if x != nil {
+		return x.CacheWrite_1HPerMillion
+	}
+	return ""
 }
 
 // Live state of the provider behind a model.
@@ -962,7 +972,7 @@ var File_llmgateway_v1_catalog_proto protoreflect.FileDescriptor
 
 const file_llmgateway_v1_catalog_proto_rawDesc = "" +
 	"\n" +
-	"\x1bllmgateway/v1/catalog.proto\x12\rllmgateway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1ellmgateway/v1/accounting.proto\x1a\x18llmgateway/v1/chat.proto\"\xc8\x03\n" +
+	"\x1bllmgateway/v1/catalog.proto\x12\rllmgateway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1ellmgateway/v1/accounting.proto\x1a\x18llmgateway/v1/chat.proto\"\x84\x04\n" +
 	"\fModelPricing\x12\x1a\n" +
 	"\bcurrency\x18\x01 \x01(\tR\bcurrency\x12*\n" +
 	"\x11input_per_million\x18\x02 \x01(\tR\x0finputPerMillion\x127\n" +
@@ -975,7 +985,8 @@ const file_llmgateway_v1_catalog_proto_rawDesc = "" +
 	"\x06status\x18\b \x01(\x0e2\x1c.llmgateway.v1.PricingStatusR\x06status\x12!\n" +
 	"\fprice_source\x18\t \x01(\tR\vpriceSource\x12\x16\n" +
 	"\x06tiered\x18\n" +
-	" \x01(\bR\x06tiered\"\xa8\x01\n" +
+	" \x01(\bR\x06tiered\x12:\n" +
+	"\x1acache_write_1h_per_million\x18\v \x01(\tR\x16cacheWrite1hPerMillion\"\xa8\x01\n" +
 	"\n" +
 	"ModelState\x12@\n" +
 	"\rcircuit_state\x18\x01 \x01(\x0e2\x1b.llmgateway.v1.CircuitStateR\fcircuitState\x12:\n" +

@@ -25,23 +25,23 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ellmgateway/v1/accounting.proto\x12\rllmgateway.v1\x1a\x1egoogle/protobuf/duration.proto\"\xb3\x01\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\x12\x19\n\x11\x63\x61\x63he_read_tokens\x18\x04 \x01(\x05\x12\x1a\n\x12\x63\x61\x63he_write_tokens\x18\x05 \x01(\x05\x12\x18\n\x10reasoning_tokens\x18\x06 \x01(\x05\x12\x11\n\testimated\x18\x07 \x01(\x08\"\x90\x02\n\x04\x43ost\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\r\n\x05input\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61\x63hed_input\x18\x03 \x01(\t\x12\x13\n\x0b\x63\x61\x63he_write\x18\x04 \x01(\t\x12\x0e\n\x06output\x18\x05 \x01(\t\x12\x13\n\x0brequest_fee\x18\x06 \x01(\t\x12\r\n\x05total\x18\x07 \x01(\t\x12\x1a\n\x12\x63ost_per_1k_tokens\x18\x08 \x01(\t\x12\x15\n\rcache_savings\x18\t \x01(\t\x12\x11\n\testimated\x18\n \x01(\x08\x12,\n\x06status\x18\x0b \x01(\x0e\x32\x1c.llmgateway.v1.PricingStatus\x12\x14\n\x0cprice_source\x18\x0c \x01(\t\"\x84\x02\n\x07Latency\x12(\n\x05total\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\x12time_to_first_byte\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x36\n\x13time_to_first_token\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12+\n\x08upstream\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x33\n\x10gateway_overhead\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x85\x01\n\x07\x41ttempt\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12*\n\x07latency\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xb4\x01\n\x07Routing\x12\x19\n\x11selected_provider\x18\x01 \x01(\t\x12\x16\n\x0eselected_model\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\ncandidates\x18\x04 \x03(\t\x12(\n\x08\x61ttempts\x18\x05 \x03(\x0b\x32\x16.llmgateway.v1.Attempt\x12\x15\n\rfallback_used\x18\x06 \x01(\x08\x12\x11\n\tcache_hit\x18\x07 \x01(\x08*\x7f\n\rPricingStatus\x12\x1e\n\x1aPRICING_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15PRICING_STATUS_PRICED\x10\x01\x12\x17\n\x13PRICING_STATUS_FREE\x10\x02\x12\x1a\n\x16PRICING_STATUS_UNKNOWN\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ellmgateway/v1/accounting.proto\x12\rllmgateway.v1\x1a\x1egoogle/protobuf/duration.proto\"\xd2\x01\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\x12\x19\n\x11\x63\x61\x63he_read_tokens\x18\x04 \x01(\x05\x12\x1a\n\x12\x63\x61\x63he_write_tokens\x18\x05 \x01(\x05\x12\x18\n\x10reasoning_tokens\x18\x06 \x01(\x05\x12\x11\n\testimated\x18\x07 \x01(\x08\x12\x1d\n\x15\x63\x61\x63he_write_1h_tokens\x18\x08 \x01(\x05\"\xa8\x02\n\x04\x43ost\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\r\n\x05input\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61\x63hed_input\x18\x03 \x01(\t\x12\x13\n\x0b\x63\x61\x63he_write\x18\x04 \x01(\t\x12\x0e\n\x06output\x18\x05 \x01(\t\x12\x13\n\x0brequest_fee\x18\x06 \x01(\t\x12\r\n\x05total\x18\x07 \x01(\t\x12\x1a\n\x12\x63ost_per_1k_tokens\x18\x08 \x01(\t\x12\x15\n\rcache_savings\x18\t \x01(\t\x12\x11\n\testimated\x18\n \x01(\x08\x12,\n\x06status\x18\x0b \x01(\x0e\x32\x1c.llmgateway.v1.PricingStatus\x12\x14\n\x0cprice_source\x18\x0c \x01(\t\x12\x16\n\x0e\x63\x61\x63he_write_1h\x18\r \x01(\t\"\x84\x02\n\x07Latency\x12(\n\x05total\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\x12time_to_first_byte\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x36\n\x13time_to_first_token\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12+\n\x08upstream\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x33\n\x10gateway_overhead\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x85\x01\n\x07\x41ttempt\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12*\n\x07latency\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xb4\x01\n\x07Routing\x12\x19\n\x11selected_provider\x18\x01 \x01(\t\x12\x16\n\x0eselected_model\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\ncandidates\x18\x04 \x03(\t\x12(\n\x08\x61ttempts\x18\x05 \x03(\x0b\x32\x16.llmgateway.v1.Attempt\x12\x15\n\rfallback_used\x18\x06 \x01(\x08\x12\x11\n\tcache_hit\x18\x07 \x01(\x08*\x7f\n\rPricingStatus\x12\x1e\n\x1aPRICING_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15PRICING_STATUS_PRICED\x10\x01\x12\x17\n\x13PRICING_STATUS_FREE\x10\x02\x12\x1a\n\x16PRICING_STATUS_UNKNOWN\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llmgateway.v1.accounting_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PRICINGSTATUS']._serialized_start=1120
-  _globals['_PRICINGSTATUS']._serialized_end=1247
+  _globals['_PRICINGSTATUS']._serialized_start=1175
+  _globals['_PRICINGSTATUS']._serialized_end=1302
   _globals['_USAGE']._serialized_start=82
-  _globals['_USAGE']._serialized_end=261
-  _globals['_COST']._serialized_start=264
-  _globals['_COST']._serialized_end=536
-  _globals['_LATENCY']._serialized_start=539
-  _globals['_LATENCY']._serialized_end=799
-  _globals['_ATTEMPT']._serialized_start=802
-  _globals['_ATTEMPT']._serialized_end=935
-  _globals['_ROUTING']._serialized_start=938
-  _globals['_ROUTING']._serialized_end=1118
+  _globals['_USAGE']._serialized_end=292
+  _globals['_COST']._serialized_start=295
+  _globals['_COST']._serialized_end=591
+  _globals['_LATENCY']._serialized_start=594
+  _globals['_LATENCY']._serialized_end=854
+  _globals['_ATTEMPT']._serialized_start=857
+  _globals['_ATTEMPT']._serialized_end=990
+  _globals['_ROUTING']._serialized_start=993
+  _globals['_ROUTING']._serialized_end=1173
 # @@protoc_insertion_point(module_scope)

@@ -61,6 +61,7 @@ class Usage(_message.Message):
     CACHE_WRITE_TOKENS_FIELD_NUMBER: _builtins.int
     REASONING_TOKENS_FIELD_NUMBER: _builtins.int
     ESTIMATED_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_1H_TOKENS_FIELD_NUMBER: _builtins.int
     prompt_tokens: _builtins.int
     """All input tokens, including cache reads and cache writes."""
     completion_tokens: _builtins.int
@@ -77,6 +78,10 @@ class Usage(_message.Message):
     """True when the gateway estimated these counts (the provider reported none, the call was a dry
     run, or a stream was cut short) instead of taking them from the provider.
     """
+    cache_write_1h_tokens: _builtins.int
+    """The part of `cache_write_tokens` written to a one-hour cache (Anthropic), priced apart from
+    the default five-minute writes.
+    """
     def __init__(
         self,
         *,
@@ -87,10 +92,11 @@ class Usage(_message.Message):
         cache_write_tokens: _builtins.int = ...,
         reasoning_tokens: _builtins.int = ...,
         estimated: _builtins.bool = ...,
+        cache_write_1h_tokens: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_read_tokens", b"cache_read_tokens", "cache_write_tokens", b"cache_write_tokens", "completion_tokens", b"completion_tokens", "estimated", b"estimated", "prompt_tokens", b"prompt_tokens", "reasoning_tokens", b"reasoning_tokens", "total_tokens", b"total_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_read_tokens", b"cache_read_tokens", "cache_write_1h_tokens", b"cache_write_1h_tokens", "cache_write_tokens", b"cache_write_tokens", "completion_tokens", b"completion_tokens", "estimated", b"estimated", "prompt_tokens", b"prompt_tokens", "reasoning_tokens", b"reasoning_tokens", "total_tokens", b"total_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -117,6 +123,7 @@ class Cost(_message.Message):
     ESTIMATED_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     PRICE_SOURCE_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_1H_FIELD_NUMBER: _builtins.int
     currency: _builtins.str
     """ISO 4217 currency code of every amount, for example "USD"."""
     input: _builtins.str
@@ -143,6 +150,8 @@ class Cost(_message.Message):
     """Whether a price was known."""
     price_source: _builtins.str
     """Where the prices came from, for example "genai-prices 0.2.3" or "config"."""
+    cache_write_1h: _builtins.str
+    """The part of `cache_write` paid for one-hour cache writes (`Usage.cache_write_1h_tokens`)."""
     def __init__(
         self,
         *,
@@ -158,10 +167,11 @@ class Cost(_message.Message):
         estimated: _builtins.bool = ...,
         status: Global___PricingStatus.ValueType = ...,
         price_source: _builtins.str = ...,
+        cache_write_1h: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_savings", b"cache_savings", "cache_write", b"cache_write", "cached_input", b"cached_input", "cost_per_1k_tokens", b"cost_per_1k_tokens", "currency", b"currency", "estimated", b"estimated", "input", b"input", "output", b"output", "price_source", b"price_source", "request_fee", b"request_fee", "status", b"status", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_savings", b"cache_savings", "cache_write", b"cache_write", "cache_write_1h", b"cache_write_1h", "cached_input", b"cached_input", "cost_per_1k_tokens", b"cost_per_1k_tokens", "currency", b"currency", "estimated", b"estimated", "input", b"input", "output", b"output", "price_source", b"price_source", "request_fee", b"request_fee", "status", b"status", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -162,6 +162,7 @@ class ModelPricing(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     PRICE_SOURCE_FIELD_NUMBER: _builtins.int
     TIERED_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_1H_PER_MILLION_FIELD_NUMBER: _builtins.int
     currency: _builtins.str
     """ISO 4217 currency code, for example "USD"."""
     input_per_million: _builtins.str
@@ -184,6 +185,10 @@ class ModelPricing(_message.Message):
     """True when token prices rise past a prompt-length threshold (long-context tiers); the prices
     above are the base tier.
     """
+    cache_write_1h_per_million: _builtins.str
+    """Price per million input tokens written to a one-hour prompt cache (Anthropic); empty when the
+    model has no such cache.
+    """
     def __init__(
         self,
         *,
@@ -197,10 +202,11 @@ class ModelPricing(_message.Message):
         status: _accounting_pb2.PricingStatus.ValueType = ...,
         price_source: _builtins.str = ...,
         tiered: _builtins.bool = ...,
+        cache_write_1h_per_million: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["billing_model", b"billing_model", "cache_write_per_million", b"cache_write_per_million", "cached_input_per_million", b"cached_input_per_million", "currency", b"currency", "input_per_million", b"input_per_million", "output_per_million", b"output_per_million", "per_request", b"per_request", "price_source", b"price_source", "status", b"status", "tiered", b"tiered"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billing_model", b"billing_model", "cache_write_1h_per_million", b"cache_write_1h_per_million", "cache_write_per_million", b"cache_write_per_million", "cached_input_per_million", b"cached_input_per_million", "currency", b"currency", "input_per_million", b"input_per_million", "output_per_million", b"output_per_million", "per_request", b"per_request", "price_source", b"price_source", "status", b"status", "tiered", b"tiered"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -54,11 +54,14 @@ def map_usage(usage: dict[str, Any] | None) -> Usage | None:
     written = int(usage.get("cache_creation_input_tokens") or 0)
     read = int(usage.get("cache_read_input_tokens") or 0)
     details = usage.get("output_tokens_details") or {}
+    # The split of the writes by cache lifetime: one-hour writes cost more than five-minute ones.
+    written_1h = int((usage.get("cache_creation") or {}).get("ephemeral_1h_input_tokens") or 0)
     return Usage(
         prompt_tokens=uncached + written + read,
         completion_tokens=int(usage.get("output_tokens") or 0),
         cache_read_tokens=read,
         cache_write_tokens=written,
+        cache_write_1h_tokens=written_1h,
         reasoning_tokens=int(details.get("thinking_tokens") or 0),
     )
 
