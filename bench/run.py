@@ -285,7 +285,9 @@ def ghz(system: System, server: Server, s: Settings, *, rps: int | None, concurr
     # Several connections, so SO_REUSEPORT spreads the load over every worker process.
     connections = min(concurrency, max(8, 4 * s.workers))  # ghz wants no more than the callers
     argv += ["--connections", str(connections), "--concurrency", str(concurrency)]
-    argv += ["--duration", f"{s.duration}s", "-O", "json"]
+    # "wait": calls still in flight when the duration ends complete and count; ghz's default
+    # ("close") cancels them and reports them as errors, about concurrency / requests of all calls.
+    argv += ["--duration", f"{s.duration}s", "--duration-stop", "wait", "-O", "json"]
     if rps is not None:
         argv += ["--rps", str(rps)]
     before = server.cpu()
