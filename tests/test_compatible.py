@@ -354,3 +354,15 @@ async def test_every_preset_translates_tools_images_and_json_schema(
         (c.id, c.name, c.arguments) for c in unary.message.tool_calls
     ]
     assert len(unary.message.tool_calls) == 2
+
+
+async def test_a_dry_run_refuses_what_the_call_would(gateway: RunningGateway) -> None:
+    request = chat("mock:echo-free", "Describe", dry_run=True)
+    request.messages[0].content.add(image=content_pb2.Image(url="https://example.com/cat.png"))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await gateway.stub.Chat(request)
+    assert violated_fields(error_details(caught.value)) == ["messages[0].content[1].image"]
+    request.unsupported_parameters = LENIENT
+    reply = await gateway.stub.Chat(request)
+    assert reply.dry_run
+    assert list(reply.dropped_parameters) == ["messages[0].content[1].image"]

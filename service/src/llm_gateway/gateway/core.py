@@ -127,6 +127,7 @@ class Gateway:
 def _dry_run(plan: CallPlan) -> ChatOutcome:
     """The estimate as the reply: the first candidate within budget, expected usage, no call."""
     route = plan.runnable()[0]
+    plan.fit(route.spec)  # a dry run refuses what the real call would refuse
     est = plan.estimate(route.spec)
     plan.routing.selected = route.spec
     usage = Usage(est.prompt_tokens, est.expected_output_tokens, estimated=True)

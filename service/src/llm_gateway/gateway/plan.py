@@ -69,11 +69,15 @@ class CallPlan:
             raise budget_error(self.estimate(self.routes[0].spec), budget)
         return allowed
 
+    def fit(self, spec: ModelSpec) -> ChatRequest:
+        """The request as `spec` can take it (`gateway/fit.py`); what LENIENT left out is reported."""
+        self._dropped = []
+        return fit_request(self.request, spec, self._dropped)
+
     def begin_attempt(self, spec: ModelSpec) -> UpstreamCall:
         """The request fitted to the model, as the attempt's call; starts timing the attempt (the
         shared HTTP client's hook marks its first byte)."""
-        self._dropped = []
-        request = fit_request(self.request, spec, self._dropped)
+        request = self.fit(spec)
         self._timing = UpstreamTiming()
         current_timing.set(self._timing)
         self._attempt_started = _perf()
