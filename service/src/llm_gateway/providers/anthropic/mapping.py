@@ -12,7 +12,6 @@ with a token budget (at least 1024, below `max_tokens`); a level maps to a budge
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
 
 from llm_gateway.domain.messages import (
@@ -27,6 +26,7 @@ from llm_gateway.domain.messages import (
 )
 from llm_gateway.domain.results import Completion, FinishReason, Usage
 from llm_gateway.providers.base import THINKING_BUDGETS, Checks, UpstreamCall
+from llm_gateway.providers.toolcalls import arguments_object, arguments_text
 
 DEFAULT_MAX_TOKENS = 4096  # when neither the request nor the model's catalog entry says
 MIN_THINKING_BUDGET = 1024
@@ -201,15 +201,9 @@ def _blocks(i: int, message: Message, checks: Checks) -> list[dict[str, Any]]:
         return [{"type": "tool_result", "tool_use_id": message.tool_call_id, "content": message.text()}]
     blocks = [_part(p) for p in message.parts if not (isinstance(p, TextPart) and not p.text)]
     for j, call in enumerate(message.tool_calls):
-        try:
-            arguments = json.loads(call.arguments) if call.arguments.strip() else {}
-        except ValueError:
-            arguments = None
-        if not isinstance(arguments, dict):
-            checks.invalid(
-                f"messages[{i}].tool_calls[{j}].arguments",
-                "Anthropic models need tool-call arguments as a JSON object",
-            )
+        path = f"messages[{i}].tool_calls[{j}].arguments"
+        arguments = arguments_object(call.arguments, checks, path, "Anthropic")
+        if arguments is None:
             continue
         blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": arguments})
     return blocks
@@ -232,7 +226,7 @@ def parse_message(data: dict[str, Any]) -> Completion:
         if kind == "text":
             text.append(block.get("text") or "")
         elif kind == "tool_use":
-            arguments = json.dumps(block.get("input") or {}, separators=(",", ":"), ensure_ascii=False)
+            arguments = arguments_text(block.get("input") or {})
             calls.append(ToolCall(str(block["id"]), str(block["name"]), arguments))
     return Completion(
         text="".join(text),

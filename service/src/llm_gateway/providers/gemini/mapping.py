@@ -35,7 +35,6 @@ from __future__ import annotations
 import base64
 import json
 import posixpath
-import secrets
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -52,6 +51,7 @@ from llm_gateway.domain.messages import (
 )
 from llm_gateway.domain.results import Completion, FinishReason, Usage
 from llm_gateway.providers.base import THINKING_BUDGETS, Checks, UpstreamCall
+from llm_gateway.providers.toolcalls import arguments_object, arguments_text, call_id, call_nonce
 
 # thinkingBudget for each reasoning effort, when the request gives no budget of its own: the
 # gateway's shared table, and 0 (thinking off) for NONE.
@@ -106,20 +106,10 @@ def map_usage(meta: Mapping[str, Any] | None) -> Usage | None:
     )
 
 
-def arguments_text(args: Any) -> str:
-    """A function call's arguments as the compact JSON text both unary and stream replies carry."""
-    return json.dumps(args or {}, separators=(",", ":"), ensure_ascii=False)
-
-
-def call_id_nonce() -> str:
-    """Random per reply, so ids made up for different replies never collide."""
-    return secrets.token_hex(6)
-
-
 def tool_call(function_call: Mapping[str, Any], index: int, nonce: str) -> ToolCall:
     """The domain call for a `functionCall` part: its own id when Gemini gave one."""
-    call_id = str(function_call.get("id") or f"call_{index}_{nonce}")
-    return ToolCall(call_id, str(function_call["name"]), arguments_text(function_call.get("args")))
+    arguments = arguments_text(function_call.get("args") or {})
+    return ToolCall(call_id(function_call.get("id"), index, nonce), str(function_call["name"]), arguments)
 
 
 def answer_parts(data: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -149,7 +139,7 @@ def block_reason(data: Mapping[str, Any]) -> str | None:
 def parse_response(data: Mapping[str, Any]) -> Completion:
     text: list[str] = []
     calls: list[ToolCall] = []
-    nonce = call_id_nonce()
+    nonce = call_nonce()
     for part in answer_parts(data):
         if "functionCall" in part:
             calls.append(tool_call(part["functionCall"], len(calls), nonce))
@@ -320,17 +310,9 @@ def _model_parts(i: int, message: Message, checks: Checks) -> list[dict[str, Any
     texts = (p.text for p in message.parts if isinstance(p, TextPart))
     parts: list[dict[str, Any]] = [{"text": text} for text in texts if text]
     for j, call in enumerate(message.tool_calls):
-        try:
-            args = json.loads(call.arguments) if call.arguments.strip() else {}
-        except ValueError:
-            args = None
-        if not isinstance(args, dict):
-            checks.invalid(
-                f"messages[{i}].tool_calls[{j}].arguments",
-                "Gemini models need tool-call arguments as a JSON object",
-            )
-            continue
-        parts.append({"functionCall": {"name": call.name, "args": args}})
+        args = arguments_object(call.arguments, checks, f"messages[{i}].tool_calls[{j}].arguments", "Gemini")
+        if args is not None:
+            parts.append({"functionCall": {"name": call.name, "args": args}})
     return parts
 
 

@@ -15,19 +15,19 @@ from llm_gateway.domain.results import FinishReason, StreamDone, StreamEvent, Te
 from llm_gateway.providers.gemini.mapping import (
     answer_parts,
     block_reason,
-    call_id_nonce,
     candidate_finish,
     finish_reason,
     map_usage,
     tool_call,
 )
+from llm_gateway.providers.toolcalls import call_nonce
 
 
 class ChunkDecoder:
     __slots__ = ("_blocked", "_calls", "_finish", "_model", "_nonce", "_response_id", "_usage", "error")
 
     def __init__(self) -> None:
-        self._nonce = call_id_nonce()
+        self._nonce = call_nonce()
         self._calls = 0
         self._finish: str | None = None  # the candidate's finishReason
         self._blocked = False  # promptFeedback.blockReason: the prompt was refused

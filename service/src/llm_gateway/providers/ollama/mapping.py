@@ -12,9 +12,7 @@ true, so it is always sent; usage is `prompt_eval_count` and `eval_count` on the
 from __future__ import annotations
 
 import base64
-import json
 import re
-import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,6 +28,7 @@ from llm_gateway.domain.messages import (
 )
 from llm_gateway.domain.results import Completion, FinishReason, Usage
 from llm_gateway.providers.base import Checks, UpstreamCall
+from llm_gateway.providers.toolcalls import arguments_object, arguments_text, call_id, call_nonce
 
 _UNITLESS = re.compile(r"^-?\d+$")
 
@@ -165,12 +164,9 @@ def _messages(messages: tuple[Message, ...], checks: Checks) -> list[dict[str, A
             calls = []
             for j, tool_call in enumerate(message.tool_calls):
                 names[tool_call.id] = tool_call.name
-                arguments = _arguments(tool_call.arguments)
+                path = f"messages[{i}].tool_calls[{j}].arguments"
+                arguments = arguments_object(tool_call.arguments, checks, path, "Ollama")
                 if arguments is None:
-                    checks.invalid(
-                        f"messages[{i}].tool_calls[{j}].arguments",
-                        "Ollama needs tool-call arguments as a JSON object",
-                    )
                     continue
                 calls.append({"function": {"name": tool_call.name, "arguments": arguments}})
             item["tool_calls"] = calls
@@ -183,22 +179,7 @@ def _messages(messages: tuple[Message, ...], checks: Checks) -> list[dict[str, A
     return out
 
 
-def _arguments(text: str) -> dict[str, Any] | None:
-    if not text.strip():
-        return {}
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
 # --- Replies --------------------------------------------------------------------------------------
-
-
-def call_nonce() -> str:
-    """The random part of the ids made up for one reply's tool calls."""
-    return secrets.token_hex(6)
 
 
 def tool_call(raw: dict[str, Any], index: int, nonce: str) -> ToolCall:
@@ -206,11 +187,8 @@ def tool_call(raw: dict[str, Any], index: int, nonce: str) -> ToolCall:
     `call_<index>_<nonce>`: unique, and the same for a call wherever it is seen in one reply."""
     function = raw["function"]
     arguments = function.get("arguments")
-    if isinstance(arguments, str):
-        text = arguments
-    else:
-        text = json.dumps({} if arguments is None else arguments, separators=(",", ":"), ensure_ascii=False)
-    return ToolCall(str(raw.get("id") or f"call_{index}_{nonce}"), str(function["name"]), text)
+    text = arguments if isinstance(arguments, str) else arguments_text(arguments)
+    return ToolCall(call_id(raw.get("id"), index, nonce), str(function["name"]), text)
 
 
 def finish_reason(done_reason: str | None, has_tool_calls: bool) -> FinishReason:

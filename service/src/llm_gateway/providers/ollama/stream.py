@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from llm_gateway.domain.results import StreamDone, StreamEvent, TextDelta, ToolCallDelta, Usage
-from llm_gateway.providers.ollama.mapping import call_nonce, finish_reason, map_usage, tool_call
+from llm_gateway.providers.ollama.mapping import finish_reason, map_usage, tool_call
+from llm_gateway.providers.toolcalls import call_nonce
 
 
 class ChunkDecoder:
