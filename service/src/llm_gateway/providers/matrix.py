@@ -21,7 +21,7 @@ import aiohttp
 
 from llm_gateway.catalog import ModelSpec
 from llm_gateway.config import load_config
-from llm_gateway.config.schema import COMPATIBLE_PRESETS, ChatCompletionsDialect
+from llm_gateway.config.schema import COMPATIBLE_PRESETS, ChatCompletionsDialect, GatewayConfig
 from llm_gateway.domain.errors import GatewayError
 from llm_gateway.domain.messages import (
     ChatRequest,
@@ -106,9 +106,8 @@ FEATURES: dict[str, Callable[[], ChatRequest]] = {
 _ENV = {"AZURE_OPENAI_ENDPOINT": "https://example.openai.azure.com"}
 
 
-def adapters() -> dict[str, HttpAdapter]:
-    """One adapter per provider of the embedded defaults, the mock aside."""
-    config = load_config(None, _ENV)
+def adapters(config: GatewayConfig) -> dict[str, HttpAdapter]:
+    """One adapter per provider of `config`, the mock aside."""
     configs = {name: p for name, p in config.providers.items() if p.kind != "mock"}
     built = build_providers(configs, cast(aiohttp.ClientSession, None))
     return {name: cast(HttpAdapter, adapter) for name, adapter in built.items()}
@@ -134,8 +133,9 @@ def supports(adapter: HttpAdapter, request: ChatRequest) -> bool:
 
 
 def render_matrix() -> str:
-    found = adapters()
-    kinds = load_config(None, _ENV).providers
+    config = load_config(None, _ENV)
+    kinds = config.providers
+    found = adapters(config)
     names = sorted(found, key=lambda n: (kinds[n].kind != "openai", kinds[n].kind, n))
     lines = [
         "| Feature | " + " | ".join(f"`{n}`" for n in names) + " |",

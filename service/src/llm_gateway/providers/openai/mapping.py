@@ -7,6 +7,7 @@ server differs: field names, what it does not accept, how it takes reasoning set
 from __future__ import annotations
 
 import base64
+from collections.abc import Collection
 from dataclasses import replace
 from typing import Any
 
@@ -64,7 +65,7 @@ def build_body(call: UpstreamCall, *, stream: bool, dialect: Dialect = _DEFAULT_
     request = call.request
     gen = request.generation
     checks = Checks(call)
-    unsupported: set[str] = set(dialect.unsupported)
+    unsupported = dialect.unsupported
     body: dict[str, Any] = {
         "model": call.model.name,
         "messages": _messages(request.messages, unsupported, checks),
@@ -126,7 +127,9 @@ def _tools(call: UpstreamCall, body: dict[str, Any], dialect: Dialect, checks: C
             body["parallel_tool_calls"] = request.parallel_tool_calls
 
 
-def _response_format(call: UpstreamCall, body: dict[str, Any], unsupported: set[str], checks: Checks) -> None:
+def _response_format(
+    call: UpstreamCall, body: dict[str, Any], unsupported: Collection[str], checks: Checks
+) -> None:
     fmt = call.request.response_format
     if fmt is None:
         return
@@ -184,7 +187,9 @@ def _tool(name: str, description: str, parameters: dict[str, Any] | None, strict
     return {"type": "function", "function": function}
 
 
-def _messages(messages: tuple[Message, ...], unsupported: set[str], checks: Checks) -> list[dict[str, Any]]:
+def _messages(
+    messages: tuple[Message, ...], unsupported: Collection[str], checks: Checks
+) -> list[dict[str, Any]]:
     out = []
     for i, message in enumerate(messages):
         if message.name and "message_name" in unsupported:
