@@ -58,10 +58,6 @@ class GatewayError(Exception):
         self.retryable = retryable
 
 
-# Appended to a rejected setting the serving model cannot honour.
-LENIENT_HINT = " (leave it out, or set unsupported_parameters to LENIENT)"
-
-
 def invalid_request(violations: Iterable[FieldViolation]) -> GatewayError:
     violations = tuple(violations)
     return GatewayError(

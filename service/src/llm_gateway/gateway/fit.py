@@ -12,18 +12,18 @@ from dataclasses import replace
 from typing import Any
 
 from llm_gateway.catalog import ModelSpec
-from llm_gateway.domain.errors import FieldViolation, invalid_request
 from llm_gateway.domain.messages import ChatRequest, ImagePart, ResponseFormatType
+from llm_gateway.providers.base import Checks
 
 
 def fit_request(request: ChatRequest, spec: ModelSpec, dropped: list[str]) -> ChatRequest:
     if spec.capabilities is None:
         return request
-    lacking: list[FieldViolation] = []
+    checks = Checks(request, dropped)
     changes: dict[str, Any] = {}
 
     def lacks(path: str, what: str) -> None:
-        lacking.append(FieldViolation(path, f"{spec.id} does not support {what}"))
+        checks.unsupported(path, f"{spec.id} does not support {what}")
 
     if request.tools and not spec.supports("tools"):
         lacks("tools", "tools")
@@ -44,14 +44,5 @@ def fit_request(request: ChatRequest, spec: ModelSpec, dropped: list[str]) -> Ch
     if request.reasoning is not None and not spec.supports("reasoning"):
         lacks("reasoning", "reasoning settings")
         changes["reasoning"] = None
-    if not lacking:
-        return request
-    if not request.lenient:
-        raise invalid_request(
-            FieldViolation(
-                v.field, f"{v.description} (leave it out, or set unsupported_parameters to LENIENT)"
-            )
-            for v in lacking
-        )
-    dropped.extend(v.field for v in lacking)
-    return replace(request, **changes)
+    checks.raise_any()
+    return replace(request, **changes) if changes else request

@@ -37,29 +37,37 @@ class UpstreamCall:
     dropped: list[str] = field(default_factory=list)
 
 
+# Appended to a rejected setting the serving model cannot honour.
+LENIENT_HINT = " (leave it out, or set unsupported_parameters to LENIENT)"
+
+
 class Checks:
     """What a request builder finds it cannot send as asked.
 
     `unsupported` is a setting the model cannot honour: under the STRICT policy it is rejected,
-    under LENIENT it is left out and recorded in `call.dropped`. Either way the builder must not
-    send it. `invalid` is a request the provider cannot take at all, whatever the policy.
-    `raise_any` raises every rejection at once, as one INVALID_ARGUMENT naming each field.
+    under LENIENT it is left out and recorded in `dropped`. Either way the builder must not send
+    it. `invalid` is a request the provider cannot take at all, whatever the policy. `raise_any`
+    raises every rejection at once, as one INVALID_ARGUMENT naming each field.
     """
 
-    __slots__ = ("_call", "problems")
+    __slots__ = ("_dropped", "_lenient", "problems")
 
-    def __init__(self, call: UpstreamCall) -> None:
-        self._call = call
+    def __init__(self, request: ChatRequest, dropped: list[str]) -> None:
+        self._lenient = request.lenient
+        self._dropped = dropped
         self.problems: list[FieldViolation] = []
 
+    @classmethod
+    def of(cls, call: UpstreamCall) -> Checks:
+        """Checks that record what LENIENT drops in the call's own `dropped` list."""
+        return cls(call.request, call.dropped)
+
     def unsupported(self, path: str, why: str) -> None:
-        if self._call.request.lenient:
-            if path not in self._call.dropped:
-                self._call.dropped.append(path)
+        if self._lenient:
+            if path not in self._dropped:
+                self._dropped.append(path)
         else:
-            self.problems.append(
-                FieldViolation(path, f"{why} (drop it, or set unsupported_parameters LENIENT)")
-            )
+            self.problems.append(FieldViolation(path, why + LENIENT_HINT))
 
     def invalid(self, path: str, why: str) -> None:
         self.problems.append(FieldViolation(path, why))

@@ -69,7 +69,7 @@ def map_usage(usage: dict[str, Any] | None) -> Usage | None:
 def build_body(call: UpstreamCall, *, stream: bool) -> dict[str, Any]:
     request = call.request
     gen = request.generation
-    checks = Checks(call)
+    checks = Checks.of(call)
     system, messages = _conversation(request.messages, checks)
     max_tokens = gen.max_tokens or call.model.max_output_tokens or DEFAULT_MAX_TOKENS
     thinking = _thinking(call, checks)

@@ -94,7 +94,7 @@ def map_usage(usage: dict[str, Any] | None) -> Usage | None:
 
 def build_body(call: UpstreamCall, *, stream: bool) -> dict[str, Any]:
     request = call.request
-    checks = Checks(call)
+    checks = Checks.of(call)
     body: dict[str, Any] = {
         "model": call.model.name,
         "messages": _messages(request.messages, checks),

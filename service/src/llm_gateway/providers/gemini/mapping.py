@@ -167,7 +167,7 @@ def parse_response(data: Mapping[str, Any]) -> Completion:
 def build_body(call: UpstreamCall) -> dict[str, Any]:
     """The same body serves `generateContent` and `streamGenerateContent`."""
     request = call.request
-    checks = Checks(call)
+    checks = Checks.of(call)
     system, contents, resolution = _conversation(request.messages, checks)
     body: dict[str, Any] = {"contents": contents}
     if system:

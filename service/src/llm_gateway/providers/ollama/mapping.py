@@ -38,7 +38,7 @@ def build_body(call: UpstreamCall, *, stream: bool, keep_alive: str | None = Non
     except that an `options` object in it adds to (and overrides within) the mapped `options`
     instead of replacing them, so `{"options": {"num_ctx": 8192}}` keeps the request's temperature."""
     request = call.request
-    checks = Checks(call)
+    checks = Checks.of(call)
     body: dict[str, Any] = {
         "model": call.model.name,
         "messages": _messages(request.messages, checks),

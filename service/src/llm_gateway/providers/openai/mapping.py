@@ -64,7 +64,7 @@ _DEFAULT_DIALECT = Dialect()
 def build_body(call: UpstreamCall, *, stream: bool, dialect: Dialect = _DEFAULT_DIALECT) -> dict[str, Any]:
     request = call.request
     gen = request.generation
-    checks = Checks(call)
+    checks = Checks.of(call)
     unsupported = dialect.unsupported
     body: dict[str, Any] = {
         "model": call.model.name,
