@@ -19,6 +19,11 @@ from llm_gateway.providers.http import client_timeout, post_json, post_ndjson, p
 from llm_gateway.providers.sse import ServerSentEvent
 
 
+def bearer(api_key: str) -> dict[str, str]:
+    """The `Authorization` header for a bearer key; none without a key (local servers)."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
 class HttpAdapter:
     def __init__(
         self,
@@ -27,15 +32,17 @@ class HttpAdapter:
         headers: Mapping[str, str],
         secrets: Sequence[str],
         timeout: TimeoutConfig,
+        url: str = "",
     ) -> None:
         self.name = name
+        self._endpoint = url  # the one URL every call goes to; adapters without one override _url
         self._http = http
         self._headers = {"Content-Type": "application/json", **headers}
         self._secrets = tuple(s for s in secrets if s)  # scrubbed from every error message
         self._timeout = client_timeout(timeout)
 
     def _url(self, call: UpstreamCall, *, stream: bool) -> str:
-        raise NotImplementedError
+        return self._endpoint
 
     def _body(self, call: UpstreamCall, *, stream: bool) -> dict[str, Any]:
         raise NotImplementedError

@@ -25,11 +25,7 @@ class AnthropicProvider(HttpAdapter):
     def __init__(self, name: str, config: AnthropicProviderConfig, http: aiohttp.ClientSession) -> None:
         api_key = config.api_key.get_secret_value() if config.api_key else ""
         headers = {"x-api-key": api_key, "anthropic-version": config.anthropic_version}
-        super().__init__(name, http, headers, (api_key,), config.timeout)
-        self._messages_url = f"{config.base_url}/v1/messages"
-
-    def _url(self, call: UpstreamCall, *, stream: bool) -> str:
-        return self._messages_url
+        super().__init__(name, http, headers, (api_key,), config.timeout, f"{config.base_url}/v1/messages")
 
     def _body(self, call: UpstreamCall, *, stream: bool) -> dict[str, Any]:
         return build_body(call, stream=stream)

@@ -11,7 +11,7 @@ import aiohttp
 
 from llm_gateway.config.schema import CohereProviderConfig
 from llm_gateway.domain.results import Completion, StreamEvent
-from llm_gateway.providers.adapter import HttpAdapter
+from llm_gateway.providers.adapter import HttpAdapter, bearer
 from llm_gateway.providers.base import UpstreamCall
 from llm_gateway.providers.cohere.mapping import build_body, parse_chat
 from llm_gateway.providers.cohere.stream import EventDecoder
@@ -21,12 +21,8 @@ from llm_gateway.providers.errors import stream_interrupted, upstream_errors
 class CohereProvider(HttpAdapter):
     def __init__(self, name: str, config: CohereProviderConfig, http: aiohttp.ClientSession) -> None:
         api_key = config.api_key.get_secret_value() if config.api_key else ""
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        super().__init__(name, http, headers, (api_key,), config.timeout)
-        self._chat_url = f"{config.base_url}/v2/chat"
-
-    def _url(self, call: UpstreamCall, *, stream: bool) -> str:
-        return self._chat_url
+        url = f"{config.base_url}/v2/chat"
+        super().__init__(name, http, bearer(api_key), (api_key,), config.timeout, url)
 
     def _body(self, call: UpstreamCall, *, stream: bool) -> dict[str, Any]:
         return build_body(call, stream=stream)

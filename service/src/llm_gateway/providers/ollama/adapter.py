@@ -10,7 +10,7 @@ import aiohttp
 
 from llm_gateway.config.schema import OllamaProviderConfig
 from llm_gateway.domain.results import Completion, StreamEvent
-from llm_gateway.providers.adapter import HttpAdapter
+from llm_gateway.providers.adapter import HttpAdapter, bearer
 from llm_gateway.providers.base import UpstreamCall
 from llm_gateway.providers.errors import stream_interrupted, upstream_errors
 from llm_gateway.providers.ollama.mapping import build_body, parse_chat
@@ -22,13 +22,9 @@ class OllamaProvider(HttpAdapter):
 
     def __init__(self, name: str, config: OllamaProviderConfig, http: aiohttp.ClientSession) -> None:
         api_key = config.api_key.get_secret_value() if config.api_key else ""
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        super().__init__(name, http, headers, (api_key,), config.timeout)
-        self._chat_url = f"{config.base_url}/api/chat"
+        url = f"{config.base_url}/api/chat"
+        super().__init__(name, http, bearer(api_key), (api_key,), config.timeout, url)
         self._keep_alive = config.keep_alive
-
-    def _url(self, call: UpstreamCall, *, stream: bool) -> str:
-        return self._chat_url
 
     def _body(self, call: UpstreamCall, *, stream: bool) -> dict[str, Any]:
         return build_body(call, stream=stream, keep_alive=self._keep_alive)

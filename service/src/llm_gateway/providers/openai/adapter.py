@@ -11,7 +11,7 @@ import aiohttp
 
 from llm_gateway.config.schema import OpenAICompatibleProviderConfig, OpenAIProviderConfig, TimeoutConfig
 from llm_gateway.domain.results import Completion, StreamEvent
-from llm_gateway.providers.adapter import HttpAdapter
+from llm_gateway.providers.adapter import HttpAdapter, bearer
 from llm_gateway.providers.base import UpstreamCall
 from llm_gateway.providers.errors import stream_interrupted, upstream_errors
 from llm_gateway.providers.openai.mapping import Dialect, build_body, parse_completion
@@ -30,8 +30,9 @@ class ChatCompletionsProvider(HttpAdapter):
         secrets: Sequence[str],
         timeout: TimeoutConfig,
         dialect: Dialect | None = None,
+        url: str = "",
     ) -> None:
-        super().__init__(name, http, headers, secrets, timeout)
+        super().__init__(name, http, headers, secrets, timeout, url)
         self._dialect = dialect or Dialect()
 
     def _body(self, call: UpstreamCall, *, stream: bool) -> dict[str, Any]:
@@ -68,12 +69,8 @@ class OpenAICompatibleProvider(ChatCompletionsProvider):
         self, name: str, config: OpenAICompatibleProviderConfig, http: aiohttp.ClientSession
     ) -> None:
         api_key = config.api_key.get_secret_value() if config.api_key else ""
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        super().__init__(name, http, headers, (api_key,), config.timeout, config.dialect)
-        self._chat_url = f"{config.base_url}/chat/completions"
-
-    def _url(self, call: UpstreamCall, *, stream: bool) -> str:
-        return self._chat_url
+        url = f"{config.base_url}/chat/completions"
+        super().__init__(name, http, bearer(api_key), (api_key,), config.timeout, config.dialect, url)
 
 
 class OpenAIProvider(ChatCompletionsProvider):
@@ -81,13 +78,10 @@ class OpenAIProvider(ChatCompletionsProvider):
 
     def __init__(self, name: str, config: OpenAIProviderConfig, http: aiohttp.ClientSession) -> None:
         api_key = config.api_key.get_secret_value() if config.api_key else ""
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        headers = bearer(api_key)
         if config.organization:
             headers["OpenAI-Organization"] = config.organization
         if config.project:
             headers["OpenAI-Project"] = config.project
-        super().__init__(name, http, headers, (api_key,), config.timeout)
-        self._chat_url = f"{config.base_url}/chat/completions"
-
-    def _url(self, call: UpstreamCall, *, stream: bool) -> str:
-        return self._chat_url
+        url = f"{config.base_url}/chat/completions"
+        super().__init__(name, http, headers, (api_key,), config.timeout, url=url)
