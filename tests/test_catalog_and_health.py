@@ -12,8 +12,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from llm_gateway.server.reflection import V1_SERVICE, _v1_messages
-from llmgateway.v1 import accounting_pb2, catalog_pb2, chat_pb2
-from tests.conftest import RunningGateway, chat, running_gateway
+from llmgateway.v1 import accounting_pb2, catalog_pb2, chat_pb2, content_pb2
+from tests.conftest import RunningGateway, chat, running_gateway, text_message, user
 
 MOCK_MODELS = ["mock:echo", "mock:echo-free", "mock:echo-large"]
 
@@ -57,6 +57,41 @@ async def test_estimate_auto_compares_every_auto_candidate() -> None:
     async with running_gateway('[routing]\nauto = ["mock:echo-large", "mock:echo"]\n') as gw:
         reply = await gw.stub.EstimateCost(catalog_pb2.EstimateCostRequest(request=chat("auto")))
         assert [e.model for e in reply.estimates] == ["mock:echo", "mock:echo-large"]
+
+
+async def test_estimate_counts_openai_models_exactly_and_says_which_method() -> None:
+    """gpt-4o-mini is counted with OpenAI's o200k_base encoding (exact), Claude by the
+    approximation; a configured `tokenizer` makes a compatible server's model exact too."""
+    toml = """
+[providers.openai]
+api_key = "sk-not-used-in-this-test-0000"
+
+[providers.anthropic]
+api_key = "sk-ant-not-used-in-this-test"
+
+[providers.local]
+kind = "openai_compatible"
+base_url = "http://127.0.0.1:9"
+models.gpt-4o-copy = { tokenizer = "o200k_base" }
+"""
+    async with running_gateway(toml) as gw:
+        request = catalog_pb2.EstimateCostRequest(
+            # system "Be brief." and user "Hi!": 3 priming + (3 + 1 + 3) + (3 + 1 + 2) = 16 tokens.
+            request=chat_pb2.ChatRequest(
+                model="openai:gpt-4o-mini",
+                messages=[text_message(content_pb2.ROLE_SYSTEM, "Be brief."), user("Hi!")],
+            ),
+            candidate_models=["openai:gpt-4o-mini", "anthropic:claude-haiku-4-5", "local:gpt-4o-copy"],
+        )
+        reply = await gw.stub.EstimateCost(request)
+        by_model = {e.model: e for e in reply.estimates}
+        for model in ("openai:gpt-4o-mini", "local:gpt-4o-copy"):
+            assert by_model[model].token_count_method == catalog_pb2.TOKEN_COUNT_METHOD_EXACT
+            assert by_model[model].prompt_tokens == 16
+        claude = by_model["anthropic:claude-haiku-4-5"]
+        assert claude.token_count_method == catalog_pb2.TOKEN_COUNT_METHOD_APPROXIMATE
+        # 3 priming + 4 framing per message + ceil(9 / 4) + ceil(3 / 4).
+        assert claude.prompt_tokens == 3 + (4 + 3) + (4 + 1)
 
 
 async def test_list_models_pages_through_everything_once(gateway: RunningGateway) -> None:

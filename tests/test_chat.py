@@ -9,7 +9,7 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2
 
-from llm_gateway.tokens import prompt_tokens, text_tokens
+from llm_gateway.tokens.approximate import prompt_tokens, text_tokens
 from llmgateway.v1 import accounting_pb2, chat_pb2, content_pb2
 from tests.conftest import RunningGateway, chat, error_details, reply_text, running_gateway, user
 

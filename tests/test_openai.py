@@ -346,8 +346,10 @@ async def test_stream_without_usage_is_estimated_and_marked(
     finish = (await stream_events(openai_gateway, chat("openai:gpt-4o-mini")))[-1].finish
     assert finish.usage.estimated
     assert finish.cost.estimated
-    assert finish.usage.completion_tokens == 6  # 21 characters, 4 per token, rounded up
-    assert finish.usage.prompt_tokens > 0
+    # Counted with gpt-4o-mini's own encoding (o200k_base): "four", " words", " right", " here".
+    assert finish.usage.completion_tokens == 4
+    # The prompt too: 3 priming + 3 framing + "user" (1) + "Hello there, gateway" (4).
+    assert finish.usage.prompt_tokens == 11
 
 
 async def test_unsupported_parameter_is_refused_before_the_call(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from llm_gateway.config.schema import GatewayConfig, ModelConfig, ProviderConfig
 from llm_gateway.pricing import PriceSheet, PricingStatus, sheet_from_catalog, sheet_from_config
+from llm_gateway.tokens import encoding_for_model
 
 _UNLISTED_CACHE_SIZE = 1024
 
@@ -24,6 +25,8 @@ class ModelSpec:
     capabilities: frozenset[str] | None
     price: PriceSheet
     listed: bool = True
+    # The offline encoding that counts its tokens exactly ("o200k_base", ...); "" approximates.
+    tokenizer: str = ""
 
     def supports(self, capability: str) -> bool:
         return self.capabilities is None or capability in self.capabilities
@@ -46,6 +49,10 @@ class Catalog:
 
     def listed(self) -> list[ModelSpec]:
         return sorted(self._listed.values(), key=lambda s: s.id)
+
+    def tokenizers(self) -> set[str]:
+        """The encodings listed models count with, to load before serving."""
+        return {spec.tokenizer for spec in self._listed.values() if spec.tokenizer}
 
     def aliases_of(self, model_id: str) -> list[str]:
         return sorted(self._aliases.get(model_id, ()))
@@ -96,4 +103,18 @@ def _spec(provider: str, pconf: ProviderConfig, key: str, mconf: ModelConfig | N
         capabilities=frozenset(mconf.capabilities) if mconf else None,
         price=price,
         listed=mconf is not None,
+        tokenizer=_tokenizer(pconf, name, mconf),
     )
+
+
+# Kinds whose models are OpenAI's own, so OpenAI's encodings count them exactly.
+_OPENAI_KINDS = frozenset({"openai", "azure_openai"})
+
+
+def _tokenizer(pconf: ProviderConfig, name: str, mconf: ModelConfig | None) -> str:
+    chosen = mconf.tokenizer if mconf else None
+    if chosen is not None:
+        return "" if chosen == "approximate" else chosen
+    if pconf.kind in _OPENAI_KINDS:
+        return encoding_for_model(name) or ""
+    return ""

@@ -133,6 +133,10 @@ class ModelConfig(_Strict):
     max_output_tokens: int | None = Field(default=None, ge=1)
     capabilities: tuple[CapabilityName, ...] = ("streaming",)
     price: PriceConfig | None = None
+    # How prompt tokens are counted for estimates and budgets: an OpenAI encoding (exact), or the
+    # documented approximation. Unset: the encoding OpenAI uses for the model on the openai and
+    # azure_openai kinds, the approximation everywhere else.
+    tokenizer: Literal["o200k_base", "cl100k_base", "approximate"] | None = None
 
 
 class TimeoutConfig(_Strict):

@@ -15,7 +15,7 @@ from llm_gateway.gateway.outcome import ChatOutcome, GatewayEvent, StreamFinishe
 from llm_gateway.gateway.plan import CallPlan
 from llm_gateway.providers.base import Provider
 from llm_gateway.router import Router
-from llm_gateway.tokens import prompt_tokens
+from llm_gateway.tokens import TokenCount, counter_for
 
 
 class Gateway:
@@ -48,7 +48,9 @@ class Gateway:
                 plan.failed(route, err)
                 continue
             plan.succeeded(route)
-            usage = completion.usage or plan.estimated_usage(completion.text, completion.tool_calls)
+            usage = completion.usage or plan.estimated_usage(
+                route.spec, completion.text, completion.tool_calls
+            )
             summary = plan.summary(
                 route.spec, usage, completion.finish_reason, completion.provider_model, completion.response_id
             )
@@ -86,7 +88,9 @@ class Gateway:
                     event = await anext(events)
                 plan.succeeded(route)
                 usage = event.usage or plan.estimated_usage(
-                    "".join(text), [ToolCall("", name, arguments) for name, arguments in calls.values()]
+                    route.spec,
+                    "".join(text),
+                    [ToolCall("", name, arguments) for name, arguments in calls.values()],
                 )
                 yield StreamFinished(
                     plan.summary(
@@ -112,9 +116,14 @@ class Gateway:
             ]
         else:
             routes = self._router.resolve(request.model, "request.model")
-        prompt = prompt_tokens(request)
         unique = {route.spec.id: route.spec for route in routes}
-        return ranked([estimate(request, spec, prompt, expected_output) for spec in unique.values()])
+        counts: dict[str, TokenCount] = {}
+        for spec in unique.values():
+            if spec.tokenizer not in counts:
+                counts[spec.tokenizer] = counter_for(spec.tokenizer).prompt(request)
+        return ranked(
+            [estimate(request, spec, counts[spec.tokenizer], expected_output) for spec in unique.values()]
+        )
 
     def list_models(self, provider: str = "", capabilities: Sequence[str] = ()) -> list[ModelSpec]:
         return [

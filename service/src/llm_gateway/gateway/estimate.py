@@ -10,6 +10,7 @@ from llm_gateway.domain.errors import Code, GatewayError
 from llm_gateway.domain.messages import ChatRequest
 from llm_gateway.domain.results import Usage
 from llm_gateway.pricing import Cost, PricingStatus, format_decimal
+from llm_gateway.tokens import TokenCount
 
 # Output tokens assumed for the expected cost when the caller gives none.
 DEFAULT_EXPECTED_OUTPUT_TOKENS = 256
@@ -31,8 +32,9 @@ class Estimate:
 
 
 def estimate(
-    request: ChatRequest, model: ModelSpec, prompt_tokens: int, expected_output: int | None = None
+    request: ChatRequest, model: ModelSpec, prompt: TokenCount, expected_output: int | None = None
 ) -> Estimate:
+    prompt_tokens = prompt.tokens
     worst = request.generation.max_tokens or model.max_output_tokens or UNBOUNDED_OUTPUT_TOKENS
     expected = min(DEFAULT_EXPECTED_OUTPUT_TOKENS if expected_output is None else expected_output, worst)
     expected_cost = model.price.cost(Usage(prompt_tokens, expected, estimated=True))
@@ -41,7 +43,7 @@ def estimate(
     return Estimate(
         model=model,
         prompt_tokens=prompt_tokens,
-        exact=False,
+        exact=prompt.exact,
         expected_output_tokens=expected,
         worst_case_output_tokens=worst,
         expected_cost=expected_cost,

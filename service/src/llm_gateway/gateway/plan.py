@@ -5,7 +5,6 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Sequence
-from functools import cached_property
 
 from llm_gateway.catalog import ModelSpec
 from llm_gateway.domain.errors import GatewayError
@@ -17,7 +16,7 @@ from llm_gateway.gateway.outcome import Attempt, CallHeader, CallSummary, Latenc
 from llm_gateway.providers.base import UpstreamCall
 from llm_gateway.providers.http import UpstreamTiming, current_timing
 from llm_gateway.router import Route
-from llm_gateway.tokens import completion_tokens, prompt_tokens
+from llm_gateway.tokens import TokenCount, counter_for
 
 _perf = time.perf_counter
 
@@ -38,17 +37,21 @@ class CallPlan:
         self._attempt_started = 0.0
         self._last_error: GatewayError | None = None
         self._estimates: dict[str, Estimate] = {}
+        self._prompts: dict[str, TokenCount] = {}
 
-    @cached_property
-    def prompt_tokens(self) -> int:
-        """The approximate prompt size; only needed for budgets, dry runs and unreported usage."""
-        return prompt_tokens(self.request)
+    def prompt_tokens(self, spec: ModelSpec) -> TokenCount:
+        """The prompt's size for `spec`, counted once per tokenizer; only needed for budgets, dry
+        runs and usage a provider did not report."""
+        found = self._prompts.get(spec.tokenizer)
+        if found is None:
+            found = self._prompts[spec.tokenizer] = counter_for(spec.tokenizer).prompt(self.request)
+        return found
 
     def estimate(self, spec: ModelSpec) -> Estimate:
         """The model's cost estimate for this request, computed once per model."""
         found = self._estimates.get(spec.id)
         if found is None:
-            found = self._estimates[spec.id] = estimate(self.request, spec, self.prompt_tokens)
+            found = self._estimates[spec.id] = estimate(self.request, spec, self.prompt_tokens(spec))
         return found
 
     def runnable(self) -> list[Route]:
@@ -107,10 +110,10 @@ class CallPlan:
     def header(self, spec: ModelSpec) -> CallHeader:
         return CallHeader(f"chat_{secrets.token_hex(12)}", self.request_id, spec, self.created)
 
-    def estimated_usage(self, text: str, tool_calls: Sequence[ToolCall]) -> Usage:
-        """Usage the provider did not report, from the approximation, marked as estimated."""
-        completion = completion_tokens(text, tool_calls)
-        return Usage(prompt_tokens=self.prompt_tokens, completion_tokens=completion, estimated=True)
+    def estimated_usage(self, spec: ModelSpec, text: str, tool_calls: Sequence[ToolCall]) -> Usage:
+        """Usage the provider did not report, counted by the gateway and marked as estimated."""
+        completion = counter_for(spec.tokenizer).completion(text, tool_calls)
+        return Usage(self.prompt_tokens(spec).tokens, completion, estimated=True)
 
     def summary(
         self,

@@ -42,7 +42,7 @@ from llm_gateway.domain.results import (
     Usage,
 )
 from llm_gateway.providers.base import UpstreamCall
-from llm_gateway.tokens import CHARS_PER_TOKEN, completion_tokens, prompt_tokens, text_tokens
+from llm_gateway.tokens.approximate import CHARS_PER_TOKEN, completion_tokens, prompt_tokens, text_tokens
 
 _WORD = re.compile(r"\s*\S+")
 

@@ -1,6 +1,6 @@
-"""Token counts for estimates, and for usage a provider did not report.
+"""The documented approximation used where no offline tokenizer exists for a model.
 
-A documented approximation, not a tokenizer: about 4 characters of English text per token (OpenAI's
+Not a tokenizer: about 4 characters of English text per token (OpenAI's
 rule of thumb), 4 tokens of framing per message, and 85 tokens per image (the low-detail cost of an
 OpenAI image). Results are marked as approximate wherever they reach a caller.
 """

@@ -1,0 +1,16 @@
+"""Token counts for estimates, budgets and usage a provider did not report: exact with a model's own
+tokenizer where one is available offline, else a documented approximation."""
+
+from llm_gateway.tokens.count import APPROXIMATE, Counter, TokenCount, counter_for
+from llm_gateway.tokens.encodings import SPECS as ENCODINGS
+from llm_gateway.tokens.encodings import encoding_for_model, preload
+
+__all__ = [
+    "APPROXIMATE",
+    "ENCODINGS",
+    "Counter",
+    "TokenCount",
+    "counter_for",
+    "encoding_for_model",
+    "preload",
+]

@@ -1,0 +1,101 @@
+"""Counting a request's prompt tokens and a reply's output tokens for one model.
+
+A model whose encoding is available offline (OpenAI's models: `encodings.py`) is counted with it;
+every other model with the documented approximation (`approximate.py`). A count is exact only when
+every part of the prompt went through the model's encoding with a framing OpenAI documents: text
+messages of the system, user and assistant roles. Images, tool definitions, tool calls and results
+and JSON schemas are framed by the provider in ways it does not publish, so a prompt with any of
+them is counted as closely as possible and reported as approximate.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Protocol
+
+from llm_gateway.domain.messages import ChatRequest, ImagePart, Role, TextPart, ToolCall
+from llm_gateway.tokens import approximate
+from llm_gateway.tokens.encodings import get_encoding
+
+# OpenAI's chat framing (the OpenAI Cookbook's count for every chat model since gpt-3.5-turbo-0613):
+# each message costs 3 tokens plus its role, a name 1 more, and every reply is primed with 3.
+TOKENS_PER_MESSAGE = 3
+TOKENS_PER_NAME = 1
+TOKENS_REPLY_PRIMING = 3
+_EXACT_ROLES = frozenset({Role.SYSTEM, Role.USER, Role.ASSISTANT})
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCount:
+    tokens: int
+    exact: bool  # counted with the model's own tokenizer, every part of it
+
+
+class Counter(Protocol):
+    def prompt(self, request: ChatRequest) -> TokenCount: ...
+
+    def completion(self, text: str, tool_calls: Sequence[ToolCall] = ()) -> int: ...
+
+
+class ApproximateCounter:
+    def prompt(self, request: ChatRequest) -> TokenCount:
+        return TokenCount(approximate.prompt_tokens(request), exact=False)
+
+    def completion(self, text: str, tool_calls: Sequence[ToolCall] = ()) -> int:
+        return approximate.completion_tokens(text, tool_calls)
+
+
+class EncodingCounter:
+    """Counts with a tiktoken encoding, in OpenAI's chat format."""
+
+    def __init__(self, encoding: str) -> None:
+        self._encoding = encoding
+
+    def _count(self, text: str) -> int:
+        # encode_ordinary: special-token text in a prompt is plain text to the API as well.
+        return len(get_encoding(self._encoding).encode_ordinary(text)) if text else 0
+
+    def prompt(self, request: ChatRequest) -> TokenCount:
+        count = self._count
+        exact = True
+        tokens = TOKENS_REPLY_PRIMING
+        for message in request.messages:
+            tokens += TOKENS_PER_MESSAGE + count(message.role.value)
+            if message.name:
+                tokens += count(message.name) + TOKENS_PER_NAME
+            texts = 0
+            for part in message.parts:
+                if isinstance(part, TextPart):
+                    tokens += count(part.text)
+                    texts += 1
+                elif isinstance(part, ImagePart):
+                    tokens += approximate.TOKENS_PER_IMAGE
+                    exact = False
+            for call in message.tool_calls:
+                tokens += count(call.name) + count(call.arguments)
+            if texts > 1 or message.tool_calls or message.role not in _EXACT_ROLES:
+                exact = False
+        for tool in request.tools:
+            schema = json.dumps(tool.parameters, separators=(",", ":")) if tool.parameters else ""
+            tokens += count(tool.name) + count(tool.description) + count(schema)
+            exact = False
+        fmt = request.response_format
+        if fmt is not None and fmt.json_schema:
+            tokens += count(json.dumps(fmt.json_schema, separators=(",", ":")))
+            exact = False
+        return TokenCount(tokens, exact)
+
+    def completion(self, text: str, tool_calls: Sequence[ToolCall] = ()) -> int:
+        return self._count(text) + sum(self._count(c.name) + self._count(c.arguments) for c in tool_calls)
+
+
+APPROXIMATE = ApproximateCounter()
+
+
+@cache
+def counter_for(encoding: str) -> Counter:
+    """The counter for a model's `tokenizer`: an encoding name, or "" for the approximation."""
+    return EncodingCounter(encoding) if encoding else APPROXIMATE
