@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 
 from llm_gateway.config import load_config
+from llm_gateway.logs import JsonFormatter
 from llm_gateway.server import GatewayServer, create_server
 from llmgateway.v1 import chat_pb2, content_pb2, gateway_service_pb2_grpc
 from tests.fakes.anthropic import FakeAnthropic
@@ -109,6 +111,31 @@ api_key = "{OPENAI_TEST_KEY}"
 timeout = {{ connect = 2.0, read = 5.0 }}
 {extra}
 """
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+        self.setFormatter(JsonFormatter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture
+def log_lines() -> Iterator[list[str]]:
+    """Every log line the process writes during the test, as the JSON the gateway logs."""
+    handler = _Capture()
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield handler.lines
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous)
 
 
 @pytest.fixture

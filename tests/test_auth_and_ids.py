@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from llm_gateway.logs import JsonFormatter
 from llmgateway.v1 import catalog_pb2, chat_pb2
 from tests.conftest import RunningGateway, chat, error_details, metadata_value, running_gateway
 
@@ -121,30 +119,6 @@ async def test_errors_carry_the_request_id(keyed: RunningGateway) -> None:
             metadata=(("x-request-id", "err-id-2"), *bearer(KEY)),
         )
     assert error_details(caught.value).info.metadata["request_id"] == "err-id-2"
-
-
-class _Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lines: list[str] = []
-        self.setFormatter(JsonFormatter())
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
-
-
-@pytest.fixture
-def log_lines() -> Iterator[list[str]]:
-    handler = _Capture()
-    root = logging.getLogger()
-    previous = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    try:
-        yield handler.lines
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(previous)
 
 
 async def test_access_log_has_one_json_line_per_call_and_no_secret(

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+import asyncio
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import aclosing
 
 from llm_gateway.catalog import Catalog, ModelSpec
 from llm_gateway.domain.errors import GatewayError
-from llm_gateway.domain.messages import ChatRequest, ToolCall
-from llm_gateway.domain.results import Completion, StreamDone, TextDelta, Usage
+from llm_gateway.domain.messages import ChatRequest
+from llm_gateway.domain.results import Completion, StreamDone, Usage
 from llm_gateway.gateway.estimate import Estimate, estimate, ranked
-from llm_gateway.gateway.outcome import ChatOutcome, GatewayEvent, StreamFinished, StreamStarted
-from llm_gateway.gateway.plan import CallPlan
+from llm_gateway.gateway.outcome import CallSummary, ChatOutcome, GatewayEvent, StreamFinished, StreamStarted
+from llm_gateway.gateway.plan import CallPlan, StreamOutput
+from llm_gateway.pricing import PricingStatus, format_decimal
 from llm_gateway.providers.base import Provider
 from llm_gateway.router import Router
 from llm_gateway.tokens import TokenCount, counter_for
@@ -58,10 +59,18 @@ class Gateway:
         raise plan.exhausted()
 
     async def chat_stream(
-        self, request: ChatRequest, request_id: str, received_at: float | None = None
-    ) -> AsyncIterator[GatewayEvent]:
+        self,
+        request: ChatRequest,
+        request_id: str,
+        received_at: float | None = None,
+        on_cut_short: Callable[[CallSummary], None] | None = None,
+    ) -> AsyncGenerator[GatewayEvent, None]:
         """Start, deltas as the upstream sends them, then the summary. A candidate may be replaced
-        by the next one only until its first event: after that the caller has seen output."""
+        by the next one only until its first event: after that the caller has seen output.
+
+        A stream cut short after its start (the upstream fails, or the caller cancels) is still
+        accounted: what was produced so far is counted and priced, marked estimated, and handed
+        to `on_cut_short`; an upstream failure also carries it in its error's metadata."""
         plan = self._plan(request, request_id, received_at)
         for route in plan.runnable():
             events = self._providers[route.spec.provider].stream(plan.begin_attempt(route.spec))
@@ -72,26 +81,25 @@ class Gateway:
                     plan.failed(route, err)
                     continue
                 yield StreamStarted(plan.header(route.spec))
-                first_token: float | None = None
-                text: list[str] = []
-                calls: dict[int, list[str]] = {}  # index -> [name, arguments]
-                while not isinstance(event, StreamDone):
-                    if first_token is None:
-                        first_token = time.perf_counter()
-                    if isinstance(event, TextDelta):
-                        text.append(event.text)
-                    else:
-                        call = calls.setdefault(event.index, ["", ""])
-                        call[0] += event.name
-                        call[1] += event.arguments
-                    yield event
-                    event = await anext(events)
+                output = StreamOutput()
+                try:
+                    while not isinstance(event, StreamDone):
+                        output.add(event)
+                        yield event
+                        event = await anext(events)
+                except GatewayError as err:
+                    summary = plan.cut_short(route, output, err)
+                    err.metadata.update(_spent(summary))
+                    if on_cut_short is not None:
+                        on_cut_short(summary)
+                    raise
+                except (asyncio.CancelledError, GeneratorExit):
+                    summary = plan.cut_short(route, output)
+                    if on_cut_short is not None:
+                        on_cut_short(summary)
+                    raise
                 plan.succeeded(route)
-                usage = event.usage or plan.estimated_usage(
-                    route.spec,
-                    "".join(text),
-                    [ToolCall("", name, arguments) for name, arguments in calls.values()],
-                )
+                usage = event.usage or plan.estimated_usage(route.spec, output.text(), output.tool_calls())
                 yield StreamFinished(
                     plan.summary(
                         route.spec,
@@ -99,7 +107,7 @@ class Gateway:
                         event.finish_reason,
                         event.provider_model,
                         event.response_id,
-                        first_token,
+                        output.first_token,
                     )
                 )
                 return
@@ -131,6 +139,21 @@ class Gateway:
             for spec in self._catalog.listed()
             if (not provider or spec.provider == provider) and all(spec.supports(c) for c in capabilities)
         ]
+
+
+def _spent(summary: CallSummary) -> dict[str, str]:
+    """A cut-short stream's usage and cost, for its error's ErrorInfo metadata."""
+    usage, cost = summary.usage, summary.cost
+    spent = {
+        "prompt_tokens": str(usage.prompt_tokens),
+        "completion_tokens": str(usage.completion_tokens),
+        "usage_estimated": "true",
+        "cost_status": cost.status.value,
+    }
+    if cost.status is not PricingStatus.UNKNOWN:
+        spent["cost"] = format_decimal(cost.total)
+        spent["cost_currency"] = cost.currency
+    return spent
 
 
 def _dry_run(plan: CallPlan) -> ChatOutcome:

@@ -7,9 +7,9 @@ import time
 from collections.abc import Sequence
 
 from llm_gateway.catalog import ModelSpec
-from llm_gateway.domain.errors import GatewayError
+from llm_gateway.domain.errors import Code, GatewayError
 from llm_gateway.domain.messages import ChatRequest, ToolCall
-from llm_gateway.domain.results import FinishReason, Usage
+from llm_gateway.domain.results import FinishReason, TextDelta, ToolCallDelta, Usage
 from llm_gateway.gateway.estimate import Estimate, budget_error, estimate
 from llm_gateway.gateway.fit import fit_request
 from llm_gateway.gateway.outcome import Attempt, CallHeader, CallSummary, Latency, RoutingInfo
@@ -19,6 +19,33 @@ from llm_gateway.router import Route
 from llm_gateway.tokens import TokenCount, counter_for
 
 _perf = time.perf_counter
+
+
+class StreamOutput:
+    """What a stream has sent so far, to count when the provider reports no usage."""
+
+    __slots__ = ("_calls", "_text", "first_token")
+
+    def __init__(self) -> None:
+        self.first_token: float | None = None
+        self._text: list[str] = []
+        self._calls: dict[int, list[str]] = {}  # index -> [name, arguments]
+
+    def add(self, event: TextDelta | ToolCallDelta) -> None:
+        if self.first_token is None:
+            self.first_token = time.perf_counter()
+        if isinstance(event, TextDelta):
+            self._text.append(event.text)
+        else:
+            call = self._calls.setdefault(event.index, ["", ""])
+            call[0] += event.name
+            call[1] += event.arguments
+
+    def text(self) -> str:
+        return "".join(self._text)
+
+    def tool_calls(self) -> list[ToolCall]:
+        return [ToolCall("", name, arguments) for name, arguments in self._calls.values()]
 
 
 class CallPlan:
@@ -99,6 +126,18 @@ class CallPlan:
         self.routing.selected = route.spec
         if route.spec.id != self.routes[0].spec.id:
             self.routing.reason = "fallback"
+
+    def cut_short(self, route: Route, output: StreamOutput, err: GatewayError | None = None) -> CallSummary:
+        """The summary of a stream that ended before its provider's final event, by an upstream
+        failure (`err`) or the caller cancelling: what was produced so far, counted and priced,
+        marked estimated (a provider reports usage only at the end)."""
+        if err is None:
+            self._record(route.spec, Code.CANCELLED, "", "the caller cancelled", self._end_attempt())
+        else:
+            self._record(route.spec, err.code, err.reason, err.message, self._end_attempt())
+        self.routing.selected = route.spec
+        usage = self.estimated_usage(route.spec, output.text(), output.tool_calls())
+        return self.summary(route.spec, usage, None, first_token=output.first_token)
 
     def exhausted(self) -> GatewayError:
         """The error to raise when every runnable candidate failed with a retryable error."""

@@ -14,7 +14,8 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import grpc
@@ -43,7 +44,7 @@ OPEN_SERVICES = (
 _VALID_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 
 UnaryBehavior = Callable[[Any, "Context"], Awaitable[Any]]
-StreamBehavior = Callable[[Any, "Context"], AsyncIterator[Any]]
+StreamBehavior = Callable[[Any, "Context"], AsyncGenerator[Any, None]]
 
 
 def metadata_value(context: Context, key: str) -> str | None:
@@ -140,11 +141,13 @@ class Pipeline(ServerInterceptor):
         return unary
 
     def _wrap_stream(self, behavior: StreamBehavior, method: str) -> StreamBehavior:
-        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+        async def stream(request: Any, context: Context) -> AsyncGenerator[Any, None]:
             entered = await self._enter(context, method)
             try:
-                async for response in behavior(request, context):
-                    yield response
+                # Closed before the steps exit, so the servicer's clean-up is done when they run.
+                async with aclosing(behavior(request, context)) as responses:
+                    async for response in responses:
+                        yield response
             except BaseException as error:
                 self._exit(context, entered, error)
                 raise

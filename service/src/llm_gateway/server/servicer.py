@@ -6,6 +6,7 @@ import base64
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Collection
+from contextlib import aclosing
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -83,15 +84,21 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
             if not request.HasField("request"):
                 raise invalid_field("", "must be set: the chat request")
             chat = self._decode(request.request)
-            async for event in self._gateway.chat_stream(chat, request_id_var.get(), received_at_var.get()):
-                if isinstance(event, StreamStarted):
-                    _record_model(event.header.model.id, event.header.model.provider)
-                    yield encode.stream_start(event.header)
-                elif isinstance(event, StreamFinished):
-                    _record_summary(event.summary)
-                    yield encode.stream_finish(event.summary)
-                else:
-                    yield encode.stream_delta(event)
+            stream = self._gateway.chat_stream(
+                chat, request_id_var.get(), received_at_var.get(), on_cut_short=_record_summary
+            )
+            # Closed here, not whenever it is collected, so a cut-short stream is accounted before
+            # the access log line is written.
+            async with aclosing(stream):
+                async for event in stream:
+                    if isinstance(event, StreamStarted):
+                        _record_model(event.header.model.id, event.header.model.provider)
+                        yield encode.stream_start(event.header)
+                    elif isinstance(event, StreamFinished):
+                        _record_summary(event.summary)
+                        yield encode.stream_finish(event.summary)
+                    else:
+                        yield encode.stream_delta(event)
 
     async def EstimateCost(  # noqa: N802
         self, request: catalog_pb2.EstimateCostRequest, context: Context
