@@ -206,3 +206,65 @@ async def test_reflection_v1alpha_and_v1(gateway: RunningGateway) -> None:
         "EstimateCost",
         "ListModels",
     ]
+
+
+async def test_list_models_reports_observed_latency_of_recent_calls() -> None:
+    async with running_gateway("[providers.mock]\nchunk_delay = 0.05\n") as gw:
+
+        async def state(model: str) -> catalog_pb2.ModelState:
+            reply = await gw.stub.ListModels(catalog_pb2.ListModelsRequest(provider="mock"))
+            return {m.id: m for m in reply.models}[model].state
+
+        before = await state("mock:echo")
+        assert before.recent_calls == 0
+        assert not before.HasField("latency_p50")
+        assert not before.HasField("time_to_first_token_p50")
+
+        for _ in range(3):
+            await gw.stub.Chat(chat("mock:echo"))
+        async for _ in gw.stub.ChatStream(chat_pb2.ChatStreamRequest(request=chat("mock:echo"))):
+            pass
+        after = await state("mock:echo")
+        assert after.recent_calls == 4
+        assert after.HasField("latency_p50")
+        # The mock waits chunk_delay before each streamed chunk, the first one included.
+        assert after.time_to_first_token_p50.ToTimedelta().total_seconds() >= 0.05
+        assert after.circuit_state == catalog_pb2.CIRCUIT_STATE_CLOSED
+        # Other models keep their own windows.
+        assert (await state("mock:echo-large")).recent_calls == 0
+
+
+async def test_list_models_shows_each_providers_cost_capabilities() -> None:
+    toml = """
+[providers.openai]
+api_key = "sk-not-used-in-this-test-0000"
+
+[providers.local]
+kind = "ollama"
+enabled = true
+models.llama = {}
+
+[providers.search]
+kind = "openai_compatible"
+base_url = "http://127.0.0.1:9"
+models.answer = { price = { input_per_million = "1", output_per_million = "1", per_request = "0.005" } }
+
+[providers.lookup]
+kind = "openai_compatible"
+base_url = "http://127.0.0.1:9"
+models.lookup = { price = { per_request = "0.001" } }
+"""
+    async with running_gateway(toml) as gw:
+        reply = await gw.stub.ListModels(catalog_pb2.ListModelsRequest(page_size=1000))
+        by_provider = {m.provider: m.cost_capabilities for m in reply.models}
+        got = {
+            provider: (c.tracks_tokens, c.token_caching, c.request_fees, c.billing_model)
+            for provider, c in by_provider.items()
+        }
+        assert got == {
+            "openai": (True, True, False, catalog_pb2.BILLING_MODEL_PER_TOKEN),
+            "mock": (True, False, False, catalog_pb2.BILLING_MODEL_PER_TOKEN),
+            "local": (True, False, False, catalog_pb2.BILLING_MODEL_FREE),
+            "search": (True, False, True, catalog_pb2.BILLING_MODEL_HYBRID),
+            "lookup": (True, False, True, catalog_pb2.BILLING_MODEL_PER_REQUEST),
+        }

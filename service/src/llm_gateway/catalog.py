@@ -7,7 +7,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from llm_gateway.config.schema import GatewayConfig, ModelConfig, ProviderConfig
-from llm_gateway.pricing import PriceSheet, PricingStatus, sheet_from_catalog, sheet_from_config
+from llm_gateway.pricing import (
+    BillingModel,
+    CostCapabilities,
+    PriceSheet,
+    PricingStatus,
+    sheet_from_catalog,
+    sheet_from_config,
+)
 from llm_gateway.tokens import encoding_for_model
 
 _UNLISTED_CACHE_SIZE = 1024
@@ -42,6 +49,10 @@ class Catalog:
             for key, mconf in pconf.models.items():
                 spec = _spec(provider, pconf, key, mconf)
                 self._listed[spec.id] = spec
+        self._costs = {
+            provider: _cost_capabilities(pconf, [s for s in self._listed.values() if s.provider == provider])
+            for provider, pconf in self._enabled.items()
+        }
         self._unlisted: OrderedDict[str, ModelSpec] = OrderedDict()
         self._aliases: dict[str, list[str]] = {}
         for alias, target in config.aliases.items():
@@ -49,6 +60,9 @@ class Catalog:
 
     def listed(self) -> list[ModelSpec]:
         return sorted(self._listed.values(), key=lambda s: s.id)
+
+    def cost_capabilities(self, provider: str) -> CostCapabilities:
+        return self._costs[provider]
 
     def tokenizers(self) -> set[str]:
         """The encodings listed models count with, to load before serving."""
@@ -105,6 +119,20 @@ def _spec(provider: str, pconf: ProviderConfig, key: str, mconf: ModelConfig | N
         listed=mconf is not None,
         tokenizer=_tokenizer(pconf, name, mconf),
     )
+
+
+def _cost_capabilities(pconf: ProviderConfig, listed: list[ModelSpec]) -> CostCapabilities:
+    """The provider's declaration (its kind's or preset's, or its config's), with request fees
+    and the billing model read from its models' prices."""
+    fees = any(spec.price.per_request > 0 for spec in listed)
+    models = {spec.price.billing_model for spec in listed} - {None, BillingModel.FREE}
+    if pconf.free:
+        billing = BillingModel.FREE
+    elif models == {BillingModel.PER_REQUEST}:
+        billing = BillingModel.PER_REQUEST
+    else:
+        billing = BillingModel.HYBRID if fees else BillingModel.PER_TOKEN
+    return CostCapabilities(pconf.tracks_tokens, pconf.token_caching, fees, billing)
 
 
 # Kinds whose models are OpenAI's own, so OpenAI's encodings count them exactly.

@@ -157,6 +157,10 @@ class _ProviderBase(_Strict):
     price_catalog_provider: str | None = None
     # Every model of this provider costs nothing (local servers); a model's own `price` still wins.
     free: bool = False
+    # Cost capabilities (ListModels shows them): replies carry token counts, and the provider
+    # caches prompts and reports cached tokens. Each kind and preset sets what its API does.
+    tracks_tokens: bool = True
+    token_caching: bool = False
     models: dict[str, ModelConfig] = {}
 
     @field_validator("models")
@@ -183,6 +187,7 @@ class OpenAIProviderConfig(_ProviderBase):
     kind: Literal["openai"]
     base_url: BaseUrl = "https://api.openai.com/v1"
     api_key: SecretStr | None = None
+    token_caching: bool = True
     organization: str | None = None
     project: str | None = None
 
@@ -248,6 +253,7 @@ class AzureOpenAIProviderConfig(_ProviderBase):
     # https://RESOURCE.openai.azure.com; "" (an unset "${AZURE_OPENAI_ENDPOINT:-}") counts as unset.
     endpoint: Annotated[BaseUrl | None, BeforeValidator(lambda url: url or None)] = None
     api_key: SecretStr | None = None
+    token_caching: bool = True
     api_version: str = Field(default="2024-10-21", pattern=r"^\d{4}-\d{2}-\d{2}(-preview)?$")
     # genai-prices lists Azure's own prices under "azure".
     price_catalog_provider: str | None = "azure"
@@ -299,6 +305,7 @@ class AnthropicProviderConfig(_ProviderBase):
     kind: Literal["anthropic"]
     base_url: BaseUrl = "https://api.anthropic.com"
     api_key: SecretStr | None = None
+    token_caching: bool = True
     anthropic_version: str = "2023-06-01"
 
 
@@ -308,6 +315,7 @@ class GeminiProviderConfig(_ProviderBase):
     kind: Literal["gemini"]
     base_url: BaseUrl = "https://generativelanguage.googleapis.com"
     api_key: SecretStr | None = None
+    token_caching: bool = True
     api_version: Literal["v1beta", "v1"] = "v1beta"
     price_catalog_provider: str | None = "google"
 

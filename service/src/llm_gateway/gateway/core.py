@@ -11,6 +11,7 @@ from llm_gateway.domain.errors import GatewayError
 from llm_gateway.domain.messages import ChatRequest
 from llm_gateway.domain.results import Completion, StreamDone, Usage
 from llm_gateway.gateway.estimate import Estimate, estimate, ranked
+from llm_gateway.gateway.live import LiveLatency
 from llm_gateway.gateway.outcome import CallSummary, ChatOutcome, GatewayEvent, StreamFinished, StreamStarted
 from llm_gateway.gateway.plan import CallPlan, StreamOutput
 from llm_gateway.pricing import PricingStatus, format_decimal
@@ -24,6 +25,7 @@ class Gateway:
         self._router = router
         self._catalog = catalog
         self._providers = dict(providers)
+        self.live = LiveLatency()
 
     @property
     def catalog(self) -> Catalog:
@@ -48,7 +50,9 @@ class Gateway:
             except GatewayError as err:
                 plan.failed(route, err)
                 continue
-            plan.succeeded(route)
+            elapsed = plan.succeeded(route)
+            if route.spec.listed:
+                self.live.call(route.spec.id, elapsed)
             usage = completion.usage or plan.estimated_usage(
                 route.spec, completion.text, completion.tool_calls
             )
@@ -98,7 +102,10 @@ class Gateway:
                     if on_cut_short is not None:
                         on_cut_short(summary)
                     raise
+                started = plan.attempt_started
                 plan.succeeded(route)
+                if route.spec.listed and output.first_token is not None:
+                    self.live.first_token(route.spec.id, output.first_token - started)
                 usage = event.usage or plan.estimated_usage(route.spec, output.text(), output.tool_calls())
                 yield StreamFinished(
                     plan.summary(

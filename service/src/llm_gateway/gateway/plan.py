@@ -121,11 +121,19 @@ class CallPlan:
             raise err
         self._last_error = err
 
-    def succeeded(self, route: Route) -> None:
-        self._record(route.spec, "OK", "", "", self._end_attempt())
+    def succeeded(self, route: Route) -> float:
+        """Records the serving attempt; returns how long it took, in seconds."""
+        elapsed = self._end_attempt()
+        self._record(route.spec, "OK", "", "", elapsed)
         self.routing.selected = route.spec
         if route.spec.id != self.routes[0].spec.id:
             self.routing.reason = "fallback"
+        return elapsed
+
+    @property
+    def attempt_started(self) -> float:
+        """time.perf_counter() when the current attempt began."""
+        return self._attempt_started
 
     def cut_short(self, route: Route, output: StreamOutput, err: GatewayError | None = None) -> CallSummary:
         """The summary of a stream that ended before its provider's final event, by an upstream

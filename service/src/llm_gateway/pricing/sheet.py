@@ -29,6 +29,16 @@ class BillingModel(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class CostCapabilities:
+    """What a provider reports and charges: how fully its calls can be costed."""
+
+    tracks_tokens: bool  # replies carry its own token counts
+    token_caching: bool  # it caches prompts and reports cached tokens, priced apart
+    request_fees: bool  # some of its models charge a fee per request
+    billing_model: BillingModel
+
+
+@dataclass(frozen=True, slots=True)
 class Rate:
     """A price per million tokens, optionally rising once the prompt passes a threshold.
 

@@ -7,7 +7,8 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from llm_gateway.catalog import ModelSpec
 from llm_gateway.domain.results import Completion, FinishReason, TextDelta, ToolCallDelta, Usage
 from llm_gateway.gateway import CallHeader, CallSummary, ChatOutcome, Estimate, Latency, RoutingInfo
-from llm_gateway.pricing import Cost, PriceSheet, PricingStatus, format_decimal
+from llm_gateway.gateway.live import ModelLatency
+from llm_gateway.pricing import Cost, CostCapabilities, PriceSheet, PricingStatus, format_decimal
 from llmgateway.v1 import accounting_pb2, catalog_pb2, chat_pb2, content_pb2
 
 _FINISH = {
@@ -176,7 +177,9 @@ def routing(r: RoutingInfo) -> accounting_pb2.Routing:
     )
 
 
-def model(spec: ModelSpec, aliases: list[str], state: catalog_pb2.ModelState) -> catalog_pb2.Model:
+def model(
+    spec: ModelSpec, aliases: list[str], latency: ModelLatency, costs: CostCapabilities
+) -> catalog_pb2.Model:
     return catalog_pb2.Model(
         id=spec.id,
         provider=spec.provider,
@@ -187,8 +190,26 @@ def model(spec: ModelSpec, aliases: list[str], state: catalog_pb2.ModelState) ->
         max_output_tokens=spec.max_output_tokens or 0,
         capabilities=sorted(CAPABILITIES[c] for c in spec.capabilities or ()),
         pricing=pricing(spec.price),
-        state=state,
+        state=model_state(latency),
+        cost_capabilities=catalog_pb2.CostCapabilities(
+            tracks_tokens=costs.tracks_tokens,
+            token_caching=costs.token_caching,
+            request_fees=costs.request_fees,
+            billing_model=_BILLING[costs.billing_model.value],
+        ),
     )
+
+
+def model_state(latency: ModelLatency) -> catalog_pb2.ModelState:
+    # Circuit breakers come with the resilience layer; until then every provider is closed.
+    state = catalog_pb2.ModelState(
+        circuit_state=catalog_pb2.CIRCUIT_STATE_CLOSED, available=True, recent_calls=latency.recent_calls
+    )
+    if latency.latency_p50 is not None:
+        state.latency_p50.CopyFrom(_duration(latency.latency_p50))
+    if latency.time_to_first_token_p50 is not None:
+        state.time_to_first_token_p50.CopyFrom(_duration(latency.time_to_first_token_p50))
+    return state
 
 
 def pricing(sheet: PriceSheet) -> catalog_pb2.ModelPricing:

@@ -133,11 +133,18 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
             models = self._gateway.list_models(request.provider, capabilities)
             size = request.page_size or _DEFAULT_PAGE_SIZE
             page = models[offset : offset + size]
-            catalog = self._gateway.catalog
-            state = catalog_pb2.ModelState(circuit_state=catalog_pb2.CIRCUIT_STATE_CLOSED, available=True)
+            catalog, live = self._gateway.catalog, self._gateway.live
             end = offset + len(page)
             return catalog_pb2.ListModelsResponse(
-                models=[encode.model(spec, catalog.aliases_of(spec.id), state) for spec in page],
+                models=[
+                    encode.model(
+                        spec,
+                        catalog.aliases_of(spec.id),
+                        live.of(spec.id),
+                        catalog.cost_capabilities(spec.provider),
+                    )
+                    for spec in page
+                ],
                 next_page_token=_page_token(end, fingerprint) if end < len(models) else "",
                 total_size=len(models),
             )

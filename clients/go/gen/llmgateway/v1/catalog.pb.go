@@ -400,22 +400,102 @@ func (x *ModelPricing) GetCacheWrite_1HPerMillion() string {
 	return ""
 }
 
-// Live state of the provider behind a model.
+// What a provider reports and charges, as it declares it: how fully its calls can be costed.
+type CostCapabilities struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Replies carry the provider's own token counts; without them the gateway counts the tokens
+	// itself and marks usage and cost estimated.
+	TracksTokens bool `protobuf:"varint,1,opt,name=tracks_tokens,json=tracksTokens,proto3" json:"tracks_tokens,omitempty"`
+	// The provider caches prompts and reports cached tokens, which are priced apart.
+	TokenCaching bool `protobuf:"varint,2,opt,name=token_caching,json=tokenCaching,proto3" json:"token_caching,omitempty"`
+	// Some of the provider's models charge a fee per request.
+	RequestFees bool `protobuf:"varint,3,opt,name=request_fees,json=requestFees,proto3" json:"request_fees,omitempty"`
+	// How the provider bills.
+	BillingModel  BillingModel `protobuf:"varint,4,opt,name=billing_model,json=billingModel,proto3,enum=llmgateway.v1.BillingModel" json:"billing_model,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CostCapabilities) Reset() {
+	*x = CostCapabilities{}
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CostCapabilities) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CostCapabilities) ProtoMessage() {}
+
+func (x *CostCapabilities) ProtoReflect() protoreflect.Message {
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CostCapabilities.ProtoReflect.Descriptor instead.
+func (*CostCapabilities) Descriptor() ([]byte, []int) {
+	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CostCapabilities) GetTracksTokens() bool {
+	if x != nil {
+		return x.TracksTokens
+	}
+	return false
+}
+
+func (x *CostCapabilities) GetTokenCaching() bool {
+	if x != nil {
+		return x.TokenCaching
+	}
+	return false
+}
+
+func (x *CostCapabilities) GetRequestFees() bool {
+	if x != nil {
+		return x.RequestFees
+	}
+	return false
+}
+
+func (x *CostCapabilities) GetBillingModel() BillingModel {
+	if x != nil {
+		return x.BillingModel
+	}
+	return BillingModel_BILLING_MODEL_UNSPECIFIED
+}
+
+// Live state of the model and the provider behind it. Latencies are medians over the model's
+// successful calls of the last five minutes (at most the last 256 of each kind).
 type ModelState struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The provider's circuit breaker state.
 	CircuitState CircuitState `protobuf:"varint,1,opt,name=circuit_state,json=circuitState,proto3,enum=llmgateway.v1.CircuitState" json:"circuit_state,omitempty"`
-	// Median latency of recent successful calls; unset before any call.
+	// Median upstream latency of recent successful unary calls; unset before any.
 	LatencyP50 *durationpb.Duration `protobuf:"bytes,2,opt,name=latency_p50,json=latencyP50,proto3" json:"latency_p50,omitempty"`
 	// True when the gateway would route a call to this model now.
-	Available     bool `protobuf:"varint,3,opt,name=available,proto3" json:"available,omitempty"`
+	Available bool `protobuf:"varint,3,opt,name=available,proto3" json:"available,omitempty"`
+	// Median time from the upstream request to the first streamed token of recent successful
+	// streams; unset before any.
+	TimeToFirstTokenP50 *durationpb.Duration `protobuf:"bytes,4,opt,name=time_to_first_token_p50,json=timeToFirstTokenP50,proto3" json:"time_to_first_token_p50,omitempty"`
+	// How many calls (unary and streamed) the medians are taken over.
+	RecentCalls   int32 `protobuf:"varint,5,opt,name=recent_calls,json=recentCalls,proto3" json:"recent_calls,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ModelState) Reset() {
 	*x = ModelState{}
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[1]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -427,7 +507,7 @@ func (x *ModelState) String() string {
 func (*ModelState) ProtoMessage() {}
 
 func (x *ModelState) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[1]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -440,7 +520,7 @@ func (x *ModelState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelState.ProtoReflect.Descriptor instead.
 func (*ModelState) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{1}
+	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ModelState) GetCircuitState() CircuitState {
@@ -462,6 +542,20 @@ func (x *ModelState) GetAvailable() bool {
 		return x.Available
 	}
 	return false
+}
+
+func (x *ModelState) GetTimeToFirstTokenP50() *durationpb.Duration {
+	if x != nil {
+		return x.TimeToFirstTokenP50
+	}
+	return nil
+}
+
+func (x *ModelState) GetRecentCalls() int32 {
+	if x != nil {
+		return x.RecentCalls
+	}
+	return 0
 }
 
 // A model the gateway can serve.
@@ -486,14 +580,16 @@ type Model struct {
 	// List prices.
 	Pricing *ModelPricing `protobuf:"bytes,9,opt,name=pricing,proto3" json:"pricing,omitempty"`
 	// Live state.
-	State         *ModelState `protobuf:"bytes,10,opt,name=state,proto3" json:"state,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	State *ModelState `protobuf:"bytes,10,opt,name=state,proto3" json:"state,omitempty"`
+	// The provider's cost capabilities.
+	CostCapabilities *CostCapabilities `protobuf:"bytes,11,opt,name=cost_capabilities,json=costCapabilities,proto3" json:"cost_capabilities,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Model) Reset() {
 	*x = Model{}
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[2]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -505,7 +601,7 @@ func (x *Model) String() string {
 func (*Model) ProtoMessage() {}
 
 func (x *Model) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[2]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -518,7 +614,7 @@ func (x *Model) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Model.ProtoReflect.Descriptor instead.
 func (*Model) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{2}
+	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Model) GetId() string {
@@ -591,6 +687,13 @@ func (x *Model) GetState() *ModelState {
 	return nil
 }
 
+func (x *Model) GetCostCapabilities() *CostCapabilities {
+	if x != nil {
+		return x.CostCapabilities
+	}
+	return nil
+}
+
 // Request for `ListModels` (AIP-158 pagination).
 type ListModelsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -608,7 +711,7 @@ type ListModelsRequest struct {
 
 func (x *ListModelsRequest) Reset() {
 	*x = ListModelsRequest{}
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[3]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -620,7 +723,7 @@ func (x *ListModelsRequest) String() string {
 func (*ListModelsRequest) ProtoMessage() {}
 
 func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[3]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -633,7 +736,7 @@ func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsRequest.ProtoReflect.Descriptor instead.
 func (*ListModelsRequest) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{3}
+	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListModelsRequest) GetPageSize() int32 {
@@ -679,7 +782,7 @@ type ListModelsResponse struct {
 
 func (x *ListModelsResponse) Reset() {
 	*x = ListModelsResponse{}
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[4]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -691,7 +794,7 @@ func (x *ListModelsResponse) String() string {
 func (*ListModelsResponse) ProtoMessage() {}
 
 func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[4]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -704,7 +807,7 @@ func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsResponse.ProtoReflect.Descriptor instead.
 func (*ListModelsResponse) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{4}
+	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListModelsResponse) GetModels() []*Model {
@@ -745,7 +848,7 @@ type EstimateCostRequest struct {
 
 func (x *EstimateCostRequest) Reset() {
 	*x = EstimateCostRequest{}
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[5]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -757,7 +860,7 @@ func (x *EstimateCostRequest) String() string {
 func (*EstimateCostRequest) ProtoMessage() {}
 
 func (x *EstimateCostRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[5]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -770,7 +873,7 @@ func (x *EstimateCostRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EstimateCostRequest.ProtoReflect.Descriptor instead.
 func (*EstimateCostRequest) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{5}
+	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *EstimateCostRequest) GetRequest() *ChatRequest {
@@ -824,7 +927,7 @@ type CostEstimate struct {
 
 func (x *CostEstimate) Reset() {
 	*x = CostEstimate{}
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[6]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -836,7 +939,7 @@ func (x *CostEstimate) String() string {
 func (*CostEstimate) ProtoMessage() {}
 
 func (x *CostEstimate) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[6]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -849,7 +952,7 @@ func (x *CostEstimate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CostEstimate.ProtoReflect.Descriptor instead.
 func (*CostEstimate) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{6}
+	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CostEstimate) GetModel() string {
@@ -933,7 +1036,7 @@ type EstimateCostResponse struct {
 
 func (x *EstimateCostResponse) Reset() {
 	*x = EstimateCostResponse{}
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[7]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -945,7 +1048,7 @@ func (x *EstimateCostResponse) String() string {
 func (*EstimateCostResponse) ProtoMessage() {}
 
 func (x *EstimateCostResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[7]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -958,7 +1061,7 @@ func (x *EstimateCostResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EstimateCostResponse.ProtoReflect.Descriptor instead.
 func (*EstimateCostResponse) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{7}
+	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *EstimateCostResponse) GetEstimates() []*CostEstimate {
@@ -986,13 +1089,20 @@ const file_llmgateway_v1_catalog_proto_rawDesc = "" +
 	"\fprice_source\x18\t \x01(\tR\vpriceSource\x12\x16\n" +
 	"\x06tiered\x18\n" +
 	" \x01(\bR\x06tiered\x12:\n" +
-	"\x1acache_write_1h_per_million\x18\v \x01(\tR\x16cacheWrite1hPerMillion\"\xa8\x01\n" +
+	"\x1acache_write_1h_per_million\x18\v \x01(\tR\x16cacheWrite1hPerMillion\"\xc1\x01\n" +
+	"\x10CostCapabilities\x12#\n" +
+	"\rtracks_tokens\x18\x01 \x01(\bR\ftracksTokens\x12#\n" +
+	"\rtoken_caching\x18\x02 \x01(\bR\ftokenCaching\x12!\n" +
+	"\frequest_fees\x18\x03 \x01(\bR\vrequestFees\x12@\n" +
+	"\rbilling_model\x18\x04 \x01(\x0e2\x1b.llmgateway.v1.BillingModelR\fbillingModel\"\x9c\x02\n" +
 	"\n" +
 	"ModelState\x12@\n" +
 	"\rcircuit_state\x18\x01 \x01(\x0e2\x1b.llmgateway.v1.CircuitStateR\fcircuitState\x12:\n" +
 	"\vlatency_p50\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\n" +
 	"latencyP50\x12\x1c\n" +
-	"\tavailable\x18\x03 \x01(\bR\tavailable\"\xfe\x02\n" +
+	"\tavailable\x18\x03 \x01(\bR\tavailable\x12O\n" +
+	"\x17time_to_first_token_p50\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x13timeToFirstTokenP50\x12!\n" +
+	"\frecent_calls\x18\x05 \x01(\x05R\vrecentCalls\"\xcc\x03\n" +
 	"\x05Model\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bprovider\x18\x02 \x01(\tR\bprovider\x12\x12\n" +
@@ -1004,7 +1114,8 @@ const file_llmgateway_v1_catalog_proto_rawDesc = "" +
 	"\fcapabilities\x18\b \x03(\x0e2\x19.llmgateway.v1.CapabilityR\fcapabilities\x125\n" +
 	"\apricing\x18\t \x01(\v2\x1b.llmgateway.v1.ModelPricingR\apricing\x12/\n" +
 	"\x05state\x18\n" +
-	" \x01(\v2\x19.llmgateway.v1.ModelStateR\x05state\"\xaa\x01\n" +
+	" \x01(\v2\x19.llmgateway.v1.ModelStateR\x05state\x12L\n" +
+	"\x11cost_capabilities\x18\v \x01(\v2\x1f.llmgateway.v1.CostCapabilitiesR\x10costCapabilities\"\xaa\x01\n" +
 	"\x11ListModelsRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
@@ -1074,45 +1185,49 @@ func file_llmgateway_v1_catalog_proto_rawDescGZIP() []byte {
 }
 
 var file_llmgateway_v1_catalog_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_llmgateway_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_llmgateway_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_llmgateway_v1_catalog_proto_goTypes = []any{
 	(Capability)(0),              // 0: llmgateway.v1.Capability
 	(BillingModel)(0),            // 1: llmgateway.v1.BillingModel
 	(CircuitState)(0),            // 2: llmgateway.v1.CircuitState
 	(TokenCountMethod)(0),        // 3: llmgateway.v1.TokenCountMethod
 	(*ModelPricing)(nil),         // 4: llmgateway.v1.ModelPricing
-	(*ModelState)(nil),           // 5: llmgateway.v1.ModelState
-	(*Model)(nil),                // 6: llmgateway.v1.Model
-	(*ListModelsRequest)(nil),    // 7: llmgateway.v1.ListModelsRequest
-	(*ListModelsResponse)(nil),   // 8: llmgateway.v1.ListModelsResponse
-	(*EstimateCostRequest)(nil),  // 9: llmgateway.v1.EstimateCostRequest
-	(*CostEstimate)(nil),         // 10: llmgateway.v1.CostEstimate
-	(*EstimateCostResponse)(nil), // 11: llmgateway.v1.EstimateCostResponse
-	(PricingStatus)(0),           // 12: llmgateway.v1.PricingStatus
-	(*durationpb.Duration)(nil),  // 13: google.protobuf.Duration
-	(*ChatRequest)(nil),          // 14: llmgateway.v1.ChatRequest
-	(*Cost)(nil),                 // 15: llmgateway.v1.Cost
+	(*CostCapabilities)(nil),     // 5: llmgateway.v1.CostCapabilities
+	(*ModelState)(nil),           // 6: llmgateway.v1.ModelState
+	(*Model)(nil),                // 7: llmgateway.v1.Model
+	(*ListModelsRequest)(nil),    // 8: llmgateway.v1.ListModelsRequest
+	(*ListModelsResponse)(nil),   // 9: llmgateway.v1.ListModelsResponse
+	(*EstimateCostRequest)(nil),  // 10: llmgateway.v1.EstimateCostRequest
+	(*CostEstimate)(nil),         // 11: llmgateway.v1.CostEstimate
+	(*EstimateCostResponse)(nil), // 12: llmgateway.v1.EstimateCostResponse
+	(PricingStatus)(0),           // 13: llmgateway.v1.PricingStatus
+	(*durationpb.Duration)(nil),  // 14: google.protobuf.Duration
+	(*ChatRequest)(nil),          // 15: llmgateway.v1.ChatRequest
+	(*Cost)(nil),                 // 16: llmgateway.v1.Cost
 }
 var file_llmgateway_v1_catalog_proto_depIdxs = []int32{
 	1,  // 0: llmgateway.v1.ModelPricing.billing_model:type_name -> llmgateway.v1.BillingModel
-	12, // 1: llmgateway.v1.ModelPricing.status:type_name -> llmgateway.v1.PricingStatus
-	2,  // 2: llmgateway.v1.ModelState.circuit_state:type_name -> llmgateway.v1.CircuitState
-	13, // 3: llmgateway.v1.ModelState.latency_p50:type_name -> google.protobuf.Duration
-	0,  // 4: llmgateway.v1.Model.capabilities:type_name -> llmgateway.v1.Capability
-	4,  // 5: llmgateway.v1.Model.pricing:type_name -> llmgateway.v1.ModelPricing
-	5,  // 6: llmgateway.v1.Model.state:type_name -> llmgateway.v1.ModelState
-	0,  // 7: llmgateway.v1.ListModelsRequest.capabilities:type_name -> llmgateway.v1.Capability
-	6,  // 8: llmgateway.v1.ListModelsResponse.models:type_name -> llmgateway.v1.Model
-	14, // 9: llmgateway.v1.EstimateCostRequest.request:type_name -> llmgateway.v1.ChatRequest
-	3,  // 10: llmgateway.v1.CostEstimate.token_count_method:type_name -> llmgateway.v1.TokenCountMethod
-	15, // 11: llmgateway.v1.CostEstimate.expected_cost:type_name -> llmgateway.v1.Cost
-	15, // 12: llmgateway.v1.CostEstimate.worst_case_cost:type_name -> llmgateway.v1.Cost
-	10, // 13: llmgateway.v1.EstimateCostResponse.estimates:type_name -> llmgateway.v1.CostEstimate
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	13, // 1: llmgateway.v1.ModelPricing.status:type_name -> llmgateway.v1.PricingStatus
+	1,  // 2: llmgateway.v1.CostCapabilities.billing_model:type_name -> llmgateway.v1.BillingModel
+	2,  // 3: llmgateway.v1.ModelState.circuit_state:type_name -> llmgateway.v1.CircuitState
+	14, // 4: llmgateway.v1.ModelState.latency_p50:type_name -> google.protobuf.Duration
+	14, // 5: llmgateway.v1.ModelState.time_to_first_token_p50:type_name -> google.protobuf.Duration
+	0,  // 6: llmgateway.v1.Model.capabilities:type_name -> llmgateway.v1.Capability
+	4,  // 7: llmgateway.v1.Model.pricing:type_name -> llmgateway.v1.ModelPricing
+	6,  // 8: llmgateway.v1.Model.state:type_name -> llmgateway.v1.ModelState
+	5,  // 9: llmgateway.v1.Model.cost_capabilities:type_name -> llmgateway.v1.CostCapabilities
+	0,  // 10: llmgateway.v1.ListModelsRequest.capabilities:type_name -> llmgateway.v1.Capability
+	7,  // 11: llmgateway.v1.ListModelsResponse.models:type_name -> llmgateway.v1.Model
+	15, // 12: llmgateway.v1.EstimateCostRequest.request:type_name -> llmgateway.v1.ChatRequest
+	3,  // 13: llmgateway.v1.CostEstimate.token_count_method:type_name -> llmgateway.v1.TokenCountMethod
+	16, // 14: llmgateway.v1.CostEstimate.expected_cost:type_name -> llmgateway.v1.Cost
+	16, // 15: llmgateway.v1.CostEstimate.worst_case_cost:type_name -> llmgateway.v1.Cost
+	11, // 16: llmgateway.v1.EstimateCostResponse.estimates:type_name -> llmgateway.v1.CostEstimate
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_llmgateway_v1_catalog_proto_init() }
@@ -1122,14 +1237,14 @@ func file_llmgateway_v1_catalog_proto_init() {
 	}
 	file_llmgateway_v1_accounting_proto_init()
 	file_llmgateway_v1_chat_proto_init()
-	file_llmgateway_v1_catalog_proto_msgTypes[5].OneofWrappers = []any{}
+	file_llmgateway_v1_catalog_proto_msgTypes[6].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmgateway_v1_catalog_proto_rawDesc), len(file_llmgateway_v1_catalog_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

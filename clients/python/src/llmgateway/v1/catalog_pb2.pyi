@@ -213,21 +213,69 @@ class ModelPricing(_message.Message):
 Global___ModelPricing: _TypeAlias = ModelPricing  # noqa: Y015
 
 @_typing.final
+class CostCapabilities(_message.Message):
+    """What a provider reports and charges, as it declares it: how fully its calls can be costed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRACKS_TOKENS_FIELD_NUMBER: _builtins.int
+    TOKEN_CACHING_FIELD_NUMBER: _builtins.int
+    REQUEST_FEES_FIELD_NUMBER: _builtins.int
+    BILLING_MODEL_FIELD_NUMBER: _builtins.int
+    tracks_tokens: _builtins.bool
+    """Replies carry the provider's own token counts; without them the gateway counts the tokens
+    itself and marks usage and cost estimated.
+    """
+    token_caching: _builtins.bool
+    """The provider caches prompts and reports cached tokens, which are priced apart."""
+    request_fees: _builtins.bool
+    """Some of the provider's models charge a fee per request."""
+    billing_model: Global___BillingModel.ValueType
+    """How the provider bills."""
+    def __init__(
+        self,
+        *,
+        tracks_tokens: _builtins.bool = ...,
+        token_caching: _builtins.bool = ...,
+        request_fees: _builtins.bool = ...,
+        billing_model: Global___BillingModel.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billing_model", b"billing_model", "request_fees", b"request_fees", "token_caching", b"token_caching", "tracks_tokens", b"tracks_tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CostCapabilities: _TypeAlias = CostCapabilities  # noqa: Y015
+
+@_typing.final
 class ModelState(_message.Message):
-    """Live state of the provider behind a model."""
+    """Live state of the model and the provider behind it. Latencies are medians over the model's
+    successful calls of the last five minutes (at most the last 256 of each kind).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     CIRCUIT_STATE_FIELD_NUMBER: _builtins.int
     LATENCY_P50_FIELD_NUMBER: _builtins.int
     AVAILABLE_FIELD_NUMBER: _builtins.int
+    TIME_TO_FIRST_TOKEN_P50_FIELD_NUMBER: _builtins.int
+    RECENT_CALLS_FIELD_NUMBER: _builtins.int
     circuit_state: Global___CircuitState.ValueType
     """The provider's circuit breaker state."""
     available: _builtins.bool
     """True when the gateway would route a call to this model now."""
+    recent_calls: _builtins.int
+    """How many calls (unary and streamed) the medians are taken over."""
     @_builtins.property
     def latency_p50(self) -> _duration_pb2.Duration:
-        """Median latency of recent successful calls; unset before any call."""
+        """Median upstream latency of recent successful unary calls; unset before any."""
+
+    @_builtins.property
+    def time_to_first_token_p50(self) -> _duration_pb2.Duration:
+        """Median time from the upstream request to the first streamed token of recent successful
+        streams; unset before any.
+        """
 
     def __init__(
         self,
@@ -235,10 +283,12 @@ class ModelState(_message.Message):
         circuit_state: Global___CircuitState.ValueType = ...,
         latency_p50: _duration_pb2.Duration | None = ...,
         available: _builtins.bool = ...,
+        time_to_first_token_p50: _duration_pb2.Duration | None = ...,
+        recent_calls: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["latency_p50", b"latency_p50"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["latency_p50", b"latency_p50", "time_to_first_token_p50", b"time_to_first_token_p50"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "circuit_state", b"circuit_state", "latency_p50", b"latency_p50"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "circuit_state", b"circuit_state", "latency_p50", b"latency_p50", "recent_calls", b"recent_calls", "time_to_first_token_p50", b"time_to_first_token_p50"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -260,6 +310,7 @@ class Model(_message.Message):
     CAPABILITIES_FIELD_NUMBER: _builtins.int
     PRICING_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
+    COST_CAPABILITIES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The model's id, "provider:model". Use it as `ChatRequest.model`."""
     provider: _builtins.str
@@ -288,6 +339,10 @@ class Model(_message.Message):
     def state(self) -> Global___ModelState:
         """Live state."""
 
+    @_builtins.property
+    def cost_capabilities(self) -> Global___CostCapabilities:
+        """The provider's cost capabilities."""
+
     def __init__(
         self,
         *,
@@ -301,10 +356,11 @@ class Model(_message.Message):
         capabilities: _abc.Iterable[Global___Capability.ValueType] | None = ...,
         pricing: Global___ModelPricing | None = ...,
         state: Global___ModelState | None = ...,
+        cost_capabilities: Global___CostCapabilities | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["pricing", b"pricing", "state", b"state"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cost_capabilities", b"cost_capabilities", "pricing", b"pricing", "state", b"state"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "capabilities", b"capabilities", "context_window", b"context_window", "display_name", b"display_name", "id", b"id", "max_output_tokens", b"max_output_tokens", "name", b"name", "pricing", b"pricing", "provider", b"provider", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "capabilities", b"capabilities", "context_window", b"context_window", "cost_capabilities", b"cost_capabilities", "display_name", b"display_name", "id", b"id", "max_output_tokens", b"max_output_tokens", "name", b"name", "pricing", b"pricing", "provider", b"provider", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file llmgateway/v1/catalog.proto.
  */
 export const file_llmgateway_v1_catalog: GenFile = /*@__PURE__*/
-  fileDesc("ChtsbG1nYXRld2F5L3YxL2NhdGFsb2cucHJvdG8SDWxsbWdhdGV3YXkudjEi2wIKDE1vZGVsUHJpY2luZxIQCghjdXJyZW5jeRgBIAEoCRIZChFpbnB1dF9wZXJfbWlsbGlvbhgCIAEoCRIgChhjYWNoZWRfaW5wdXRfcGVyX21pbGxpb24YAyABKAkSHwoXY2FjaGVfd3JpdGVfcGVyX21pbGxpb24YBCABKAkSGgoSb3V0cHV0X3Blcl9taWxsaW9uGAUgASgJEhMKC3Blcl9yZXF1ZXN0GAYgASgJEjIKDWJpbGxpbmdfbW9kZWwYByABKA4yGy5sbG1nYXRld2F5LnYxLkJpbGxpbmdNb2RlbBIsCgZzdGF0dXMYCCABKA4yHC5sbG1nYXRld2F5LnYxLlByaWNpbmdTdGF0dXMSFAoMcHJpY2Vfc291cmNlGAkgASgJEg4KBnRpZXJlZBgKIAEoCBIiChpjYWNoZV93cml0ZV8xaF9wZXJfbWlsbGlvbhgLIAEoCSKDAQoKTW9kZWxTdGF0ZRIyCg1jaXJjdWl0X3N0YXRlGAEgASgOMhsubGxtZ2F0ZXdheS52MS5DaXJjdWl0U3RhdGUSLgoLbGF0ZW5jeV9wNTAYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEQoJYXZhaWxhYmxlGAMgASgIIpYCCgVNb2RlbBIKCgJpZBgBIAEoCRIQCghwcm92aWRlchgCIAEoCRIMCgRuYW1lGAMgASgJEhQKDGRpc3BsYXlfbmFtZRgEIAEoCRIPCgdhbGlhc2VzGAUgAygJEhYKDmNvbnRleHRfd2luZG93GAYgASgFEhkKEW1heF9vdXRwdXRfdG9rZW5zGAcgASgFEi8KDGNhcGFiaWxpdGllcxgIIAMoDjIZLmxsbWdhdGV3YXkudjEuQ2FwYWJpbGl0eRIsCgdwcmljaW5nGAkgASgLMhsubGxtZ2F0ZXdheS52MS5Nb2RlbFByaWNpbmcSKAoFc3RhdGUYCiABKAsyGS5sbG1nYXRld2F5LnYxLk1vZGVsU3RhdGUifQoRTGlzdE1vZGVsc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkSEAoIcHJvdmlkZXIYAyABKAkSLwoMY2FwYWJpbGl0aWVzGAQgAygOMhkubGxtZ2F0ZXdheS52MS5DYXBhYmlsaXR5ImcKEkxpc3RNb2RlbHNSZXNwb25zZRIkCgZtb2RlbHMYASADKAsyFC5sbG1nYXRld2F5LnYxLk1vZGVsEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRISCgp0b3RhbF9zaXplGAMgASgFIpwBChNFc3RpbWF0ZUNvc3RSZXF1ZXN0EisKB3JlcXVlc3QYASABKAsyGi5sbG1nYXRld2F5LnYxLkNoYXRSZXF1ZXN0EiMKFmV4cGVjdGVkX291dHB1dF90b2tlbnMYAiABKAVIAIgBARIYChBjYW5kaWRhdGVfbW9kZWxzGAMgAygJQhkKF19leHBlY3RlZF9vdXRwdXRfdG9rZW5zItMCCgxDb3N0RXN0aW1hdGUSDQoFbW9kZWwYASABKAkSEAoIcHJvdmlkZXIYAiABKAkSFQoNcHJvbXB0X3Rva2VucxgDIAEoBRI7ChJ0b2tlbl9jb3VudF9tZXRob2QYBCABKA4yHy5sbG1nYXRld2F5LnYxLlRva2VuQ291bnRNZXRob2QSHgoWZXhwZWN0ZWRfb3V0cHV0X3Rva2VucxgFIAEoBRIgChh3b3JzdF9jYXNlX291dHB1dF90b2tlbnMYBiABKAUSKgoNZXhwZWN0ZWRfY29zdBgHIAEoCzITLmxsbWdhdGV3YXkudjEuQ29zdBIsCg93b3JzdF9jYXNlX2Nvc3QYCCABKAsyEy5sbG1nYXRld2F5LnYxLkNvc3QSGwoTZml0c19jb250ZXh0X3dpbmRvdxgJIAEoCBIVCg13aXRoaW5fYnVkZ2V0GAogASgIIkYKFEVzdGltYXRlQ29zdFJlc3BvbnNlEi4KCWVzdGltYXRlcxgBIAMoCzIbLmxsbWdhdGV3YXkudjEuQ29zdEVzdGltYXRlKsEBCgpDYXBhYmlsaXR5EhoKFkNBUEFCSUxJVFlfVU5TUEVDSUZJRUQQABIYChRDQVBBQklMSVRZX1NUUkVBTUlORxABEhQKEENBUEFCSUxJVFlfVE9PTFMQAhIVChFDQVBBQklMSVRZX1ZJU0lPThADEhoKFkNBUEFCSUxJVFlfSlNPTl9TQ0hFTUEQBBIYChRDQVBBQklMSVRZX1JFQVNPTklORxAFEhoKFkNBUEFCSUxJVFlfSlNPTl9PQkpFQ1QQBiqbAQoMQmlsbGluZ01vZGVsEh0KGUJJTExJTkdfTU9ERUxfVU5TUEVDSUZJRUQQABIWChJCSUxMSU5HX01PREVMX0ZSRUUQARIbChdCSUxMSU5HX01PREVMX1BFUl9UT0tFThACEh0KGUJJTExJTkdfTU9ERUxfUEVSX1JFUVVFU1QQAxIYChRCSUxMSU5HX01PREVMX0hZQlJJRBAEKnwKDENpcmN1aXRTdGF0ZRIdChlDSVJDVUlUX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUQ0lSQ1VJVF9TVEFURV9DTE9TRUQQARIWChJDSVJDVUlUX1NUQVRFX09QRU4QAhIbChdDSVJDVUlUX1NUQVRFX0hBTEZfT1BFThADKngKEFRva2VuQ291bnRNZXRob2QSIgoeVE9LRU5fQ09VTlRfTUVUSE9EX1VOU1BFQ0lGSUVEEAASHAoYVE9LRU5fQ09VTlRfTUVUSE9EX0VYQUNUEAESIgoeVE9LRU5fQ09VTlRfTUVUSE9EX0FQUFJPWElNQVRFEAJCxAEKEWNvbS5sbG1nYXRld2F5LnYxQgxDYXRhbG9nUHJvdG9QAVpMZ2l0aHViLmNvbS9sbG0tZ2F0ZXdheS9sbG0tZ2F0ZXdheS9jbGllbnRzL2dvL2dlbi9sbG1nYXRld2F5L3YxO2xsbWdhdGV3YXl2MaICA0xYWKoCDUxsbWdhdGV3YXkuVjHKAg1MbG1nYXRld2F5XFYx4gIZTGxtZ2F0ZXdheVxWMVxHUEJNZXRhZGF0YeoCDkxsbWdhdGV3YXk6OlYxYgZwcm90bzM", [file_google_protobuf_duration, file_llmgateway_v1_accounting, file_llmgateway_v1_chat]);
+  fileDesc("ChtsbG1nYXRld2F5L3YxL2NhdGFsb2cucHJvdG8SDWxsbWdhdGV3YXkudjEi2wIKDE1vZGVsUHJpY2luZxIQCghjdXJyZW5jeRgBIAEoCRIZChFpbnB1dF9wZXJfbWlsbGlvbhgCIAEoCRIgChhjYWNoZWRfaW5wdXRfcGVyX21pbGxpb24YAyABKAkSHwoXY2FjaGVfd3JpdGVfcGVyX21pbGxpb24YBCABKAkSGgoSb3V0cHV0X3Blcl9taWxsaW9uGAUgASgJEhMKC3Blcl9yZXF1ZXN0GAYgASgJEjIKDWJpbGxpbmdfbW9kZWwYByABKA4yGy5sbG1nYXRld2F5LnYxLkJpbGxpbmdNb2RlbBIsCgZzdGF0dXMYCCABKA4yHC5sbG1nYXRld2F5LnYxLlByaWNpbmdTdGF0dXMSFAoMcHJpY2Vfc291cmNlGAkgASgJEg4KBnRpZXJlZBgKIAEoCBIiChpjYWNoZV93cml0ZV8xaF9wZXJfbWlsbGlvbhgLIAEoCSKKAQoQQ29zdENhcGFiaWxpdGllcxIVCg10cmFja3NfdG9rZW5zGAEgASgIEhUKDXRva2VuX2NhY2hpbmcYAiABKAgSFAoMcmVxdWVzdF9mZWVzGAMgASgIEjIKDWJpbGxpbmdfbW9kZWwYBCABKA4yGy5sbG1nYXRld2F5LnYxLkJpbGxpbmdNb2RlbCLVAQoKTW9kZWxTdGF0ZRIyCg1jaXJjdWl0X3N0YXRlGAEgASgOMhsubGxtZ2F0ZXdheS52MS5DaXJjdWl0U3RhdGUSLgoLbGF0ZW5jeV9wNTAYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEQoJYXZhaWxhYmxlGAMgASgIEjoKF3RpbWVfdG9fZmlyc3RfdG9rZW5fcDUwGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhQKDHJlY2VudF9jYWxscxgFIAEoBSLSAgoFTW9kZWwSCgoCaWQYASABKAkSEAoIcHJvdmlkZXIYAiABKAkSDAoEbmFtZRgDIAEoCRIUCgxkaXNwbGF5X25hbWUYBCABKAkSDwoHYWxpYXNlcxgFIAMoCRIWCg5jb250ZXh0X3dpbmRvdxgGIAEoBRIZChFtYXhfb3V0cHV0X3Rva2VucxgHIAEoBRIvCgxjYXBhYmlsaXRpZXMYCCADKA4yGS5sbG1nYXRld2F5LnYxLkNhcGFiaWxpdHkSLAoHcHJpY2luZxgJIAEoCzIbLmxsbWdhdGV3YXkudjEuTW9kZWxQcmljaW5nEigKBXN0YXRlGAogASgLMhkubGxtZ2F0ZXdheS52MS5Nb2RlbFN0YXRlEjoKEWNvc3RfY2FwYWJpbGl0aWVzGAsgASgLMh8ubGxtZ2F0ZXdheS52MS5Db3N0Q2FwYWJpbGl0aWVzIn0KEUxpc3RNb2RlbHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEhAKCHByb3ZpZGVyGAMgASgJEi8KDGNhcGFiaWxpdGllcxgEIAMoDjIZLmxsbWdhdGV3YXkudjEuQ2FwYWJpbGl0eSJnChJMaXN0TW9kZWxzUmVzcG9uc2USJAoGbW9kZWxzGAEgAygLMhQubGxtZ2F0ZXdheS52MS5Nb2RlbBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEgoKdG90YWxfc2l6ZRgDIAEoBSKcAQoTRXN0aW1hdGVDb3N0UmVxdWVzdBIrCgdyZXF1ZXN0GAEgASgLMhoubGxtZ2F0ZXdheS52MS5DaGF0UmVxdWVzdBIjChZleHBlY3RlZF9vdXRwdXRfdG9rZW5zGAIgASgFSACIAQESGAoQY2FuZGlkYXRlX21vZGVscxgDIAMoCUIZChdfZXhwZWN0ZWRfb3V0cHV0X3Rva2VucyLTAgoMQ29zdEVzdGltYXRlEg0KBW1vZGVsGAEgASgJEhAKCHByb3ZpZGVyGAIgASgJEhUKDXByb21wdF90b2tlbnMYAyABKAUSOwoSdG9rZW5fY291bnRfbWV0aG9kGAQgASgOMh8ubGxtZ2F0ZXdheS52MS5Ub2tlbkNvdW50TWV0aG9kEh4KFmV4cGVjdGVkX291dHB1dF90b2tlbnMYBSABKAUSIAoYd29yc3RfY2FzZV9vdXRwdXRfdG9rZW5zGAYgASgFEioKDWV4cGVjdGVkX2Nvc3QYByABKAsyEy5sbG1nYXRld2F5LnYxLkNvc3QSLAoPd29yc3RfY2FzZV9jb3N0GAggASgLMhMubGxtZ2F0ZXdheS52MS5Db3N0EhsKE2ZpdHNfY29udGV4dF93aW5kb3cYCSABKAgSFQoNd2l0aGluX2J1ZGdldBgKIAEoCCJGChRFc3RpbWF0ZUNvc3RSZXNwb25zZRIuCgllc3RpbWF0ZXMYASADKAsyGy5sbG1nYXRld2F5LnYxLkNvc3RFc3RpbWF0ZSrBAQoKQ2FwYWJpbGl0eRIaChZDQVBBQklMSVRZX1VOU1BFQ0lGSUVEEAASGAoUQ0FQQUJJTElUWV9TVFJFQU1JTkcQARIUChBDQVBBQklMSVRZX1RPT0xTEAISFQoRQ0FQQUJJTElUWV9WSVNJT04QAxIaChZDQVBBQklMSVRZX0pTT05fU0NIRU1BEAQSGAoUQ0FQQUJJTElUWV9SRUFTT05JTkcQBRIaChZDQVBBQklMSVRZX0pTT05fT0JKRUNUEAYqmwEKDEJpbGxpbmdNb2RlbBIdChlCSUxMSU5HX01PREVMX1VOU1BFQ0lGSUVEEAASFgoSQklMTElOR19NT0RFTF9GUkVFEAESGwoXQklMTElOR19NT0RFTF9QRVJfVE9LRU4QAhIdChlCSUxMSU5HX01PREVMX1BFUl9SRVFVRVNUEAMSGAoUQklMTElOR19NT0RFTF9IWUJSSUQQBCp8CgxDaXJjdWl0U3RhdGUSHQoZQ0lSQ1VJVF9TVEFURV9VTlNQRUNJRklFRBAAEhgKFENJUkNVSVRfU1RBVEVfQ0xPU0VEEAESFgoSQ0lSQ1VJVF9TVEFURV9PUEVOEAISGwoXQ0lSQ1VJVF9TVEFURV9IQUxGX09QRU4QAyp4ChBUb2tlbkNvdW50TWV0aG9kEiIKHlRPS0VOX0NPVU5UX01FVEhPRF9VTlNQRUNJRklFRBAAEhwKGFRPS0VOX0NPVU5UX01FVEhPRF9FWEFDVBABEiIKHlRPS0VOX0NPVU5UX01FVEhPRF9BUFBST1hJTUFURRACQsQBChFjb20ubGxtZ2F0ZXdheS52MUIMQ2F0YWxvZ1Byb3RvUAFaTGdpdGh1Yi5jb20vbGxtLWdhdGV3YXkvbGxtLWdhdGV3YXkvY2xpZW50cy9nby9nZW4vbGxtZ2F0ZXdheS92MTtsbG1nYXRld2F5djGiAgNMWFiqAg1MbG1nYXRld2F5LlYxygINTGxtZ2F0ZXdheVxWMeICGUxsbWdhdGV3YXlcVjFcR1BCTWV0YWRhdGHqAg5MbG1nYXRld2F5OjpWMWIGcHJvdG8z", [file_google_protobuf_duration, file_llmgateway_v1_accounting, file_llmgateway_v1_chat]);
 
 /**
  * A model's list prices. Amounts are decimal strings in plain notation in `currency`.
@@ -112,7 +112,51 @@ export const ModelPricingSchema: GenMessage<ModelPricing> = /*@__PURE__*/
   messageDesc(file_llmgateway_v1_catalog, 0);
 
 /**
- * Live state of the provider behind a model.
+ * What a provider reports and charges, as it declares it: how fully its calls can be costed.
+ *
+ * @generated from message llmgateway.v1.CostCapabilities
+ */
+export type CostCapabilities = Message<"llmgateway.v1.CostCapabilities"> & {
+  /**
+   * Replies carry the provider's own token counts; without them the gateway counts the tokens
+   * itself and marks usage and cost estimated.
+   *
+   * @generated from field: bool tracks_tokens = 1;
+   */
+  tracksTokens: boolean;
+
+  /**
+   * The provider caches prompts and reports cached tokens, which are priced apart.
+   *
+   * @generated from field: bool token_caching = 2;
+   */
+  tokenCaching: boolean;
+
+  /**
+   * Some of the provider's models charge a fee per request.
+   *
+   * @generated from field: bool request_fees = 3;
+   */
+  requestFees: boolean;
+
+  /**
+   * How the provider bills.
+   *
+   * @generated from field: llmgateway.v1.BillingModel billing_model = 4;
+   */
+  billingModel: BillingModel;
+};
+
+/**
+ * Describes the message llmgateway.v1.CostCapabilities.
+ * Use `create(CostCapabilitiesSchema)` to create a new message.
+ */
+export const CostCapabilitiesSchema: GenMessage<CostCapabilities> = /*@__PURE__*/
+  messageDesc(file_llmgateway_v1_catalog, 1);
+
+/**
+ * Live state of the model and the provider behind it. Latencies are medians over the model's
+ * successful calls of the last five minutes (at most the last 256 of each kind).
  *
  * @generated from message llmgateway.v1.ModelState
  */
@@ -125,7 +169,7 @@ export type ModelState = Message<"llmgateway.v1.ModelState"> & {
   circuitState: CircuitState;
 
   /**
-   * Median latency of recent successful calls; unset before any call.
+   * Median upstream latency of recent successful unary calls; unset before any.
    *
    * @generated from field: google.protobuf.Duration latency_p50 = 2;
    */
@@ -137,6 +181,21 @@ export type ModelState = Message<"llmgateway.v1.ModelState"> & {
    * @generated from field: bool available = 3;
    */
   available: boolean;
+
+  /**
+   * Median time from the upstream request to the first streamed token of recent successful
+   * streams; unset before any.
+   *
+   * @generated from field: google.protobuf.Duration time_to_first_token_p50 = 4;
+   */
+  timeToFirstTokenP50?: Duration | undefined;
+
+  /**
+   * How many calls (unary and streamed) the medians are taken over.
+   *
+   * @generated from field: int32 recent_calls = 5;
+   */
+  recentCalls: number;
 };
 
 /**
@@ -144,7 +203,7 @@ export type ModelState = Message<"llmgateway.v1.ModelState"> & {
  * Use `create(ModelStateSchema)` to create a new message.
  */
 export const ModelStateSchema: GenMessage<ModelState> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_catalog, 1);
+  messageDesc(file_llmgateway_v1_catalog, 2);
 
 /**
  * A model the gateway can serve.
@@ -221,6 +280,13 @@ export type Model = Message<"llmgateway.v1.Model"> & {
    * @generated from field: llmgateway.v1.ModelState state = 10;
    */
   state?: ModelState | undefined;
+
+  /**
+   * The provider's cost capabilities.
+   *
+   * @generated from field: llmgateway.v1.CostCapabilities cost_capabilities = 11;
+   */
+  costCapabilities?: CostCapabilities | undefined;
 };
 
 /**
@@ -228,7 +294,7 @@ export type Model = Message<"llmgateway.v1.Model"> & {
  * Use `create(ModelSchema)` to create a new message.
  */
 export const ModelSchema: GenMessage<Model> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_catalog, 2);
+  messageDesc(file_llmgateway_v1_catalog, 3);
 
 /**
  * Request for `ListModels` (AIP-158 pagination).
@@ -270,7 +336,7 @@ export type ListModelsRequest = Message<"llmgateway.v1.ListModelsRequest"> & {
  * Use `create(ListModelsRequestSchema)` to create a new message.
  */
 export const ListModelsRequestSchema: GenMessage<ListModelsRequest> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_catalog, 3);
+  messageDesc(file_llmgateway_v1_catalog, 4);
 
 /**
  * Response of `ListModels`.
@@ -305,7 +371,7 @@ export type ListModelsResponse = Message<"llmgateway.v1.ListModelsResponse"> & {
  * Use `create(ListModelsResponseSchema)` to create a new message.
  */
 export const ListModelsResponseSchema: GenMessage<ListModelsResponse> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_catalog, 4);
+  messageDesc(file_llmgateway_v1_catalog, 5);
 
 /**
  * Request for `EstimateCost`: what a chat call would cost, without making it.
@@ -342,7 +408,7 @@ export type EstimateCostRequest = Message<"llmgateway.v1.EstimateCostRequest"> &
  * Use `create(EstimateCostRequestSchema)` to create a new message.
  */
 export const EstimateCostRequestSchema: GenMessage<EstimateCostRequest> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_catalog, 5);
+  messageDesc(file_llmgateway_v1_catalog, 6);
 
 /**
  * The estimate for one model.
@@ -427,7 +493,7 @@ export type CostEstimate = Message<"llmgateway.v1.CostEstimate"> & {
  * Use `create(CostEstimateSchema)` to create a new message.
  */
 export const CostEstimateSchema: GenMessage<CostEstimate> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_catalog, 6);
+  messageDesc(file_llmgateway_v1_catalog, 7);
 
 /**
  * Response of `EstimateCost`.
@@ -448,7 +514,7 @@ export type EstimateCostResponse = Message<"llmgateway.v1.EstimateCostResponse">
  * Use `create(EstimateCostResponseSchema)` to create a new message.
  */
 export const EstimateCostResponseSchema: GenMessage<EstimateCostResponse> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_catalog, 7);
+  messageDesc(file_llmgateway_v1_catalog, 8);
 
 /**
  * A feature a model supports.
