@@ -19,7 +19,7 @@ BENCH_BIN := $(CURDIR)/.tools/bench
 BENCH_STAMP := $(BENCH_BIN)/.installed
 LITELLM_VENV := $(CURDIR)/.tools/litellm-venv
 
-.PHONY: help run deps generate check-generated lint test test-python test-python-client test-go test-ts bench bench-quick lock clean
+.PHONY: help run deps generate check-generated lint test test-python test-python-client test-go test-ts bench bench-quick bench-cost lock clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -67,6 +67,9 @@ bench: $(VENV_STAMP) $(BUF_STAMP) $(BENCH_STAMP) ## Benchmark against direct, no
 bench-quick: $(VENV_STAMP) $(BUF_STAMP) $(BENCH_STAMP) ## One short repetition without LiteLLM, written to .tools/bench-quick/
 	mkdir -p .tools/bench-quick
 	$(BIN)/python bench/run.py --systems direct,noop,gateway --repeat 1 --duration 3 --out .tools/bench-quick
+
+bench-cost: $(VENV_STAMP) ## Time cost computation and prompt counting; rewrites bench/COST.md
+	$(BIN)/python bench/cost.py --write
 
 lock: ## Re-pin every Python dependency (requirements.lock and requirements-dev.lock)
 	scripts/lock.sh

@@ -161,3 +161,45 @@ async def test_grpcurl_session(gateway: RunningGateway) -> None:
     assert list(events[0]) == ["start"]
     assert list(events[-1]) == ["finish"]
     assert "".join(e["text_delta"]["text"] for e in events if "text_delta" in e) == "Hello from grpcurl"
+
+
+async def test_grpcurl_estimate_from_the_readme_cost_section() -> None:
+    """The README's EstimateCost comparison, replayed: the figures it shows are what the gateway says."""
+    env = {
+        "OPENAI_API_KEY": "sk-estimate",
+        "ANTHROPIC_API_KEY": "sk-ant-estimate",
+        "GEMINI_API_KEY": "estimate",
+    }
+    request = {
+        "request": {
+            "model": "openai:gpt-4o-mini",
+            "generation": {"max_tokens": 500},
+            "messages": [
+                {"role": "ROLE_SYSTEM", "content": [{"text": "You answer in one short paragraph."}]},
+                {
+                    "role": "ROLE_USER",
+                    "content": [{"text": "Explain what a circuit breaker does in a service mesh."}],
+                },
+            ],
+        },
+        "expected_output_tokens": 200,
+        "candidate_models": ["openai:gpt-4o-mini", "anthropic:claude-haiku-4-5", "gemini:gemini-2.5-flash"],
+    }
+    async with running_gateway(env=env) as gw:
+        out = await grpcurl(gw.address, "llmgateway.v1.GatewayService/EstimateCost", data=json.dumps(request))
+    estimates = json.loads(out)["estimates"]
+    shown = [
+        (
+            e["model"],
+            e["prompt_tokens"],
+            e["token_count_method"],
+            e["expected_cost"]["total"],
+            e["worst_case_cost"]["total"],
+        )
+        for e in estimates
+    ]
+    assert shown == [
+        ("openai:gpt-4o-mini", 29, "TOKEN_COUNT_METHOD_EXACT", "0.00012435", "0.00030435"),
+        ("gemini:gemini-2.5-flash", 34, "TOKEN_COUNT_METHOD_APPROXIMATE", "0.0005102", "0.0012602"),
+        ("anthropic:claude-haiku-4-5", 34, "TOKEN_COUNT_METHOD_APPROXIMATE", "0.001034", "0.002534"),
+    ]

@@ -3,6 +3,7 @@ method a count used."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -19,7 +20,15 @@ from llm_gateway.domain.messages import (
     Tool,
     ToolCall,
 )
-from llm_gateway.tokens import APPROXIMATE, ENCODINGS, counter_for, encoding_for_model
+from llm_gateway.tokens import (
+    APPROXIMATE,
+    ENCODINGS,
+    count_completion,
+    count_prompt,
+    counter_for,
+    encoding_for_model,
+)
+from llm_gateway.tokens.count import OFFLOAD_CHARS
 from llm_gateway.tokens.encodings import get_encoding, rank_file
 
 
@@ -152,3 +161,23 @@ def test_completion_counts_text_and_tool_calls() -> None:
     counter = counter_for("o200k_base")
     assert counter.completion("tiktoken is great!") == 6
     assert counter.completion("", [ToolCall("", "lookup", '{"q":"x"}')]) > 1
+
+
+async def test_large_prompts_are_counted_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    offloaded: list[str] = []
+    real = asyncio.to_thread
+
+    async def to_thread(fn: Any, /, *args: Any) -> Any:
+        offloaded.append(getattr(fn, "__name__", ""))
+        return await real(fn, *args)
+
+    monkeypatch.setattr(asyncio, "to_thread", to_thread)
+    small = ChatRequest("openai:gpt-4o", (_text(Role.USER, "short"),))
+    large = ChatRequest("openai:gpt-4o", (_text(Role.USER, "lorem ipsum " * (OFFLOAD_CHARS // 10)),))
+    assert await count_prompt("o200k_base", small) == counter_for("o200k_base").prompt(small)
+    assert await count_prompt("", large) == APPROXIMATE.prompt(large)  # the approximation is cheap
+    assert offloaded == []
+    assert await count_prompt("o200k_base", large) == counter_for("o200k_base").prompt(large)
+    text = "lorem ipsum " * (OFFLOAD_CHARS // 10)
+    assert await count_completion("o200k_base", text) == counter_for("o200k_base").completion(text)
+    assert offloaded == ["prompt", "completion"]

@@ -17,7 +17,7 @@ from llm_gateway.gateway.plan import CallPlan, StreamOutput
 from llm_gateway.pricing import PricingStatus, format_decimal
 from llm_gateway.providers.base import Provider
 from llm_gateway.router import Router
-from llm_gateway.tokens import TokenCount, counter_for
+from llm_gateway.tokens import TokenCount, count_prompt
 
 
 class Gateway:
@@ -41,6 +41,7 @@ class Gateway:
         """`received_at` (time.perf_counter()) is when the call reached the gateway; latency is
         measured from it (default: now)."""
         plan = self._plan(request, request_id, received_at)
+        await plan.prepare()
         if request.dry_run:
             return _dry_run(plan)
         for route in plan.runnable():
@@ -53,7 +54,7 @@ class Gateway:
             elapsed = plan.succeeded(route)
             if route.spec.listed:
                 self.live.call(route.spec.id, elapsed)
-            usage = completion.usage or plan.estimated_usage(
+            usage = completion.usage or await plan.estimated_usage(
                 route.spec, completion.text, completion.tool_calls
             )
             summary = plan.summary(
@@ -76,6 +77,7 @@ class Gateway:
         accounted: what was produced so far is counted and priced, marked estimated, and handed
         to `on_cut_short`; an upstream failure also carries it in its error's metadata."""
         plan = self._plan(request, request_id, received_at)
+        await plan.prepare()
         for route in plan.runnable():
             events = self._providers[route.spec.provider].stream(plan.begin_attempt(route.spec))
             async with aclosing(events):
@@ -106,7 +108,9 @@ class Gateway:
                 plan.succeeded(route)
                 if route.spec.listed and output.first_token is not None:
                     self.live.first_token(route.spec.id, output.first_token - started)
-                usage = event.usage or plan.estimated_usage(route.spec, output.text(), output.tool_calls())
+                usage = event.usage or await plan.estimated_usage(
+                    route.spec, output.text(), output.tool_calls()
+                )
                 yield StreamFinished(
                     plan.summary(
                         route.spec,
@@ -120,7 +124,7 @@ class Gateway:
                 return
         raise plan.exhausted()
 
-    def estimate_cost(
+    async def estimate_cost(
         self, request: ChatRequest, expected_output: int | None, candidates: Sequence[str]
     ) -> list[Estimate]:
         if candidates:
@@ -135,7 +139,7 @@ class Gateway:
         counts: dict[str, TokenCount] = {}
         for spec in unique.values():
             if spec.tokenizer not in counts:
-                counts[spec.tokenizer] = counter_for(spec.tokenizer).prompt(request)
+                counts[spec.tokenizer] = await count_prompt(spec.tokenizer, request)
         return ranked(
             [estimate(request, spec, counts[spec.tokenizer], expected_output) for spec in unique.values()]
         )

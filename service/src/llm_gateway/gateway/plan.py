@@ -16,7 +16,7 @@ from llm_gateway.gateway.outcome import Attempt, CallHeader, CallSummary, Latenc
 from llm_gateway.providers.base import UpstreamCall
 from llm_gateway.providers.http import UpstreamTiming, current_timing
 from llm_gateway.router import Route
-from llm_gateway.tokens import TokenCount, counter_for
+from llm_gateway.tokens import TokenCount, count_completion, count_prompt, counter_for
 
 _perf = time.perf_counter
 
@@ -68,11 +68,24 @@ class CallPlan:
 
     def prompt_tokens(self, spec: ModelSpec) -> TokenCount:
         """The prompt's size for `spec`, counted once per tokenizer; only needed for budgets, dry
-        runs and usage a provider did not report."""
+        runs and usage a provider did not report. `count_prompts` counts it off the event loop."""
         found = self._prompts.get(spec.tokenizer)
         if found is None:
             found = self._prompts[spec.tokenizer] = counter_for(spec.tokenizer).prompt(self.request)
         return found
+
+    async def count_prompts(self, specs: Sequence[ModelSpec]) -> None:
+        """Counts the prompt for each model's tokenizer ahead of `prompt_tokens`."""
+        for spec in specs:
+            if spec.tokenizer not in self._prompts:
+                self._prompts[spec.tokenizer] = await count_prompt(spec.tokenizer, self.request)
+
+    async def prepare(self) -> None:
+        """Counts what the budget check or a dry run will need before any candidate runs."""
+        if self.request.max_cost is not None:
+            await self.count_prompts([route.spec for route in self.routes])
+        elif self.request.dry_run:
+            await self.count_prompts([self.routes[0].spec])
 
     def estimate(self, spec: ModelSpec) -> Estimate:
         """The model's cost estimate for this request, computed once per model."""
@@ -144,8 +157,12 @@ class CallPlan:
         else:
             self._record(route.spec, err.code, err.reason, err.message, self._end_attempt())
         self.routing.selected = route.spec
-        usage = self.estimated_usage(route.spec, output.text(), output.tool_calls())
-        return self.summary(route.spec, usage, None, first_token=output.first_token)
+        # Counted here on the event loop: awaiting a worker thread is not possible while the
+        # task is being cancelled.
+        spec = route.spec
+        completion = counter_for(spec.tokenizer).completion(output.text(), output.tool_calls())
+        usage = Usage(self.prompt_tokens(spec).tokens, completion, estimated=True)
+        return self.summary(spec, usage, None, first_token=output.first_token)
 
     def exhausted(self) -> GatewayError:
         """The error to raise when every runnable candidate failed with a retryable error."""
@@ -157,9 +174,10 @@ class CallPlan:
     def header(self, spec: ModelSpec) -> CallHeader:
         return CallHeader(f"chat_{secrets.token_hex(12)}", self.request_id, spec, self.created)
 
-    def estimated_usage(self, spec: ModelSpec, text: str, tool_calls: Sequence[ToolCall]) -> Usage:
+    async def estimated_usage(self, spec: ModelSpec, text: str, tool_calls: Sequence[ToolCall]) -> Usage:
         """Usage the provider did not report, counted by the gateway and marked as estimated."""
-        completion = counter_for(spec.tokenizer).completion(text, tool_calls)
+        await self.count_prompts([spec])
+        completion = await count_completion(spec.tokenizer, text, tool_calls)
         return Usage(self.prompt_tokens(spec).tokens, completion, estimated=True)
 
     def summary(

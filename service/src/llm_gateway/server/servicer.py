@@ -113,7 +113,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
                 expected = request.expected_output_tokens
                 if expected < 0:
                     raise invalid_field("expected_output_tokens", "must not be negative")
-            estimates = self._gateway.estimate_cost(chat, expected, list(request.candidate_models))
+            estimates = await self._gateway.estimate_cost(chat, expected, list(request.candidate_models))
             return catalog_pb2.EstimateCostResponse(estimates=[encode.estimate(e) for e in estimates])
 
     async def ListModels(  # noqa: N802

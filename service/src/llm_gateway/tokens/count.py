@@ -10,6 +10,7 @@ them is counted as closely as possible and reported as approximate.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -93,6 +94,38 @@ class EncodingCounter:
 
 
 APPROXIMATE = ApproximateCounter()
+
+# Exact counting runs at about 6 tokens per µs: a prompt past this many characters (about 1.5 ms
+# of counting) is counted in a worker thread, where tiktoken releases the GIL, so one huge prompt
+# does not stall every other call on the event loop.
+OFFLOAD_CHARS = 32_000
+
+
+def _chars(request: ChatRequest) -> int:
+    size = 0
+    for message in request.messages:
+        for part in message.parts:
+            if isinstance(part, TextPart):
+                size += len(part.text)
+        for call in message.tool_calls:
+            size += len(call.arguments)
+    return size
+
+
+async def count_prompt(encoding: str, request: ChatRequest) -> TokenCount:
+    """`counter_for(encoding).prompt(request)`, off the event loop when the prompt is large."""
+    counter = counter_for(encoding)
+    if encoding and _chars(request) > OFFLOAD_CHARS:
+        return await asyncio.to_thread(counter.prompt, request)
+    return counter.prompt(request)
+
+
+async def count_completion(encoding: str, text: str, tool_calls: Sequence[ToolCall] = ()) -> int:
+    """`counter_for(encoding).completion(...)`, off the event loop when the text is large."""
+    counter = counter_for(encoding)
+    if encoding and len(text) > OFFLOAD_CHARS:
+        return await asyncio.to_thread(counter.completion, text, tool_calls)
+    return counter.completion(text, tool_calls)
 
 
 @cache
