@@ -147,10 +147,20 @@ class TimeoutConfig(_Strict):
     pool: float = Field(default=10.0, gt=0)  # waiting for a free pooled connection
 
 
+class CircuitBreakerConfig(_Strict):
+    """When a provider's circuit opens, and how long it stays open before one probe call."""
+
+    # Consecutive failures (5xx, 529, timeouts, unreachable, broken replies) that open it.
+    failure_threshold: int = Field(default=5, ge=1, le=10_000)
+    # Seconds the circuit stays open before a single probe call is let through.
+    reset_timeout: float = Field(default=30.0, gt=0, le=86_400)
+
+
 class _ProviderBase(_Strict):
     # None: on when the provider needs no API key or its key is set.
     enabled: bool | None = None
     timeout: TimeoutConfig = TimeoutConfig()
+    circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
     # Accept "provider:model" for models not listed under `models` (priced from the catalog if known).
     allow_unlisted_models: bool = True
     # The provider id in the price catalog (genai-prices); defaults to the provider kind.

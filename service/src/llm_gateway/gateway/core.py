@@ -10,6 +10,7 @@ from llm_gateway.catalog import Catalog, ModelSpec
 from llm_gateway.domain.errors import GatewayError
 from llm_gateway.domain.messages import ChatRequest
 from llm_gateway.domain.results import Completion, StreamDone, Usage
+from llm_gateway.gateway.breaker import ProviderBreaker
 from llm_gateway.gateway.estimate import Estimate, estimate, ranked
 from llm_gateway.gateway.live import LiveLatency
 from llm_gateway.gateway.outcome import CallSummary, ChatOutcome, GatewayEvent, StreamFinished, StreamStarted
@@ -21,10 +22,17 @@ from llm_gateway.tokens import TokenCount, count_prompt
 
 
 class Gateway:
-    def __init__(self, router: Router, catalog: Catalog, providers: Mapping[str, Provider]) -> None:
+    def __init__(
+        self,
+        router: Router,
+        catalog: Catalog,
+        providers: Mapping[str, Provider],
+        breakers: Mapping[str, ProviderBreaker],
+    ) -> None:
         self._router = router
         self._catalog = catalog
         self._providers = dict(providers)
+        self.breakers = dict(breakers)
         self.live = LiveLatency()
 
     @property
@@ -47,7 +55,8 @@ class Gateway:
         for route in plan.runnable():
             call = plan.begin_attempt(route.spec)
             try:
-                completion = await self._providers[route.spec.provider].chat(call)
+                with self.breakers[route.spec.provider].attempt():
+                    completion = await self._providers[route.spec.provider].chat(call)
             except GatewayError as err:
                 plan.failed(route, err)
                 continue
@@ -79,12 +88,21 @@ class Gateway:
         plan = self._plan(request, request_id, received_at)
         await plan.prepare()
         for route in plan.runnable():
-            events = self._providers[route.spec.provider].stream(plan.begin_attempt(route.spec))
+            call = plan.begin_attempt(route.spec)
+            try:
+                ticket = self.breakers[route.spec.provider].admit()
+            except GatewayError as err:
+                plan.failed(route, err)
+                continue
+            events = self._providers[route.spec.provider].stream(call)
             async with aclosing(events):
                 try:
                     event = await anext(events)
-                except GatewayError as err:
-                    plan.failed(route, err)
+                except BaseException as exc:
+                    ticket.end(exc)
+                    if not isinstance(exc, GatewayError):
+                        raise
+                    plan.failed(route, exc)
                     continue
                 yield StreamStarted(plan.header(route.spec))
                 output = StreamOutput()
@@ -93,17 +111,19 @@ class Gateway:
                         output.add(event)
                         yield event
                         event = await anext(events)
-                except GatewayError as err:
-                    summary = plan.cut_short(route, output, err)
-                    err.metadata.update(_spent(summary))
+                except BaseException as exc:
+                    ticket.end(exc)
+                    if isinstance(exc, GatewayError):
+                        summary = plan.cut_short(route, output, exc)
+                        exc.metadata.update(_spent(summary))
+                    elif isinstance(exc, asyncio.CancelledError | GeneratorExit):
+                        summary = plan.cut_short(route, output)
+                    else:
+                        raise
                     if on_cut_short is not None:
                         on_cut_short(summary)
                     raise
-                except (asyncio.CancelledError, GeneratorExit):
-                    summary = plan.cut_short(route, output)
-                    if on_cut_short is not None:
-                        on_cut_short(summary)
-                    raise
+                ticket.end(None)
                 started = plan.attempt_started
                 plan.succeeded(route)
                 if route.spec.listed and output.first_token is not None:

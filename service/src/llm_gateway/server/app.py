@@ -16,6 +16,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from llm_gateway.catalog import Catalog
 from llm_gateway.config.schema import ApiKeyConfig, GatewayConfig
 from llm_gateway.gateway import Gateway
+from llm_gateway.gateway.breaker import ProviderBreaker
 from llm_gateway.providers import Provider, build_providers, enabled_providers
 from llm_gateway.providers.http import create_http_client
 from llm_gateway.router import Router
@@ -91,7 +92,11 @@ async def create_server(
     # Off the event loop, and before the first call, so no call waits for a tokenizer to load.
     await asyncio.to_thread(preload, catalog.tokenizers())
     router = Router(catalog, config.aliases, config.routing.auto, list(config.providers))
-    gateway = Gateway(router, catalog, providers)
+    breakers = {
+        name: ProviderBreaker(name, p.circuit_breaker.failure_threshold, p.circuit_breaker.reset_timeout)
+        for name, p in enabled.items()
+    }
+    gateway = Gateway(router, catalog, providers, breakers)
 
     drain = DrainStep()
     steps: list[Step] = [RequestIdStep()]

@@ -7,6 +7,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from llm_gateway.catalog import ModelSpec
 from llm_gateway.domain.results import Completion, FinishReason, TextDelta, ToolCallDelta, Usage
 from llm_gateway.gateway import CallHeader, CallSummary, ChatOutcome, Estimate, Latency, RoutingInfo
+from llm_gateway.gateway.breaker import CircuitState, ProviderBreaker
 from llm_gateway.gateway.live import ModelLatency
 from llm_gateway.pricing import Cost, CostCapabilities, PriceSheet, PricingStatus, format_decimal
 from llmgateway.v1 import accounting_pb2, catalog_pb2, chat_pb2, content_pb2
@@ -28,6 +29,11 @@ _BILLING = {
     "per_token": catalog_pb2.BILLING_MODEL_PER_TOKEN,
     "per_request": catalog_pb2.BILLING_MODEL_PER_REQUEST,
     "hybrid": catalog_pb2.BILLING_MODEL_HYBRID,
+}
+_CIRCUIT = {
+    CircuitState.CLOSED: catalog_pb2.CIRCUIT_STATE_CLOSED,
+    CircuitState.OPEN: catalog_pb2.CIRCUIT_STATE_OPEN,
+    CircuitState.HALF_OPEN: catalog_pb2.CIRCUIT_STATE_HALF_OPEN,
 }
 CAPABILITIES = {
     "streaming": catalog_pb2.CAPABILITY_STREAMING,
@@ -178,7 +184,11 @@ def routing(r: RoutingInfo) -> accounting_pb2.Routing:
 
 
 def model(
-    spec: ModelSpec, aliases: list[str], latency: ModelLatency, costs: CostCapabilities
+    spec: ModelSpec,
+    aliases: list[str],
+    latency: ModelLatency,
+    costs: CostCapabilities,
+    breaker: ProviderBreaker,
 ) -> catalog_pb2.Model:
     return catalog_pb2.Model(
         id=spec.id,
@@ -190,7 +200,7 @@ def model(
         max_output_tokens=spec.max_output_tokens or 0,
         capabilities=sorted(CAPABILITIES[c] for c in spec.capabilities or ()),
         pricing=pricing(spec.price),
-        state=model_state(latency),
+        state=model_state(latency, breaker),
         cost_capabilities=catalog_pb2.CostCapabilities(
             tracks_tokens=costs.tracks_tokens,
             token_caching=costs.token_caching,
@@ -200,10 +210,11 @@ def model(
     )
 
 
-def model_state(latency: ModelLatency) -> catalog_pb2.ModelState:
-    # Circuit breakers come with the resilience layer; until then every provider is closed.
+def model_state(latency: ModelLatency, breaker: ProviderBreaker) -> catalog_pb2.ModelState:
     state = catalog_pb2.ModelState(
-        circuit_state=catalog_pb2.CIRCUIT_STATE_CLOSED, available=True, recent_calls=latency.recent_calls
+        circuit_state=_CIRCUIT[breaker.state],
+        available=breaker.available,
+        recent_calls=latency.recent_calls,
     )
     if latency.latency_p50 is not None:
         state.latency_p50.CopyFrom(_duration(latency.latency_p50))

@@ -142,6 +142,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
                         catalog.aliases_of(spec.id),
                         live.of(spec.id),
                         catalog.cost_capabilities(spec.provider),
+                        self._gateway.breakers[spec.provider],
                     )
                     for spec in page
                 ],

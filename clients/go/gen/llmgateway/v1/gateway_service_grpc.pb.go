@@ -56,8 +56,9 @@ const (
 //   - RESOURCE_EXHAUSTED: UPSTREAM_RATE_LIMITED (with `google.rpc.RetryInfo` when the provider said
 //     when to retry), UPSTREAM_QUOTA_EXCEEDED.
 //   - UNAVAILABLE: UPSTREAM_UNAVAILABLE (provider 5xx, overload, connection failure),
-//     UPSTREAM_BAD_RESPONSE, UPSTREAM_STREAM_ERROR, UPSTREAM_STREAM_INTERRUPTED, SHUTTING_DOWN (the
-//     gateway is draining: retry on another instance).
+//     UPSTREAM_BAD_RESPONSE, UPSTREAM_STREAM_ERROR, UPSTREAM_STREAM_INTERRUPTED, CIRCUIT_OPEN (the
+//     provider kept failing and is not called until a probe succeeds), SHUTTING_DOWN (the gateway
+//     is draining: retry on another instance).
 //   - DEADLINE_EXCEEDED: UPSTREAM_TIMEOUT.
 //   - INTERNAL: INTERNAL, only for a gateway bug; the message carries just the request id.
 type GatewayServiceClient interface {
@@ -161,8 +162,9 @@ func (c *gatewayServiceClient) ListModels(ctx context.Context, in *ListModelsReq
 //   - RESOURCE_EXHAUSTED: UPSTREAM_RATE_LIMITED (with `google.rpc.RetryInfo` when the provider said
 //     when to retry), UPSTREAM_QUOTA_EXCEEDED.
 //   - UNAVAILABLE: UPSTREAM_UNAVAILABLE (provider 5xx, overload, connection failure),
-//     UPSTREAM_BAD_RESPONSE, UPSTREAM_STREAM_ERROR, UPSTREAM_STREAM_INTERRUPTED, SHUTTING_DOWN (the
-//     gateway is draining: retry on another instance).
+//     UPSTREAM_BAD_RESPONSE, UPSTREAM_STREAM_ERROR, UPSTREAM_STREAM_INTERRUPTED, CIRCUIT_OPEN (the
+//     provider kept failing and is not called until a probe succeeds), SHUTTING_DOWN (the gateway
+//     is draining: retry on another instance).
 //   - DEADLINE_EXCEEDED: UPSTREAM_TIMEOUT.
 //   - INTERNAL: INTERNAL, only for a gateway bug; the message carries just the request id.
 type GatewayServiceServer interface {

@@ -55,8 +55,9 @@ class GatewayServiceStub:
     - RESOURCE_EXHAUSTED: UPSTREAM_RATE_LIMITED (with `google.rpc.RetryInfo` when the provider said
       when to retry), UPSTREAM_QUOTA_EXCEEDED.
     - UNAVAILABLE: UPSTREAM_UNAVAILABLE (provider 5xx, overload, connection failure),
-      UPSTREAM_BAD_RESPONSE, UPSTREAM_STREAM_ERROR, UPSTREAM_STREAM_INTERRUPTED, SHUTTING_DOWN (the
-      gateway is draining: retry on another instance).
+      UPSTREAM_BAD_RESPONSE, UPSTREAM_STREAM_ERROR, UPSTREAM_STREAM_INTERRUPTED, CIRCUIT_OPEN (the
+      provider kept failing and is not called until a probe succeeds), SHUTTING_DOWN (the gateway
+      is draining: retry on another instance).
     - DEADLINE_EXCEEDED: UPSTREAM_TIMEOUT.
     - INTERNAL: INTERNAL, only for a gateway bug; the message carries just the request id.
     """
@@ -107,8 +108,9 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     - RESOURCE_EXHAUSTED: UPSTREAM_RATE_LIMITED (with `google.rpc.RetryInfo` when the provider said
       when to retry), UPSTREAM_QUOTA_EXCEEDED.
     - UNAVAILABLE: UPSTREAM_UNAVAILABLE (provider 5xx, overload, connection failure),
-      UPSTREAM_BAD_RESPONSE, UPSTREAM_STREAM_ERROR, UPSTREAM_STREAM_INTERRUPTED, SHUTTING_DOWN (the
-      gateway is draining: retry on another instance).
+      UPSTREAM_BAD_RESPONSE, UPSTREAM_STREAM_ERROR, UPSTREAM_STREAM_INTERRUPTED, CIRCUIT_OPEN (the
+      provider kept failing and is not called until a probe succeeds), SHUTTING_DOWN (the gateway
+      is draining: retry on another instance).
     - DEADLINE_EXCEEDED: UPSTREAM_TIMEOUT.
     - INTERNAL: INTERNAL, only for a gateway bug; the message carries just the request id.
     """
@@ -155,8 +157,9 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     - RESOURCE_EXHAUSTED: UPSTREAM_RATE_LIMITED (with `google.rpc.RetryInfo` when the provider said
       when to retry), UPSTREAM_QUOTA_EXCEEDED.
     - UNAVAILABLE: UPSTREAM_UNAVAILABLE (provider 5xx, overload, connection failure),
-      UPSTREAM_BAD_RESPONSE, UPSTREAM_STREAM_ERROR, UPSTREAM_STREAM_INTERRUPTED, SHUTTING_DOWN (the
-      gateway is draining: retry on another instance).
+      UPSTREAM_BAD_RESPONSE, UPSTREAM_STREAM_ERROR, UPSTREAM_STREAM_INTERRUPTED, CIRCUIT_OPEN (the
+      provider kept failing and is not called until a probe succeeds), SHUTTING_DOWN (the gateway
+      is draining: retry on another instance).
     - DEADLINE_EXCEEDED: UPSTREAM_TIMEOUT.
     - INTERNAL: INTERNAL, only for a gateway bug; the message carries just the request id.
     """

@@ -1,0 +1,185 @@
+"""A circuit breaker per provider: pybreaker's state machine, admitted and reported from asyncio.
+
+pybreaker is synchronous: its `call` runs a function and records the outcome in one step, and its
+half-open state lets every caller through. Around an awaited upstream call the gateway splits the
+two. `attempt()` admits a call before it starts (failing fast, with no network, while the circuit
+is open, and letting exactly one probe through once the reset timeout has passed, however many
+callers are waiting) and reports the outcome to pybreaker once the call ends. Everything runs on
+the event loop's thread, so admission and reporting never interleave.
+
+Which failures count is explicit (`TRIPPING_REASONS`): the provider down, overloaded (5xx, 529),
+timing out, unreachable, or sending a broken reply or stream. A 4xx the caller caused, a rate limit
+(the rate limiter's business), or a cancelled call never counts; a call that reached the provider
+and got an answer, even an error, is a success for the breaker.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+
+import pybreaker
+
+from llm_gateway.domain.errors import Code, GatewayError
+
+TRIPPING_REASONS = frozenset(
+    {
+        "UPSTREAM_UNAVAILABLE",
+        "UPSTREAM_TIMEOUT",
+        "UPSTREAM_BAD_RESPONSE",
+        "UPSTREAM_STREAM_ERROR",
+        "UPSTREAM_STREAM_INTERRUPTED",
+    }
+)
+
+
+class CircuitState(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"  # the next call is a probe
+
+
+class _TrippedError(Exception):
+    """Reports a counted failure to pybreaker."""
+
+
+def _succeed() -> None:
+    return None
+
+
+def _fail() -> None:
+    raise _TrippedError
+
+
+class ProviderBreaker:
+    def __init__(
+        self,
+        provider: str,
+        failure_threshold: int,
+        reset_timeout: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.provider = provider
+        self._clock = clock
+        self._reset_timeout = reset_timeout
+        self._opened_at = 0.0
+        self._probing = False
+        self._breaker = pybreaker.CircuitBreaker(
+            fail_max=failure_threshold,
+            reset_timeout=reset_timeout,
+            name=provider,
+            throw_new_error_on_trip=False,
+            listeners=[_OpenedAt(self)],
+        )
+
+    @property
+    def state(self) -> CircuitState:
+        current = self._breaker.current_state
+        if current == pybreaker.STATE_CLOSED:
+            return CircuitState.CLOSED
+        if current == pybreaker.STATE_OPEN and not self._reset_due():
+            return CircuitState.OPEN
+        return CircuitState.HALF_OPEN
+
+    @property
+    def available(self) -> bool:
+        """Whether a call made now would be let through."""
+        state = self.state
+        return state is CircuitState.CLOSED or (state is CircuitState.HALF_OPEN and not self._probing)
+
+    def admit(self) -> Ticket:
+        """Admits one upstream call, or raises UNAVAILABLE / CIRCUIT_OPEN at once. The caller
+        must end the ticket with how the call ended."""
+        state = self.state
+        if state is CircuitState.CLOSED:
+            return Ticket(self, probe=False)
+        if state is CircuitState.HALF_OPEN and not self._probing:
+            self._probing = True
+            self._breaker.half_open()
+            return Ticket(self, probe=True)
+        raise self._open_error()
+
+    @contextmanager
+    def attempt(self) -> Iterator[None]:
+        """`admit`, then the block is the call, ended by how the block ends."""
+        ticket = self.admit()
+        try:
+            yield
+        except BaseException as exc:
+            ticket.end(exc)
+            raise
+        ticket.end(None)
+
+    def _report(self, probe: bool, failed: bool | None) -> None:
+        try:
+            if failed is None:
+                return  # cancelled, or a bug: says nothing about the provider
+            if not probe and self._breaker.current_state != pybreaker.STATE_CLOSED:
+                return  # admitted before the circuit opened: only the probe decides now
+            self._breaker.call(_fail if failed else _succeed)
+        except _TrippedError:
+            pass
+        finally:
+            if probe:
+                self._probing = False  # decided, or the turn passes on
+
+    def _reset_due(self) -> bool:
+        return self._clock() - self._opened_at >= self._reset_timeout
+
+    def _open_error(self) -> GatewayError:
+        wait = max(self._reset_timeout - (self._clock() - self._opened_at), 0.0)
+        detail = "a probe call is testing it" if self._probing else f"next probe in {wait:.1f} s"
+        return GatewayError(
+            f"provider {self.provider} is failing and its circuit is open ({detail}); not called",
+            code=Code.UNAVAILABLE,
+            reason="CIRCUIT_OPEN",
+            metadata={"provider": self.provider},
+            retryable=True,
+        )
+
+    def _opened(self) -> None:
+        self._opened_at = self._clock()
+
+
+class Ticket:
+    """One admitted call; `end` it exactly once."""
+
+    __slots__ = ("_breaker", "_ended", "probe")
+
+    def __init__(self, breaker: ProviderBreaker, probe: bool) -> None:
+        self._breaker = breaker
+        self.probe = probe
+        self._ended = False
+
+    def end(self, error: BaseException | None) -> None:
+        """None: the call succeeded. A GatewayError counts when its reason is in
+        TRIPPING_REASONS (else the provider answered: a success). Anything else (cancelled, a
+        bug) is not reported."""
+        if self._ended:
+            return
+        self._ended = True
+        if error is None:
+            failed: bool | None = False
+        elif isinstance(error, GatewayError):
+            failed = error.reason in TRIPPING_REASONS
+        else:
+            failed = None
+        self._breaker._report(self.probe, failed)
+
+
+class _OpenedAt(pybreaker.CircuitBreakerListener):
+    """Notes when the circuit opens, on the breaker's own clock."""
+
+    def __init__(self, breaker: ProviderBreaker) -> None:
+        self._breaker = breaker
+
+    def state_change(
+        self,
+        cb: pybreaker.CircuitBreaker,
+        old_state: pybreaker.CircuitBreakerState | None,
+        new_state: pybreaker.CircuitBreakerState,
+    ) -> None:
+        if new_state.name == pybreaker.STATE_OPEN:
+            self._breaker._opened()
