@@ -8,11 +8,12 @@ import time
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from llm_gateway.domain.errors import Code, GatewayError
 from llm_gateway.gateway.breaker import CircuitState, ProviderBreaker
 from llmgateway.v1 import catalog_pb2
-from tests.conftest import chat, error_details, openai_toml, reply_text, running_gateway
+from tests.conftest import RunningGateway, chat, error_details, openai_toml, reply_text, running_gateway
 from tests.fakes.openai import FakeOpenAI, Reply, error_body
 from tests.test_openai import stream_events
 
@@ -225,3 +226,39 @@ async def test_a_failing_provider_is_cut_off_then_probed_back(fake_openai: FakeO
         assert reply_text(reply.message) == "back again"
         assert await circuit() == (catalog_pb2.CIRCUIT_STATE_CLOSED, True)
         assert len(fake_openai.requests) == 4
+
+
+async def test_health_follows_the_circuits(fake_openai: FakeOpenAI) -> None:
+    """Each provider has a health service name; the overall status stays SERVING while any
+    provider can serve, and comes back once a probe may go through."""
+    breaker = "circuit_breaker = { failure_threshold = 1, reset_timeout = 0.3 }"
+    overloaded = Reply(status=503, json_body=error_body("Overloaded", "server_error"))
+
+    async def status(gw: RunningGateway, service: str) -> int:
+        reply = await health_pb2_grpc.HealthStub(gw.channel).Check(
+            health_pb2.HealthCheckRequest(service=service)
+        )
+        return int(reply.status)
+
+    serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+    async with running_gateway(openai_toml(fake_openai.base_url, breaker)) as gw:
+        assert await status(gw, "llmgateway.v1.provider.openai") == serving
+        fake_openai.script(overloaded)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await gw.stub.Chat(chat("openai:gpt-4o-mini"))
+        await asyncio.sleep(0.05)
+        assert await status(gw, "llmgateway.v1.provider.openai") == not_serving
+        assert await status(gw, "llmgateway.v1.provider.mock") == serving
+        assert await status(gw, "") == serving  # mock can still serve
+
+    only_openai = openai_toml(fake_openai.base_url, breaker) + "\n[providers.mock]\nenabled = false\n"
+    async with running_gateway(only_openai) as gw:
+        fake_openai.script(overloaded)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await gw.stub.Chat(chat("openai:gpt-4o-mini"))
+        await asyncio.sleep(0.05)
+        assert await status(gw, "") == not_serving
+        assert await status(gw, "llmgateway.v1.GatewayService") == not_serving
+        await asyncio.sleep(0.4)  # past the reset timeout: a probe may go through
+        assert await status(gw, "") == serving
+        assert await status(gw, "llmgateway.v1.provider.openai") == serving

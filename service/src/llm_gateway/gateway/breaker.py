@@ -62,8 +62,10 @@ class ProviderBreaker:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.provider = provider
+        self.reset_timeout = reset_timeout
+        # Called after every state change (the health service mirrors the circuit).
+        self.on_change: Callable[[ProviderBreaker], None] | None = None
         self._clock = clock
-        self._reset_timeout = reset_timeout
         self._opened_at = 0.0
         self._probing = False
         self._breaker = pybreaker.CircuitBreaker(
@@ -126,10 +128,10 @@ class ProviderBreaker:
                 self._probing = False  # decided, or the turn passes on
 
     def _reset_due(self) -> bool:
-        return self._clock() - self._opened_at >= self._reset_timeout
+        return self._clock() - self._opened_at >= self.reset_timeout
 
     def _open_error(self) -> GatewayError:
-        wait = max(self._reset_timeout - (self._clock() - self._opened_at), 0.0)
+        wait = max(self.reset_timeout - (self._clock() - self._opened_at), 0.0)
         detail = "a probe call is testing it" if self._probing else f"next probe in {wait:.1f} s"
         return GatewayError(
             f"provider {self.provider} is failing and its circuit is open ({detail}); not called",
@@ -139,8 +141,11 @@ class ProviderBreaker:
             retryable=True,
         )
 
-    def _opened(self) -> None:
-        self._opened_at = self._clock()
+    def _changed(self, new_state: str) -> None:
+        if new_state == pybreaker.STATE_OPEN:
+            self._opened_at = self._clock()
+        if self.on_change is not None:
+            self.on_change(self)
 
 
 class Ticket:
@@ -170,7 +175,7 @@ class Ticket:
 
 
 class _OpenedAt(pybreaker.CircuitBreakerListener):
-    """Notes when the circuit opens, on the breaker's own clock."""
+    """Notes when the circuit opens, on the breaker's own clock, and passes every change on."""
 
     def __init__(self, breaker: ProviderBreaker) -> None:
         self._breaker = breaker
@@ -181,5 +186,4 @@ class _OpenedAt(pybreaker.CircuitBreakerListener):
         old_state: pybreaker.CircuitBreakerState | None,
         new_state: pybreaker.CircuitBreakerState,
     ) -> None:
-        if new_state.name == pybreaker.STATE_OPEN:
-            self._breaker._opened()
+        self._breaker._changed(new_state.name)

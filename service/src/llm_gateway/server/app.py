@@ -20,6 +20,7 @@ from llm_gateway.gateway.breaker import ProviderBreaker
 from llm_gateway.providers import Provider, build_providers, enabled_providers
 from llm_gateway.providers.http import create_http_client
 from llm_gateway.router import Router
+from llm_gateway.server.health import CircuitHealth
 from llm_gateway.server.interceptors import (
     AccessLogStep,
     AuthStep,
@@ -42,14 +43,14 @@ class GatewayServer:
     server: grpc.aio.Server
     port: int
     health: health_aio.HealthServicer
+    circuits: CircuitHealth
     drain: DrainStep
     http: aiohttp.ClientSession
     providers: dict[str, Provider]
 
     async def start(self) -> None:
         await self.server.start()
-        for service in ("", SERVICE_NAME):
-            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        await self.circuits.start()
 
     async def stop(self, grace: float | None) -> None:
         """Drains: health turns NOT_SERVING, new gateway calls are refused (UNAVAILABLE,
@@ -129,4 +130,5 @@ async def create_server(
     host = config.server.host if host is None else host
     port = config.server.port if port is None else port
     bound = server.add_insecure_port(f"{host}:{port}")
-    return GatewayServer(server, bound, health, drain, http, providers)
+    circuits = CircuitHealth(health, breakers, ["", SERVICE_NAME])
+    return GatewayServer(server, bound, health, circuits, drain, http, providers)
