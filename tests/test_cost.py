@@ -10,10 +10,19 @@ from decimal import Decimal
 import grpc
 import pytest
 
+from llm_gateway.tokens.encodings import get_encoding
 from llmgateway.v1 import chat_pb2
 from tests.conftest import RunningGateway, chat, error_details, read_event, stream_past_first_delta
 from tests.fakes.openai import FakeOpenAI, Reply, chunk, completion, text_chunks, usage
 from tests.test_openai import stream_events
+
+
+@pytest.fixture(autouse=True)
+def _encoding_loaded() -> None:
+    """A stream cut short is counted with what is already loaded, never waiting for a tokenizer;
+    these tests load gpt-4o-mini's so their counts are exact whatever ran before them."""
+    get_encoding("o200k_base")
+
 
 # gpt-4o-mini: $0.15 input, $0.60 output per million tokens.
 INPUT, OUTPUT = Decimal("0.15"), Decimal("0.60")

@@ -27,7 +27,9 @@ from llm_gateway.tokens import (
     count_prompt,
     counter_for,
     encoding_for_model,
+    ready_counter,
 )
+from llm_gateway.tokens import count as count_module
 from llm_gateway.tokens.count import OFFLOAD_CHARS
 from llm_gateway.tokens.encodings import get_encoding, rank_file
 
@@ -171,6 +173,7 @@ async def test_large_prompts_are_counted_off_the_event_loop(monkeypatch: pytest.
         offloaded.append(getattr(fn, "__name__", ""))
         return await real(fn, *args)
 
+    get_encoding("o200k_base")  # an encoding not loaded yet is loaded in a worker thread too
     monkeypatch.setattr(asyncio, "to_thread", to_thread)
     small = ChatRequest("openai:gpt-4o", (_text(Role.USER, "short"),))
     large = ChatRequest("openai:gpt-4o", (_text(Role.USER, "lorem ipsum " * (OFFLOAD_CHARS // 10)),))
@@ -181,3 +184,23 @@ async def test_large_prompts_are_counted_off_the_event_loop(monkeypatch: pytest.
     text = "lorem ipsum " * (OFFLOAD_CHARS // 10)
     assert await count_completion("o200k_base", text) == counter_for("o200k_base").completion(text)
     assert offloaded == ["prompt", "completion"]
+
+
+async def test_an_encoding_is_loaded_in_a_worker_thread_and_never_waited_for_where_it_cannot_be(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(count_module, "is_loaded", lambda name: False)
+    offloaded: list[str] = []
+    real = asyncio.to_thread
+
+    async def to_thread(fn: Any, /, *args: Any) -> Any:
+        offloaded.append(getattr(fn, "__name__", ""))
+        return await real(fn, *args)
+
+    monkeypatch.setattr(asyncio, "to_thread", to_thread)
+    small = ChatRequest("openai:gpt-4o", (_text(Role.USER, "short"),))
+    assert (await count_prompt("o200k_base", small)).exact
+    assert offloaded == ["prompt"]
+    # A stream being cancelled cannot await the load: it counts by the approximation instead.
+    assert ready_counter("o200k_base") is APPROXIMATE
+    assert ready_counter("") is APPROXIMATE

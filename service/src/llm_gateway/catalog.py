@@ -64,10 +64,6 @@ class Catalog:
     def cost_capabilities(self, provider: str) -> CostCapabilities:
         return self._costs[provider]
 
-    def tokenizers(self) -> set[str]:
-        """The encodings listed models count with, to load before serving."""
-        return {spec.tokenizer for spec in self._listed.values() if spec.tokenizer}
-
     def aliases_of(self, model_id: str) -> list[str]:
         return sorted(self._aliases.get(model_id, ()))
 

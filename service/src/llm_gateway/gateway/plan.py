@@ -16,7 +16,7 @@ from llm_gateway.gateway.outcome import Attempt, CallHeader, CallSummary, Latenc
 from llm_gateway.providers.base import UpstreamCall
 from llm_gateway.providers.http import UpstreamTiming, current_timing
 from llm_gateway.router import Route
-from llm_gateway.tokens import TokenCount, count_completion, count_prompt, counter_for
+from llm_gateway.tokens import TokenCount, count_completion, count_prompt, ready_counter
 
 _perf = time.perf_counter
 
@@ -67,12 +67,10 @@ class CallPlan:
         self._prompts: dict[str, TokenCount] = {}
 
     def prompt_tokens(self, spec: ModelSpec) -> TokenCount:
-        """The prompt's size for `spec`, counted once per tokenizer; only needed for budgets, dry
-        runs and usage a provider did not report. `count_prompts` counts it off the event loop."""
+        """The prompt's size for `spec`, as `count_prompts` counted it; uncounted (a stream cut
+        short), it is counted now with what is loaded, never waiting for a tokenizer."""
         found = self._prompts.get(spec.tokenizer)
-        if found is None:
-            found = self._prompts[spec.tokenizer] = counter_for(spec.tokenizer).prompt(self.request)
-        return found
+        return found if found is not None else ready_counter(spec.tokenizer).prompt(self.request)
 
     async def count_prompts(self, specs: Sequence[ModelSpec]) -> None:
         """Counts the prompt for each model's tokenizer ahead of `prompt_tokens`."""
@@ -160,7 +158,7 @@ class CallPlan:
         # Counted here on the event loop: awaiting a worker thread is not possible while the
         # task is being cancelled.
         spec = route.spec
-        completion = counter_for(spec.tokenizer).completion(output.text(), output.tool_calls())
+        completion = ready_counter(spec.tokenizer).completion(output.text(), output.tool_calls())
         usage = Usage(self.prompt_tokens(spec).tokens, completion, estimated=True)
         return self.summary(spec, usage, None, first_token=output.first_token)
 

@@ -31,7 +31,6 @@ from llm_gateway.server.interceptors import (
 )
 from llm_gateway.server.reflection import enable_reflection
 from llm_gateway.server.servicer import GatewayServicer
-from llm_gateway.tokens import preload
 from llmgateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
 
 SERVICE_NAME = gateway_service_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
@@ -90,8 +89,6 @@ async def create_server(
     http = create_http_client()
     providers = build_providers(enabled, http)
     catalog = Catalog(config, enabled)
-    # Off the event loop, and before the first call, so no call waits for a tokenizer to load.
-    await asyncio.to_thread(preload, catalog.tokenizers())
     router = Router(catalog, config.aliases, config.routing.auto, list(config.providers))
     breakers = {
         name: ProviderBreaker(name, p.circuit_breaker.failure_threshold, p.circuit_breaker.reset_timeout)

@@ -8,9 +8,10 @@ from llm_gateway.tokens.count import (
     count_completion,
     count_prompt,
     counter_for,
+    ready_counter,
 )
 from llm_gateway.tokens.encodings import SPECS as ENCODINGS
-from llm_gateway.tokens.encodings import encoding_for_model, preload
+from llm_gateway.tokens.encodings import encoding_for_model
 
 __all__ = [
     "APPROXIMATE",
@@ -21,5 +22,5 @@ __all__ = [
     "count_prompt",
     "counter_for",
     "encoding_for_model",
-    "preload",
+    "ready_counter",
 ]

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from llm_gateway.domain.messages import ChatRequest, ImagePart, Role, TextPart, ToolCall
 from llm_gateway.tokens import approximate
-from llm_gateway.tokens.encodings import get_encoding
+from llm_gateway.tokens.encodings import get_encoding, is_loaded
 
 # OpenAI's chat framing (the OpenAI Cookbook's count for every chat model since gpt-3.5-turbo-0613):
 # each message costs 3 tokens plus its role, a name 1 more, and every reply is primed with 3.
@@ -115,7 +115,7 @@ def _chars(request: ChatRequest) -> int:
 async def count_prompt(encoding: str, request: ChatRequest) -> TokenCount:
     """`counter_for(encoding).prompt(request)`, off the event loop when the prompt is large."""
     counter = counter_for(encoding)
-    if encoding and _chars(request) > OFFLOAD_CHARS:
+    if encoding and (_chars(request) > OFFLOAD_CHARS or not is_loaded(encoding)):
         return await asyncio.to_thread(counter.prompt, request)
     return counter.prompt(request)
 
@@ -123,12 +123,20 @@ async def count_prompt(encoding: str, request: ChatRequest) -> TokenCount:
 async def count_completion(encoding: str, text: str, tool_calls: Sequence[ToolCall] = ()) -> int:
     """`counter_for(encoding).completion(...)`, off the event loop when the text is large."""
     counter = counter_for(encoding)
-    if encoding and len(text) > OFFLOAD_CHARS:
+    if encoding and (len(text) > OFFLOAD_CHARS or not is_loaded(encoding)):
         return await asyncio.to_thread(counter.completion, text, tool_calls)
     return counter.completion(text, tool_calls)
 
 
 @cache
 def counter_for(encoding: str) -> Counter:
-    """The counter for a model's `tokenizer`: an encoding name, or "" for the approximation."""
+    """The counter for a model's `tokenizer`: an encoding name, or "" for the approximation.
+    Counting loads the encoding on first use, on the calling thread; `count_prompt` and
+    `count_completion` load it in a worker thread instead."""
     return EncodingCounter(encoding) if encoding else APPROXIMATE
+
+
+def ready_counter(encoding: str) -> Counter:
+    """`counter_for(encoding)` if its encoding is loaded, else the approximation: for code that
+    must not wait (a stream being cancelled)."""
+    return counter_for(encoding) if not encoding or is_loaded(encoding) else APPROXIMATE
