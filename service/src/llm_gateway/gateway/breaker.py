@@ -73,7 +73,7 @@ class ProviderBreaker:
             reset_timeout=reset_timeout,
             name=provider,
             throw_new_error_on_trip=False,
-            listeners=[_OpenedAt(self)],
+            listeners=[_StateChanges(self)],
         )
 
     @property
@@ -174,7 +174,7 @@ class Ticket:
         self._breaker._report(self.probe, failed)
 
 
-class _OpenedAt(pybreaker.CircuitBreakerListener):
+class _StateChanges(pybreaker.CircuitBreakerListener):
     """Notes when the circuit opens, on the breaker's own clock, and passes every change on."""
 
     def __init__(self, breaker: ProviderBreaker) -> None:
