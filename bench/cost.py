@@ -33,18 +33,17 @@ SONNET = sheet_from_catalog("anthropic", "claude-sonnet-4-5")
 PRO = sheet_from_catalog("google", "gemini-2.5-pro")
 
 
-def _spec(sheet_model: str, tokenizer: str) -> ModelSpec:
-    return ModelSpec(
-        id=f"openai:{sheet_model}",
-        provider="openai",
-        name=sheet_model,
-        display_name=sheet_model,
-        context_window=128_000,
-        max_output_tokens=16_384,
-        capabilities=frozenset({"streaming"}),
-        price=GPT_4O_MINI,
-        tokenizer=tokenizer,
-    )
+SPEC = ModelSpec(
+    id="openai:gpt-4o-mini",
+    provider="openai",
+    name="gpt-4o-mini",
+    display_name="gpt-4o-mini",
+    context_window=128_000,
+    max_output_tokens=16_384,
+    capabilities=frozenset({"streaming"}),
+    price=GPT_4O_MINI,
+    tokenizer="o200k_base",
+)
 
 
 def _prompt(words: int) -> ChatRequest:
@@ -73,7 +72,6 @@ def measure() -> list[tuple[str, str, float]]:
     cost = GPT_4O_MINI.cost(cached)
     exact, approx = counter_for("o200k_base"), counter_for("")
     small, large = _prompt(1_000), _prompt(10_000)
-    spec = _spec("gpt-4o-mini", "o200k_base")
     counted = exact.prompt(small)
     small_n, large_n = f"{counted.tokens:,}", f"{exact.prompt(large).tokens:,}"
     rows = [
@@ -120,7 +118,7 @@ def measure() -> list[tuple[str, str, float]]:
         (
             "estimates",
             "expected and worst-case cost from a counted prompt",
-            _micros(lambda: estimate(small, spec, counted)),
+            _micros(lambda: estimate(small, SPEC, counted)),
         ),
     ]
     return rows

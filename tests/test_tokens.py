@@ -165,16 +165,22 @@ def test_completion_counts_text_and_tool_calls() -> None:
     assert counter.completion("", [ToolCall("", "lookup", '{"q":"x"}')]) > 1
 
 
-async def test_large_prompts_are_counted_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    offloaded: list[str] = []
+@pytest.fixture
+def offloaded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the counting methods run through asyncio.to_thread during the test."""
+    names: list[str] = []
     real = asyncio.to_thread
 
     async def to_thread(fn: Any, /, *args: Any) -> Any:
-        offloaded.append(getattr(fn, "__name__", ""))
+        names.append(getattr(fn, "__name__", ""))
         return await real(fn, *args)
 
-    get_encoding("o200k_base")  # an encoding not loaded yet is loaded in a worker thread too
     monkeypatch.setattr(asyncio, "to_thread", to_thread)
+    return names
+
+
+async def test_large_prompts_are_counted_off_the_event_loop(offloaded: list[str]) -> None:
+    get_encoding("o200k_base")  # an encoding not loaded yet is loaded in a worker thread too
     small = ChatRequest("openai:gpt-4o", (_text(Role.USER, "short"),))
     large = ChatRequest("openai:gpt-4o", (_text(Role.USER, "lorem ipsum " * (OFFLOAD_CHARS // 10)),))
     assert await count_prompt("o200k_base", small) == counter_for("o200k_base").prompt(small)
@@ -187,17 +193,9 @@ async def test_large_prompts_are_counted_off_the_event_loop(monkeypatch: pytest.
 
 
 async def test_an_encoding_is_loaded_in_a_worker_thread_and_never_waited_for_where_it_cannot_be(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, offloaded: list[str]
 ) -> None:
     monkeypatch.setattr(count_module, "is_loaded", lambda name: False)
-    offloaded: list[str] = []
-    real = asyncio.to_thread
-
-    async def to_thread(fn: Any, /, *args: Any) -> Any:
-        offloaded.append(getattr(fn, "__name__", ""))
-        return await real(fn, *args)
-
-    monkeypatch.setattr(asyncio, "to_thread", to_thread)
     small = ChatRequest("openai:gpt-4o", (_text(Role.USER, "short"),))
     assert (await count_prompt("o200k_base", small)).exact
     assert offloaded == ["prompt"]

@@ -50,6 +50,8 @@ class CircuitHealth:
         loop = asyncio.get_running_loop()
         self._spawn()
         # Past the reset timeout a probe may go through: show it, though nothing else changes then.
+        # Scheduled on every change (a spare republish is harmless): pybreaker calls listeners
+        # before it stores the new state, so the breaker cannot be asked whether it just opened.
         loop.call_later(breaker.reset_timeout, self._spawn)
 
     def _spawn(self) -> None:

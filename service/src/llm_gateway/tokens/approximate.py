@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from llm_gateway.domain.messages import ChatRequest, ImagePart, Message, TextPart, ToolCall
 
@@ -35,15 +35,22 @@ def message_tokens(message: Message) -> int:
     return tokens
 
 
-def prompt_tokens(request: ChatRequest) -> int:
-    tokens = TOKENS_REPLY_PRIMING + sum(message_tokens(m) for m in request.messages)
+def definition_texts(request: ChatRequest) -> Iterator[str]:
+    """The text outside the messages that reaches the model: each tool's name, description and
+    compact parameter schema, and the response schema. Every counter counts these the same way."""
     for tool in request.tools:
-        schema = json.dumps(tool.parameters, separators=(",", ":")) if tool.parameters else ""
-        tokens += text_tokens(tool.name) + text_tokens(tool.description) + text_tokens(schema)
+        yield tool.name
+        yield tool.description
+        if tool.parameters:
+            yield json.dumps(tool.parameters, separators=(",", ":"))
     fmt = request.response_format
     if fmt is not None and fmt.json_schema:
-        tokens += text_tokens(json.dumps(fmt.json_schema, separators=(",", ":")))
-    return tokens
+        yield json.dumps(fmt.json_schema, separators=(",", ":"))
+
+
+def prompt_tokens(request: ChatRequest) -> int:
+    tokens = TOKENS_REPLY_PRIMING + sum(message_tokens(m) for m in request.messages)
+    return tokens + sum(text_tokens(text) for text in definition_texts(request))
 
 
 def completion_tokens(text: str, tool_calls: Sequence[ToolCall] = ()) -> int:

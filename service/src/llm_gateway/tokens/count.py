@@ -11,7 +11,6 @@ them is counted as closely as possible and reported as approximate.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -79,14 +78,9 @@ class EncodingCounter:
                 tokens += count(call.name) + count(call.arguments)
             if texts > 1 or message.tool_calls or message.role not in _EXACT_ROLES:
                 exact = False
-        for tool in request.tools:
-            schema = json.dumps(tool.parameters, separators=(",", ":")) if tool.parameters else ""
-            tokens += count(tool.name) + count(tool.description) + count(schema)
-            exact = False
-        fmt = request.response_format
-        if fmt is not None and fmt.json_schema:
-            tokens += count(json.dumps(fmt.json_schema, separators=(",", ":")))
-            exact = False
+        for text in approximate.definition_texts(request):
+            tokens += count(text)
+            exact = False  # tools and schemas are framed in ways OpenAI does not publish
         return TokenCount(tokens, exact)
 
     def completion(self, text: str, tool_calls: Sequence[ToolCall] = ()) -> int:
