@@ -103,12 +103,18 @@ async def gateway_process(directory: Path, toml: str, *args: str) -> AsyncIterat
             await process.wait()
 
 
-def openai_toml(base_url: str, extra: str = "") -> str:
+# Provider tests script one upstream reply per call and check what the caller gets for it, so
+# their providers make no retries; the retry policy has its own tests (test_faults.py).
+NO_RETRIES = "retry = { max_retries = 0 }"
+
+
+def openai_toml(base_url: str, extra: str = "", retry: str = NO_RETRIES) -> str:
     return f"""
 [providers.openai]
 base_url = "{base_url}"
 api_key = "{OPENAI_TEST_KEY}"
 timeout = {{ connect = 2.0, read = 5.0 }}
+{retry}
 {extra}
 """
 

@@ -15,6 +15,7 @@ import pytest
 
 from llmgateway.v1 import accounting_pb2, catalog_pb2, chat_pb2, content_pb2
 from tests.conftest import (
+    NO_RETRIES,
     RunningGateway,
     chat,
     error_details,
@@ -49,6 +50,7 @@ auto = ["mock:echo"]
 [providers.anthropic]
 base_url = "{base_url}"
 api_key = "{ANTHROPIC_KEY}"
+{NO_RETRIES}
 """
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from llm_gateway.config import ConfigError, load_config
 from llmgateway.v1 import accounting_pb2, chat_pb2
-from tests.conftest import RunningGateway, chat, error_details, reply_text, running_gateway
+from tests.conftest import NO_RETRIES, RunningGateway, chat, error_details, reply_text, running_gateway
 from tests.fakes.openai import (
     FakeOpenAI,
     Reply,
@@ -34,6 +34,7 @@ def azure_toml(endpoint: str, extra: str = "") -> str:
 kind = "azure_openai"
 endpoint = "{endpoint}"
 api_key = "{AZURE_KEY}"
+{NO_RETRIES}
 {extra}
 [providers.azure.models."gpt-4o-mini"]
 deployment = "prod-4o-mini"

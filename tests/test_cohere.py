@@ -13,7 +13,15 @@ import grpc
 import pytest
 
 from llmgateway.v1 import accounting_pb2, chat_pb2, content_pb2
-from tests.conftest import RunningGateway, chat, error_details, reply_text, running_gateway, violated_fields
+from tests.conftest import (
+    NO_RETRIES,
+    RunningGateway,
+    chat,
+    error_details,
+    reply_text,
+    running_gateway,
+    violated_fields,
+)
 from tests.fakes.cohere import (
     TEMPLATE_TOKENS,
     FakeCohere,
@@ -47,6 +55,7 @@ def cohere_toml(base_url: str) -> str:
 base_url = "{base_url}"
 api_key = "{COHERE_KEY}"
 timeout = {{ connect = 2.0, read = 5.0 }}
+{NO_RETRIES}
 """
 
 

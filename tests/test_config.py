@@ -86,6 +86,22 @@ def test_environment_overrides_last(tmp_path: Path) -> None:
             {},
             "a free model has no prices",
         ),
+        (
+            '[providers.mock.models.echo]\nfallbacks = ["gpt-4o"]\n',
+            {},
+            "providers.mock.models.echo.fallbacks[0]: 'gpt-4o' is not an alias or 'provider:model'",
+        ),
+        (
+            "[providers.mock]\nretry = { max_retries = -1 }\n",
+            {},
+            "config error at providers.mock.retry.max_retries",
+        ),
+        (
+            "[providers.mock]\nrate_limit = { requests_per_minute = 0 }\n",
+            {},
+            "config error at providers.mock.rate_limit.requests_per_minute",
+        ),
+        ("[providers.mock]\ntimeout = { first_token = 0 }\n", {}, "providers.mock.timeout.first_token"),
         ("not = [toml", {}, "is not valid TOML"),
         ("", {"LLM_GATEWAY__SERVER__PORT": "abc"}, "config error at server.port"),
     ],

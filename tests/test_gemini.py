@@ -17,6 +17,7 @@ import pytest
 
 from llmgateway.v1 import accounting_pb2, chat_pb2, content_pb2
 from tests.conftest import (
+    NO_RETRIES,
     RunningGateway,
     chat,
     error_details,
@@ -65,6 +66,7 @@ kind = "gemini"
 base_url = "{base_url}"
 api_key = "{GEMINI_KEY}"
 timeout = {{ connect = 2.0, read = 5.0 }}
+{NO_RETRIES}
 """
 
 

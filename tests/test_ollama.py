@@ -16,6 +16,7 @@ from google.protobuf import struct_pb2
 
 from llmgateway.v1 import accounting_pb2, chat_pb2, content_pb2
 from tests.conftest import (
+    NO_RETRIES,
     RunningGateway,
     chat,
     error_details,
@@ -49,6 +50,7 @@ kind = "ollama"
 enabled = true
 base_url = "{base_url}"
 timeout = {{ connect = 2.0, read = 5.0 }}
+{NO_RETRIES}
 {extra}
 """
 

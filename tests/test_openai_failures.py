@@ -121,10 +121,20 @@ async def test_upstream_errors_map_to_canonical_codes(
         assert details.retry is not None
         assert details.retry.retry_delay.ToMilliseconds() == 1500
 
-    # Streams fail the same way before their first event.
+    # Streams fail the same way before their first event; except that after a 429 saying when to
+    # retry, the gateway holds its own calls to the provider back until then, refusing at once
+    # what would wait longer than rate_limit.max_wait (5 s), without a request upstream.
+    sent = len(fake_openai.requests)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stream_events(openai_gateway, chat("openai:gpt-4o-mini"))
-    assert error_details(caught.value).info.reason == reason
+    stream_error = error_details(caught.value)
+    if reason == "UPSTREAM_RATE_LIMITED":
+        assert stream_error.info.reason == "PROVIDER_RATE_LIMITED"
+        assert stream_error.retry is not None
+        assert 6 < stream_error.retry.retry_delay.ToMilliseconds() / 1000 <= 7
+        assert len(fake_openai.requests) == sent
+    else:
+        assert stream_error.info.reason == reason
 
 
 async def test_malformed_bodies_are_unavailable_not_unknown(

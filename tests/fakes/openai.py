@@ -8,6 +8,7 @@ headers, raw bytes) or, when nothing is scripted, an echo of the last user messa
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from collections.abc import Sequence
@@ -30,6 +31,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     chunk_delay: float = 0.0
     end_early: bool = False  # SSE: stop without [DONE] (a dropped stream)
+    delay: float = 0.0  # seconds before anything is sent (a hanging upstream)
+    echo: bool = False  # the unscripted echo (JSON or SSE, as the request asks), with chunk_delay
 
 
 def usage(prompt: int, completion: int, cached: int = 0, reasoning: int = 0) -> dict[str, Any]:
@@ -141,6 +144,10 @@ class FakeOpenAI(FakeServer[Reply]):
         return f"http://127.0.0.1:{self.port}"
 
     async def _reply(self, request: web.Request, reply: Reply) -> web.StreamResponse:
+        if reply.delay:
+            await self._hang(reply.delay)
+        if reply.echo:
+            reply = dataclasses.replace(self._echo(await request.json()), chunk_delay=reply.chunk_delay)
         if reply.raw is not None:
             return web.Response(status=reply.status, body=reply.raw, headers=reply.headers)
         if reply.sse is None:

@@ -5,6 +5,7 @@ connection midway, as a failing upstream would)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ class Recorded:
     headers: dict[str, str]  # names lower-cased
     body: dict[str, Any]
     query: dict[str, str] = field(default_factory=dict)
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
 
 ReplyT = TypeVar("ReplyT")
@@ -30,7 +32,7 @@ class FakeServer(Generic[ReplyT]):
 
     def __init__(self, routes: Sequence[str]) -> None:
         self.requests: list[Recorded] = []
-        self.disconnects = 0  # streams the client left before they ended
+        self.disconnects = 0  # replies the client left before they ended (streaming or hanging)
         self.port = 0
         self._routes = tuple(routes)
         self._script: deque[ReplyT] = deque()
@@ -43,7 +45,7 @@ class FakeServer(Generic[ReplyT]):
         app = web.Application()
         for route in self._routes:
             app.router.add_post(route, self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
         self.port = self._runner.addresses[0][1]
@@ -71,6 +73,15 @@ class FakeServer(Generic[ReplyT]):
 
     async def _reply(self, request: web.Request, reply: ReplyT) -> web.StreamResponse:
         raise NotImplementedError
+
+    async def _hang(self, seconds: float) -> None:
+        """Sends nothing for `seconds`, as an upstream that hangs; a client that gives up first is
+        counted in `disconnects` (aiohttp cancels the handler when its connection closes)."""
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            self.disconnects += 1
+            raise
 
     async def _stream(
         self,

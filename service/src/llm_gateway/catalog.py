@@ -34,6 +34,8 @@ class ModelSpec:
     listed: bool = True
     # The offline encoding that counts its tokens exactly ("o200k_base", ...); "" approximates.
     tokenizer: str = ""
+    # Configured fallbacks ('provider:model' or aliases), tried after the request's own.
+    fallbacks: tuple[str, ...] = ()
 
     def supports(self, capability: str) -> bool:
         return self.capabilities is None or capability in self.capabilities
@@ -114,6 +116,7 @@ def _spec(provider: str, pconf: ProviderConfig, key: str, mconf: ModelConfig | N
         price=price,
         listed=mconf is not None,
         tokenizer=_tokenizer(pconf, name, mconf),
+        fallbacks=mconf.fallbacks if mconf else (),
     )
 
 

@@ -32,12 +32,18 @@ class Router:
         self._configured = frozenset(configured_providers)
 
     def plan(self, model: str, fallbacks: Sequence[str] = (), field: str = "model") -> list[Route]:
-        """Candidates in the order to try them: the model (or every "auto" choice), then fallbacks."""
+        """Candidates in the order to try them: the model (or every "auto" choice), the request's
+        fallbacks, then the fallbacks configured for the requested models (those of disabled
+        providers skipped)."""
         routes = self.resolve(model, field)
         prefix = field.rpartition(".")[0]
         for i, fallback in enumerate(fallbacks):
             path = f"{prefix}.fallback_models[{i}]" if prefix else f"fallback_models[{i}]"
             routes.extend(Route(r.spec, "fallback") for r in self.resolve(fallback, path))
+        for configured in [f for route in routes if route.reason != "fallback" for f in route.spec.fallbacks]:
+            spec = self._configured_fallback(configured)
+            if spec is not None:
+                routes.append(Route(spec, "fallback"))
         seen: set[str] = set()
         unique = []
         for route in routes:
@@ -79,6 +85,12 @@ class Router:
         else:
             why = f"provider {provider!r} has no model {name!r}"
         raise model_not_found(model_id, field, why)
+
+    def _configured_fallback(self, model: str) -> ModelSpec | None:
+        """A configured fallback's model (the config checked its form), or None when its provider
+        is not enabled."""
+        provider, _, name = self._aliases.get(model, model).partition(":")
+        return self._catalog.get(provider, name)
 
     def _auto_routes(self, field: str) -> list[Route]:
         routes = []

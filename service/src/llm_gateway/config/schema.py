@@ -55,12 +55,24 @@ class ServerConfig(_Strict):
     workers: int = Field(default=1, ge=1, le=256)
 
 
+class RateLimitConfig(_Strict):
+    """Requests and tokens per minute (leaky buckets: a full minute's worth may go at once). A call
+    acquires one request and its estimated tokens (prompt and expected output)."""
+
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+    # The longest a call waits in line before RESOURCE_EXHAUSTED (or its next candidate).
+    max_wait: float = Field(default=5.0, ge=0, le=300)
+
+
 class ApiKeyConfig(_Strict):
     """A gateway API key: give the key itself (normally `${ENV}`) or its SHA-256 hex digest."""
 
     name: str = Field(min_length=1, max_length=64)
     key: SecretStr | None = None
     sha256: str | None = None
+    # The calls this key may make (Chat and ChatStream); unset: no limit.
+    rate_limit: RateLimitConfig | None = None
 
     @model_validator(mode="after")
     def _one_form(self) -> ApiKeyConfig:
@@ -137,14 +149,34 @@ class ModelConfig(_Strict):
     # documented approximation. Unset: the encoding OpenAI uses for the model on the openai and
     # azure_openai kinds, the approximation everywhere else.
     tokenizer: Literal["o200k_base", "cl100k_base", "approximate"] | None = None
+    # Models ('provider:model' or aliases) tried in order when this one fails with a retryable
+    # error, after the request's own fallback_models; those of disabled providers are skipped.
+    fallbacks: tuple[str, ...] = ()
 
 
 class TimeoutConfig(_Strict):
-    """Upstream timeouts in seconds; the caller's gRPC deadline bounds them further."""
+    """Upstream timeouts in seconds, per attempt; the caller's gRPC deadline bounds them further."""
 
     connect: float = Field(default=5.0, gt=0)
     read: float = Field(default=300.0, gt=0)  # the longest silence between two upstream bytes
     pool: float = Field(default=10.0, gt=0)  # waiting for a free pooled connection
+    # A stream's first event (text, tool call or its end); reasoning models think before it.
+    first_token: float = Field(default=300.0, gt=0)
+    # A whole attempt, unary reply or stream, from sending the request to the last byte.
+    total: float = Field(default=900.0, gt=0)
+
+
+class RetryConfig(_Strict):
+    """Retries of the same model after a retryable failure, before the next candidate is tried."""
+
+    max_retries: int = Field(default=2, ge=0, le=10)
+    # Exponential backoff with full jitter: retry n waits a random time in
+    # [0, min(max_backoff, initial_backoff * 2**n)].
+    initial_backoff: float = Field(default=0.5, ge=0, le=60)
+    max_backoff: float = Field(default=8.0, ge=0, le=300)
+    # A provider's Retry-After is honoured up to this many seconds; asked to wait longer, the
+    # gateway moves on to the next candidate instead.
+    max_retry_after: float = Field(default=10.0, ge=0, le=300)
 
 
 class CircuitBreakerConfig(_Strict):
@@ -160,7 +192,10 @@ class _ProviderBase(_Strict):
     # None: on when the provider needs no API key or its key is set.
     enabled: bool | None = None
     timeout: TimeoutConfig = TimeoutConfig()
+    retry: RetryConfig = RetryConfig()
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
+    # The gateway's own pace for this provider (the provider's 429 Retry-After pauses it too).
+    rate_limit: RateLimitConfig = RateLimitConfig()
     # Accept "provider:model" for models not listed under `models` (priced from the catalog if known).
     allow_unlisted_models: bool = True
     # The provider id in the price catalog (genai-prices); defaults to the provider kind.
@@ -403,6 +438,17 @@ class GatewayConfig(_Strict):
                 raise ValueError(f"aliases.{alias}: target must be 'provider:model', got {target!r}")
             if provider not in self.providers:
                 raise ValueError(f"aliases.{alias}: unknown provider {provider!r}")
+        for provider_name, provider_config in self.providers.items():
+            for model_name, model_config in provider_config.models.items():
+                for i, fallback in enumerate(model_config.fallbacks):
+                    if fallback in self.aliases:
+                        continue
+                    provider, sep, name = fallback.partition(":")
+                    if not sep or not name or provider not in self.providers:
+                        raise ValueError(
+                            f"providers.{provider_name}.models.{model_name}.fallbacks[{i}]: {fallback!r} is "
+                            "not an alias or 'provider:model' of a configured provider"
+                        )
         for i, candidate in enumerate(self.routing.auto):
             provider, sep, model = candidate.partition(":")
             if not sep or not model or provider not in self.providers:

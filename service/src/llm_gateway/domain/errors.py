@@ -72,6 +72,15 @@ def invalid_field(field: str, description: str) -> GatewayError:
     return invalid_request([FieldViolation(field, description)])
 
 
+def deadline_exceeded() -> GatewayError:
+    """The caller's deadline passed while the call was running (its upstream request is closed)."""
+    return GatewayError(
+        "the call's deadline passed before it finished",
+        code=Code.DEADLINE_EXCEEDED,
+        reason="DEADLINE_EXCEEDED",
+    )
+
+
 def model_not_found(model: str, field: str, why: str) -> GatewayError:
     return GatewayError(
         f"{field}: {why}",

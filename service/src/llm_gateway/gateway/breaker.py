@@ -91,6 +91,12 @@ class ProviderBreaker:
         state = self.state
         return state is CircuitState.CLOSED or (state is CircuitState.HALF_OPEN and not self._probing)
 
+    def check(self) -> None:
+        """Raises UNAVAILABLE / CIRCUIT_OPEN when a call made now would not be admitted, without
+        admitting one (a call checks before it waits for rate-limit capacity)."""
+        if not self.available:
+            raise self._open_error()
+
     def admit(self) -> Ticket:
         """Admits one upstream call, or raises UNAVAILABLE / CIRCUIT_OPEN at once. The caller
         must end the ticket with how the call ended."""
@@ -160,14 +166,14 @@ class Ticket:
 
     def end(self, error: BaseException | None) -> None:
         """None: the call succeeded. A GatewayError counts when its reason is in
-        TRIPPING_REASONS (else the provider answered: a success). Anything else (cancelled, a
-        bug) is not reported."""
+        TRIPPING_REASONS (else the provider answered: a success). Anything else (cancelled, the
+        caller's deadline, a bug) is not reported."""
         if self._ended:
             return
         self._ended = True
         if error is None:
             failed: bool | None = False
-        elif isinstance(error, GatewayError):
+        elif isinstance(error, GatewayError) and error.reason != "DEADLINE_EXCEEDED":
             failed = error.reason in TRIPPING_REASONS
         else:
             failed = None

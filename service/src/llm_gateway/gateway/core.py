@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+import itertools
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
+from typing import TypeVar
 
 from llm_gateway.catalog import Catalog, ModelSpec
 from llm_gateway.domain.errors import GatewayError
 from llm_gateway.domain.messages import ChatRequest
 from llm_gateway.domain.results import Completion, StreamDone, Usage
-from llm_gateway.gateway.breaker import ProviderBreaker
+from llm_gateway.gateway.breaker import Ticket
 from llm_gateway.gateway.estimate import Estimate, estimate, ranked
+from llm_gateway.gateway.guard import ProviderGuard
+from llm_gateway.gateway.limits import RateLimiter
 from llm_gateway.gateway.live import LiveLatency
 from llm_gateway.gateway.outcome import CallSummary, ChatOutcome, GatewayEvent, StreamFinished, StreamStarted
 from llm_gateway.gateway.plan import CallPlan, StreamOutput
+from llm_gateway.gateway.scope import CallScope
 from llm_gateway.pricing import PricingStatus, format_decimal
 from llm_gateway.providers.base import Provider
-from llm_gateway.router import Router
+from llm_gateway.router import Route, Router
 from llm_gateway.tokens import TokenCount, count_prompt
+
+T = TypeVar("T")
 
 
 class Gateway:
@@ -27,121 +34,180 @@ class Gateway:
         router: Router,
         catalog: Catalog,
         providers: Mapping[str, Provider],
-        breakers: Mapping[str, ProviderBreaker],
+        guards: Mapping[str, ProviderGuard],
+        key_limiters: Mapping[str, RateLimiter] | None = None,
     ) -> None:
         self._router = router
         self._catalog = catalog
         self._providers = dict(providers)
-        self.breakers = dict(breakers)
+        self._guards = dict(guards)
+        self._key_limiters = dict(key_limiters or {})
+        self.breakers = {name: guard.breaker for name, guard in self._guards.items()}
         self.live = LiveLatency()
 
     @property
     def catalog(self) -> Catalog:
         return self._catalog
 
-    def _plan(self, request: ChatRequest, request_id: str, received_at: float | None) -> CallPlan:
+    async def _plan(self, request: ChatRequest, scope: CallScope) -> CallPlan:
+        """The call's candidates; counts what its budget needs. A call (not a dry run) then takes
+        its place in its gateway key's rate limit, if the key has one."""
         routes = self._router.plan(request.model, request.fallback_models)
-        return CallPlan(routes, request, request_id, received_at)
-
-    async def chat(
-        self, request: ChatRequest, request_id: str, received_at: float | None = None
-    ) -> ChatOutcome:
-        """`received_at` (time.perf_counter()) is when the call reached the gateway; latency is
-        measured from it (default: now)."""
-        plan = self._plan(request, request_id, received_at)
+        plan = CallPlan(routes, request, scope)
         await plan.prepare()
+        limiter = self._key_limiters.get(scope.api_key)
+        if limiter is not None and not request.dry_run:
+            tokens = await plan.call_tokens(routes[0].spec) if limiter.counts_tokens else 0
+            await limiter.acquire(tokens, plan.deadline)
+        return plan
+
+    async def _admit(self, plan: CallPlan, spec: ModelSpec, guard: ProviderGuard) -> Ticket:
+        """Lets one attempt through to the provider: its circuit must be closed (checked first,
+        so an open circuit fails fast instead of waiting in line), then it waits for rate-limit
+        capacity, then the breaker admits it."""
+        guard.breaker.check()
+        tokens = await plan.call_tokens(spec) if guard.limiter.counts_tokens else 0
+        await guard.limiter.acquire(tokens, plan.deadline)
+        ticket = guard.breaker.admit()
+        plan.admitted()
+        return ticket
+
+    async def _bounded(
+        self, plan: CallPlan, spec: ModelSpec, guard: ProviderGuard, step: Awaitable[T], first: bool
+    ) -> T:
+        """`step` of the current attempt, cut off (closing the upstream request) at the provider's
+        timeouts or the caller's deadline, whichever comes first."""
+        when, by_caller = plan.attempt_bound(guard.timeouts, first)
+        try:
+            async with asyncio.timeout_at(when) as timeout:
+                return await step
+        except TimeoutError:
+            if not timeout.expired():
+                raise
+            raise plan.timed_out(spec, by_caller, first, guard.timeouts) from None
+
+    async def _retry(
+        self, plan: CallPlan, route: Route, guard: ProviderGuard, err: GatewayError, retries: int
+    ) -> bool:
+        """Records a failed attempt (raising `err` when no other attempt may succeed) and, when the
+        same model should be tried again, waits the backoff and returns True. A provider's 429
+        with Retry-After also holds back its other calls for that long."""
+        plan.failed(route, err)
+        if err.reason == "UPSTREAM_RATE_LIMITED" and err.retry_after:
+            guard.limiter.pause(err.retry_after)
+        wait = guard.retry.delay(retries, err, plan.time_left())
+        if wait is None:
+            return False
+        await asyncio.sleep(wait)
+        return True
+
+    async def chat(self, request: ChatRequest, scope: CallScope) -> ChatOutcome:
+        plan = await self._plan(request, scope)
         if request.dry_run:
             return _dry_run(plan)
         for route in plan.runnable():
-            call = plan.begin_attempt(route.spec)
-            try:
-                with self.breakers[route.spec.provider].attempt():
-                    completion = await self._providers[route.spec.provider].chat(call)
-            except GatewayError as err:
-                plan.failed(route, err)
-                continue
-            elapsed = plan.succeeded(route)
-            if route.spec.listed:
-                self.live.call(route.spec.id, elapsed)
-            usage = completion.usage or await plan.estimated_usage(
-                route.spec, completion.text, completion.tool_calls
-            )
-            summary = plan.summary(
-                route.spec, usage, completion.finish_reason, completion.provider_model, completion.response_id
-            )
-            return ChatOutcome(plan.header(route.spec), completion, summary)
+            spec, guard = route.spec, self._guards[route.spec.provider]
+            for retries in itertools.count():
+                call = plan.begin_attempt(spec)
+                try:
+                    ticket = await self._admit(plan, spec, guard)
+                    try:
+                        completion = await self._bounded(
+                            plan, spec, guard, self._providers[spec.provider].chat(call), first=False
+                        )
+                    except BaseException as exc:
+                        ticket.end(exc)
+                        raise
+                    ticket.end(None)
+                except GatewayError as err:
+                    if await self._retry(plan, route, guard, err, retries):
+                        continue
+                    break
+                elapsed = plan.succeeded(route)
+                if spec.listed:
+                    self.live.call(spec.id, elapsed)
+                usage = completion.usage or await plan.estimated_usage(
+                    spec, completion.text, completion.tool_calls
+                )
+                summary = plan.summary(
+                    spec, usage, completion.finish_reason, completion.provider_model, completion.response_id
+                )
+                return ChatOutcome(plan.header(spec), completion, summary)
         raise plan.exhausted()
 
     async def chat_stream(
         self,
         request: ChatRequest,
-        request_id: str,
-        received_at: float | None = None,
+        scope: CallScope,
         on_cut_short: Callable[[CallSummary], None] | None = None,
     ) -> AsyncGenerator[GatewayEvent, None]:
-        """Start, deltas as the upstream sends them, then the summary. A candidate may be replaced
-        by the next one only until its first event: after that the caller has seen output.
+        """Start, deltas as the upstream sends them, then the summary. An attempt may be retried,
+        or replaced by the next candidate, only until its first event: after that the caller has
+        seen output.
 
         A stream cut short after its start (the upstream fails, or the caller cancels) is still
         accounted: what was produced so far is counted and priced, marked estimated, and handed
         to `on_cut_short`; an upstream failure also carries it in its error's metadata."""
-        plan = self._plan(request, request_id, received_at)
-        await plan.prepare()
+        plan = await self._plan(request, scope)
         for route in plan.runnable():
-            call = plan.begin_attempt(route.spec)
-            try:
-                ticket = self.breakers[route.spec.provider].admit()
-            except GatewayError as err:
-                plan.failed(route, err)
-                continue
-            events = self._providers[route.spec.provider].stream(call)
-            async with aclosing(events):
+            spec, guard = route.spec, self._guards[route.spec.provider]
+            for retries in itertools.count():
+                call = plan.begin_attempt(spec)
                 try:
-                    event = await anext(events)
-                except BaseException as exc:
-                    ticket.end(exc)
-                    if not isinstance(exc, GatewayError):
+                    ticket = await self._admit(plan, spec, guard)
+                except GatewayError as err:
+                    if await self._retry(plan, route, guard, err, retries):
+                        continue
+                    break
+                events = self._providers[spec.provider].stream(call)
+                async with aclosing(events):
+                    try:
+                        event = await self._bounded(plan, spec, guard, anext(events), first=True)
+                    except BaseException as exc:
+                        ticket.end(exc)
+                        if not isinstance(exc, GatewayError):
+                            raise
+                        if await self._retry(plan, route, guard, exc, retries):
+                            continue
+                        break
+                    yield StreamStarted(plan.header(spec))
+                    output = StreamOutput()
+                    try:
+                        while not isinstance(event, StreamDone):
+                            output.add(event)
+                            yield event
+                            event = await self._bounded(plan, spec, guard, anext(events), first=False)
+                    except BaseException as exc:
+                        ticket.end(exc)
+                        if isinstance(exc, GatewayError):
+                            summary = plan.cut_short(route, output, exc)
+                            exc.metadata.update(_spent(summary))
+                        elif isinstance(exc, asyncio.CancelledError | GeneratorExit):
+                            summary = plan.cut_short(route, output)
+                        else:
+                            raise
+                        if on_cut_short is not None:
+                            on_cut_short(summary)
                         raise
-                    plan.failed(route, exc)
-                    continue
-                yield StreamStarted(plan.header(route.spec))
-                output = StreamOutput()
-                try:
-                    while not isinstance(event, StreamDone):
-                        output.add(event)
-                        yield event
-                        event = await anext(events)
-                except BaseException as exc:
-                    ticket.end(exc)
-                    if isinstance(exc, GatewayError):
-                        summary = plan.cut_short(route, output, exc)
-                        exc.metadata.update(_spent(summary))
-                    elif isinstance(exc, asyncio.CancelledError | GeneratorExit):
-                        summary = plan.cut_short(route, output)
-                    else:
-                        raise
-                    if on_cut_short is not None:
-                        on_cut_short(summary)
-                    raise
-                ticket.end(None)
-                started = plan.attempt_started
-                plan.succeeded(route)
-                if route.spec.listed and output.first_token is not None:
-                    self.live.first_token(route.spec.id, output.first_token - started)
-                usage = event.usage or await plan.estimated_usage(
-                    route.spec, output.text(), output.tool_calls()
-                )
-                yield StreamFinished(
-                    plan.summary(
-                        route.spec,
-                        usage,
-                        event.finish_reason,
-                        event.provider_model,
-                        event.response_id,
-                        output.first_token,
+                    ticket.end(None)
+                    started = plan.attempt_started
+                    plan.succeeded(route)
+                    if spec.listed and output.first_token is not None:
+                        self.live.first_token(spec.id, output.first_token - started)
+                    usage = event.usage or await plan.estimated_usage(
+                        spec, output.text(), output.tool_calls()
                     )
-                )
-                return
+                    yield StreamFinished(
+                        plan.summary(
+                            spec,
+                            usage,
+                            event.finish_reason,
+                            event.provider_model,
+                            event.response_id,
+                            output.first_token,
+                        )
+                    )
+                    return
         raise plan.exhausted()
 
     async def estimate_cost(

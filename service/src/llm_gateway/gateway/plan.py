@@ -7,12 +7,14 @@ import time
 from collections.abc import Sequence
 
 from llm_gateway.catalog import ModelSpec
-from llm_gateway.domain.errors import Code, GatewayError
+from llm_gateway.config.schema import TimeoutConfig
+from llm_gateway.domain.errors import Code, GatewayError, deadline_exceeded
 from llm_gateway.domain.messages import ChatRequest, ToolCall
 from llm_gateway.domain.results import FinishReason, TextDelta, ToolCallDelta, Usage
 from llm_gateway.gateway.estimate import Estimate, budget_error, estimate
 from llm_gateway.gateway.fit import fit_request
 from llm_gateway.gateway.outcome import Attempt, CallHeader, CallSummary, Latency, RoutingInfo
+from llm_gateway.gateway.scope import CallScope
 from llm_gateway.providers.base import UpstreamCall
 from llm_gateway.providers.http import UpstreamTiming, current_timing
 from llm_gateway.router import Route
@@ -49,19 +51,20 @@ class StreamOutput:
 
 
 class CallPlan:
-    def __init__(
-        self, routes: list[Route], request: ChatRequest, request_id: str, received_at: float | None = None
-    ) -> None:
-        self.started = _perf() if received_at is None else received_at
+    def __init__(self, routes: list[Route], request: ChatRequest, scope: CallScope) -> None:
+        self.started = _perf() if scope.received_at is None else scope.received_at
         self.created = time.time()
         self.request = request
-        self.request_id = request_id
+        self.request_id = scope.request_id
+        self.deadline = scope.deadline
         self.routes = routes
         self.routing = RoutingInfo(reason=routes[0].reason, candidates=[r.spec.id for r in routes])
         self.upstream = 0.0  # seconds spent in upstream attempts
         self._timing = UpstreamTiming()
         self._dropped: list[str] = []  # the current attempt's dropped settings (LENIENT policy)
         self._attempt_started = 0.0
+        self._attempt_at = 0.0  # time.monotonic() when the current attempt was admitted
+        self._admitted = False
         self._last_error: GatewayError | None = None
         self._estimates: dict[str, Estimate] = {}
         self._prompts: dict[str, TokenCount] = {}
@@ -122,8 +125,54 @@ class CallPlan:
         self._timing = UpstreamTiming()
         current_timing.set(self._timing)
         self._attempt_started = _perf()
+        self._admitted = False
         options = self.request.provider_options.get(spec.provider, {})
         return UpstreamCall(request, spec, options, self._dropped)
+
+    def admitted(self) -> None:
+        """The attempt got past the circuit breaker and rate limits: its upstream time starts now
+        (waiting in line for capacity is the gateway's time, not the provider's)."""
+        self._attempt_started = _perf()
+        self._attempt_at = time.monotonic()
+        self._admitted = True
+
+    async def call_tokens(self, spec: ModelSpec) -> int:
+        """The tokens a tokens-per-minute limit takes for a call to `spec`: the prompt and, as
+        providers count it, the caller's `max_tokens`; without one, the expected output."""
+        await self.count_prompts([spec])
+        est = self.estimate(spec)
+        output = self.request.generation.max_tokens or est.expected_output_tokens
+        return est.prompt_tokens + output
+
+    def time_left(self) -> float | None:
+        """Seconds until the caller's deadline; None without one."""
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def attempt_bound(self, timeouts: TimeoutConfig, first: bool) -> tuple[float, bool]:
+        """When the current attempt's next wait must end (time.monotonic()): its `total` timeout,
+        for a stream's first event also `first_token`, and the caller's deadline. The flag says
+        whether the caller's deadline is the bound."""
+        when = self._attempt_at + (min(timeouts.total, timeouts.first_token) if first else timeouts.total)
+        if self.deadline is not None and self.deadline <= when:
+            return self.deadline, True
+        return when, False
+
+    def timed_out(
+        self, spec: ModelSpec, by_caller: bool, first: bool, timeouts: TimeoutConfig
+    ) -> GatewayError:
+        if by_caller:
+            return deadline_exceeded()
+        if first and timeouts.first_token < timeouts.total:
+            what = f"sent no first token within {timeouts.first_token:g} s (timeout.first_token)"
+        else:
+            what = f"did not finish within {timeouts.total:g} s (timeout.total)"
+        return GatewayError(
+            f"provider {spec.provider!r} {what}",
+            code=Code.DEADLINE_EXCEEDED,
+            reason="UPSTREAM_TIMEOUT",
+            metadata={"provider": spec.provider, "model": spec.id},
+            retryable=True,
+        )
 
     def failed(self, route: Route, err: GatewayError) -> None:
         """Records a failed attempt; re-raises unless another candidate may succeed."""
@@ -206,7 +255,8 @@ class CallPlan:
 
     def _end_attempt(self) -> float:
         elapsed = _perf() - self._attempt_started
-        self.upstream += elapsed
+        if self._admitted:
+            self.upstream += elapsed
         return elapsed
 
     def _record(self, spec: ModelSpec, code: str, reason: str, message: str, elapsed: float) -> None:

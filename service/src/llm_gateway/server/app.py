@@ -16,7 +16,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from llm_gateway.catalog import Catalog
 from llm_gateway.config.schema import ApiKeyConfig, GatewayConfig
 from llm_gateway.gateway import Gateway
-from llm_gateway.gateway.breaker import ProviderBreaker
+from llm_gateway.gateway.guard import ProviderGuard, key_limiter
 from llm_gateway.providers import Provider, build_providers, enabled_providers
 from llm_gateway.providers.http import create_http_client
 from llm_gateway.router import Router
@@ -90,11 +90,9 @@ async def create_server(
     providers = build_providers(enabled, http)
     catalog = Catalog(config, enabled)
     router = Router(catalog, config.aliases, config.routing.auto, list(config.providers))
-    breakers = {
-        name: ProviderBreaker(name, p.circuit_breaker.failure_threshold, p.circuit_breaker.reset_timeout)
-        for name, p in enabled.items()
-    }
-    gateway = Gateway(router, catalog, providers, breakers)
+    guards = {name: ProviderGuard.from_config(name, p) for name, p in enabled.items()}
+    key_limiters = {k.name: key_limiter(k.name, k.rate_limit) for k in config.auth.keys if k.rate_limit}
+    gateway = Gateway(router, catalog, providers, guards, key_limiters)
 
     drain = DrainStep()
     steps: list[Step] = [RequestIdStep()]
@@ -127,5 +125,5 @@ async def create_server(
     host = config.server.host if host is None else host
     port = config.server.port if port is None else port
     bound = server.add_insecure_port(f"{host}:{port}")
-    circuits = CircuitHealth(health, breakers, ["", SERVICE_NAME])
+    circuits = CircuitHealth(health, gateway.breakers, ["", SERVICE_NAME])
     return GatewayServer(server, bound, health, circuits, drain, http, providers)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import time
 from collections.abc import AsyncIterator, Collection
 from contextlib import aclosing
 from types import TracebackType
@@ -15,9 +16,10 @@ import grpc
 from llm_gateway.domain.errors import Code, GatewayError, invalid_field, with_field_prefix
 from llm_gateway.domain.messages import ChatRequest
 from llm_gateway.gateway import CallSummary, Gateway, StreamFinished, StreamStarted
+from llm_gateway.gateway.scope import CallScope
 from llm_gateway.pricing import PricingStatus, format_decimal
 from llm_gateway.server import encode
-from llm_gateway.server.context import call_record_var, received_at_var, request_id_var
+from llm_gateway.server.context import api_key_name_var, call_record_var, received_at_var, request_id_var
 from llm_gateway.server.decode import decode_chat_request
 from llm_gateway.server.interceptors import abort
 from llmgateway.v1 import catalog_pb2, chat_pb2, gateway_service_pb2_grpc
@@ -72,7 +74,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
     ) -> chat_pb2.ChatResponse:
         async with _Errors(context):
             chat = self._decode(request)
-            outcome = await self._gateway.chat(chat, request_id_var.get(), received_at_var.get())
+            outcome = await self._gateway.chat(chat, _scope(context))
             _record_model(outcome.header.model.id, outcome.header.model.provider)
             _record_summary(outcome.summary)
             return encode.chat_response(outcome)
@@ -84,9 +86,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
             if not request.HasField("request"):
                 raise invalid_field("", "must be set: the chat request")
             chat = self._decode(request.request)
-            stream = self._gateway.chat_stream(
-                chat, request_id_var.get(), received_at_var.get(), on_cut_short=_record_summary
-            )
+            stream = self._gateway.chat_stream(chat, _scope(context), on_cut_short=_record_summary)
             # Closed here, not whenever it is collected, so a cut-short stream is accounted before
             # the access log line is written.
             async with aclosing(stream):
@@ -156,6 +156,17 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         if record is not None:
             record.caller = chat.caller
         return chat
+
+
+def _scope(context: Context) -> CallScope:
+    """The call as the gateway sees it: its id, when it arrived, its deadline and its key."""
+    remaining = context.time_remaining()
+    return CallScope(
+        request_id=request_id_var.get(),
+        received_at=received_at_var.get(),
+        deadline=None if remaining is None else time.monotonic() + remaining,
+        api_key=api_key_name_var.get(),
+    )
 
 
 def _record_model(model: str, provider: str) -> None:

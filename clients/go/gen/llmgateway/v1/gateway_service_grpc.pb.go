@@ -54,12 +54,15 @@ const (
 //     (`max_cost` set for a model without a price), NO_MODEL_AVAILABLE (nothing for "auto"),
 //     PROVIDER_AUTH_FAILED (the gateway's own provider key was refused; an operator must fix it).
 //   - RESOURCE_EXHAUSTED: UPSTREAM_RATE_LIMITED (with `google.rpc.RetryInfo` when the provider said
-//     when to retry), UPSTREAM_QUOTA_EXCEEDED.
+//     when to retry), UPSTREAM_QUOTA_EXCEEDED, PROVIDER_RATE_LIMITED (the gateway's own limit for the
+//     provider, or its Retry-After, would keep the call waiting too long), KEY_RATE_LIMITED (the
+//     caller's gateway key is over its limit); both with `google.rpc.RetryInfo`.
 //   - UNAVAILABLE: UPSTREAM_UNAVAILABLE (provider 5xx, overload, connection failure),
 //     UPSTREAM_BAD_RESPONSE, UPSTREAM_STREAM_ERROR, UPSTREAM_STREAM_INTERRUPTED, CIRCUIT_OPEN (the
 //     provider kept failing and is not called until a probe succeeds), SHUTTING_DOWN (the gateway
 //     is draining: retry on another instance).
-//   - DEADLINE_EXCEEDED: UPSTREAM_TIMEOUT.
+//   - DEADLINE_EXCEEDED: UPSTREAM_TIMEOUT (the provider's timeouts), DEADLINE_EXCEEDED (the caller's
+//     deadline passed; the upstream request is closed).
 //   - INTERNAL: INTERNAL, only for a gateway bug; the message carries just the request id.
 type GatewayServiceClient interface {
 	// Runs a chat completion and returns the whole reply.
@@ -160,12 +163,15 @@ func (c *gatewayServiceClient) ListModels(ctx context.Context, in *ListModelsReq
 //     (`max_cost` set for a model without a price), NO_MODEL_AVAILABLE (nothing for "auto"),
 //     PROVIDER_AUTH_FAILED (the gateway's own provider key was refused; an operator must fix it).
 //   - RESOURCE_EXHAUSTED: UPSTREAM_RATE_LIMITED (with `google.rpc.RetryInfo` when the provider said
-//     when to retry), UPSTREAM_QUOTA_EXCEEDED.
+//     when to retry), UPSTREAM_QUOTA_EXCEEDED, PROVIDER_RATE_LIMITED (the gateway's own limit for the
+//     provider, or its Retry-After, would keep the call waiting too long), KEY_RATE_LIMITED (the
+//     caller's gateway key is over its limit); both with `google.rpc.RetryInfo`.
 //   - UNAVAILABLE: UPSTREAM_UNAVAILABLE (provider 5xx, overload, connection failure),
 //     UPSTREAM_BAD_RESPONSE, UPSTREAM_STREAM_ERROR, UPSTREAM_STREAM_INTERRUPTED, CIRCUIT_OPEN (the
 //     provider kept failing and is not called until a probe succeeds), SHUTTING_DOWN (the gateway
 //     is draining: retry on another instance).
-//   - DEADLINE_EXCEEDED: UPSTREAM_TIMEOUT.
+//   - DEADLINE_EXCEEDED: UPSTREAM_TIMEOUT (the provider's timeouts), DEADLINE_EXCEEDED (the caller's
+//     deadline passed; the upstream request is closed).
 //   - INTERNAL: INTERNAL, only for a gateway bug; the message carries just the request id.
 type GatewayServiceServer interface {
 	// Runs a chat completion and returns the whole reply.

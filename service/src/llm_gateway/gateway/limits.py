@@ -1,0 +1,71 @@
+"""Rate limits: requests and tokens per minute with a bounded wait in line, for each provider and
+each gateway key, and the pause a provider's 429 Retry-After asks for.
+
+The buckets are aiolimiter's leaky buckets: a full minute's worth may go at once, then capacity
+drips back at the configured rate. A call that would wait longer than `max_wait`, or past the
+caller's deadline, is refused at once with RESOURCE_EXHAUSTED and a RetryInfo: a caller (or the
+gateway's next candidate) does better elsewhere than in a long queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from aiolimiter import AsyncLimiter
+
+from llm_gateway.config.schema import RateLimitConfig
+from llm_gateway.domain.errors import GatewayError
+
+# The longest a provider's Retry-After pauses it: a wrong header must not take it out for hours.
+MAX_PAUSE = 60.0
+_MINUTE = 60.0
+
+# Builds the refusal: (what is limited, seconds after which a retry may pass).
+Refusal = Callable[[str, float], GatewayError]
+
+
+class RateLimiter:
+    def __init__(self, config: RateLimitConfig, refusal: Refusal) -> None:
+        rpm, tpm = config.requests_per_minute, config.tokens_per_minute
+        self._requests = AsyncLimiter(rpm, _MINUTE) if rpm else None
+        self._tokens = AsyncLimiter(tpm, _MINUTE) if tpm else None
+        self._max_wait = config.max_wait
+        self._refusal = refusal
+        self._paused_until = 0.0  # time.monotonic(), the event loop's clock
+
+    @property
+    def counts_tokens(self) -> bool:
+        """Whether `acquire` needs the call's token estimate."""
+        return self._tokens is not None
+
+    def pause(self, seconds: float) -> None:
+        """Holds every call back for `seconds` (at most MAX_PAUSE), as a provider's 429 asked."""
+        until = time.monotonic() + min(seconds, MAX_PAUSE)
+        self._paused_until = max(self._paused_until, until)
+
+    async def acquire(self, tokens: int, deadline: float | None) -> None:
+        """Waits for one request and `tokens` tokens of capacity (a call larger than a minute's
+        tokens takes all of them), or raises the refusal when that would take longer than
+        `max_wait` or pass `deadline` (time.monotonic())."""
+        now = time.monotonic()
+        limit = now + self._max_wait if deadline is None else min(now + self._max_wait, deadline)
+        paused = self._paused_until - now
+        if paused > 0:
+            if now + paused > limit:
+                raise self._refusal("paused by the provider's Retry-After", paused)
+            await asyncio.sleep(paused)
+        for bucket, amount, what in (
+            (self._requests, 1.0, "requests per minute"),
+            (self._tokens, float(tokens), "tokens per minute"),
+        ):
+            if bucket is None:
+                continue
+            amount = min(amount, bucket.max_rate)
+            try:
+                async with asyncio.timeout_at(limit):
+                    await bucket.acquire(amount)
+            except TimeoutError:
+                # Roughly when that much capacity will have dripped back.
+                raise self._refusal(what, amount * _MINUTE / bucket.max_rate) from None
