@@ -237,7 +237,8 @@ async def test_a_call_waits_in_line_for_capacity() -> None:
         waited = time.perf_counter() - queued
     assert len(burst) == 120
     assert len(late) == 2
-    assert 0.9 <= waited < 2.0  # two more: 0.5 s and 1.0 s
+    # Two more: 0.5 s and 1.0 s after the bucket filled, which was during the burst.
+    assert 0.9 <= burst_time + waited < 2.0
     print(f"\nburst of 120 in {burst_time:.2f} s; two more waited {waited:.2f} s for capacity")
 
 
@@ -310,6 +311,23 @@ async def test_a_hanging_upstream_is_cut_at_the_callers_deadline(
     print(
         f"\n{kind}: DEADLINE_EXCEEDED in {elapsed * 1000:.0f} ms; upstream closed in {closed * 1000:.1f} ms"
     )
+
+
+async def test_a_started_stream_is_cut_at_the_callers_deadline(
+    gateway: RunningGateway, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.script(
+        Reply(sse=text_chunks([f"w{i} " for i in range(100)], usage(5, 100)), chunk_delay=0.05)
+    )
+    started = time.perf_counter()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call_once(gateway, chat(MODEL), streaming=True, deadline=0.5)
+    elapsed = time.perf_counter() - started
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert 0.45 <= elapsed < 0.7
+    closed = await disconnected(fake_openai, 1.0)
+    assert closed is not None
+    print(f"\nstream past its first event: upstream closed {closed * 1000:.1f} ms after DEADLINE_EXCEEDED")
 
 
 async def call_once(

@@ -8,6 +8,7 @@ import os
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -35,6 +36,37 @@ async def gateway_process_fixture(tmp_path: Path) -> AsyncIterator[GatewayProces
         yield process
 
 
+Stream = grpc.aio.UnaryStreamCall[chat_pb2.ChatStreamRequest, chat_pb2.ChatStreamResponse]
+
+
+async def open_stream(
+    stub: gateway_service_pb2_grpc.GatewayServiceAsyncStub, text: str
+) -> tuple[Stream, list[chat_pb2.ChatStreamResponse]]:
+    """A mock:echo stream of `text` and its events so far: the start and the first text delta."""
+    stream = stub.ChatStream(chat_pb2.ChatStreamRequest(request=chat("mock:echo", text)), timeout=30)
+    events = [event for _ in range(2) if (event := await read_event(stream)) is not None]
+    assert events[1].HasField("text_delta")
+    return stream, events
+
+
+async def read_to_the_end(stream: Stream, events: list[chat_pb2.ChatStreamResponse], text: str) -> None:
+    """Reads the rest of `stream`, which must finish having sent all of `text`."""
+    while (event := await read_event(stream)) is not None:
+        events.append(event)
+    assert events[-1].HasField("finish")
+    assert "".join(e.text_delta.text for e in events if e.HasField("text_delta")) == text
+
+
+async def log_after_exit(gateway: GatewayProcess) -> list[dict[str, Any]]:
+    """The log of a gateway told to stop, once it has exited with status 0."""
+    assert await asyncio.wait_for(gateway.process.wait(), 20) == 0
+    return gateway.log_lines()
+
+
+def chat_streams_logged(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in lines if e.get("event") == "access" and e.get("method") == "ChatStream"]
+
+
 async def test_sigterm_drains_streams_refuses_new_calls_and_exits_zero(
     gateway_process: GatewayProcess,
 ) -> None:
@@ -45,9 +77,7 @@ async def test_sigterm_drains_streams_refuses_new_calls_and_exits_zero(
         watch = health.Watch(health_pb2.HealthCheckRequest())
         assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
 
-        stream = stub.ChatStream(chat_pb2.ChatStreamRequest(request=chat("mock:echo", text)), timeout=30)
-        events = [event for _ in range(2) if (event := await read_event(stream)) is not None]
-        assert events[1].HasField("text_delta")
+        stream, events = await open_stream(stub, text)
 
         gateway_process.process.send_signal(signal.SIGTERM)
         assert (await asyncio.wait_for(watch.read(), 5)).status == health_pb2.HealthCheckResponse.NOT_SERVING
@@ -63,20 +93,36 @@ async def test_sigterm_drains_streams_refuses_new_calls_and_exits_zero(
         assert refused is not None
         assert (refused.code, refused.info.reason) == (grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN")
 
-        while (event := await read_event(stream)) is not None:
-            events.append(event)
-        assert events[-1].HasField("finish")
-        assert "".join(e.text_delta.text for e in events if e.HasField("text_delta")) == text
+        await read_to_the_end(stream, events, text)
 
-    assert await asyncio.wait_for(gateway_process.process.wait(), 20) == 0
-    lines = gateway_process.log_lines()
+    lines = await log_after_exit(gateway_process)
     assert [e.get("event") for e in lines if e.get("event") in ("serving", "draining", "stopped")] == [
         "serving",
         "draining",
         "stopped",
     ]
-    streamed = [e for e in lines if e.get("event") == "access" and e.get("method") == "ChatStream"]
-    assert [e["status"] for e in streamed] == ["OK"]
+    assert [e["status"] for e in chat_streams_logged(lines)] == ["OK"]
+
+
+async def test_sigterm_with_100_streams_open_lets_all_finish_and_exits_zero(
+    gateway_process: GatewayProcess,
+) -> None:
+    # Each stream is 60 chunks 50 ms apart, 3 s: well within the 10 s grace period, and long
+    # enough that all 100 are still streaming when the signal arrives.
+    texts = [" ".join(f"s{i}w{w}" for w in range(60)) for i in range(100)]
+    async with grpc.aio.insecure_channel(gateway_process.address) as channel:
+        stub = gateway_service_pb2_grpc.GatewayServiceStub(channel)
+        opened = await asyncio.wait_for(asyncio.gather(*(open_stream(stub, t) for t in texts)), 10)
+
+        gateway_process.process.send_signal(signal.SIGTERM)
+        finishing = (read_to_the_end(s, events, t) for (s, events), t in zip(opened, texts, strict=True))
+        await asyncio.wait_for(asyncio.gather(*finishing), 20)
+
+    lines = await log_after_exit(gateway_process)
+    draining = next(i for i, e in enumerate(lines) if e.get("event") == "draining")
+    # None had ended when the drain began; all ended after it, OK.
+    assert chat_streams_logged(lines[:draining]) == []
+    assert [e["status"] for e in chat_streams_logged(lines[draining:])] == ["OK"] * 100
 
 
 async def test_grace_period_cuts_overdue_streams_and_ignores_health_watchers() -> None:

@@ -157,6 +157,10 @@ class CallPlan:
             return self.deadline, True
         return when, False
 
+    def total_left(self, timeouts: TimeoutConfig) -> float:
+        """Seconds until the current attempt's `total` timeout."""
+        return self._attempt_at + timeouts.total - time.monotonic()
+
     def timed_out(
         self, spec: ModelSpec, by_caller: bool, first: bool, timeouts: TimeoutConfig
     ) -> GatewayError:
