@@ -12,9 +12,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from llm_gateway.domain.errors import Code, GatewayError
 from llm_gateway.gateway.breaker import CircuitState, ProviderBreaker
-from llmgateway.v1 import catalog_pb2
+from llmgateway.v1 import catalog_pb2, chat_pb2
 from tests.conftest import RunningGateway, chat, error_details, openai_toml, reply_text, running_gateway
-from tests.fakes.openai import FakeOpenAI, Reply, error_body
+from tests.fakes.openai import FakeOpenAI, Reply, completion, error_body
 from tests.test_openai import stream_events
 
 
@@ -262,3 +262,30 @@ async def test_health_follows_the_circuits(fake_openai: FakeOpenAI) -> None:
         await asyncio.sleep(0.4)  # past the reset timeout: a probe may go through
         assert await status(gw, "") == serving
         assert await status(gw, "llmgateway.v1.provider.openai") == serving
+
+
+async def test_half_open_lets_one_of_fifty_grpc_callers_probe(fake_openai: FakeOpenAI) -> None:
+    """Two 529s (overloaded) open the circuit; after the reset timeout 50 concurrent calls arrive
+    while the probe is still in flight: exactly one reaches the provider, the others fail fast."""
+    toml = openai_toml(
+        fake_openai.base_url, "circuit_breaker = { failure_threshold = 2, reset_timeout = 0.3 }"
+    )
+    overloaded = Reply(status=529, json_body=error_body("Overloaded", "overloaded_error"))
+    async with running_gateway(toml) as gw:
+        fake_openai.script(overloaded, overloaded)
+        for _ in range(2):
+            with pytest.raises(grpc.aio.AioRpcError):
+                await gw.stub.Chat(chat("openai:gpt-4o-mini"))
+        await asyncio.sleep(0.3)
+        fake_openai.script(Reply(delay=0.2, json_body=completion("probe ok")))
+        results = await asyncio.gather(
+            *(gw.stub.Chat(chat("openai:gpt-4o-mini"), timeout=5) for _ in range(50)), return_exceptions=True
+        )
+        served = [r for r in results if isinstance(r, chat_pb2.ChatResponse)]
+        rejected = [error_details(r).info.reason for r in results if isinstance(r, grpc.aio.AioRpcError)]
+        assert len(served) == 1
+        assert reply_text(served[0].message) == "probe ok"
+        assert rejected == ["CIRCUIT_OPEN"] * 49
+        assert len(fake_openai.requests) == 3  # two failures and the one probe
+        reply = await gw.stub.Chat(chat("openai:gpt-4o-mini", "closed again"))
+        assert reply_text(reply.message) == "closed again"
