@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from typing import Any
 
 import grpc
 import pytest
@@ -167,6 +168,39 @@ async def test_json_schema_output(gateway: RunningGateway) -> None:
         )
     )
     assert json.loads(reply_text(reply.message)) == {"answer": "forty-two"}
+
+
+@pytest.mark.parametrize(
+    ("schema", "reply"),
+    [
+        ({"type": "object", "properties": "answer"}, {}),
+        ({"type": "object", "properties": {"a": "string", "b": None}}, {"a": "hi", "b": "hi"}),
+        ({"type": "object", "properties": {"a": {}}, "required": ["a", 1, None]}, {"a": "hi"}),
+        (
+            {"type": "object", "properties": {"a": {"enum": 3}, "b": {"enum": {"x": 1}}}},
+            {"a": "hi", "b": "hi"},
+        ),
+    ],
+)
+async def test_json_schema_keywords_of_the_wrong_type_are_ignored(
+    gateway: RunningGateway, schema: dict[str, Any], reply: dict[str, Any]
+) -> None:
+    # The schema is the caller's and unchecked; these used to fail with INTERNAL.
+    struct = struct_pb2.Struct()
+    struct.update(schema)
+    fmt = content_pb2.ResponseFormat(type=content_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA, json_schema=struct)
+    answer = await gateway.stub.Chat(chat("mock:echo", "hi", response_format=fmt), timeout=5)
+    assert json.loads(reply_text(answer.message)) == reply
+    tool_call = await gateway.stub.Chat(
+        chat(
+            "mock:echo",
+            "hi",
+            tools=[content_pb2.Tool(name="t", parameters=struct)],
+            tool_choice=content_pb2.ToolChoice(mode=content_pb2.TOOL_CHOICE_MODE_REQUIRED),
+        ),
+        timeout=5,
+    )
+    assert json.loads(tool_call.message.tool_calls[0].arguments) == reply
 
 
 async def test_max_tokens_truncates_with_finish_reason_length(gateway: RunningGateway) -> None:

@@ -51,6 +51,7 @@ async def invalid(gateway: RunningGateway, request: chat_pb2.ChatRequest) -> lis
         (chat("mock:echo", max_cost="cheap"), "max_cost"),
         (chat("mock:echo", max_cost="-1"), "max_cost"),
         (chat("mock:echo", max_cost="NaN"), "max_cost"),
+        (chat("mock:echo", max_cost="1E-100000"), "max_cost"),
         (chat("mock:echo", fallback_models=[f"mock:echo{i}" for i in range(11)]), "fallback_models"),
         (chat("mock:echo", caller=chat_pb2.CallerMetadata(user="u" * 300)), "caller.user"),
         (chat("mock:echo", tags={"": "x"}), "tags['']"),
@@ -201,6 +202,43 @@ async def test_provider_options_must_name_a_configured_provider(gateway: Running
     assert await invalid(gateway, request) == ["provider_options['nosuch']"]
 
 
+async def test_json_fields_take_only_finite_numbers(gateway: RunningGateway) -> None:
+    # A Struct number may be NaN or infinite, which JSON cannot carry: the provider would get a
+    # body it cannot parse.
+    def schema(number: float) -> struct_pb2.Struct:
+        struct = struct_pb2.Struct()
+        struct.update({"type": "object", "properties": {"n": {"type": "number", "maximum": number}}})
+        return struct
+
+    options = struct_pb2.Struct()
+    options.update({"logit_bias": [1, {"x": float("-inf")}]})
+    request = chat(
+        "mock:echo",
+        tools=[content_pb2.Tool(name="t", parameters=schema(float("inf")))],
+        response_format=content_pb2.ResponseFormat(
+            type=content_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA, json_schema=schema(float("nan"))
+        ),
+        provider_options={"mock": options},
+    )
+    assert await invalid(gateway, request) == [
+        "tools[0].parameters",
+        "response_format.json_schema",
+        "provider_options['mock']",
+    ]
+
+
+async def test_max_cost_keeps_to_30_decimal_places(gateway: RunningGateway) -> None:
+    # A finer budget is refused (see test_out_of_range_fields_are_named): written out in full in
+    # BUDGET_EXCEEDED's metadata it outgrew gRPC's metadata limit, and the caller got no ErrorInfo.
+    for budget in ("1000.000000000000000000000000000000000000", "0.30000000000000004"):
+        await gateway.stub.Chat(chat("mock:echo", max_cost=budget), timeout=5)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await gateway.stub.Chat(chat("mock:echo", max_cost="1.5e-25"), timeout=5)
+    details = error_details(caught.value)
+    assert details.info.reason == "BUDGET_EXCEEDED"
+    assert details.info.metadata["max_cost"] == "0.00000000000000000000000015"
+
+
 @pytest.mark.parametrize(
     ("model", "why"),
     [
@@ -300,3 +338,30 @@ async def test_many_violations_are_reported_together(gateway: RunningGateway) ->
         "generation.top_p",
         "max_cost",
     ]
+
+
+async def send_raw(gateway: RunningGateway, method: str, body: bytes) -> None:
+    """Calls a GatewayService method with `body` as the request's bytes, as they are."""
+    path = f"/llmgateway.v1.GatewayService/{method}"
+    if method == "ChatStream":
+        async for _ in gateway.channel.unary_stream(path, None, None)(body, timeout=5):
+            pass
+    else:
+        await gateway.channel.unary_unary(path, None, None)(body, timeout=5)
+
+
+@pytest.mark.parametrize("method", ["Chat", "ChatStream", "EstimateCost"])
+@pytest.mark.parametrize(
+    "body",
+    [b"\xff\xff\xff\xff", b"\x0a\x02\xff\xfe"],  # a corrupt wire format; invalid UTF-8 in a string
+    ids=["corrupt", "bad-utf8"],
+)
+async def test_a_body_that_is_not_a_protobuf_is_invalid_argument(
+    gateway: RunningGateway, method: str, body: bytes
+) -> None:
+    """grpcio would answer UNKNOWN; the caller sent it, so it is INVALID_ARGUMENT with ErrorInfo."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await send_raw(gateway, method, body)
+    details = error_details(caught.value)
+    assert (details.code, details.info.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "UNDECODABLE_REQUEST")
+    assert details.info.metadata["request_id"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -48,6 +48,9 @@ _MAX_TAGS = 64
 _MAX_CALLER_FIELD = 256
 _MAX_URL = 8192
 _MAX_BUDGET = Decimal(1_000_000)
+# Enough for any float's repr down to 1e-13 USD. A finer budget means nothing, and written out in
+# full (as BUDGET_EXCEEDED's metadata does) it could outgrow gRPC's limit on trailing metadata.
+_MAX_BUDGET_PLACES = 30
 
 _ROLES = {
     content_pb2.ROLE_SYSTEM: Role.SYSTEM,
@@ -214,7 +217,9 @@ def _tools(pb: chat_pb2.ChatRequest, v: _Violations) -> tuple[Tool, ...]:
         elif tool.name in seen:
             v.add(f"{path}.name", f"duplicate tool name {tool.name!r}")
         seen.add(tool.name)
-        parameters = struct_to_dict(tool.parameters) if tool.HasField("parameters") else None
+        parameters = (
+            _json_struct(tool.parameters, f"{path}.parameters", v) if tool.HasField("parameters") else None
+        )
         if parameters is not None and parameters.get("type", "object") != "object":
             v.add(f"{path}.parameters", "must be a JSON Schema of type object")
         tools.append(Tool(tool.name, tool.description, parameters, tool.strict))
@@ -247,7 +252,9 @@ def _response_format(pb: chat_pb2.ChatRequest, v: _Violations) -> ResponseFormat
         return None
     rf = pb.response_format
     kind = _FORMATS.get(rf.type)
-    schema = struct_to_dict(rf.json_schema) if rf.HasField("json_schema") else None
+    schema = (
+        _json_struct(rf.json_schema, "response_format.json_schema", v) if rf.HasField("json_schema") else None
+    )
     if kind is None:
         if rf.type != content_pb2.RESPONSE_FORMAT_TYPE_UNSPECIFIED:
             v.add("response_format.type", "unknown response format type")
@@ -325,7 +332,20 @@ def _budget(text: str, v: _Violations) -> Decimal | None:
     if not value.is_finite() or value < 0 or value > _MAX_BUDGET:
         v.add("max_cost", f"must be between 0 and {_MAX_BUDGET} USD")
         return None
+    if _decimal_places(value) > _MAX_BUDGET_PLACES:
+        v.add("max_cost", f"at most {_MAX_BUDGET_PLACES} decimal places")
+        return None
     return value
+
+
+def _decimal_places(value: Decimal) -> int:
+    """Digits after the point, trailing zeros aside: 0.0500 has 2. Counted on the digits as written,
+    so no context rounds a tiny value to zero first."""
+    if not value:
+        return 0
+    _, digits, exponent = value.as_tuple()
+    trailing = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    return max(0, -(int(exponent) + trailing))
 
 
 def _caller(pb: chat_pb2.CallerMetadata, v: _Violations) -> Caller:
@@ -354,8 +374,28 @@ def _provider_options(
         if name not in providers:
             v.add(f"provider_options[{name[:64]!r}]", "not a configured provider")
             continue
-        options[name] = struct_to_dict(struct)
+        options[name] = _json_struct(struct, f"provider_options[{name[:64]!r}]", v)
     return options
+
+
+def _json_struct(struct: struct_pb2.Struct, path: str, v: _Violations) -> dict[str, Any]:
+    """`struct` as plain JSON values, checked: a Struct number may be NaN or infinite, which JSON has
+    no way to write, so the provider would get a body it cannot parse."""
+    if not _finite(struct.fields.values()):
+        v.add(path, "numbers must be finite (JSON has no NaN or Infinity)")
+    return struct_to_dict(struct)
+
+
+def _finite(values: Iterable[struct_pb2.Value]) -> bool:
+    for value in values:
+        kind = value.WhichOneof("kind")
+        if kind == "number_value" and not math.isfinite(value.number_value):
+            return False
+        if kind == "struct_value" and not _finite(value.struct_value.fields.values()):
+            return False
+        if kind == "list_value" and not _finite(value.list_value.values):
+            return False
+    return True
 
 
 def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:

@@ -97,26 +97,31 @@ class Pipeline(ServerInterceptor):
         if cached is not None and cached[0] is handler:
             return cached[1]
         wrapped: Handler = handler
+        deserializer = _tolerant(handler.request_deserializer)
         if handler.unary_unary is not None:
             wrapped = grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(cast(UnaryBehavior, handler.unary_unary), method),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         elif handler.unary_stream is not None:
             wrapped = grpc.unary_stream_rpc_method_handler(
                 self._wrap_stream(cast(StreamBehavior, handler.unary_stream), method),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         self._cache[method] = (handler, wrapped)
         return wrapped
 
-    async def _enter(self, context: Context, method: str) -> list[tuple[Step, Any]]:
+    async def _enter(self, context: Context, method: str, request: Any) -> list[tuple[Step, Any]]:
+        """Runs each step's `enter`; then refuses a request body that did not decode, so the refusal
+        carries the request id and is logged like any other."""
         entered: list[tuple[Step, Any]] = []
         try:
             for step in self._steps:
                 entered.append((step, await step.enter(context, method)))
+            if isinstance(request, Undecodable):
+                await abort(context, request.error())
         except BaseException as error:
             self._exit(context, entered, error)
             raise
@@ -129,7 +134,7 @@ class Pipeline(ServerInterceptor):
 
     def _wrap_unary(self, behavior: UnaryBehavior, method: str) -> UnaryBehavior:
         async def unary(request: Any, context: Context) -> Any:
-            entered = await self._enter(context, method)
+            entered = await self._enter(context, method, request)
             try:
                 response = await behavior(request, context)
             except BaseException as error:
@@ -142,7 +147,7 @@ class Pipeline(ServerInterceptor):
 
     def _wrap_stream(self, behavior: StreamBehavior, method: str) -> StreamBehavior:
         async def stream(request: Any, context: Context) -> AsyncGenerator[Any, None]:
-            entered = await self._enter(context, method)
+            entered = await self._enter(context, method, request)
             try:
                 # Closed before the steps exit, so the servicer's clean-up is done when they run.
                 async with aclosing(behavior(request, context)) as responses:
@@ -282,6 +287,37 @@ class AccessLogStep(Step):
                 if value:
                     entry[field] = value
         self._logger.info(entry)
+
+
+class Undecodable:
+    """A request body that is not the method's protobuf message (corrupt wire format, or invalid
+    UTF-8 in a string field): the caller's mistake, answered INVALID_ARGUMENT by the pipeline
+    instead of grpcio's own UNKNOWN."""
+
+    __slots__ = ("_detail",)
+
+    def __init__(self, detail: str) -> None:
+        self._detail = detail
+
+    def error(self) -> GatewayError:
+        return GatewayError(
+            f"the request is not a valid protobuf message of the method's type: {self._detail}"[:500],
+            code=Code.INVALID_ARGUMENT,
+            reason="UNDECODABLE_REQUEST",
+        )
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # protobuf's DecodeError, or whatever the runtime raises
+            return Undecodable(str(exc) or type(exc).__name__)
+
+    return deserialize
 
 
 def _status_name(context: Context) -> str:

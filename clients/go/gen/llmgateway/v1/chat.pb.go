@@ -412,9 +412,11 @@ type ChatRequest struct {
 	ResponseFormat *ResponseFormat `protobuf:"bytes,6,opt,name=response_format,json=responseFormat,proto3" json:"response_format,omitempty"`
 	// Sampling and length settings.
 	Generation *GenerationConfig `protobuf:"bytes,7,opt,name=generation,proto3" json:"generation,omitempty"`
-	// Models to try, in order, when the requested model cannot serve the call. Same syntax as `model`.
+	// Models to try, in order, when the requested model cannot serve the call (after its retries),
+	// before the model's configured fallbacks. Same syntax as `model`.
 	FallbackModels []string `protobuf:"bytes,8,rep,name=fallback_models,json=fallbackModels,proto3" json:"fallback_models,omitempty"`
-	// The most this call may cost, as a decimal string in USD (for example "0.05"). The worst case
+	// The most this call may cost, as a decimal string in USD (for example "0.05"), between 0 and
+	// 1000000 with at most 30 decimal places. The worst case
 	// (prompt tokens plus `max_tokens`, or the model's maximum output) is checked before any upstream
 	// call; a call over budget fails with FAILED_PRECONDITION, reason BUDGET_EXCEEDED.
 	MaxCost string `protobuf:"bytes,9,opt,name=max_cost,json=maxCost,proto3" json:"max_cost,omitempty"`

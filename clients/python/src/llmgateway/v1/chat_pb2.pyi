@@ -315,7 +315,8 @@ class ChatRequest(_message.Message):
     parallel_tool_calls: _builtins.bool
     """Allow the model to request several tool calls in one turn, where the provider supports it."""
     max_cost: _builtins.str
-    """The most this call may cost, as a decimal string in USD (for example "0.05"). The worst case
+    """The most this call may cost, as a decimal string in USD (for example "0.05"), between 0 and
+    1000000 with at most 30 decimal places. The worst case
     (prompt tokens plus `max_tokens`, or the model's maximum output) is checked before any upstream
     call; a call over budget fails with FAILED_PRECONDITION, reason BUDGET_EXCEEDED.
     """
@@ -345,7 +346,9 @@ class ChatRequest(_message.Message):
 
     @_builtins.property
     def fallback_models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Models to try, in order, when the requested model cannot serve the call. Same syntax as `model`."""
+        """Models to try, in order, when the requested model cannot serve the call (after its retries),
+        before the model's configured fallbacks. Same syntax as `model`.
+        """
 
     @_builtins.property
     def caller(self) -> Global___CallerMetadata:

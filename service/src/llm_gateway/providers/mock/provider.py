@@ -130,20 +130,31 @@ def _tool_to_call(request: ChatRequest, user_text: str) -> Tool | None:
     return request.tools[0] if mode is ToolChoiceMode.REQUIRED else None
 
 
-def _fill(schema: dict[str, Any], text: str) -> Any:
+def _fill(schema: Any, text: str) -> Any:
+    """A value matching `schema`. The schema is the caller's and unchecked: a keyword of the wrong
+    JSON type (`"properties": "x"`, `"enum": 3`) is ignored, as if it were absent."""
+    if not isinstance(schema, dict):
+        return text
     kind = schema.get("type")
     if kind == "object" or "properties" in schema:
-        properties: dict[str, Any] = schema.get("properties") or {}
-        required = schema.get("required") or list(properties)
-        return {name: _fill(properties.get(name) or {}, text) for name in required}
+        properties = schema.get("properties")
+        if not isinstance(properties, dict):
+            properties = {}
+        required = schema.get("required")
+        if isinstance(required, list) and required:
+            names = [name for name in required if isinstance(name, str)]
+        else:
+            names = list(properties)
+        return {name: _fill(properties.get(name) or {}, text) for name in names}
     if kind == "array":
         return []
     if kind in ("number", "integer"):
         return 0
     if kind == "boolean":
         return False
-    if schema.get("enum"):
-        return schema["enum"][0]
+    enum = schema.get("enum")
+    if isinstance(enum, list) and enum:
+        return enum[0]
     return text
 
 

@@ -190,14 +190,16 @@ export type ChatRequest = Message<"llmgateway.v1.ChatRequest"> & {
   generation?: GenerationConfig | undefined;
 
   /**
-   * Models to try, in order, when the requested model cannot serve the call. Same syntax as `model`.
+   * Models to try, in order, when the requested model cannot serve the call (after its retries),
+   * before the model's configured fallbacks. Same syntax as `model`.
    *
    * @generated from field: repeated string fallback_models = 8;
    */
   fallbackModels: string[];
 
   /**
-   * The most this call may cost, as a decimal string in USD (for example "0.05"). The worst case
+   * The most this call may cost, as a decimal string in USD (for example "0.05"), between 0 and
+   * 1000000 with at most 30 decimal places. The worst case
    * (prompt tokens plus `max_tokens`, or the model's maximum output) is checked before any upstream
    * call; a call over budget fails with FAILED_PRECONDITION, reason BUDGET_EXCEEDED.
    *

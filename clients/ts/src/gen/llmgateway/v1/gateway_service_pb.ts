@@ -32,6 +32,7 @@ export const file_llmgateway_v1_gateway_service: GenFile = /*@__PURE__*/
  * failures) whose `reason` is one of:
  *
  * - INVALID_ARGUMENT: INVALID_REQUEST (with a `google.rpc.BadRequest` naming every bad field),
+ *   UNDECODABLE_REQUEST (the body is not a valid protobuf message of the method's type),
  *   UPSTREAM_INVALID_REQUEST (the provider rejected the request).
  * - NOT_FOUND: MODEL_NOT_FOUND (unknown model, alias or provider; metadata `field`, `model`),
  *   UPSTREAM_NOT_FOUND (the provider does not know the model).
