@@ -1,10 +1,12 @@
-"""The docs match the code: documented error reasons, and the generated provider tables."""
+"""The docs match the code: documented error reasons, the generated provider tables, and the
+README's configuration example."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+from llm_gateway.config import load_config
 from llm_gateway.providers.matrix import rewrite
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,3 +29,16 @@ def test_the_generated_provider_tables_are_current() -> None:
     text = path.read_text()
     command = ".venv/bin/python -m llm_gateway.providers.matrix --write docs/providers.md"
     assert rewrite(text) == text, f"docs/providers.md is stale: run {command}"
+
+
+def test_the_readme_configuration_example_is_a_valid_config(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Configuration") :]
+    example = section[section.index("```toml\n") + len("```toml\n") :]
+    path = tmp_path / "gateway.toml"
+    path.write_text(example[: example.index("```")])
+    env = {name: "k" * 20 for name in ("CHECKOUT_GATEWAY_KEY", "BATCH_GATEWAY_KEY", "OPENAI_API_KEY")}
+    config = load_config(path, env)
+    openai = config.providers["openai"]
+    assert openai.rate_limit.requests_per_minute == 5000
+    assert openai.models["gpt-4o-mini"].fallbacks == ("anthropic:claude-haiku-4-5",)

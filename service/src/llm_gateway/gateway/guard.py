@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from llm_gateway.config.schema import ProviderConfig, RateLimitConfig, TimeoutConfig
 from llm_gateway.domain.errors import Code, GatewayError
 from llm_gateway.gateway.breaker import ProviderBreaker
-from llm_gateway.gateway.limits import RateLimiter
+from llm_gateway.gateway.limits import RateLimiter, Refusal
 from llm_gateway.gateway.retry import RetryPolicy
 
 
@@ -21,16 +21,10 @@ class ProviderGuard:
 
     @classmethod
     def from_config(cls, name: str, config: ProviderConfig) -> ProviderGuard:
-        def refusal(what: str, retry_after: float) -> GatewayError:
-            return GatewayError(
-                f"provider {name!r} is at its rate limit ({what}); the call would wait too long",
-                code=Code.RESOURCE_EXHAUSTED,
-                reason="PROVIDER_RATE_LIMITED",
-                metadata={"provider": name},
-                retry_after=retry_after,
-                retryable=True,  # another candidate may have room
-            )
-
+        # Retryable: another candidate may have room.
+        refusal = _refusal(
+            f"provider {name!r}", reason="PROVIDER_RATE_LIMITED", metadata={"provider": name}, retryable=True
+        )
         breaker = config.circuit_breaker
         return cls(
             breaker=ProviderBreaker(name, breaker.failure_threshold, breaker.reset_timeout),
@@ -42,14 +36,24 @@ class ProviderGuard:
 
 def key_limiter(key_name: str, config: RateLimitConfig) -> RateLimiter:
     """The limiter of one gateway API key; its refusal is final (another model would not help)."""
+    refusal = _refusal(
+        f"gateway key {key_name!r}",
+        reason="KEY_RATE_LIMITED",
+        metadata={"api_key": key_name},
+        retryable=False,
+    )
+    return RateLimiter(config, refusal)
 
-    def refusal(what: str, retry_after: float) -> GatewayError:
+
+def _refusal(subject: str, *, reason: str, metadata: dict[str, str], retryable: bool) -> Refusal:
+    def refuse(what: str, retry_after: float) -> GatewayError:
         return GatewayError(
-            f"gateway key {key_name!r} is over its rate limit ({what})",
+            f"{subject} is at its rate limit ({what}): no room for the call within the wait allowed",
             code=Code.RESOURCE_EXHAUSTED,
-            reason="KEY_RATE_LIMITED",
-            metadata={"api_key": key_name},
+            reason=reason,
+            metadata=metadata,
             retry_after=retry_after,
+            retryable=retryable,
         )
 
-    return RateLimiter(config, refusal)
+    return refuse

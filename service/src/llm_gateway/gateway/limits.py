@@ -2,9 +2,10 @@
 each gateway key, and the pause a provider's 429 Retry-After asks for.
 
 The buckets are aiolimiter's leaky buckets: a full minute's worth may go at once, then capacity
-drips back at the configured rate. A call that would wait longer than `max_wait`, or past the
-caller's deadline, is refused at once with RESOURCE_EXHAUSTED and a RetryInfo: a caller (or the
-gateway's next candidate) does better elsewhere than in a long queue.
+drips back at the configured rate. A call waits in line up to `max_wait`, never past the caller's
+deadline; still without room then, it is refused with RESOURCE_EXHAUSTED and a RetryInfo: a caller
+(or the gateway's next candidate) does better elsewhere than in a long queue. A pause the provider
+asked for that outlasts the bound is refused at once.
 """
 
 from __future__ import annotations

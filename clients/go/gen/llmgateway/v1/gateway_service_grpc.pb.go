@@ -55,9 +55,10 @@ const (
 //     (`max_cost` set for a model without a price), NO_MODEL_AVAILABLE (nothing for "auto"),
 //     PROVIDER_AUTH_FAILED (the gateway's own provider key was refused; an operator must fix it).
 //   - RESOURCE_EXHAUSTED: UPSTREAM_RATE_LIMITED (with `google.rpc.RetryInfo` when the provider said
-//     when to retry), UPSTREAM_QUOTA_EXCEEDED, PROVIDER_RATE_LIMITED (the gateway's own limit for the
-//     provider, or its Retry-After, would keep the call waiting too long), KEY_RATE_LIMITED (the
-//     caller's gateway key is over its limit); both with `google.rpc.RetryInfo`.
+//     when to retry), UPSTREAM_QUOTA_EXCEEDED, PROVIDER_RATE_LIMITED (the gateway's own limit for
+//     the provider, or its Retry-After, left no room for the call within the wait allowed),
+//     KEY_RATE_LIMITED (the caller's gateway key is over its limit); both with
+//     `google.rpc.RetryInfo`.
 //   - UNAVAILABLE: UPSTREAM_UNAVAILABLE (provider 5xx, overload, connection failure),
 //     UPSTREAM_BAD_RESPONSE, UPSTREAM_STREAM_ERROR, UPSTREAM_STREAM_INTERRUPTED, CIRCUIT_OPEN (the
 //     provider kept failing and is not called until a probe succeeds), SHUTTING_DOWN (the gateway
@@ -165,9 +166,10 @@ func (c *gatewayServiceClient) ListModels(ctx context.Context, in *ListModelsReq
 //     (`max_cost` set for a model without a price), NO_MODEL_AVAILABLE (nothing for "auto"),
 //     PROVIDER_AUTH_FAILED (the gateway's own provider key was refused; an operator must fix it).
 //   - RESOURCE_EXHAUSTED: UPSTREAM_RATE_LIMITED (with `google.rpc.RetryInfo` when the provider said
-//     when to retry), UPSTREAM_QUOTA_EXCEEDED, PROVIDER_RATE_LIMITED (the gateway's own limit for the
-//     provider, or its Retry-After, would keep the call waiting too long), KEY_RATE_LIMITED (the
-//     caller's gateway key is over its limit); both with `google.rpc.RetryInfo`.
+//     when to retry), UPSTREAM_QUOTA_EXCEEDED, PROVIDER_RATE_LIMITED (the gateway's own limit for
+//     the provider, or its Retry-After, left no room for the call within the wait allowed),
+//     KEY_RATE_LIMITED (the caller's gateway key is over its limit); both with
+//     `google.rpc.RetryInfo`.
 //   - UNAVAILABLE: UPSTREAM_UNAVAILABLE (provider 5xx, overload, connection failure),
 //     UPSTREAM_BAD_RESPONSE, UPSTREAM_STREAM_ERROR, UPSTREAM_STREAM_INTERRUPTED, CIRCUIT_OPEN (the
 //     provider kept failing and is not called until a probe succeeds), SHUTTING_DOWN (the gateway
