@@ -35,18 +35,18 @@ def upstream(reason: str, code: Code = Code.UNAVAILABLE) -> GatewayError:
 
 
 def fail(breaker: ProviderBreaker, reason: str = "UPSTREAM_UNAVAILABLE") -> None:
-    with pytest.raises(GatewayError) as caught, breaker.attempt():
+    with pytest.raises(GatewayError) as caught, breaker.admit():
         raise upstream(reason)
     assert caught.value.reason == reason
 
 
 def succeed(breaker: ProviderBreaker) -> None:
-    with breaker.attempt():
+    with breaker.admit():
         pass
 
 
 def rejected(breaker: ProviderBreaker) -> GatewayError:
-    with pytest.raises(GatewayError) as caught, breaker.attempt():
+    with pytest.raises(GatewayError) as caught, breaker.admit():
         raise AssertionError("an open circuit must not let the call through")
     return caught.value
 
@@ -76,7 +76,7 @@ def test_opens_after_consecutive_failures_only() -> None:
 def test_caller_errors_and_rate_limits_never_count(reason: str, code: Code) -> None:
     breaker = ProviderBreaker("p", failure_threshold=2, reset_timeout=30, clock=Clock())
     for _ in range(5):
-        with pytest.raises(GatewayError), breaker.attempt():
+        with pytest.raises(GatewayError), breaker.admit():
             raise upstream(reason, code)
     assert state(breaker) is CircuitState.CLOSED
 
@@ -106,7 +106,7 @@ async def test_half_open_admits_exactly_one_probe_among_fifty_callers() -> None:
 
     async def caller(i: int) -> str:
         try:
-            with breaker.attempt():
+            with breaker.admit():
                 admitted.append(i)
                 await release.wait()
         except GatewayError as err:
@@ -146,7 +146,7 @@ async def test_a_cancelled_probe_passes_the_turn_on() -> None:
     clock.now += 30
 
     async def probe() -> None:
-        with breaker.attempt():
+        with breaker.admit():
             await asyncio.sleep(10)
 
     task = asyncio.create_task(probe())
@@ -166,7 +166,7 @@ async def test_calls_admitted_before_the_trip_do_not_decide_afterwards() -> None
     finish = asyncio.Event()
 
     async def slow_success() -> None:
-        with breaker.attempt():
+        with breaker.admit():
             await finish.wait()
 
     task = asyncio.create_task(slow_success())

@@ -4,7 +4,6 @@ field the SDK does not know, no value it would have to coerce)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -520,10 +519,7 @@ async def test_a_client_going_away_is_counted_as_a_disconnect(
         async for text in stream.text_stream:
             assert text == "w0 "
             break
-    for _ in range(200):
-        if fake_anthropic.disconnects:
-            break
-        await asyncio.sleep(0.01)
+    await fake_anthropic.disconnected()
     assert fake_anthropic.disconnects == 1
 
 

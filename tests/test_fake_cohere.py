@@ -5,7 +5,6 @@ and the request the adapter builds is the one the SDK sends for the same convers
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any, cast
@@ -480,10 +479,7 @@ async def test_a_client_going_away_is_counted_as_a_disconnect(
         async for event in stream:
             if event.type == "content-delta":
                 break
-    for _ in range(200):
-        if fake_cohere.disconnects:
-            break
-        await asyncio.sleep(0.01)
+    await fake_cohere.disconnected()
     assert fake_cohere.disconnects == 1
 
 

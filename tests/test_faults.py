@@ -24,6 +24,7 @@ from tests.conftest import (
     stream_past_first_delta,
 )
 from tests.fakes.openai import FakeOpenAI, Reply, error_body, text_chunks, usage
+from tests.test_openai import stream_events
 
 MODEL = "openai:gpt-4o-mini"
 RETRIES = "retry = { max_retries = 2, initial_backoff = 0.05, max_backoff = 0.2, max_retry_after = 1.0 }"
@@ -44,24 +45,8 @@ async def gateway(fake_openai: FakeOpenAI) -> AsyncIterator[RunningGateway]:
         yield gw
 
 
-async def stream_events(
-    gw: RunningGateway, request: chat_pb2.ChatRequest
-) -> list[chat_pb2.ChatStreamResponse]:
-    return [event async for event in gw.stub.ChatStream(chat_pb2.ChatStreamRequest(request=request))]
-
-
 def attempts(reply: chat_pb2.ChatResponse | chat_pb2.StreamFinish) -> list[tuple[str, str]]:
     return [(a.model, a.code) for a in reply.routing.attempts]
-
-
-async def disconnected(fake: FakeOpenAI, within: float) -> float | None:
-    """Seconds until the fake saw its client leave, or None if it did not within `within`."""
-    started = time.perf_counter()
-    while time.perf_counter() - started < within:
-        if fake.disconnects:
-            return time.perf_counter() - started
-        await asyncio.sleep(0.002)
-    return None
 
 
 # Retries
@@ -304,7 +289,7 @@ async def test_a_hanging_upstream_is_cut_at_the_callers_deadline(
     elapsed = time.perf_counter() - started
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert 0.45 <= elapsed < 0.7
-    closed = await disconnected(fake_openai, 1.0)
+    closed = await fake_openai.disconnected(1.0)
     assert closed is not None, "the upstream connection stayed open"
     assert len(fake_openai.requests) == 1
     kind = "stream" if streaming else "unary"
@@ -325,7 +310,7 @@ async def test_a_started_stream_is_cut_at_the_callers_deadline(
     elapsed = time.perf_counter() - started
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert 0.45 <= elapsed < 0.7
-    closed = await disconnected(fake_openai, 1.0)
+    closed = await fake_openai.disconnected(1.0)
     assert closed is not None
     print(f"\nstream past its first event: upstream closed {closed * 1000:.1f} ms after DEADLINE_EXCEEDED")
 
@@ -363,7 +348,7 @@ async def test_first_token_timeout_moves_on_to_the_fallback(fake_openai: FakeOpe
             ("mock:echo", "OK", ""),
         ]
         assert 0.3 <= elapsed < 0.6
-        assert await disconnected(fake_openai, 1.0) is not None
+        assert await fake_openai.disconnected(1.0) is not None
 
         # Without a fallback: the provider's timeout, named.
         fake_openai.script(Reply(delay=30))
@@ -391,7 +376,7 @@ async def test_total_timeout_cuts_a_slow_stream_and_accounts_what_was_sent(fake_
         assert 3 <= len(texts) < 40
         assert details.info.metadata["usage_estimated"] == "true"
         assert int(details.info.metadata["completion_tokens"]) > 0
-        assert await disconnected(fake_openai, 1.0) is not None
+        assert await fake_openai.disconnected(1.0) is not None
 
 
 async def test_a_client_cancel_closes_the_upstream_request_within_100_ms(
@@ -402,7 +387,7 @@ async def test_a_client_cancel_closes_the_upstream_request_within_100_ms(
     )
     call = await stream_past_first_delta(gateway, chat(MODEL))
     call.cancel()
-    closed = await disconnected(fake_openai, 1.0)
+    closed = await fake_openai.disconnected(1.0)
     assert closed is not None
     assert closed < 0.1
     print(f"\nclient cancel: upstream closed {closed * 1000:.1f} ms later")

@@ -3,7 +3,6 @@ fallbacks and cancellation, against the fake OpenAI server on loopback."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import grpc
@@ -237,8 +236,5 @@ async def test_client_cancel_closes_the_upstream_request(
     )
     call = await stream_past_first_delta(openai_gateway, chat("openai:gpt-4o-mini"))
     call.cancel()
-    for _ in range(200):
-        if fake_openai.disconnects:
-            break
-        await asyncio.sleep(0.01)
+    await fake_openai.disconnected()
     assert fake_openai.disconnects == 1

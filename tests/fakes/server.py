@@ -74,6 +74,15 @@ class FakeServer(Generic[ReplyT]):
     async def _reply(self, request: web.Request, reply: ReplyT) -> web.StreamResponse:
         raise NotImplementedError
 
+    async def disconnected(self, within: float = 2.0) -> float | None:
+        """Seconds until a client left a reply (`disconnects`), or None if none did within `within`."""
+        started = time.perf_counter()
+        while time.perf_counter() - started < within:
+            if self.disconnects:
+                return time.perf_counter() - started
+            await asyncio.sleep(0.002)
+        return None
+
     async def _hang(self, seconds: float) -> None:
         """Sends nothing for `seconds`, as an upstream that hangs; a client that gives up first is
         counted in `disconnects` (aiohttp cancels the handler when its connection closes)."""

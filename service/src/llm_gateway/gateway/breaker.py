@@ -2,9 +2,9 @@
 
 pybreaker is synchronous: its `call` runs a function and records the outcome in one step, and its
 half-open state lets every caller through. Around an awaited upstream call the gateway splits the
-two. `attempt()` admits a call before it starts (failing fast, with no network, while the circuit
+two. `admit()` admits a call before it starts (failing fast, with no network, while the circuit
 is open, and letting exactly one probe through once the reset timeout has passed, however many
-callers are waiting) and reports the outcome to pybreaker once the call ends. Everything runs on
+callers are waiting); its ticket reports the outcome to pybreaker once the call ends. Everything runs on
 the event loop's thread, so admission and reporting never interleave.
 
 Which failures count is explicit (`TRIPPING_REASONS`): the provider down, overloaded (5xx, 529),
@@ -16,9 +16,9 @@ and got an answer, even an error, is a success for the breaker.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from enum import StrEnum
+from types import TracebackType
 
 import pybreaker
 
@@ -99,7 +99,7 @@ class ProviderBreaker:
 
     def admit(self) -> Ticket:
         """Admits one upstream call, or raises UNAVAILABLE / CIRCUIT_OPEN at once. The caller
-        must end the ticket with how the call ended."""
+        must end the ticket with how the call ended: `with ticket:` around the call, or `end`."""
         state = self.state
         if state is CircuitState.CLOSED:
             return Ticket(self, probe=False)
@@ -108,17 +108,6 @@ class ProviderBreaker:
             self._breaker.half_open()
             return Ticket(self, probe=True)
         raise self._open_error()
-
-    @contextmanager
-    def attempt(self) -> Iterator[None]:
-        """`admit`, then the block is the call, ended by how the block ends."""
-        ticket = self.admit()
-        try:
-            yield
-        except BaseException as exc:
-            ticket.end(exc)
-            raise
-        ticket.end(None)
 
     def _report(self, probe: bool, failed: bool | None) -> None:
         try:
@@ -155,7 +144,8 @@ class ProviderBreaker:
 
 
 class Ticket:
-    """One admitted call; `end` it exactly once."""
+    """One admitted call; `end` it exactly once. As a context manager around the call, it ends
+    with how the block ends."""
 
     __slots__ = ("_breaker", "_ended", "probe")
 
@@ -178,6 +168,14 @@ class Ticket:
         else:
             failed = None
         self._breaker._report(self.probe, failed)
+
+    def __enter__(self) -> Ticket:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.end(exc)
 
 
 class _StateChanges(pybreaker.CircuitBreakerListener):

@@ -57,8 +57,7 @@ class Gateway:
         await plan.prepare()
         limiter = self._key_limiters.get(scope.api_key)
         if limiter is not None and not request.dry_run:
-            tokens = await plan.call_tokens(routes[0].spec) if limiter.counts_tokens else 0
-            await limiter.acquire(tokens, plan.deadline)
+            await _take_room(plan, routes[0].spec, limiter)
         return plan
 
     async def _admit(self, plan: CallPlan, spec: ModelSpec, guard: ProviderGuard) -> Ticket:
@@ -66,8 +65,7 @@ class Gateway:
         so an open circuit fails fast instead of waiting in line), then it waits for rate-limit
         capacity, then the breaker admits it."""
         guard.breaker.check()
-        tokens = await plan.call_tokens(spec) if guard.limiter.counts_tokens else 0
-        await guard.limiter.acquire(tokens, plan.deadline)
+        await _take_room(plan, spec, guard.limiter)
         ticket = guard.breaker.admit()
         plan.admitted()
         return ticket
@@ -121,15 +119,10 @@ class Gateway:
             for retries in itertools.count():
                 call = plan.begin_attempt(spec)
                 try:
-                    ticket = await self._admit(plan, spec, guard)
-                    try:
+                    with await self._admit(plan, spec, guard):
                         completion = await self._bounded(
                             plan, spec, guard, self._providers[spec.provider].chat(call), first=False
                         )
-                    except BaseException as exc:
-                        ticket.end(exc)
-                        raise
-                    ticket.end(None)
                 except GatewayError as err:
                     if await self._retry(plan, route, guard, err, retries):
                         continue
@@ -247,6 +240,13 @@ class Gateway:
             for spec in self._catalog.listed()
             if (not provider or spec.provider == provider) and all(spec.supports(c) for c in capabilities)
         ]
+
+
+async def _take_room(plan: CallPlan, spec: ModelSpec, limiter: RateLimiter) -> None:
+    """Waits for `limiter` to have room for a call to `spec` (its tokens counted only when the
+    limiter has a tokens-per-minute bucket), or raises its refusal."""
+    tokens = await plan.call_tokens(spec) if limiter.counts_tokens else 0
+    await limiter.acquire(tokens, plan.deadline)
 
 
 def _spent(summary: CallSummary) -> dict[str, str]:
