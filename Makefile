@@ -24,7 +24,8 @@ LITELLM_VENV := $(CURDIR)/.tools/litellm-venv
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
 
-run: $(VENV_STAMP) ## Start the gateway on its embedded defaults (CONFIG=path.toml to add a config file)
+# Builds the Go tools too: the README's grpcurl session runs .tools/bin/grpcurl against this gateway.
+run: $(VENV_STAMP) $(GO_TOOLS_STAMP) ## Start the gateway on its embedded defaults (CONFIG=path.toml to add a config file)
 	$(BIN)/llm-gateway serve $(if $(CONFIG),--config $(CONFIG))
 
 test: deps check-generated lint test-python test-python-client test-go test-ts ## Run every check and test, in all three languages
@@ -77,27 +78,35 @@ lock: ## Re-pin every Python dependency (requirements.lock and requirements-dev.
 clean: ## Remove everything the targets installed or built
 	rm -rf $(VENV) .tools tools/node_modules clients/ts/node_modules clients/ts/dist .mypy_cache .ruff_cache .pytest_cache
 
+# Each install says what it is doing: the first run is otherwise silent for a while. pip's --quiet
+# still prints errors, and go and npm print their own warnings and errors.
 $(VENV_STAMP): requirements-dev.lock service/pyproject.toml clients/python/pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check pip==$(PIP_VERSION)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.lock
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e clients/python -e service
-	touch $@
+	@echo "==> Installing the pinned Python packages into $(VENV)/ (once, up to a minute; again when the locks change)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install --quiet --disable-pip-version-check pip==$(PIP_VERSION)
+	@$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.lock
+	@$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e clients/python -e service
+	@touch $@
+	@echo "==> Python packages installed"
 
 $(GO_TOOLS_STAMP): tools/go.mod tools/go.sum
-	cd tools && GOBIN=$(GOBIN) go install tool
-	touch $@
+	@echo "==> Building grpcurl and the protoc plugins into .tools/bin/ (once; again when tools/go.mod changes)"
+	@cd tools && GOBIN=$(GOBIN) go install tool
+	@touch $@
+	@echo "==> Go tools built"
 
+# npm install, not npm ci: registries without buf's binaries for other platforms fail npm ci's lock
+# check; the exact version in package.json and the lock still pin buf.
 $(BUF_STAMP): tools/package.json tools/package-lock.json
-	# npm install, not npm ci: registries without buf's binaries for other platforms fail npm ci's
-	# lock check; the exact version in package.json and the lock still pin buf.
-	cd tools && npm install --no-save --no-audit --no-fund --loglevel=error
-	touch $@
+	@echo "==> Installing buf into tools/node_modules/ (once; again when tools/package.json changes)"
+	@cd tools && npm install --no-save --no-audit --no-fund
+	@touch $@
 
 $(BENCH_STAMP): bench/go.mod bench/go.sum $(wildcard bench/cmd/*/*.go bench/internal/*/*.go)
 	cd bench && GOBIN=$(BENCH_BIN) go install tool && go build -o $(BENCH_BIN)/ ./cmd/...
 	touch $@
 
 $(TS_STAMP): clients/ts/package.json clients/ts/package-lock.json
-	cd clients/ts && npm ci --no-audit --no-fund --loglevel=error
-	touch $@
+	@echo "==> Installing the TypeScript packages into clients/ts/node_modules/ (once; again when its lock changes)"
+	@cd clients/ts && npm ci --no-audit --no-fund
+	@touch $@

@@ -16,11 +16,13 @@ import timeit
 from collections.abc import Callable
 from pathlib import Path
 
-from llm_gateway.catalog import ModelSpec
+from llm_gateway.catalog import Catalog, ModelSpec
+from llm_gateway.config import load_config
 from llm_gateway.domain.messages import ChatRequest, Message, Role, TextPart
 from llm_gateway.domain.results import Usage
 from llm_gateway.gateway.estimate import estimate
-from llm_gateway.pricing import sheet_from_catalog
+from llm_gateway.pricing import catalog_schedule, sheet_from_catalog
+from llm_gateway.providers import enabled_providers
 from llm_gateway.server import encode
 from llm_gateway.tokens import counter_for
 from llm_gateway.tokens.encodings import get_encoding
@@ -31,6 +33,11 @@ OUT = Path(__file__).with_name("COST.md")
 GPT_4O_MINI = sheet_from_catalog("openai", "gpt-4o-mini")
 SONNET = sheet_from_catalog("anthropic", "claude-sonnet-4-5")
 PRO = sheet_from_catalog("google", "gemini-2.5-pro")
+# Prices over time: gpt-4o-mini's never change; DeepSeek's change at 00:30 and 16:30 UTC.
+GPT_4O_MINI_PRICES = catalog_schedule("openai", "gpt-4o-mini")
+DEEPSEEK_PRICES = catalog_schedule("deepseek", "deepseek-chat")
+_CONFIG = load_config(None, {"OPENAI_API_KEY": "sk-bench", "DEEPSEEK_API_KEY": "sk-bench"})
+CATALOG = Catalog(_CONFIG, enabled_providers(_CONFIG))
 
 
 SPEC = ModelSpec(
@@ -74,7 +81,24 @@ def measure() -> list[tuple[str, str, float]]:
     small, large = _prompt(1_000), _prompt(10_000)
     counted = exact.prompt(small)
     small_n, large_n = f"{counted.tokens:,}", f"{exact.prompt(large).tokens:,}"
+    # An instant in DeepSeek's other window: what a call past the cached window pays, once.
+    elsewhere = DEEPSEEK_PRICES.valid_until() + 60
     rows = [
+        (
+            "every call",
+            "the price in force: DeepSeek's time-of-day schedule inside its window",
+            _micros(DEEPSEEK_PRICES.now),
+        ),
+        (
+            "every call",
+            "the model with the price in force (`Catalog.get`, as the router looks it up)",
+            _micros(lambda: CATALOG.get("deepseek", "deepseek-chat")),
+        ),
+        (
+            "once a window",
+            "the price in force past the window: the genai-prices lookup the cache saves",
+            _micros(lambda: DEEPSEEK_PRICES.at(elsewhere)),
+        ),
         (
             "every call",
             "price the usage: gpt-4o-mini, cache reads and reasoning",
@@ -97,8 +121,8 @@ def measure() -> list[tuple[str, str, float]]:
         ),
         (
             "every call",
-            "**both: what costing adds to a call**",
-            _micros(lambda: encode.cost(GPT_4O_MINI.cost(cached))),
+            "**all three: what costing adds to a call** (price in force, cost, wire)",
+            _micros(lambda: encode.cost(GPT_4O_MINI_PRICES.now().cost(cached))),
         ),
         (
             "estimates",
@@ -138,8 +162,10 @@ def table(rows: list[tuple[str, str, float]]) -> str:
     lines += [f"| {when} | {what} | {micros:.1f} |" for when, what, micros in rows]
     lines += [
         "",
-        "Every reply prices its usage and encodes the cost. Prompt counting and estimates run only for",
-        "EstimateCost, a request with `max_cost`, a dry run, and usage a provider did not report.",
+        "Every call takes the price in force when its model is looked up (a clock read and a comparison",
+        "until the price's window ends), and every reply prices its usage and encodes the cost. Prompt",
+        "counting and estimates run only for EstimateCost, a request with `max_cost`, a dry run, and",
+        "usage a provider did not report.",
         "",
     ]
     return "\n".join(lines)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates the stubs of all three clients from protos/. Run through `make generate`.
+# Regenerates the stubs of all three clients, and the descriptor set the service's reflection serves,
+# from protos/. Run through `make generate`.
 # Usage: scripts/generate.sh [OUT_ROOT]   (default: the repository; check-generated.sh uses a scratch dir)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,13 @@ protoc=(.venv/bin/python -m grpc_tools.protoc -I protos
 "${protoc[@]}" --grpc_python_out="$py_out" --mypy_grpc_out=quiet:"$py_out" \
   protos/llmgateway/v1/gateway_service.proto
 touch "$py_out/llmgateway/v1/__init__.py"
+
+# The contract as a FileDescriptorSet with its comments (source info), which the generated *_pb2
+# descriptors leave out: server reflection serves it, so `grpcurl describe` shows the API docs.
+# The same bundled protoc as the Python stubs, so the two describe the same contract.
+descriptors="$out_root/service/src/llm_gateway/server/llmgateway_v1.binpb"
+mkdir -p "$(dirname "$descriptors")"
+"${protoc[@]}" --include_source_info --descriptor_set_out="$descriptors" protos/llmgateway/v1/*.proto
 
 rm -rf "$out_root/clients/go/gen" "$out_root/clients/ts/src/gen"
 tools/node_modules/.bin/buf generate -o "$out_root"

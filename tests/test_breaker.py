@@ -13,8 +13,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from llm_gateway.domain.errors import Code, GatewayError
 from llm_gateway.gateway.breaker import CircuitState, ProviderBreaker
 from llmgateway.v1 import catalog_pb2, chat_pb2
-from tests.conftest import RunningGateway, chat, error_details, openai_toml, reply_text, running_gateway
-from tests.fakes.openai import FakeOpenAI, Reply, completion, error_body
+from tests.conftest import (
+    RunningGateway,
+    chat,
+    error_details,
+    openai_toml,
+    read_event,
+    reply_text,
+    running_gateway,
+)
+from tests.fakes.openai import FakeOpenAI, Reply, completion, error_body, text_chunks, usage
 from tests.test_openai import stream_events
 
 
@@ -289,3 +297,36 @@ async def test_half_open_lets_one_of_fifty_grpc_callers_probe(fake_openai: FakeO
         assert len(fake_openai.requests) == 3  # two failures and the one probe
         reply = await gw.stub.Chat(chat("openai:gpt-4o-mini", "closed again"))
         assert reply_text(reply.message) == "closed again"
+
+
+async def test_a_long_probe_stream_closes_the_circuit_at_its_first_event(fake_openai: FakeOpenAI) -> None:
+    """The probe is a stream that answers at once and then runs for seconds: its first event shows
+    the provider healthy, so the circuit closes then and other calls are served meanwhile."""
+    toml = openai_toml(
+        fake_openai.base_url, "circuit_breaker = { failure_threshold = 2, reset_timeout = 0.3 }"
+    )
+    overloaded = Reply(status=503, json_body=error_body("Overloaded", "server_error"))
+    async with running_gateway(toml) as gw:
+        fake_openai.script(overloaded, overloaded)
+        for _ in range(2):
+            with pytest.raises(grpc.aio.AioRpcError):
+                await gw.stub.Chat(chat("openai:gpt-4o-mini"))
+        await asyncio.sleep(0.35)
+        pieces = [f"w{i} " for i in range(20)]
+        fake_openai.script(Reply(sse=text_chunks(pieces, usage(5, 20)), chunk_delay=0.2))  # about 4 s
+        probe = gw.stub.ChatStream(chat_pb2.ChatStreamRequest(request=chat("openai:gpt-4o-mini")))
+        start, first = await read_event(probe), await read_event(probe)
+        assert start is not None
+        assert start.HasField("start")
+        assert first is not None
+        assert first.HasField("text_delta")
+        reply = await gw.stub.Chat(chat("openai:gpt-4o-mini", "served meanwhile"))
+        assert reply_text(reply.message) == "served meanwhile"
+        health = await health_pb2_grpc.HealthStub(gw.channel).Check(
+            health_pb2.HealthCheckRequest(service="llmgateway.v1.provider.openai")
+        )
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        last = first
+        while (event := await read_event(probe)) is not None:
+            last = event
+        assert last.HasField("finish")

@@ -132,8 +132,6 @@ async def test_list_models_filters_and_rejects_tokens_of_other_filters() -> None
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await gw.stub.ListModels(other_filters)
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        none = await gw.stub.ListModels(catalog_pb2.ListModelsRequest(provider="nosuch"))
-        assert (list(none.models), none.total_size, none.next_page_token) == ([], 0, "")
 
 
 async def test_openai_models_are_listed_with_catalog_prices_when_enabled() -> None:

@@ -278,6 +278,7 @@ def tool_call_chunks() -> list[dict[str, Any] | str]:
 
 
 PNG = b"\x89PNG\r\n\x1a\n"
+SCHEMA: dict[str, Any] = {"type": "object", "properties": {"a": {"type": "string"}}}
 
 
 @pytest.mark.parametrize("preset", sorted(COMPATIBLE_PRESETS))
@@ -306,7 +307,7 @@ async def test_every_preset_translates_tools_images_and_json_schema(
     )
     request.messages[1].content.add(image=content_pb2.Image(data=PNG, mime_type="image/png"))
     request.response_format.type = content_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA
-    request.response_format.json_schema.update({"type": "object", "properties": {"a": {"type": "string"}}})
+    request.response_format.json_schema.update(SCHEMA)
     request.generation.max_tokens = 64
     request.unsupported_parameters = LENIENT
     async with preset_gateway(fake_openai, preset) as gw:
@@ -337,8 +338,10 @@ async def test_every_preset_translates_tools_images_and_json_schema(
         assert user_content == "Weather here and in Rome?"
     assert sent.body["tools"][0]["function"]["name"] == "get_weather"
     assert sent.body[dialect.max_tokens_field] == 64
-    if takes_schema:
-        assert sent.body["response_format"]["type"] == "json_schema"
+    if takes_schema and dialect.json_schema_format == "json_object_schema":
+        assert sent.body["response_format"] == {"type": "json_object", "schema": SCHEMA}
+    elif takes_schema:
+        assert sent.body["response_format"]["json_schema"]["schema"] == SCHEMA
     assert streamed.body["stream"] is True
     assert ("stream_options" in streamed.body) is dialect.stream_usage
 

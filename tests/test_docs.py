@@ -3,7 +3,9 @@ README's configuration example."""
 
 from __future__ import annotations
 
+import hashlib
 import re
+import subprocess
 from pathlib import Path
 
 from llm_gateway.config import load_config
@@ -35,10 +37,27 @@ def test_the_readme_configuration_example_is_a_valid_config(tmp_path: Path) -> N
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("## Configuration") :]
     example = section[section.index("```toml\n") + len("```toml\n") :]
+    example = example[: example.index("```")]
+    # The example stores a key as a digest the reader makes with `llm-gateway hash-key`, as the
+    # README says, rather than a digest of some published key.
+    placeholder = "<its key's digest, from llm-gateway hash-key>"
+    assert placeholder in example
+    key = "a-key-only-the-search-service-knows"
+    hashed = subprocess.run(
+        [ROOT / ".venv" / "bin" / "llm-gateway", "hash-key"],
+        input=f"{key}\n",
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    digest = hashed.stdout.strip()
+    assert digest == hashlib.sha256(key.encode()).hexdigest()
     path = tmp_path / "gateway.toml"
-    path.write_text(example[: example.index("```")])
+    path.write_text(example.replace(placeholder, digest))
     env = {name: "k" * 20 for name in ("CHECKOUT_GATEWAY_KEY", "BATCH_GATEWAY_KEY", "OPENAI_API_KEY")}
     config = load_config(path, env)
+    assert {k.name: k.sha256 for k in config.auth.keys}["search-service"] == digest
     openai = config.providers["openai"]
     assert openai.rate_limit.requests_per_minute == 5000
     assert openai.models["gpt-4o-mini"].fallbacks == ("anthropic:claude-haiku-4-5",)

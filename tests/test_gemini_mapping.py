@@ -360,18 +360,18 @@ def test_reasoning_is_a_thinking_budget(reasoning: Reasoning, budget: int) -> No
         assert EFFORT_BUDGETS[reasoning.effort] == budget
 
 
-def test_provider_options_are_merged_verbatim_and_last() -> None:
+def test_provider_options_are_merged_last_and_generation_config_adds_to_the_mapped_one() -> None:
     call = UpstreamCall(
         ChatRequest(model=SPEC.id, messages=(user("Hi"),), generation=GenerationConfig(temperature=0.2)),
         SPEC,
         {
             "safetySettings": [{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}],
-            "generationConfig": {"candidateCount": 1},
+            "generationConfig": {"responseLogprobs": True},
         },
     )
     body = build_body(call)
     assert body["safetySettings"] == [{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}]
-    assert body["generationConfig"] == {"candidateCount": 1}
+    assert body["generationConfig"] == {"temperature": 0.2, "responseLogprobs": True}
 
 
 # --- Replies ------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 import pytest
 
+from llmgateway.v1 import chat_pb2
 from tests.conftest import (
     OPENAI_TEST_KEY,
     RunningGateway,
@@ -185,6 +186,28 @@ async def test_stream_dropped_before_finishing(
     details = error_details(caught.value)
     assert details.code == grpc.StatusCode.UNAVAILABLE
     assert details.info.reason == "UPSTREAM_STREAM_INTERRUPTED"
+
+
+async def test_a_stream_ended_by_done_without_a_finish_reason_is_interrupted_not_ok(
+    openai_gateway: RunningGateway, fake_openai: FakeOpenAI
+) -> None:
+    """Some servers end a running stream early with `[DONE]` (llama-cpp-python does when another
+    request arrives): without the finish reason, the stream did not finish."""
+    fake_openai.script(Reply(sse=[chunk({"content": "Hel"}), chunk({"content": "lo"}), "[DONE]"]))
+    call = openai_gateway.stub.ChatStream(chat_pb2.ChatStreamRequest(request=chat("openai:gpt-4o-mini")))
+    texts: list[str] = []
+
+    async def read_all() -> None:
+        while (event := await read_event(call)) is not None:
+            texts.append(event.text_delta.text)
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await read_all()
+    details = error_details(caught.value)
+    assert (details.code, details.info.reason) == (grpc.StatusCode.UNAVAILABLE, "UPSTREAM_STREAM_INTERRUPTED")
+    assert "".join(texts) == "Hello"
+    assert details.info.metadata["usage_estimated"] == "true"
+    assert int(details.info.metadata["completion_tokens"]) >= 1
 
 
 async def test_unreachable_provider_is_unavailable() -> None:

@@ -157,7 +157,7 @@ async def test_shutdown_without_calls_in_flight_does_not_wait_for_the_grace_peri
 
 
 async def grpcurl(address: str, *args: str, data: str | None = None) -> str:
-    assert GRPCURL.exists(), f"{GRPCURL} is missing: run `make tools`"
+    assert GRPCURL.exists(), f"{GRPCURL} is missing: run `make deps`"
     argv = [str(GRPCURL), "-plaintext"]
     if data is not None:
         argv += ["-d", data]
@@ -185,6 +185,16 @@ async def test_grpcurl_session(gateway: RunningGateway) -> None:
     described = await grpcurl(gateway.address, "describe", "llmgateway.v1.GatewayService")
     chat_stream = "rpc ChatStream ( .llmgateway.v1.ChatStreamRequest ) returns ( stream "
     assert chat_stream + ".llmgateway.v1.ChatStreamResponse );" in described
+    # Reflection serves the contract with its comments: describe prints the API docs.
+    method = await grpcurl(gateway.address, "describe", "llmgateway.v1.GatewayService.Chat")
+    assert method.splitlines() == [
+        "llmgateway.v1.GatewayService.Chat is a method:",
+        "// Runs a chat completion and returns the whole reply.",
+        "rpc Chat ( .llmgateway.v1.ChatRequest ) returns ( .llmgateway.v1.ChatResponse );",
+    ]
+    message = await grpcurl(gateway.address, "describe", "llmgateway.v1.ChatRequest")
+    assert "// A chat completion request: one conversation and how to run it." in message
+    assert "  // The conversation, oldest first. Required: at least one message." in message
     assert json.loads(await grpcurl(gateway.address, "grpc.health.v1.Health/Check")) == {"status": "SERVING"}
 
     request = {

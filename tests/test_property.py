@@ -3,7 +3,9 @@ error (docs/errors.md), never INTERNAL or UNKNOWN.
 
 Requests are drawn over the generated protobuf classes in three shapes: valid ones, valid ones with
 one field broken, and wholly random ones. Many pass validation, so they reach the mock provider or
-the OpenAI adapter, which talks to a fake upstream over loopback HTTP.
+an adapter of every wire format (OpenAI, Anthropic, Gemini, Ollama, Cohere), each talking to its
+fake upstream over loopback HTTP. A second property rides along: a request with `dry_run` never
+reaches any upstream, whichever RPC carries it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,12 @@ from hypothesis import strategies as st
 
 from llmgateway.v1 import catalog_pb2, chat_pb2, content_pb2
 from tests.conftest import RunningGateway, error_details, openai_toml, running_gateway
+from tests.fakes.anthropic import FakeAnthropic
+from tests.fakes.cohere import FakeCohere
+from tests.fakes.gemini import FakeGemini
+from tests.fakes.ollama import FakeOllama
 from tests.fakes.openai import FakeOpenAI
+from tests.fakes.server import FakeServer
 
 T = TypeVar("T")
 TIMEOUT = 10.0
@@ -37,7 +44,7 @@ GATEWAY_TOML = """
 [aliases]
 fast = "mock:echo"
 smart = "openai:gpt-4o-mini"
-gone = "anthropic:claude-haiku-4-5"
+gone = "groq:llama-3.1-8b-instant"
 
 [routing]
 auto = ["openai:gpt-4o-mini", "mock:echo"]
@@ -57,13 +64,47 @@ def documented_reasons() -> dict[str, set[str]]:
 REASONS = documented_reasons()
 
 
+# Every other wire format, each at its own fake.
+OTHER_PROVIDERS_TOML = """
+[providers.anthropic]
+base_url = "{anthropic}"
+api_key = "sk-ant-fuzz-0123456789"
+{common}
+[providers.gemini]
+base_url = "{gemini}"
+api_key = "gemini-fuzz-key-0123456789"
+{common}
+[providers.ollama]
+enabled = true
+base_url = "{ollama}"
+{common}
+[providers.cohere]
+base_url = "{cohere}"
+api_key = "cohere-fuzz-key-0123456789"
+{common}
+"""
+Fakes = list[FakeServer[Any]]
+
+
 @pytest.fixture(scope="module")
-async def fuzz_gateway() -> AsyncIterator[tuple[RunningGateway, FakeOpenAI]]:
+async def fuzz_gateway() -> AsyncIterator[tuple[RunningGateway, Fakes]]:
     async with (
         FakeOpenAI() as fake,
-        running_gateway(openai_toml(fake.base_url, KEEP_CIRCUIT_CLOSED) + GATEWAY_TOML) as gw,
+        FakeAnthropic() as anthropic,
+        FakeGemini() as gemini,
+        FakeOllama() as ollama,
+        FakeCohere() as cohere,
     ):
-        yield gw, fake
+        others = OTHER_PROVIDERS_TOML.format(
+            anthropic=anthropic.base_url,
+            gemini=gemini.base_url,
+            ollama=ollama.base_url,
+            cohere=cohere.base_url,
+            common=f"retry = {{ max_retries = 0 }}\n{KEEP_CIRCUIT_CLOSED}",
+        )
+        toml = openai_toml(fake.base_url, KEEP_CIRCUIT_CLOSED) + others + GATEWAY_TOML
+        async with running_gateway(toml) as gw:
+            yield gw, [fake, anthropic, gemini, ollama, cohere]
 
 
 # --- Scalars -----------------------------------------------------------------------------------
@@ -88,7 +129,23 @@ ANY_FLOAT = st.one_of(
 
 MOCK_MODELS = ["mock:echo", "mock:echo-large"]
 OPENAI_MODELS = ["openai:gpt-4o-mini", "openai:o3", "openai:gpt-5-nano", "openai:fuzz-unlisted-model"]
-SERVABLE_MODELS = [*MOCK_MODELS, "mock:echo-free", *OPENAI_MODELS, "fast", "smart", "echo", "auto"]
+OTHER_MODELS = [
+    "anthropic:claude-haiku-4-5",
+    "anthropic:claude-sonnet-4-6",
+    "gemini:gemini-2.5-flash",
+    "ollama:llama3.2",
+    "cohere:command-a-03-2025",
+]
+SERVABLE_MODELS = [
+    *MOCK_MODELS,
+    "mock:echo-free",
+    *OPENAI_MODELS,
+    *OTHER_MODELS,
+    "fast",
+    "smart",
+    "echo",
+    "auto",
+]
 ODD_MODELS = [
     "",
     " ",
@@ -103,8 +160,8 @@ ODD_MODELS = [
     " mock:echo",
     "mock:echo:extra",
     "nope:echo",
-    "anthropic:claude-haiku-4-5",
-    "ollama:llama3",
+    "groq:llama-3.1-8b-instant",
+    "vllm:",
     "openai:" + "g" * 300,
     "m" * 257,
     "mock:écho",
@@ -118,6 +175,7 @@ VALID_MODELS = st.one_of(
     st.sampled_from(MOCK_MODELS),
     st.sampled_from(MOCK_MODELS),
     st.sampled_from(OPENAI_MODELS),
+    st.sampled_from(OTHER_MODELS),
     st.sampled_from(SERVABLE_MODELS),
 )
 ANY_MODELS = st.one_of(
@@ -233,6 +291,15 @@ IMAGE_URLS = st.one_of(
             "file:///etc/passwd",
             "https://" + "a" * 9000,
             "",
+            # URLs that look right but do not parse, or parse without a host.
+            "https://[::1/a.png",
+            "http://[::1]:99999/x.png",
+            "https://example.com:port/a.png",
+            "https://exa mple.com/a.png",
+            "https://example.com/a\x00.png",
+            "https:///a.png",
+            "https://user:pass@[v1.fe80::a+en1]/x",
+            "HTTPS://EXAMPLE.COM/A.PNG",
         ]
     ),
     TEXT,
@@ -522,9 +589,14 @@ VALID_PROVIDER_OPTIONS = st.sampled_from(
 RANDOM_STRUCTS = st.dictionaries(JSON_KEYS, JSON_VALUES, max_size=4).map(struct)
 ANY_PROVIDER_OPTIONS = st.one_of(
     # Random fields merged into the body of a provider that serves the call.
-    st.dictionaries(st.sampled_from(["openai", "mock"]), RANDOM_STRUCTS, min_size=1, max_size=2),
     st.dictionaries(
-        st.one_of(st.sampled_from(["openai", "mock", "anthropic", "nope", ""]), TEXT),
+        st.sampled_from(["openai", "mock", "anthropic", "gemini", "ollama", "cohere"]),
+        RANDOM_STRUCTS,
+        min_size=1,
+        max_size=2,
+    ),
+    st.dictionaries(
+        st.one_of(st.sampled_from(["openai", "mock", "anthropic", "groq", "nope", ""]), TEXT),
         RANDOM_STRUCTS,
         max_size=3,
     ),
@@ -534,7 +606,15 @@ ANY_PROVIDER_OPTIONS = st.one_of(
 
 # Listed with the reasoning capability, or unlisted (the provider judges).
 REASONING_MODELS = frozenset(
-    {"mock:echo-large", "openai:o3", "openai:gpt-5-nano", "openai:fuzz-unlisted-model"}
+    {
+        "mock:echo-large",
+        "openai:o3",
+        "openai:gpt-5-nano",
+        "openai:fuzz-unlisted-model",
+        "anthropic:claude-sonnet-4-6",
+        "gemini:gemini-2.5-flash",
+        "ollama:llama3.2",
+    }
 )
 VALID_FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "tools": VALID_TOOLS,
@@ -636,17 +716,22 @@ def call_metadata(request_id: str | None) -> tuple[tuple[str, str], ...]:
     return () if request_id is None else (("x-request-id", request_id),)
 
 
-async def check(fake: FakeOpenAI, rpc: str, call: Awaitable[None]) -> None:
-    """Runs one call: it succeeds or fails as documented, sending only JSON upstream."""
+async def check(fakes: Fakes, rpc: str, call: Awaitable[None], dry_run: bool = False) -> None:
+    """Runs one call: it succeeds or fails as documented, sending only JSON upstream, and nothing
+    at all for a dry run."""
     try:
         try:
             await call
         except grpc.aio.AioRpcError as err:
             assert_documented(err, rpc)
-        for recorded in fake.requests:
-            assert_json(recorded.body)
+        for fake in fakes:
+            if dry_run:
+                assert not fake.requests, f"a dry run reached {type(fake).__name__}"
+            for recorded in fake.requests:
+                assert_json(recorded.body)
     finally:
-        fake.requests.clear()
+        for fake in fakes:
+            fake.requests.clear()
 
 
 # Reproducible in CI: the same examples on every run (each test its own), and no example database.
@@ -661,27 +746,27 @@ FUZZ = settings(
 @FUZZ
 @given(chat_request=CHAT_REQUESTS, request_id=REQUEST_IDS)
 async def test_chat_answers_as_documented(
-    fuzz_gateway: tuple[RunningGateway, FakeOpenAI],
+    fuzz_gateway: tuple[RunningGateway, Fakes],
     chat_request: chat_pb2.ChatRequest,
     request_id: str | None,
 ) -> None:
-    gw, fake = fuzz_gateway
+    gw, fakes = fuzz_gateway
 
     async def chat() -> None:
         reply = await gw.stub.Chat(chat_request, timeout=TIMEOUT, metadata=call_metadata(request_id))
         assert reply.request_id
 
-    await check(fake, "Chat", chat())
+    await check(fakes, "Chat", chat(), chat_request.dry_run)
 
 
 @FUZZ
 @given(chat_request=CHAT_REQUESTS, request_id=REQUEST_IDS)
 async def test_chat_stream_answers_as_documented(
-    fuzz_gateway: tuple[RunningGateway, FakeOpenAI],
+    fuzz_gateway: tuple[RunningGateway, Fakes],
     chat_request: chat_pb2.ChatRequest,
     request_id: str | None,
 ) -> None:
-    gw, fake = fuzz_gateway
+    gw, fakes = fuzz_gateway
 
     async def stream() -> None:
         call = gw.stub.ChatStream(
@@ -694,7 +779,7 @@ async def test_chat_stream_answers_as_documented(
         assert events[0].HasField("start"), events[0]
         assert events[-1].HasField("finish"), events[-1]
 
-    await check(fake, "ChatStream", stream())
+    await check(fakes, "ChatStream", stream(), chat_request.dry_run)
 
 
 @FUZZ
@@ -705,13 +790,13 @@ async def test_chat_stream_answers_as_documented(
     expected=st.one_of(st.none(), st.integers(0, 4096), INT32),
 )
 async def test_estimate_cost_answers_as_documented(
-    fuzz_gateway: tuple[RunningGateway, FakeOpenAI],
+    fuzz_gateway: tuple[RunningGateway, Fakes],
     chat_request: chat_pb2.ChatRequest,
     request_id: str | None,
     candidates: list[str],
     expected: int | None,
 ) -> None:
-    gw, fake = fuzz_gateway
+    gw, fakes = fuzz_gateway
     request = catalog_pb2.EstimateCostRequest(request=chat_request, candidate_models=candidates)
     if expected is not None:
         request.expected_output_tokens = expected
@@ -720,7 +805,7 @@ async def test_estimate_cost_answers_as_documented(
         reply = await gw.stub.EstimateCost(request, timeout=TIMEOUT, metadata=call_metadata(request_id))
         assert reply.estimates
 
-    await check(fake, "EstimateCost", estimate())
+    await check(fakes, "EstimateCost", estimate(), dry_run=True)  # estimates never call anyone
 
 
 @FUZZ
@@ -735,13 +820,79 @@ async def test_estimate_cost_answers_as_documented(
     method=st.sampled_from(["Chat", "EstimateCost"]),
 )
 async def test_any_bytes_are_answered_as_documented(
-    fuzz_gateway: tuple[RunningGateway, FakeOpenAI], body: bytes, method: str
+    fuzz_gateway: tuple[RunningGateway, Fakes], body: bytes, method: str
 ) -> None:
     """Bytes that are no protobuf message at all are the caller's fault too, not UNKNOWN."""
-    gw, fake = fuzz_gateway
+    gw, fakes = fuzz_gateway
     call = gw.channel.unary_unary(f"/llmgateway.v1.GatewayService/{method}", None, None)
 
     async def send() -> None:
         await call(body, timeout=TIMEOUT)
 
-    await check(fake, method, send())
+    await check(fakes, method, send())
+
+
+VISION_MODELS = [
+    "mock:echo",
+    "openai:gpt-4o-mini",
+    "anthropic:claude-haiku-4-5",
+    "gemini:gemini-2.5-flash",
+    "ollama:llama3.2",
+    "cohere:command-a-03-2025",
+]
+
+
+ODD_IMAGE_URLS = [
+    "https://example.com/cat.png",
+    "https://[::1/a.png",
+    "http://[::1]:99999/x.png",
+    "https://example.com:port/a.png",
+    "https://exa mple.com/a.png",
+    "https://example.com/a\x00.png",
+    "https:///a.png",
+    "https://user:pass@[v1.fe80::a+en1]/x",
+    "HTTPS://EXAMPLE.COM/A.PNG",
+    "https://",
+    "ftp://example.com/cat.png",
+    "data:image/png;base64,AAAA",
+    "https://" + "a" * 9000,
+]
+
+
+async def image_call(gw: RunningGateway, model: str, image: content_pb2.Image, streamed: bool) -> None:
+    message = content_pb2.Message(
+        role=content_pb2.ROLE_USER, content=[content_pb2.Part(text="see"), content_pb2.Part(image=image)]
+    )
+    request = chat_pb2.ChatRequest(model=model, messages=[message])
+    if streamed:
+        stream = gw.stub.ChatStream(chat_pb2.ChatStreamRequest(request=request), timeout=TIMEOUT)
+        events = [event async for event in stream]
+        assert events[-1].HasField("finish")
+    else:
+        await gw.stub.Chat(request, timeout=TIMEOUT)
+
+
+async def test_every_adapter_takes_or_refuses_odd_image_urls_as_documented(
+    fuzz_gateway: tuple[RunningGateway, Fakes],
+) -> None:
+    """Every odd URL, with and without a type, unary and streamed, at every wire format: refused
+    as INVALID_ARGUMENT naming the field, or taken; never INTERNAL (a URL that does not parse
+    used to escape Gemini's mapping as INTERNAL)."""
+    gw, fakes = fuzz_gateway
+    for model in VISION_MODELS:
+        for url in ODD_IMAGE_URLS:
+            for mime_type in ("", "image/png"):
+                for streamed in (False, True):
+                    image = content_pb2.Image(url=url, mime_type=mime_type)
+                    rpc = "ChatStream" if streamed else "Chat"
+                    await check(fakes, rpc, image_call(gw, model, image, streamed))
+
+
+@FUZZ
+@given(model=st.sampled_from(VISION_MODELS), image=images(), streamed=st.booleans())
+async def test_images_reach_every_adapter_as_documented(
+    fuzz_gateway: tuple[RunningGateway, Fakes], model: str, image: content_pb2.Image, streamed: bool
+) -> None:
+    """Images drawn wild (URL, bytes, type, detail) at every wire format."""
+    gw, fakes = fuzz_gateway
+    await check(fakes, "ChatStream" if streamed else "Chat", image_call(gw, model, image, streamed))

@@ -1,5 +1,6 @@
-"""Token counting: OpenAI's encodings offline and exact, the approximation elsewhere, and which
-method a count used."""
+"""Token counting: OpenAI's encodings offline and exact, a model's server where it counts (its
+exchanges are tested against fake servers in test_llamacpp.py), the approximation elsewhere, and
+which method a count used."""
 
 from __future__ import annotations
 
@@ -23,15 +24,19 @@ from llm_gateway.domain.messages import (
 from llm_gateway.tokens import (
     APPROXIMATE,
     ENCODINGS,
+    CountMethod,
+    TokenCount,
     count_completion,
     count_prompt,
     counter_for,
     encoding_for_model,
     ready_counter,
+    tokenizer_id,
 )
 from llm_gateway.tokens import count as count_module
 from llm_gateway.tokens.count import OFFLOAD_CHARS
 from llm_gateway.tokens.encodings import get_encoding, rank_file
+from llm_gateway.tokens.server import server_root
 
 
 def _text(role: Role, text: str, name: str = "") -> Message:
@@ -202,3 +207,30 @@ async def test_an_encoding_is_loaded_in_a_worker_thread_and_never_waited_for_whe
     # A stream being cancelled cannot await the load: it counts by the approximation instead.
     assert ready_counter("o200k_base") is APPROXIMATE
     assert ready_counter("") is APPROXIMATE
+
+
+def test_a_count_says_how_it_was_counted() -> None:
+    assert TokenCount(10, exact=True).method is CountMethod.EXACT
+    assert TokenCount(10, exact=False).method is CountMethod.APPROXIMATE
+    # By the model's server: its own tokenizer, exact or not (its chat template may be unknown).
+    assert TokenCount(10, exact=True, by_server=True).method is CountMethod.PROVIDER
+    assert TokenCount(10, exact=False, by_server=True).method is CountMethod.PROVIDER
+
+
+def test_a_server_tokenizer_names_the_server_and_model() -> None:
+    tokenizer = tokenizer_id("llama_cpp", "http://gpu-box:8080/v1", "qwen3:8b")
+    assert tokenizer == "server:llama_cpp:http://gpu-box:8080 qwen3:8b"
+    assert (
+        server_root("http://gpu-box:8080/v1") == server_root("http://gpu-box:8080") == "http://gpu-box:8080"
+    )
+    # Code that cannot await a server (a stream being cancelled) gets the approximation.
+    assert counter_for(tokenizer) is APPROXIMATE
+    assert ready_counter(tokenizer) is APPROXIMATE
+
+
+async def test_a_server_nobody_registered_is_never_asked() -> None:
+    tokenizer = tokenizer_id("llama_cpp_python", "http://127.0.0.1:9/v1", "model")
+    request = ChatRequest("local:model", (_text(Role.USER, "31415926"),))
+    assert await count_prompt(tokenizer, request) == APPROXIMATE.prompt(request)
+    assert (await count_prompt(tokenizer, request)).method is CountMethod.APPROXIMATE
+    assert await count_completion(tokenizer, "31415926") == APPROXIMATE.completion("31415926")

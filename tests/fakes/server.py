@@ -37,6 +37,7 @@ class FakeServer(Generic[ReplyT]):
         self._routes = tuple(routes)
         self._script: deque[ReplyT] = deque()
         self._runner: web.AppRunner | None = None
+        self._arrived = asyncio.Event()
 
     def script(self, *replies: ReplyT) -> None:
         self._script.extend(replies)
@@ -65,6 +66,7 @@ class FakeServer(Generic[ReplyT]):
         body = await request.json()
         headers = {k.lower(): v for k, v in request.headers.items()}
         self.requests.append(Recorded(request.method, request.path, headers, body, dict(request.query)))
+        self._arrived.set()
         reply = self._script.popleft() if self._script else self._echo(body)
         return await self._reply(request, reply)
 
@@ -73,6 +75,13 @@ class FakeServer(Generic[ReplyT]):
 
     async def _reply(self, request: web.Request, reply: ReplyT) -> web.StreamResponse:
         raise NotImplementedError
+
+    async def received(self, count: int, within: float = 5.0) -> None:
+        """Waits until at least `count` requests have arrived (TimeoutError after `within` s)."""
+        async with asyncio.timeout(within):
+            while len(self.requests) < count:
+                self._arrived.clear()
+                await self._arrived.wait()
 
     async def disconnected(self, within: float = 2.0) -> float | None:
         """Seconds until a client left a reply (`disconnects`), or None if none did within `within`."""

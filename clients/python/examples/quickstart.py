@@ -1,6 +1,6 @@
 """Calls each method of the LLM Gateway once with the asyncio stub and prints usage, cost and latency.
 
-    LLM_GATEWAY_ADDR=localhost:50051 LLM_GATEWAY_API_KEY=... python examples/quickstart.py
+    .venv/bin/python clients/python/examples/quickstart.py   # from the repository root
 
 Environment: LLM_GATEWAY_ADDR (default localhost:50051), LLM_GATEWAY_API_KEY (optional),
 LLM_GATEWAY_MODEL (default mock:echo).

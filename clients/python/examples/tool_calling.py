@@ -2,7 +2,7 @@
 back to the model for the final answer. The first turn is also streamed, to show how tool-call
 deltas assemble into whole calls.
 
-    LLM_GATEWAY_ADDR=localhost:50051 LLM_GATEWAY_API_KEY=... python examples/tool_calling.py
+    .venv/bin/python clients/python/examples/tool_calling.py   # from the repository root
 
 Environment: LLM_GATEWAY_ADDR (default localhost:50051), LLM_GATEWAY_API_KEY (optional),
 LLM_GATEWAY_MODEL (default mock:echo; any model that supports tools).

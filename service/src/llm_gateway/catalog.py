@@ -2,22 +2,37 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from llm_gateway.config.schema import GatewayConfig, ModelConfig, ProviderConfig
+from llm_gateway.config.schema import (
+    GatewayConfig,
+    ModelConfig,
+    OpenAICompatibleProviderConfig,
+    PriceConfig,
+    PriceFileError,
+    ProviderConfig,
+    read_price_file,
+)
 from llm_gateway.pricing import (
+    PRICE_FILE_SOURCE,
     BillingModel,
+    Clock,
     CostCapabilities,
+    PriceSchedule,
     PriceSheet,
     PricingStatus,
-    sheet_from_catalog,
+    catalog_schedule,
     sheet_from_config,
 )
-from llm_gateway.tokens import encoding_for_model
+from llm_gateway.tokens import encoding_for_model, tokenizer_id
 
 _UNLISTED_CACHE_SIZE = 1024
+_FREE = PriceSheet(status=PricingStatus.FREE, source="config")
+_log = logging.getLogger("llm_gateway.pricing")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +45,7 @@ class ModelSpec:
     max_output_tokens: int | None
     # None for unlisted models: the gateway does not know, so it leaves checks to the provider.
     capabilities: frozenset[str] | None
+    # The prices in force when the spec was looked up (`Catalog.get`); a call keeps them.
     price: PriceSheet
     listed: bool = True
     # The offline encoding that counts its tokens exactly ("o200k_base", ...); "" approximates.
@@ -42,26 +58,63 @@ class ModelSpec:
 
 
 class Catalog:
-    """Models of the enabled providers. Built once at start-up; prices are resolved then."""
+    """Models of the enabled providers, built at start-up.
 
-    def __init__(self, config: GatewayConfig, enabled: Mapping[str, ProviderConfig]) -> None:
+    A model's prices are a schedule (`PriceSchedule`): every lookup hands out a spec carrying the
+    sheet in force at that moment, so a call is priced as of when the gateway received it and
+    looked its models up, however long it runs. `reload_prices` re-reads the operator's price
+    file; calls in flight keep the specs, and so the prices, they already hold.
+    """
+
+    def __init__(
+        self, config: GatewayConfig, enabled: Mapping[str, ProviderConfig], *, clock: Clock = time.time
+    ) -> None:
         self._enabled = dict(enabled)
-        self._listed: dict[str, ModelSpec] = {}
-        for provider, pconf in self._enabled.items():
-            for key, mconf in pconf.models.items():
-                spec = _spec(provider, pconf, key, mconf)
-                self._listed[spec.id] = spec
-        self._costs = {
-            provider: _cost_capabilities(pconf, [s for s in self._listed.values() if s.provider == provider])
-            for provider, pconf in self._enabled.items()
-        }
-        self._unlisted: OrderedDict[str, ModelSpec] = OrderedDict()
+        self._clock = clock
+        self._price_file = config.pricing.file
         self._aliases: dict[str, list[str]] = {}
         for alias, target in config.aliases.items():
             self._aliases.setdefault(target, []).append(alias)
+        self._load(read_price_file(self._price_file) if self._price_file is not None else {})
+
+    def _load(self, overrides: Mapping[str, PriceConfig]) -> None:
+        """Prices every model anew, `overrides` (the price file's) first. The tables are replaced
+        whole, with no await in between, so a lookup sees the old prices or the new, never a mix."""
+        listed: dict[str, _Priced] = {}
+        for provider, pconf in self._enabled.items():
+            for key, mconf in pconf.models.items():
+                listed[f"{provider}:{key}"] = _priced(provider, pconf, key, mconf, overrides, self._clock)
+        specs = [entry.spec() for entry in listed.values()]
+        self._costs = {
+            provider: _cost_capabilities(pconf, [s for s in specs if s.provider == provider])
+            for provider, pconf in self._enabled.items()
+        }
+        self._overrides = dict(overrides)
+        self._listed = listed
+        self._unlisted: OrderedDict[str, _Priced] = OrderedDict()
+
+    def reload_prices(self) -> int | None:
+        """Re-reads the price file (`pricing.file`) and reprices every model. Returns how many
+        prices it holds; None when there is no file or it cannot be used, in which case the
+        prices stay as they were. Either way the outcome is logged."""
+        path = self._price_file
+        if path is None:
+            _log.warning({"event": "prices_not_reloaded", "reason": "no price file is configured"})
+            return None
+        try:
+            overrides = read_price_file(path)
+        except PriceFileError as exc:
+            # The message names the file, model and field, never a value.
+            _log.error(
+                {"event": "prices_reload_failed", "file": str(path), "error": str(exc), "prices": "unchanged"}
+            )
+            return None
+        self._load(overrides)
+        _log.info({"event": "prices_reloaded", "file": str(path), "prices": len(overrides)})
+        return len(overrides)
 
     def listed(self) -> list[ModelSpec]:
-        return sorted(self._listed.values(), key=lambda s: s.id)
+        return sorted((entry.spec() for entry in self._listed.values()), key=lambda s: s.id)
 
     def cost_capabilities(self, provider: str) -> CostCapabilities:
         return self._costs[provider]
@@ -73,38 +126,89 @@ class Catalog:
         return provider in self._enabled
 
     def get(self, provider: str, model: str) -> ModelSpec | None:
-        """The spec of `provider:model`, building one for an unlisted model where allowed."""
+        """The spec of `provider:model` with the prices in force now, building one for an
+        unlisted model where allowed."""
         model_id = f"{provider}:{model}"
-        spec = self._listed.get(model_id)
-        if spec is not None:
-            return spec
+        entry = self._listed.get(model_id)
+        if entry is not None:
+            return entry.spec()
         pconf = self._enabled.get(provider)
         if pconf is None or not pconf.allow_unlisted_models:
             return None
-        spec = self._unlisted.get(model_id)
-        if spec is None:
-            spec = _spec(provider, pconf, model, None)
-            self._unlisted[model_id] = spec
+        entry = self._unlisted.get(model_id)
+        if entry is None:
+            entry = _priced(provider, pconf, model, None, self._overrides, self._clock)
+            self._unlisted[model_id] = entry
             if len(self._unlisted) > _UNLISTED_CACHE_SIZE:
                 self._unlisted.popitem(last=False)
         else:
             self._unlisted.move_to_end(model_id)
-        return spec
+        return entry.spec()
 
     def find_by_name(self, model: str) -> list[ModelSpec]:
         """Listed models whose gateway name (the part after "provider:") is `model`."""
-        return [s for s in self._listed.values() if s.id.partition(":")[2] == model]
+        return [
+            entry.spec() for model_id, entry in self._listed.items() if model_id.partition(":")[2] == model
+        ]
 
 
-def _spec(provider: str, pconf: ProviderConfig, key: str, mconf: ModelConfig | None) -> ModelSpec:
+class _Priced:
+    """A model's spec and its price schedule. The spec is re-issued when the sheet in force
+    changes, so a lookup costs a clock read and a comparison, and specs already handed out keep
+    the prices they were issued with."""
+
+    __slots__ = ("_spec", "prices")
+
+    def __init__(self, spec: ModelSpec, prices: PriceSchedule) -> None:
+        self._spec = spec
+        self.prices = prices
+
+    def spec(self) -> ModelSpec:
+        sheet = self.prices.now()
+        spec = self._spec
+        if sheet is not spec.price:
+            spec = self._spec = replace(spec, price=sheet)
+        return spec
+
+
+def _priced(
+    provider: str,
+    pconf: ProviderConfig,
+    key: str,
+    mconf: ModelConfig | None,
+    overrides: Mapping[str, PriceConfig],
+    clock: Clock,
+) -> _Priced:
     name = (mconf.name if mconf else None) or key
-    catalog_provider = pconf.price_catalog_provider or pconf.kind
+    prices = _schedule(f"{provider}:{key}", pconf, name, mconf, overrides, clock)
+    return _Priced(_spec(provider, pconf, key, mconf, prices.now()), prices)
+
+
+def _schedule(
+    model_id: str,
+    pconf: ProviderConfig,
+    name: str,
+    mconf: ModelConfig | None,
+    overrides: Mapping[str, PriceConfig],
+    clock: Clock,
+) -> PriceSchedule:
+    """A model's prices, from the first source that has one: the operator's price file (meant to
+    correct or override, and the one source that changes without a restart), the model's
+    configured `price`, the provider's `free`, then the catalog (by the provider's name for it)."""
+    override = overrides.get(model_id)
+    if override is not None:
+        return PriceSchedule.fixed(sheet_from_config(override, PRICE_FILE_SOURCE))
     if mconf is not None and mconf.price is not None:
-        price = sheet_from_config(mconf.price)
-    elif pconf.free:
-        price = PriceSheet(status=PricingStatus.FREE, source="config")
-    else:
-        price = sheet_from_catalog(catalog_provider, name)
+        return PriceSchedule.fixed(sheet_from_config(mconf.price))
+    if pconf.free:
+        return PriceSchedule.fixed(_FREE)
+    return catalog_schedule(pconf.price_catalog_provider or pconf.kind, name, clock)
+
+
+def _spec(
+    provider: str, pconf: ProviderConfig, key: str, mconf: ModelConfig | None, price: PriceSheet
+) -> ModelSpec:
+    name = (mconf.name if mconf else None) or key
     return ModelSpec(
         id=f"{provider}:{key}",
         provider=provider,
@@ -139,7 +243,17 @@ _OPENAI_KINDS = frozenset({"openai", "azure_openai"})
 
 
 def _tokenizer(pconf: ProviderConfig, name: str, mconf: ModelConfig | None) -> str:
+    """The model's `ModelSpec.tokenizer`: an encoding, a server that counts (`tokens/server.py`), or
+    "" for the approximation. A compatible server whose dialect names a tokenize endpoint counts
+    its models unless a model says otherwise."""
     chosen = mconf.tokenizer if mconf else None
+    tokenize = pconf.dialect.tokenize if isinstance(pconf, OpenAICompatibleProviderConfig) else "none"
+    if chosen == "server" or (chosen is None and tokenize != "none"):
+        # The config checks that tokenizer "server" comes with a tokenize endpoint and a base_url.
+        assert isinstance(pconf, OpenAICompatibleProviderConfig)
+        assert pconf.base_url is not None
+        assert tokenize != "none"
+        return tokenizer_id(tokenize, pconf.base_url, name)
     if chosen is not None:
         return "" if chosen == "approximate" else chosen
     if pconf.kind in _OPENAI_KINDS:

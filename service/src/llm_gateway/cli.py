@@ -131,6 +131,7 @@ async def _serve(
             "host": host if host is not None else config.server.host,
             "port": server.port,
             "providers": sorted(server.providers),
+            "max_pending_calls": config.server.max_pending_calls,
             **({"pid": os.getpid()} if worker is not None else {}),
         }
     )
@@ -138,6 +139,7 @@ async def _serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, server.reload_prices)
     if lifeline is not None:
         from llm_gateway.workers import watch_lifeline
 

@@ -1,6 +1,8 @@
 // Command quickstart calls every method of an LLM Gateway once and prints what came back: the
 // reply, the streamed deltas, usage, cost, latency, a cost estimate and the model list.
 //
+// From the repository root: go -C clients/go run ./examples/quickstart
+//
 // Environment:
 //
 //	LLM_GATEWAY_ADDR            gateway address (default localhost:50051)

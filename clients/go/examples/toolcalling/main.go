@@ -2,6 +2,8 @@
 // for a tool, the tool runs here, and its result goes back to the model for the final answer. The
 // first turn is also streamed, to show how tool-call deltas assemble into whole calls.
 //
+// From the repository root: go -C clients/go run ./examples/toolcalling
+//
 // Environment:
 //
 //	LLM_GATEWAY_ADDR     gateway address (default localhost:50051)

@@ -51,8 +51,9 @@ func TestRun(t *testing.T) {
 		if err := json.Unmarshal([]byte(call.GetArguments()), &args); err != nil || args == nil {
 			t.Fatalf("arguments %q are not a JSON object (%v)", call.GetArguments(), err)
 		}
-		if _, ok := args["city"].(string); !ok {
-			t.Errorf("arguments %q have no string city", call.GetArguments())
+		// The mock fills a string argument with the name the question ends on.
+		if city, ok := args["city"].(string); !ok || city != "Paris" {
+			t.Errorf("arguments %q: city is not \"Paris\"", call.GetArguments())
 		}
 	})
 

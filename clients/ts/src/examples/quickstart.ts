@@ -1,7 +1,8 @@
 /**
  * Quickstart: one call of every LLM Gateway RPC, printing usage, cost and latency.
  *
- * Run it with `npm run example`. Settings come from the environment:
+ * Run it with `npm run example` in `clients/ts` (after `npm ci` there once). Settings come from
+ * the environment:
  *
  * - `LLM_GATEWAY_ADDR`: the gateway's `host:port` (default `localhost:50051`).
  * - `LLM_GATEWAY_API_KEY`: the API key, when the gateway requires one.

@@ -3,7 +3,8 @@
  * back to the model for the final answer. The first turn is also streamed, to show how tool-call
  * deltas assemble into whole calls.
  *
- * Run it with `npm run example:tools`. Settings come from the environment:
+ * Run it with `npm run example:tools` in `clients/ts` (after `npm ci` there once). Settings come
+ * from the environment:
  *
  * - `LLM_GATEWAY_ADDR`: the gateway's `host:port` (default `localhost:50051`).
  * - `LLM_GATEWAY_API_KEY`: the API key, when the gateway requires one.

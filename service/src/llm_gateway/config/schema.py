@@ -6,6 +6,7 @@ import re
 import tomllib
 from decimal import Decimal
 from importlib.resources import files
+from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
@@ -14,7 +15,10 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     SecretStr,
+    TypeAdapter,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -53,6 +57,9 @@ class ServerConfig(_Strict):
     max_message_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     # Worker processes sharing the port (SO_REUSEPORT); about one per core. 1 serves in-process.
     workers: int = Field(default=1, ge=1, le=256)
+    # Calls (per worker) that may wait for the server to pick them up in a burst; past this, gRPC
+    # refuses them before the gateway sees them.
+    max_pending_calls: int = Field(default=20_000, ge=1, le=1_000_000)
 
 
 class RateLimitConfig(_Strict):
@@ -108,15 +115,65 @@ class RoutingConfig(_Strict):
     auto: tuple[str, ...] = ("mock:echo",)
 
 
+class RateTierConfig(_Strict):
+    # The whole call is charged `price` once its prompt has more than `start` tokens.
+    start: int = Field(ge=0)
+    price: Decimal = Field(ge=0)
+
+
+class RateConfig(_Strict):
+    """A price per million tokens with long-context tiers, charged as the catalog's are: the whole
+    call at the price of the highest tier its prompt is above, else at `base`."""
+
+    base: Decimal = Field(ge=0)
+    tiers: tuple[RateTierConfig, ...] = ()
+
+    @field_validator("tiers")
+    @classmethod
+    def _ascending(cls, tiers: tuple[RateTierConfig, ...]) -> tuple[RateTierConfig, ...]:
+        for i in range(1, len(tiers)):
+            if tiers[i].start <= tiers[i - 1].start:
+                raise ValueError(
+                    f"tier starts must ascend and differ: tiers[{i}].start {tiers[i].start} follows "
+                    f"{tiers[i - 1].start}"
+                )
+        return tiers
+
+
+_PRICE = TypeAdapter(Annotated[Decimal, Field(ge=0)])
+
+
+def _per_million(value: Any) -> Decimal | RateConfig:
+    """A plain decimal, or a `{ base, tiers }` table. Validated here rather than as a union, so an
+    error names the field's own keys ("tiers[1].start") instead of the union's members."""
+    try:
+        if isinstance(value, RateConfig):
+            return value
+        if isinstance(value, dict):
+            return RateConfig.model_validate(value)
+        return _PRICE.validate_python(value)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{where.lstrip('.')}: {message}" if where else message)
+        raise ValueError("; ".join(problems)) from None
+
+
+# A price per million tokens: "1.25", or { base = "1.25", tiers = [{ start = 200000, price = "2.50" }] }.
+PerMillion = Annotated[Decimal | RateConfig, PlainValidator(_per_million)]
+
+
 class PriceConfig(_Strict):
     """A configured price (negotiated, or for a model the price catalog lacks), in USD."""
 
     free: bool = False
-    input_per_million: Decimal | None = Field(default=None, ge=0)
-    cached_input_per_million: Decimal | None = Field(default=None, ge=0)
-    cache_write_per_million: Decimal | None = Field(default=None, ge=0)
-    cache_write_1h_per_million: Decimal | None = Field(default=None, ge=0)
-    output_per_million: Decimal | None = Field(default=None, ge=0)
+    input_per_million: PerMillion | None = None
+    cached_input_per_million: PerMillion | None = None
+    cache_write_per_million: PerMillion | None = None
+    cache_write_1h_per_million: PerMillion | None = None
+    output_per_million: PerMillion | None = None
     per_request: Decimal | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
@@ -136,6 +193,50 @@ class PriceConfig(_Strict):
         return self
 
 
+class PriceFileError(ValueError):
+    """An operator price file that cannot be used; the message names the file and the field."""
+
+
+def read_price_file(path: Path) -> dict[str, PriceConfig]:
+    """An operator's prices by 'provider:model', each table a model's `price`. Errors name the
+    file, the model and the field, never a value."""
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except OSError as exc:
+        raise PriceFileError(f"cannot read price file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PriceFileError(f"price file {path} is not valid TOML: {exc}") from None
+    prices: dict[str, PriceConfig] = {}
+    problems: list[str] = []
+    for key, table in data.items():
+        provider, _, model = key.partition(":")
+        if not provider or not model or any(ch.isspace() for ch in key):
+            problems.append(f"{key!r} is not 'provider:model'")
+            continue
+        try:
+            prices[key] = PriceConfig.model_validate(table)
+        except ValidationError as exc:
+            for error in exc.errors():
+                field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
+                problems.append(f'"{key}"{field}: {error["msg"].removeprefix("Value error, ")}')
+    if problems:
+        raise PriceFileError(f"price file {path}: {'; '.join(problems)}")
+    return prices
+
+
+class PricingConfig(_Strict):
+    # An operator's price file (TOML: a `price` table per 'provider:model'), re-read on SIGHUP. Its
+    # prices win over the models' configured `price` and the catalog. "" counts as unset.
+    file: Annotated[Path | None, BeforeValidator(lambda path: path or None)] = None
+
+    @field_validator("file")
+    @classmethod
+    def _valid_file(cls, path: Path | None) -> Path | None:
+        if path is not None:
+            read_price_file(path)  # so check-config and start-up refuse a file a reload would
+        return path
+
+
 class ModelConfig(_Strict):
     """A catalog entry: a model the provider serves, keyed by its gateway name."""
 
@@ -145,10 +246,12 @@ class ModelConfig(_Strict):
     max_output_tokens: int | None = Field(default=None, ge=1)
     capabilities: tuple[CapabilityName, ...] = ("streaming",)
     price: PriceConfig | None = None
-    # How prompt tokens are counted for estimates and budgets: an OpenAI encoding (exact), or the
-    # documented approximation. Unset: the encoding OpenAI uses for the model on the openai and
-    # azure_openai kinds, the approximation everywhere else.
-    tokenizer: Literal["o200k_base", "cl100k_base", "approximate"] | None = None
+    # How tokens are counted for estimates, budgets and usage a provider did not report: an OpenAI
+    # encoding (exact), the server that runs the model ("server": its tokenize endpoint, named by
+    # the provider's dialect `tokenize`), or the documented approximation. Unset: the encoding
+    # OpenAI uses for the model on the openai and azure_openai kinds, the server where the dialect
+    # names a tokenize endpoint, the approximation everywhere else.
+    tokenizer: Literal["o200k_base", "cl100k_base", "server", "approximate"] | None = None
     # Models ('provider:model' or aliases) tried in order when this one fails with a retryable
     # error, after the request's own fallback_models; those of disabled providers are skipped.
     fallbacks: tuple[str, ...] = ()
@@ -186,6 +289,9 @@ class CircuitBreakerConfig(_Strict):
     failure_threshold: int = Field(default=5, ge=1, le=10_000)
     # Seconds the circuit stays open before a single probe call is let through.
     reset_timeout: float = Field(default=30.0, gt=0, le=86_400)
+    # One caller's failures alone do not open the circuit while another caller was served by the
+    # provider within this many seconds (its requests, not the provider, may be what fails).
+    caller_window: float = Field(default=60.0, ge=0, le=86_400)
 
 
 class _ProviderBase(_Strict):
@@ -215,6 +321,20 @@ class _ProviderBase(_Strict):
             if not key or any(ch.isspace() for ch in key) or len(key) > 200:
                 raise ValueError(f"model name {key!r} must be 1 to 200 non-space characters")
         return models
+
+    @model_validator(mode="after")
+    def _server_tokenizer(self) -> _ProviderBase:
+        """`tokenizer = "server"` needs a server that counts: only a compatible server's dialect
+        names a tokenize endpoint."""
+        dialect = getattr(self, "dialect", None)
+        if dialect is None or dialect.tokenize == "none":
+            for key, model in self.models.items():
+                if model.tokenizer == "server":
+                    raise ValueError(
+                        f"models.{key}: tokenizer 'server' needs a dialect whose 'tokenize' names the "
+                        "server's tokenize endpoint"
+                    )
+        return self
 
 
 class MockProviderConfig(_ProviderBase):
@@ -281,6 +401,23 @@ class ChatCompletionsDialect(_Strict):
     reasoning_in_completion: bool = True
     # Request settings the server does not accept.
     unsupported: tuple[CompatFeature, ...] = ()
+    # The `content` of an assistant turn that has tool calls and no text: OpenAI's `null`, or ""
+    # for servers whose request schema takes only a string there (llama-cpp-python answers HTTP
+    # 500 to a null).
+    empty_assistant_content: Literal["null", "empty_string"] = "null"
+    # How a JSON Schema response format is sent: OpenAI's
+    # `{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}`, or
+    # `{"type": "json_object", "schema": {...}}`, the form llama-cpp-python takes (its
+    # response_format type is "text" or "json_object" only).
+    json_schema_format: Literal["json_schema", "json_object_schema"] = "json_schema"
+    # The server's tokenize endpoint, which counts tokens with the model's own tokenizer for
+    # estimates and for usage the server did not report: llama.cpp's server (`POST /apply-template`
+    # then `POST /tokenize`), llama-cpp-python's (`POST /extras/tokenize/count`), or none. Both
+    # live at the server's root, `base_url` without its trailing `/v1`.
+    tokenize: Literal["none", "llama_cpp", "llama_cpp_python"] = "none"
+    # Documentation only: the server, and its version where it has one, whose documentation or
+    # source this dialect was written from (shown in docs/providers.md).
+    checked_against: str = ""
 
 
 class AzureModelConfig(ModelConfig):
@@ -416,6 +553,7 @@ class GatewayConfig(_Strict):
     auth: AuthConfig = AuthConfig()
     logging: LoggingConfig = LoggingConfig()
     routing: RoutingConfig = RoutingConfig()
+    pricing: PricingConfig = PricingConfig()
     providers: dict[str, ProviderConfig] = {}
     # alias -> "provider:model"
     aliases: dict[str, str] = {}

@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlsplit
+
+MAX_URL = 8192
 
 
 class Role(StrEnum):
@@ -31,6 +34,24 @@ class ImagePart:
 
 
 Part = TextPart | ImagePart
+
+
+def image_url_problem(url: str) -> str | None:
+    """Why `url` cannot be an image URL, or None: every provider takes http(s) URLs to a host, and
+    the adapters parse them (Gemini reads the file type off the path), so one that does not parse
+    is the caller's mistake, found here once rather than in each adapter."""
+    if len(url) > MAX_URL:
+        return f"must be at most {MAX_URL} characters"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (parsed lazily: a bad port raises only here)
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http(s) URL with a host"
+    if any(c.isspace() or ord(c) < 0x20 for c in url):
+        return "must not contain spaces or control characters"
+    return None
 
 
 @dataclass(frozen=True, slots=True)

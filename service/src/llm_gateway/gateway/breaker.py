@@ -11,11 +11,21 @@ Which failures count is explicit (`TRIPPING_REASONS`): the provider down, overlo
 timing out, unreachable, or sending a broken reply or stream. A 4xx the caller caused, a rate limit
 (the rate limiter's business), or a cancelled call never counts; a call that reached the provider
 and got an answer, even an error, is a success for the breaker.
+
+One caller cannot take a provider away from the others. Some servers answer a request they cannot
+take with a 5xx, so failures that follow one caller's requests may be about those requests, not the
+provider. Two rules bound a caller's weight: a call counts at most one failure however often it is
+retried (the gateway asks for that with `counts=False`), and the failure that would open the
+circuit does not count while every failure since the last success came from one caller and another
+caller was served by the provider within `caller_window` seconds. A provider that is really down
+fails everyone's calls and opens as before; with a single caller it opens on that caller's
+failures, since there is no one else to protect.
 """
 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from enum import StrEnum
 from types import TracebackType
@@ -33,6 +43,10 @@ TRIPPING_REASONS = frozenset(
         "UPSTREAM_STREAM_INTERRUPTED",
     }
 )
+
+
+# Callers remembered per provider for the one-caller rule (the least recently served are forgotten).
+_MAX_CALLERS = 1024
 
 
 class CircuitState(StrEnum):
@@ -60,9 +74,14 @@ class ProviderBreaker:
         failure_threshold: int,
         reset_timeout: float,
         clock: Callable[[], float] = time.monotonic,
+        caller_window: float = 60.0,
     ) -> None:
         self.provider = provider
         self.reset_timeout = reset_timeout
+        self._threshold = failure_threshold
+        self._caller_window = caller_window
+        self._served: OrderedDict[str, float] = OrderedDict()  # caller -> when last served
+        self._failing: set[str] = set()  # callers with counted failures since the last success
         # Called after every state change (the health service mirrors the circuit).
         self.on_change: Callable[[ProviderBreaker], None] | None = None
         self._clock = clock
@@ -97,30 +116,56 @@ class ProviderBreaker:
         if not self.available:
             raise self._open_error()
 
-    def admit(self) -> Ticket:
+    def admit(self, caller: str = "", counts: bool = True) -> Ticket:
         """Admits one upstream call, or raises UNAVAILABLE / CIRCUIT_OPEN at once. The caller
-        must end the ticket with how the call ended: `with ticket:` around the call, or `end`."""
+        must end the ticket with how the call ended: `with ticket:` around the call, or `end`.
+        `caller` identifies who the call is for; `counts=False` when the same call already had a
+        failure counted (a retry), so its failure says nothing new."""
         state = self.state
         if state is CircuitState.CLOSED:
-            return Ticket(self, probe=False)
+            return Ticket(self, False, caller, counts)
         if state is CircuitState.HALF_OPEN and not self._probing:
             self._probing = True
             self._breaker.half_open()
-            return Ticket(self, probe=True)
+            return Ticket(self, True, caller, counts)
         raise self._open_error()
 
-    def _report(self, probe: bool, failed: bool | None) -> None:
+    def record_failure(self, error: BaseException, caller: str = "") -> None:
+        """A failure of a call whose ticket has already ended (a stream that failed after its
+        first event, which had already shown the provider healthy)."""
+        if isinstance(error, GatewayError) and error.reason in TRIPPING_REASONS:
+            self._report(False, True, caller)
+
+    def _report(self, probe: bool, failed: bool | None, caller: str) -> None:
         try:
             if failed is None:
                 return  # cancelled, or a bug: says nothing about the provider
             if not probe and self._breaker.current_state != pybreaker.STATE_CLOSED:
                 return  # admitted before the circuit opened: only the probe decides now
+            if not failed:
+                self._served[caller] = self._clock()
+                self._served.move_to_end(caller)
+                if len(self._served) > _MAX_CALLERS:
+                    self._served.popitem(last=False)
+                self._failing.clear()
+            elif not probe and not self._may_open(caller):
+                return
+            else:
+                self._failing.add(caller)
             self._breaker.call(_fail if failed else _succeed)
         except _TrippedError:
             pass
         finally:
             if probe:
                 self._probing = False  # decided, or the turn passes on
+
+    def _may_open(self, caller: str) -> bool:
+        """Whether a failure by `caller` may count: always, unless it would open the circuit on one
+        caller's failures alone while another caller was served within the caller window."""
+        if self._breaker.fail_counter + 1 < self._threshold or self._failing - {caller}:
+            return True
+        since = self._clock() - self._caller_window
+        return not any(when >= since for who, when in self._served.items() if who != caller)
 
     def _reset_due(self) -> bool:
         return self._clock() - self._opened_at >= self.reset_timeout
@@ -139,6 +184,7 @@ class ProviderBreaker:
     def _changed(self, new_state: str) -> None:
         if new_state == pybreaker.STATE_OPEN:
             self._opened_at = self._clock()
+            self._failing.clear()
         if self.on_change is not None:
             self.on_change(self)
 
@@ -147,17 +193,23 @@ class Ticket:
     """One admitted call; `end` it exactly once. As a context manager around the call, it ends
     with how the block ends."""
 
-    __slots__ = ("_breaker", "_ended", "probe")
+    __slots__ = ("_breaker", "_caller", "_counts", "_ended", "probe")
 
-    def __init__(self, breaker: ProviderBreaker, probe: bool) -> None:
+    def __init__(self, breaker: ProviderBreaker, probe: bool, caller: str = "", counts: bool = True) -> None:
         self._breaker = breaker
         self.probe = probe
+        self._caller = caller
+        self._counts = counts
         self._ended = False
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
 
     def end(self, error: BaseException | None) -> None:
         """None: the call succeeded. A GatewayError counts when its reason is in
-        TRIPPING_REASONS (else the provider answered: a success). Anything else (cancelled, the
-        caller's deadline, a bug) is not reported."""
+        TRIPPING_REASONS (else the provider answered: a success), and the ticket counts failures.
+        Anything else (cancelled, the caller's deadline, a bug) is not reported."""
         if self._ended:
             return
         self._ended = True
@@ -165,9 +217,11 @@ class Ticket:
             failed: bool | None = False
         elif isinstance(error, GatewayError) and error.reason != "DEADLINE_EXCEEDED":
             failed = error.reason in TRIPPING_REASONS
+            if failed and not self._counts and not self.probe:
+                failed = None  # this call's failure is already counted
         else:
             failed = None
-        self._breaker._report(self.probe, failed)
+        self._breaker._report(self.probe, failed, self._caller)
 
     def __enter__(self) -> Ticket:
         return self

@@ -9,7 +9,7 @@ from contextlib import aclosing
 from typing import TypeVar
 
 from llm_gateway.catalog import Catalog, ModelSpec
-from llm_gateway.domain.errors import GatewayError
+from llm_gateway.domain.errors import GatewayError, invalid_request
 from llm_gateway.domain.messages import ChatRequest
 from llm_gateway.domain.results import Completion, StreamDone, StreamEvent, Usage
 from llm_gateway.gateway.breaker import Ticket
@@ -20,7 +20,6 @@ from llm_gateway.gateway.live import LiveLatency
 from llm_gateway.gateway.outcome import CallSummary, ChatOutcome, GatewayEvent, StreamFinished, StreamStarted
 from llm_gateway.gateway.plan import CallPlan, StreamOutput
 from llm_gateway.gateway.scope import CallScope
-from llm_gateway.pricing import PricingStatus, format_decimal
 from llm_gateway.providers.base import Provider
 from llm_gateway.router import Route, Router
 from llm_gateway.tokens import TokenCount, count_prompt
@@ -52,6 +51,7 @@ class Gateway:
     async def _plan(self, request: ChatRequest, scope: CallScope) -> CallPlan:
         """The call's candidates; counts what its budget needs. A call (not a dry run) then takes
         its place in its gateway key's rate limit, if the key has one."""
+        self._check_options(request)
         routes = self._router.plan(request.model, request.fallback_models)
         plan = CallPlan(routes, request, scope)
         await plan.prepare()
@@ -60,13 +60,26 @@ class Gateway:
             await _take_room(plan, routes[0].spec, limiter)
         return plan
 
+    def _check_options(self, request: ChatRequest) -> None:
+        """Refuses provider options that would override what the gateway sets itself (the model,
+        the messages, streaming, usage reporting, settings the contract carries)."""
+        problems = [
+            violation
+            for name, options in request.provider_options.items()
+            if (provider := self._providers.get(name)) is not None
+            for violation in provider.option_rules.violations(name, options)
+        ]
+        if problems:
+            raise invalid_request(problems)
+
     async def _admit(self, plan: CallPlan, spec: ModelSpec, guard: ProviderGuard) -> Ticket:
         """Lets one attempt through to the provider: its circuit must be closed (checked first,
         so an open circuit fails fast instead of waiting in line), then it waits for rate-limit
-        capacity, then the breaker admits it."""
+        capacity, then the breaker admits it. A retry's failure does not count against the
+        provider again: one call weighs at most one failure."""
         guard.breaker.check()
         await _take_room(plan, spec, guard.limiter)
-        ticket = guard.breaker.admit()
+        ticket = guard.breaker.admit(plan.caller, counts=plan.may_count_failure(spec.provider))
         plan.admitted()
         return ticket
 
@@ -101,10 +114,10 @@ class Gateway:
         """Records a failed attempt (raising `err` when no other attempt may succeed) and, when the
         same model should be tried again, waits the backoff and returns True. A provider's 429
         with Retry-After also holds back its other calls for that long."""
-        plan.failed(route, err)
+        previous = plan.failed(route, err)
         if err.reason == "UPSTREAM_RATE_LIMITED" and err.retry_after:
             guard.limiter.pause(err.retry_after)
-        wait = guard.retry.delay(retries, err, plan.time_left())
+        wait = guard.retry.delay(retries, err, plan.time_left(), previous)
         if wait is None:
             return False
         await asyncio.sleep(wait)
@@ -113,7 +126,7 @@ class Gateway:
     async def chat(self, request: ChatRequest, scope: CallScope) -> ChatOutcome:
         plan = await self._plan(request, scope)
         if request.dry_run:
-            return _dry_run(plan)
+            return _dry_run(plan)  # never an upstream request (CallPlan.begin_attempt refuses one)
         for route in plan.runnable():
             spec, guard = route.spec, self._guards[route.spec.provider]
             for retries in itertools.count():
@@ -153,6 +166,11 @@ class Gateway:
         accounted: what was produced so far is counted and priced, marked estimated, and handed
         to `on_cut_short`; an upstream failure also carries it in its error's metadata."""
         plan = await self._plan(request, scope)
+        if request.dry_run:  # the estimate as a stream: its start and its finish, no upstream
+            outcome = _dry_run(plan)
+            yield StreamStarted(outcome.header)
+            yield StreamFinished(outcome.summary, dry_run=True)
+            return
         for route in plan.runnable():
             spec, guard = route.spec, self._guards[route.spec.provider]
             for retries in itertools.count():
@@ -174,6 +192,9 @@ class Gateway:
                         if await self._retry(plan, route, guard, exc, retries):
                             continue
                         break
+                    # A first good event shows the provider healthy: a half-open circuit closes
+                    # now, not when a long stream ends.
+                    ticket.end(None)
                     yield StreamStarted(plan.header(spec))
                     output = StreamOutput()
                     try:
@@ -182,10 +203,11 @@ class Gateway:
                             yield event
                             event = await self._next_event(plan, spec, guard, events)
                     except BaseException as exc:
-                        ticket.end(exc)
+                        if plan.may_count_failure(spec.provider):
+                            guard.breaker.record_failure(exc, plan.caller)
                         if isinstance(exc, GatewayError):
                             summary = plan.cut_short(route, output, exc)
-                            exc.metadata.update(_spent(summary))
+                            exc.metadata.update(summary.spent())
                         elif isinstance(exc, asyncio.CancelledError | GeneratorExit):
                             summary = plan.cut_short(route, output)
                         else:
@@ -193,7 +215,6 @@ class Gateway:
                         if on_cut_short is not None:
                             on_cut_short(summary)
                         raise
-                    ticket.end(None)
                     started = plan.attempt_started
                     plan.succeeded(route)
                     if spec.listed and output.first_token is not None:
@@ -247,21 +268,6 @@ async def _take_room(plan: CallPlan, spec: ModelSpec, limiter: RateLimiter) -> N
     limiter has a tokens-per-minute bucket), or raises its refusal."""
     tokens = await plan.call_tokens(spec) if limiter.counts_tokens else 0
     await limiter.acquire(tokens, plan.deadline)
-
-
-def _spent(summary: CallSummary) -> dict[str, str]:
-    """A cut-short stream's usage and cost, for its error's ErrorInfo metadata."""
-    usage, cost = summary.usage, summary.cost
-    spent = {
-        "prompt_tokens": str(usage.prompt_tokens),
-        "completion_tokens": str(usage.completion_tokens),
-        "usage_estimated": "true",
-        "cost_status": cost.status.value,
-    }
-    if cost.status is not PricingStatus.UNKNOWN:
-        spent["cost"] = format_decimal(cost.total)
-        spent["cost_currency"] = cost.currency
-    return spent
 
 
 def _dry_run(plan: CallPlan) -> ChatOutcome:

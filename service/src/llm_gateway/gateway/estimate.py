@@ -10,7 +10,7 @@ from llm_gateway.domain.errors import Code, GatewayError
 from llm_gateway.domain.messages import ChatRequest
 from llm_gateway.domain.results import Usage
 from llm_gateway.pricing import Cost, PricingStatus, format_decimal
-from llm_gateway.tokens import TokenCount
+from llm_gateway.tokens import CountMethod, TokenCount
 
 # Output tokens assumed for the expected cost when the caller gives none.
 DEFAULT_EXPECTED_OUTPUT_TOKENS = 256
@@ -22,7 +22,7 @@ UNBOUNDED_OUTPUT_TOKENS = 4096
 class Estimate:
     model: ModelSpec
     prompt_tokens: int
-    exact: bool  # whether prompt_tokens came from the model's own tokenizer
+    method: CountMethod  # how prompt_tokens was counted
     expected_output_tokens: int
     worst_case_output_tokens: int
     expected_cost: Cost
@@ -43,7 +43,7 @@ def estimate(
     return Estimate(
         model=model,
         prompt_tokens=prompt_tokens,
-        exact=prompt.exact,
+        method=prompt.method,
         expected_output_tokens=expected,
         worst_case_output_tokens=worst,
         expected_cost=expected_cost,

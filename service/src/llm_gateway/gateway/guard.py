@@ -27,7 +27,9 @@ class ProviderGuard:
         )
         breaker = config.circuit_breaker
         return cls(
-            breaker=ProviderBreaker(name, breaker.failure_threshold, breaker.reset_timeout),
+            breaker=ProviderBreaker(
+                name, breaker.failure_threshold, breaker.reset_timeout, caller_window=breaker.caller_window
+            ),
             limiter=RateLimiter(config.rate_limit, refusal),
             retry=RetryPolicy(config.retry),
             timeouts=config.timeout,

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from llm_gateway.catalog import ModelSpec
 from llm_gateway.domain.results import Completion, FinishReason, TextDelta, ToolCallDelta, Usage
-from llm_gateway.pricing import Cost
+from llm_gateway.pricing import Cost, PricingStatus, format_decimal
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +69,21 @@ class CallSummary:
     # Settings the serving model could not honour, left out under the LENIENT policy.
     dropped_parameters: tuple[str, ...] = ()
 
+    def spent(self) -> dict[str, str]:
+        """Usage and cost as ErrorInfo metadata, for a call that ended in an error after the
+        provider had worked on it (a stream cut short, a reply too large to send)."""
+        usage, cost = self.usage, self.cost
+        spent = {
+            "prompt_tokens": str(usage.prompt_tokens),
+            "completion_tokens": str(usage.completion_tokens),
+            "usage_estimated": "true" if usage.estimated else "false",
+            "cost_status": cost.status.value,
+        }
+        if cost.status is not PricingStatus.UNKNOWN:
+            spent["cost"] = format_decimal(cost.total)
+            spent["cost_currency"] = cost.currency
+        return spent
+
 
 @dataclass(frozen=True, slots=True)
 class ChatOutcome:
@@ -86,6 +101,7 @@ class StreamStarted:
 @dataclass(frozen=True, slots=True)
 class StreamFinished:
     summary: CallSummary
+    dry_run: bool = False
 
 
 GatewayEvent = StreamStarted | TextDelta | ToolCallDelta | StreamFinished

@@ -11,6 +11,7 @@ from llm_gateway.config.schema import TimeoutConfig
 from llm_gateway.domain.errors import Code, GatewayError, deadline_exceeded
 from llm_gateway.domain.messages import ChatRequest, ToolCall
 from llm_gateway.domain.results import FinishReason, TextDelta, ToolCallDelta, Usage
+from llm_gateway.gateway.breaker import TRIPPING_REASONS
 from llm_gateway.gateway.estimate import Estimate, budget_error, estimate
 from llm_gateway.gateway.fit import fit_request
 from llm_gateway.gateway.outcome import Attempt, CallHeader, CallSummary, Latency, RoutingInfo
@@ -66,8 +67,14 @@ class CallPlan:
         self._attempt_at = 0.0  # time.monotonic() when the current attempt was admitted
         self._admitted = False
         self._last_error: GatewayError | None = None
+        self._failures: dict[str, GatewayError] = {}  # model id -> its last failed attempt's error
+        self._counted: set[str] = set()  # providers this call has had a failure counted against
         self._estimates: dict[str, Estimate] = {}
         self._prompts: dict[str, TokenCount] = {}
+        # Who the call is for, as the circuit breakers tell callers apart: the gateway key; with
+        # authentication off, what the caller says of itself.
+        caller = request.caller
+        self.caller = scope.api_key or caller.tenant or caller.project or caller.user
 
     def prompt_tokens(self, spec: ModelSpec) -> TokenCount:
         """The prompt's size for `spec`, as `count_prompts` counted it; uncounted (a stream cut
@@ -121,6 +128,8 @@ class CallPlan:
     def begin_attempt(self, spec: ModelSpec) -> UpstreamCall:
         """The request fitted to the model, as the attempt's call; starts timing the attempt (the
         shared HTTP client's hook marks its first byte)."""
+        if self.request.dry_run:
+            raise AssertionError("a dry run never reaches a provider")
         request = self.fit(spec)
         self._timing = UpstreamTiming()
         current_timing.set(self._timing)
@@ -178,12 +187,23 @@ class CallPlan:
             retryable=True,
         )
 
-    def failed(self, route: Route, err: GatewayError) -> None:
-        """Records a failed attempt; re-raises unless another candidate may succeed."""
+    def failed(self, route: Route, err: GatewayError) -> GatewayError | None:
+        """Records a failed attempt; re-raises unless another candidate may succeed. Returns the
+        error of the same model's previous failed attempt in this call, if any."""
         self._record(route.spec, err.code, err.reason, err.message, self._end_attempt())
+        if err.reason in TRIPPING_REASONS:
+            self._counted.add(route.spec.provider)
         if not err.retryable:
             raise err
         self._last_error = err
+        previous = self._failures.get(route.spec.id)
+        self._failures[route.spec.id] = err
+        return previous
+
+    def may_count_failure(self, provider: str) -> bool:
+        """Whether a failure of this call may still count against `provider`'s circuit: a call
+        weighs at most one failure, however often it is retried."""
+        return provider not in self._counted
 
     def succeeded(self, route: Route) -> float:
         """Records the serving attempt; returns how long it took, in seconds."""

@@ -1,4 +1,4 @@
-"""Per-model prices, resolved once at start-up, and the exact cost of a call's usage."""
+"""A model's prices at one moment (a `PriceSheet`), and the exact cost of a call's usage."""
 
 from __future__ import annotations
 

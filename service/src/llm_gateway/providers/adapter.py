@@ -13,10 +13,11 @@ import aiohttp
 from llm_gateway.config.schema import TimeoutConfig
 from llm_gateway.domain.errors import Code, GatewayError
 from llm_gateway.domain.results import Completion, StreamEvent
-from llm_gateway.providers.base import UpstreamCall
+from llm_gateway.providers.base import NO_RULES, OptionRules, UpstreamCall
 from llm_gateway.providers.errors import UpstreamContext, upstream_errors
 from llm_gateway.providers.http import client_timeout, post_json, post_ndjson, post_sse
 from llm_gateway.providers.sse import ServerSentEvent
+from llm_gateway.untrusted import Scrubber
 
 
 def bearer(api_key: str) -> dict[str, str]:
@@ -25,6 +26,8 @@ def bearer(api_key: str) -> dict[str, str]:
 
 
 class HttpAdapter:
+    option_rules: OptionRules = NO_RULES
+
     def __init__(
         self,
         name: str,
@@ -38,7 +41,8 @@ class HttpAdapter:
         self._endpoint = url  # the one URL every call goes to; adapters without one override _url
         self._http = http
         self._headers = {"Content-Type": "application/json", **headers}
-        self._secrets = tuple(s for s in secrets if s)  # scrubbed from every error message
+        # Every piece of upstream text in an error passes through it (providers/untrusted.py).
+        self._scrubber = Scrubber(secrets)
         self._timeout = client_timeout(timeout)
 
     def _url(self, call: UpstreamCall, *, stream: bool) -> str:
@@ -54,7 +58,7 @@ class HttpAdapter:
         raise NotImplementedError
 
     def _context(self, call: UpstreamCall) -> UpstreamContext:
-        return UpstreamContext(self.name, call.model.id, self._secrets)
+        return UpstreamContext(self.name, call.model.id, self._scrubber)
 
     def _encode(self, call: UpstreamCall, *, stream: bool) -> bytes:
         return json.dumps(self._body(call, stream=stream), separators=(",", ":")).encode()

@@ -77,8 +77,57 @@ class Checks:
             raise invalid_request(self.problems)
 
 
+@dataclass(frozen=True, slots=True)
+class OptionRules:
+    """What a request's `provider_options` may not set in a provider's body: the keys the gateway
+    sets itself (the model, the messages, streaming and usage reporting, which the replies are
+    parsed by) or carries in the contract (sampling, limits, tools, output format, reasoning, which
+    budgets, capability checks and pricing rely on). `merged` names nested objects that options
+    add to key by key instead of replacing (Ollama's `options`), with their own reserved keys."""
+
+    reserved: frozenset[str] = frozenset()
+    merged: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    hint: str = "set it through the request's own fields, or leave it to the gateway"
+
+    def violations(self, provider: str, options: Mapping[str, Any]) -> list[FieldViolation]:
+        path = f"provider_options[{provider!r}]"
+        problems = [
+            FieldViolation(f"{path}.{key}", f"is set by the gateway and cannot be overridden; {self.hint}")
+            for key in options
+            if key in self.reserved
+        ]
+        for key, reserved in self.merged.items():
+            nested = options.get(key)
+            if isinstance(nested, Mapping):
+                problems.extend(
+                    FieldViolation(
+                        f"{path}.{key}.{inner}",
+                        f"is set by the gateway and cannot be overridden; {self.hint}",
+                    )
+                    for inner in nested
+                    if inner in reserved
+                )
+        return problems
+
+
+def merge_options(body: dict[str, Any], options: Mapping[str, Any], nested: str = "") -> None:
+    """Merges a call's (checked) provider options into its body: each key replaces the body's,
+    except that the `nested` object adds to the body's own key by key instead of replacing it."""
+    for key, value in options.items():
+        current = body.get(key)
+        if key == nested and isinstance(value, Mapping) and isinstance(current, dict):
+            body[key] = {**current, **value}
+        else:
+            body[key] = value
+
+
+NO_RULES = OptionRules()
+
+
 class Provider(Protocol):
     name: str
+    # What the request's provider_options may not set (checked before any attempt).
+    option_rules: OptionRules
 
     async def chat(self, call: UpstreamCall) -> Completion:
         """One whole reply."""

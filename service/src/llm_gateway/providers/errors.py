@@ -19,24 +19,19 @@ from typing import Any
 import aiohttp
 
 from llm_gateway.domain.errors import Code, GatewayError
-
-_MAX_MESSAGE = 500
+from llm_gateway.untrusted import MAX_MESSAGE, Scrubber
 
 
 class UpstreamContext:
-    """Who an upstream error concerns, and which secrets must never appear in its message."""
+    """Who an upstream error concerns, and the scrubber every piece of upstream text in it passes
+    through (the provider's key, whole or in pieces, and anything credential-shaped)."""
 
-    __slots__ = ("model", "provider", "secrets")
+    __slots__ = ("model", "provider", "scrubber")
 
-    def __init__(self, provider: str, model: str, secrets: Sequence[str] = ()) -> None:
+    def __init__(self, provider: str, model: str, scrubber: Scrubber | Sequence[str] = ()) -> None:
         self.provider = provider
         self.model = model
-        self.secrets = tuple(s for s in secrets if s)
-
-    def scrub(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "[REDACTED]")
-        return text[:_MAX_MESSAGE]
+        self.scrubber = scrubber if isinstance(scrubber, Scrubber) else Scrubber(scrubber)
 
     def error(
         self,
@@ -49,11 +44,18 @@ class UpstreamContext:
         retryable: bool = False,
         extra: Mapping[str, str] | None = None,
     ) -> GatewayError:
-        metadata = {"provider": self.provider, "model": self.model, **(extra or {})}
+        """A gateway error about this provider. `message` and the values of `extra` may hold
+        upstream text: the message is scrubbed, and an extra value that is not a plain identifier
+        once scrubbed is left out."""
+        metadata = {"provider": self.provider, "model": self.model}
+        for key, value in (extra or {}).items():
+            cleaned = self.scrubber.code(value)
+            if cleaned:
+                metadata[key] = cleaned
         if status is not None:
             metadata["upstream_status"] = str(status)
         return GatewayError(
-            self.scrub(message),
+            self.scrubber.text(message),
             code=code,
             reason=reason,
             metadata=metadata,
@@ -250,7 +252,7 @@ def _error_detail(body: bytes) -> tuple[str, str]:
         return error, ""
     if isinstance(data, dict) and isinstance(data.get("message"), str):
         return data["message"], ""
-    return json.dumps(data)[:_MAX_MESSAGE], ""
+    return json.dumps(data)[:MAX_MESSAGE], ""
 
 
 def _google_details(body: bytes) -> tuple[float | None, frozenset[str]]:

@@ -3,7 +3,9 @@
 For every provider of the embedded defaults (every kind and every compatible preset), each feature
 is a small request given to the adapter's own request builder under the STRICT policy: the feature
 is supported when the builder maps it, and not when the builder refuses it. The presets table is
-read from presets.toml. Nothing is typed by hand, so the tables cannot drift from the code.
+read from presets.toml: each preset's base URL, key, the dialect fields it sets (its quirks), and
+the server documentation or source its dialect was checked against. Nothing is typed by hand, so
+the tables cannot drift from the code.
 
 `python -m llm_gateway.providers.matrix --write docs/providers.md` rewrites the tables in place
 (between their `<!-- name:start -->` and `<!-- name:end -->` markers); without `--write` it prints
@@ -109,7 +111,7 @@ _ENV = {"AZURE_OPENAI_ENDPOINT": "https://example.openai.azure.com"}
 def adapters(config: GatewayConfig) -> dict[str, HttpAdapter]:
     """One adapter per provider of `config`, the mock aside."""
     configs = {name: p for name, p in config.providers.items() if p.kind != "mock"}
-    built = build_providers(configs, cast(aiohttp.ClientSession, None))
+    built = build_providers(configs, cast(aiohttp.ClientSession, None), token_counters=False)
     return {name: cast(HttpAdapter, adapter) for name, adapter in built.items()}
 
 
@@ -147,10 +149,14 @@ def render_matrix() -> str:
     return "\n".join(lines) + "\n"
 
 
+# Dialect fields that document the dialect rather than change a request.
+_NOT_QUIRKS = frozenset({"checked_against"})
+
+
 def render_presets() -> str:
     lines = [
-        "| Preset | `base_url` | Key | Quirks handled |",
-        "|---|---|---|---|",
+        "| Preset | `base_url` | Key | Quirks handled | Checked against |",
+        "|---|---|---|---|---|",
     ]
     default = ChatCompletionsDialect()
     for name, preset in COMPATIBLE_PRESETS.items():
@@ -158,12 +164,15 @@ def render_presets() -> str:
         quirks = [
             f"`{field}` = `{_show(getattr(dialect, field))}`"
             for field in ChatCompletionsDialect.model_fields
-            if getattr(dialect, field) != getattr(default, field)
+            if field not in _NOT_QUIRKS and getattr(dialect, field) != getattr(default, field)
         ]
         key = (
             "required" if preset.get("requires_api_key") else "none (free)" if preset.get("free") else "none"
         )
-        lines.append(f"| `{name}` | `{preset['base_url']}` | {key} | {', '.join(quirks) or 'none'} |")
+        checked = dialect.checked_against or "—"
+        lines.append(
+            f"| `{name}` | `{preset['base_url']}` | {key} | {', '.join(quirks) or 'none'} | {checked} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -1,8 +1,9 @@
-"""Which providers are enabled, and their adapters."""
+"""Which providers are enabled, their adapters, and the servers that count their models' tokens."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 
 import aiohttp
 
@@ -18,6 +19,7 @@ from llm_gateway.config.schema import (
     OpenAIProviderConfig,
     ProviderConfig,
 )
+from llm_gateway.providers.adapter import bearer
 from llm_gateway.providers.anthropic import AnthropicProvider
 from llm_gateway.providers.base import Provider
 from llm_gateway.providers.cohere import CohereProvider
@@ -25,6 +27,8 @@ from llm_gateway.providers.gemini import GeminiProvider
 from llm_gateway.providers.mock import MockProvider
 from llm_gateway.providers.ollama import OllamaProvider
 from llm_gateway.providers.openai import AzureOpenAIProvider, OpenAICompatibleProvider, OpenAIProvider
+from llm_gateway.providers.openai.mapping import prompt_body
+from llm_gateway.tokens import server as token_server
 
 # Hosted APIs that are enabled by default only when their key is set.
 _KEYED = (OpenAIProviderConfig, AnthropicProviderConfig, GeminiProviderConfig, CohereProviderConfig)
@@ -52,8 +56,11 @@ def enabled_providers(config: GatewayConfig) -> dict[str, ProviderConfig]:
 
 
 def build_providers(
-    enabled: Mapping[str, ProviderConfig], http: aiohttp.ClientSession
+    enabled: Mapping[str, ProviderConfig], http: aiohttp.ClientSession, *, token_counters: bool = True
 ) -> dict[str, Provider]:
+    """The adapters of the `enabled` providers, all on the one `http` client. With `token_counters`
+    (a serving gateway; not the docs generator, which makes no calls) the compatible servers whose
+    dialect names a tokenize endpoint are registered to count their models' tokens."""
     providers: dict[str, Provider] = {}
     for name, config in enabled.items():
         if isinstance(config, MockProviderConfig):
@@ -62,6 +69,8 @@ def build_providers(
             providers[name] = AzureOpenAIProvider(name, config, http)
         elif isinstance(config, OpenAICompatibleProviderConfig):
             providers[name] = OpenAICompatibleProvider(name, config, http)
+            if token_counters:
+                _register_token_counter(config, http)
         elif isinstance(config, AnthropicProviderConfig):
             providers[name] = AnthropicProvider(name, config, http)
         elif isinstance(config, GeminiProviderConfig):
@@ -73,3 +82,13 @@ def build_providers(
         else:
             providers[name] = OpenAIProvider(name, config, http)
     return providers
+
+
+def _register_token_counter(config: OpenAICompatibleProviderConfig, http: aiohttp.ClientSession) -> None:
+    """The server counts with the same client, key and message mapping as its chat calls use."""
+    dialect = config.dialect
+    if dialect.tokenize == "none" or config.base_url is None:
+        return
+    api_key = config.api_key.get_secret_value() if config.api_key else ""
+    render = partial(prompt_body, dialect=dialect)
+    token_server.register(dialect.tokenize, config.base_url, http, bearer(api_key), render)

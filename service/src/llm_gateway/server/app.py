@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ from llm_gateway.server.interceptors import (
     RequestIdStep,
     Step,
 )
+from llm_gateway.server.memory import return_large_buffers
 from llm_gateway.server.reflection import enable_reflection
 from llm_gateway.server.servicer import GatewayServicer
 from llmgateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
@@ -46,6 +48,12 @@ class GatewayServer:
     drain: DrainStep
     http: aiohttp.ClientSession
     providers: dict[str, Provider]
+    catalog: Catalog
+
+    def reload_prices(self) -> None:
+        """Re-reads the price file (SIGHUP). Calls in flight keep the prices they looked up; an
+        unusable file keeps the old prices. The catalog logs the outcome."""
+        self.catalog.reload_prices()
 
     async def start(self) -> None:
         await self.server.start()
@@ -62,7 +70,12 @@ class GatewayServer:
             async with asyncio.timeout(grace):
                 await self.drain.idle()
         except TimeoutError:
-            _log.warning({"event": "drain_timeout", "cancelled_calls": self.drain.in_flight})
+            # Cut off with a status of their own (GRACE_PERIOD_EXPIRED), given a moment to send it.
+            cut = self.drain.cut_off()
+            _log.warning({"event": "drain_timeout", "cancelled_calls": cut})
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self.drain.idle()
         await self.server.stop(0)
         for provider in self.providers.values():
             await provider.aclose()
@@ -85,6 +98,7 @@ async def create_server(
 ) -> GatewayServer:
     """A bound, not yet started server. Port 0 binds a free port (see `GatewayServer.port`).
     `reuse_port` lets several worker processes bind the same port (see `llm_gateway.workers`)."""
+    return_large_buffers()
     enabled = enabled_providers(config)
     http = create_http_client()
     providers = build_providers(enabled, http)
@@ -113,10 +127,16 @@ async def create_server(
             ("grpc.max_send_message_length", limit),
             # Refuse to share a port by accident; worker processes opt in explicitly.
             ("grpc.so_reuseport", int(reuse_port)),
+            # Calls that arrived faster than the server picks them up wait in gRPC's own queue. Its
+            # default drops them at random past 1,000 and all past 3,000, as CANCELLED, before the
+            # gateway sees them: a burst of stream opens lost hundreds that way. One explicit
+            # bound instead, past which calls are refused (docs/errors.md).
+            ("grpc.server.max_pending_requests", config.server.max_pending_calls),
+            ("grpc.server.max_pending_requests_hard_limit", config.server.max_pending_calls),
         ],
     )
     gateway_service_pb2_grpc.add_GatewayServiceServicer_to_server(
-        GatewayServicer(gateway, list(config.providers)), server
+        GatewayServicer(gateway, list(config.providers), limit), server
     )
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -126,4 +146,4 @@ async def create_server(
     port = config.server.port if port is None else port
     bound = server.add_insecure_port(f"{host}:{port}")
     circuits = CircuitHealth(health, gateway.breakers, ["", SERVICE_NAME])
-    return GatewayServer(server, bound, health, circuits, drain, http, providers)
+    return GatewayServer(server, bound, health, circuits, drain, http, providers, catalog)

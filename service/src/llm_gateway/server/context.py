@@ -36,3 +36,5 @@ request_id_var: ContextVar[str] = ContextVar("request_id", default="")
 received_at_var: ContextVar[float | None] = ContextVar("received_at", default=None)
 api_key_name_var: ContextVar[str] = ContextVar("api_key_name", default="")
 call_record_var: ContextVar[CallRecord | None] = ContextVar("call_record", default=None)
+# The size of the call's request body as received, in bytes (set when it is decoded).
+request_bytes_var: ContextVar[int] = ContextVar("request_bytes", default=0)

@@ -35,18 +35,24 @@ from llm_gateway.domain.messages import (
     ToolCall,
     ToolChoice,
     ToolChoiceMode,
+    image_url_problem,
 )
+from llm_gateway.server.shape import MAX_MESSAGES as SHAPE_MAX_MESSAGES
 from llmgateway.v1 import chat_pb2, content_pb2
 
 _NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
-_MAX_MESSAGES = 10_000
+# Counts are checked before anything is built, so a request of a million tiny parts is refused in
+# microseconds rather than validated item by item.
+MAX_MESSAGES = SHAPE_MAX_MESSAGES
+_MAX_PARTS = 1_000  # per message
+_MAX_TOTAL_PARTS = 100_000
+_MAX_TOOL_CALLS = 256  # per message
 _MAX_TOOLS = 512
 _MAX_STOP = 4
 _MAX_FALLBACKS = 10
 _MAX_TAGS = 64
 _MAX_CALLER_FIELD = 256
-_MAX_URL = 8192
 _MAX_BUDGET = Decimal(1_000_000)
 # Enough for any float's repr down to 1e-13 USD. A finer budget means nothing, and written out in
 # full (as BUDGET_EXCEEDED's metadata does) it could outgrow gRPC's limit on trailing metadata.
@@ -132,8 +138,14 @@ def decode_chat_request(pb: chat_pb2.ChatRequest, providers: Collection[str]) ->
 def _messages(pb: chat_pb2.ChatRequest, v: _Violations) -> tuple[Message, ...]:
     if not pb.messages:
         v.add("messages", "must contain at least one message")
-    elif len(pb.messages) > _MAX_MESSAGES:
-        v.add("messages", f"at most {_MAX_MESSAGES} messages")
+        return ()
+    if len(pb.messages) > MAX_MESSAGES:
+        v.add("messages", f"at most {MAX_MESSAGES} messages, got {len(pb.messages)}")
+        return ()
+    parts = sum(len(m.content) for m in pb.messages)
+    if parts > _MAX_TOTAL_PARTS:
+        v.add("messages", f"at most {_MAX_TOTAL_PARTS} content parts in all, got {parts}")
+        return ()
     return tuple(_message(m, f"messages[{i}]", v) for i, m in enumerate(pb.messages))
 
 
@@ -142,6 +154,12 @@ def _message(pb: content_pb2.Message, path: str, v: _Violations) -> Message:
     if role is None:
         v.add(f"{path}.role", "must be ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT or ROLE_TOOL")
         role = Role.USER
+    if len(pb.content) > _MAX_PARTS:
+        v.add(f"{path}.content", f"at most {_MAX_PARTS} parts, got {len(pb.content)}")
+        return Message(role)
+    if len(pb.tool_calls) > _MAX_TOOL_CALLS:
+        v.add(f"{path}.tool_calls", f"at most {_MAX_TOOL_CALLS} tool calls, got {len(pb.tool_calls)}")
+        return Message(role)
     parts = tuple(_part(p, f"{path}.content[{i}]", role, v) for i, p in enumerate(pb.content))
     tool_calls = tuple(_tool_call(c, f"{path}.tool_calls[{i}]", v) for i, c in enumerate(pb.tool_calls))
     if role is Role.ASSISTANT:
@@ -179,8 +197,9 @@ def _part(pb: content_pb2.Part, path: str, role: Role, v: _Violations) -> Part:
     if image.mime_type and image.mime_type not in _IMAGE_TYPES:
         v.add(f"{path}.image.mime_type", f"must be one of {', '.join(sorted(_IMAGE_TYPES))}")
     if source == "url":
-        if not image.url.startswith(("https://", "http://")) or len(image.url) > _MAX_URL:
-            v.add(f"{path}.image.url", f"must be an http(s) URL of at most {_MAX_URL} characters")
+        problem = image_url_problem(image.url)
+        if problem is not None:
+            v.add(f"{path}.image.url", problem)
         return ImagePart(url=image.url, mime_type=image.mime_type, detail=detail)
     if source == "data":
         if not image.data:
@@ -207,7 +226,8 @@ def _tool_call(pb: content_pb2.ToolCall, path: str, v: _Violations) -> ToolCall:
 
 def _tools(pb: chat_pb2.ChatRequest, v: _Violations) -> tuple[Tool, ...]:
     if len(pb.tools) > _MAX_TOOLS:
-        v.add("tools", f"at most {_MAX_TOOLS} tools")
+        v.add("tools", f"at most {_MAX_TOOLS} tools, got {len(pb.tools)}")
+        return ()
     seen: set[str] = set()
     tools = []
     for i, tool in enumerate(pb.tools):
@@ -289,7 +309,7 @@ def _generation(pb: chat_pb2.GenerationConfig, v: _Violations) -> GenerationConf
 
     if len(pb.stop) > _MAX_STOP:
         v.add("generation.stop", f"at most {_MAX_STOP} stop sequences")
-    for i, stop in enumerate(pb.stop):
+    for i, stop in enumerate(pb.stop[:_MAX_STOP]):
         if not stop:
             v.add(f"generation.stop[{i}]", "must not be empty")
     return GenerationConfig(
@@ -357,7 +377,8 @@ def _caller(pb: chat_pb2.CallerMetadata, v: _Violations) -> Caller:
 
 def _tags(pb: chat_pb2.ChatRequest, v: _Violations) -> dict[str, str]:
     if len(pb.tags) > _MAX_TAGS:
-        v.add("tags", f"at most {_MAX_TAGS} tags")
+        v.add("tags", f"at most {_MAX_TAGS} tags, got {len(pb.tags)}")
+        return {}
     for key, value in pb.tags.items():
         if not 1 <= len(key) <= 63:
             v.add(f"tags[{key[:63]!r}]", "keys are 1 to 63 characters")

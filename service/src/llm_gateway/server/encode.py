@@ -10,6 +10,7 @@ from llm_gateway.gateway import CallHeader, CallSummary, ChatOutcome, Estimate, 
 from llm_gateway.gateway.breaker import CircuitState, ProviderBreaker
 from llm_gateway.gateway.live import ModelLatency
 from llm_gateway.pricing import Cost, CostCapabilities, PriceSheet, PricingStatus, format_decimal
+from llm_gateway.tokens import CountMethod
 from llmgateway.v1 import accounting_pb2, catalog_pb2, chat_pb2, content_pb2
 
 _FINISH = {
@@ -90,9 +91,12 @@ def stream_delta(event: TextDelta | ToolCallDelta) -> chat_pb2.ChatStreamRespons
     )
 
 
-def stream_finish(summary: CallSummary) -> chat_pb2.ChatStreamResponse:
-    # Streams always finish with a reason; only dry runs (unary) have none.
-    reason = _FINISH[summary.finish_reason or FinishReason.OTHER]
+def stream_finish(summary: CallSummary, dry_run: bool = False) -> chat_pb2.ChatStreamResponse:
+    # Streams always finish with a reason; only dry runs have none.
+    if dry_run:
+        reason = chat_pb2.FINISH_REASON_UNSPECIFIED
+    else:
+        reason = _FINISH[summary.finish_reason or FinishReason.OTHER]
     return chat_pb2.ChatStreamResponse(
         finish=chat_pb2.StreamFinish(
             finish_reason=reason,
@@ -103,6 +107,7 @@ def stream_finish(summary: CallSummary) -> chat_pb2.ChatStreamResponse:
             provider_model=summary.provider_model,
             provider_response_id=summary.provider_response_id,
             dropped_parameters=summary.dropped_parameters,
+            dry_run=dry_run,
         )
     )
 
@@ -250,14 +255,19 @@ def pricing(sheet: PriceSheet) -> catalog_pb2.ModelPricing:
     return out
 
 
+_COUNT_METHOD = {
+    CountMethod.EXACT: catalog_pb2.TOKEN_COUNT_METHOD_EXACT,
+    CountMethod.PROVIDER: catalog_pb2.TOKEN_COUNT_METHOD_PROVIDER,
+    CountMethod.APPROXIMATE: catalog_pb2.TOKEN_COUNT_METHOD_APPROXIMATE,
+}
+
+
 def estimate(e: Estimate) -> catalog_pb2.CostEstimate:
     return catalog_pb2.CostEstimate(
         model=e.model.id,
         provider=e.model.provider,
         prompt_tokens=e.prompt_tokens,
-        token_count_method=(
-            catalog_pb2.TOKEN_COUNT_METHOD_EXACT if e.exact else catalog_pb2.TOKEN_COUNT_METHOD_APPROXIMATE
-        ),
+        token_count_method=_COUNT_METHOD[e.method],
         expected_output_tokens=e.expected_output_tokens,
         worst_case_output_tokens=e.worst_case_output_tokens,
         expected_cost=cost(e.expected_cost),

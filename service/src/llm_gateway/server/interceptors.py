@@ -4,6 +4,10 @@ and API-key authentication, as steps of one server interceptor.
 Order (outermost first): request id -> access log -> drain -> auth -> servicer, so every log line
 and every error, including a refusal while draining or an authentication failure, carries the
 request id.
+
+A call that will be refused (no or a wrong API key, or the gateway draining) is refused before its
+body is decoded: the gates run on the call's metadata alone, and a refused call's body is dropped
+unread, so an unauthenticated caller cannot make the gateway parse (and hold) a large request.
 """
 
 from __future__ import annotations
@@ -26,8 +30,11 @@ from llm_gateway.server.context import (
     api_key_name_var,
     call_record_var,
     received_at_var,
+    request_bytes_var,
     request_id_var,
 )
+from llm_gateway.server.memory import LARGE_BYTES, after_large_call
+from llm_gateway.server.shape import shape_problem
 from llm_gateway.server.status import REQUEST_ID_KEY, rich_status
 
 if TYPE_CHECKING:
@@ -44,11 +51,17 @@ OPEN_SERVICES = (
 _VALID_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 
 UnaryBehavior = Callable[[Any, "Context"], Awaitable[Any]]
+# A call's invocation metadata: (key, value) pairs, binary values as bytes.
+Metadata = Sequence[tuple[str, "str | bytes"]]
 StreamBehavior = Callable[[Any, "Context"], AsyncGenerator[Any, None]]
 
 
 def metadata_value(context: Context, key: str) -> str | None:
-    for item in context.invocation_metadata() or ():
+    return _value_of(cast("Metadata", context.invocation_metadata() or ()), key)
+
+
+def _value_of(metadata: Metadata, key: str) -> str | None:
+    for item in metadata:
         if item[0] == key:
             value = item[1]
             return value if isinstance(value, str) else value.decode("latin-1")
@@ -65,7 +78,14 @@ class Step:
     """One stage of the call pipeline: `enter` runs before each call of the gateway's own methods,
     `exit` after it. `enter` may abort the call; its return value is handed to `exit`, which also
     gets the exception the call ended with (None on success). `exit` does not run for a step whose
-    `enter` aborted, but does for the steps before it."""
+    `enter` aborted, but does for the steps before it.
+
+    `gate` runs first, on the call's metadata alone, before the request body is decoded: a step
+    that may refuse a call without looking at its body refuses it there. The call is then refused
+    after the `enter` of the steps before it, as if that step's `enter` had aborted."""
+
+    def gate(self, metadata: Metadata) -> GatewayError | None:
+        return None
 
     async def enter(self, context: Context, method: str) -> Any:
         return None
@@ -93,11 +113,16 @@ class Pipeline(ServerInterceptor):
         method = handler_call_details.method
         if handler is None or method.startswith(OPEN_SERVICES):
             return handler
+        metadata = cast("Metadata", handler_call_details.invocation_metadata)
+        for index, step in enumerate(self._steps):
+            refusal = step.gate(metadata)
+            if refusal is not None:
+                return self._refusing(handler, method, index, refusal)
         cached = self._cache.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
         wrapped: Handler = handler
-        deserializer = _tolerant(handler.request_deserializer)
+        deserializer = _tolerant(handler.request_deserializer, method)
         if handler.unary_unary is not None:
             wrapped = grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(cast(UnaryBehavior, handler.unary_unary), method),
@@ -113,15 +138,46 @@ class Pipeline(ServerInterceptor):
         self._cache[method] = (handler, wrapped)
         return wrapped
 
-    async def _enter(self, context: Context, method: str, request: Any) -> list[tuple[Step, Any]]:
+    def _refusing(self, handler: Handler, method: str, index: int, refusal: GatewayError) -> Handler:
+        """A handler for a call that `self._steps[index]`'s gate refused: its body is not decoded,
+        and the steps before that one run as for any call, so the refusal carries the request id
+        and is logged."""
+        steps = self._steps[:index]
+
+        async def refuse(context: Context) -> None:  # always raises
+            entered = await self._enter(context, method, None, steps)
+            try:
+                await abort(context, refusal)
+            except BaseException as error:
+                self._exit(context, entered, error)
+                raise
+
+        async def unary(request: Any, context: Context) -> Any:
+            await refuse(context)
+
+        async def stream(request: Any, context: Context) -> AsyncGenerator[Any, None]:
+            await refuse(context)
+            yield  # never reached: a stream handler is an async generator
+
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                stream, request_deserializer=_discard, response_serializer=handler.response_serializer
+            )
+        return grpc.unary_unary_rpc_method_handler(
+            unary, request_deserializer=_discard, response_serializer=handler.response_serializer
+        )
+
+    async def _enter(
+        self, context: Context, method: str, request: Any, steps: Sequence[Step] | None = None
+    ) -> list[tuple[Step, Any]]:
         """Runs each step's `enter`; then refuses a request body that did not decode, so the refusal
         carries the request id and is logged like any other."""
         entered: list[tuple[Step, Any]] = []
         try:
-            for step in self._steps:
+            for step in self._steps if steps is None else steps:
                 entered.append((step, await step.enter(context, method)))
-            if isinstance(request, Undecodable):
-                await abort(context, request.error())
+            if isinstance(request, Unreadable):
+                await abort(context, request.error)
         except BaseException as error:
             self._exit(context, entered, error)
             raise
@@ -131,6 +187,8 @@ class Pipeline(ServerInterceptor):
     def _exit(context: Context, entered: list[tuple[Step, Any]], error: BaseException | None) -> None:
         for step, state in reversed(entered):
             step.exit(context, state, error)
+        if request_bytes_var.get() > LARGE_BYTES:
+            after_large_call()
 
     def _wrap_unary(self, behavior: UnaryBehavior, method: str) -> UnaryBehavior:
         async def unary(request: Any, context: Context) -> Any:
@@ -138,8 +196,11 @@ class Pipeline(ServerInterceptor):
             try:
                 response = await behavior(request, context)
             except BaseException as error:
-                self._exit(context, entered, error)
-                raise
+                ended = await _cut_off_status(context, error)
+                self._exit(context, entered, ended)
+                if ended is error:
+                    raise
+                raise ended from None
             self._exit(context, entered, None)
             return response
 
@@ -154,8 +215,11 @@ class Pipeline(ServerInterceptor):
                     async for response in responses:
                         yield response
             except BaseException as error:
-                self._exit(context, entered, error)
-                raise
+                ended = await _cut_off_status(context, error)
+                self._exit(context, entered, ended)
+                if ended is error:
+                    raise
+                raise ended from None
             self._exit(context, entered, None)
 
         return stream
@@ -175,44 +239,51 @@ class RequestIdStep(Step):
 
 
 class AuthStep(Step):
-    """Checks `authorization: Bearer <key>` against the configured keys' SHA-256 digests. The
-    plaintext keys are never kept; the name of the matching key is recorded for logs."""
+    """Checks `authorization: Bearer <key>` against the configured keys' SHA-256 digests, at the gate
+    (before the body is decoded). The plaintext keys are never kept; the name of the matching key
+    is recorded for logs and limits."""
 
     def __init__(self, digests: Mapping[bytes, str]) -> None:
         self._digests = dict(digests)
 
-    async def enter(self, context: Context, method: str) -> None:
-        header = metadata_value(context, "authorization")
+    def gate(self, metadata: Metadata) -> GatewayError | None:
+        header = _value_of(metadata, "authorization")
         if not header:
-            await abort(
-                context,
-                GatewayError(
-                    "missing API key: send metadata 'authorization: Bearer <key>'",
-                    code=Code.UNAUTHENTICATED,
-                    reason="MISSING_API_KEY",
-                ),
+            return GatewayError(
+                "missing API key: send metadata 'authorization: Bearer <key>'",
+                code=Code.UNAUTHENTICATED,
+                reason="MISSING_API_KEY",
             )
         scheme, _, token = header.partition(" ")
         name = None
         if scheme.lower() == "bearer" and token.strip():
             name = self._digests.get(hashlib.sha256(token.strip().encode()).digest())
         if name is None:
-            await abort(
-                context,
-                GatewayError("invalid API key", code=Code.UNAUTHENTICATED, reason="INVALID_API_KEY"),
-            )
+            return GatewayError("invalid API key", code=Code.UNAUTHENTICATED, reason="INVALID_API_KEY")
+        # The gate runs in the call's own task, before its handler: the name is seen there.
         api_key_name_var.set(name)
+        return None
 
 
 class DrainStep(Step):
     """Counts the gateway calls in flight and, once draining, refuses new ones with UNAVAILABLE, so
-    shutdown can end as soon as the calls that were running have finished."""
+    shutdown can end as soon as the calls that were running have finished. Calls still running when
+    the grace period is over are cut off with a status of their own (`cut_off`)."""
 
     def __init__(self) -> None:
         self._in_flight = 0
         self._draining = False
         self._idle = asyncio.Event()
         self._idle.set()
+        self._calls: set[asyncio.Task[Any]] = set()
+
+    def cut_off(self) -> int:
+        """Cancels every call still in flight so that it ends UNAVAILABLE / GRACE_PERIOD_EXPIRED
+        (with what a stream produced so far) rather than with the transport's bare status when the
+        server stops. Returns how many there were."""
+        for task in self._calls:
+            task.cancel(CUT_OFF)
+        return len(self._calls)
 
     @property
     def in_flight(self) -> int:
@@ -225,22 +296,27 @@ class DrainStep(Step):
         """Returns once no gateway call is in flight."""
         await self._idle.wait()
 
-    async def enter(self, context: Context, method: str) -> None:
-        if self._draining:
-            await abort(
-                context,
-                GatewayError(
-                    "the gateway is shutting down; retry on another instance",
-                    code=Code.UNAVAILABLE,
-                    reason="SHUTTING_DOWN",
-                    retryable=True,
-                ),
-            )
+    def gate(self, metadata: Metadata) -> GatewayError | None:
+        if not self._draining:
+            return None
+        return GatewayError(
+            "the gateway is shutting down; retry on another instance",
+            code=Code.UNAVAILABLE,
+            reason="SHUTTING_DOWN",
+            retryable=True,
+        )
+
+    async def enter(self, context: Context, method: str) -> asyncio.Task[Any] | None:
         self._in_flight += 1
         self._idle.clear()
+        task = asyncio.current_task()
+        if task is not None:
+            self._calls.add(task)
+        return task
 
-    def exit(self, context: Context, state: None, error: BaseException | None) -> None:
+    def exit(self, context: Context, state: asyncio.Task[Any] | None, error: BaseException | None) -> None:
         self._in_flight -= 1
+        self._calls.discard(state)
         if not self._in_flight:
             self._idle.set()
 
@@ -289,42 +365,95 @@ class AccessLogStep(Step):
         self._logger.info(entry)
 
 
-class Undecodable:
-    """A request body that is not the method's protobuf message (corrupt wire format, or invalid
-    UTF-8 in a string field): the caller's mistake, answered INVALID_ARGUMENT by the pipeline
-    instead of grpcio's own UNKNOWN."""
+class Unreadable:
+    """A request body refused before it became a request: not the method's protobuf message
+    (corrupt wire format, invalid UTF-8 in a string field), which is the caller's mistake and
+    answered INVALID_ARGUMENT by the pipeline instead of grpcio's own UNKNOWN; or a large body
+    whose shape alone is over the limits (`server/shape.py`)."""
 
-    __slots__ = ("_detail",)
+    __slots__ = ("error",)
 
-    def __init__(self, detail: str) -> None:
-        self._detail = detail
-
-    def error(self) -> GatewayError:
-        return GatewayError(
-            f"the request is not a valid protobuf message of the method's type: {self._detail}"[:500],
-            code=Code.INVALID_ARGUMENT,
-            reason="UNDECODABLE_REQUEST",
-        )
+    def __init__(self, error: GatewayError) -> None:
+        self.error = error
 
 
-def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+def _undecodable(detail: str) -> GatewayError:
+    return GatewayError(
+        f"the request is not a valid protobuf message of the method's type: {detail}"[:500],
+        code=Code.INVALID_ARGUMENT,
+        reason="UNDECODABLE_REQUEST",
+    )
+
+
+def _discard(data: bytes) -> None:
+    """The deserializer of a refused call: its body is never parsed."""
+    request_bytes_var.set(len(data))
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None, method: str) -> Callable[[bytes], Any] | None:
     if deserializer is None:
         return None
 
     def deserialize(data: bytes) -> Any:
+        # Decoded in the call's own task, before its handler runs: the handler sees the size.
+        request_bytes_var.set(len(data))
+        refusal = shape_problem(method, data)
+        if refusal is not None:
+            return Unreadable(refusal)
         try:
             return deserializer(data)
         except Exception as exc:  # protobuf's DecodeError, or whatever the runtime raises
-            return Undecodable(str(exc) or type(exc).__name__)
+            return Unreadable(_undecodable(str(exc) or type(exc).__name__))
 
     return deserialize
+
+
+# The cancel message of a call cut off when the grace period is over.
+CUT_OFF = "the grace period is over"
+
+
+async def _cut_off_status(context: Context, error: BaseException) -> BaseException:
+    """For a call that `DrainStep.cut_off` cancelled, ends it with its own status instead and
+    returns the resulting AbortError; any other exception is returned as it is."""
+    if not isinstance(error, asyncio.CancelledError) or CUT_OFF not in error.args:
+        return error
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+    metadata = {}
+    record = call_record_var.get()
+    if record is not None and record.prompt_tokens is not None:  # a stream cut short, accounted
+        metadata = {
+            "prompt_tokens": str(record.prompt_tokens),
+            "completion_tokens": str(record.completion_tokens),
+            "usage_estimated": "true",
+            "cost_status": record.cost_status,
+            **({"cost": record.cost} if record.cost else {}),
+        }
+    try:
+        await abort(
+            context,
+            GatewayError(
+                "the gateway shut down before the call finished (its grace period ran out); "
+                "retry on another instance",
+                code=Code.UNAVAILABLE,
+                reason="GRACE_PERIOD_EXPIRED",
+                metadata=metadata,
+                retryable=True,
+            ),
+        )
+    except grpc.aio.AbortError as aborted:
+        return aborted
+    raise AssertionError("abort returns only by raising")
 
 
 def _status_name(context: Context) -> str:
     code: grpc.StatusCode | None = context.code()  # None until a status is set
     if code is None or code is grpc.StatusCode.OK:
-        # Ended by an exception with no status: the call was cancelled (by the client, its
-        # deadline, or shutdown); every other failure is turned into a status by the servicer.
+        # Ended by an exception with no status: the call was cancelled, by the client or by its
+        # deadline passing (every other failure is turned into a status by the servicer).
+        if context.time_remaining() == 0:
+            return "DEADLINE_EXCEEDED"
         return "CANCELLED"
     return code.name
 

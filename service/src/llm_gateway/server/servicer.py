@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
@@ -15,11 +16,18 @@ import grpc
 
 from llm_gateway.domain.errors import Code, GatewayError, invalid_field, with_field_prefix
 from llm_gateway.domain.messages import ChatRequest
-from llm_gateway.gateway import CallSummary, Gateway, StreamFinished, StreamStarted
+from llm_gateway.domain.results import TextDelta, ToolCallDelta
+from llm_gateway.gateway import CallSummary, ChatOutcome, Gateway, StreamFinished, StreamStarted
 from llm_gateway.gateway.scope import CallScope
 from llm_gateway.pricing import PricingStatus, format_decimal
 from llm_gateway.server import encode
-from llm_gateway.server.context import api_key_name_var, call_record_var, received_at_var, request_id_var
+from llm_gateway.server.context import (
+    api_key_name_var,
+    call_record_var,
+    received_at_var,
+    request_bytes_var,
+    request_id_var,
+)
 from llm_gateway.server.decode import decode_chat_request
 from llm_gateway.server.interceptors import abort
 from llmgateway.v1 import catalog_pb2, chat_pb2, gateway_service_pb2_grpc
@@ -30,6 +38,10 @@ if TYPE_CHECKING:
 _log = logging.getLogger("llm_gateway.server")
 _DEFAULT_PAGE_SIZE = 100
 _MAX_PAGE_SIZE = 1000
+# Requests larger than this (in bytes, as received) are validated off the event loop.
+_OFFLOAD_BYTES = 256 * 1024
+# Room for everything in a reply or event besides its text (usage, cost, routing...).
+_ENVELOPE_BYTES = 64 * 1024
 _CAPABILITY_NAMES = {number: name for name, number in encode.CAPABILITIES.items()}
 
 
@@ -65,19 +77,27 @@ class _Errors:
 
 
 class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
-    def __init__(self, gateway: Gateway, providers: Collection[str]) -> None:
+    def __init__(
+        self, gateway: Gateway, providers: Collection[str], max_reply_bytes: int = 32 * 1024 * 1024
+    ) -> None:
         self._gateway = gateway
         self._providers = frozenset(providers)
+        # gRPC refuses to send a message over its send limit, with a bare status; a reply that
+        # could be that large is measured first, and a streamed delta is sent in pieces under it.
+        self._max_reply = max_reply_bytes
+        self._max_piece = max((max_reply_bytes - _ENVELOPE_BYTES) // 4, 1)  # UTF-8: 4 bytes a character
 
     async def Chat(  # noqa: N802 (gRPC method name)
         self, request: chat_pb2.ChatRequest, context: Context
     ) -> chat_pb2.ChatResponse:
         async with _Errors(context):
-            chat = self._decode(request)
+            chat = await self._decode(request)
             outcome = await self._gateway.chat(chat, _scope(context))
             _record_model(outcome.header.model.id, outcome.header.model.provider)
             _record_summary(outcome.summary)
-            return encode.chat_response(outcome)
+            reply = encode.chat_response(outcome)
+            self._check_size(reply, outcome)
+            return reply
 
     async def ChatStream(  # noqa: N802
         self, request: chat_pb2.ChatStreamRequest, context: Context
@@ -85,7 +105,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         async with _Errors(context, "request."):
             if not request.HasField("request"):
                 raise invalid_field("", "must be set: the chat request")
-            chat = self._decode(request.request)
+            chat = await self._decode(request.request)
             stream = self._gateway.chat_stream(chat, _scope(context), on_cut_short=_record_summary)
             # Closed here, not whenever it is collected, so a cut-short stream is accounted before
             # the access log line is written.
@@ -96,9 +116,10 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
                         yield encode.stream_start(event.header)
                     elif isinstance(event, StreamFinished):
                         _record_summary(event.summary)
-                        yield encode.stream_finish(event.summary)
+                        yield encode.stream_finish(event.summary, event.dry_run)
                     else:
-                        yield encode.stream_delta(event)
+                        for piece in split_delta(event, self._max_piece):
+                            yield encode.stream_delta(piece)
 
     async def EstimateCost(  # noqa: N802
         self, request: catalog_pb2.EstimateCostRequest, context: Context
@@ -106,7 +127,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         async with _Errors(context, "request."):
             if not request.HasField("request"):
                 raise invalid_field("", "must be set: the chat request")
-            chat = self._decode(request.request)
+            chat = await self._decode(request.request)
         async with _Errors(context):
             expected = None
             if request.HasField("expected_output_tokens"):
@@ -128,9 +149,24 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
                 if name is None:
                     raise invalid_field(f"capabilities[{i}]", "unknown capability")
                 capabilities.append(name)
-            fingerprint = _filter_fingerprint(request.provider, capabilities)
+            provider = request.provider
+            if provider and provider not in self._providers:
+                configured = ", ".join(sorted(self._providers))
+                raise invalid_field("provider", f"unknown provider {provider!r}; configured: {configured}")
+            fingerprint = _filter_fingerprint(provider, capabilities)
             offset = _page_offset(request.page_token, fingerprint)
-            models = self._gateway.list_models(request.provider, capabilities)
+            if provider and not self._gateway.catalog.is_enabled(provider):
+                # An empty list would read as "this provider has no models"; say how to turn it on.
+                env = f"LLM_GATEWAY__PROVIDERS__{provider.upper()}__ENABLED=true"
+                raise GatewayError(
+                    f"provider: {provider!r} is configured but not enabled; a hosted provider is "
+                    f"enabled by setting its API key, any provider by providers.{provider}.enabled = "
+                    f"true in the config or {env} in the environment",
+                    code=Code.FAILED_PRECONDITION,
+                    reason="PROVIDER_DISABLED",
+                    metadata={"field": "provider", "provider": provider},
+                )
+            models = self._gateway.list_models(provider, capabilities)
             size = request.page_size or _DEFAULT_PAGE_SIZE
             page = models[offset : offset + size]
             catalog, live = self._gateway.catalog, self._gateway.live
@@ -150,8 +186,30 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
                 total_size=len(models),
             )
 
-    def _decode(self, request: chat_pb2.ChatRequest) -> ChatRequest:
-        chat = decode_chat_request(request, self._providers)
+    def _check_size(self, reply: chat_pb2.ChatResponse, outcome: ChatOutcome) -> None:
+        """Refuses a reply over the send limit with a status of the gateway's own: the provider
+        was called (and charged), so the error carries the usage and cost."""
+        completion = outcome.completion
+        produced = len(completion.text) + sum(len(c.arguments) for c in completion.tool_calls)
+        if produced * 4 + _ENVELOPE_BYTES <= self._max_reply:
+            return  # cannot be over, whatever the characters
+        size = reply.ByteSize()
+        if size > self._max_reply:
+            raise GatewayError(
+                f"the reply is {size} bytes, over the gateway's limit of {self._max_reply} "
+                "(server.max_message_bytes); ask for it with ChatStream, which sends it in pieces",
+                code=Code.RESOURCE_EXHAUSTED,
+                reason="REPLY_TOO_LARGE",
+                metadata={"reply_bytes": str(size), **outcome.summary.spent()},
+            )
+
+    async def _decode(self, request: chat_pb2.ChatRequest) -> ChatRequest:
+        # A large request is validated in a worker thread: the event loop keeps serving other
+        # calls meanwhile (the thread yields the GIL every few milliseconds).
+        if request_bytes_var.get() > _OFFLOAD_BYTES:
+            chat = await asyncio.to_thread(decode_chat_request, request, self._providers)
+        else:
+            chat = decode_chat_request(request, self._providers)
         record = call_record_var.get()
         if record is not None:
             record.caller = chat.caller
@@ -187,6 +245,22 @@ def _record_summary(summary: CallSummary) -> None:
     record.cost_status = summary.cost.status.value
     if summary.cost.status is not PricingStatus.UNKNOWN:
         record.cost = format_decimal(summary.cost.total)
+
+
+def split_delta(event: TextDelta | ToolCallDelta, size: int) -> list[TextDelta | ToolCallDelta]:
+    """`event` as deltas of at most `size` characters of text or arguments (mostly just itself)."""
+    if isinstance(event, TextDelta):
+        if len(event.text) <= size:
+            return [event]
+        return [TextDelta(event.text[i : i + size]) for i in range(0, len(event.text), size)]
+    if len(event.arguments) <= size:
+        return [event]
+    pieces: list[TextDelta | ToolCallDelta] = [
+        ToolCallDelta(event.index, arguments=event.arguments[i : i + size])
+        for i in range(0, len(event.arguments), size)
+    ]
+    pieces[0] = ToolCallDelta(event.index, event.id, event.name, event.arguments[:size])
+    return pieces
 
 
 def _filter_fingerprint(provider: str, capabilities: list[str]) -> str:

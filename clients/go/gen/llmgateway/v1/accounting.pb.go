@@ -218,7 +218,8 @@ type Cost struct {
 	Estimated bool `protobuf:"varint,10,opt,name=estimated,proto3" json:"estimated,omitempty"`
 	// Whether a price was known.
 	Status PricingStatus `protobuf:"varint,11,opt,name=status,proto3,enum=llmgateway.v1.PricingStatus" json:"status,omitempty"`
-	// Where the prices came from, for example "genai-prices 0.2.3" or "config".
+	// Where the prices came from: the bundled catalog ("genai-prices 0.2.3"), "config", or the
+	// operator's "price file".
 	PriceSource string `protobuf:"bytes,12,opt,name=price_source,json=priceSource,proto3" json:"price_source,omitempty"`
 	// The part of `cache_write` paid for one-hour cache writes (`Usage.cache_write_1h_tokens`).
 	CacheWrite_1H string `protobuf:"bytes,13,opt,name=cache_write_1h,json=cacheWrite1h,proto3" json:"cache_write_1h,omitempty"`

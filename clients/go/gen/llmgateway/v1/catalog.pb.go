@@ -219,6 +219,12 @@ const (
 	TokenCountMethod_TOKEN_COUNT_METHOD_EXACT TokenCountMethod = 1
 	// With a documented approximation (about 4 characters of text per token).
 	TokenCountMethod_TOKEN_COUNT_METHOD_APPROXIMATE TokenCountMethod = 2
+	// By the server that runs the model, with the model's own tokenizer (for example llama.cpp's
+	// `/tokenize`). Exact where the server also renders the prompt with the model's chat template
+	// (llama.cpp), close where it does not (llama-cpp-python: each message's framing is
+	// approximated). A server that cannot answer is not waited for: the count is then
+	// `TOKEN_COUNT_METHOD_APPROXIMATE`.
+	TokenCountMethod_TOKEN_COUNT_METHOD_PROVIDER TokenCountMethod = 3
 )
 
 // Enum value maps for TokenCountMethod.
@@ -227,11 +233,13 @@ var (
 		0: "TOKEN_COUNT_METHOD_UNSPECIFIED",
 		1: "TOKEN_COUNT_METHOD_EXACT",
 		2: "TOKEN_COUNT_METHOD_APPROXIMATE",
+		3: "TOKEN_COUNT_METHOD_PROVIDER",
 	}
 	TokenCountMethod_value = map[string]int32{
 		"TOKEN_COUNT_METHOD_UNSPECIFIED": 0,
 		"TOKEN_COUNT_METHOD_EXACT":       1,
 		"TOKEN_COUNT_METHOD_APPROXIMATE": 2,
+		"TOKEN_COUNT_METHOD_PROVIDER":    3,
 	}
 )
 
@@ -701,7 +709,8 @@ type ListModelsRequest struct {
 	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// The `next_page_token` of a previous call with the same filters; empty for the first page.
 	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
-	// Only models of this provider.
+	// Only models of this provider. A name that is not configured is INVALID_ARGUMENT; a provider
+	// that is configured but not enabled is FAILED_PRECONDITION / PROVIDER_DISABLED.
 	Provider string `protobuf:"bytes,3,opt,name=provider,proto3" json:"provider,omitempty"`
 	// Only models that have every one of these capabilities.
 	Capabilities  []Capability `protobuf:"varint,4,rep,packed,name=capabilities,proto3,enum=llmgateway.v1.Capability" json:"capabilities,omitempty"`
@@ -1165,11 +1174,12 @@ const file_llmgateway_v1_catalog_proto_rawDesc = "" +
 	"\x19CIRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14CIRCUIT_STATE_CLOSED\x10\x01\x12\x16\n" +
 	"\x12CIRCUIT_STATE_OPEN\x10\x02\x12\x1b\n" +
-	"\x17CIRCUIT_STATE_HALF_OPEN\x10\x03*x\n" +
+	"\x17CIRCUIT_STATE_HALF_OPEN\x10\x03*\x99\x01\n" +
 	"\x10TokenCountMethod\x12\"\n" +
 	"\x1eTOKEN_COUNT_METHOD_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18TOKEN_COUNT_METHOD_EXACT\x10\x01\x12\"\n" +
-	"\x1eTOKEN_COUNT_METHOD_APPROXIMATE\x10\x02B\xc4\x01\n" +
+	"\x1eTOKEN_COUNT_METHOD_APPROXIMATE\x10\x02\x12\x1f\n" +
+	"\x1bTOKEN_COUNT_METHOD_PROVIDER\x10\x03B\xc4\x01\n" +
 	"\x11com.llmgateway.v1B\fCatalogProtoP\x01ZLgithub.com/llm-gateway/llm-gateway/clients/go/gen/llmgateway/v1;llmgatewayv1\xa2\x02\x03LXX\xaa\x02\rLlmgateway.V1\xca\x02\rLlmgateway\\V1\xe2\x02\x19Llmgateway\\V1\\GPBMetadata\xea\x02\x0eLlmgateway::V1b\x06proto3"
 
 var (

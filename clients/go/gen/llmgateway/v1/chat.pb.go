@@ -1196,8 +1196,11 @@ type StreamFinish struct {
 	// The request settings the serving model could not honour and the gateway left out (see
 	// `ChatResponse.dropped_parameters`).
 	DroppedParameters []string `protobuf:"bytes,8,rep,name=dropped_parameters,json=droppedParameters,proto3" json:"dropped_parameters,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// True when this stream is a cost estimate from a `dry_run` request: no provider was called, no
+	// deltas were sent, and usage and cost are the estimate (as `ChatResponse.dry_run`).
+	DryRun        bool `protobuf:"varint,9,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StreamFinish) Reset() {
@@ -1284,6 +1287,13 @@ func (x *StreamFinish) GetDroppedParameters() []string {
 		return x.DroppedParameters
 	}
 	return nil
+}
+
+func (x *StreamFinish) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
 }
 
 var File_llmgateway_v1_chat_proto protoreflect.FileDescriptor
@@ -1387,7 +1397,7 @@ const file_llmgateway_v1_chat_proto_rawDesc = "" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12\x1c\n" +
-	"\targuments\x18\x04 \x01(\tR\targuments\"\x91\x03\n" +
+	"\targuments\x18\x04 \x01(\tR\targuments\"\xaa\x03\n" +
 	"\fStreamFinish\x12@\n" +
 	"\rfinish_reason\x18\x01 \x01(\x0e2\x1b.llmgateway.v1.FinishReasonR\ffinishReason\x12*\n" +
 	"\x05usage\x18\x02 \x01(\v2\x14.llmgateway.v1.UsageR\x05usage\x12'\n" +
@@ -1396,7 +1406,8 @@ const file_llmgateway_v1_chat_proto_rawDesc = "" +
 	"\arouting\x18\x05 \x01(\v2\x16.llmgateway.v1.RoutingR\arouting\x12%\n" +
 	"\x0eprovider_model\x18\x06 \x01(\tR\rproviderModel\x120\n" +
 	"\x14provider_response_id\x18\a \x01(\tR\x12providerResponseId\x12-\n" +
-	"\x12dropped_parameters\x18\b \x03(\tR\x11droppedParameters*\xbe\x01\n" +
+	"\x12dropped_parameters\x18\b \x03(\tR\x11droppedParameters\x12\x17\n" +
+	"\adry_run\x18\t \x01(\bR\x06dryRun*\xbe\x01\n" +
 	"\x0fReasoningEffort\x12 \n" +
 	"\x1cREASONING_EFFORT_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15REASONING_EFFORT_NONE\x10\x01\x12\x1c\n" +

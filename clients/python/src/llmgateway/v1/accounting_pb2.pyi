@@ -149,7 +149,9 @@ class Cost(_message.Message):
     status: Global___PricingStatus.ValueType
     """Whether a price was known."""
     price_source: _builtins.str
-    """Where the prices came from, for example "genai-prices 0.2.3" or "config"."""
+    """Where the prices came from: the bundled catalog ("genai-prices 0.2.3"), "config", or the
+    operator's "price file".
+    """
     cache_write_1h: _builtins.str
     """The part of `cache_write` paid for one-hour cache writes (`Usage.cache_write_1h_tokens`)."""
     def __init__(

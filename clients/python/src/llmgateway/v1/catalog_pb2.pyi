@@ -134,6 +134,13 @@ class _TokenCountMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Toke
     """With the model's own tokenizer."""
     TOKEN_COUNT_METHOD_APPROXIMATE: _TokenCountMethod.ValueType  # 2
     """With a documented approximation (about 4 characters of text per token)."""
+    TOKEN_COUNT_METHOD_PROVIDER: _TokenCountMethod.ValueType  # 3
+    """By the server that runs the model, with the model's own tokenizer (for example llama.cpp's
+    `/tokenize`). Exact where the server also renders the prompt with the model's chat template
+    (llama.cpp), close where it does not (llama-cpp-python: each message's framing is
+    approximated). A server that cannot answer is not waited for: the count is then
+    `TOKEN_COUNT_METHOD_APPROXIMATE`.
+    """
 
 class TokenCountMethod(_TokenCountMethod, metaclass=_TokenCountMethodEnumTypeWrapper):
     """How a prompt's tokens were counted."""
@@ -144,6 +151,13 @@ TOKEN_COUNT_METHOD_EXACT: TokenCountMethod.ValueType  # 1
 """With the model's own tokenizer."""
 TOKEN_COUNT_METHOD_APPROXIMATE: TokenCountMethod.ValueType  # 2
 """With a documented approximation (about 4 characters of text per token)."""
+TOKEN_COUNT_METHOD_PROVIDER: TokenCountMethod.ValueType  # 3
+"""By the server that runs the model, with the model's own tokenizer (for example llama.cpp's
+`/tokenize`). Exact where the server also renders the prompt with the model's chat template
+(llama.cpp), close where it does not (llama-cpp-python: each message's framing is
+approximated). A server that cannot answer is not waited for: the count is then
+`TOKEN_COUNT_METHOD_APPROXIMATE`.
+"""
 Global___TokenCountMethod: _TypeAlias = TokenCountMethod  # noqa: Y015
 
 @_typing.final
@@ -381,7 +395,9 @@ class ListModelsRequest(_message.Message):
     page_token: _builtins.str
     """The `next_page_token` of a previous call with the same filters; empty for the first page."""
     provider: _builtins.str
-    """Only models of this provider."""
+    """Only models of this provider. A name that is not configured is INVALID_ARGUMENT; a provider
+    that is configured but not enabled is FAILED_PRECONDITION / PROVIDER_DISABLED.
+    """
     @_builtins.property
     def capabilities(self) -> _containers.RepeatedScalarFieldContainer[Global___Capability.ValueType]:
         """Only models that have every one of these capabilities."""

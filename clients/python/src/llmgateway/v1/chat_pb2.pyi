@@ -710,12 +710,17 @@ class StreamFinish(_message.Message):
     PROVIDER_MODEL_FIELD_NUMBER: _builtins.int
     PROVIDER_RESPONSE_ID_FIELD_NUMBER: _builtins.int
     DROPPED_PARAMETERS_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
     finish_reason: Global___FinishReason.ValueType
     """Why generation stopped."""
     provider_model: _builtins.str
     """The model name the provider reported."""
     provider_response_id: _builtins.str
     """The provider's own id for the completion."""
+    dry_run: _builtins.bool
+    """True when this stream is a cost estimate from a `dry_run` request: no provider was called, no
+    deltas were sent, and usage and cost are the estimate (as `ChatResponse.dry_run`).
+    """
     @_builtins.property
     def usage(self) -> _accounting_pb2.Usage:
         """Token usage (estimated and marked so if the provider reported none)."""
@@ -749,10 +754,11 @@ class StreamFinish(_message.Message):
         provider_model: _builtins.str = ...,
         provider_response_id: _builtins.str = ...,
         dropped_parameters: _abc.Iterable[_builtins.str] | None = ...,
+        dry_run: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "latency", b"latency", "routing", b"routing", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "dropped_parameters", b"dropped_parameters", "finish_reason", b"finish_reason", "latency", b"latency", "provider_model", b"provider_model", "provider_response_id", b"provider_response_id", "routing", b"routing", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "dropped_parameters", b"dropped_parameters", "dry_run", b"dry_run", "finish_reason", b"finish_reason", "latency", b"latency", "provider_model", b"provider_model", "provider_response_id", b"provider_response_id", "routing", b"routing", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -52,16 +52,20 @@ class GatewayServiceStub:
     - PERMISSION_DENIED: PROVIDER_PERMISSION_DENIED (the provider refused the gateway's account).
     - FAILED_PRECONDITION: BUDGET_EXCEEDED (metadata `estimated_cost`, `max_cost`), PRICE_UNKNOWN
       (`max_cost` set for a model without a price), NO_MODEL_AVAILABLE (nothing for "auto"),
-      PROVIDER_AUTH_FAILED (the gateway's own provider key was refused; an operator must fix it).
+      PROVIDER_AUTH_FAILED (the gateway's own provider key was refused; an operator must fix it),
+      PROVIDER_DISABLED (`ListModelsRequest.provider` names a configured provider that is not enabled;
+      metadata `field`, `provider`).
     - RESOURCE_EXHAUSTED: UPSTREAM_RATE_LIMITED (with `google.rpc.RetryInfo` when the provider said
       when to retry), UPSTREAM_QUOTA_EXCEEDED, PROVIDER_RATE_LIMITED (the gateway's own limit for
       the provider, or its Retry-After, left no room for the call within the wait allowed),
       KEY_RATE_LIMITED (the caller's gateway key is over its limit); both with
-      `google.rpc.RetryInfo`.
+      `google.rpc.RetryInfo`. REPLY_TOO_LARGE (a unary reply over the gateway's message size limit,
+      after the provider was called: its usage and cost are in the metadata; use ChatStream).
     - UNAVAILABLE: UPSTREAM_UNAVAILABLE (provider 5xx, overload, connection failure),
       UPSTREAM_BAD_RESPONSE, UPSTREAM_STREAM_ERROR, UPSTREAM_STREAM_INTERRUPTED, CIRCUIT_OPEN (the
       provider kept failing and is not called until a probe succeeds), SHUTTING_DOWN (the gateway
-      is draining: retry on another instance).
+      is draining: retry on another instance), GRACE_PERIOD_EXPIRED (the gateway shut down before
+      the call finished; a stream's usage so far is in the metadata).
     - DEADLINE_EXCEEDED: UPSTREAM_TIMEOUT (the provider's timeouts), DEADLINE_EXCEEDED (the caller's
       deadline passed; the upstream request is closed).
     - INTERNAL: INTERNAL, only for a gateway bug; the message carries just the request id.
@@ -110,16 +114,20 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     - PERMISSION_DENIED: PROVIDER_PERMISSION_DENIED (the provider refused the gateway's account).
     - FAILED_PRECONDITION: BUDGET_EXCEEDED (metadata `estimated_cost`, `max_cost`), PRICE_UNKNOWN
       (`max_cost` set for a model without a price), NO_MODEL_AVAILABLE (nothing for "auto"),
-      PROVIDER_AUTH_FAILED (the gateway's own provider key was refused; an operator must fix it).
+      PROVIDER_AUTH_FAILED (the gateway's own provider key was refused; an operator must fix it),
+      PROVIDER_DISABLED (`ListModelsRequest.provider` names a configured provider that is not enabled;
+      metadata `field`, `provider`).
     - RESOURCE_EXHAUSTED: UPSTREAM_RATE_LIMITED (with `google.rpc.RetryInfo` when the provider said
       when to retry), UPSTREAM_QUOTA_EXCEEDED, PROVIDER_RATE_LIMITED (the gateway's own limit for
       the provider, or its Retry-After, left no room for the call within the wait allowed),
       KEY_RATE_LIMITED (the caller's gateway key is over its limit); both with
-      `google.rpc.RetryInfo`.
+      `google.rpc.RetryInfo`. REPLY_TOO_LARGE (a unary reply over the gateway's message size limit,
+      after the provider was called: its usage and cost are in the metadata; use ChatStream).
     - UNAVAILABLE: UPSTREAM_UNAVAILABLE (provider 5xx, overload, connection failure),
       UPSTREAM_BAD_RESPONSE, UPSTREAM_STREAM_ERROR, UPSTREAM_STREAM_INTERRUPTED, CIRCUIT_OPEN (the
       provider kept failing and is not called until a probe succeeds), SHUTTING_DOWN (the gateway
-      is draining: retry on another instance).
+      is draining: retry on another instance), GRACE_PERIOD_EXPIRED (the gateway shut down before
+      the call finished; a stream's usage so far is in the metadata).
     - DEADLINE_EXCEEDED: UPSTREAM_TIMEOUT (the provider's timeouts), DEADLINE_EXCEEDED (the caller's
       deadline passed; the upstream request is closed).
     - INTERNAL: INTERNAL, only for a gateway bug; the message carries just the request id.
@@ -164,16 +172,20 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     - PERMISSION_DENIED: PROVIDER_PERMISSION_DENIED (the provider refused the gateway's account).
     - FAILED_PRECONDITION: BUDGET_EXCEEDED (metadata `estimated_cost`, `max_cost`), PRICE_UNKNOWN
       (`max_cost` set for a model without a price), NO_MODEL_AVAILABLE (nothing for "auto"),
-      PROVIDER_AUTH_FAILED (the gateway's own provider key was refused; an operator must fix it).
+      PROVIDER_AUTH_FAILED (the gateway's own provider key was refused; an operator must fix it),
+      PROVIDER_DISABLED (`ListModelsRequest.provider` names a configured provider that is not enabled;
+      metadata `field`, `provider`).
     - RESOURCE_EXHAUSTED: UPSTREAM_RATE_LIMITED (with `google.rpc.RetryInfo` when the provider said
       when to retry), UPSTREAM_QUOTA_EXCEEDED, PROVIDER_RATE_LIMITED (the gateway's own limit for
       the provider, or its Retry-After, left no room for the call within the wait allowed),
       KEY_RATE_LIMITED (the caller's gateway key is over its limit); both with
-      `google.rpc.RetryInfo`.
+      `google.rpc.RetryInfo`. REPLY_TOO_LARGE (a unary reply over the gateway's message size limit,
+      after the provider was called: its usage and cost are in the metadata; use ChatStream).
     - UNAVAILABLE: UPSTREAM_UNAVAILABLE (provider 5xx, overload, connection failure),
       UPSTREAM_BAD_RESPONSE, UPSTREAM_STREAM_ERROR, UPSTREAM_STREAM_INTERRUPTED, CIRCUIT_OPEN (the
       provider kept failing and is not called until a probe succeeds), SHUTTING_DOWN (the gateway
-      is draining: retry on another instance).
+      is draining: retry on another instance), GRACE_PERIOD_EXPIRED (the gateway shut down before
+      the call finished; a stream's usage so far is in the metadata).
     - DEADLINE_EXCEEDED: UPSTREAM_TIMEOUT (the provider's timeouts), DEADLINE_EXCEEDED (the caller's
       deadline passed; the upstream request is closed).
     - INTERNAL: INTERNAL, only for a gateway bug; the message carries just the request id.

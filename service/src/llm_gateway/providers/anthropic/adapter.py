@@ -14,7 +14,7 @@ from llm_gateway.domain.results import Completion, StreamEvent
 from llm_gateway.providers.adapter import HttpAdapter
 from llm_gateway.providers.anthropic.mapping import build_body, parse_message
 from llm_gateway.providers.anthropic.stream import EventDecoder
-from llm_gateway.providers.base import UpstreamCall
+from llm_gateway.providers.base import OptionRules, UpstreamCall
 from llm_gateway.providers.errors import stream_interrupted, upstream_errors
 
 # Anthropic's error types that mean "try again later" when they arrive inside a 200 stream.
@@ -22,6 +22,15 @@ _RETRYABLE_STREAM_ERRORS = frozenset({"overloaded_error", "api_error", "rate_lim
 
 
 class AnthropicProvider(HttpAdapter):
+    option_rules = OptionRules(
+        frozenset(
+            {
+                "model", "messages", "system", "stream", "max_tokens", "temperature", "top_p", "top_k",
+                "stop_sequences", "tools", "tool_choice", "thinking", "output_config", "output_format",
+            }
+        )
+    )  # fmt: skip
+
     def __init__(self, name: str, config: AnthropicProviderConfig, http: aiohttp.ClientSession) -> None:
         api_key = config.api_key.get_secret_value() if config.api_key else ""
         headers = {"x-api-key": api_key, "anthropic-version": config.anthropic_version}

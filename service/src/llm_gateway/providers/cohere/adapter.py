@@ -12,13 +12,23 @@ import aiohttp
 from llm_gateway.config.schema import CohereProviderConfig
 from llm_gateway.domain.results import Completion, StreamEvent
 from llm_gateway.providers.adapter import HttpAdapter, bearer
-from llm_gateway.providers.base import UpstreamCall
+from llm_gateway.providers.base import OptionRules, UpstreamCall
 from llm_gateway.providers.cohere.mapping import build_body, parse_chat
 from llm_gateway.providers.cohere.stream import EventDecoder
 from llm_gateway.providers.errors import stream_interrupted, upstream_errors
 
 
 class CohereProvider(HttpAdapter):
+    option_rules = OptionRules(
+        frozenset(
+            {
+                "model", "messages", "stream", "max_tokens", "temperature", "p", "k", "stop_sequences",
+                "seed", "presence_penalty", "frequency_penalty", "tools", "tool_choice", "strict_tools",
+                "response_format", "thinking",
+            }
+        )
+    )  # fmt: skip
+
     def __init__(self, name: str, config: CohereProviderConfig, http: aiohttp.ClientSession) -> None:
         api_key = config.api_key.get_secret_value() if config.api_key else ""
         url = f"{config.base_url}/v2/chat"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
@@ -15,7 +16,7 @@ from llm_gateway.config.schema import GeminiProviderConfig
 from llm_gateway.domain.errors import GatewayError
 from llm_gateway.domain.results import Completion, StreamEvent
 from llm_gateway.providers.adapter import HttpAdapter
-from llm_gateway.providers.base import UpstreamCall
+from llm_gateway.providers.base import OptionRules, UpstreamCall
 from llm_gateway.providers.errors import UpstreamContext, stream_interrupted, upstream_errors
 from llm_gateway.providers.gemini.mapping import build_body, parse_response
 from llm_gateway.providers.gemini.stream import ChunkDecoder
@@ -26,7 +27,24 @@ _RETRYABLE_STREAM_ERRORS = frozenset(
 )
 
 
+def _both_cases(*names: str) -> frozenset[str]:
+    """Each camelCase field name and its snake_case twin: the API takes either."""
+    return frozenset(names) | {re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), n) for n in names}
+
+
 class GeminiProvider(HttpAdapter):
+    # `generationConfig` adds to the mapped one (`{"generationConfig": {"responseLogprobs": true}}`).
+    option_rules = OptionRules(
+        _both_cases("contents", "systemInstruction", "tools", "toolConfig") | {"generation_config"},
+        {
+            "generationConfig": _both_cases(
+                "temperature", "topP", "topK", "maxOutputTokens", "stopSequences", "seed",
+                "presencePenalty", "frequencyPenalty", "responseMimeType", "responseSchema",
+                "responseJsonSchema", "thinkingConfig", "candidateCount", "mediaResolution",
+            )
+        },
+    )  # fmt: skip
+
     def __init__(self, name: str, config: GeminiProviderConfig, http: aiohttp.ClientSession) -> None:
         api_key = config.api_key.get_secret_value() if config.api_key else ""
         super().__init__(name, http, {"x-goog-api-key": api_key}, (api_key,), config.timeout)

@@ -50,7 +50,7 @@ from llm_gateway.domain.messages import (
     ToolChoiceMode,
 )
 from llm_gateway.domain.results import Completion, FinishReason, Usage
-from llm_gateway.providers.base import THINKING_BUDGETS, Checks, UpstreamCall
+from llm_gateway.providers.base import THINKING_BUDGETS, Checks, UpstreamCall, merge_options
 from llm_gateway.providers.toolcalls import arguments_object, arguments_text, call_id, call_nonce
 
 # thinkingBudget for each reasoning effort, when the request gives no budget of its own: the
@@ -179,7 +179,7 @@ def build_body(call: UpstreamCall) -> dict[str, Any]:
     if config:
         body["generationConfig"] = config
     checks.raise_any()
-    body.update(call.options)
+    merge_options(body, call.options, nested="generationConfig")
     return body
 
 

@@ -5,9 +5,13 @@ Behaviour, in order of precedence:
 - The last message is a tool result: the reply is "Tool result: <its text>".
 - Tools are given, tool choice is not NONE, and the choice names a tool, is REQUIRED, or the last
   user message mentions a tool by name: the reply calls that tool (or the first one), with
-  arguments built from its JSON Schema (strings take the user's text, numbers 0, booleans false).
-- A JSON response format: the reply is a JSON object (for a schema, its properties filled as above;
-  otherwise {"text": <user text>}).
+  arguments built from its JSON Schema: numbers 0, booleans false, an enum its first value, and
+  strings what the user text names, found the same way every time: its first quoted phrase
+  ("...", '...' or curly quotes), else its last capitalised word or run of them, leaving out each
+  sentence's first word and the pronoun "I" ("What is the weather in New York?" gives
+  "New York"), else the whole text.
+- A JSON response format: the reply is a JSON object (for a schema, its properties filled as
+  above, with strings taking the whole user text; otherwise {"text": <user text>}).
 - Otherwise the reply is the text of the last user message.
 
 A stop sequence cuts the reply before it; `max_tokens` truncates it (finish reason LENGTH). Usage
@@ -41,13 +45,20 @@ from llm_gateway.domain.results import (
     ToolCallDelta,
     Usage,
 )
-from llm_gateway.providers.base import UpstreamCall
+from llm_gateway.providers.base import NO_RULES, UpstreamCall
 from llm_gateway.tokens.approximate import CHARS_PER_TOKEN, completion_tokens, prompt_tokens, text_tokens
 
 _WORD = re.compile(r"\s*\S+")
+# A quoted phrase: double quotes, curly quotes, or single quotes that are not apostrophes.
+_QUOTED = re.compile(r'"([^"]+)"|“([^”]+)”|‘([^’]+)’|(?<!\w)\'([^\']+)\'(?!\w)')
+# Words (letters first, then letters, digits, apostrophes or hyphens), sentence ends, and any
+# other single character (which breaks a run of capitalised words).
+_TOKEN = re.compile(r"[^\W\d_][\w'’-]*|[.!?]|\S")
 
 
 class MockProvider:
+    option_rules = NO_RULES  # the mock reads no options
+
     def __init__(self, name: str, chunk_delay: float = 0.0) -> None:
         self.name = name
         self._chunk_delay = chunk_delay
@@ -104,7 +115,7 @@ def _answer(request: ChatRequest) -> tuple[str, list[ToolCall], FinishReason]:
         return f"Tool result: {last.text()}", [], FinishReason.STOP
     tool = _tool_to_call(request, user_text)
     if tool is not None:
-        arguments = json.dumps(_fill(tool.parameters or {}, user_text), separators=(",", ":"))
+        arguments = json.dumps(_fill(tool.parameters or {}, _argument(user_text)), separators=(",", ":"))
         call_id = "call_" + hashlib.sha256(f"{tool.name}:{arguments}".encode()).hexdigest()[:16]
         return "", [ToolCall(call_id, tool.name, arguments)], FinishReason.TOOL_CALLS
     fmt = request.response_format
@@ -156,6 +167,24 @@ def _fill(schema: Any, text: str) -> Any:
     if isinstance(enum, list) and enum:
         return enum[0]
     return text
+
+
+def _argument(text: str) -> str:
+    """The value a model would pass for a string argument: what `text` quotes, else the name it
+    ends on (a capitalised word or run of them that does not open a sentence), else all of it."""
+    quoted = _QUOTED.search(text)
+    if quoted is not None:
+        return next(group for group in quoted.groups() if group is not None)
+    name: list[str] = []
+    last = ""
+    opens_sentence = True
+    for token in _TOKEN.findall(text):
+        if token[0].isupper() and not opens_sentence and token != "I" and not token.startswith(("I'", "I’")):
+            name.append(token)
+        elif name:
+            last, name = " ".join(name), []
+        opens_sentence = token in ".!?"
+    return " ".join(name) if name else last or text
 
 
 def _pieces(text: str) -> list[str]:

@@ -11,14 +11,27 @@ import aiohttp
 from llm_gateway.config.schema import OllamaProviderConfig
 from llm_gateway.domain.results import Completion, StreamEvent
 from llm_gateway.providers.adapter import HttpAdapter, bearer
-from llm_gateway.providers.base import UpstreamCall
+from llm_gateway.providers.base import OptionRules, UpstreamCall
 from llm_gateway.providers.errors import stream_interrupted, upstream_errors
 from llm_gateway.providers.ollama.mapping import build_body, parse_chat
 from llm_gateway.providers.ollama.stream import ChunkDecoder
 
 
 class OllamaProvider(HttpAdapter):
-    """A local Ollama needs no key; a hosted one takes `api_key` as a bearer token."""
+    """A local Ollama needs no key; a hosted one takes `api_key` as a bearer token. Options add to
+    the mapped sampling `options` (`{"options": {"num_ctx": 8192}}`) instead of replacing them."""
+
+    option_rules = OptionRules(
+        frozenset({"model", "messages", "stream", "format", "tools", "think", "keep_alive"}),
+        {
+            "options": frozenset(
+                {
+                    "temperature", "top_p", "top_k", "num_predict", "stop", "seed", "presence_penalty",
+                    "frequency_penalty",
+                }
+            )
+        },
+    )  # fmt: skip
 
     def __init__(self, name: str, config: OllamaProviderConfig, http: aiohttp.ClientSession) -> None:
         api_key = config.api_key.get_secret_value() if config.api_key else ""

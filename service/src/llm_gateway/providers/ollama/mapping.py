@@ -27,7 +27,7 @@ from llm_gateway.domain.messages import (
     ToolChoiceMode,
 )
 from llm_gateway.domain.results import Completion, FinishReason, Usage
-from llm_gateway.providers.base import Checks, UpstreamCall
+from llm_gateway.providers.base import Checks, UpstreamCall, merge_options
 from llm_gateway.providers.toolcalls import arguments_object, arguments_text, call_id, call_nonce
 
 _UNITLESS = re.compile(r"^-?\d+$")
@@ -57,11 +57,7 @@ def build_body(call: UpstreamCall, *, stream: bool, keep_alive: str | None = Non
     if keep_alive:
         body["keep_alive"] = _duration(keep_alive)
     checks.raise_any()
-    for key, value in call.options.items():
-        if key == "options" and isinstance(value, Mapping) and isinstance(body.get("options"), dict):
-            body["options"] = {**body["options"], **value}
-        else:
-            body[key] = value
+    merge_options(body, call.options, nested="options")
     return body
 
 

@@ -12,10 +12,21 @@ import aiohttp
 from llm_gateway.config.schema import OpenAICompatibleProviderConfig, OpenAIProviderConfig, TimeoutConfig
 from llm_gateway.domain.results import Completion, StreamEvent
 from llm_gateway.providers.adapter import HttpAdapter, bearer
-from llm_gateway.providers.base import UpstreamCall
+from llm_gateway.providers.base import OptionRules, UpstreamCall
 from llm_gateway.providers.errors import stream_interrupted, upstream_errors
 from llm_gateway.providers.openai.mapping import Dialect, build_body, parse_completion
 from llm_gateway.providers.openai.stream import ChunkDecoder
+
+# Body keys the gateway sets or maps from the request; `n` and the legacy `functions` would change
+# the reply's shape (and what it costs) behind the gateway's back.
+_RESERVED = frozenset(
+    {
+        "model", "messages", "stream", "stream_options", "n", "max_tokens", "max_completion_tokens",
+        "temperature", "top_p", "top_k", "stop", "seed", "presence_penalty", "frequency_penalty",
+        "tools", "tool_choice", "parallel_tool_calls", "functions", "function_call", "response_format",
+        "reasoning_effort", "reasoning",
+    }
+)  # fmt: skip
 
 
 class ChatCompletionsProvider(HttpAdapter):
@@ -34,6 +45,7 @@ class ChatCompletionsProvider(HttpAdapter):
     ) -> None:
         super().__init__(name, http, headers, secrets, timeout, url)
         self._dialect = dialect or Dialect()
+        self.option_rules = OptionRules(_RESERVED | {self._dialect.seed_field})
 
     def _body(self, call: UpstreamCall, *, stream: bool) -> dict[str, Any]:
         return build_body(call, stream=stream, dialect=self._dialect)
@@ -44,12 +56,10 @@ class ChatCompletionsProvider(HttpAdapter):
     async def stream(self, call: UpstreamCall) -> AsyncGenerator[StreamEvent, None]:
         ctx = self._context(call)
         decoder = ChunkDecoder(reasoning_in_completion=self._dialect.reasoning_in_completion)
-        saw_done = False
         async with aclosing(self._sse(call, ctx)) as events:
             with upstream_errors(ctx):
                 async for sse in events:
                     if sse.data == "[DONE]":
-                        saw_done = True
                         break
                     if not sse.data:  # keep-alive events some compatible servers send
                         continue
@@ -57,7 +67,10 @@ class ChatCompletionsProvider(HttpAdapter):
                         yield event
                     if decoder.error is not None:
                         raise self._stream_error(ctx, str(decoder.error.get("message") or decoder.error))
-        if not saw_done and not decoder.finished:
+        # The end marker is the finish reason: `[DONE]` alone, or the connection closing, also
+        # ends streams a server cut short (llama-cpp-python ends a running stream that way when
+        # another request arrives).
+        if not decoder.finished:
             raise stream_interrupted(ctx)
         yield decoder.done()
 

@@ -1,7 +1,8 @@
 """Domain requests to OpenAI Chat Completions bodies, and replies back to domain results.
 
 One mapping serves OpenAI, Azure and every compatible server; a `Dialect` (config) says where a
-server differs: field names, what it does not accept, how it takes reasoning settings.
+server differs: field names, what it does not accept, how it takes reasoning settings, how it wants
+an empty assistant turn and a JSON Schema output format.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from llm_gateway.config.schema import ChatCompletionsDialect as Dialect
 from llm_gateway.domain.messages import (
+    ChatRequest,
     ImagePart,
     Message,
     ReasoningEffort,
@@ -20,12 +22,21 @@ from llm_gateway.domain.messages import (
     Role,
     TextPart,
     ToolCall,
+    ToolChoice,
     ToolChoiceMode,
 )
 from llm_gateway.domain.results import Completion, FinishReason, Usage
 from llm_gateway.providers.base import Checks, UpstreamCall
 
-__all__ = ["Dialect", "build_body", "content_part", "finish_reason", "map_usage", "parse_completion"]
+__all__ = [
+    "Dialect",
+    "build_body",
+    "content_part",
+    "finish_reason",
+    "map_usage",
+    "parse_completion",
+    "prompt_body",
+]
 
 _FINISH_REASON_MAP = {
     "stop": FinishReason.STOP,
@@ -68,7 +79,7 @@ def build_body(call: UpstreamCall, *, stream: bool, dialect: Dialect = _DEFAULT_
     unsupported = dialect.unsupported
     body: dict[str, Any] = {
         "model": call.model.name,
-        "messages": _messages(request.messages, unsupported, checks),
+        "messages": _messages(request.messages, dialect, checks),
     }
     if stream:
         body["stream"] = True
@@ -96,7 +107,7 @@ def build_body(call: UpstreamCall, *, stream: bool, dialect: Dialect = _DEFAULT_
         else:
             body["stop"] = list(gen.stop)
     _tools(call, body, dialect, checks)
-    _response_format(call, body, unsupported, checks)
+    _response_format(call, body, dialect, checks)
     _reasoning(call, body, dialect, checks)
     checks.raise_any()
     body.update(call.options)
@@ -111,13 +122,7 @@ def _tools(call: UpstreamCall, body: dict[str, Any], dialect: Dialect, checks: C
     if request.tools:
         body["tools"] = [_tool(t.name, t.description, t.parameters, t.strict) for t in request.tools]
     if request.tool_choice is not None:
-        choice = request.tool_choice
-        if choice.mode is ToolChoiceMode.NAMED:
-            body["tool_choice"] = {"type": "function", "function": {"name": choice.tool_name}}
-        elif choice.mode is ToolChoiceMode.REQUIRED:
-            body["tool_choice"] = dialect.tool_choice_required
-        else:
-            body["tool_choice"] = choice.mode.value
+        body["tool_choice"] = _tool_choice(request.tool_choice, dialect)
     if request.parallel_tool_calls is not None:
         if "parallel_tool_calls" in dialect.unsupported:
             checks.unsupported(
@@ -127,16 +132,26 @@ def _tools(call: UpstreamCall, body: dict[str, Any], dialect: Dialect, checks: C
             body["parallel_tool_calls"] = request.parallel_tool_calls
 
 
-def _response_format(
-    call: UpstreamCall, body: dict[str, Any], unsupported: Collection[str], checks: Checks
-) -> None:
+def _tool_choice(choice: ToolChoice, dialect: Dialect) -> str | dict[str, Any]:
+    if choice.mode is ToolChoiceMode.NAMED:
+        return {"type": "function", "function": {"name": choice.tool_name}}
+    if choice.mode is ToolChoiceMode.REQUIRED:
+        return dialect.tool_choice_required
+    return choice.mode.value
+
+
+def _response_format(call: UpstreamCall, body: dict[str, Any], dialect: Dialect, checks: Checks) -> None:
     fmt = call.request.response_format
     if fmt is None:
         return
-    if fmt.type.value in unsupported:
+    if fmt.type.value in dialect.unsupported:
         checks.unsupported(
             "response_format", f"{call.model.provider} does not accept {fmt.type.value} output"
         )
+    elif fmt.type is ResponseFormatType.JSON_SCHEMA and dialect.json_schema_format == "json_object_schema":
+        # The schema constrains the output through a grammar, so the output always conforms:
+        # `strict` is honoured without being sent, and the schema's name has no field.
+        body["response_format"] = {"type": "json_object", "schema": fmt.json_schema or {}}
     elif fmt.type is ResponseFormatType.JSON_SCHEMA:
         schema: dict[str, Any] = {"name": fmt.schema_name, "schema": fmt.json_schema or {}}
         if fmt.strict:
@@ -187,9 +202,8 @@ def _tool(name: str, description: str, parameters: dict[str, Any] | None, strict
     return {"type": "function", "function": function}
 
 
-def _messages(
-    messages: tuple[Message, ...], unsupported: Collection[str], checks: Checks
-) -> list[dict[str, Any]]:
+def _messages(messages: tuple[Message, ...], dialect: Dialect, checks: Checks) -> list[dict[str, Any]]:
+    unsupported: Collection[str] = dialect.unsupported
     out = []
     for i, message in enumerate(messages):
         if message.name and "message_name" in unsupported:
@@ -200,18 +214,19 @@ def _messages(
                 if isinstance(part, ImagePart):
                     checks.unsupported(f"messages[{i}].content[{j}].image", "this provider reads text only")
             message = replace(message, parts=tuple(p for p in message.parts if isinstance(p, TextPart)))
-        out.append(_message(message))
+        out.append(_message(message, dialect))
     return out
 
 
-def _message(message: Message) -> dict[str, Any]:
+def _message(message: Message, dialect: Dialect) -> dict[str, Any]:
     out: dict[str, Any] = {"role": message.role.value}
     if message.role is Role.TOOL:
         out["tool_call_id"] = message.tool_call_id
         out["content"] = message.text()
         return out
     if message.role is Role.ASSISTANT:
-        out["content"] = message.text() or None
+        text = message.text()
+        out["content"] = text or ("" if dialect.empty_assistant_content == "empty_string" else None)
         if message.tool_calls:
             out["tool_calls"] = [
                 {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
@@ -224,6 +239,26 @@ def _message(message: Message) -> dict[str, Any]:
     if message.name:
         out["name"] = message.name
     return out
+
+
+def prompt_body(request: ChatRequest, dialect: Dialect = _DEFAULT_DIALECT) -> dict[str, Any]:
+    """The part of a Chat Completions body that a server's chat template turns into the model's
+    prompt: the messages and the tools with the tool choice, as `build_body` sends them. For a
+    server that renders a prompt without running it, to count its tokens (llama.cpp's
+    `/apply-template`). Images are left out: a server without its vision projector refuses them,
+    and the counter adds the approximation's count for each instead. So is what the server does not
+    take."""
+    messages = []
+    for message in request.messages:
+        text_only = tuple(p for p in message.parts if isinstance(p, TextPart))
+        name = "" if "message_name" in dialect.unsupported else message.name
+        messages.append(_message(replace(message, parts=text_only, name=name), dialect))
+    body: dict[str, Any] = {"messages": messages}
+    if request.tools and "tools" not in dialect.unsupported:
+        body["tools"] = [_tool(t.name, t.description, t.parameters, t.strict) for t in request.tools]
+        if request.tool_choice is not None:
+            body["tool_choice"] = _tool_choice(request.tool_choice, dialect)
+    return body
 
 
 def content_part(part: TextPart | ImagePart) -> dict[str, Any]:
