@@ -21,7 +21,7 @@ async def read_to_the_end(stream: grpc.aio.UnaryStreamCall[Any, Any]) -> None:
         pass
 
 
-async def test_calls_past_the_grace_period_end_grace_period_expired_with_their_usage(
+async def test_calls_past_the_grace_period_end_grace_period_expired_and_watchers_are_not_waited_for(
     fake_openai: FakeOpenAI, log_lines: list[str]
 ) -> None:
     toml = openai_toml(fake_openai.base_url) + "[providers.mock]\nchunk_delay = 0.2\n"

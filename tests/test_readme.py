@@ -6,9 +6,13 @@ gateway listens on a free port rather than 50051, which may be taken on a shared
 command prints must match what the README shows under it: the same lines, JSON with the same
 fields and values (a `...` in the README stands for fields it leaves out; request ids, chat ids
 and durations only need the right shape), or the same error code, message and details. A command
-whose shown output starts with an error must fail; any other must exit 0. A block that needs a
-provider key or a real upstream is preceded by `<!-- readme-test: skip, <why> -->`, and its
-commands are reported as skipped with that reason.
+whose shown output starts with an error must fail; any other must exit 0.
+
+A block that needs more than the embedded defaults says so in a marker before it, and gets it
+from the test: `<!-- readme-test: keys openai anthropic -->` starts its gateway with those
+providers' API keys set (any value: the block never reaches them), and
+`<!-- readme-test: upstream <provider> <answer> -->` points the provider at a stand-in on loopback
+that gives that answer (`UPSTREAMS`), so what is checked is the gateway's side of it.
 """
 
 from __future__ import annotations
@@ -18,9 +22,12 @@ import os
 import re
 import shlex
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +36,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 README_ADDRESS = "localhost:50051"
-SKIP = re.compile(r"<!-- readme-test: skip, (.+) -->")
+MARKER = re.compile(r"<!-- readme-test: (.+) -->")
 # Values that differ on every call: only their shape is checked.
 VOLATILE = [re.compile(r"chat_[0-9a-f.]+"), re.compile(r"[0-9]+(\.[0-9]+)?s")]
 REQUEST_ID = re.compile(r"[0-9a-f]{32}")
@@ -45,7 +52,7 @@ class Command:
     line: int  # where it starts in the README
     text: str  # as bash reads it, continuation lines included
     shown: str  # what the README shows it printing
-    skip: str  # why it cannot run here, from the block's marker; "" to run it
+    setup: str  # what its gateway needs, from the block's marker; "" for the embedded defaults
 
     @property
     def fails(self) -> bool:
@@ -59,13 +66,13 @@ def readme_commands() -> list[Command]:
     for i, line in enumerate(lines):
         if line != "```console":
             continue
-        marker = SKIP.fullmatch(lines[i - 1].strip())
+        marker = MARKER.fullmatch(lines[i - 1].strip())
         end = lines.index("```", i + 1)
         commands += block_commands(lines[i + 1 : end], i + 2, marker.group(1) if marker else "")
     return commands
 
 
-def block_commands(body: list[str], first_line: int, skip: str) -> Iterator[Command]:
+def block_commands(body: list[str], first_line: int, setup: str) -> Iterator[Command]:
     i = 0
     while i < len(body):
         if not body[i].startswith("$ "):
@@ -79,7 +86,7 @@ def block_commands(body: list[str], first_line: int, skip: str) -> Iterator[Comm
         output_start = i
         while i < len(body) and not body[i].startswith("$ "):
             i += 1
-        yield Command(first_line + start, text, "\n".join(body[output_start:i]).strip("\n"), skip)
+        yield Command(first_line + start, text, "\n".join(body[output_start:i]).strip("\n"), setup)
 
 
 def complete(text: str) -> bool:
@@ -112,11 +119,82 @@ def clean_env() -> dict[str, str]:
     return {**env, "HOME": str(ROOT)}
 
 
-@pytest.fixture(scope="module")
-def readme_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`llm-gateway serve` as `make run` runs it (the venv's command, no config file), on a free
-    port; its address as the README would write it."""
-    directory = tmp_path_factory.mktemp("readme")
+class Upstream(ThreadingHTTPServer):
+    """A stand-in provider on loopback answering every POST with one JSON reply."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        reply = json.dumps(body).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+# Stand-ins: (provider, answer) -> (HTTP status, JSON body, the path its base URL ends with).
+UPSTREAMS: dict[tuple[str, str], tuple[int, dict[str, Any], str]] = {
+    ("openai", "overloaded"): (
+        503,
+        {"error": {"message": "Overloaded", "type": "server_error", "param": None, "code": None}},
+        "/v1",
+    ),
+    ("anthropic", "thinking"): (
+        200,
+        {
+            "id": "msg_01ReadmeExample",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-haiku-4-5-20251001",
+            "content": [
+                {"type": "thinking", "thinking": "2, 3, 5, 7, ... 97: 25 of them.", "signature": "c2ln"},
+                {"type": "text", "text": "There are 25 primes below 100."},
+            ],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": 18,
+                "output_tokens": 412,
+                "output_tokens_details": {"thinking_tokens": 396},
+            },
+        },
+        "",
+    ),
+}
+
+
+def setup_env(setup: str, stack: ExitStack) -> dict[str, str]:
+    """The environment a marker asks for, starting its stand-in upstream (stopped by `stack`)."""
+    kind, *words = setup.split()
+    if kind == "keys":
+        return {f"{name.upper()}_API_KEY": f"readme-test-key-{name}" for name in words}
+    assert kind == "upstream", f"unknown readme-test marker: {setup!r}"
+    provider, answer = words
+    status, body, path = UPSTREAMS[(provider, answer)]
+    upstream = Upstream(status, body)
+    stack.callback(upstream.server_close)
+    stack.callback(upstream.shutdown)
+    prefix = f"LLM_GATEWAY__PROVIDERS__{provider.upper()}"
+    return {
+        f"{provider.upper()}_API_KEY": f"readme-test-key-{provider}",
+        f"{prefix}__BASE_URL": f"http://127.0.0.1:{upstream.server_address[1]}{path}",
+        # The default retry policy: the example's three attempts, with its backoff kept short.
+        f"{prefix}__RETRY__INITIAL_BACKOFF": "0.05",
+    }
+
+
+def serve(directory: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    """`llm-gateway serve` as `make run` runs it (the venv's command, no config file) on a free
+    port; the process and its port."""
     port_file, log = directory / "port", directory / "gateway.log"
     command = [
         str(ROOT / ".venv" / "bin" / "llm-gateway"),
@@ -127,38 +205,49 @@ def readme_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         str(port_file),
     ]
     with log.open("w") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=clean_env(), stdout=out, stderr=out)
-    try:
-        deadline = time.monotonic() + 20
-        while not (port_file.exists() and port_file.read_text().strip()):
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, f"no port after 20 s:\n{log.read_text()}"
-            time.sleep(0.05)
-        yield f"localhost:{port_file.read_text().strip()}"
-    finally:
-        process.terminate()
-        process.wait(30)
+        process = subprocess.Popen(command, cwd=ROOT, env={**clean_env(), **env}, stdout=out, stderr=out)
+    deadline = time.monotonic() + 20
+    while not (port_file.exists() and port_file.read_text().strip()):
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, f"no port after 20 s:\n{log.read_text()}"
+        time.sleep(0.05)
+    return process, port_file.read_text().strip()
+
+
+@pytest.fixture(scope="module")
+def readme_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], str]]:
+    """The gateway for a block's setup, started once per setup: its address as the README would
+    write it."""
+    started: dict[str, str] = {}
+    with ExitStack() as stack:
+
+        def address(setup: str) -> str:
+            if setup not in started:
+                env = setup_env(setup, stack) if setup else {}
+                process, port = serve(tmp_path_factory.mktemp("readme"), env)
+                stack.callback(process.wait, 30)
+                stack.callback(process.terminate)
+                started[setup] = f"localhost:{port}"
+            return started[setup]
+
+        yield address
 
 
 def test_the_readme_commands_are_found_and_use_the_built_grpcurl() -> None:
-    runnable = [c for c in COMMANDS if not c.skip]
-    assert len(runnable) >= 9, [c.text for c in runnable]
+    assert len(COMMANDS) >= 13, [c.text for c in COMMANDS]
     for command in COMMANDS:
         program = next(w for w in shlex.split(command.text, comments=True) if "=" not in w)
         assert program != "grpcurl", (
             f"README line {command.line}: use .tools/bin/grpcurl, which make run builds"
         )
-    for command in COMMANDS:
-        if command.skip:
-            assert "grpcurl" in command.text  # only calls that need a provider are skipped
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=command_id)
-def test_a_readme_command_prints_what_the_readme_shows(readme_gateway: str, command: Command) -> None:
-    if command.skip:
-        pytest.skip(f"README line {command.line}: {command.skip}")
+def test_a_readme_command_prints_what_the_readme_shows(
+    readme_gateway: Callable[[str], str], command: Command
+) -> None:
     done = subprocess.run(
-        ["bash", "-c", command.text.replace(README_ADDRESS, readme_gateway)],
+        ["bash", "-c", command.text.replace(README_ADDRESS, readme_gateway(command.setup))],
         cwd=ROOT,
         env=clean_env(),
         capture_output=True,
