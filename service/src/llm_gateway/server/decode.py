@@ -37,14 +37,13 @@ from llm_gateway.domain.messages import (
     ToolChoiceMode,
     image_url_problem,
 )
-from llm_gateway.server.shape import MAX_MESSAGES as SHAPE_MAX_MESSAGES
+from llm_gateway.server.shape import MAX_MESSAGES
 from llmgateway.v1 import chat_pb2, content_pb2
 
 _NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
 # Counts are checked before anything is built, so a request of a million tiny parts is refused in
 # microseconds rather than validated item by item.
-MAX_MESSAGES = SHAPE_MAX_MESSAGES
 _MAX_PARTS = 1_000  # per message
 _MAX_TOTAL_PARTS = 100_000
 _MAX_TOOL_CALLS = 256  # per message
