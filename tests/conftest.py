@@ -25,6 +25,7 @@ from llmgateway.v1 import chat_pb2, content_pb2, gateway_service_pb2_grpc
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.cohere import FakeCohere
 from tests.fakes.gemini import FakeGemini
+from tests.fakes.llamacpp import FakeLlamaCppPython, FakeLlamaServer
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.openai import FakeOpenAI
 
@@ -177,6 +178,18 @@ async def fake_cohere() -> AsyncIterator[FakeCohere]:
 @pytest.fixture
 async def fake_ollama() -> AsyncIterator[FakeOllama]:
     async with FakeOllama() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def llama_server() -> AsyncIterator[FakeLlamaServer]:
+    async with FakeLlamaServer() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def llama_cpp_python() -> AsyncIterator[FakeLlamaCppPython]:
+    async with FakeLlamaCppPython() as fake:
         yield fake
 
 

@@ -272,6 +272,15 @@ async def test_health_follows_the_circuits(fake_openai: FakeOpenAI) -> None:
         assert await status(gw, "llmgateway.v1.provider.openai") == serving
 
 
+async def open_then_wait(gw: RunningGateway, fake: FakeOpenAI, failure: Reply, wait: float) -> None:
+    """Opens the circuit (`failure_threshold = 2`) with two failing calls, then waits `wait` s."""
+    fake.script(failure, failure)
+    for _ in range(2):
+        with pytest.raises(grpc.aio.AioRpcError):
+            await gw.stub.Chat(chat("openai:gpt-4o-mini"))
+    await asyncio.sleep(wait)
+
+
 async def test_half_open_lets_one_of_fifty_grpc_callers_probe(fake_openai: FakeOpenAI) -> None:
     """Two 529s (overloaded) open the circuit; after the reset timeout 50 concurrent calls arrive
     while the probe is still in flight: exactly one reaches the provider, the others fail fast."""
@@ -280,11 +289,7 @@ async def test_half_open_lets_one_of_fifty_grpc_callers_probe(fake_openai: FakeO
     )
     overloaded = Reply(status=529, json_body=error_body("Overloaded", "overloaded_error"))
     async with running_gateway(toml) as gw:
-        fake_openai.script(overloaded, overloaded)
-        for _ in range(2):
-            with pytest.raises(grpc.aio.AioRpcError):
-                await gw.stub.Chat(chat("openai:gpt-4o-mini"))
-        await asyncio.sleep(0.3)
+        await open_then_wait(gw, fake_openai, overloaded, 0.3)
         fake_openai.script(Reply(delay=0.2, json_body=completion("probe ok")))
         results = await asyncio.gather(
             *(gw.stub.Chat(chat("openai:gpt-4o-mini"), timeout=5) for _ in range(50)), return_exceptions=True
@@ -307,11 +312,7 @@ async def test_a_long_probe_stream_closes_the_circuit_at_its_first_event(fake_op
     )
     overloaded = Reply(status=503, json_body=error_body("Overloaded", "server_error"))
     async with running_gateway(toml) as gw:
-        fake_openai.script(overloaded, overloaded)
-        for _ in range(2):
-            with pytest.raises(grpc.aio.AioRpcError):
-                await gw.stub.Chat(chat("openai:gpt-4o-mini"))
-        await asyncio.sleep(0.35)
+        await open_then_wait(gw, fake_openai, overloaded, 0.35)
         pieces = [f"w{i} " for i in range(20)]
         fake_openai.script(Reply(sse=text_chunks(pieces, usage(5, 20)), chunk_delay=0.2))  # about 4 s
         probe = gw.stub.ChatStream(chat_pb2.ChatStreamRequest(request=chat("openai:gpt-4o-mini")))

@@ -4,7 +4,6 @@ over plain HTTP as the servers document them."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -28,18 +27,6 @@ TOOL_TURNS: list[Any] = [
     },
     {"role": "tool", "tool_call_id": "call_1", "content": "3.1415926"},
 ]
-
-
-@pytest.fixture
-async def llama_server() -> AsyncIterator[FakeLlamaServer]:
-    async with FakeLlamaServer() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def llama_cpp_python() -> AsyncIterator[FakeLlamaCppPython]:
-    async with FakeLlamaCppPython() as fake:
-        yield fake
 
 
 def client(base_url: str) -> openai.AsyncOpenAI:

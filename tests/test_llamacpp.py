@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -41,18 +40,6 @@ enabled = true
 retry = {{ max_retries = 0 }}
 {extra}
 """
-
-
-@pytest.fixture
-async def llama_server() -> AsyncIterator[FakeLlamaServer]:
-    async with FakeLlamaServer() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def llama_cpp_python() -> AsyncIterator[FakeLlamaCppPython]:
-    async with FakeLlamaCppPython() as fake:
-        yield fake
 
 
 def tool_history(model: str) -> chat_pb2.ChatRequest:
