@@ -1,6 +1,11 @@
 """A gateway process under load while its upstream fails at random: 1,000 mixed calls against a fake
 OpenAI server scripted with every kind of fault. Every call must end with a reply or a documented
-error (or the client's own deadline or cancel), nothing may hang, and the process must not grow."""
+error (or the client's own deadline or cancel), nothing may hang, and the process must not grow.
+
+And every call is accounted exactly once: the access log (an observer of the gateway's call
+records, like the ledger) has one line per call, whatever its end, and the tokens and cost in it
+are what the caller was told (a reply's usage and cost, a stream's finish, or an error's account
+of a stream cut short)."""
 
 from __future__ import annotations
 
@@ -97,6 +102,7 @@ def scripted_replies(rng: random.Random, count: int) -> list[Reply]:
 
 @dataclass(frozen=True)
 class Plan:
+    request_id: str
     text: str
     request: chat_pb2.ChatRequest
     streaming: bool
@@ -120,7 +126,7 @@ def plans(rng: random.Random, count: int, prefix: str) -> list[Plan]:
         if rng.random() < 0.1:
             cancel_after = float(rng.randint(1, 3)) if streaming else rng.uniform(0.0, 0.05)
         timeout = SHORT_DEADLINE if rng.random() < 0.08 else DEADLINE
-        made.append(Plan(text, request, streaming, timeout, cancel_after))
+        made.append(Plan(f"{prefix}-{i}", text, request, streaming, timeout, cancel_after))
     return made
 
 
@@ -135,8 +141,22 @@ async def cancelled(call: grpc.aio.Call) -> str:
     return CLIENT_CANCEL
 
 
+@dataclass(frozen=True)
+class Told:
+    """What a caller was told a call used and cost."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    cost: str
+
+
+# request id -> what its caller was told, for calls that told anything; and how each call ended.
+TOLD: dict[str, Told] = {}
+ENDED: dict[str, str] = {}
+
+
 async def unary(stub: gateway_service_pb2_grpc.GatewayServiceAsyncStub, plan: Plan) -> str:
-    call = stub.Chat(plan.request, timeout=plan.timeout)
+    call = stub.Chat(plan.request, timeout=plan.timeout, metadata=(("x-request-id", plan.request_id),))
     if plan.cancel_after is not None:
         await asyncio.sleep(plan.cancel_after)
         # Awaiting a call cancelled here would raise asyncio.CancelledError into this task.
@@ -145,11 +165,16 @@ async def unary(stub: gateway_service_pb2_grpc.GatewayServiceAsyncStub, plan: Pl
     reply = await call
     if reply_text(reply.message) != plan.text:
         raise BadOutcomeError(f"Chat replied {reply_text(reply.message)!r} to {plan.text!r}")
+    TOLD[plan.request_id] = Told(reply.usage.prompt_tokens, reply.usage.completion_tokens, reply.cost.total)
     return "OK"
 
 
 async def streamed(stub: gateway_service_pb2_grpc.GatewayServiceAsyncStub, plan: Plan) -> str:
-    call = stub.ChatStream(chat_pb2.ChatStreamRequest(request=plan.request), timeout=plan.timeout)
+    call = stub.ChatStream(
+        chat_pb2.ChatStreamRequest(request=plan.request),
+        timeout=plan.timeout,
+        metadata=(("x-request-id", plan.request_id),),
+    )
     events = []
     while (event := await read_event(call)) is not None:
         events.append(event)
@@ -160,6 +185,8 @@ async def streamed(stub: gateway_service_pb2_grpc.GatewayServiceAsyncStub, plan:
         raise BadOutcomeError(
             f"ChatStream of {plan.text!r} sent {[e.WhichOneof('event') for e in events]}: {text!r}"
         )
+    usage, cost = events[-1].finish.usage, events[-1].finish.cost
+    TOLD[plan.request_id] = Told(usage.prompt_tokens, usage.completion_tokens, cost.total)
     return "OK"
 
 
@@ -181,6 +208,11 @@ def failure(
         raise BadOutcomeError(f"undocumented {code.name} {details.info.reason}: {details.message}")
     if details.info.reason == "DEADLINE_EXCEEDED" and elapsed < plan.timeout * 0.9:
         raise BadOutcomeError(f"the caller's {plan.timeout} s deadline reported passed after {elapsed:.2f} s")
+    spent = details.info.metadata
+    if "prompt_tokens" in spent:  # a stream cut short: what it produced, accounted
+        TOLD[plan.request_id] = Told(
+            int(spent["prompt_tokens"]), int(spent["completion_tokens"]), spent.get("cost", "")
+        )
     return f"{code.name} {details.info.reason}"
 
 
@@ -209,6 +241,7 @@ async def run_calls(
                     f"{rpc_name(plan)} {request.model} {list(request.fallback_models)}: {problem}"
                 )
             outcomes[outcome, rpc_name(plan)] += 1
+            ENDED[plan.request_id] = outcome
 
     async with asyncio.TaskGroup() as group:
         for _ in range(IN_FLIGHT):
@@ -256,7 +289,8 @@ async def test_random_upstream_faults_under_load(tmp_path: Path) -> None:
         fake.script(*scripted_replies(rng, CALLS))
         requests, disconnects = len(fake.requests), fake.disconnects
         started = time.monotonic()
-        outcomes, problems = await asyncio.wait_for(run_calls(stub, plans(rng, CALLS, "load")), 120)
+        load = plans(rng, CALLS, "load")
+        outcomes, problems = await asyncio.wait_for(run_calls(stub, load), 120)
         wall = time.monotonic() - started
         await asyncio.sleep(1.0)
         after = rss_kib(pid)
@@ -274,3 +308,25 @@ async def test_random_upstream_faults_under_load(tmp_path: Path) -> None:
         assert reply_text(reply.message) == "still there?"
         assert gateway.process.returncode is None
         assert abs(after - before) <= before * 0.10, f"VmRSS went from {before} KiB to {after} KiB"
+
+        # Exactly once: every call of the run has one access line, and it says what the caller
+        # was told. Calls the client gave up on (its deadline, its cancel) were told nothing, and
+        # are there all the same, but for a cancel so early that the call never reached the
+        # gateway (the client's cancel went out before its request was handed over).
+        ids = {plan.request_id for plan in load}
+        logged = [line for line in gateway.log_lines() if line.get("request_id") in ids]
+        counts = Counter(line["request_id"] for line in logged)
+        missing = {rid: ENDED[rid] for rid in ids - set(counts)}
+        assert set(missing.values()) <= {CLIENT_CANCEL}, missing
+        assert set(counts.values()) == {1}, [rid for rid, n in counts.items() if n > 1][:5]
+        told = {rid: t for rid, t in TOLD.items() if rid in ids}
+        assert len(told) > CALLS // 3
+        for line in logged:
+            expected = told.get(line["request_id"])
+            if expected is not None:
+                recorded = Told(line["prompt_tokens"], line["completion_tokens"], line["cost"])
+                assert recorded == expected, line
+        print(
+            f"{len(logged)} records for {CALLS} calls ({len(missing)} cancelled before they arrived); "
+            f"{len(told)} told their usage and cost, all equal to the record"
+        )

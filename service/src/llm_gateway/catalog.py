@@ -125,6 +125,10 @@ class Catalog:
     def is_enabled(self, provider: str) -> bool:
         return provider in self._enabled
 
+    def is_listed(self, model_id: str) -> bool:
+        """Whether `provider:model` is in the catalog (not merely allowed as an unlisted model)."""
+        return model_id in self._listed
+
     def get(self, provider: str, model: str) -> ModelSpec | None:
         """The spec of `provider:model` with the prices in force now, building one for an
         unlisted model where allowed."""

@@ -80,6 +80,8 @@ class ApiKeyConfig(_Strict):
     sha256: str | None = None
     # The calls this key may make (Chat and ChatStream); unset: no limit.
     rate_limit: RateLimitConfig | None = None
+    # "admin" sees every caller's usage; "user" only its own key's.
+    role: Literal["admin", "user"] = "user"
 
     @model_validator(mode="after")
     def _one_form(self) -> ApiKeyConfig:

@@ -1,11 +1,18 @@
-"""The gateway: plans candidates, runs attempts, and accounts usage, cost and latency."""
+"""The gateway: plans candidates, runs attempts, and accounts usage, cost and latency.
+
+Every call, unary or streamed, goes through one attempt loop (`_attempt`) that ends when a provider
+has answered: with a whole reply, or with a stream's first event. Every call ends in exactly one
+`CallRecord` for the observers (`record.py`): the front door opens the call's tracker and ends it
+with what the caller got; the gateway fills it in on the way, and keeps a tracker of its own when
+it is called directly.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import aclosing, contextmanager
 from typing import TypeVar
 
 from llm_gateway.catalog import Catalog, ModelSpec
@@ -17,10 +24,11 @@ from llm_gateway.gateway.estimate import Estimate, estimate, ranked
 from llm_gateway.gateway.guard import ProviderGuard
 from llm_gateway.gateway.limits import RateLimiter
 from llm_gateway.gateway.live import LiveLatency
-from llm_gateway.gateway.outcome import CallSummary, ChatOutcome, GatewayEvent, StreamFinished, StreamStarted
+from llm_gateway.gateway.outcome import ChatOutcome, GatewayEvent, StreamFinished, StreamStarted
 from llm_gateway.gateway.plan import CallPlan, StreamOutput
+from llm_gateway.gateway.record import CallObserver, CallTracker, Observers, Principal
 from llm_gateway.gateway.scope import CallScope
-from llm_gateway.providers.base import Provider
+from llm_gateway.providers.base import Provider, UpstreamCall
 from llm_gateway.router import Route, Router
 from llm_gateway.tokens import TokenCount, count_prompt
 
@@ -35,6 +43,7 @@ class Gateway:
         providers: Mapping[str, Provider],
         guards: Mapping[str, ProviderGuard],
         key_limiters: Mapping[str, RateLimiter] | None = None,
+        observers: Sequence[CallObserver] = (),
     ) -> None:
         self._router = router
         self._catalog = catalog
@@ -42,7 +51,51 @@ class Gateway:
         self._guards = dict(guards)
         self._key_limiters = dict(key_limiters or {})
         self.breakers = {name: guard.breaker for name, guard in self._guards.items()}
-        self.live = LiveLatency()
+        # Observed latency of listed models, for ListModels: an observer like any other.
+        self.live = LiveLatency(listed=lambda model_id: catalog.is_listed(model_id))
+        self.observers = Observers([self.live, *observers])
+
+    def open_call(
+        self,
+        operation: str,
+        request_id: str,
+        principal: Principal,
+        received_at: float | None = None,
+    ) -> CallTracker:
+        """The record of a call that has just arrived; its front door ends it (`CallTracker.end`)
+        with the status the caller got, however the call ends."""
+        return CallTracker(
+            self.observers,
+            operation=operation,
+            request_id=request_id,
+            principal=principal,
+            received_at=received_at,
+        )
+
+    @contextmanager
+    def _tracked(self, scope: CallScope, operation: str, request: ChatRequest) -> Iterator[CallTracker]:
+        """The call's tracker, given the request. One the front door opened is ended by the door;
+        a call made directly on the gateway gets one of its own, ended here however it ends."""
+        tracker = scope.call
+        if tracker is not None:
+            tracker.request = request
+            yield tracker
+            return
+        tracker = self.open_call(operation, scope.request_id, scope.principal, scope.received_at)
+        tracker.request = request
+        try:
+            yield tracker
+        except GatewayError as err:
+            tracker.fail(err)
+            tracker.end()
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            tracker.end("CANCELLED")
+            raise
+        except BaseException:
+            tracker.end("INTERNAL")
+            raise
+        tracker.end("OK")
 
     @property
     def catalog(self) -> Catalog:
@@ -55,7 +108,7 @@ class Gateway:
         routes = self._router.plan(request.model, request.fallback_models)
         plan = CallPlan(routes, request, scope)
         await plan.prepare()
-        limiter = self._key_limiters.get(scope.api_key)
+        limiter = self._key_limiters.get(scope.principal.key)
         if limiter is not None and not request.dry_run:
             await _take_room(plan, routes[0].spec, limiter)
         return plan
@@ -123,117 +176,101 @@ class Gateway:
         await asyncio.sleep(wait)
         return True
 
-    async def chat(self, request: ChatRequest, scope: CallScope) -> ChatOutcome:
-        plan = await self._plan(request, scope)
-        if request.dry_run:
-            return _dry_run(plan)  # never an upstream request (CallPlan.begin_attempt refuses one)
+    async def _attempt(
+        self,
+        plan: CallPlan,
+        start: Callable[[Provider, UpstreamCall], Awaitable[T]],
+        *,
+        first: bool,
+    ) -> tuple[Route, T]:
+        """Attempts the call, retrying and falling back, until a provider answers: `start` gets a
+        unary reply, or a stream's first event (`first`: bounded by `timeout.first_token` too).
+        Its answer ends the attempt's breaker ticket as a success: a stream's first good event
+        shows the provider healthy, so a half-open circuit closes then, not when a long stream
+        ends. Returns the route that answered and its answer; raises when none did."""
         for route in plan.runnable():
             spec, guard = route.spec, self._guards[route.spec.provider]
+            provider = self._providers[spec.provider]
             for retries in itertools.count():
                 call = plan.begin_attempt(spec)
                 try:
                     with await self._admit(plan, spec, guard):
-                        completion = await self._bounded(
-                            plan, spec, guard, self._providers[spec.provider].chat(call), first=False
-                        )
+                        answer = await self._bounded(plan, spec, guard, start(provider, call), first)
                 except GatewayError as err:
                     if await self._retry(plan, route, guard, err, retries):
                         continue
                     break
-                elapsed = plan.succeeded(route)
-                if spec.listed:
-                    self.live.call(spec.id, elapsed)
+                return route, answer
+        raise plan.exhausted()
+
+    async def chat(self, request: ChatRequest, scope: CallScope) -> ChatOutcome:
+        with self._tracked(scope, "Chat", request) as tracker:
+            plan = await self._plan(request, scope)
+            tracker.routing = plan.routing
+            if request.dry_run:
+                outcome = _dry_run(plan)  # never an upstream request (begin_attempt refuses one)
+            else:
+                route, completion = await self._attempt(plan, _chat, first=False)
+                spec = route.spec
+                plan.succeeded(route)
                 usage = completion.usage or await plan.estimated_usage(
                     spec, completion.text, completion.tool_calls
                 )
                 summary = plan.summary(
                     spec, usage, completion.finish_reason, completion.provider_model, completion.response_id
                 )
-                return ChatOutcome(plan.header(spec), completion, summary)
-        raise plan.exhausted()
+                outcome = ChatOutcome(plan.header(spec), completion, summary)
+            tracker.header, tracker.summary = outcome.header, outcome.summary
+            return outcome
 
-    async def chat_stream(
-        self,
-        request: ChatRequest,
-        scope: CallScope,
-        on_cut_short: Callable[[CallSummary], None] | None = None,
-    ) -> AsyncGenerator[GatewayEvent, None]:
+    async def chat_stream(self, request: ChatRequest, scope: CallScope) -> AsyncGenerator[GatewayEvent, None]:
         """Start, deltas as the upstream sends them, then the summary. An attempt may be retried,
         or replaced by the next candidate, only until its first event: after that the caller has
         seen output.
 
         A stream cut short after its start (the upstream fails, or the caller cancels) is still
-        accounted: what was produced so far is counted and priced, marked estimated, and handed
-        to `on_cut_short`; an upstream failure also carries it in its error's metadata."""
-        plan = await self._plan(request, scope)
-        if request.dry_run:  # the estimate as a stream: its start and its finish, no upstream
-            outcome = _dry_run(plan)
-            yield StreamStarted(outcome.header)
-            yield StreamFinished(outcome.summary, dry_run=True)
-            return
-        for route in plan.runnable():
+        accounted: what was produced so far is counted and priced, marked estimated, and kept in
+        the call's record; an upstream failure also carries it in its error's metadata."""
+        with self._tracked(scope, "ChatStream", request) as tracker:
+            plan = await self._plan(request, scope)
+            tracker.routing = plan.routing
+            if request.dry_run:  # the estimate as a stream: its start and its finish, no upstream
+                outcome = _dry_run(plan)
+                tracker.header, tracker.summary = outcome.header, outcome.summary
+                yield StreamStarted(outcome.header)
+                yield StreamFinished(outcome.summary, dry_run=True)
+                return
+            route, (events, event) = await self._attempt(plan, _open_stream, first=True)
             spec, guard = route.spec, self._guards[route.spec.provider]
-            for retries in itertools.count():
-                call = plan.begin_attempt(spec)
+            async with aclosing(events):
+                tracker.header = header = plan.header(spec)
+                yield StreamStarted(header)
+                output = StreamOutput()
                 try:
-                    ticket = await self._admit(plan, spec, guard)
-                except GatewayError as err:
-                    if await self._retry(plan, route, guard, err, retries):
-                        continue
-                    break
-                events = self._providers[spec.provider].stream(call)
-                async with aclosing(events):
-                    try:
-                        event = await self._bounded(plan, spec, guard, anext(events), first=True)
-                    except BaseException as exc:
-                        ticket.end(exc)
-                        if not isinstance(exc, GatewayError):
-                            raise
-                        if await self._retry(plan, route, guard, exc, retries):
-                            continue
-                        break
-                    # A first good event shows the provider healthy: a half-open circuit closes
-                    # now, not when a long stream ends.
-                    ticket.end(None)
-                    yield StreamStarted(plan.header(spec))
-                    output = StreamOutput()
-                    try:
-                        while not isinstance(event, StreamDone):
-                            output.add(event)
-                            yield event
-                            event = await self._next_event(plan, spec, guard, events)
-                    except BaseException as exc:
-                        if plan.may_count_failure(spec.provider):
-                            guard.breaker.record_failure(exc, plan.caller)
-                        if isinstance(exc, GatewayError):
-                            summary = plan.cut_short(route, output, exc)
-                            exc.metadata.update(summary.spent())
-                        elif isinstance(exc, asyncio.CancelledError | GeneratorExit):
-                            summary = plan.cut_short(route, output)
-                        else:
-                            raise
-                        if on_cut_short is not None:
-                            on_cut_short(summary)
-                        raise
-                    started = plan.attempt_started
-                    plan.succeeded(route)
-                    if spec.listed and output.first_token is not None:
-                        self.live.first_token(spec.id, output.first_token - started)
-                    usage = event.usage or await plan.estimated_usage(
-                        spec, output.text(), output.tool_calls()
-                    )
-                    yield StreamFinished(
-                        plan.summary(
-                            spec,
-                            usage,
-                            event.finish_reason,
-                            event.provider_model,
-                            event.response_id,
-                            output.first_token,
-                        )
-                    )
-                    return
-        raise plan.exhausted()
+                    while not isinstance(event, StreamDone):
+                        output.add(event)
+                        yield event
+                        event = await self._next_event(plan, spec, guard, events)
+                except BaseException as exc:
+                    if plan.may_count_failure(spec.provider):
+                        guard.breaker.record_failure(exc, plan.caller)
+                    if isinstance(exc, GatewayError):
+                        tracker.summary = plan.cut_short(route, output, exc)
+                        exc.metadata.update(tracker.summary.spent())
+                    elif isinstance(exc, asyncio.CancelledError | GeneratorExit):
+                        tracker.summary = plan.cut_short(route, output)
+                    raise
+                plan.succeeded(route, output.first_token)
+                usage = event.usage or await plan.estimated_usage(spec, output.text(), output.tool_calls())
+                tracker.summary = summary = plan.summary(
+                    spec,
+                    usage,
+                    event.finish_reason,
+                    event.provider_model,
+                    event.response_id,
+                    output.first_token,
+                )
+                yield StreamFinished(summary)
 
     async def estimate_cost(
         self, request: ChatRequest, expected_output: int | None, candidates: Sequence[str]
@@ -268,6 +305,22 @@ async def _take_room(plan: CallPlan, spec: ModelSpec, limiter: RateLimiter) -> N
     limiter has a tokens-per-minute bucket), or raises its refusal."""
     tokens = await plan.call_tokens(spec) if limiter.counts_tokens else 0
     await limiter.acquire(tokens, plan.deadline)
+
+
+def _chat(provider: Provider, call: UpstreamCall) -> Awaitable[Completion]:
+    return provider.chat(call)
+
+
+async def _open_stream(
+    provider: Provider, call: UpstreamCall
+) -> tuple[AsyncGenerator[StreamEvent, None], StreamEvent]:
+    """The call's upstream stream and its first event; the stream is closed if that never comes."""
+    events = provider.stream(call)
+    try:
+        return events, await anext(events)
+    except BaseException:
+        await events.aclose()
+        raise
 
 
 def _dry_run(plan: CallPlan) -> ChatOutcome:

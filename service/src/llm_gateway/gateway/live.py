@@ -1,4 +1,5 @@
-"""Observed latency per model over a recent window, for ListModels' live state."""
+"""Observed latency per model over a recent window, for ListModels' live state: an observer of
+finished calls (`record.py`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llm_gateway.gateway.record import CallRecord
 
 # The window: calls of the last five minutes, at most the last 256 of each kind per model.
 WINDOW_SECONDS = 300.0
@@ -39,10 +44,27 @@ class LiveLatency:
     """Successful upstream latencies per model id: whole unary calls, and streams' time to their
     first token (a stream's full length says more about its output than about the model)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, listed: Callable[[str], bool] = lambda _: True
+    ) -> None:
         self._clock = clock
+        self._listed = listed  # the models to keep (the catalog's: unlisted ones are unbounded)
         self._calls: dict[str, _Window] = {}
         self._first_tokens: dict[str, _Window] = {}
+
+    def call_ended(self, record: CallRecord) -> None:
+        """Keeps the serving attempt's latency of a call a model served: a unary call's whole
+        attempt, a stream's time to its first event."""
+        if record.status != "OK" or record.dry_run or not record.attempts:
+            return
+        served = record.attempts[-1]
+        if served.code != "OK" or not self._listed(served.model):
+            return
+        if record.streamed:
+            if served.first_token is not None:
+                self.first_token(served.model, served.first_token)
+        else:
+            self.call(served.model, served.latency)
 
     def call(self, model_id: str, seconds: float) -> None:
         self._calls.setdefault(model_id, _Window()).add(self._clock(), seconds)

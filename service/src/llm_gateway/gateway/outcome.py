@@ -31,6 +31,8 @@ class Attempt:
     reason: str
     message: str
     latency: float
+    # A stream's first event, seconds after the attempt was admitted (served streams only).
+    first_token: float | None = None
 
 
 @dataclass(slots=True)

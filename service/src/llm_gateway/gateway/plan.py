@@ -74,7 +74,7 @@ class CallPlan:
         # Who the call is for, as the circuit breakers tell callers apart: the gateway key; with
         # authentication off, what the caller says of itself.
         caller = request.caller
-        self.caller = scope.api_key or caller.tenant or caller.project or caller.user
+        self.caller = scope.principal.key or caller.tenant or caller.project or caller.user
 
     def prompt_tokens(self, spec: ModelSpec) -> TokenCount:
         """The prompt's size for `spec`, as `count_prompts` counted it; uncounted (a stream cut
@@ -205,10 +205,14 @@ class CallPlan:
         weighs at most one failure, however often it is retried."""
         return provider not in self._counted
 
-    def succeeded(self, route: Route) -> float:
-        """Records the serving attempt; returns how long it took, in seconds."""
+    def succeeded(self, route: Route, first_token: float | None = None) -> float:
+        """Records the serving attempt (with a stream's first token, time.perf_counter()); returns
+        how long it took, in seconds."""
+        started = self._attempt_started
         elapsed = self._end_attempt()
-        self._record(route.spec, "OK", "", "", elapsed)
+        self._record(
+            route.spec, "OK", "", "", elapsed, None if first_token is None else first_token - started
+        )
         self.routing.selected = route.spec
         if route.spec.id != self.routes[0].spec.id:
             self.routing.reason = "fallback"
@@ -283,5 +287,14 @@ class CallPlan:
             self.upstream += elapsed
         return elapsed
 
-    def _record(self, spec: ModelSpec, code: str, reason: str, message: str, elapsed: float) -> None:
-        self.routing.attempts.append(Attempt(spec.provider, spec.id, str(code), reason, message, elapsed))
+    def _record(
+        self,
+        spec: ModelSpec,
+        code: str,
+        reason: str,
+        message: str,
+        elapsed: float,
+        first_token: float | None = None,
+    ) -> None:
+        attempt = Attempt(spec.provider, spec.id, str(code), reason, message, elapsed, first_token)
+        self.routing.attempts.append(attempt)

@@ -10,13 +10,15 @@ none of them reaches into the core another way.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from llm_gateway.domain.messages import Caller
+from llm_gateway.domain.errors import GatewayError
+from llm_gateway.domain.messages import Caller, ChatRequest
 from llm_gateway.domain.results import Usage
-from llm_gateway.gateway.outcome import Attempt, Latency
+from llm_gateway.gateway.outcome import Attempt, CallHeader, CallSummary, Latency, RoutingInfo
 from llm_gateway.pricing import Cost
 
 _log = logging.getLogger("llm_gateway.observers")
@@ -57,6 +59,18 @@ class CallRecord:
     cost: Cost | None
     latency: Latency | None
     attempts: Sequence[Attempt] = field(default_factory=tuple)
+    # What was asked of the gateway: "Chat", "ChatStream", "EstimateCost" or "ListModels" (the
+    # contract's names, whichever door the call came through).
+    operation: str = "Chat"
+    duration: float = 0.0  # seconds from receipt to the end, on the monotonic clock
+
+    @property
+    def is_chat(self) -> bool:
+        """A call for a completion (billable), as opposed to an estimate or a listing."""
+        return self.operation in CHAT_OPERATIONS
+
+
+CHAT_OPERATIONS = frozenset({"Chat", "ChatStream"})
 
 
 class CallObserver(Protocol):
@@ -84,3 +98,112 @@ class Observers:
                 observer.call_ended(record)
             except Exception:
                 _log.exception("call observer %s failed", type(observer).__name__)
+
+
+class CallTracker:
+    """What a call's record needs, gathered while the call runs, and the record told to the
+    observers exactly once when `end` is first called.
+
+    The front door opens it when a call arrives (`Gateway.open_call`) and ends it with the status
+    the caller got, however the call ends; the core fills in what it learns on the way (the
+    request, the routing, which model started serving, the summary, a cut-short stream's account).
+    """
+
+    __slots__ = (
+        "_ended",
+        "_observers",
+        "_received",
+        "_started",
+        "error",
+        "header",
+        "id",
+        "operation",
+        "principal",
+        "request",
+        "request_id",
+        "routing",
+        "streamed",
+        "summary",
+    )
+
+    def __init__(
+        self,
+        observers: Observers,
+        *,
+        operation: str,
+        request_id: str,
+        principal: Principal,
+        received_at: float | None = None,
+    ) -> None:
+        self._observers = observers
+        self._started = time.time()
+        # time.perf_counter() at receipt: durations are measured on the same clock as latency.
+        self._received = time.perf_counter() if received_at is None else received_at
+        self._ended = False
+        self.operation = operation
+        self.request_id = request_id
+        self.principal = principal
+        self.id = ""
+        self.request: ChatRequest | None = None
+        self.routing: RoutingInfo | None = None
+        self.header: CallHeader | None = None
+        self.summary: CallSummary | None = None
+        self.streamed = operation == "ChatStream"
+        self.error: GatewayError | None = None  # the error the caller was answered with
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def fail(self, error: GatewayError) -> None:
+        """The call is being answered with `error` (the first one answered is the one kept)."""
+        if self.error is None:
+            self.error = error
+
+    def end(self, status: str = "") -> CallRecord | None:
+        """Builds the record and tells the observers, the first time only (None afterwards).
+        `status` is the canonical code the caller saw when no error was recorded with `fail`
+        ("OK", "CANCELLED", "DEADLINE_EXCEEDED"); a recorded error's code wins."""
+        if self._ended:
+            return None
+        self._ended = True
+        record = self._record(status)
+        self._observers.call_ended(record)
+        return record
+
+    def _record(self, status: str) -> CallRecord:
+        request, summary, routing, header = self.request, self.summary, self.routing, self.header
+        error = self.error
+        if summary is not None:
+            routing = summary.routing
+        served = (routing.selected if routing is not None else None) or (header.model if header else None)
+        attempts = tuple(routing.attempts) if routing is not None else ()
+        if served is not None:
+            model, provider = served.id, served.provider
+        elif attempts:
+            model, provider = attempts[-1].model, attempts[-1].provider
+        else:
+            model = provider = ""
+        return CallRecord(
+            id=self.id or (header.id if header is not None else ""),
+            request_id=self.request_id,
+            started_at=self._started,
+            ended_at=time.time(),
+            principal=self.principal,
+            caller=request.caller if request is not None else Caller(),
+            tags=dict(request.tags) if request is not None else {},
+            requested_model=request.model if request is not None else "",
+            model=model,
+            provider=provider,
+            status=error.code.value if error is not None else (status or "OK"),
+            reason=error.reason if error is not None else "",
+            streamed=self.streamed,
+            dry_run=request.dry_run if request is not None else False,
+            fallback_used=routing.fallback_used if routing is not None else False,
+            usage=summary.usage if summary is not None else None,
+            cost=summary.cost if summary is not None else None,
+            latency=summary.latency if summary is not None else None,
+            attempts=attempts,
+            operation=self.operation,
+            duration=time.perf_counter() - self._received,
+        )

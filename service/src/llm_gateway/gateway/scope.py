@@ -1,8 +1,10 @@
-"""Where a call comes from and how long it may take, as the server hands it to the gateway."""
+"""Where a call comes from and how long it may take, as a front door hands it to the gateway."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from llm_gateway.gateway.record import ANONYMOUS, CallTracker, Principal
 
 
 @dataclass(frozen=True, slots=True)
@@ -12,5 +14,8 @@ class CallScope:
     received_at: float | None = None
     # time.monotonic() (the event loop's clock) when the caller stops waiting; None: no deadline.
     deadline: float | None = None
-    # The gateway API key's configured name ("" with authentication off), for its rate limit.
-    api_key: str = ""
+    # Who is calling: the gateway key's name and role (anonymous with authentication off).
+    principal: Principal = ANONYMOUS
+    # The call's record, opened by the front door (which ends it with what the caller got); None
+    # when the gateway is called directly, which then keeps the record itself.
+    call: CallTracker | None = None

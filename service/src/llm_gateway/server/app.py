@@ -1,30 +1,25 @@
-"""Builds the gRPC server from configuration: gateway service, health, reflection, interceptors."""
+"""The gRPC front door on a runtime (`llm_gateway.runtime`): gateway service, health, reflection,
+and the call pipeline."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-import aiohttp
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 
 from llm_gateway.catalog import Catalog
-from llm_gateway.config.schema import ApiKeyConfig, GatewayConfig
-from llm_gateway.gateway import Gateway
-from llm_gateway.gateway.guard import ProviderGuard, key_limiter
-from llm_gateway.providers import Provider, build_providers, enabled_providers
-from llm_gateway.providers.http import create_http_client
-from llm_gateway.router import Router
+from llm_gateway.config.schema import GatewayConfig
+from llm_gateway.providers import Provider
+from llm_gateway.runtime import Runtime, build_runtime
 from llm_gateway.server.health import CircuitHealth
 from llm_gateway.server.interceptors import (
-    AccessLogStep,
     AuthStep,
+    CallStep,
     DrainStep,
     Pipeline,
     RequestIdStep,
@@ -46,9 +41,16 @@ class GatewayServer:
     health: health_aio.HealthServicer
     circuits: CircuitHealth
     drain: DrainStep
-    http: aiohttp.ClientSession
-    providers: dict[str, Provider]
-    catalog: Catalog
+    runtime: Runtime
+    owns_runtime: bool  # built for this server alone, so closed with it
+
+    @property
+    def providers(self) -> dict[str, Provider]:
+        return self.runtime.providers
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.runtime.catalog
 
     def reload_prices(self) -> None:
         """Re-reads the price file (SIGHUP). Calls in flight keep the prices they looked up; an
@@ -77,47 +79,30 @@ class GatewayServer:
                 async with asyncio.timeout(1.0):
                     await self.drain.idle()
         await self.server.stop(0)
-        for provider in self.providers.values():
-            await provider.aclose()
-        await self.http.close()
-
-
-def key_digests(keys: Sequence[ApiKeyConfig]) -> dict[bytes, str]:
-    """Digest -> key name. Plaintext keys are hashed here and not kept."""
-    digests = {}
-    for key in keys:
-        if key.sha256 is not None:
-            digests[bytes.fromhex(key.sha256)] = key.name
-        elif key.key is not None:
-            digests[hashlib.sha256(key.key.get_secret_value().encode()).digest()] = key.name
-    return digests
+        if self.owns_runtime:
+            await self.runtime.aclose()
 
 
 async def create_server(
-    config: GatewayConfig, *, host: str | None = None, port: int | None = None, reuse_port: bool = False
+    config: GatewayConfig,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    reuse_port: bool = False,
+    runtime: Runtime | None = None,
 ) -> GatewayServer:
-    """A bound, not yet started server. Port 0 binds a free port (see `GatewayServer.port`).
-    `reuse_port` lets several worker processes bind the same port (see `llm_gateway.workers`)."""
+    """A bound, not yet started gRPC door on `runtime` (built from `config` when not given, and then
+    closed with the server). Port 0 binds a free port (see `GatewayServer.port`). `reuse_port`
+    lets several worker processes bind the same port (see `llm_gateway.workers`)."""
     return_large_buffers()
-    enabled = enabled_providers(config)
-    http = create_http_client()
-    providers = build_providers(enabled, http)
-    catalog = Catalog(config, enabled)
-    router = Router(catalog, config.aliases, config.routing.auto, list(config.providers))
-    guards = {name: ProviderGuard.from_config(name, p) for name, p in enabled.items()}
-    key_limiters = {k.name: key_limiter(k.name, k.rate_limit) for k in config.auth.keys if k.rate_limit}
-    gateway = Gateway(router, catalog, providers, guards, key_limiters)
+    owned = runtime is None
+    runtime = build_runtime(config) if runtime is None else runtime
+    gateway = runtime.gateway
 
     drain = DrainStep()
-    steps: list[Step] = [RequestIdStep()]
-    if config.logging.access_log:
-        steps.append(AccessLogStep(logging.getLogger("llm_gateway.access")))
-    steps.append(drain)
-    digests = key_digests(config.auth.keys)
-    if digests:
-        steps.append(AuthStep(digests))
-    else:
-        _log.warning("authentication is off: no API keys are configured (auth.keys)")
+    steps: list[Step] = [RequestIdStep(), CallStep(gateway, runtime.principals.of), drain]
+    if runtime.principals.enabled:
+        steps.append(AuthStep(runtime.principals.digests))
 
     limit = config.server.max_message_bytes
     server = grpc.aio.server(
@@ -146,4 +131,4 @@ async def create_server(
     port = config.server.port if port is None else port
     bound = server.add_insecure_port(f"{host}:{port}")
     circuits = CircuitHealth(health, gateway.breakers, ["", SERVICE_NAME])
-    return GatewayServer(server, bound, health, circuits, drain, http, providers, catalog)
+    return GatewayServer(server, bound, health, circuits, drain, runtime, owned)

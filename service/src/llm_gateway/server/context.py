@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from llm_gateway.domain.messages import Caller
+from llm_gateway.gateway.record import CallTracker
 
 if TYPE_CHECKING:
     import grpc
@@ -17,24 +16,11 @@ if TYPE_CHECKING:
     Handler = grpc.RpcMethodHandler[Any, Any]
 
 
-@dataclass(slots=True)
-class CallRecord:
-    """What the access log reports about one call; the servicer fills it in."""
-
-    model: str = ""
-    provider: str = ""
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    cost: str = ""
-    cost_status: str = ""
-    estimated: bool = False
-    caller: Caller | None = None
-
-
 request_id_var: ContextVar[str] = ContextVar("request_id", default="")
 # time.perf_counter() when the call reached the gateway, for Latency.total.
 received_at_var: ContextVar[float | None] = ContextVar("received_at", default=None)
 api_key_name_var: ContextVar[str] = ContextVar("api_key_name", default="")
-call_record_var: ContextVar[CallRecord | None] = ContextVar("call_record", default=None)
+# The call's record, opened by the pipeline's CallStep and filled in by the gateway.
+call_var: ContextVar[CallTracker | None] = ContextVar("call", default=None)
 # The size of the call's request body as received, in bytes (set when it is decoded).
 request_bytes_var: ContextVar[int] = ContextVar("request_bytes", default=0)

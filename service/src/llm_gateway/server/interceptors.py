@@ -1,9 +1,10 @@
-"""The call pipeline run around every gateway call: request id, the JSON access log, drain control
-and API-key authentication, as steps of one server interceptor.
+"""The call pipeline run around every gateway call: request id, the call's record (which the access
+log and the other observers get), drain control and API-key authentication, as steps of one
+server interceptor.
 
-Order (outermost first): request id -> access log -> drain -> auth -> servicer, so every log line
-and every error, including a refusal while draining or an authentication failure, carries the
-request id.
+Order (outermost first): request id -> call record -> drain -> auth -> servicer, so every
+record (and so every access log line) and every error, including a refusal while draining or an
+authentication failure, carries the request id.
 
 A call that will be refused (no or a wrong API key, or the gateway draining) is refused before its
 body is decoded: the gates run on the call's metadata alone, and a refused call's body is dropped
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 import re
 import secrets
 import time
@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 import grpc
 
 from llm_gateway.domain.errors import Code, GatewayError
+from llm_gateway.gateway import Gateway
+from llm_gateway.gateway.record import CallTracker, Principal
 from llm_gateway.server.context import (
-    CallRecord,
     api_key_name_var,
-    call_record_var,
+    call_var,
     received_at_var,
     request_bytes_var,
     request_id_var,
@@ -69,7 +70,10 @@ def _value_of(metadata: Metadata, key: str) -> str | None:
 
 
 async def abort(context: Context, err: GatewayError) -> NoReturn:
-    """Ends the call with `err` as a rich status (raises grpc's AbortError)."""
+    """Ends the call with `err` as a rich status (raises grpc's AbortError), and records it."""
+    tracker = call_var.get()
+    if tracker is not None:
+        tracker.fail(err)
     status = rich_status(err, request_id_var.get())
     await context.abort(status.code, status.details, status.trailing_metadata)
 
@@ -321,48 +325,27 @@ class DrainStep(Step):
             self._idle.set()
 
 
-class AccessLogStep(Step):
-    """One JSON line per call: method, status, duration, request id, key name, model, provider,
-    tokens and cost. Never a secret: keys appear only by their configured name."""
+class CallStep(Step):
+    """Opens the call's record (`gateway/record.py`) when a call arrives and ends it with the
+    status the caller got, however the call ends: refused at a gate, answered, failed, cancelled.
+    The observers (the access log, the ledger, ...) get it from there."""
 
-    def __init__(self, logger: logging.Logger) -> None:
-        self._logger = logger
+    def __init__(self, gateway: Gateway, principal_of: Callable[[str], Principal]) -> None:
+        self._gateway = gateway
+        self._principal_of = principal_of  # the gateway key's name (set by the auth gate) -> who
 
-    async def enter(self, context: Context, method: str) -> tuple[str, CallRecord]:
-        record = CallRecord()
-        call_record_var.set(record)
-        return method.rpartition("/")[2], record
+    async def enter(self, context: Context, method: str) -> CallTracker:
+        tracker = self._gateway.open_call(
+            method.rpartition("/")[2],
+            request_id_var.get(),
+            self._principal_of(api_key_name_var.get()),
+            received_at_var.get(),
+        )
+        call_var.set(tracker)
+        return tracker
 
-    def exit(self, context: Context, state: tuple[str, CallRecord], error: BaseException | None) -> None:
-        method, record = state
-        # Measured from the same moment as the reply's Latency.total (set by RequestIdStep).
-        started = received_at_var.get() or time.perf_counter()
-        entry: dict[str, Any] = {
-            "event": "access",
-            "method": method,
-            "status": "OK" if error is None else _status_name(context),
-            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-            "request_id": request_id_var.get(),
-        }
-        key_name = api_key_name_var.get()
-        if key_name:
-            entry["api_key"] = key_name
-        if record.model:
-            entry["model"] = record.model
-            entry["provider"] = record.provider
-        if record.prompt_tokens is not None:
-            entry["prompt_tokens"] = record.prompt_tokens
-            entry["completion_tokens"] = record.completion_tokens
-            entry["cost"] = record.cost
-            entry["cost_status"] = record.cost_status
-            entry["usage_estimated"] = record.estimated
-        caller = record.caller
-        if caller is not None:
-            for field in ("user", "project", "tenant", "tracking_id"):
-                value = getattr(caller, field)
-                if value:
-                    entry[field] = value
-        self._logger.info(entry)
+    def exit(self, context: Context, state: CallTracker, error: BaseException | None) -> None:
+        state.end("OK" if error is None else _status_name(context))
 
 
 class Unreadable:
@@ -420,16 +403,10 @@ async def _cut_off_status(context: Context, error: BaseException) -> BaseExcepti
     task = asyncio.current_task()
     if task is not None:
         task.uncancel()
-    metadata = {}
-    record = call_record_var.get()
-    if record is not None and record.prompt_tokens is not None:  # a stream cut short, accounted
-        metadata = {
-            "prompt_tokens": str(record.prompt_tokens),
-            "completion_tokens": str(record.completion_tokens),
-            "usage_estimated": "true",
-            "cost_status": record.cost_status,
-            **({"cost": record.cost} if record.cost else {}),
-        }
+    tracker = call_var.get()
+    # A stream cut short carries what it produced, as the gateway accounted it.
+    summary = tracker.summary if tracker is not None else None
+    metadata = summary.spent() if summary is not None else {}
     try:
         await abort(
             context,

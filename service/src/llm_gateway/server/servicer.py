@@ -17,13 +17,12 @@ import grpc
 from llm_gateway.domain.errors import Code, GatewayError, invalid_field, with_field_prefix
 from llm_gateway.domain.messages import ChatRequest
 from llm_gateway.domain.results import TextDelta, ToolCallDelta
-from llm_gateway.gateway import CallSummary, ChatOutcome, Gateway, StreamFinished, StreamStarted
+from llm_gateway.gateway import ChatOutcome, Gateway, StreamFinished, StreamStarted
+from llm_gateway.gateway.record import ANONYMOUS
 from llm_gateway.gateway.scope import CallScope
-from llm_gateway.pricing import PricingStatus, format_decimal
 from llm_gateway.server import encode
 from llm_gateway.server.context import (
-    api_key_name_var,
-    call_record_var,
+    call_var,
     received_at_var,
     request_bytes_var,
     request_id_var,
@@ -93,8 +92,6 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         async with _Errors(context):
             chat = await self._decode(request)
             outcome = await self._gateway.chat(chat, _scope(context))
-            _record_model(outcome.header.model.id, outcome.header.model.provider)
-            _record_summary(outcome.summary)
             reply = encode.chat_response(outcome)
             self._check_size(reply, outcome)
             return reply
@@ -106,16 +103,14 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
             if not request.HasField("request"):
                 raise invalid_field("", "must be set: the chat request")
             chat = await self._decode(request.request)
-            stream = self._gateway.chat_stream(chat, _scope(context), on_cut_short=_record_summary)
+            stream = self._gateway.chat_stream(chat, _scope(context))
             # Closed here, not whenever it is collected, so a cut-short stream is accounted before
-            # the access log line is written.
+            # the call's record is ended.
             async with aclosing(stream):
                 async for event in stream:
                     if isinstance(event, StreamStarted):
-                        _record_model(event.header.model.id, event.header.model.provider)
                         yield encode.stream_start(event.header)
                     elif isinstance(event, StreamFinished):
-                        _record_summary(event.summary)
                         yield encode.stream_finish(event.summary, event.dry_run)
                     else:
                         for piece in split_delta(event, self._max_piece):
@@ -207,44 +202,22 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         # A large request is validated in a worker thread: the event loop keeps serving other
         # calls meanwhile (the thread yields the GIL every few milliseconds).
         if request_bytes_var.get() > _OFFLOAD_BYTES:
-            chat = await asyncio.to_thread(decode_chat_request, request, self._providers)
-        else:
-            chat = decode_chat_request(request, self._providers)
-        record = call_record_var.get()
-        if record is not None:
-            record.caller = chat.caller
-        return chat
+            return await asyncio.to_thread(decode_chat_request, request, self._providers)
+        return decode_chat_request(request, self._providers)
 
 
 def _scope(context: Context) -> CallScope:
-    """The call as the gateway sees it: its id, when it arrived, its deadline and its key."""
+    """The call as the gateway sees it: its id, when it arrived, its deadline, who is calling, and
+    its record (opened by the pipeline)."""
     remaining = context.time_remaining()
+    call = call_var.get()
     return CallScope(
         request_id=request_id_var.get(),
         received_at=received_at_var.get(),
         deadline=None if remaining is None else time.monotonic() + remaining,
-        api_key=api_key_name_var.get(),
+        principal=call.principal if call is not None else ANONYMOUS,
+        call=call,
     )
-
-
-def _record_model(model: str, provider: str) -> None:
-    record = call_record_var.get()
-    if record is not None:
-        record.model = model
-        record.provider = provider
-
-
-def _record_summary(summary: CallSummary) -> None:
-    record = call_record_var.get()
-    if record is None:
-        return
-    usage = summary.usage
-    record.prompt_tokens = usage.prompt_tokens
-    record.completion_tokens = usage.completion_tokens
-    record.estimated = usage.estimated
-    record.cost_status = summary.cost.status.value
-    if summary.cost.status is not PricingStatus.UNKNOWN:
-        record.cost = format_decimal(summary.cost.total)
 
 
 def split_delta(event: TextDelta | ToolCallDelta, size: int) -> list[TextDelta | ToolCallDelta]:

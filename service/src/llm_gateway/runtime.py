@@ -1,0 +1,90 @@
+"""What a gateway process runs on, built once from its configuration and shared by every front
+door (the gRPC server, the HTTP doors, the batch runner): the gateway core with its providers,
+catalog and observers, the one pooled upstream HTTP client, and who each gateway key is."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import aiohttp
+
+from llm_gateway.access_log import AccessLog
+from llm_gateway.catalog import Catalog
+from llm_gateway.config.schema import ApiKeyConfig, GatewayConfig
+from llm_gateway.gateway import Gateway
+from llm_gateway.gateway.guard import ProviderGuard, key_limiter
+from llm_gateway.gateway.record import ANONYMOUS, CallObserver, Principal
+from llm_gateway.providers import Provider, build_providers, enabled_providers
+from llm_gateway.providers.http import create_http_client
+from llm_gateway.router import Router
+
+_log = logging.getLogger("llm_gateway")
+
+
+@dataclass(frozen=True)
+class Principals:
+    """Gateway keys by the SHA-256 of the key, and who each is. Plaintext keys are not kept."""
+
+    digests: Mapping[bytes, str]  # digest -> key name
+    admins: frozenset[str]
+
+    @property
+    def enabled(self) -> bool:
+        """Whether callers must present a key (no keys configured: authentication is off)."""
+        return bool(self.digests)
+
+    def of(self, key_name: str) -> Principal:
+        """Who a call is from, by the name of the key it presented ("" for none or a wrong one)."""
+        if not self.enabled:
+            return ANONYMOUS
+        return Principal(key_name, admin=key_name in self.admins)
+
+    @classmethod
+    def from_config(cls, keys: Sequence[ApiKeyConfig]) -> Principals:
+        digests = {}
+        for key in keys:
+            if key.sha256 is not None:
+                digests[bytes.fromhex(key.sha256)] = key.name
+            elif key.key is not None:
+                digests[hashlib.sha256(key.key.get_secret_value().encode()).digest()] = key.name
+        return cls(digests, frozenset(k.name for k in keys if k.role == "admin"))
+
+
+@dataclass
+class Runtime:
+    config: GatewayConfig
+    gateway: Gateway
+    catalog: Catalog
+    providers: dict[str, Provider]
+    http: aiohttp.ClientSession
+    principals: Principals
+
+    async def aclose(self) -> None:
+        """Releases the providers and the upstream connections (after every door has stopped)."""
+        for provider in self.providers.values():
+            await provider.aclose()
+        await self.http.close()
+
+
+def build_runtime(config: GatewayConfig, observers: Sequence[CallObserver] = ()) -> Runtime:
+    """The runtime for `config`, with the access log (if configured) and `observers` told of every
+    call. Must be called with the event loop running (the HTTP client belongs to it)."""
+    enabled = enabled_providers(config)
+    http = create_http_client()
+    providers = build_providers(enabled, http)
+    catalog = Catalog(config, enabled)
+    router = Router(catalog, config.aliases, config.routing.auto, list(config.providers))
+    guards = {name: ProviderGuard.from_config(name, p) for name, p in enabled.items()}
+    key_limiters = {k.name: key_limiter(k.name, k.rate_limit) for k in config.auth.keys if k.rate_limit}
+    told: list[CallObserver] = []
+    if config.logging.access_log:
+        told.append(AccessLog(logging.getLogger("llm_gateway.access")))
+    told.extend(observers)
+    gateway = Gateway(router, catalog, providers, guards, key_limiters, told)
+    principals = Principals.from_config(config.auth.keys)
+    if not principals.enabled:
+        _log.warning("authentication is off: no API keys are configured (auth.keys)")
+    return Runtime(config, gateway, catalog, providers, http, principals)
