@@ -26,6 +26,7 @@ from llm_gateway.domain.results import (
     ToolCallDelta,
     Usage,
 )
+from llm_gateway.domain.validation import validate_chat_request
 
 __all__ = [
     "Caller",
@@ -52,4 +53,5 @@ __all__ = [
     "ToolChoice",
     "ToolChoiceMode",
     "Usage",
+    "validate_chat_request",
 ]

@@ -33,6 +33,25 @@ class FieldViolation:
     description: str
 
 
+class Violations:
+    """A request's violations, collected so that the caller learns of all of them at once."""
+
+    __slots__ = ("items",)
+
+    def __init__(self) -> None:
+        self.items: list[FieldViolation] = []
+
+    def add(self, field: str, description: str) -> None:
+        self.items.append(FieldViolation(field, description))
+
+    def note(self, violation: FieldViolation | None) -> bool:
+        """Adds `violation` if there is one, and says whether there was."""
+        if violation is None:
+            return False
+        self.items.append(violation)
+        return True
+
+
 class GatewayError(Exception):
     """An error with a status code the caller can act on."""
 

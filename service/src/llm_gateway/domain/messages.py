@@ -151,7 +151,8 @@ class Caller:
 
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
-    """A validated chat request, independent of protobuf and of any provider."""
+    """A chat request, independent of protobuf and of any provider. A front door builds one from
+    its wire format and has `validate_chat_request` check it before the gateway takes it."""
 
     model: str
     messages: tuple[Message, ...]

@@ -1,23 +1,24 @@
-"""Protobuf requests to validated domain requests.
+"""Protobuf requests to domain requests, validated.
 
-Every field is checked; all violations of a request are collected and reported together as one
-INVALID_ARGUMENT with a BadRequest detail naming each field (paths like
+The decoder converts; the domain checks (`domain/validation.py`, shared with every front door).
+What only protobuf can get wrong is found here: enum numbers the contract does not define, a part
+whose oneof is unset, a `max_cost` string that is no decimal number. Those violations go to the
+domain check with the request, so a caller gets all of a request's problems, protobuf's and the
+domain's, in one INVALID_ARGUMENT with a BadRequest naming each field (paths like
 "messages[1].content[0].image.url"; the servicer puts them under "request." inside ChatStream and
 EstimateCost).
 """
 
 from __future__ import annotations
 
-import json
-import math
-import re
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from google.protobuf import struct_pb2
 
-from llm_gateway.domain.errors import FieldViolation, invalid_request
+from llm_gateway.domain.errors import Violations
+from llm_gateway.domain.limits import MESSAGES, PARTS, PARTS_IN_ALL, TAGS, TOOL_CALLS, TOOLS
 from llm_gateway.domain.messages import (
     Caller,
     ChatRequest,
@@ -35,27 +36,9 @@ from llm_gateway.domain.messages import (
     ToolCall,
     ToolChoice,
     ToolChoiceMode,
-    image_url_problem,
 )
-from llm_gateway.server.shape import MAX_MESSAGES
+from llm_gateway.domain.validation import validate_chat_request
 from llmgateway.v1 import chat_pb2, content_pb2
-
-_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
-# Counts are checked before anything is built, so a request of a million tiny parts is refused in
-# microseconds rather than validated item by item.
-_MAX_PARTS = 1_000  # per message
-_MAX_TOTAL_PARTS = 100_000
-_MAX_TOOL_CALLS = 256  # per message
-_MAX_TOOLS = 512
-_MAX_STOP = 4
-_MAX_FALLBACKS = 10
-_MAX_TAGS = 64
-_MAX_CALLER_FIELD = 256
-_MAX_BUDGET = Decimal(1_000_000)
-# Enough for any float's repr down to 1e-13 USD. A finer budget means nothing, and written out in
-# full (as BUDGET_EXCEEDED's metadata does) it could outgrow gRPC's limit on trailing metadata.
-_MAX_BUDGET_PLACES = 30
 
 _ROLES = {
     content_pb2.ROLE_SYSTEM: Role.SYSTEM,
@@ -93,329 +76,179 @@ _FORMATS = {
 }
 
 
-class _Violations:
-    __slots__ = ("items",)
-
-    def __init__(self) -> None:
-        self.items: list[FieldViolation] = []
-
-    def add(self, field: str, description: str) -> None:
-        self.items.append(FieldViolation(field, description))
-
-
 def decode_chat_request(pb: chat_pb2.ChatRequest, providers: Collection[str]) -> ChatRequest:
-    """Validates `pb` and returns the domain request; raises INVALID_ARGUMENT listing every problem."""
-    v = _Violations()
-    messages = _messages(pb, v)
-    tools = _tools(pb, v)
-    request = ChatRequest(
-        model=pb.model,
-        messages=messages,
-        tools=tools,
-        tool_choice=_tool_choice(pb, tools, v),
-        parallel_tool_calls=pb.parallel_tool_calls if pb.HasField("parallel_tool_calls") else None,
-        response_format=_response_format(pb, v),
-        generation=_generation(pb.generation, v),
-        fallback_models=tuple(pb.fallback_models),
-        max_cost=_budget(pb.max_cost, v),
-        dry_run=pb.dry_run,
-        caller=_caller(pb.caller, v),
-        tags=_tags(pb, v),
-        provider_options=_provider_options(pb, providers, v),
-        reasoning=_reasoning(pb, v),
-        lenient=_POLICIES.get(pb.unsupported_parameters, False),
-    )
-    if pb.unsupported_parameters not in _POLICIES:
-        v.add("unsupported_parameters", "unknown policy")
-    if len(pb.fallback_models) > _MAX_FALLBACKS:
-        v.add("fallback_models", f"at most {_MAX_FALLBACKS} fallback models")
-    if v.items:
-        raise invalid_request(v.items)
+    """The domain request `pb` carries; raises INVALID_ARGUMENT listing every problem, protobuf's
+    and the domain's. `providers` are the configured names `provider_options` may use."""
+    wire = Violations()
+    request = _chat_request(pb, wire)
+    validate_chat_request(request, providers, wire.items)
     return request
 
 
-def _messages(pb: chat_pb2.ChatRequest, v: _Violations) -> tuple[Message, ...]:
-    if not pb.messages:
-        v.add("messages", "must contain at least one message")
-        return ()
-    if len(pb.messages) > MAX_MESSAGES:
-        v.add("messages", f"at most {MAX_MESSAGES} messages, got {len(pb.messages)}")
-        return ()
-    parts = sum(len(m.content) for m in pb.messages)
-    if parts > _MAX_TOTAL_PARTS:
-        v.add("messages", f"at most {_MAX_TOTAL_PARTS} content parts in all, got {parts}")
-        return ()
-    return tuple(_message(m, f"messages[{i}]", v) for i, m in enumerate(pb.messages))
+def _chat_request(pb: chat_pb2.ChatRequest, wire: Violations) -> ChatRequest:
+    """`pb` as a domain request, not yet validated, with what protobuf got wrong added to `wire`.
+    Where a value is wrong, a stand-in takes its place (a user's role for an unknown one, no
+    budget for one that does not parse), so the rest of the request is still checked."""
+    return ChatRequest(
+        model=pb.model,
+        messages=_messages(pb, wire),
+        tools=_tools(pb, wire),
+        tool_choice=_tool_choice(pb, wire),
+        parallel_tool_calls=pb.parallel_tool_calls if pb.HasField("parallel_tool_calls") else None,
+        response_format=_response_format(pb, wire),
+        generation=_generation(pb.generation),
+        fallback_models=tuple(pb.fallback_models),
+        max_cost=_budget(pb.max_cost, wire),
+        dry_run=pb.dry_run,
+        caller=Caller(pb.caller.user, pb.caller.project, pb.caller.tenant, pb.caller.tracking_id),
+        tags=_tags(pb, wire),
+        provider_options={name: struct_to_dict(s) for name, s in pb.provider_options.items()},
+        reasoning=_reasoning(pb, wire),
+        lenient=_lenient(pb.unsupported_parameters, wire),
+    )
 
 
-def _message(pb: content_pb2.Message, path: str, v: _Violations) -> Message:
+# Collections are counted before they are built, with the domain's limits: a request of a million
+# tiny messages or parts is refused in microseconds rather than built and then refused. What was
+# too large is left empty; the domain check does not look at a field reported here.
+
+
+def _messages(pb: chat_pb2.ChatRequest, wire: Violations) -> tuple[Message, ...]:
+    if wire.note(
+        MESSAGES.exceeded("messages", len(pb.messages))
+        or PARTS_IN_ALL.exceeded("messages", sum(len(m.content) for m in pb.messages))
+    ):
+        return ()
+    return tuple(_message(m, f"messages[{i}]", wire) for i, m in enumerate(pb.messages))
+
+
+def _message(pb: content_pb2.Message, path: str, wire: Violations) -> Message:
     role = _ROLES.get(pb.role)
     if role is None:
-        v.add(f"{path}.role", "must be ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT or ROLE_TOOL")
+        wire.add(f"{path}.role", "must be ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT or ROLE_TOOL")
         role = Role.USER
-    if len(pb.content) > _MAX_PARTS:
-        v.add(f"{path}.content", f"at most {_MAX_PARTS} parts, got {len(pb.content)}")
+    if len(pb.content) > PARTS.most or len(pb.tool_calls) > TOOL_CALLS.most:  # paths only when needed
+        wire.note(
+            PARTS.exceeded(f"{path}.content", len(pb.content))
+            or TOOL_CALLS.exceeded(f"{path}.tool_calls", len(pb.tool_calls))
+        )
         return Message(role)
-    if len(pb.tool_calls) > _MAX_TOOL_CALLS:
-        v.add(f"{path}.tool_calls", f"at most {_MAX_TOOL_CALLS} tool calls, got {len(pb.tool_calls)}")
-        return Message(role)
-    parts = tuple(_part(p, f"{path}.content[{i}]", role, v) for i, p in enumerate(pb.content))
-    tool_calls = tuple(_tool_call(c, f"{path}.tool_calls[{i}]", v) for i, c in enumerate(pb.tool_calls))
-    if role is Role.ASSISTANT:
-        if not parts and not tool_calls:
-            v.add(f"{path}.content", "an assistant message needs content or tool calls")
-    elif not parts:
-        v.add(f"{path}.content", f"a {role.value} message needs content")
-    if tool_calls and role is not Role.ASSISTANT:
-        v.add(f"{path}.tool_calls", "only assistant messages carry tool calls")
-    if role is Role.TOOL:
-        if not pb.tool_call_id:
-            v.add(f"{path}.tool_call_id", "a tool message must name the tool call it answers")
-    elif pb.tool_call_id:
-        v.add(f"{path}.tool_call_id", "only tool messages carry a tool_call_id")
-    if pb.name and not _NAME.match(pb.name):
-        v.add(f"{path}.name", "must be 1 to 64 characters of [a-zA-Z0-9_-]")
+    parts = tuple(_part(p, f"{path}.content[{i}]", wire) for i, p in enumerate(pb.content))
+    tool_calls = tuple(ToolCall(c.id, c.name, c.arguments) for c in pb.tool_calls)
     return Message(role, parts, tool_calls, pb.tool_call_id, pb.name)
 
 
-def _part(pb: content_pb2.Part, path: str, role: Role, v: _Violations) -> Part:
+def _part(pb: content_pb2.Part, path: str, wire: Violations) -> Part:
     kind = pb.WhichOneof("kind")
     if kind == "text":
         return TextPart(pb.text)
     if kind != "image":
-        v.add(path, "a part must set text or image")
+        wire.add(path, "a part must set text or image")
         return TextPart("")
-    if role is not Role.USER:
-        v.add(f"{path}.image", "only user messages may carry images")
     image = pb.image
-    source = image.WhichOneof("source")
     detail = _DETAILS.get(image.detail)
     if detail is None:
-        v.add(f"{path}.image.detail", "unknown image detail")
+        wire.add(f"{path}.image.detail", "unknown image detail")
         detail = ""
-    if image.mime_type and image.mime_type not in _IMAGE_TYPES:
-        v.add(f"{path}.image.mime_type", f"must be one of {', '.join(sorted(_IMAGE_TYPES))}")
+    source = image.WhichOneof("source")
     if source == "url":
-        problem = image_url_problem(image.url)
-        if problem is not None:
-            v.add(f"{path}.image.url", problem)
         return ImagePart(url=image.url, mime_type=image.mime_type, detail=detail)
     if source == "data":
-        if not image.data:
-            v.add(f"{path}.image.data", "must not be empty")
-        if not image.mime_type:
-            v.add(f"{path}.image.mime_type", "is required with inline data")
         return ImagePart(data=image.data, mime_type=image.mime_type, detail=detail)
-    v.add(f"{path}.image", "must set url or data")
-    return ImagePart()
+    return ImagePart(mime_type=image.mime_type, detail=detail)  # neither: the domain says so
 
 
-def _tool_call(pb: content_pb2.ToolCall, path: str, v: _Violations) -> ToolCall:
-    if not pb.id:
-        v.add(f"{path}.id", "must be set")
-    if not _NAME.match(pb.name):
-        v.add(f"{path}.name", "must be 1 to 64 characters of [a-zA-Z0-9_-]")
-    if pb.arguments:
-        try:
-            json.loads(pb.arguments)
-        except ValueError:
-            v.add(f"{path}.arguments", "must be JSON text")
-    return ToolCall(pb.id, pb.name, pb.arguments)
-
-
-def _tools(pb: chat_pb2.ChatRequest, v: _Violations) -> tuple[Tool, ...]:
-    if len(pb.tools) > _MAX_TOOLS:
-        v.add("tools", f"at most {_MAX_TOOLS} tools, got {len(pb.tools)}")
+def _tools(pb: chat_pb2.ChatRequest, wire: Violations) -> tuple[Tool, ...]:
+    if wire.note(TOOLS.exceeded("tools", len(pb.tools))):
         return ()
-    seen: set[str] = set()
-    tools = []
-    for i, tool in enumerate(pb.tools):
-        path = f"tools[{i}]"
-        if not _NAME.match(tool.name):
-            v.add(f"{path}.name", "must be 1 to 64 characters of [a-zA-Z0-9_-]")
-        elif tool.name in seen:
-            v.add(f"{path}.name", f"duplicate tool name {tool.name!r}")
-        seen.add(tool.name)
-        parameters = (
-            _json_struct(tool.parameters, f"{path}.parameters", v) if tool.HasField("parameters") else None
+    return tuple(
+        Tool(
+            tool.name,
+            tool.description,
+            struct_to_dict(tool.parameters) if tool.HasField("parameters") else None,
+            tool.strict,
         )
-        if parameters is not None and parameters.get("type", "object") != "object":
-            v.add(f"{path}.parameters", "must be a JSON Schema of type object")
-        tools.append(Tool(tool.name, tool.description, parameters, tool.strict))
-    return tuple(tools)
+        for tool in pb.tools
+    )
 
 
-def _tool_choice(pb: chat_pb2.ChatRequest, tools: tuple[Tool, ...], v: _Violations) -> ToolChoice | None:
+def _tool_choice(pb: chat_pb2.ChatRequest, wire: Violations) -> ToolChoice | None:
     if not pb.HasField("tool_choice"):
         return None
     which = pb.tool_choice.WhichOneof("choice")
     if which == "tool_name":
-        name = pb.tool_choice.tool_name
-        if name not in {t.name for t in tools}:
-            v.add("tool_choice.tool_name", f"{name!r} is not one of the request's tools")
-        return ToolChoice(ToolChoiceMode.NAMED, name)
-    if which == "mode":
-        mode = _TOOL_MODES.get(pb.tool_choice.mode)
-        if mode is None:
-            if pb.tool_choice.mode != content_pb2.TOOL_CHOICE_MODE_UNSPECIFIED:
-                v.add("tool_choice.mode", "unknown tool choice mode")
-            return None
-        if mode is not ToolChoiceMode.NONE and not tools:
-            v.add("tool_choice", "needs tools")
-        return ToolChoice(mode)
-    return None
+        return ToolChoice(ToolChoiceMode.NAMED, pb.tool_choice.tool_name)
+    if which != "mode":
+        return None
+    mode = _TOOL_MODES.get(pb.tool_choice.mode)
+    if mode is None:
+        if pb.tool_choice.mode != content_pb2.TOOL_CHOICE_MODE_UNSPECIFIED:
+            wire.add("tool_choice.mode", "unknown tool choice mode")
+        return None
+    return ToolChoice(mode)
 
 
-def _response_format(pb: chat_pb2.ChatRequest, v: _Violations) -> ResponseFormat | None:
+def _response_format(pb: chat_pb2.ChatRequest, wire: Violations) -> ResponseFormat | None:
     if not pb.HasField("response_format"):
         return None
     rf = pb.response_format
     kind = _FORMATS.get(rf.type)
-    schema = (
-        _json_struct(rf.json_schema, "response_format.json_schema", v) if rf.HasField("json_schema") else None
-    )
     if kind is None:
         if rf.type != content_pb2.RESPONSE_FORMAT_TYPE_UNSPECIFIED:
-            v.add("response_format.type", "unknown response format type")
+            wire.add("response_format.type", "unknown response format type")
         kind = ResponseFormatType.TEXT
-    if kind is ResponseFormatType.JSON_SCHEMA and not schema:
-        v.add("response_format.json_schema", "is required with RESPONSE_FORMAT_TYPE_JSON_SCHEMA")
-    if kind is not ResponseFormatType.JSON_SCHEMA and schema is not None:
-        v.add("response_format.json_schema", "is only valid with RESPONSE_FORMAT_TYPE_JSON_SCHEMA")
-    if rf.schema_name and not _NAME.match(rf.schema_name):
-        v.add("response_format.schema_name", "must be 1 to 64 characters of [a-zA-Z0-9_-]")
+    schema = struct_to_dict(rf.json_schema) if rf.HasField("json_schema") else None
     return ResponseFormat(kind, schema, rf.schema_name or "response", rf.strict)
 
 
-def _generation(pb: chat_pb2.GenerationConfig, v: _Violations) -> GenerationConfig:
-    def ranged(name: str, low: float, high: float, low_open: bool = False) -> float | None:
-        if not pb.HasField(name):  # type: ignore[arg-type]
-            return None
-        value = float(getattr(pb, name))
-        below = value <= low if low_open else value < low
-        if math.isnan(value) or below or value > high:
-            bound = f"greater than {low:g}" if low_open else f"at least {low:g}"
-            v.add(f"generation.{name}", f"must be {bound} and at most {high:g}, got {value:g}")
-        return value
-
-    def positive(name: str) -> int | None:
-        if not pb.HasField(name):  # type: ignore[arg-type]
-            return None
-        value = int(getattr(pb, name))
-        if value < 1:
-            v.add(f"generation.{name}", f"must be at least 1, got {value}")
-        return value
-
-    if len(pb.stop) > _MAX_STOP:
-        v.add("generation.stop", f"at most {_MAX_STOP} stop sequences")
-    for i, stop in enumerate(pb.stop[:_MAX_STOP]):
-        if not stop:
-            v.add(f"generation.stop[{i}]", "must not be empty")
+def _generation(pb: chat_pb2.GenerationConfig) -> GenerationConfig:
     return GenerationConfig(
-        temperature=ranged("temperature", 0.0, 2.0),
-        top_p=ranged("top_p", 0.0, 1.0, low_open=True),
-        top_k=positive("top_k"),
-        max_tokens=positive("max_tokens"),
+        temperature=pb.temperature if pb.HasField("temperature") else None,
+        top_p=pb.top_p if pb.HasField("top_p") else None,
+        top_k=pb.top_k if pb.HasField("top_k") else None,
+        max_tokens=pb.max_tokens if pb.HasField("max_tokens") else None,
         stop=tuple(pb.stop),
         seed=pb.seed if pb.HasField("seed") else None,
-        presence_penalty=ranged("presence_penalty", -2.0, 2.0),
-        frequency_penalty=ranged("frequency_penalty", -2.0, 2.0),
+        presence_penalty=pb.presence_penalty if pb.HasField("presence_penalty") else None,
+        frequency_penalty=pb.frequency_penalty if pb.HasField("frequency_penalty") else None,
     )
 
 
-def _reasoning(pb: chat_pb2.ChatRequest, v: _Violations) -> Reasoning | None:
+def _reasoning(pb: chat_pb2.ChatRequest, wire: Violations) -> Reasoning | None:
     if not pb.HasField("reasoning"):
         return None
     r = pb.reasoning
     effort = _EFFORTS.get(r.effort)
     if effort is None and r.effort != chat_pb2.REASONING_EFFORT_UNSPECIFIED:
-        v.add("reasoning.effort", "unknown reasoning effort")
+        wire.add("reasoning.effort", "unknown reasoning effort")
     budget = r.budget_tokens if r.HasField("budget_tokens") else None
-    if budget is not None and budget < 1:
-        v.add("reasoning.budget_tokens", f"must be at least 1, got {budget}")
-    if effort is ReasoningEffort.NONE and budget:
-        v.add("reasoning.budget_tokens", "must be unset when reasoning.effort is NONE")
     if effort is None and budget is None:
         return None
     return Reasoning(effort, budget)
 
 
-def _budget(text: str, v: _Violations) -> Decimal | None:
+def _budget(text: str, wire: Violations) -> Decimal | None:
     if not text:
         return None
     try:
-        value = Decimal(text)
+        return Decimal(text)
     except InvalidOperation:
-        v.add("max_cost", f"must be a decimal number of USD such as '0.05', got {text[:40]!r}")
+        wire.add("max_cost", f"must be a decimal number of USD such as '0.05', got {text[:40]!r}")
         return None
-    if not value.is_finite() or value < 0 or value > _MAX_BUDGET:
-        v.add("max_cost", f"must be between 0 and {_MAX_BUDGET} USD")
-        return None
-    if _decimal_places(value) > _MAX_BUDGET_PLACES:
-        v.add("max_cost", f"at most {_MAX_BUDGET_PLACES} decimal places")
-        return None
-    return value
 
 
-def _decimal_places(value: Decimal) -> int:
-    """Digits after the point, trailing zeros aside: 0.0500 has 2. Counted on the digits as written,
-    so no context rounds a tiny value to zero first."""
-    if not value:
-        return 0
-    _, digits, exponent = value.as_tuple()
-    trailing = len(digits) - len("".join(map(str, digits)).rstrip("0"))
-    return max(0, -(int(exponent) + trailing))
-
-
-def _caller(pb: chat_pb2.CallerMetadata, v: _Violations) -> Caller:
-    for name in ("user", "project", "tenant", "tracking_id"):
-        if len(getattr(pb, name)) > _MAX_CALLER_FIELD:
-            v.add(f"caller.{name}", f"at most {_MAX_CALLER_FIELD} characters")
-    return Caller(pb.user, pb.project, pb.tenant, pb.tracking_id)
-
-
-def _tags(pb: chat_pb2.ChatRequest, v: _Violations) -> dict[str, str]:
-    if len(pb.tags) > _MAX_TAGS:
-        v.add("tags", f"at most {_MAX_TAGS} tags, got {len(pb.tags)}")
+def _tags(pb: chat_pb2.ChatRequest, wire: Violations) -> dict[str, str]:
+    if wire.note(TAGS.exceeded("tags", len(pb.tags))):
         return {}
-    for key, value in pb.tags.items():
-        if not 1 <= len(key) <= 63:
-            v.add(f"tags[{key[:63]!r}]", "keys are 1 to 63 characters")
-        if len(value) > 256:
-            v.add(f"tags[{key[:63]!r}]", "values are at most 256 characters")
     return dict(pb.tags)
 
 
-def _provider_options(
-    pb: chat_pb2.ChatRequest, providers: Collection[str], v: _Violations
-) -> dict[str, dict[str, Any]]:
-    options = {}
-    for name, struct in pb.provider_options.items():
-        if name not in providers:
-            v.add(f"provider_options[{name[:64]!r}]", "not a configured provider")
-            continue
-        options[name] = _json_struct(struct, f"provider_options[{name[:64]!r}]", v)
-    return options
-
-
-def _json_struct(struct: struct_pb2.Struct, path: str, v: _Violations) -> dict[str, Any]:
-    """`struct` as plain JSON values, checked: a Struct number may be NaN or infinite, which JSON has
-    no way to write, so the provider would get a body it cannot parse."""
-    if not _finite(struct.fields.values()):
-        v.add(path, "numbers must be finite (JSON has no NaN or Infinity)")
-    return struct_to_dict(struct)
-
-
-def _finite(values: Iterable[struct_pb2.Value]) -> bool:
-    for value in values:
-        kind = value.WhichOneof("kind")
-        if kind == "number_value" and not math.isfinite(value.number_value):
-            return False
-        if kind == "struct_value" and not _finite(value.struct_value.fields.values()):
-            return False
-        if kind == "list_value" and not _finite(value.list_value.values):
-            return False
-    return True
+def _lenient(policy: chat_pb2.UnsupportedParameterPolicy.ValueType, wire: Violations) -> bool:
+    lenient = _POLICIES.get(policy)
+    if lenient is None:
+        wire.add("unsupported_parameters", "unknown policy")
+        return False
+    return lenient
 
 
 def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:

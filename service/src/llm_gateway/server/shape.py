@@ -12,11 +12,11 @@ from __future__ import annotations
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 
-from llm_gateway.domain.errors import GatewayError, invalid_field
+from llm_gateway.domain.errors import GatewayError, invalid_request
+from llm_gateway.domain.limits import MESSAGES
 
 # Bodies smaller than this are decoded directly: their worst case is a few milliseconds.
 CHECK_ABOVE_BYTES = 1 << 20
-MAX_MESSAGES = 10_000
 
 _FIELD = descriptor_pb2.FieldDescriptorProto
 
@@ -64,6 +64,6 @@ def shape_problem(method: str, data: bytes) -> GatewayError | None:
             count, field = len(_NESTED.FromString(data).request.messages), "request.messages"  # type: ignore[attr-defined]
     except DecodeError:
         return None
-    if count > MAX_MESSAGES:
-        return invalid_field(field, f"at most {MAX_MESSAGES} messages, got {count}")
-    return None
+    # The domain's limit, so the refusal reads as the decoder's would.
+    problem = MESSAGES.exceeded(field, count)
+    return None if problem is None else invalid_request([problem])
