@@ -16,7 +16,7 @@ protoc=(.venv/bin/python -m grpc_tools.protoc -I protos
   --plugin=protoc-gen-mypy_grpc=.venv/bin/protoc-gen-mypy_grpc)
 "${protoc[@]}" --python_out="$py_out" --mypy_out=quiet:"$py_out" protos/llmgateway/v1/*.proto
 "${protoc[@]}" --grpc_python_out="$py_out" --mypy_grpc_out=quiet:"$py_out" \
-  protos/llmgateway/v1/gateway_service.proto
+  protos/llmgateway/v1/*_service.proto
 touch "$py_out/llmgateway/v1/__init__.py"
 
 # The contract as a FileDescriptorSet with its comments (source info), which the generated *_pb2

@@ -9,7 +9,9 @@ work=$(mktemp -d)
 export LLM_GATEWAY_API_KEY
 LLM_GATEWAY_API_KEY="e2e-$("$root/.venv/bin/python" -c 'import secrets; print(secrets.token_hex(16))')"
 
-"$root/.venv/bin/llm-gateway" serve --config "$root/tests/configs/e2e.toml" --port 0 \
+# The usage ledger lives with the run, not in the checkout.
+LLM_GATEWAY__LEDGER__URL="sqlite:///$work/ledger.db" LLM_GATEWAY__LEDGER__SPOOL_DIR="$work/spool" \
+  "$root/.venv/bin/llm-gateway" serve --config "$root/tests/configs/e2e.toml" --port 0 \
   --port-file "$work/port" >"$work/gateway.log" 2>&1 &
 pid=$!
 cleanup() {

@@ -40,6 +40,14 @@ class RunningGateway:
     address: str
 
 
+def with_ledger_in(directory: Path, toml: str) -> str:
+    """`toml` with its usage ledger in `directory` (unless it configures one): a test's calls are
+    kept with the test, not in the checkout."""
+    if "[ledger]" in toml:
+        return toml
+    return f'{toml}\n[ledger]\nurl = "sqlite:///{directory}/ledger.db"\nspool_dir = "{directory}/spool"\n'
+
+
 @asynccontextmanager
 async def running_gateway(
     toml: str = "", env: Mapping[str, str] | None = None
@@ -47,17 +55,19 @@ async def running_gateway(
     """A started gateway configured by the embedded defaults plus `toml`."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "gateway.toml"
-        path.write_text(toml)
+        path.write_text(with_ledger_in(Path(tmp), toml))
         config = load_config(path, env or {})
-    server = await create_server(config, host="127.0.0.1", port=0)
-    await server.start()
-    address = f"127.0.0.1:{server.port}"
-    channel = grpc.aio.insecure_channel(address)
-    try:
-        yield RunningGateway(server, channel, gateway_service_pb2_grpc.GatewayServiceStub(channel), address)
-    finally:
-        await channel.close(None)
-        await server.stop(0)
+        server = await create_server(config, host="127.0.0.1", port=0)
+        await server.start()
+        address = f"127.0.0.1:{server.port}"
+        channel = grpc.aio.insecure_channel(address)
+        try:
+            yield RunningGateway(
+                server, channel, gateway_service_pb2_grpc.GatewayServiceStub(channel), address
+            )
+        finally:
+            await channel.close(None)
+            await server.stop(0)
 
 
 @dataclass
@@ -74,7 +84,7 @@ class GatewayProcess:
 async def gateway_process(directory: Path, toml: str, *args: str) -> AsyncIterator[GatewayProcess]:
     """`llm-gateway serve` as a child process on a free port, logging to a file in `directory`."""
     config, port_file, log = directory / "gateway.toml", directory / "port", directory / "gateway.log"
-    config.write_text(toml)
+    config.write_text(with_ledger_in(directory, toml))
     with log.open("w") as out:
         process = await asyncio.create_subprocess_exec(
             sys.executable,

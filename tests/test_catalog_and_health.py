@@ -179,6 +179,7 @@ async def test_reflection_v1alpha_and_v1(gateway: RunningGateway) -> None:
     names = {s.name for s in listing[0].list_services_response.service}
     assert names == {
         "llmgateway.v1.GatewayService",
+        "llmgateway.v1.UsageService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
         V1_SERVICE,

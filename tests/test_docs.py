@@ -21,9 +21,10 @@ def test_every_error_reason_is_documented_in_the_contract_and_docs() -> None:
     docs = (ROOT / "docs" / "errors.md").read_text()
     documented = set(re.findall(r"^\| `[A-Z_]+` \| `([A-Z_]+)` \|", docs, re.MULTILINE))
     assert documented == in_code
-    contract = (ROOT / "protos" / "llmgateway" / "v1" / "gateway_service.proto").read_text()
+    services = sorted((ROOT / "protos" / "llmgateway" / "v1").glob("*_service.proto"))
+    contract = "\n".join(path.read_text() for path in services)
     for reason in in_code:
-        assert re.search(rf"\b{reason}\b", contract), f"{reason} is missing from the service comment"
+        assert re.search(rf"\b{reason}\b", contract), f"{reason} is missing from the services' comments"
 
 
 def test_the_generated_provider_tables_are_current() -> None:

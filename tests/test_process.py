@@ -159,6 +159,7 @@ async def test_grpcurl_session(gateway: RunningGateway) -> None:
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
         "llmgateway.v1.GatewayService",
+        "llmgateway.v1.UsageService",
     ]
     described = await grpcurl(gateway.address, "describe", "llmgateway.v1.GatewayService")
     chat_stream = "rpc ChatStream ( .llmgateway.v1.ChatStreamRequest ) returns ( stream "

@@ -204,8 +204,15 @@ def serve(directory: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes]
         "--port-file",
         str(port_file),
     ]
+    # Its usage ledger lives with the test, not in the checkout.
+    ledger = {
+        "LLM_GATEWAY__LEDGER__URL": f"sqlite:///{directory}/ledger.db",
+        "LLM_GATEWAY__LEDGER__SPOOL_DIR": str(directory / "spool"),
+    }
     with log.open("w") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env={**clean_env(), **env}, stdout=out, stderr=out)
+        process = subprocess.Popen(
+            command, cwd=ROOT, env={**clean_env(), **ledger, **env}, stdout=out, stderr=out
+        )
     deadline = time.monotonic() + 20
     while not (port_file.exists() and port_file.read_text().strip()):
         assert process.poll() is None, log.read_text()

@@ -1,4 +1,4 @@
-"""The `llm-gateway` command: serve, check-config, health, hash-key."""
+"""The `llm-gateway` command: serve, check-config, health, hash-key, ledger, usage."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ import sys
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from llm_gateway import usage_cli
 from llm_gateway.config import ConfigError, GatewayConfig, load_config
+from llm_gateway.ledger_cli import add_ledger_commands, run_ledger_command
 from llm_gateway.logs import configure_logging
 from llm_gateway.providers import is_enabled
 
@@ -42,10 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     health.add_argument("--timeout", type=float, default=3.0)
 
     commands.add_parser("hash-key", help="print the SHA-256 digest of a key read from stdin")
+    add_ledger_commands(commands, _config_argument)
+    usage_cli.add_parser(commands)
 
     args = parser.parse_args(argv)
     if args.command == "health":
         return _health(args.address, args.service, args.timeout)
+    if args.command == "usage":
+        return usage_cli.run(args)
     if args.command == "hash-key":
         print(hashlib.sha256(sys.stdin.readline().strip().encode()).hexdigest())
         return 0
@@ -57,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         _summarise(config)
         return 0
+    if args.command == "ledger":
+        configure_logging(config.logging.level)
+        return run_ledger_command(args, config)
     configure_logging(config.logging.level)
     workers = config.server.workers if args.workers is None else args.workers
     if workers < 1:
@@ -96,6 +105,12 @@ def _summarise(config: GatewayConfig) -> None:
     for alias, target in sorted(config.aliases.items()):
         print(f"alias {alias} -> {target}")
     print(f"auto: {', '.join(config.routing.auto)}")
+    if config.ledger.enabled:
+        from llm_gateway.ledger.url import redacted
+
+        print(f"ledger: {redacted(config.ledger.url.get_secret_value())}")
+    else:
+        print("ledger: off")
 
 
 def _worker(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from llm_gateway.catalog import Catalog, ModelSpec
 from llm_gateway.domain.errors import Code, GatewayError, invalid_field, model_not_found
+from llm_gateway.domain.principal import ANONYMOUS, Principal
 
 AUTO = "auto"
 _MAX_MODEL_LENGTH = 256
@@ -31,18 +32,25 @@ class Router:
         self._auto = tuple(auto)
         self._configured = frozenset(configured_providers)
 
-    def plan(self, model: str, fallbacks: Sequence[str] = (), field: str = "model") -> list[Route]:
+    def plan(
+        self,
+        model: str,
+        fallbacks: Sequence[str] = (),
+        field: str = "model",
+        principal: Principal = ANONYMOUS,
+    ) -> list[Route]:
         """Candidates in the order to try them: the model (or every "auto" choice), the request's
         fallbacks, then the fallbacks configured for the requested models (those of disabled
-        providers skipped)."""
-        routes = self.resolve(model, field)
+        providers skipped). A model `principal` may not use is PERMISSION_DENIED where the caller
+        named it, and left out where the gateway chose it ("auto", configured fallbacks)."""
+        routes = self.resolve(model, field, principal)
         prefix = field.rpartition(".")[0]
         for i, fallback in enumerate(fallbacks):
             path = f"{prefix}.fallback_models[{i}]" if prefix else f"fallback_models[{i}]"
-            routes.extend(Route(r.spec, "fallback") for r in self.resolve(fallback, path))
+            routes.extend(Route(r.spec, "fallback") for r in self.resolve(fallback, path, principal))
         for configured in [f for route in routes if route.reason != "fallback" for f in route.spec.fallbacks]:
             spec = self._configured_fallback(configured)
-            if spec is not None:
+            if spec is not None and principal.may_use(spec.id):
                 routes.append(Route(spec, "fallback"))
         seen: set[str] = set()
         unique = []
@@ -52,7 +60,21 @@ class Router:
                 unique.append(route)
         return unique
 
-    def resolve(self, model: str, field: str = "model") -> list[Route]:
+    def resolve(self, model: str, field: str = "model", principal: Principal = ANONYMOUS) -> list[Route]:
+        """The candidates `model` names (several for "auto"), those `principal` may use."""
+        routes = self._resolve(model, field)
+        allowed = [route for route in routes if principal.may_use(route.spec.id)]
+        if not allowed:
+            refused = routes[0].spec.id if len(routes) == 1 else "any of the models 'auto' may choose"
+            raise GatewayError(
+                f"{field}: gateway key {principal.key!r} may not use {refused}",
+                code=Code.PERMISSION_DENIED,
+                reason="MODEL_NOT_ALLOWED",
+                metadata={"field": field, "model": routes[0].spec.id if len(routes) == 1 else model},
+            )
+        return allowed
+
+    def _resolve(self, model: str, field: str) -> list[Route]:
         if not model:
             raise invalid_field(field, "must be set: 'provider:model', an alias, or 'auto'")
         if len(model) > _MAX_MODEL_LENGTH or any(ch.isspace() for ch in model):

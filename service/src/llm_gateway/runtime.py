@@ -1,6 +1,7 @@
 """What a gateway process runs on, built once from its configuration and shared by every front
 door (the gRPC server, the HTTP doors, the batch runner): the gateway core with its providers,
-catalog and observers, the one pooled upstream HTTP client, and who each gateway key is."""
+catalog and observers (the access log, the usage ledger), the one pooled upstream HTTP client, and
+who each gateway key is."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from llm_gateway.catalog import Catalog
 from llm_gateway.config.schema import ApiKeyConfig, GatewayConfig
 from llm_gateway.gateway import Gateway
 from llm_gateway.gateway.guard import ProviderGuard, key_limiter
-from llm_gateway.gateway.record import ANONYMOUS, CallObserver, Principal
+from llm_gateway.gateway.record import ANONYMOUS, CallObserver, CallRecord, Principal
+from llm_gateway.ledger import Ledger
 from llm_gateway.providers import Provider, build_providers, enabled_providers
 from llm_gateway.providers.http import create_http_client
 from llm_gateway.router import Router
@@ -29,7 +31,7 @@ class Principals:
     """Gateway keys by the SHA-256 of the key, and who each is. Plaintext keys are not kept."""
 
     digests: Mapping[bytes, str]  # digest -> key name
-    admins: frozenset[str]
+    keys: Mapping[str, Principal]  # key name -> who it is
 
     @property
     def enabled(self) -> bool:
@@ -40,7 +42,7 @@ class Principals:
         """Who a call is from, by the name of the key it presented ("" for none or a wrong one)."""
         if not self.enabled:
             return ANONYMOUS
-        return Principal(key_name, admin=key_name in self.admins)
+        return self.keys.get(key_name) or Principal(key_name, admin=False)
 
     @classmethod
     def from_config(cls, keys: Sequence[ApiKeyConfig]) -> Principals:
@@ -50,7 +52,11 @@ class Principals:
                 digests[bytes.fromhex(key.sha256)] = key.name
             elif key.key is not None:
                 digests[hashlib.sha256(key.key.get_secret_value().encode()).digest()] = key.name
-        return cls(digests, frozenset(k.name for k in keys if k.role == "admin"))
+        principals = {
+            k.name: Principal(k.name, k.role == "admin", frozenset(k.models), frozenset(k.providers))
+            for k in keys
+        }
+        return cls(digests, principals)
 
 
 @dataclass
@@ -61,12 +67,32 @@ class Runtime:
     providers: dict[str, Provider]
     http: aiohttp.ClientSession
     principals: Principals
+    ledger: Ledger | None
+
+    async def start(self) -> None:
+        """Starts what runs beside the calls (the ledger's writer)."""
+        if self.ledger is not None:
+            await self.ledger.start()
 
     async def aclose(self) -> None:
-        """Releases the providers and the upstream connections (after every door has stopped)."""
+        """After every door has stopped: writes out the ledger, then releases the providers and the
+        upstream connections."""
+        if self.ledger is not None:
+            await self.ledger.close()
         for provider in self.providers.values():
             await provider.aclose()
         await self.http.close()
+
+
+class _Chats:
+    """Passes on the records of chat calls only: estimates and listings are not usage."""
+
+    def __init__(self, observer: CallObserver) -> None:
+        self._observer = observer
+
+    def call_ended(self, record: CallRecord) -> None:
+        if record.is_chat:
+            self._observer.call_ended(record)
 
 
 def build_runtime(config: GatewayConfig, observers: Sequence[CallObserver] = ()) -> Runtime:
@@ -82,9 +108,12 @@ def build_runtime(config: GatewayConfig, observers: Sequence[CallObserver] = ())
     told: list[CallObserver] = []
     if config.logging.access_log:
         told.append(AccessLog(logging.getLogger("llm_gateway.access")))
+    ledger = Ledger.from_config(config.ledger)
+    if ledger is not None:
+        told.append(_Chats(ledger))
     told.extend(observers)
     gateway = Gateway(router, catalog, providers, guards, key_limiters, told)
     principals = Principals.from_config(config.auth.keys)
     if not principals.enabled:
         _log.warning("authentication is off: no API keys are configured (auth.keys)")
-    return Runtime(config, gateway, catalog, providers, http, principals)
+    return Runtime(config, gateway, catalog, providers, http, principals, ledger)

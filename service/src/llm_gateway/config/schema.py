@@ -82,6 +82,20 @@ class ApiKeyConfig(_Strict):
     rate_limit: RateLimitConfig | None = None
     # "admin" sees every caller's usage; "user" only its own key's.
     role: Literal["admin", "user"] = "user"
+    # The models this key may use: "provider:model", or "provider:*" for all of a provider's; and
+    # whole providers. Both empty: every model. Any other is PERMISSION_DENIED, and ListModels
+    # shows the key only these.
+    models: tuple[str, ...] = ()
+    providers: tuple[str, ...] = ()
+
+    @field_validator("models")
+    @classmethod
+    def _model_patterns(cls, models: tuple[str, ...]) -> tuple[str, ...]:
+        for i, model in enumerate(models):
+            provider, sep, name = model.partition(":")
+            if not sep or not provider or not name or any(c.isspace() for c in model):
+                raise ValueError(f"models[{i}]: {model!r} is not 'provider:model' or 'provider:*'")
+        return models
 
     @model_validator(mode="after")
     def _one_form(self) -> ApiKeyConfig:
@@ -110,6 +124,42 @@ class AuthConfig(_Strict):
 class LoggingConfig(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = True
+
+
+class LedgerConfig(_Strict):
+    """The usage ledger: one row per call (docs/ledger.md)."""
+
+    enabled: bool = True
+    # sqlite:///relative/path.db, sqlite:////absolute/path.db, or postgresql://user:pw@host/db.
+    # Secret (it may hold a password): shown only without it.
+    url: SecretStr = SecretStr("sqlite:///var/ledger.db")
+    # A batch is written as soon as this many calls wait, or flush_interval seconds after the
+    # first of them arrived; what a kill -9 can lose is about one interval of calls.
+    flush_interval: float = Field(default=0.1, gt=0, le=60)
+    batch_size: int = Field(default=100, ge=1, le=100_000)
+    # Calls held in memory while the database and the spool are both failing; past it they are
+    # lost (counted and logged).
+    queue_size: int = Field(default=10_000, ge=1, le=10_000_000)
+    # Where calls wait while the database is down or slow; replayed when it is back.
+    spool_dir: Path = Path("var/ledger-spool")
+    # A write slower than this goes to the spool instead (and a SQLite lock is waited for this long).
+    write_timeout: float = Field(default=3.0, gt=0, le=300)
+    # Calls older than this many days are removed (checked hourly); 0 keeps them forever.
+    retention_days: int = Field(default=400, ge=0, le=36_500)
+
+    @field_validator("url")
+    @classmethod
+    def _known_backend(cls, url: SecretStr) -> SecretStr:
+        from llm_gateway.ledger.url import parse_url  # here: the ledger package imports the config
+
+        parse_url(url.get_secret_value())
+        return url
+
+    @model_validator(mode="after")
+    def _batch_fits(self) -> LedgerConfig:
+        if self.batch_size > self.queue_size:
+            raise ValueError("batch_size must not exceed queue_size")
+        return self
 
 
 class RoutingConfig(_Strict):
@@ -554,6 +604,7 @@ class GatewayConfig(_Strict):
     server: ServerConfig = ServerConfig()
     auth: AuthConfig = AuthConfig()
     logging: LoggingConfig = LoggingConfig()
+    ledger: LedgerConfig = LedgerConfig()
     routing: RoutingConfig = RoutingConfig()
     pricing: PricingConfig = PricingConfig()
     providers: dict[str, ProviderConfig] = {}

@@ -26,7 +26,7 @@ from llm_gateway.gateway.limits import RateLimiter
 from llm_gateway.gateway.live import LiveLatency
 from llm_gateway.gateway.outcome import ChatOutcome, GatewayEvent, StreamFinished, StreamStarted
 from llm_gateway.gateway.plan import CallPlan, StreamOutput
-from llm_gateway.gateway.record import CallObserver, CallTracker, Observers, Principal
+from llm_gateway.gateway.record import ANONYMOUS, CallObserver, CallTracker, Observers, Principal
 from llm_gateway.gateway.scope import CallScope
 from llm_gateway.providers.base import Provider, UpstreamCall
 from llm_gateway.router import Route, Router
@@ -105,7 +105,7 @@ class Gateway:
         """The call's candidates; counts what its budget needs. A call (not a dry run) then takes
         its place in its gateway key's rate limit, if the key has one."""
         self._check_options(request)
-        routes = self._router.plan(request.model, request.fallback_models)
+        routes = self._router.plan(request.model, request.fallback_models, principal=scope.principal)
         plan = CallPlan(routes, request, scope)
         await plan.prepare()
         limiter = self._key_limiters.get(scope.principal.key)
@@ -273,16 +273,20 @@ class Gateway:
                 yield StreamFinished(summary)
 
     async def estimate_cost(
-        self, request: ChatRequest, expected_output: int | None, candidates: Sequence[str]
+        self,
+        request: ChatRequest,
+        expected_output: int | None,
+        candidates: Sequence[str],
+        principal: Principal = ANONYMOUS,
     ) -> list[Estimate]:
         if candidates:
             routes = [
                 route
                 for i, model in enumerate(candidates)
-                for route in self._router.resolve(model, f"candidate_models[{i}]")
+                for route in self._router.resolve(model, f"candidate_models[{i}]", principal)
             ]
         else:
-            routes = self._router.resolve(request.model, "request.model")
+            routes = self._router.resolve(request.model, "request.model", principal)
         unique = {route.spec.id: route.spec for route in routes}
         counts: dict[str, TokenCount] = {}
         for spec in unique.values():
@@ -292,11 +296,17 @@ class Gateway:
             [estimate(request, spec, counts[spec.tokenizer], expected_output) for spec in unique.values()]
         )
 
-    def list_models(self, provider: str = "", capabilities: Sequence[str] = ()) -> list[ModelSpec]:
+    def list_models(
+        self, provider: str = "", capabilities: Sequence[str] = (), principal: Principal = ANONYMOUS
+    ) -> list[ModelSpec]:
+        """The listed models of `provider` (any, when "") with every one of `capabilities` that
+        `principal` may use."""
         return [
             spec
             for spec in self._catalog.listed()
-            if (not provider or spec.provider == provider) and all(spec.supports(c) for c in capabilities)
+            if (not provider or spec.provider == provider)
+            and all(spec.supports(c) for c in capabilities)
+            and principal.may_use(spec.id)
         ]
 
 

@@ -17,23 +17,14 @@ from typing import Protocol
 
 from llm_gateway.domain.errors import GatewayError
 from llm_gateway.domain.messages import Caller, ChatRequest
+from llm_gateway.domain.principal import ANONYMOUS, Principal
 from llm_gateway.domain.results import Usage
 from llm_gateway.gateway.outcome import Attempt, CallHeader, CallSummary, Latency, RoutingInfo
 from llm_gateway.pricing import Cost
 
+__all__ = ["ANONYMOUS", "CallObserver", "CallRecord", "CallTracker", "Observers", "Principal"]
+
 _log = logging.getLogger("llm_gateway.observers")
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is calling: the gateway key's configured name ("" with authentication off) and whether
-    it is an admin key (sees every caller's usage; with authentication off, everyone is)."""
-
-    key: str = ""
-    admin: bool = True
-
-
-ANONYMOUS = Principal()
 
 
 @dataclass(frozen=True, slots=True)

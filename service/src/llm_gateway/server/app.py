@@ -28,9 +28,16 @@ from llm_gateway.server.interceptors import (
 from llm_gateway.server.memory import return_large_buffers
 from llm_gateway.server.reflection import enable_reflection
 from llm_gateway.server.servicer import GatewayServicer
-from llmgateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
+from llm_gateway.server.usage import UsageServicer
+from llmgateway.v1 import (
+    gateway_service_pb2,
+    gateway_service_pb2_grpc,
+    usage_service_pb2,
+    usage_service_pb2_grpc,
+)
 
 SERVICE_NAME = gateway_service_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
+USAGE_SERVICE_NAME = usage_service_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name
 _log = logging.getLogger("llm_gateway.server")
 
 
@@ -58,6 +65,8 @@ class GatewayServer:
         self.catalog.reload_prices()
 
     async def start(self) -> None:
+        if self.owns_runtime:
+            await self.runtime.start()
         await self.server.start()
         await self.circuits.start()
 
@@ -123,9 +132,15 @@ async def create_server(
     gateway_service_pb2_grpc.add_GatewayServiceServicer_to_server(
         GatewayServicer(gateway, list(config.providers), limit), server
     )
+    ledger = runtime.ledger
+    usage_service_pb2_grpc.add_UsageServiceServicer_to_server(
+        UsageServicer(ledger.queries if ledger is not None else None), server
+    )
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    enable_reflection(server, [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
+    enable_reflection(
+        server, [SERVICE_NAME, USAGE_SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+    )
 
     host = config.server.host if host is None else host
     port = config.server.port if port is None else port

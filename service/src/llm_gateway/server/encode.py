@@ -6,7 +6,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from llm_gateway.catalog import ModelSpec
 from llm_gateway.domain.results import Completion, FinishReason, TextDelta, ToolCallDelta, Usage
-from llm_gateway.gateway import CallHeader, CallSummary, ChatOutcome, Estimate, Latency, RoutingInfo
+from llm_gateway.gateway import Attempt, CallHeader, CallSummary, ChatOutcome, Estimate, Latency, RoutingInfo
 from llm_gateway.gateway.breaker import CircuitState, ProviderBreaker
 from llm_gateway.gateway.live import ModelLatency
 from llm_gateway.pricing import Cost, CostCapabilities, PriceSheet, PricingStatus, format_decimal
@@ -155,14 +155,14 @@ def cost(c: Cost) -> accounting_pb2.Cost:
 
 def latency(lat: Latency) -> accounting_pb2.Latency:
     out = accounting_pb2.Latency(
-        total=_duration(lat.total),
-        upstream=_duration(lat.upstream),
-        gateway_overhead=_duration(lat.gateway_overhead),
+        total=duration(lat.total),
+        upstream=duration(lat.upstream),
+        gateway_overhead=duration(lat.gateway_overhead),
     )
     if lat.time_to_first_byte is not None:
-        out.time_to_first_byte.CopyFrom(_duration(lat.time_to_first_byte))
+        out.time_to_first_byte.CopyFrom(duration(lat.time_to_first_byte))
     if lat.time_to_first_token is not None:
-        out.time_to_first_token.CopyFrom(_duration(lat.time_to_first_token))
+        out.time_to_first_token.CopyFrom(duration(lat.time_to_first_token))
     return out
 
 
@@ -173,18 +173,19 @@ def routing(r: RoutingInfo) -> accounting_pb2.Routing:
         selected_model=selected.id if selected else "",
         reason=r.reason,
         candidates=r.candidates,
-        attempts=[
-            accounting_pb2.Attempt(
-                provider=a.provider,
-                model=a.model,
-                code=a.code,
-                reason=a.reason,
-                message=a.message,
-                latency=_duration(a.latency),
-            )
-            for a in r.attempts
-        ],
+        attempts=[attempt(a) for a in r.attempts],
         fallback_used=r.fallback_used,
+    )
+
+
+def attempt(a: Attempt) -> accounting_pb2.Attempt:
+    return accounting_pb2.Attempt(
+        provider=a.provider,
+        model=a.model,
+        code=a.code,
+        reason=a.reason,
+        message=a.message,
+        latency=duration(a.latency),
     )
 
 
@@ -222,9 +223,9 @@ def model_state(latency: ModelLatency, breaker: ProviderBreaker) -> catalog_pb2.
         recent_calls=latency.recent_calls,
     )
     if latency.latency_p50 is not None:
-        state.latency_p50.CopyFrom(_duration(latency.latency_p50))
+        state.latency_p50.CopyFrom(duration(latency.latency_p50))
     if latency.time_to_first_token_p50 is not None:
-        state.time_to_first_token_p50.CopyFrom(_duration(latency.time_to_first_token_p50))
+        state.time_to_first_token_p50.CopyFrom(duration(latency.time_to_first_token_p50))
     return state
 
 
@@ -277,7 +278,7 @@ def estimate(e: Estimate) -> catalog_pb2.CostEstimate:
     )
 
 
-def _duration(seconds: float) -> duration_pb2.Duration:
+def duration(seconds: float) -> duration_pb2.Duration:
     nanos = round(seconds * 1e9)
     return duration_pb2.Duration(seconds=nanos // 1_000_000_000, nanos=nanos % 1_000_000_000)
 

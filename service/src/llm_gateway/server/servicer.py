@@ -9,18 +9,16 @@ import logging
 import time
 from collections.abc import AsyncIterator, Collection
 from contextlib import aclosing
-from types import TracebackType
 from typing import TYPE_CHECKING
 
-import grpc
-
-from llm_gateway.domain.errors import Code, GatewayError, invalid_field, with_field_prefix
+from llm_gateway.domain.errors import Code, GatewayError, invalid_field
 from llm_gateway.domain.messages import ChatRequest
 from llm_gateway.domain.results import TextDelta, ToolCallDelta
 from llm_gateway.gateway import ChatOutcome, Gateway, StreamFinished, StreamStarted
 from llm_gateway.gateway.record import ANONYMOUS
 from llm_gateway.gateway.scope import CallScope
 from llm_gateway.server import encode
+from llm_gateway.server.boundary import ErrorBoundary
 from llm_gateway.server.context import (
     call_var,
     received_at_var,
@@ -28,7 +26,6 @@ from llm_gateway.server.context import (
     request_id_var,
 )
 from llm_gateway.server.decode import decode_chat_request
-from llm_gateway.server.interceptors import abort
 from llmgateway.v1 import catalog_pb2, chat_pb2, gateway_service_pb2_grpc
 
 if TYPE_CHECKING:
@@ -42,37 +39,6 @@ _OFFLOAD_BYTES = 256 * 1024
 # Room for everything in a reply or event besides its text (usage, cost, routing...).
 _ENVELOPE_BYTES = 64 * 1024
 _CAPABILITY_NAMES = {number: name for name, number in encode.CAPABILITIES.items()}
-
-
-class _Errors:
-    """The servicer's error boundary: a gateway error ends the call with its rich status; any other
-    exception is a bug, logged with its traceback and answered INTERNAL without internals.
-    Cancellation and aborts pass through untouched."""
-
-    __slots__ = ("_context", "_prefix")
-
-    def __init__(self, context: Context, field_prefix: str = "") -> None:
-        self._context = context
-        self._prefix = field_prefix
-
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if isinstance(exc, GatewayError):
-            await abort(self._context, with_field_prefix(exc, self._prefix) if self._prefix else exc)
-        if isinstance(exc, Exception) and not isinstance(exc, grpc.aio.AbortError):
-            _log.exception("unexpected error", exc_info=exc)
-            await abort(
-                self._context,
-                GatewayError(
-                    f"internal error; quote request id {request_id_var.get()}",
-                    code=Code.INTERNAL,
-                    reason="INTERNAL",
-                ),
-            )
 
 
 class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
@@ -89,7 +55,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
     async def Chat(  # noqa: N802 (gRPC method name)
         self, request: chat_pb2.ChatRequest, context: Context
     ) -> chat_pb2.ChatResponse:
-        async with _Errors(context):
+        async with ErrorBoundary(context):
             chat = await self._decode(request)
             outcome = await self._gateway.chat(chat, _scope(context))
             reply = encode.chat_response(outcome)
@@ -99,7 +65,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
     async def ChatStream(  # noqa: N802
         self, request: chat_pb2.ChatStreamRequest, context: Context
     ) -> AsyncIterator[chat_pb2.ChatStreamResponse]:
-        async with _Errors(context, "request."):
+        async with ErrorBoundary(context, "request."):
             if not request.HasField("request"):
                 raise invalid_field("", "must be set: the chat request")
             chat = await self._decode(request.request)
@@ -119,23 +85,25 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
     async def EstimateCost(  # noqa: N802
         self, request: catalog_pb2.EstimateCostRequest, context: Context
     ) -> catalog_pb2.EstimateCostResponse:
-        async with _Errors(context, "request."):
+        async with ErrorBoundary(context, "request."):
             if not request.HasField("request"):
                 raise invalid_field("", "must be set: the chat request")
             chat = await self._decode(request.request)
-        async with _Errors(context):
+        async with ErrorBoundary(context):
             expected = None
             if request.HasField("expected_output_tokens"):
                 expected = request.expected_output_tokens
                 if expected < 0:
                     raise invalid_field("expected_output_tokens", "must not be negative")
-            estimates = await self._gateway.estimate_cost(chat, expected, list(request.candidate_models))
+            estimates = await self._gateway.estimate_cost(
+                chat, expected, list(request.candidate_models), _scope(context).principal
+            )
             return catalog_pb2.EstimateCostResponse(estimates=[encode.estimate(e) for e in estimates])
 
     async def ListModels(  # noqa: N802
         self, request: catalog_pb2.ListModelsRequest, context: Context
     ) -> catalog_pb2.ListModelsResponse:
-        async with _Errors(context):
+        async with ErrorBoundary(context):
             if not 0 <= request.page_size <= _MAX_PAGE_SIZE:
                 raise invalid_field("page_size", f"must be between 0 and {_MAX_PAGE_SIZE}")
             capabilities = []
@@ -161,7 +129,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
                     reason="PROVIDER_DISABLED",
                     metadata={"field": "provider", "provider": provider},
                 )
-            models = self._gateway.list_models(provider, capabilities)
+            models = self._gateway.list_models(provider, capabilities, _scope(context).principal)
             size = request.page_size or _DEFAULT_PAGE_SIZE
             page = models[offset : offset + size]
             catalog, live = self._gateway.catalog, self._gateway.live

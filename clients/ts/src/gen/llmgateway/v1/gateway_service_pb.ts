@@ -37,7 +37,9 @@ export const file_llmgateway_v1_gateway_service: GenFile = /*@__PURE__*/
  * - NOT_FOUND: MODEL_NOT_FOUND (unknown model, alias or provider; metadata `field`, `model`),
  *   UPSTREAM_NOT_FOUND (the provider does not know the model).
  * - UNAUTHENTICATED: MISSING_API_KEY, INVALID_API_KEY.
- * - PERMISSION_DENIED: PROVIDER_PERMISSION_DENIED (the provider refused the gateway's account).
+ * - PERMISSION_DENIED: MODEL_NOT_ALLOWED (the caller's gateway key may not use the model it named;
+ *   metadata `field`, `model`), PROVIDER_PERMISSION_DENIED (the provider refused the gateway's
+ *   account).
  * - FAILED_PRECONDITION: BUDGET_EXCEEDED (metadata `estimated_cost`, `max_cost`), PRICE_UNKNOWN
  *   (`max_cost` set for a model without a price), NO_MODEL_AVAILABLE (nothing for "auto"),
  *   PROVIDER_AUTH_FAILED (the gateway's own provider key was refused; an operator must fix it),

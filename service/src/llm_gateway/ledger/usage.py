@@ -1,0 +1,170 @@
+"""The ledger's read side, as the usage service asks it: who may see what, pages of records with
+AIP-158 page tokens, and summaries."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import json
+from collections import defaultdict
+from dataclasses import replace
+from datetime import timedelta
+from decimal import Decimal
+
+from llm_gateway.gateway.record import Principal
+from llm_gateway.ledger.query import (
+    DEFAULT_PAGE_SIZE,
+    EPOCH,
+    MAX_PAGE_SIZE,
+    AccessDenied,
+    Bucket,
+    InvalidPageToken,
+    LedgerQueryError,
+    ModelUsage,
+    Position,
+    ProviderCost,
+    RecordFilter,
+    RecordPage,
+    SummaryRequest,
+    UsageSummary,
+)
+from llm_gateway.ledger.rows import EXACT, micros
+from llm_gateway.ledger.sql import buckets_query, list_query, models_query, money, stats_from, total_query
+from llm_gateway.ledger.store import LedgerStore
+
+_TOKEN_VERSION = 1
+
+
+def scoped(principal: Principal, filters: RecordFilter) -> RecordFilter:
+    """The filters a principal may run: an admin's as asked; any other key's narrowed to its own
+    calls, and refused when they name another key."""
+    if principal.admin:
+        return filters
+    if filters.key is not None and filters.key != principal.key:
+        raise AccessDenied("key", "a key that is not an admin key sees only its own calls")
+    return replace(filters, key=principal.key)
+
+
+class UsageQueries:
+    """Records and summaries from one ledger store, each for a principal."""
+
+    def __init__(self, store: LedgerStore) -> None:
+        self._store = store
+        self._ready = False
+        self._lock = asyncio.Lock()
+
+    async def _schema(self) -> None:
+        """Migrates once before the first read: a query may arrive before the writer's first
+        flush has created the tables (migrations are idempotent, so racing the writer is safe)."""
+        if self._ready:
+            return
+        async with self._lock:
+            if not self._ready:
+                await self._store.migrate()
+                self._ready = True
+
+    async def list_records(
+        self, principal: Principal, filters: RecordFilter, *, page_size: int = 0, page_token: str = ""
+    ) -> RecordPage:
+        """The calls `filters` selects, newest first. `page_size` 0 means 50, and more than 1,000
+        means 1,000; a page token only continues the listing it came from (same filters and
+        caller), as AIP-158 asks."""
+        if page_size < 0:
+            raise LedgerQueryError("page_size", "must not be negative")
+        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        filters = scoped(principal, filters)
+        digest = _digest(filters)
+        after = _read_token(page_token, digest) if page_token else None
+        await self._schema()
+        records = await self._store.fetch_records(list_query(self._store.dialect, filters, after, size + 1))
+        if len(records) <= size:
+            return RecordPage(tuple(records))
+        last = records[size - 1]
+        return RecordPage(
+            tuple(records[:size]), _make_token(Position(micros(last.started_at), last.id), digest)
+        )
+
+    async def summary(self, principal: Principal, request: SummaryRequest) -> UsageSummary:
+        request = replace(request, filters=scoped(principal, request.filters))
+        await self._schema()
+        dialect = self._store.dialect
+        bucket_rows, total_rows, model_rows = await asyncio.gather(
+            self._store.fetch(buckets_query(dialect, request)),
+            self._store.fetch(total_query(dialect, request)),
+            self._store.fetch(models_query(dialect, request)),
+        )
+        width = len(request.group_by)
+        buckets = [
+            Bucket(
+                start=EPOCH + timedelta(microseconds=int(row[0])),
+                group=tuple(str(value) for value in row[1 : 1 + width]),
+                stats=stats_from(row[1 + width :]),
+            )
+            for row in bucket_rows
+        ]
+        buckets.sort(key=lambda b: (b.start, b.group))
+        models = [ModelUsage(str(p), str(m), int(n), money(cost)) for p, m, n, cost in model_rows]
+        requests: dict[str, int] = defaultdict(int)
+        costs: dict[str, Decimal] = defaultdict(Decimal)
+        for usage in models:
+            requests[usage.provider] += usage.requests
+            costs[usage.provider] = EXACT.add(costs[usage.provider], usage.cost)
+        cost_by_provider = tuple(
+            sorted(
+                (ProviderCost(name, requests[name], costs[name]) for name in requests),
+                key=lambda p: (-p.cost, -p.requests, p.provider),
+            )
+        )
+        served = [m for m in models if m.model]
+        return UsageSummary(
+            buckets=tuple(buckets),
+            total=stats_from(total_rows[0]),
+            cost_by_provider=cost_by_provider,
+            top_models_by_cost=tuple(
+                sorted(served, key=lambda m: (-m.cost, -m.requests, m.model))[: request.top]
+            ),
+            top_models_by_calls=tuple(
+                sorted(served, key=lambda m: (-m.requests, -m.cost, m.model))[: request.top]
+            ),
+            currency=request.currency,
+        )
+
+
+def _digest(filters: RecordFilter) -> str:
+    """What a page token is bound to: the effective filters (after the caller's scope)."""
+    canonical = json.dumps(
+        [
+            None if filters.start is None else micros(filters.start.timestamp()),
+            None if filters.end is None else micros(filters.end.timestamp()),
+            filters.key,
+            filters.user,
+            filters.project,
+            filters.tenant,
+            filters.provider,
+            filters.model,
+            sorted(filters.tags),
+        ],
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def _make_token(position: Position, digest: str) -> str:
+    payload = json.dumps({"v": _TOKEN_VERSION, "t": position.started_at, "i": position.id, "f": digest})
+    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+
+
+def _read_token(token: str, digest: str) -> Position:
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        position = Position(int(payload["t"]), str(payload["i"]))
+        version, bound_to = payload["v"], payload["f"]
+    except (ValueError, TypeError, KeyError, binascii.Error):
+        raise InvalidPageToken("is not a page token of this listing") from None
+    if version != _TOKEN_VERSION:
+        raise InvalidPageToken("comes from another version of the gateway; list again from the start")
+    if bound_to != digest:
+        raise InvalidPageToken("was issued for other filters; send the same filters with it")
+    return position
