@@ -12,9 +12,15 @@ COPY service /src/service
 RUN /opt/gateway/bin/pip install --no-deps /src/clients/python /src/service
 
 FROM python:3.11-slim
-RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin gateway
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin gateway \
+  && mkdir /data && chown 10001:10001 /data
 COPY --from=build /opt/gateway /opt/gateway
 ENV PATH=/opt/gateway/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+# The working directory holds what the gateway writes: the default SQLite usage ledger
+# (var/ledger.db) and its spool. Mount a volume here to keep them across containers; a fleet
+# points ledger.url at PostgreSQL instead.
+WORKDIR /data
+VOLUME ["/data"]
 USER 10001
 EXPOSE 50051
 # The standard gRPC health service, queried by the gateway's own client: no extra binary needed.

@@ -195,7 +195,14 @@ def gateway_system(s: Settings, mock: Mock, key: str) -> System:
         port_file.unlink(missing_ok=True)
         argv = [str(GATEWAY_BIN), "serve", "--config", str(BENCH / "gateway.toml")]
         argv += ["--workers", str(s.workers), "--port", "0", "--port-file", str(port_file)]
-        env = {"BENCH_API_KEY": key, "MOCK_UPSTREAM_URL": f"{mock.url}/v1"}
+        # The usage ledger as it ships (SQLite), kept in the work directory; the caller's
+        # LLM_GATEWAY__LEDGER__ENABLED=false measures the gateway without it.
+        env = {
+            "BENCH_API_KEY": key,
+            "MOCK_UPSTREAM_URL": f"{mock.url}/v1",
+            "LLM_GATEWAY__LEDGER__URL": f"sqlite:///{s.work}/ledger.db",
+            "LLM_GATEWAY__LEDGER__SPOOL_DIR": str(s.work / "ledger-spool"),
+        }
         process = spawn(argv, s.work / "gateway.log", env)
         return Server("gateway", process, f"127.0.0.1:{wait_for_port_file(port_file, process)}")
 

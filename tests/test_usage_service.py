@@ -5,6 +5,7 @@ listed once; a key that is not an admin key sees only its own calls."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -255,3 +256,61 @@ async def test_without_a_ledger_usage_is_a_failed_precondition() -> None:
             await usage_stub.GetUsageSummary(usage_pb2.GetUsageSummaryRequest(filter=period()))
         details = error_details(caught.value)
         assert (details.code, details.info.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "LEDGER_DISABLED")
+
+
+async def llm_gateway_usage(*args: str) -> tuple[int, str, str]:
+    """`llm-gateway usage ARGS` as a separate process (it is a synchronous gRPC client)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "llm_gateway",
+        "usage",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_the_usage_command_prints_the_days_table(
+    usage_gateway: tuple[RunningGateway, usage_service_pb2_grpc.UsageServiceAsyncStub],
+) -> None:
+    gw, usage_stub = usage_gateway
+    costs = []
+    for i in range(3):
+        reply = await gw.stub.Chat(
+            chat("mock:echo", f"tagged call {i} " * (i + 1), tags={"team": "cli"}), metadata=TEAM_A
+        )
+        costs.append(Decimal(reply.cost.total))
+    await gw.stub.Chat(chat("mock:echo-large", "not tagged"), metadata=TEAM_A)
+    await written(usage_stub, 4)
+
+    status, out, err = await llm_gateway_usage(
+        "--address",
+        gw.address,
+        "--api-key",
+        OPS[0][1].removeprefix("Bearer "),
+        "--tag",
+        "team=cli",
+        "--by",
+        "model",
+    )
+    assert (status, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0] == f"Usage {datetime.now(UTC).date()} (UTC), by day"
+    assert lines[1].startswith(f"3 calls, 0 failed; {format(sum(costs, Decimal(0)), 'f')} USD; ")
+    header, row = lines[3].split(), lines[4].split()
+    assert header[:4] == ["day", "model", "calls", "failed"]
+    assert row[1:4] == ["mock:echo", "3", "0"]
+
+    # A key that is not an admin key may not ask for another's calls; a bad tag is a usage error.
+    status, out, err = await llm_gateway_usage(
+        "--address", gw.address, "--api-key", TEAM_A[0][1].removeprefix("Bearer "), "--key", "team-b"
+    )
+    assert (status, out) == (1, "")
+    assert "PERMISSION_DENIED" in err
+    status, _, err = await llm_gateway_usage("--address", gw.address, "--tag", "team")
+    assert status == 2
+    assert "'team' is not KEY=VALUE" in err

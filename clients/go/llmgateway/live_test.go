@@ -2,6 +2,7 @@ package llmgateway
 
 import (
 	"context"
+	"math/big"
 	"os"
 	"slices"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // The tests in this file call the live gateway named by LLM_GATEWAY_ADDR, as `make test-go` does.
@@ -164,5 +166,41 @@ func TestAuthentication(t *testing.T) {
 	c := dial(t, WithAPIKey(key))
 	if _, err := c.ListModels(testContext(t), &llmgatewayv1.ListModelsRequest{}); err != nil {
 		t.Fatalf("ListModels with LLM_GATEWAY_API_KEY: %v", err)
+	}
+}
+
+func TestUsage(t *testing.T) {
+	c := liveClient(t)
+	ctx := testContext(t)
+
+	// The usage client shares the connection and its key: the key's summary of the last day.
+	now := time.Now()
+	resp, err := c.Usage().GetUsageSummary(ctx, &llmgatewayv1.GetUsageSummaryRequest{
+		Filter: &llmgatewayv1.UsageFilter{
+			StartTime: timestamppb.New(now.Add(-24 * time.Hour)),
+			EndTime:   timestamppb.New(now.Add(time.Minute)),
+		},
+	})
+	if err != nil {
+		t.Fatalf("GetUsageSummary: %v (ErrorInfo %v)", err, ErrorInfo(err))
+	}
+	if resp.GetCurrency() != "USD" {
+		t.Errorf("currency = %q, want USD", resp.GetCurrency())
+	}
+	if _, ok := new(big.Rat).SetString(resp.GetTotal().GetCost()); !ok {
+		t.Errorf("total.cost = %q, want a decimal string", resp.GetTotal().GetCost())
+	}
+
+	// Its errors carry the same details as the gateway's: a summary needs a period.
+	_, err = c.Usage().GetUsageSummary(ctx, &llmgatewayv1.GetUsageSummaryRequest{})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("GetUsageSummary without a period: err = %v, want code InvalidArgument", err)
+	}
+	if info := ErrorInfo(err); info.GetReason() != "INVALID_REQUEST" || info.GetDomain() != Domain {
+		t.Errorf("ErrorInfo = %v, want reason INVALID_REQUEST, domain %s", info, Domain)
+	}
+	violations := BadRequest(err).GetFieldViolations()
+	if !slices.ContainsFunc(violations, func(v *errdetails.BadRequest_FieldViolation) bool { return v.GetField() == "filter.start_time" }) {
+		t.Errorf("BadRequest violations = %v, want one for filter.start_time", violations)
 	}
 }

@@ -1,4 +1,5 @@
-"""Calls each method of the LLM Gateway once with the asyncio stub and prints usage, cost and latency.
+"""Calls each method of the LLM Gateway once with the asyncio stub and prints usage, cost and latency,
+then the day's usage summary from the gateway's ledger.
 
     .venv/bin/python clients/python/examples/quickstart.py   # from the repository root
 
@@ -11,16 +12,19 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import TextIO
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
 from llmgateway import connect_async, error_info, system, text, user
-from llmgateway.v1 import accounting_pb2, catalog_pb2, chat_pb2
+from llmgateway.v1 import accounting_pb2, catalog_pb2, chat_pb2, usage_pb2
 
 TIMEOUT = 30.0  # seconds, for every call
+# The calls below that the usage ledger records: Chat and ChatStream (not EstimateCost or ListModels).
+LEDGERED_CALLS = 2
 
 
 @dataclass
@@ -33,7 +37,11 @@ class Result:
     # The stream's events in order: start, text deltas, finish.
     stream_events: list[chat_pb2.ChatStreamResponse]
     estimate: catalog_pb2.EstimateCostResponse
-    models: list[catalog_pb2.Model] = field(default_factory=list)
+    models: list[catalog_pb2.Model]
+    # The GetUsageSummary request (today, UTC), and its answers before and after the calls above.
+    usage_request: usage_pb2.GetUsageSummaryRequest
+    usage_before: usage_pb2.GetUsageSummaryResponse
+    usage: usage_pb2.GetUsageSummaryResponse
 
     @property
     def streamed_text(self) -> str:
@@ -60,14 +68,42 @@ def describe(usage: accounting_pb2.Usage, cost: accounting_pb2.Cost, latency: ac
     )
 
 
+def todays_usage_request() -> usage_pb2.GetUsageSummaryRequest:
+    """A GetUsageSummary request for today, from 00:00 UTC to 00:00 UTC tomorrow, in one bucket."""
+    # timezone.utc rather than datetime.UTC, which needs Python 3.11.
+    start = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)  # noqa: UP017
+    request = usage_pb2.GetUsageSummaryRequest(granularity=usage_pb2.GRANULARITY_DAY, top_models=3)
+    request.filter.start_time.FromDatetime(start)
+    request.filter.end_time.FromDatetime(start + timedelta(days=1))
+    return request
+
+
+def describe_usage(summary: usage_pb2.GetUsageSummaryResponse) -> str:
+    total = summary.total
+    lines = [
+        f"  {total.requests} calls ({total.errors} failed), {total.prompt_tokens} prompt +"
+        f" {total.completion_tokens} completion tokens, cost {total.cost} {summary.currency}"
+    ]
+    if summary.top_models_by_cost:
+        top = ", ".join(
+            f"{m.model} {m.cost} {summary.currency} ({m.requests} calls)" for m in summary.top_models_by_cost
+        )
+        lines.append(f"  top models by cost: {top}")
+    return "\n".join(lines)
+
+
 async def run(address: str, api_key: str | None, model: str, out: TextIO) -> Result:
-    """Calls Chat, ChatStream, EstimateCost and ListModels once each, printing to `out`."""
+    """Calls Chat, ChatStream, EstimateCost and ListModels once each, then reads the day's usage
+    summary, printing to `out`."""
     request = chat_pb2.ChatRequest(
         model=model,
         messages=[system("Be brief."), user("Hello from Python, gateway!")],
     )
     async with connect_async(address, api_key) as gateway:
         stub = gateway.stub
+        # The day's usage before the calls, to tell below when the ledger has recorded them.
+        usage_request = todays_usage_request()
+        usage_before = await gateway.usage.GetUsageSummary(usage_request, timeout=TIMEOUT)
 
         # Chat: one reply. The call object also gives the trailing metadata.
         call = stub.Chat(request, timeout=TIMEOUT)
@@ -130,8 +166,30 @@ async def run(address: str, api_key: str | None, model: str, out: TextIO) -> Res
                 price = accounting_pb2.PricingStatus.Name(pricing.status)
             print(f"  {m.id}: {price}", file=out)
 
+        # GetUsageSummary: today's calls, as the ledger has them. A key that is not an admin key sees
+        # only its own calls. The ledger writes in the background (every 100 ms by default), so a
+        # summary can lag the calls just made: wait, up to 2 s, until it counts this run's too.
+        want = usage_before.total.requests + LEDGERED_CALLS
+        for _ in range(20):
+            usage = await gateway.usage.GetUsageSummary(usage_request, timeout=TIMEOUT)
+            if usage.total.requests >= want:
+                break
+            await asyncio.sleep(0.1)
+        day = usage_request.filter.start_time.ToDatetime().date()
+        print(f"GetUsageSummary ({day}, UTC):", file=out)
+        print(describe_usage(usage), file=out)
+        if usage.total.requests < want:
+            print("  (the ledger has not recorded all of this run's calls yet)", file=out)
+
     return Result(
-        chat=reply, chat_request_id=request_id, stream_events=events, estimate=estimate, models=models
+        chat=reply,
+        chat_request_id=request_id,
+        stream_events=events,
+        estimate=estimate,
+        models=models,
+        usage_request=usage_request,
+        usage_before=usage_before,
+        usage=usage,
     )
 
 

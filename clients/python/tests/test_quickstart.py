@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import grpc
@@ -25,12 +26,21 @@ from llmgateway import (
     to_decimal,
     user,
 )
-from llmgateway.v1 import accounting_pb2, catalog_pb2, chat_pb2, content_pb2
+from llmgateway.v1 import accounting_pb2, catalog_pb2, chat_pb2, content_pb2, usage_pb2
 
 TIMEOUT = 10.0  # seconds, for every call
 USER_TEXT = "Hello from Python, gateway!"
 MOCK_MODELS = {"mock:echo", "mock:echo-large", "mock:echo-free"}
 PLAIN_DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?")
+
+
+def todays_usage() -> usage_pb2.GetUsageSummaryRequest:
+    """The day's summary, built here independently of the quickstart's own request."""
+    start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    request = usage_pb2.GetUsageSummaryRequest(granularity=usage_pb2.GRANULARITY_DAY)
+    request.filter.start_time.FromDatetime(start)
+    request.filter.end_time.FromDatetime(start + timedelta(days=1))
+    return request
 
 
 def chat_request(model: str = "mock:echo", user_text: str = USER_TEXT) -> chat_pb2.ChatRequest:
@@ -79,6 +89,56 @@ async def test_quickstart_run(address: str, api_key: str) -> None:
     assert "mock:echo-large" in printed
 
 
+async def test_quickstart_usage_summary(address: str, api_key: str, gateway: AsyncConnection) -> None:
+    # What the ledger holds for this key today before the quickstart runs (it only grows).
+    baseline = (await gateway.usage.GetUsageSummary(todays_usage(), timeout=TIMEOUT)).total
+    out = io.StringIO()
+    result = await quickstart.run(address, api_key, "mock:echo", out)
+    printed = out.getvalue()
+
+    # The day, 00:00 UTC to 00:00 UTC the next day, in one bucket.
+    assert result.usage_request.filter == todays_usage().filter
+    assert result.usage_request.granularity == usage_pb2.GRANULARITY_DAY
+
+    # The summary counts the quickstart's two ledgered calls, Chat and ChatStream, on top of the
+    # baseline: their tokens, and their costs as exact decimals.
+    summary = result.usage
+    total = summary.total
+    finish = result.stream_events[-1].finish
+    assert total.requests >= baseline.requests + 2
+    assert result.usage_before.total.requests >= baseline.requests
+    assert total.requests >= result.usage_before.total.requests + 2
+    assert total.prompt_tokens >= (
+        baseline.prompt_tokens + result.chat.usage.prompt_tokens + finish.usage.prompt_tokens
+    )
+    assert total.completion_tokens >= (
+        baseline.completion_tokens + result.chat.usage.completion_tokens + finish.usage.completion_tokens
+    )
+    assert PLAIN_DECIMAL.fullmatch(total.cost), total.cost
+    calls_cost = to_decimal(result.chat.cost.total) + to_decimal(finish.cost.total)
+    assert calls_cost > 0
+    assert to_decimal(total.cost) >= to_decimal(baseline.cost) + calls_cost
+    assert summary.currency == result.chat.cost.currency == "USD"
+
+    # One daily bucket, starting at the period's start, holding the whole period.
+    [bucket] = summary.buckets
+    assert bucket.start_time == result.usage_request.filter.start_time
+    assert (bucket.stats.requests, bucket.stats.cost) == (total.requests, total.cost)
+
+    # mock:echo served both calls.
+    by_model = {m.model: m for m in summary.top_models_by_cost}
+    assert by_model["mock:echo"].requests >= 2
+    assert to_decimal(by_model["mock:echo"].cost) >= calls_cost
+
+    # Printed as received: counts, tokens, and the cost string with its currency.
+    assert "has not recorded" not in printed
+    assert (
+        f"  {total.requests} calls ({total.errors} failed), {total.prompt_tokens} prompt +"
+        f" {total.completion_tokens} completion tokens, cost {total.cost} USD\n"
+    ) in printed
+    assert f"top models by cost: mock:echo {by_model['mock:echo'].cost} USD (" in printed
+
+
 @pytest.mark.parametrize("with_key", [True, False])
 def test_quickstart_script(address: str, api_key: str, with_key: bool) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLM_GATEWAY_")}
@@ -97,6 +157,13 @@ def test_quickstart_script(address: str, api_key: str, with_key: bool) -> None:
         assert done.returncode == 0, done.stderr
         assert USER_TEXT in done.stdout
         assert "ListModels" in done.stdout
+        assert re.search(
+            r"GetUsageSummary \(\d{4}-\d{2}-\d{2}, UTC\):\n"
+            r"  [1-9][0-9]* calls \([0-9]+ failed\), [0-9]+ prompt \+ [0-9]+ completion tokens,"
+            r" cost [0-9]+(\.[0-9]+)? USD\n"
+            r"  top models by cost: mock:echo ",
+            done.stdout,
+        ), done.stdout
     else:
         assert done.returncode == 1
         assert "UNAUTHENTICATED MISSING_API_KEY" in done.stderr
@@ -141,6 +208,11 @@ def test_sync_connect(address: str, api_key: str) -> None:
         assert reply.finish_reason == chat_pb2.FINISH_REASON_STOP
         assert positive_amount(reply.cost.total)
         assert dict(call.trailing_metadata())["x-request-id"] == reply.request_id
+
+        # The UsageService stub shares the connection and its key.
+        summary = gateway.usage.GetUsageSummary(todays_usage(), timeout=TIMEOUT)
+        assert summary.currency == "USD"
+        assert PLAIN_DECIMAL.fullmatch(summary.total.cost), summary.total.cost
 
         # Errors of sync calls carry the same details.
         with pytest.raises(grpc.RpcError) as caught:

@@ -2,8 +2,9 @@
  * TypeScript client for the LLM Gateway gRPC API (`llmgateway.v1`).
  *
  * The message types, enums and schemas are generated from `protos/llmgateway/v1` by protobuf-es
- * and re-exported here; the service descriptor is {@link GatewayService}. Calls go over Connect's
- * gRPC transport for Node.js (native `node:http2`).
+ * and re-exported here; the service descriptors are {@link GatewayService} and
+ * {@link UsageService} (the usage ledger). Calls go over Connect's gRPC transport for Node.js
+ * (native `node:http2`).
  *
  * Money in this API is always a decimal string in plain notation (for example `"0.000435"`).
  * Never convert an amount to a JavaScript `number`: use a decimal library if you need arithmetic.
@@ -16,6 +17,7 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import type { CallOptions, Client, Interceptor, Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { GatewayService } from "./gen/llmgateway/v1/gateway_service_pb.js";
+import { UsageService } from "./gen/llmgateway/v1/usage_service_pb.js";
 import {
   BadRequestSchema,
   ErrorInfoSchema,
@@ -33,6 +35,10 @@ export * from "./gen/llmgateway/v1/chat_pb.js";
 export * from "./gen/llmgateway/v1/content_pb.js";
 /** The service descriptor `GatewayService` (`llmgateway/v1/gateway_service.proto`). */
 export * from "./gen/llmgateway/v1/gateway_service_pb.js";
+/** Usage summaries and records: `GetUsageSummary`, `ListUsageRecords` (`llmgateway/v1/usage.proto`). */
+export * from "./gen/llmgateway/v1/usage_pb.js";
+/** The service descriptor `UsageService` (`llmgateway/v1/usage_service.proto`). */
+export * from "./gen/llmgateway/v1/usage_service_pb.js";
 /**
  * The `google.rpc` error details the gateway attaches to errors: `ErrorInfo` on every error,
  * `BadRequest` on INVALID_ARGUMENT, `RetryInfo` on some RESOURCE_EXHAUSTED errors.
@@ -49,6 +55,9 @@ export type { CallOptions, Client, Interceptor, Transport };
 
 /** A client for `llmgateway.v1.GatewayService`: one async method per RPC. */
 export type GatewayClient = Client<typeof GatewayService>;
+
+/** A client for `llmgateway.v1.UsageService`: `getUsageSummary` and `listUsageRecords`. */
+export type UsageClient = Client<typeof UsageService>;
 
 /** Options of {@link createGatewayTransport} and {@link createGatewayClient}. */
 export interface GatewayClientOptions {
@@ -158,6 +167,28 @@ export function createGatewayTransport(options: GatewayClientOptions): Transport
  */
 export function createGatewayClient(options: GatewayClientOptions): GatewayClient {
   return createClient(GatewayService, createGatewayTransport(options));
+}
+
+/**
+ * Creates a client for `llmgateway.v1.UsageService` (the gateway's usage ledger) over gRPC, with
+ * the same options as {@link createGatewayClient}. A key that is not an admin key sees only its own
+ * calls. To share one connection with a {@link GatewayClient}, pass one
+ * {@link createGatewayTransport} to Connect's `createClient` for each service instead.
+ *
+ * @example
+ * ```ts
+ * const usage = createUsageClient({ address: "localhost:50051", apiKey: process.env.KEY });
+ * const summary = await usage.getUsageSummary(
+ *   { filter: { startTime: timestampFromDate(dayStart), endTime: timestampFromDate(dayEnd) } },
+ *   { timeoutMs: 30_000 },
+ * );
+ * console.log(summary.total?.requests, summary.total?.cost, summary.currency);
+ * ```
+ *
+ * @param options - Address, API key, TLS and transport settings.
+ */
+export function createUsageClient(options: GatewayClientOptions): UsageClient {
+  return createClient(UsageService, createGatewayTransport(options));
 }
 
 /**

@@ -48,6 +48,17 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="comma-separated dimensions: api_key, user, project, tenant, provider, model, tag:<key>",
     )
     usage.add_argument("--key", default="", help="only the calls of this gateway key (by name)")
+    for dimension in ("user", "project", "tenant", "provider"):
+        usage.add_argument(f"--{dimension}", default="", help=f"only the calls of this {dimension}")
+    usage.add_argument("--model", default="", help="only the calls served by this provider:model")
+    usage.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        type=_tag,
+        metavar="KEY=VALUE",
+        help="only the calls carrying this tag (repeat: all of them)",
+    )
     usage.add_argument("--timeout", type=float, default=10.0)
 
 
@@ -62,6 +73,12 @@ def run(args: argparse.Namespace) -> int:
             start_time=_timestamp(datetime.combine(first, time(), UTC)),
             end_time=_timestamp(datetime.combine(last + timedelta(days=1), time(), UTC)),
             api_key=args.key,
+            user=args.user,
+            project=args.project,
+            tenant=args.tenant,
+            provider=args.provider,
+            model=args.model,
+            tags=dict(args.tag),
         ),
         granularity=_GRANULARITIES[args.granularity],
         group_by=[d.strip() for d in args.by.split(",") if d.strip()],
@@ -150,6 +167,13 @@ def _day(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a day, YYYY-MM-DD") from None
+
+
+def _tag(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key, value
 
 
 def _timestamp(when: datetime) -> timestamp_pb2.Timestamp:

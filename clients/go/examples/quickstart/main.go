@@ -1,5 +1,6 @@
 // Command quickstart calls every method of an LLM Gateway once and prints what came back: the
-// reply, the streamed deltas, usage, cost, latency, a cost estimate and the model list.
+// reply, the streamed deltas, usage, cost, latency, a cost estimate and the model list. Then it
+// reads the day's usage summary from the gateway's ledger.
 //
 // From the repository root: go -C clients/go run ./examples/quickstart
 //
@@ -26,7 +27,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
+
+// ledgeredCalls is how many of run's calls the usage ledger records: Chat and ChatStream (not
+// EstimateCost or ListModels).
+const ledgeredCalls = 2
 
 // Config says which gateway to call and how.
 type Config struct {
@@ -62,6 +68,10 @@ type Result struct {
 	ModelPages int
 	// ModelsTotalSize is the total_size the last ListModels page reported.
 	ModelsTotalSize int32
+	// UsageRequest asks GetUsageSummary for today (00:00 UTC to 00:00 UTC tomorrow) in one bucket.
+	UsageRequest *llmgatewayv1.GetUsageSummaryRequest
+	// UsageBefore is the day's summary before the calls above, Usage the one after them.
+	UsageBefore, Usage *llmgatewayv1.GetUsageSummaryResponse
 }
 
 func configFromEnv() Config {
@@ -104,8 +114,23 @@ func textMessage(role llmgatewayv1.Role, text string) *llmgatewayv1.Message {
 	}
 }
 
+// todaysUsageRequest asks for the usage of the UTC day of now, in one daily bucket.
+func todaysUsageRequest(now time.Time) *llmgatewayv1.GetUsageSummaryRequest {
+	y, m, d := now.UTC().Date()
+	start := time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
+	return &llmgatewayv1.GetUsageSummaryRequest{
+		Filter: &llmgatewayv1.UsageFilter{
+			StartTime: timestamppb.New(start),
+			EndTime:   timestamppb.New(start.AddDate(0, 0, 1)),
+		},
+		Granularity: llmgatewayv1.Granularity_GRANULARITY_DAY,
+		TopModels:   3,
+	}
+}
+
 // run calls Chat, ChatStream, EstimateCost and ListModels in that order, writes a readable
-// account of each to out, and returns what the gateway sent.
+// account of each to out, then reads and writes the day's usage summary, and returns what the
+// gateway sent.
 func run(ctx context.Context, cfg Config, out io.Writer) (*Result, error) {
 	client, err := llmgateway.Dial(cfg.Addr, llmgateway.WithAPIKey(cfg.APIKey))
 	if err != nil {
@@ -115,6 +140,13 @@ func run(ctx context.Context, cfg Config, out io.Writer) (*Result, error) {
 
 	res := &Result{}
 	req := chatRequest(cfg)
+
+	// The day's usage before the calls, to tell below when the ledger has recorded them.
+	res.UsageRequest = todaysUsageRequest(time.Now())
+	res.UsageBefore, err = client.Usage().GetUsageSummary(ctx, res.UsageRequest)
+	if err != nil {
+		return res, fmt.Errorf("GetUsageSummary: %w", err)
+	}
 
 	// Chat: the whole reply at once.
 	res.Chat, err = client.Chat(ctx, req, grpc.Trailer(&res.ChatTrailer))
@@ -204,7 +236,41 @@ func run(ctx context.Context, cfg Config, out io.Writer) (*Result, error) {
 		listReq.PageToken = next
 	}
 	fmt.Fprintf(out, "%d models in %d pages\n", len(res.Models), res.ModelPages)
+
+	// GetUsageSummary: today's calls as the ledger has them; a key that is not an admin key sees
+	// only its own. The ledger writes in the background (every 100 ms by default), so a summary can
+	// lag the calls just made: wait, up to 2 s, until it counts this run's too.
+	want := res.UsageBefore.GetTotal().GetRequests() + ledgeredCalls
+	for range 20 {
+		res.Usage, err = client.Usage().GetUsageSummary(ctx, res.UsageRequest)
+		if err != nil {
+			return res, fmt.Errorf("GetUsageSummary: %w", err)
+		}
+		if res.Usage.GetTotal().GetRequests() >= want {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	printSummary(out, res.UsageRequest, res.Usage)
+	if res.Usage.GetTotal().GetRequests() < want {
+		fmt.Fprintln(out, "(the ledger has not recorded all of this run's calls yet)")
+	}
 	return res, nil
+}
+
+// printSummary writes a usage summary; its cost is an exact decimal string, printed as it is.
+func printSummary(out io.Writer, req *llmgatewayv1.GetUsageSummaryRequest, s *llmgatewayv1.GetUsageSummaryResponse) {
+	t := s.GetTotal()
+	fmt.Fprintf(out, "\n== GetUsageSummary (%s, UTC)\n", req.GetFilter().GetStartTime().AsTime().Format(time.DateOnly))
+	fmt.Fprintf(out, "calls:    %d (%d failed)\n", t.GetRequests(), t.GetErrors())
+	fmt.Fprintf(out, "tokens:   %d prompt + %d completion\n", t.GetPromptTokens(), t.GetCompletionTokens())
+	fmt.Fprintf(out, "cost:     %s %s\n", t.GetCost(), s.GetCurrency())
+	if len(s.GetTopModelsByCost()) > 0 {
+		fmt.Fprintln(out, "top models by cost:")
+	}
+	for _, m := range s.GetTopModelsByCost() {
+		fmt.Fprintf(out, "  %-20s %s %s (%d calls)\n", m.GetModel(), m.GetCost(), s.GetCurrency(), m.GetRequests())
+	}
 }
 
 func printUsage(out io.Writer, u *llmgatewayv1.Usage) {

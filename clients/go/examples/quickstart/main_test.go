@@ -3,15 +3,19 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"math/big"
 	"os"
 	"regexp"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	llmgatewayv1 "github.com/llm-gateway/llm-gateway/clients/go/gen/llmgateway/v1"
 	"github.com/llm-gateway/llm-gateway/clients/go/llmgateway"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 const prompt = "Hello from Go, gateway!"
@@ -55,10 +59,38 @@ func positive(t *testing.T, what, s string) {
 	}
 }
 
+// todaysUsage reads the day's usage summary of cfg's key, with a request built here rather than by
+// todaysUsageRequest. It returns the request too.
+func todaysUsage(ctx context.Context, t *testing.T, cfg Config) (*llmgatewayv1.GetUsageSummaryRequest, *llmgatewayv1.GetUsageSummaryResponse) {
+	t.Helper()
+	client, err := llmgateway.Dial(cfg.Addr, llmgateway.WithAPIKey(cfg.APIKey))
+	if err != nil {
+		t.Fatalf("Dial: %v", err)
+	}
+	defer client.Close()
+	start := time.Now().UTC().Truncate(24 * time.Hour)
+	req := &llmgatewayv1.GetUsageSummaryRequest{
+		Filter: &llmgatewayv1.UsageFilter{
+			StartTime: timestamppb.New(start),
+			EndTime:   timestamppb.New(start.Add(24 * time.Hour)),
+		},
+		Granularity: llmgatewayv1.Granularity_GRANULARITY_DAY,
+	}
+	resp, err := client.Usage().GetUsageSummary(ctx, req)
+	if err != nil {
+		t.Fatalf("GetUsageSummary: %v (ErrorInfo %v)", err, llmgateway.ErrorInfo(err))
+	}
+	return req, resp
+}
+
 func TestRun(t *testing.T) {
 	cfg := liveConfig(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+
+	// What the ledger holds for this key today before the quickstart runs (it only grows).
+	today, baselineResp := todaysUsage(ctx, t, cfg)
+	baseline := baselineResp.GetTotal()
 
 	var out bytes.Buffer
 	res, err := run(ctx, cfg, &out)
@@ -190,6 +222,84 @@ func TestRun(t *testing.T) {
 		}
 		if res.ModelPages < len(res.Models) {
 			t.Errorf("read %d pages for %d models with page_size 1", res.ModelPages, len(res.Models))
+		}
+	})
+
+	t.Run("GetUsageSummary", func(t *testing.T) {
+		if !proto.Equal(res.UsageRequest.GetFilter(), today.GetFilter()) {
+			t.Errorf("filter = %v, want today 00:00 UTC to tomorrow 00:00 UTC: %v", res.UsageRequest.GetFilter(), today.GetFilter())
+		}
+		if g := res.UsageRequest.GetGranularity(); g != llmgatewayv1.Granularity_GRANULARITY_DAY {
+			t.Errorf("granularity = %v, want GRANULARITY_DAY", g)
+		}
+
+		// The summary counts the quickstart's two ledgered calls, Chat and ChatStream, on top of
+		// the baseline: their tokens, and their costs as exact decimals.
+		s := res.Usage
+		total := s.GetTotal()
+		var finish *llmgatewayv1.StreamFinish
+		if n := len(res.StreamEvents); n > 0 {
+			finish = res.StreamEvents[n-1].GetFinish()
+		}
+		if total.GetRequests() < baseline.GetRequests()+2 || total.GetRequests() < res.UsageBefore.GetTotal().GetRequests()+2 {
+			t.Errorf("requests = %d, want >= 2 more than the %d before (the quickstart saw %d)",
+				total.GetRequests(), baseline.GetRequests(), res.UsageBefore.GetTotal().GetRequests())
+		}
+		if want := baseline.GetPromptTokens() + int64(res.Chat.GetUsage().GetPromptTokens()+finish.GetUsage().GetPromptTokens()); total.GetPromptTokens() < want {
+			t.Errorf("prompt_tokens = %d, want >= %d", total.GetPromptTokens(), want)
+		}
+		if want := baseline.GetCompletionTokens() + int64(res.Chat.GetUsage().GetCompletionTokens()+finish.GetUsage().GetCompletionTokens()); total.GetCompletionTokens() < want {
+			t.Errorf("completion_tokens = %d, want >= %d", total.GetCompletionTokens(), want)
+		}
+		callsCost := new(big.Rat).Add(
+			decimal(t, "chat cost.total", res.Chat.GetCost().GetTotal()),
+			decimal(t, "finish cost.total", finish.GetCost().GetTotal()))
+		if callsCost.Sign() <= 0 {
+			t.Errorf("the calls cost %s, want > 0", callsCost.FloatString(10))
+		}
+		want := new(big.Rat).Add(decimal(t, "baseline cost", baseline.GetCost()), callsCost)
+		if decimal(t, "total.cost", total.GetCost()).Cmp(want) < 0 {
+			t.Errorf("total.cost = %s, want >= %s (baseline %s + the calls' %s)",
+				total.GetCost(), want.FloatString(10), baseline.GetCost(), callsCost.FloatString(10))
+		}
+		if s.GetCurrency() != "USD" || s.GetCurrency() != res.Chat.GetCost().GetCurrency() {
+			t.Errorf("currency = %q, want USD as the calls'", s.GetCurrency())
+		}
+
+		// One daily bucket, starting at the period's start, holding the whole period.
+		if b := s.GetBuckets(); len(b) != 1 || !proto.Equal(b[0].GetStartTime(), today.GetFilter().GetStartTime()) ||
+			b[0].GetStats().GetRequests() != total.GetRequests() || b[0].GetStats().GetCost() != total.GetCost() {
+			t.Errorf("buckets = %v, want one starting at %v with the total", b, today.GetFilter().GetStartTime().AsTime())
+		}
+
+		// mock:echo served both calls.
+		var echo *llmgatewayv1.ModelUsage
+		for _, m := range s.GetTopModelsByCost() {
+			if m.GetModel() == "mock:echo" {
+				echo = m
+			}
+		}
+		if echo == nil {
+			t.Fatalf("top_models_by_cost = %v, want mock:echo among them", s.GetTopModelsByCost())
+		}
+		if echo.GetRequests() < 2 || decimal(t, "mock:echo cost", echo.GetCost()).Cmp(callsCost) < 0 {
+			t.Errorf("mock:echo = %v, want >= 2 calls costing >= %s", echo, callsCost.FloatString(10))
+		}
+
+		// Printed as received: counts, tokens, and the cost string with its currency.
+		printed := out.String()
+		for _, line := range []string{
+			fmt.Sprintf("calls:    %d (%d failed)\n", total.GetRequests(), total.GetErrors()),
+			fmt.Sprintf("tokens:   %d prompt + %d completion\n", total.GetPromptTokens(), total.GetCompletionTokens()),
+			fmt.Sprintf("cost:     %s USD\n", total.GetCost()),
+			fmt.Sprintf(" %s USD (%d calls)\n", echo.GetCost(), echo.GetRequests()),
+		} {
+			if !strings.Contains(printed, line) {
+				t.Errorf("output lacks %q", line)
+			}
+		}
+		if strings.Contains(printed, "has not recorded") {
+			t.Error("the quickstart gave up waiting for the ledger")
 		}
 	})
 }

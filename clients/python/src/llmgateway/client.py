@@ -1,7 +1,8 @@
 """Small helpers around the generated `llmgateway.v1` stubs.
 
 - `connect` / `connect_async` open a channel that sends the API key as `authorization: Bearer <key>`
-  on every call and return a `Connection` / `AsyncConnection` holding the channel and the typed stub.
+  on every call and return a `Connection` / `AsyncConnection` holding the channel and the typed
+  stubs (`stub` for `GatewayService`, `usage` for `UsageService`).
 - `error_info`, `bad_request`, `retry_info` and `rpc_status` read the rich error details
   (`google.rpc.Status`) of a failed call, sync or asyncio.
 - `user`, `system`, `assistant` build text messages; `text` joins a message's text parts.
@@ -25,11 +26,13 @@ from grpc_status import rpc_status as _grpc_rpc_status
 
 from llmgateway.v1 import content_pb2
 from llmgateway.v1.gateway_service_pb2_grpc import GatewayServiceStub
+from llmgateway.v1.usage_service_pb2_grpc import UsageServiceStub
 
 if TYPE_CHECKING:
     from typing import Self
 
     from llmgateway.v1.gateway_service_pb2_grpc import GatewayServiceAsyncStub
+    from llmgateway.v1.usage_service_pb2_grpc import UsageServiceAsyncStub
 
 __all__ = [
     "AsyncConnection",
@@ -172,7 +175,8 @@ def _channel_credentials(
 
 
 class Connection:
-    """A sync channel to the gateway and its typed stub. Close it when done, or use it in `with`.
+    """A sync channel to the gateway and its typed stubs: `stub` (`GatewayService`) and `usage`
+    (`UsageService`). Close it when done, or use it in `with`.
 
     ```python
     with connect("localhost:50051", api_key) as gateway:
@@ -183,6 +187,7 @@ class Connection:
     def __init__(self, channel: grpc.Channel) -> None:
         self.channel = channel
         self.stub = GatewayServiceStub(channel)
+        self.usage = UsageServiceStub(channel)
 
     def close(self) -> None:
         """Closes the channel, cancelling calls in flight."""
@@ -201,8 +206,8 @@ class Connection:
 
 
 class AsyncConnection:
-    """An asyncio channel to the gateway and its typed stub. Await `close()` when done, or use it in
-    `async with`.
+    """An asyncio channel to the gateway and its typed stubs: `stub` (`GatewayService`) and `usage`
+    (`UsageService`). Await `close()` when done, or use it in `async with`.
 
     ```python
     async with connect_async("localhost:50051", api_key) as gateway:
@@ -213,6 +218,7 @@ class AsyncConnection:
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self.channel = channel
         self.stub: GatewayServiceAsyncStub = GatewayServiceStub(channel)
+        self.usage: UsageServiceAsyncStub = UsageServiceStub(channel)
 
     async def close(self, grace: float | None = None) -> None:
         """Closes the channel; calls in flight get `grace` seconds to finish, then are cancelled."""

@@ -1,5 +1,6 @@
 /**
- * Quickstart: one call of every LLM Gateway RPC, printing usage, cost and latency.
+ * Quickstart: one call of every LLM Gateway RPC, printing usage, cost and latency, then the day's
+ * usage summary from the gateway's ledger.
  *
  * Run it with `npm run example` in `clients/ts` (after `npm ci` there once). Settings come from
  * the environment:
@@ -12,17 +13,22 @@
  */
 
 import { realpathSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Duration } from "@bufbuild/protobuf/wkt";
 import {
   ChatRequestSchema,
   ConnectError,
   FinishReason,
+  GetUsageSummaryRequestSchema,
+  Granularity,
   PricingStatus,
   Role,
   TokenCountMethod,
   createGatewayClient,
+  createUsageClient,
   errorInfo,
 } from "../index.js";
 import type {
@@ -31,6 +37,8 @@ import type {
   ChatStreamResponse,
   Cost,
   EstimateCostResponse,
+  GetUsageSummaryRequest,
+  GetUsageSummaryResponse,
   Latency,
   Message,
   Model,
@@ -75,6 +83,12 @@ export interface QuickstartResult {
   estimate: EstimateCostResponse;
   /** Every model of `ListModels`, collected over all pages. */
   models: Model[];
+  /** The `GetUsageSummary` request: today, 00:00 UTC to 00:00 UTC tomorrow, in one bucket. */
+  usageRequest: GetUsageSummaryRequest;
+  /** The day's summary before the calls above. */
+  usageBefore: GetUsageSummaryResponse;
+  /** The day's summary after them. */
+  usage: GetUsageSummaryResponse;
 }
 
 /** The model called when neither {@link QuickstartOptions.model} nor `LLM_GATEWAY_MODEL` is set. */
@@ -82,6 +96,9 @@ export const DEFAULT_MODEL = "mock:echo";
 
 /** The user message sent when {@link QuickstartOptions.prompt} is not set. */
 export const DEFAULT_PROMPT = "Hello from TypeScript, gateway!";
+
+/** How many of {@link run}'s calls the usage ledger records: `Chat` and `ChatStream`. */
+const LEDGERED_CALLS = 2n;
 
 /** Prints to standard output. */
 export const stdoutOutput: QuickstartOutput = {
@@ -172,9 +189,36 @@ function formatLatency(latency: Latency | undefined): string {
   return parts.join(", ");
 }
 
+/** A `GetUsageSummary` request for the UTC day of `now`, in one daily bucket. */
+export function todaysUsageRequest(now: Date): GetUsageSummaryRequest {
+  const [year, month, day] = [now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate()];
+  return create(GetUsageSummaryRequestSchema, {
+    filter: {
+      startTime: timestampFromDate(new Date(Date.UTC(year, month, day))),
+      endTime: timestampFromDate(new Date(Date.UTC(year, month, day + 1))),
+    },
+    granularity: Granularity.DAY,
+    topModels: 3,
+  });
+}
+
+/** Prints a usage summary; the costs stay the decimal strings the gateway sent. */
+function printUsageSummary(out: QuickstartOutput, summary: GetUsageSummaryResponse): void {
+  const total = summary.total;
+  out.line(`calls:    ${total?.requests ?? 0n} (${total?.errors ?? 0n} failed)`);
+  out.line(`tokens:   ${total?.promptTokens ?? 0n} prompt + ${total?.completionTokens ?? 0n} completion`);
+  out.line(`cost:     ${total?.cost ?? "0"} ${summary.currency}`);
+  if (summary.topModelsByCost.length > 0) {
+    out.line("top models by cost:");
+  }
+  for (const m of summary.topModelsByCost) {
+    out.line(`  ${m.model}: ${m.cost} ${summary.currency} (${m.requests} calls)`);
+  }
+}
+
 /**
  * Calls `Chat`, `ChatStream`, `EstimateCost` and `ListModels` in that order, prints what each
- * returned, and returns it all.
+ * returned, then reads and prints the day's usage summary, and returns it all.
  *
  * @param opts - Where the gateway is, and what to send.
  * @param out - Where to print; standard output by default.
@@ -185,10 +229,14 @@ export async function run(
 ): Promise<QuickstartResult> {
   const model = opts.model || DEFAULT_MODEL;
   const timeoutMs = opts.timeoutMs ?? 30_000;
-  const client = createGatewayClient({
-    address: opts.address,
-    ...(opts.apiKey ? { apiKey: opts.apiKey } : {}),
-  });
+  const connection = { address: opts.address, ...(opts.apiKey ? { apiKey: opts.apiKey } : {}) };
+  const client = createGatewayClient(connection);
+  const usage = createUsageClient(connection);
+
+  // The day's usage before the calls, to tell below when the ledger has recorded them.
+  const now = new Date();
+  const usageRequest = todaysUsageRequest(now);
+  const usageBefore = await usage.getUsageSummary(usageRequest, { timeoutMs });
 
   const request = create(ChatRequestSchema, {
     model,
@@ -285,7 +333,33 @@ export async function run(
     out.line(`${m.id}: ${price}`);
   }
 
-  return { request, chat, chatRequestIdTrailer, streamEvents, streamText, estimate, models };
+  // GetUsageSummary: today's calls as the ledger has them; a key that is not an admin key sees
+  // only its own. The ledger writes in the background (every 100 ms by default), so a summary can
+  // lag the calls just made: wait, up to 2 s, until it counts this run's too.
+  const want = (usageBefore.total?.requests ?? 0n) + LEDGERED_CALLS;
+  let summary = await usage.getUsageSummary(usageRequest, { timeoutMs });
+  for (let tries = 1; tries < 20 && (summary.total?.requests ?? 0n) < want; tries++) {
+    await sleep(100);
+    summary = await usage.getUsageSummary(usageRequest, { timeoutMs });
+  }
+  out.line(`== GetUsageSummary (${now.toISOString().slice(0, 10)}, UTC)`);
+  printUsageSummary(out, summary);
+  if ((summary.total?.requests ?? 0n) < want) {
+    out.line("(the ledger has not recorded all of this run's calls yet)");
+  }
+
+  return {
+    request,
+    chat,
+    chatRequestIdTrailer,
+    streamEvents,
+    streamText,
+    estimate,
+    models,
+    usageRequest,
+    usageBefore,
+    usage: summary,
+  };
 }
 
 /** True when this file is the script Node was started with (not imported). */

@@ -8,17 +8,28 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { MessageInitShape } from "@bufbuild/protobuf";
+import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import {
   Code,
   ConnectError,
   FinishReason,
+  Granularity,
   PricingStatus,
   Role,
   badRequest,
   createGatewayClient,
+  createUsageClient,
   errorInfo,
 } from "../index.js";
-import type { ChatRequestSchema, Cost, GatewayClient, Model } from "../index.js";
+import type {
+  ChatRequestSchema,
+  Cost,
+  GatewayClient,
+  GetUsageSummaryRequestSchema,
+  Model,
+  UsageClient,
+  UsageStats,
+} from "../index.js";
 import { run, textOf } from "../examples/quickstart.js";
 import type { QuickstartResult } from "../examples/quickstart.js";
 
@@ -50,6 +61,39 @@ function gatewayAddress(): string {
 /** A client with the configured key, or with `apiKey` when given ("" for none). */
 function client(apiKey: string = API_KEY): GatewayClient {
   return createGatewayClient({ address: gatewayAddress(), apiKey });
+}
+
+/** A usage client with the configured key. */
+function usageClient(): UsageClient {
+  return createUsageClient({ address: gatewayAddress(), apiKey: API_KEY });
+}
+
+const DAY_MS = 86_400_000;
+
+/** Today 00:00 UTC in Unix milliseconds (Unix days are exactly 86 400 s). */
+function todayStartMs(): number {
+  return Math.floor(Date.now() / DAY_MS) * DAY_MS;
+}
+
+/** The day's summary request, built here independently of the quickstart's. */
+function todaysUsage(): MessageInitShape<typeof GetUsageSummaryRequestSchema> {
+  const start = todayStartMs();
+  return {
+    filter: { startTime: timestampFromMs(start), endTime: timestampFromMs(start + DAY_MS) },
+    granularity: Granularity.DAY,
+  };
+}
+
+/** Exact decimal strings as bigints at one common scale, for sums and comparisons. */
+function scaled(...amounts: string[]): bigint[] {
+  for (const a of amounts) {
+    assert.match(a, DECIMAL, `"${a}" is not a plain decimal string`);
+  }
+  const scale = Math.max(...amounts.map((a) => a.split(".")[1]?.length ?? 0));
+  return amounts.map((a) => {
+    const [whole = "", fraction = ""] = a.split(".");
+    return BigInt(whole + fraction.padEnd(scale, "0"));
+  });
 }
 
 /** A request for `Chat`, as a plain object. */
@@ -95,18 +139,27 @@ async function rejection(call: Promise<unknown>): Promise<ConnectError> {
   assert.fail("expected the call to fail, but it succeeded");
 }
 
-let quickstartResult: Promise<{ result: QuickstartResult; printed: string }> | undefined;
+interface QuickstartRun {
+  result: QuickstartResult;
+  printed: string;
+  /** The day's usage of this key just before the quickstart ran, read by the test itself. */
+  baseline: UsageStats | undefined;
+}
+
+let quickstartResult: Promise<QuickstartRun> | undefined;
 
 /** Runs the quickstart once (on first use) and returns what it got and printed. */
-function quickstart(): Promise<{ result: QuickstartResult; printed: string }> {
+function quickstart(): Promise<QuickstartRun> {
   const address = gatewayAddress();
   quickstartResult ??= (async () => {
+    const baseline = (await usageClient().getUsageSummary(todaysUsage(), { timeoutMs: TIMEOUT_MS }))
+      .total;
     let printed = "";
     const result = await run(
       { address, apiKey: API_KEY, model: "mock:echo", timeoutMs: TIMEOUT_MS },
       { line: (text) => (printed += `${text}\n`), write: (text) => (printed += text) },
     );
-    return { result, printed };
+    return { result, printed, baseline };
   })();
   return quickstartResult;
 }
@@ -171,6 +224,72 @@ describe("quickstart against a live gateway", () => {
     for (const id of MOCK_MODELS) {
       assert.ok(ids.includes(id), `${id} missing from ${ids.join(", ")}`);
     }
+  });
+
+  it("getUsageSummary reads today's summary, which counts the quickstart's calls", TEST, async () => {
+    const { result, printed, baseline } = await quickstart();
+    const { startTime, endTime } = result.usageRequest.filter ?? {};
+    assert.ok(startTime && endTime, "the period is unset");
+    assert.equal(timestampMs(startTime), todayStartMs(), "the period must start today, 00:00 UTC");
+    assert.equal(timestampMs(endTime), todayStartMs() + DAY_MS, "and end tomorrow, 00:00 UTC");
+    assert.equal(result.usageRequest.granularity, Granularity.DAY);
+
+    // The summary counts the quickstart's two ledgered calls, Chat and ChatStream, on top of the
+    // baseline: their tokens, and their costs as exact decimals.
+    const summary = result.usage;
+    const total = summary.total;
+    assert.ok(total, "total is unset");
+    const before = { requests: 0n, promptTokens: 0n, completionTokens: 0n, cost: "0", ...baseline };
+    const last = result.streamEvents[result.streamEvents.length - 1]?.event;
+    assert.equal(last?.case, "finish");
+    const finish = last.value;
+    assert.ok(total.requests >= before.requests + 2n, `requests ${total.requests} < ${before.requests} + 2`);
+    assert.ok(total.requests >= (result.usageBefore.total?.requests ?? 0n) + 2n, "fewer than 2 new calls");
+    const prompt = BigInt((result.chat.usage?.promptTokens ?? 0) + (finish.usage?.promptTokens ?? 0));
+    const completion = BigInt(
+      (result.chat.usage?.completionTokens ?? 0) + (finish.usage?.completionTokens ?? 0),
+    );
+    assert.ok(total.promptTokens >= before.promptTokens + prompt, "prompt tokens not counted");
+    assert.ok(total.completionTokens >= before.completionTokens + completion, "completion tokens");
+    const [sum = 0n, baseCost = 0n, chatCost = 0n, streamCost = 0n] = scaled(
+      total.cost,
+      before.cost,
+      result.chat.cost?.total ?? "",
+      finish.cost?.total ?? "",
+    );
+    assert.ok(chatCost + streamCost > 0n, "the calls cost nothing");
+    assert.ok(
+      sum >= baseCost + chatCost + streamCost,
+      `total cost ${total.cost} < ${before.cost} + ${result.chat.cost?.total} + ${finish.cost?.total}`,
+    );
+    assert.equal(summary.currency, "USD");
+    assert.equal(summary.currency, result.chat.cost?.currency);
+
+    // One daily bucket, starting at the period's start, holding the whole period.
+    assert.equal(summary.buckets.length, 1, "expected one daily bucket");
+    assert.equal(timestampMs(summary.buckets[0]?.startTime ?? timestampFromMs(0)), todayStartMs());
+    assert.equal(summary.buckets[0]?.stats?.requests, total.requests);
+    assert.equal(summary.buckets[0]?.stats?.cost, total.cost);
+
+    // mock:echo served both calls.
+    const echo = summary.topModelsByCost.find((m) => m.model === "mock:echo");
+    assert.ok(echo, "mock:echo is not among the top models by cost");
+    assert.ok(echo.requests >= 2n, `mock:echo has ${echo.requests} calls`);
+    const [echoCost = 0n, echoChat = 0n, echoStream = 0n] = scaled(
+      echo.cost,
+      result.chat.cost?.total ?? "",
+      finish.cost?.total ?? "",
+    );
+    assert.ok(echoCost >= echoChat + echoStream, `mock:echo cost ${echo.cost} < the calls' cost`);
+
+    // Printed as received: counts, tokens, and the cost string with its currency.
+    assert.ok(printed.includes(`calls:    ${total.requests} (${total.errors} failed)\n`), printed);
+    assert.ok(
+      printed.includes(`tokens:   ${total.promptTokens} prompt + ${total.completionTokens} completion\n`),
+    );
+    assert.ok(printed.includes(`cost:     ${total.cost} USD\n`), "the summary's cost was not printed");
+    assert.ok(printed.includes(`  mock:echo: ${echo.cost} USD (${echo.requests} calls)\n`));
+    assert.ok(!printed.includes("has not recorded"), "the quickstart gave up waiting for the ledger");
   });
 
   it("prints the reply, usage, cost and latency", TEST, async () => {
@@ -274,6 +393,25 @@ describe("GatewayService against a live gateway", () => {
     it("serves calls without an API key when LLM_GATEWAY_API_KEY is empty", TEST, async () => {
       const page = await client("").listModels({}, { timeoutMs: TIMEOUT_MS });
       assert.ok(page.models.length > 0, "no models listed");
+    });
+  }
+});
+
+describe("UsageService against a live gateway", () => {
+  it("rejects a summary without a period with INVALID_ARGUMENT naming the field", TEST, async () => {
+    const err = await rejection(usageClient().getUsageSummary({}, { timeoutMs: TIMEOUT_MS }));
+    assert.equal(err.code, Code.InvalidArgument, `got ${Code[err.code]}: ${err.message}`);
+    assert.equal(errorInfo(err)?.reason, "INVALID_REQUEST");
+    const fields = badRequest(err)?.fieldViolations.map((v) => v.field) ?? [];
+    assert.ok(fields.includes("filter.start_time"), `violations: ${fields.join(", ") || "none"}`);
+  });
+
+  if (API_KEY !== "") {
+    it("sends the API key: without one, UNAUTHENTICATED", TEST, async () => {
+      const anonymous = createUsageClient({ address: gatewayAddress() });
+      const err = await rejection(anonymous.getUsageSummary(todaysUsage(), { timeoutMs: TIMEOUT_MS }));
+      assert.equal(err.code, Code.Unauthenticated, `got ${Code[err.code]}: ${err.message}`);
+      assert.equal(errorInfo(err)?.reason, "MISSING_API_KEY");
     });
   }
 });

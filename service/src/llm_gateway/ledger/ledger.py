@@ -39,7 +39,7 @@ class Ledger:
             queue_size=config.queue_size,
             write_timeout=config.write_timeout,
         )
-        self.queries = UsageQueries(self.store)
+        self.queries = UsageQueries(self.store, before_read=self._written_out)
         self._retention: asyncio.Task[None] | None = None
 
     @classmethod
@@ -49,6 +49,14 @@ class Ledger:
 
     def call_ended(self, record: CallRecord) -> None:
         self.writer.call_ended(record)
+
+    async def _written_out(self) -> None:
+        """Before a query: the calls this process has queued are written out (read-your-writes in
+        one process; other workers' calls may lag one flush interval), waiting at most
+        `write_timeout`."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.config.write_timeout):
+                await self.writer.flush()
 
     @property
     def stats(self) -> WriterStats:

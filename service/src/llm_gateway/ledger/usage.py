@@ -9,6 +9,7 @@ import binascii
 import hashlib
 import json
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
@@ -50,14 +51,19 @@ def scoped(principal: Principal, filters: RecordFilter) -> RecordFilter:
 class UsageQueries:
     """Records and summaries from one ledger store, each for a principal."""
 
-    def __init__(self, store: LedgerStore) -> None:
+    def __init__(self, store: LedgerStore, before_read: Callable[[], Awaitable[None]] | None = None) -> None:
         self._store = store
+        self._before_read = before_read
         self._ready = False
         self._lock = asyncio.Lock()
 
     async def _schema(self) -> None:
-        """Migrates once before the first read: a query may arrive before the writer's first
-        flush has created the tables (migrations are idempotent, so racing the writer is safe)."""
+        """Runs `before_read` (the ledger writes out what this process has queued, so a caller
+        reads its own calls at once), and migrates once before the first read: a query may
+        arrive before the writer has created the tables (migrations are idempotent, so racing
+        the writer is safe)."""
+        if self._before_read is not None:
+            await self._before_read()
         if self._ready:
             return
         async with self._lock:
