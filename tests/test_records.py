@@ -169,6 +169,10 @@ async def test_failures_cancels_and_refusals_are_recorded_with_their_status(
         "INVALID_ARGUMENT",
         "INVALID_REQUEST",
     )
+    # Calls that never reached a model have ids of their own all the same: the ledger keys on them.
+    ids = [r.id for r in recorder.records]
+    assert all(i.startswith("chat_") and len(i) == 29 for i in ids), ids
+    assert len(set(ids)) == len(ids)
 
 
 async def test_dry_runs_estimates_and_listings_are_recorded_but_not_as_chats(

@@ -101,12 +101,12 @@ class Gateway:
     def catalog(self) -> Catalog:
         return self._catalog
 
-    async def _plan(self, request: ChatRequest, scope: CallScope) -> CallPlan:
+    async def _plan(self, request: ChatRequest, scope: CallScope, call_id: str) -> CallPlan:
         """The call's candidates; counts what its budget needs. A call (not a dry run) then takes
         its place in its gateway key's rate limit, if the key has one."""
         self._check_options(request)
         routes = self._router.plan(request.model, request.fallback_models, principal=scope.principal)
-        plan = CallPlan(routes, request, scope)
+        plan = CallPlan(routes, request, scope, call_id)
         await plan.prepare()
         limiter = self._key_limiters.get(scope.principal.key)
         if limiter is not None and not request.dry_run:
@@ -205,7 +205,7 @@ class Gateway:
 
     async def chat(self, request: ChatRequest, scope: CallScope) -> ChatOutcome:
         with self._tracked(scope, "Chat", request) as tracker:
-            plan = await self._plan(request, scope)
+            plan = await self._plan(request, scope, tracker.id)
             tracker.routing = plan.routing
             if request.dry_run:
                 outcome = _dry_run(plan)  # never an upstream request (begin_attempt refuses one)
@@ -232,7 +232,7 @@ class Gateway:
         accounted: what was produced so far is counted and priced, marked estimated, and kept in
         the call's record; an upstream failure also carries it in its error's metadata."""
         with self._tracked(scope, "ChatStream", request) as tracker:
-            plan = await self._plan(request, scope)
+            plan = await self._plan(request, scope, tracker.id)
             tracker.routing = plan.routing
             if request.dry_run:  # the estimate as a stream: its start and its finish, no upstream
                 outcome = _dry_run(plan)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Sequence
 
@@ -52,7 +51,8 @@ class StreamOutput:
 
 
 class CallPlan:
-    def __init__(self, routes: list[Route], request: ChatRequest, scope: CallScope) -> None:
+    def __init__(self, routes: list[Route], request: ChatRequest, scope: CallScope, call_id: str) -> None:
+        self.call_id = call_id  # the reply's id, the same as the call's record
         self.started = _perf() if scope.received_at is None else scope.received_at
         self.created = time.time()
         self.request = request
@@ -247,7 +247,7 @@ class CallPlan:
         return err
 
     def header(self, spec: ModelSpec) -> CallHeader:
-        return CallHeader(f"chat_{secrets.token_hex(12)}", self.request_id, spec, self.created)
+        return CallHeader(self.call_id, self.request_id, spec, self.created)
 
     async def estimated_usage(self, spec: ModelSpec, text: str, tool_calls: Sequence[ToolCall]) -> Usage:
         """Usage the provider did not report, counted by the gateway and marked as estimated."""

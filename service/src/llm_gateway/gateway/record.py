@@ -10,6 +10,7 @@ none of them reaches into the core another way.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,9 +23,15 @@ from llm_gateway.domain.results import Usage
 from llm_gateway.gateway.outcome import Attempt, CallHeader, CallSummary, Latency, RoutingInfo
 from llm_gateway.pricing import Cost
 
-__all__ = ["ANONYMOUS", "CallObserver", "CallRecord", "CallTracker", "Observers", "Principal"]
+__all__ = ["ANONYMOUS", "CallObserver", "CallRecord", "CallTracker", "Observers", "Principal", "new_call_id"]
 
 _log = logging.getLogger("llm_gateway.observers")
+
+
+def new_call_id() -> str:
+    """A call's id, given when the call arrives: its reply and its record carry the same one,
+    and a call refused before any model still has one of its own."""
+    return f"chat_{secrets.token_hex(12)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +141,7 @@ class CallTracker:
         self.operation = operation
         self.request_id = request_id
         self.principal = principal
-        self.id = ""
+        self.id = new_call_id()
         self.request: ChatRequest | None = None
         self.routing: RoutingInfo | None = None
         self.header: CallHeader | None = None
@@ -176,7 +183,7 @@ class CallTracker:
         else:
             model = provider = ""
         return CallRecord(
-            id=self.id or (header.id if header is not None else ""),
+            id=self.id,
             request_id=self.request_id,
             started_at=self._started,
             ended_at=time.time(),
