@@ -17,7 +17,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from llm_gateway.budgets import Period, window
-from llm_gateway.budgets.counters import BudgetRefusedError, Charge, migrate, reserve, settle, standings
+from llm_gateway.budgets.counters import BudgetRefusedError, Charge
+from llm_gateway.budgets.sqlite import migrate, reserve, settle, standings
 
 NOW = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
 LATER = NOW + timedelta(minutes=10)
