@@ -8,8 +8,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-import asyncpg
+if TYPE_CHECKING:
+    import asyncpg
+    from asyncpg.pool import PoolConnectionProxy
+
+    # A connection of its own or one lent by a pool.
+    Db: TypeAlias = asyncpg.Connection[Any] | PoolConnectionProxy[Any]
 
 from llm_gateway.budgets.counters import ZERO, BudgetRefusedError, Charge, Standing
 
@@ -34,7 +40,7 @@ SCHEMA = (
 )
 
 
-async def migrate(connection: asyncpg.Connection) -> None:
+async def migrate(connection: Db) -> None:
     async with connection.transaction():
         # One process at a time creates the tables (CREATE ... IF NOT EXISTS races otherwise).
         await connection.execute("SELECT pg_advisory_xact_lock(hashtext('llm_gateway.budgets'))")
@@ -43,7 +49,7 @@ async def migrate(connection: asyncpg.Connection) -> None:
 
 
 async def reserve(
-    connection: asyncpg.Connection,
+    connection: Db,
     call_id: str,
     charges: Sequence[Charge],
     amount: Decimal,
@@ -75,9 +81,7 @@ async def reserve(
     return standings
 
 
-async def settle(
-    connection: asyncpg.Connection, settlements: Iterable[tuple[str, Sequence[Charge], Decimal]]
-) -> None:
+async def settle(connection: Db, settlements: Iterable[tuple[str, Sequence[Charge], Decimal]]) -> None:
     """As `sqlite.settle`: releases each call's reservations and adds its exact cost to the spend
     of every budget it reserved against, in one transaction."""
     spend: dict[tuple[str, datetime], Decimal] = {}
@@ -97,23 +101,19 @@ async def settle(
         )
 
 
-async def standings(
-    connection: asyncpg.Connection, charges: Sequence[Charge], *, now: datetime
-) -> list[Standing]:
+async def standings(connection: Db, charges: Sequence[Charge], *, now: datetime) -> list[Standing]:
     """Where each budget stands now (live reservations only), in one snapshot."""
     async with connection.transaction(isolation="repeatable_read", readonly=True):
         return [await _read(connection, c, excluding="", now=now) for c in charges]
 
 
-async def sweep(connection: asyncpg.Connection, now: datetime) -> int:
+async def sweep(connection: Db, now: datetime) -> int:
     """Removes every expired reservation; returns how many."""
     result = await connection.execute("DELETE FROM budget_reservations WHERE expires_at <= $1", now)
     return int(result.split()[-1])
 
 
-async def _locked(
-    connection: asyncpg.Connection, charge: Charge, *, excluding: str, now: datetime
-) -> Standing:
+async def _locked(connection: Db, charge: Charge, *, excluding: str, now: datetime) -> Standing:
     """The budget's standing with its spend row locked until the transaction ends (created at 0
     first, so there is always a row to lock)."""
     await connection.execute(
@@ -129,7 +129,7 @@ async def _locked(
     return await _read(connection, charge, excluding=excluding, now=now)
 
 
-async def _read(connection: asyncpg.Connection, charge: Charge, *, excluding: str, now: datetime) -> Standing:
+async def _read(connection: Db, charge: Charge, *, excluding: str, now: datetime) -> Standing:
     row = await connection.fetchrow(
         "SELECT coalesce((SELECT spent FROM budget_spend WHERE budget_id = $1 AND window_start = $2), 0), "
         "coalesce((SELECT sum(amount) FROM budget_reservations WHERE budget_id = $1 AND window_start = $2 "
