@@ -42,6 +42,15 @@ class Recorder:
     def call_ended(self, record: CallRecord) -> None:
         self.records.append(record)
 
+    async def soon(self, request_id: str) -> CallRecord:
+        """The call's one record, waiting for it a little: the caller can hear of an error before
+        the server's handler has finished (and ended the call's record)."""
+        for _ in range(100):
+            if any(r.request_id == request_id for r in self.records):
+                break
+            await asyncio.sleep(0.01)
+        return self.one(request_id)
+
     def one(self, request_id: str) -> CallRecord:
         found = [r for r in self.records if r.request_id == request_id]
         assert len(found) == 1, f"{len(found)} records for {request_id}"
@@ -121,7 +130,7 @@ async def test_failures_cancels_and_refusals_are_recorded_with_their_status(
     fake_openai.script(Reply(status=503, json_body=error_body("Overloaded", "server_error")))
     with pytest.raises(grpc.aio.AioRpcError):
         await gw.stub.Chat(chat(MODEL), metadata=with_id("rec-503"))
-    failed = recorder.one("rec-503")
+    failed = await recorder.soon("rec-503")
     assert (failed.status, failed.reason, failed.model, failed.usage) == (
         "UNAVAILABLE",
         "UPSTREAM_UNAVAILABLE",
@@ -138,7 +147,7 @@ async def test_failures_cancels_and_refusals_are_recorded_with_their_status(
         assert await read_event(stream) is not None
     stream.cancel()
     await asyncio.sleep(0.2)
-    cut = recorder.one("rec-cancel")
+    cut = await recorder.soon("rec-cancel")
     assert cut.status == "CANCELLED"
     assert cut.usage is not None
     assert cut.usage.estimated
@@ -147,12 +156,11 @@ async def test_failures_cancels_and_refusals_are_recorded_with_their_status(
     fake_openai.script(Reply(delay=2))
     with pytest.raises(grpc.aio.AioRpcError):
         await gw.stub.Chat(chat(MODEL), metadata=with_id("rec-deadline"), timeout=0.2)
-    await asyncio.sleep(0.1)
-    assert recorder.one("rec-deadline").status == "DEADLINE_EXCEEDED"
+    assert (await recorder.soon("rec-deadline")).status == "DEADLINE_EXCEEDED"
 
     with pytest.raises(grpc.aio.AioRpcError):
         await gw.stub.Chat(chat(MODEL), metadata=(("x-request-id", "rec-nokey"),))
-    refused = recorder.one("rec-nokey")
+    refused = await recorder.soon("rec-nokey")
     assert (refused.status, refused.reason, refused.principal.key, refused.model) == (
         "UNAUTHENTICATED",
         "MISSING_API_KEY",
@@ -165,7 +173,7 @@ async def test_failures_cancels_and_refusals_are_recorded_with_their_status(
             chat(MODEL, generation=chat_pb2.GenerationConfig(temperature=9)), metadata=with_id("rec-bad")
         )
     assert error_details(caught.value).info.reason == "INVALID_REQUEST"
-    assert (recorder.one("rec-bad").status, recorder.one("rec-bad").reason) == (
+    assert ((bad := await recorder.soon("rec-bad")).status, bad.reason) == (
         "INVALID_ARGUMENT",
         "INVALID_REQUEST",
     )
