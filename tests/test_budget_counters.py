@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from llm_gateway.budgets import Period, window
-from llm_gateway.budgets.counters import BudgetRefusedError, Charge
+from llm_gateway.budgets.counters import BudgetRefusedError, Charge, each
 from llm_gateway.budgets.sqlite import migrate, reserve, settle, standings
 
 NOW = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
@@ -45,20 +45,20 @@ def charge(budget_id: str, limit: str) -> Charge:
 
 def test_a_call_reserves_then_settles_to_its_exact_cost(db: sqlite3.Connection) -> None:
     team = charge("team", "1.00")
-    after = reserve(db, "c1", [team], Decimal("0.40"), now=NOW, expires_at=LATER)
+    after = reserve(db, "c1", each([team], Decimal("0.40")), now=NOW, expires_at=LATER)
     assert [(s.spent, s.reserved, s.remaining) for s in after] == [
         (Decimal(0), Decimal("0.40"), Decimal("0.60"))
     ]
-    settle(db, [("c1", [team], Decimal("0.000123456789"))])
+    settle(db, [("c1", each([team], Decimal("0.000123456789")))])
     (now,) = standings(db, [team], now=NOW)
     assert (now.spent, now.reserved) == (Decimal("0.000123456789"), Decimal(0))
 
 
 def test_a_call_that_does_not_fit_one_budget_reserves_nothing(db: sqlite3.Connection) -> None:
     roomy, tight = charge("a-roomy", "10"), charge("b-tight", "0.50")
-    reserve(db, "c1", [roomy, tight], Decimal("0.30"), now=NOW, expires_at=LATER)
+    reserve(db, "c1", each([roomy, tight], Decimal("0.30")), now=NOW, expires_at=LATER)
     with pytest.raises(BudgetRefusedError) as refused:
-        reserve(db, "c2", [roomy, tight], Decimal("0.30"), now=NOW, expires_at=LATER)
+        reserve(db, "c2", each([roomy, tight], Decimal("0.30")), now=NOW, expires_at=LATER)
     standing = refused.value.standing
     assert (standing.charge.budget_id, standing.spent, standing.reserved) == (
         "b-tight",
@@ -67,18 +67,18 @@ def test_a_call_that_does_not_fit_one_budget_reserves_nothing(db: sqlite3.Connec
     )
     assert [s.reserved for s in standings(db, [roomy, tight], now=NOW)] == [Decimal("0.30")] * 2
     # Exactly to the limit fits; one unit of the last digit more does not.
-    reserve(db, "c3", [tight], Decimal("0.20"), now=NOW, expires_at=LATER)
+    reserve(db, "c3", each([tight], Decimal("0.20")), now=NOW, expires_at=LATER)
     with pytest.raises(BudgetRefusedError):
-        reserve(db, "c4", [tight], Decimal("0.000000000000000001"), now=NOW, expires_at=LATER)
+        reserve(db, "c4", each([tight], Decimal("0.000000000000000001")), now=NOW, expires_at=LATER)
 
 
 def test_a_fallback_raises_its_own_reservation_without_counting_it_twice(db: sqlite3.Connection) -> None:
     team = charge("team", "1.00")
-    reserve(db, "c1", [team], Decimal("0.60"), now=NOW, expires_at=LATER)
-    reserve(db, "c1", [team], Decimal("0.90"), now=NOW, expires_at=LATER)  # 0.60 + 0.90 would not fit
+    reserve(db, "c1", each([team], Decimal("0.60")), now=NOW, expires_at=LATER)
+    reserve(db, "c1", each([team], Decimal("0.90")), now=NOW, expires_at=LATER)  # 0.60 + 0.90 would not fit
     assert standings(db, [team], now=NOW)[0].reserved == Decimal("0.90")
     with pytest.raises(BudgetRefusedError):
-        reserve(db, "c1", [team], Decimal("1.01"), now=NOW, expires_at=LATER)
+        reserve(db, "c1", each([team], Decimal("1.01")), now=NOW, expires_at=LATER)
     assert standings(db, [team], now=NOW)[0].reserved == Decimal("0.90")
 
 
@@ -86,11 +86,11 @@ def test_a_dead_process_reservation_expires_but_a_late_settlement_still_counts(
     db: sqlite3.Connection,
 ) -> None:
     team = charge("team", "1.00")
-    reserve(db, "dead", [team], Decimal("0.80"), now=NOW, expires_at=NOW + timedelta(seconds=30))
+    reserve(db, "dead", each([team], Decimal("0.80")), now=NOW, expires_at=NOW + timedelta(seconds=30))
     with pytest.raises(BudgetRefusedError):
-        reserve(db, "c2", [team], Decimal("0.50"), now=NOW + timedelta(seconds=29), expires_at=LATER)
-    reserve(db, "c2", [team], Decimal("0.50"), now=NOW + timedelta(seconds=30), expires_at=LATER)
-    settle(db, [("dead", [team], Decimal("0.25")), ("c2", [team], Decimal("0.5"))])
+        reserve(db, "c2", each([team], Decimal("0.50")), now=NOW + timedelta(seconds=29), expires_at=LATER)
+    reserve(db, "c2", each([team], Decimal("0.50")), now=NOW + timedelta(seconds=30), expires_at=LATER)
+    settle(db, [("dead", each([team], Decimal("0.25"))), ("c2", each([team], Decimal("0.5")))])
     assert standings(db, [team], now=LATER)[0].spent == Decimal("0.75")
 
 
@@ -99,11 +99,13 @@ def test_each_window_has_its_own_spend(db: sqlite3.Connection) -> None:
         charge("team", "1"),
         Charge("team", Decimal(1), window(Period.DAY, ZoneInfo("UTC"), DAY.end)),
     )
-    reserve(db, "c1", [today], Decimal("1"), now=NOW, expires_at=LATER)
-    settle(db, [("c1", [today], Decimal("1"))])
+    reserve(db, "c1", each([today], Decimal("1")), now=NOW, expires_at=LATER)
+    settle(db, [("c1", each([today], Decimal("1")))])
     with pytest.raises(BudgetRefusedError):
-        reserve(db, "c2", [today], Decimal("0.01"), now=NOW, expires_at=LATER)
-    reserve(db, "c3", [tomorrow], Decimal("0.99"), now=DAY.end, expires_at=DAY.end + timedelta(minutes=5))
+        reserve(db, "c2", each([today], Decimal("0.01")), now=NOW, expires_at=LATER)
+    reserve(
+        db, "c3", each([tomorrow], Decimal("0.99")), now=DAY.end, expires_at=DAY.end + timedelta(minutes=5)
+    )
 
 
 LIMIT = Decimal("0.05")
@@ -124,7 +126,7 @@ def _calls(path: str, worker: int, threads: int, calls: int, seed: int) -> tuple
         for i in range(calls):
             call_id = f"w{worker}-t{thread}-{i}"
             try:
-                reserve(connection, call_id, [team], WORST, now=NOW, expires_at=LATER)
+                reserve(connection, call_id, each([team], WORST), now=NOW, expires_at=LATER)
             except BudgetRefusedError as refused:
                 s = refused.standing
                 if s.spent + s.reserved + WORST <= LIMIT:
@@ -132,7 +134,7 @@ def _calls(path: str, worker: int, threads: int, calls: int, seed: int) -> tuple
                         problems.append(f"{call_id} refused with {s.spent} spent and {s.reserved} reserved")
                 continue
             cost = (WORST * Decimal(rng.randint(1, 10**6)) / Decimal(10**6)).quantize(Decimal("1e-12"))
-            settle(connection, [(call_id, [team], cost)])
+            settle(connection, [(call_id, each([team], cost))])
             with lock:
                 settled.append(cost)
         connection.close()

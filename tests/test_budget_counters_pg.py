@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from llm_gateway.budgets import Period, window
-from llm_gateway.budgets.counters import BudgetRefusedError, Charge
+from llm_gateway.budgets.counters import BudgetRefusedError, Charge, each
 from llm_gateway.budgets.postgres import migrate, reserve, settle, standings, sweep
 from tests.postgres import cluster
 
@@ -36,31 +36,39 @@ async def pool() -> AsyncIterator[asyncpg.Pool]:
 async def test_reserve_settle_refuse_expire(pool: asyncpg.Pool) -> None:
     roomy, tight = Charge("a-roomy", Decimal(10), DAY), Charge("b-tight", Decimal("0.50"), DAY)
     async with pool.acquire() as db:
-        await reserve(db, "c1", [roomy, tight], Decimal("0.30"), now=NOW, expires_at=LATER)
+        await reserve(db, "c1", each([roomy, tight], Decimal("0.30")), now=NOW, expires_at=LATER)
         with pytest.raises(BudgetRefusedError) as refused:
-            await reserve(db, "c2", [tight, roomy], Decimal("0.30"), now=NOW, expires_at=LATER)
+            await reserve(db, "c2", each([tight, roomy], Decimal("0.30")), now=NOW, expires_at=LATER)
         assert refused.value.standing.charge.budget_id == "b-tight"
         assert refused.value.standing.reserved == Decimal("0.30")
         assert [s.reserved for s in await standings(db, [roomy, tight], now=NOW)] == [Decimal("0.30")] * 2
         # A fallback raises the call's own hold; it is not counted twice.
-        await reserve(db, "c1", [roomy, tight], Decimal("0.50"), now=NOW, expires_at=LATER)
+        await reserve(db, "c1", each([roomy, tight], Decimal("0.50")), now=NOW, expires_at=LATER)
         with pytest.raises(BudgetRefusedError):
-            await reserve(db, "c3", [tight], Decimal("0.000000000000000001"), now=NOW, expires_at=LATER)
-        await settle(db, [("c1", [roomy, tight], Decimal("0.000123456789012345"))])
+            await reserve(db, "c3", each([tight], Decimal("0.000000000000000001")), now=NOW, expires_at=LATER)
+        await settle(db, [("c1", each([roomy, tight], Decimal("0.000123456789012345")))])
         after = await standings(db, [roomy, tight], now=NOW)
         assert [(s.spent, s.reserved) for s in after] == [(Decimal("0.000123456789012345"), Decimal(0))] * 2
         # A dead process's hold stops counting when it expires, and is swept.
-        await reserve(db, "dead", [tight], Decimal("0.49"), now=NOW, expires_at=NOW + timedelta(seconds=30))
+        await reserve(
+            db, "dead", each([tight], Decimal("0.49")), now=NOW, expires_at=NOW + timedelta(seconds=30)
+        )
         with pytest.raises(BudgetRefusedError):
             await reserve(
-                db, "c4", [tight], Decimal("0.4"), now=NOW + timedelta(seconds=29), expires_at=LATER
+                db, "c4", each([tight], Decimal("0.4")), now=NOW + timedelta(seconds=29), expires_at=LATER
             )
-        await reserve(db, "c4", [tight], Decimal("0.4"), now=NOW + timedelta(seconds=30), expires_at=LATER)
+        await reserve(
+            db, "c4", each([tight], Decimal("0.4")), now=NOW + timedelta(seconds=30), expires_at=LATER
+        )
         assert await sweep(db, LATER) == 1  # c4's own hold expires at LATER too
         # The next local day (Paris) starts afresh.
         tomorrow = Charge("b-tight", Decimal("0.50"), window(Period.DAY, ZoneInfo("Europe/Paris"), DAY.end))
         await reserve(
-            db, "c5", [tomorrow], Decimal("0.50"), now=DAY.end, expires_at=DAY.end + timedelta(minutes=1)
+            db,
+            "c5",
+            each([tomorrow], Decimal("0.50")),
+            now=DAY.end,
+            expires_at=DAY.end + timedelta(minutes=1),
         )
 
 
@@ -78,7 +86,7 @@ async def test_forty_sessions_at_once_never_overspend(pool: asyncpg.Pool) -> Non
             call_id = f"s{n}-{i}"
             async with pool.acquire() as db:
                 try:
-                    await reserve(db, call_id, [team], WORST, now=NOW, expires_at=LATER)
+                    await reserve(db, call_id, each([team], WORST), now=NOW, expires_at=LATER)
                 except BudgetRefusedError as refused:
                     s = refused.standing
                     if s.spent + s.reserved + WORST <= LIMIT:
@@ -87,7 +95,7 @@ async def test_forty_sessions_at_once_never_overspend(pool: asyncpg.Pool) -> Non
             await asyncio.sleep(rng.random() / 100)  # the call itself
             cost = (WORST * Decimal(rng.randint(1, 10**6)) / Decimal(10**6)).quantize(Decimal("1e-12"))
             async with pool.acquire() as db:
-                await settle(db, [(call_id, [team], cost)])
+                await settle(db, [(call_id, each([team], cost))])
             settled.append(cost)
 
     await asyncio.gather(*(caller(n) for n in range(40)))

@@ -42,6 +42,8 @@ def utc(text: str) -> datetime:
         # The repeated hour when the clocks go back is two windows.
         ("Europe/Paris", Period.HOUR, "2026-10-25T00:30:00", "2026-10-25T00:00:00", "2026-10-25T01:00:00"),
         ("Europe/Paris", Period.HOUR, "2026-10-25T01:30:00", "2026-10-25T01:00:00", "2026-10-25T02:00:00"),
+        # A minute is the clock's minute anywhere (a key's quota per minute).
+        ("Asia/Kolkata", Period.MINUTE, "2026-12-03T06:07:59", "2026-12-03T06:07:00", "2026-12-03T06:08:00"),
         # A half-hour offset moves the hours too.
         ("Asia/Kolkata", Period.HOUR, "2026-12-03T06:00:00", "2026-12-03T05:30:00", "2026-12-03T06:30:00"),
         # ISO weeks start on Monday; months on the 1st.

@@ -180,6 +180,7 @@ async def test_reflection_v1alpha_and_v1(gateway: RunningGateway) -> None:
     assert names == {
         "llmgateway.v1.GatewayService",
         "llmgateway.v1.UsageService",
+        "llmgateway.v1.BudgetService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
         V1_SERVICE,

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 import aiohttp
 
 from llm_gateway.access_log import AccessLog
+from llm_gateway.budgets.keeper import BudgetKeeper
+from llm_gateway.budgets.store import open_budget_store
+from llm_gateway.budgets.webhooks import WebhookSender
 from llm_gateway.catalog import Catalog
 from llm_gateway.config.schema import ApiKeyConfig, GatewayConfig
 from llm_gateway.gateway import Gateway
@@ -68,15 +71,20 @@ class Runtime:
     http: aiohttp.ClientSession
     principals: Principals
     ledger: Ledger | None
+    budgets: BudgetKeeper | None = None
 
     async def start(self) -> None:
-        """Starts what runs beside the calls (the ledger's writer)."""
+        """Starts what runs beside the calls (the ledger's writer, budget settlements, webhooks)."""
         if self.ledger is not None:
             await self.ledger.start()
+        if self.budgets is not None:
+            await self.budgets.start()
 
     async def aclose(self) -> None:
-        """After every door has stopped: writes out the ledger, then releases the providers and the
-        upstream connections."""
+        """After every door has stopped: settles the budgets and writes out the ledger, then releases
+        the providers and the upstream connections."""
+        if self.budgets is not None:
+            await self.budgets.close()
         if self.ledger is not None:
             await self.ledger.close()
         for provider in self.providers.values():
@@ -109,11 +117,22 @@ def build_runtime(config: GatewayConfig, observers: Sequence[CallObserver] = ())
     if config.logging.access_log:
         told.append(AccessLog(logging.getLogger("llm_gateway.access")))
     ledger = Ledger.from_config(config.ledger)
+    budgets = None
     if ledger is not None:
         told.append(_Chats(ledger))
+        budgets = _budget_keeper(config, ledger, http)
+        told.append(_Chats(budgets))
     told.extend(observers)
-    gateway = Gateway(router, catalog, providers, guards, key_limiters, told)
+    gateway = Gateway(router, catalog, providers, guards, key_limiters, told, budgets)
     principals = Principals.from_config(config.auth.keys)
     if not principals.enabled:
         _log.warning("authentication is off: no API keys are configured (auth.keys)")
-    return Runtime(config, gateway, catalog, providers, http, principals, ledger)
+    return Runtime(config, gateway, catalog, providers, http, principals, ledger, budgets)
+
+
+def _budget_keeper(config: GatewayConfig, ledger: Ledger, http: aiohttp.ClientSession) -> BudgetKeeper:
+    """Budgets, key quotas and alert webhooks, kept in the ledger's database."""
+    store = open_budget_store(ledger.url, timeout=config.ledger.write_timeout)
+    webhooks = [w for w in config.webhooks if "cost_alert" in w.events]
+    sender = WebhookSender(store, webhooks, http) if webhooks else None
+    return BudgetKeeper(config.budgets, config.auth.keys, store, [w.name for w in webhooks], sender)

@@ -20,6 +20,7 @@ _NEVER = datetime(9999, 12, 31, tzinfo=UTC)
 
 
 class Period(enum.StrEnum):
+    MINUTE = "minute"  # for key quotas
     HOUR = "hour"
     DAY = "day"
     WEEK = "week"
@@ -44,6 +45,9 @@ def window(period: Period, zone: ZoneInfo, now: datetime) -> Window:
         raise ValueError("now must be an aware datetime")
     if period is Period.NONE:
         return Window(_EPOCH, _NEVER)
+    if period is Period.MINUTE:  # every zone's offset is whole minutes: the UTC minute
+        start = now.astimezone(UTC).replace(second=0, microsecond=0)
+        return Window(start, start + timedelta(minutes=1))
     local = now.astimezone(zone)
     if period is Period.HOUR:
         # The same local hour, on the same side of a clock change (`fold` is kept).

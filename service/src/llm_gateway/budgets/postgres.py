@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     # A connection of its own or one lent by a pool.
     Db: TypeAlias = asyncpg.Connection[Any] | PoolConnectionProxy[Any]
 
-from llm_gateway.budgets.counters import ZERO, BudgetRefusedError, Charge, Standing
+from llm_gateway.budgets.counters import BudgetRefusedError, Charge, Hold, Spend, Standing, summed
+from llm_gateway.ledger.rows import EXACT
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS budget_spend (
@@ -51,54 +52,54 @@ async def migrate(connection: Db) -> None:
 async def reserve(
     connection: Db,
     call_id: str,
-    charges: Sequence[Charge],
-    amount: Decimal,
+    holds: Sequence[Hold],
     *,
     now: datetime,
     expires_at: datetime,
 ) -> list[Standing]:
-    """As `sqlite.reserve`: all of `charges` or none; `BudgetRefusedError` names the first budget
-    (by id) the amount does not fit; a second reservation for the same call replaces the first."""
-    ordered = sorted(charges, key=lambda c: c.budget_id)
+    """As `sqlite.reserve`: all of `holds` or none; `BudgetRefusedError` names the first budget
+    (by id) its amount does not fit; a second reservation for the same call replaces the first."""
+    ordered = sorted(holds, key=lambda h: h.charge.budget_id)
     async with connection.transaction():
         standings = []
-        for charge in ordered:
+        for charge, amount in ordered:
             standing = await _locked(connection, charge, excluding=call_id, now=now)
-            if standing.spent + standing.reserved + amount > charge.limit:
+            if not standing.fits(amount):
                 raise BudgetRefusedError(standing, amount)
-            standings.append(Standing(charge, standing.spent, standing.reserved + amount))
+            standings.append(Standing(charge, standing.spent, EXACT.add(standing.reserved, amount)))
         await connection.executemany(
             "INSERT INTO budget_reservations (call_id, budget_id, window_start, amount, expires_at) "
             "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (call_id, budget_id) DO UPDATE SET "
             "amount = excluded.amount, expires_at = excluded.expires_at",
-            [(call_id, c.budget_id, c.window.start, amount, expires_at) for c in ordered],
+            [(call_id, c.budget_id, c.window.start, amount, expires_at) for c, amount in ordered],
         )
         # Expired holds of this budget's window go as they are passed over (and `sweep` for all).
         await connection.executemany(
             "DELETE FROM budget_reservations WHERE budget_id = $1 AND window_start = $2 AND expires_at <= $3",
-            [(c.budget_id, c.window.start, now) for c in ordered],
+            [(c.budget_id, c.window.start, now) for c, _ in ordered],
         )
     return standings
 
 
-async def settle(connection: Db, settlements: Iterable[tuple[str, Sequence[Charge], Decimal]]) -> None:
-    """As `sqlite.settle`: releases each call's reservations and adds its exact cost to the spend
-    of every budget it reserved against, in one transaction."""
-    spend: dict[tuple[str, datetime], Decimal] = {}
-    calls = []
-    for call_id, charges, cost in settlements:
-        calls.append(call_id)
-        for charge in charges:
-            key = (charge.budget_id, charge.window.start)
-            spend[key] = spend.get(key, ZERO) + cost
+async def settle(connection: Db, settlements: Iterable[tuple[str, Sequence[Hold]]]) -> list[Spend]:
+    """As `sqlite.settle`: releases each call's reservations and adds what it cost to the spend of
+    every budget it reserved against, in one transaction; returns the spend before and after."""
+    calls, added = summed(settlements)
+    changes = []
     async with connection.transaction():
         await connection.execute("DELETE FROM budget_reservations WHERE call_id = ANY($1::text[])", calls)
-        # In key order, like reservations take their locks.
-        await connection.executemany(
-            "INSERT INTO budget_spend (budget_id, window_start, spent) VALUES ($1, $2, $3) "
-            "ON CONFLICT (budget_id, window_start) DO UPDATE SET spent = budget_spend.spent + excluded.spent",
-            [(budget_id, start, cost) for (budget_id, start), cost in sorted(spend.items()) if cost],
-        )
+        # In budget order, like reservations take their locks.
+        for charge, amount in added:
+            after = await connection.fetchval(
+                "INSERT INTO budget_spend (budget_id, window_start, spent) VALUES ($1, $2, $3) "
+                "ON CONFLICT (budget_id, window_start) DO UPDATE SET spent = budget_spend.spent + "
+                "excluded.spent RETURNING spent",
+                charge.budget_id,
+                charge.window.start,
+                amount,
+            )
+            changes.append(Spend(charge, Decimal(after) - amount, Decimal(after)))
+    return changes
 
 
 async def standings(connection: Db, charges: Sequence[Charge], *, now: datetime) -> list[Standing]:

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
 
-from llm_gateway.budgets.counters import ZERO, BudgetRefusedError, Charge, Standing
+from llm_gateway.budgets.counters import ZERO, BudgetRefusedError, Charge, Hold, Spend, Standing, summed
+from llm_gateway.ledger.rows import EXACT
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS budget_spend (
@@ -39,29 +40,31 @@ def migrate(connection: sqlite3.Connection) -> None:
 def reserve(
     connection: sqlite3.Connection,
     call_id: str,
-    charges: Sequence[Charge],
-    amount: Decimal,
+    holds: Sequence[Hold],
     *,
     now: datetime,
     expires_at: datetime,
 ) -> list[Standing]:
-    """Reserves `amount` against every one of `charges`, or none: raises `BudgetRefusedError` with the
-    first budget (by id) it does not fit. Reserving again for the same call and budget raises the
-    reservation to `amount` (a fallback to a dearer model). Returns the standings after it."""
+    """Reserves every one of `holds`, or none: raises `BudgetRefusedError` with the first budget
+    (by id) its amount does not fit. Reserving again for the same call and budget replaces the
+    reservation (a fallback to a dearer model). Returns the standings after it, in budget order."""
     connection.execute("BEGIN IMMEDIATE")
     try:
         connection.execute("DELETE FROM budget_reservations WHERE expires_at <= ?", (now.timestamp(),))
         standings = []
-        for charge in sorted(charges, key=lambda c: c.budget_id):
-            standing = _standing(connection, charge, excluding=call_id)
-            if standing.spent + standing.reserved + amount > charge.limit:
+        for charge, amount in sorted(holds, key=lambda h: h.charge.budget_id):
+            standing = _standing(connection, charge, excluding=call_id, now=now)
+            if not standing.fits(amount):
                 raise BudgetRefusedError(standing, amount)
-            standings.append(Standing(charge, standing.spent, standing.reserved + amount))
+            standings.append(Standing(charge, standing.spent, EXACT.add(standing.reserved, amount)))
         connection.executemany(
             "INSERT INTO budget_reservations (call_id, budget_id, window_start, amount, expires_at) "
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (call_id, budget_id) DO UPDATE SET "
             "amount = excluded.amount, expires_at = excluded.expires_at",
-            [(call_id, c.budget_id, c.window_key, str(amount), expires_at.timestamp()) for c in charges],
+            [
+                (call_id, c.budget_id, c.window_key, str(amount), expires_at.timestamp())
+                for c, amount in holds
+            ],
         )
     except BaseException:
         connection.execute("ROLLBACK")
@@ -71,31 +74,38 @@ def reserve(
 
 
 def settle(
-    connection: sqlite3.Connection, settlements: Iterable[tuple[str, Sequence[Charge], Decimal]]
-) -> None:
-    """For each (call id, its charges, its exact cost): releases the call's reservations and adds
-    the cost to each budget's spend in the window it reserved in, in one transaction."""
+    connection: sqlite3.Connection,
+    settlements: Iterable[tuple[str, Sequence[Hold]]],
+    then: Callable[[list[Spend]], object] | None = None,
+) -> list[Spend]:
+    """For each (call id, what it costs each budget): releases the call's reservations and adds
+    the amounts to each budget's spend in the window it reserved in, in one transaction. Returns
+    each changed budget's spend before and after; `then` gets them inside the transaction (the
+    alerts their thresholds raise are written in it, so they are raised exactly once)."""
+    calls, added = summed(settlements)
     connection.execute("BEGIN IMMEDIATE")
     try:
-        for call_id, charges, cost in settlements:
-            connection.execute("DELETE FROM budget_reservations WHERE call_id = ?", (call_id,))
-            if not cost:
-                continue
-            for charge in charges:
-                row = connection.execute(
-                    "SELECT spent FROM budget_spend WHERE budget_id = ? AND window_start = ?",
-                    (charge.budget_id, charge.window_key),
-                ).fetchone()
-                spent = (Decimal(row[0]) if row else ZERO) + cost
-                connection.execute(
-                    "INSERT INTO budget_spend (budget_id, window_start, spent) VALUES (?, ?, ?) "
-                    "ON CONFLICT (budget_id, window_start) DO UPDATE SET spent = excluded.spent",
-                    (charge.budget_id, charge.window_key, str(spent)),
-                )
+        connection.executemany("DELETE FROM budget_reservations WHERE call_id = ?", [(c,) for c in calls])
+        changes = []
+        for charge, amount in added:
+            row = connection.execute(
+                "SELECT spent FROM budget_spend WHERE budget_id = ? AND window_start = ?",
+                (charge.budget_id, charge.window_key),
+            ).fetchone()
+            before = Decimal(row[0]) if row else ZERO
+            connection.execute(
+                "INSERT INTO budget_spend (budget_id, window_start, spent) VALUES (?, ?, ?) "
+                "ON CONFLICT (budget_id, window_start) DO UPDATE SET spent = excluded.spent",
+                (charge.budget_id, charge.window_key, str(EXACT.add(before, amount))),
+            )
+            changes.append(Spend(charge, before, EXACT.add(before, amount)))
+        if then is not None:
+            then(changes)
     except BaseException:
         connection.execute("ROLLBACK")
         raise
     connection.execute("COMMIT")
+    return changes
 
 
 def standings(connection: sqlite3.Connection, charges: Sequence[Charge], *, now: datetime) -> list[Standing]:
@@ -120,4 +130,7 @@ def _standing(
         "AND expires_at > ?",
         (charge.budget_id, charge.window_key, excluding, now.timestamp() if now else 0.0),
     ).fetchall()
-    return Standing(charge, Decimal(row[0]) if row else ZERO, sum((Decimal(a) for (a,) in amounts), ZERO))
+    reserved = ZERO
+    for (amount,) in amounts:
+        reserved = EXACT.add(reserved, Decimal(amount))
+    return Standing(charge, Decimal(row[0]) if row else ZERO, reserved)

@@ -72,6 +72,29 @@ class RateLimitConfig(_Strict):
     max_wait: float = Field(default=5.0, ge=0, le=300)
 
 
+class QuotaConfig(_Strict):
+    """A key's requests and tokens per calendar minute, hour or day (in `budgets.time_zone`), held
+    across every worker in the ledger's database. A call takes one request and reserves its prompt
+    plus its `max_tokens` (or the model's maximum output), and settles at the tokens it used."""
+
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    requests_per_hour: int | None = Field(default=None, ge=1)
+    requests_per_day: int | None = Field(default=None, ge=1)
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_hour: int | None = Field(default=None, ge=1)
+    tokens_per_day: int | None = Field(default=None, ge=1)
+
+    def limits(self) -> list[tuple[Literal["requests", "tokens"], Literal["minute", "hour", "day"], int]]:
+        """The quotas set, as (what, per, limit)."""
+        found: list[tuple[Literal["requests", "tokens"], Literal["minute", "hour", "day"], int]] = []
+        for what in ("requests", "tokens"):
+            for per in ("minute", "hour", "day"):
+                limit = getattr(self, f"{what}_per_{per}")
+                if limit is not None:
+                    found.append((what, per, limit))
+        return found
+
+
 class ApiKeyConfig(_Strict):
     """A gateway API key: give the key itself (normally `${ENV}`) or its SHA-256 hex digest."""
 
@@ -80,6 +103,8 @@ class ApiKeyConfig(_Strict):
     sha256: str | None = None
     # The calls this key may make (Chat and ChatStream); unset: no limit.
     rate_limit: RateLimitConfig | None = None
+    # Requests and tokens per minute, hour or day across every worker (docs/budgets.md).
+    quota: QuotaConfig | None = None
     # "admin" sees every caller's usage; "user" only its own key's.
     role: Literal["admin", "user"] = "user"
     # The models this key may use: "provider:model", or "provider:*" for all of a provider's; and
@@ -160,6 +185,103 @@ class LedgerConfig(_Strict):
         if self.batch_size > self.queue_size:
             raise ValueError("batch_size must not exceed queue_size")
         return self
+
+
+_BUDGET_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+
+
+def _budget_id(value: str) -> str:
+    if not _BUDGET_ID.match(value):
+        raise ValueError("must be 1 to 63 of a-z, 0-9, '.', '_', '-', starting with a letter or digit")
+    return value
+
+
+def _scope_text(value: str) -> str:
+    from llm_gateway.budgets.scope import parse_scope  # here: the budgets package imports the config
+
+    parse_scope(value)
+    return value
+
+
+def _time_zone(value: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{value!r} is not an IANA time zone (for example 'Europe/Paris')") from None
+    return value
+
+
+BudgetId = Annotated[str, AfterValidator(_budget_id)]
+ScopeText = Annotated[str, AfterValidator(_scope_text)]
+Percent = Annotated[Decimal, Field(gt=0, le=1000)]
+
+
+class BudgetLimitConfig(_Strict):
+    """A spend limit over a period (docs/budgets.md)."""
+
+    id: BudgetId
+    # key:NAME, user:ID, project:ID, tenant:ID, tag:KEY=VALUE or gateway.
+    scope: ScopeText
+    limit_usd: Decimal = Field(ge=0, max_digits=30, decimal_places=18)
+    period: Literal["hour", "day", "week", "month", "none"] = "month"
+    # Percentages of the limit whose crossing raises one alert per period, e.g. [50, 80, 100].
+    thresholds: tuple[Percent, ...] = ()
+
+    @field_validator("thresholds")
+    @classmethod
+    def _distinct(cls, thresholds: tuple[Decimal, ...]) -> tuple[Decimal, ...]:
+        if len(set(thresholds)) != len(thresholds):
+            raise ValueError("thresholds must be distinct")
+        return tuple(sorted(thresholds))
+
+
+class BudgetsConfig(_Strict):
+    """Budgets and key quotas, counted in the ledger's database (docs/budgets.md)."""
+
+    # The calendar periods are aligned to, an IANA name.
+    time_zone: Annotated[str, AfterValidator(_time_zone)] = "UTC"
+    # A call under a budget to a model without a known price: refused, or let through uncounted.
+    unknown_prices: Literal["refuse", "allow"] = "refuse"
+    # A reservation whose process died stops holding budget after this long (longer than the
+    # longest call: a call outliving its reservation still settles, but is no longer held for).
+    reservation_ttl: float = Field(default=1800.0, ge=1, le=7 * 86_400)
+    # How often a worker reads budgets other workers created or changed through BudgetService.
+    refresh_interval: float = Field(default=2.0, gt=0, le=3600)
+    limits: tuple[BudgetLimitConfig, ...] = ()
+
+    @field_validator("limits")
+    @classmethod
+    def _unique_ids(cls, limits: tuple[BudgetLimitConfig, ...]) -> tuple[BudgetLimitConfig, ...]:
+        ids = [b.id for b in limits]
+        if len(ids) != len(set(ids)):
+            raise ValueError("budget ids must be unique")
+        return limits
+
+
+class WebhookConfig(_Strict):
+    """Where alerts are POSTed, signed with `secret` (docs/budgets.md#webhooks)."""
+
+    name: str = Field(pattern=_NAME.pattern)
+    url: SecretStr  # may carry a token in its path or query: never logged
+    secret: SecretStr
+    events: tuple[Literal["cost_alert"], ...] = ("cost_alert",)
+    # A delivery still failing this long after the alert is given up (logged as an error).
+    max_age: float = Field(default=3 * 86_400.0, gt=0, le=30 * 86_400)
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, url: SecretStr) -> SecretStr:
+        _http_url(url.get_secret_value())
+        return url
+
+    @field_validator("secret")
+    @classmethod
+    def _long_enough(cls, secret: SecretStr) -> SecretStr:
+        if len(secret.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return secret
 
 
 class RoutingConfig(_Strict):
@@ -605,6 +727,8 @@ class GatewayConfig(_Strict):
     auth: AuthConfig = AuthConfig()
     logging: LoggingConfig = LoggingConfig()
     ledger: LedgerConfig = LedgerConfig()
+    budgets: BudgetsConfig = BudgetsConfig()
+    webhooks: tuple[WebhookConfig, ...] = ()
     routing: RoutingConfig = RoutingConfig()
     pricing: PricingConfig = PricingConfig()
     providers: dict[str, ProviderConfig] = {}
@@ -618,6 +742,19 @@ class GatewayConfig(_Strict):
             if not _NAME.match(name):
                 raise ValueError(f"provider name {name!r} must match {_NAME.pattern}")
         return providers
+
+    @model_validator(mode="after")
+    def _budgets_need_a_ledger(self) -> GatewayConfig:
+        quotas = any(k.quota is not None for k in self.auth.keys)
+        if (self.budgets.limits or quotas or self.webhooks) and not self.ledger.enabled:
+            raise ValueError(
+                "budgets, key quotas and webhooks keep their counters and outbox in the ledger's "
+                "database: enable the ledger (ledger.enabled = true)"
+            )
+        names = [w.name for w in self.webhooks]
+        if len(names) != len(set(names)):
+            raise ValueError("webhooks: names must be unique")
+        return self
 
     @model_validator(mode="after")
     def _aliases(self) -> GatewayConfig:

@@ -163,6 +163,8 @@ class ChatRequest:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     fallback_models: tuple[str, ...] = ()
     max_cost: Decimal | None = None  # USD
+    # A call costing more raises a cost alert (USD); the call is not stopped.
+    cost_alert_threshold: Decimal | None = None
     dry_run: bool = False
     caller: Caller = field(default_factory=Caller)
     tags: dict[str, str] = field(default_factory=dict)

@@ -74,6 +74,7 @@ _FIELD_ORDER = {
             "response_format",
             "generation",
             "max_cost",
+            "cost_alert_threshold",
             "caller",
             "tags",
             "provider_options",
@@ -100,6 +101,7 @@ def validate_chat_request(
     _response_format(request.response_format, v)
     _generation(request.generation, v)
     _budget(request.max_cost, v)
+    _budget(request.cost_alert_threshold, v, "cost_alert_threshold")
     _caller(request.caller, v)
     _tags(request.tags, v)
     _provider_options(request.provider_options, providers, v)
@@ -284,13 +286,13 @@ def _generation(g: GenerationConfig, v: _Checks) -> None:
     ranged("frequency_penalty", g.frequency_penalty, -2.0, 2.0)
 
 
-def _budget(value: Decimal | None, v: _Checks) -> None:
+def _budget(value: Decimal | None, v: _Checks, name: str = "max_cost") -> None:
     if value is None:
         return
     if not value.is_finite() or value < 0 or value > MAX_BUDGET:
-        v.add("max_cost", f"must be between 0 and {MAX_BUDGET} USD")
+        v.add(name, f"must be between 0 and {MAX_BUDGET} USD")
     elif _decimal_places(value) > MAX_BUDGET_PLACES:
-        v.add("max_cost", f"at most {MAX_BUDGET_PLACES} decimal places")
+        v.add(name, f"at most {MAX_BUDGET_PLACES} decimal places")
 
 
 def _decimal_places(value: Decimal) -> int:

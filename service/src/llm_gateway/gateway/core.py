@@ -13,7 +13,7 @@ import asyncio
 import itertools
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing, contextmanager
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from llm_gateway.catalog import Catalog, ModelSpec
 from llm_gateway.domain.errors import GatewayError, invalid_request
@@ -28,9 +28,16 @@ from llm_gateway.gateway.outcome import ChatOutcome, GatewayEvent, StreamFinishe
 from llm_gateway.gateway.plan import CallPlan, StreamOutput
 from llm_gateway.gateway.record import ANONYMOUS, CallObserver, CallTracker, Observers, Principal
 from llm_gateway.gateway.scope import CallScope
+from llm_gateway.pricing import PricingStatus
 from llm_gateway.providers.base import Provider, UpstreamCall
 from llm_gateway.router import Route, Router
 from llm_gateway.tokens import TokenCount, count_prompt
+
+if TYPE_CHECKING:
+    from llm_gateway.budgets.keeper import BudgetKeeper
+
+# A budget's refusals that another (cheaper, priced) candidate may not meet.
+_PASSED_OVER = frozenset({"BUDGET_EXHAUSTED", "PRICE_UNKNOWN"})
 
 T = TypeVar("T")
 
@@ -44,12 +51,14 @@ class Gateway:
         guards: Mapping[str, ProviderGuard],
         key_limiters: Mapping[str, RateLimiter] | None = None,
         observers: Sequence[CallObserver] = (),
+        budgets: BudgetKeeper | None = None,
     ) -> None:
         self._router = router
         self._catalog = catalog
         self._providers = dict(providers)
         self._guards = dict(guards)
         self._key_limiters = dict(key_limiters or {})
+        self.budgets = budgets
         self.breakers = {name: guard.breaker for name, guard in self._guards.items()}
         # Observed latency of listed models, for ListModels: an observer like any other.
         self.live = LiveLatency(listed=lambda model_id: catalog.is_listed(model_id))
@@ -191,6 +200,8 @@ class Gateway:
         for route in plan.runnable():
             spec, guard = route.spec, self._guards[route.spec.provider]
             provider = self._providers[spec.provider]
+            if self.budgets is not None and not await self._hold(plan, route):
+                continue
             for retries in itertools.count():
                 call = plan.begin_attempt(spec)
                 try:
@@ -202,6 +213,37 @@ class Gateway:
                     break
                 return route, answer
         raise plan.exhausted()
+
+    async def _hold(self, plan: CallPlan, route: Route) -> bool:
+        """Reserves the call's worst case on `route` against the budgets and quotas that apply, before
+        its first upstream request (again for a dearer fallback). A candidate that does not fit is
+        passed over (False); the first one's refusal is the call's if none fits. A quota's refusal
+        ends the call: another candidate would not fit either."""
+        keeper, request = self.budgets, plan.request
+        assert keeper is not None
+        if not keeper.applies(plan.principal, request.caller, request.tags):
+            return True
+        spec = route.spec
+        await plan.count_prompts([spec])
+        est = plan.estimate(spec)
+        cost = est.worst_case_cost
+        amount = None if cost.status is PricingStatus.UNKNOWN else cost.total
+        try:
+            await keeper.reserve(
+                plan.call_id,
+                plan.principal,
+                request.caller,
+                request.tags,
+                model=spec.id,
+                cost=amount,
+                tokens=est.prompt_tokens + est.worst_case_output_tokens,
+            )
+        except GatewayError as err:
+            if err.reason not in _PASSED_OVER:
+                raise
+            plan.passed_over(route, err)
+            return False
+        return True
 
     async def chat(self, request: ChatRequest, scope: CallScope) -> ChatOutcome:
         with self._tracked(scope, "Chat", request) as tracker:

@@ -58,6 +58,7 @@ class CallPlan:
         self.request = request
         self.request_id = scope.request_id
         self.deadline = scope.deadline
+        self.principal = scope.principal
         self.routes = routes
         self.routing = RoutingInfo(reason=routes[0].reason, candidates=[r.spec.id for r in routes])
         self.upstream = 0.0  # seconds spent in upstream attempts
@@ -67,6 +68,7 @@ class CallPlan:
         self._attempt_at = 0.0  # time.monotonic() when the current attempt was admitted
         self._admitted = False
         self._last_error: GatewayError | None = None
+        self._passed_over: GatewayError | None = None  # the first candidate a budget refused
         self._failures: dict[str, GatewayError] = {}  # model id -> its last failed attempt's error
         self._counted: set[str] = set()  # providers this call has had a failure counted against
         self._estimates: dict[str, Estimate] = {}
@@ -200,6 +202,12 @@ class CallPlan:
         self._failures[route.spec.id] = err
         return previous
 
+    def passed_over(self, route: Route, err: GatewayError) -> None:
+        """Records a candidate refused before any upstream request (a budget it does not fit)."""
+        self._record(route.spec, err.code, err.reason, err.message, 0.0)
+        if self._passed_over is None:
+            self._passed_over = err
+
     def may_count_failure(self, provider: str) -> bool:
         """Whether a failure of this call may still count against `provider`'s circuit: a call
         weighs at most one failure, however often it is retried."""
@@ -242,7 +250,9 @@ class CallPlan:
     def exhausted(self) -> GatewayError:
         """The error to raise when every runnable candidate failed with a retryable error."""
         err = self._last_error
-        assert err is not None, "runnable() yields at least one route, and each failure is recorded"
+        if err is None:  # no candidate went upstream: each was refused by a budget
+            assert self._passed_over is not None, "runnable() yields at least one route, each recorded"
+            return self._passed_over
         err.metadata["attempts"] = "; ".join(f"{a.model} {a.code}" for a in self.routing.attempts)
         return err
 

@@ -14,6 +14,7 @@ import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Protocol
 
 from llm_gateway.domain.errors import GatewayError
@@ -61,6 +62,7 @@ class CallRecord:
     # contract's names, whichever door the call came through).
     operation: str = "Chat"
     duration: float = 0.0  # seconds from receipt to the end, on the monotonic clock
+    cost_alert_threshold: Decimal | None = None  # the call's own alert threshold, USD
 
     @property
     def is_chat(self) -> bool:
@@ -204,4 +206,5 @@ class CallTracker:
             attempts=attempts,
             operation=self.operation,
             duration=time.perf_counter() - self._received,
+            cost_alert_threshold=request.cost_alert_threshold if request is not None else None,
         )

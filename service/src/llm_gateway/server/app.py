@@ -16,6 +16,7 @@ from llm_gateway.catalog import Catalog
 from llm_gateway.config.schema import GatewayConfig
 from llm_gateway.providers import Provider
 from llm_gateway.runtime import Runtime, build_runtime
+from llm_gateway.server.budgets import BudgetServicer
 from llm_gateway.server.health import CircuitHealth
 from llm_gateway.server.interceptors import (
     AuthStep,
@@ -30,6 +31,8 @@ from llm_gateway.server.reflection import enable_reflection
 from llm_gateway.server.servicer import GatewayServicer
 from llm_gateway.server.usage import UsageServicer
 from llmgateway.v1 import (
+    budget_service_pb2,
+    budget_service_pb2_grpc,
     gateway_service_pb2,
     gateway_service_pb2_grpc,
     usage_service_pb2,
@@ -38,6 +41,7 @@ from llmgateway.v1 import (
 
 SERVICE_NAME = gateway_service_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
 USAGE_SERVICE_NAME = usage_service_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name
+BUDGET_SERVICE_NAME = budget_service_pb2.DESCRIPTOR.services_by_name["BudgetService"].full_name
 _log = logging.getLogger("llm_gateway.server")
 
 
@@ -136,10 +140,17 @@ async def create_server(
     usage_service_pb2_grpc.add_UsageServiceServicer_to_server(
         UsageServicer(ledger.queries if ledger is not None else None), server
     )
+    budget_service_pb2_grpc.add_BudgetServiceServicer_to_server(BudgetServicer(runtime.budgets), server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     enable_reflection(
-        server, [SERVICE_NAME, USAGE_SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+        server,
+        [
+            SERVICE_NAME,
+            USAGE_SERVICE_NAME,
+            BUDGET_SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        ],
     )
 
     host = config.server.host if host is None else host

@@ -99,6 +99,7 @@ def _chat_request(pb: chat_pb2.ChatRequest, wire: Violations) -> ChatRequest:
         generation=_generation(pb.generation),
         fallback_models=tuple(pb.fallback_models),
         max_cost=_budget(pb.max_cost, wire),
+        cost_alert_threshold=_budget(pb.cost_alert_threshold, wire, "cost_alert_threshold"),
         dry_run=pb.dry_run,
         caller=Caller(pb.caller.user, pb.caller.project, pb.caller.tenant, pb.caller.tracking_id),
         tags=_tags(pb, wire),
@@ -227,13 +228,13 @@ def _reasoning(pb: chat_pb2.ChatRequest, wire: Violations) -> Reasoning | None:
     return Reasoning(effort, budget)
 
 
-def _budget(text: str, wire: Violations) -> Decimal | None:
+def _budget(text: str, wire: Violations, name: str = "max_cost") -> Decimal | None:
     if not text:
         return None
     try:
         return Decimal(text)
     except InvalidOperation:
-        wire.add("max_cost", f"must be a decimal number of USD such as '0.05', got {text[:40]!r}")
+        wire.add(name, f"must be a decimal number of USD such as '0.05', got {text[:40]!r}")
         return None
 
 

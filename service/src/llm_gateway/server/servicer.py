@@ -11,12 +11,16 @@ from collections.abc import AsyncIterator, Collection
 from contextlib import aclosing
 from typing import TYPE_CHECKING
 
+from llm_gateway.budgets.counters import ZERO
+from llm_gateway.budgets.trailers import standing_headers
 from llm_gateway.domain.errors import Code, GatewayError, invalid_field
 from llm_gateway.domain.messages import ChatRequest
 from llm_gateway.domain.results import TextDelta, ToolCallDelta
 from llm_gateway.gateway import ChatOutcome, Gateway, StreamFinished, StreamStarted
+from llm_gateway.gateway.outcome import CallSummary
 from llm_gateway.gateway.record import ANONYMOUS
 from llm_gateway.gateway.scope import CallScope
+from llm_gateway.pricing import PricingStatus
 from llm_gateway.server import encode
 from llm_gateway.server.boundary import ErrorBoundary
 from llm_gateway.server.context import (
@@ -60,6 +64,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
             outcome = await self._gateway.chat(chat, _scope(context))
             reply = encode.chat_response(outcome)
             self._check_size(reply, outcome)
+            self._standing(context, outcome.header.id, outcome.summary)
             return reply
 
     async def ChatStream(  # noqa: N802
@@ -75,8 +80,10 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
             async with aclosing(stream):
                 async for event in stream:
                     if isinstance(event, StreamStarted):
+                        call_id = event.header.id
                         yield encode.stream_start(event.header)
                     elif isinstance(event, StreamFinished):
+                        self._standing(context, call_id, event.summary)
                         yield encode.stream_finish(event.summary, event.dry_run)
                     else:
                         for piece in split_delta(event, self._max_piece):
@@ -148,6 +155,18 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
                 next_page_token=_page_token(end, fingerprint) if end < len(models) else "",
                 total_size=len(models),
             )
+
+    def _standing(self, context: Context, call_id: str, summary: CallSummary) -> None:
+        """Adds where the call leaves its budgets and its key's quotas to the trailing metadata."""
+        keeper = self._gateway.budgets
+        held = keeper.reservation(call_id) if keeper is not None else None
+        if keeper is None or held is None:
+            return
+        usage, cost = summary.usage, summary.cost
+        spent = cost.total if cost.status is PricingStatus.PRICED else ZERO
+        tokens = usage.prompt_tokens + usage.completion_tokens
+        headers = standing_headers(held, spent, tokens, keeper.now())
+        context.set_trailing_metadata((*(context.trailing_metadata() or ()), *headers))
 
     def _check_size(self, reply: chat_pb2.ChatResponse, outcome: ChatOutcome) -> None:
         """Refuses a reply over the send limit with a status of the gateway's own: the provider

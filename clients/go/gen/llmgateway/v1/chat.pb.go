@@ -435,8 +435,11 @@ type ChatRequest struct {
 	Reasoning *ReasoningConfig `protobuf:"bytes,14,opt,name=reasoning,proto3" json:"reasoning,omitempty"`
 	// What happens to a setting the serving model cannot honour. Unset means STRICT.
 	UnsupportedParameters UnsupportedParameterPolicy `protobuf:"varint,15,opt,name=unsupported_parameters,json=unsupportedParameters,proto3,enum=llmgateway.v1.UnsupportedParameterPolicy" json:"unsupported_parameters,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// Raise a `cost_alert` (log, ledger, webhooks) when this call ends up costing more than this
+	// many USD, as a decimal string like `max_cost`. The call itself is not stopped.
+	CostAlertThreshold string `protobuf:"bytes,16,opt,name=cost_alert_threshold,json=costAlertThreshold,proto3" json:"cost_alert_threshold,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *ChatRequest) Reset() {
@@ -572,6 +575,13 @@ func (x *ChatRequest) GetUnsupportedParameters() UnsupportedParameterPolicy {
 		return x.UnsupportedParameters
 	}
 	return UnsupportedParameterPolicy_UNSUPPORTED_PARAMETER_POLICY_UNSPECIFIED
+}
+
+func (x *ChatRequest) GetCostAlertThreshold() string {
+	if x != nil {
+		return x.CostAlertThreshold
+	}
+	return ""
 }
 
 // Reasoning settings. Set `effort`, `budget_tokens`, or both (providers that take a budget use
@@ -1323,7 +1333,7 @@ const file_llmgateway_v1_chat_proto_rawDesc = "" +
 	"\aproject\x18\x02 \x01(\tR\aproject\x12\x16\n" +
 	"\x06tenant\x18\x03 \x01(\tR\x06tenant\x12\x1f\n" +
 	"\vtracking_id\x18\x04 \x01(\tR\n" +
-	"trackingId\"\xf4\a\n" +
+	"trackingId\"\xa6\b\n" +
 	"\vChatRequest\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x122\n" +
 	"\bmessages\x18\x02 \x03(\v2\x16.llmgateway.v1.MessageR\bmessages\x12)\n" +
@@ -1343,7 +1353,8 @@ const file_llmgateway_v1_chat_proto_rawDesc = "" +
 	"\x04tags\x18\f \x03(\v2$.llmgateway.v1.ChatRequest.TagsEntryR\x04tags\x12Z\n" +
 	"\x10provider_options\x18\r \x03(\v2/.llmgateway.v1.ChatRequest.ProviderOptionsEntryR\x0fproviderOptions\x12<\n" +
 	"\treasoning\x18\x0e \x01(\v2\x1e.llmgateway.v1.ReasoningConfigR\treasoning\x12`\n" +
-	"\x16unsupported_parameters\x18\x0f \x01(\x0e2).llmgateway.v1.UnsupportedParameterPolicyR\x15unsupportedParameters\x1a7\n" +
+	"\x16unsupported_parameters\x18\x0f \x01(\x0e2).llmgateway.v1.UnsupportedParameterPolicyR\x15unsupportedParameters\x120\n" +
+	"\x14cost_alert_threshold\x18\x10 \x01(\tR\x12costAlertThreshold\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a[\n" +

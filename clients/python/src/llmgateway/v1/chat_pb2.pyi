@@ -308,6 +308,7 @@ class ChatRequest(_message.Message):
     PROVIDER_OPTIONS_FIELD_NUMBER: _builtins.int
     REASONING_FIELD_NUMBER: _builtins.int
     UNSUPPORTED_PARAMETERS_FIELD_NUMBER: _builtins.int
+    COST_ALERT_THRESHOLD_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """The model: "provider:model" (for example "openai:gpt-4o-mini"), a configured alias, or "auto"
     to let the gateway choose. Required. See `ListModels`.
@@ -324,6 +325,10 @@ class ChatRequest(_message.Message):
     """Return the cost estimate as the reply without calling the provider."""
     unsupported_parameters: Global___UnsupportedParameterPolicy.ValueType
     """What happens to a setting the serving model cannot honour. Unset means STRICT."""
+    cost_alert_threshold: _builtins.str
+    """Raise a `cost_alert` (log, ledger, webhooks) when this call ends up costing more than this
+    many USD, as a decimal string like `max_cost`. The call itself is not stopped.
+    """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[_content_pb2.Message]:
         """The conversation, oldest first. Required: at least one message."""
@@ -389,10 +394,11 @@ class ChatRequest(_message.Message):
         provider_options: _abc.Mapping[_builtins.str, _struct_pb2.Struct] | None = ...,
         reasoning: Global___ReasoningConfig | None = ...,
         unsupported_parameters: Global___UnsupportedParameterPolicy.ValueType = ...,
+        cost_alert_threshold: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls", "caller", b"caller", "generation", b"generation", "parallel_tool_calls", b"parallel_tool_calls", "reasoning", b"reasoning", "response_format", b"response_format", "tool_choice", b"tool_choice"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls", "caller", b"caller", "dry_run", b"dry_run", "fallback_models", b"fallback_models", "generation", b"generation", "max_cost", b"max_cost", "messages", b"messages", "model", b"model", "parallel_tool_calls", b"parallel_tool_calls", "provider_options", b"provider_options", "reasoning", b"reasoning", "response_format", b"response_format", "tags", b"tags", "tool_choice", b"tool_choice", "tools", b"tools", "unsupported_parameters", b"unsupported_parameters"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls", "caller", b"caller", "cost_alert_threshold", b"cost_alert_threshold", "dry_run", b"dry_run", "fallback_models", b"fallback_models", "generation", b"generation", "max_cost", b"max_cost", "messages", b"messages", "model", b"model", "parallel_tool_calls", b"parallel_tool_calls", "provider_options", b"provider_options", "reasoning", b"reasoning", "response_format", b"response_format", "tags", b"tags", "tool_choice", b"tool_choice", "tools", b"tools", "unsupported_parameters", b"unsupported_parameters"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__parallel_tool_calls: _TypeAlias = _typing.Literal["parallel_tool_calls"]  # noqa: Y015
     _WhichOneofArgType__parallel_tool_calls: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls"]  # noqa: Y015

@@ -1,0 +1,418 @@
+"""The budgets of one gateway process: which apply to a call, its reservation before the first
+upstream request, its settlement after the call ends (as a call observer), the alerts that raises,
+and the webhook sender that delivers them.
+
+A reservation is made in the shared store before the call goes upstream (the caller waits for it);
+a settlement is queued and written in batches by a task of its own (the caller never waits for
+it). Budgets created through the API are read back by every worker every `refresh_interval`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from llm_gateway.budgets.counters import ZERO, BudgetRefusedError, Charge, Hold, Spend, Standing
+from llm_gateway.budgets.model import Alert, Budget, Quota, budget_alert, call_alert, rfc3339
+from llm_gateway.budgets.periods import Period, window
+from llm_gateway.budgets.store import BudgetStore, Rebuilt
+from llm_gateway.budgets.webhooks import WebhookSender
+from llm_gateway.config.schema import ApiKeyConfig, BudgetsConfig
+from llm_gateway.domain.errors import Code, GatewayError
+from llm_gateway.domain.messages import Caller
+from llm_gateway.domain.principal import Principal
+from llm_gateway.gateway.record import CallRecord
+from llm_gateway.pricing import PricingStatus, format_decimal
+
+_log = logging.getLogger("llm_gateway.budgets")
+
+# Settlements written per transaction.
+_BATCH = 500
+# A settlement that cannot be written now is retried after this long (doubling up to the maximum).
+_RETRY, _MAX_RETRY = 0.2, 5.0
+# Start-up tries this many times to set the tables up before leaving it to the refresh loop.
+_START_TRIES = 5
+# Shutdown waits this long for the queued settlements to be written.
+_CLOSE_WAIT = 5.0
+
+
+@dataclass(slots=True)
+class Reservation:
+    """What a call holds: the budgets and quotas it counts against (in the windows current when it
+    started), and the amounts reserved against them."""
+
+    budgets: list[tuple[Budget, Charge]]
+    quotas: list[tuple[Quota, Charge]]
+    cost: Decimal  # USD held against each budget
+    tokens: int  # tokens held against each token quota
+    standings: list[Standing] = field(default_factory=list)  # after the last reservation
+
+    def holds(self) -> list[Hold]:
+        return [Hold(charge, self.cost) for _, charge in self.budgets] + [
+            Hold(charge, Decimal(1 if quota.what == "requests" else self.tokens))
+            for quota, charge in self.quotas
+        ]
+
+    def settled(self, cost: Decimal, tokens: int) -> list[Hold]:
+        return [Hold(charge, cost) for _, charge in self.budgets] + [
+            Hold(charge, Decimal(1 if quota.what == "requests" else tokens)) for quota, charge in self.quotas
+        ]
+
+
+class BudgetKeeper:
+    def __init__(
+        self,
+        config: BudgetsConfig,
+        keys: Sequence[ApiKeyConfig],
+        store: BudgetStore,
+        webhooks: Sequence[str] = (),
+        sender: WebhookSender | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.zone = ZoneInfo(config.time_zone)
+        self.store = store
+        self.sender = sender
+        self._webhooks = tuple(webhooks)
+        self.clock = clock
+        self._configured = [Budget.from_config(b) for b in config.limits]
+        self._budgets: tuple[Budget, ...] = tuple(self._configured)
+        self._quotas: dict[str, tuple[Quota, ...]] = {
+            key.name: tuple(
+                Quota(key.name, what, Period(per), limit) for what, per, limit in key.quota.limits()
+            )
+            for key in keys
+            if key.quota is not None and key.quota.limits()
+        }
+        self._held: dict[str, Reservation] = {}
+        self._pending: deque[tuple[str, list[Hold], Alert | None]] = deque()
+        self._wake = asyncio.Event()
+        self._settled = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+        self._migrated = False
+
+    # -- which budgets apply ------------------------------------------------------------------
+
+    @property
+    def budgets(self) -> tuple[Budget, ...]:
+        """Every budget in force: from config, then those created through the API."""
+        return self._budgets
+
+    def find(self, budget_id: str) -> Budget | None:
+        return next((b for b in self._budgets if b.id == budget_id), None)
+
+    def quotas(self, key: str) -> tuple[Quota, ...]:
+        return self._quotas.get(key, ())
+
+    def covering(self, principal: Principal, caller: Caller, tags: Mapping[str, str]) -> list[Budget]:
+        return [b for b in self._budgets if b.scope.covers(principal, caller, tags)]
+
+    def applies(self, principal: Principal, caller: Caller, tags: Mapping[str, str]) -> bool:
+        """Whether a call must reserve (cheap: most calls of most gateways have nothing to hold)."""
+        if not self._budgets and not self._quotas:
+            return False
+        return principal.key in self._quotas or any(
+            b.scope.covers(principal, caller, tags) for b in self._budgets
+        )
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
+
+    # -- reserving ----------------------------------------------------------------------------
+
+    async def reserve(
+        self,
+        call_id: str,
+        principal: Principal,
+        caller: Caller,
+        tags: Mapping[str, str],
+        *,
+        model: str,
+        cost: Decimal | None,
+        tokens: int,
+    ) -> Reservation | None:
+        """Reserves `cost` (USD, the call's worst case on `model`; None for an unknown price) against
+        every budget covering the call, and one request and `tokens` against the key's quotas; again
+        for a dearer fallback (only when it needs more than is held). Raises the refusal when one
+        does not fit; None when nothing applies."""
+        held = self._held.get(call_id)
+        if held is None:
+            now = self.now()
+            budgets = [(b, b.charge(self.zone, now)) for b in self.covering(principal, caller, tags)]
+            quotas = [
+                (q, Charge(q.id, Decimal(q.limit), window(q.period, self.zone, now)))
+                for q in self.quotas(principal.key)
+            ]
+            if not budgets and not quotas:
+                return None
+            held = Reservation(budgets, quotas, ZERO, 0)
+        elif (cost is None or cost <= held.cost) and tokens <= held.tokens:
+            return held
+        if cost is None:
+            if held.budgets and self.config.unknown_prices == "refuse":
+                raise _price_unknown(model, held.budgets[0][0])
+            cost = ZERO
+        wanted = Reservation(held.budgets, held.quotas, max(cost, held.cost), max(tokens, held.tokens))
+        now = self.now()
+        try:
+            wanted.standings = await self.store.reserve(
+                call_id,
+                wanted.holds(),
+                now=now,
+                expires_at=now + timedelta(seconds=self.config.reservation_ttl),
+            )
+        except BudgetRefusedError as refused:
+            raise self._refusal(refused, wanted, model, now) from None
+        except Exception as exc:  # the database: fail closed, a budget that cannot be checked holds
+            _log.error(
+                {"event": "budget_reserve_failed", "error": type(exc).__name__, "detail": str(exc)[:200]}
+            )
+            raise GatewayError(
+                "the budget store cannot be reached, so this call's budgets cannot be checked; retry shortly",
+                code=Code.UNAVAILABLE,
+                reason="BUDGET_STORE_UNAVAILABLE",
+            ) from None
+        self._held[call_id] = wanted
+        return wanted
+
+    def _refusal(
+        self, refused: BudgetRefusedError, wanted: Reservation, model: str, now: datetime
+    ) -> GatewayError:
+        standing, amount = refused.standing, refused.amount
+        charge = standing.charge
+        quota = next((q for q, c in wanted.quotas if c.budget_id == charge.budget_id), None)
+        resets = charge.window.end
+        if quota is not None:
+            wait = max((resets - now).total_seconds(), 0.0)
+            return GatewayError(
+                f"key {quota.key!r} is over its quota of {quota.limit} {quota.what} "
+                f"per {quota.period.value}: "
+                f"{_count(standing.spent)} used and {_count(standing.reserved)} held by calls in flight; "
+                f"this call needs {_count(amount)}; it resets at {rfc3339(resets)}",
+                code=Code.RESOURCE_EXHAUSTED,
+                reason="KEY_QUOTA_EXCEEDED",
+                metadata={
+                    "key": quota.key,
+                    "quota": f"{quota.what}_per_{quota.period.value}",
+                    "limit": str(quota.limit),
+                    "used": _count(standing.spent),
+                    "reserved": _count(standing.reserved),
+                    "requested": _count(amount),
+                    "resets_at": rfc3339(resets),
+                },
+                retry_after=wait,
+            )
+        budget = next(b for b, c in wanted.budgets if c.budget_id == charge.budget_id)
+        metadata = {
+            "budget_id": budget.id,
+            "scope": str(budget.scope),
+            "limit_usd": format_decimal(budget.limit),
+            "spent_usd": format_decimal(standing.spent),
+            "reserved_usd": format_decimal(standing.reserved),
+            "remaining_usd": format_decimal(standing.remaining),
+            "requested_usd": format_decimal(amount),
+            "period": budget.period.value,
+            "model": model,
+        }
+        resets_text = "never (no period)"
+        if budget.period is not Period.NONE:
+            metadata["resets_at"] = resets_text = rfc3339(resets)
+        return GatewayError(
+            f"budget {budget.id!r} ({budget.scope}) cannot hold this call: its worst case on {model} is "
+            f"{format_decimal(amount)} USD and {format_decimal(standing.remaining)} of "
+            f"{format_decimal(budget.limit)} USD remain this {budget.period.value} "
+            f"({format_decimal(standing.spent)} spent, {format_decimal(standing.reserved)} reserved by calls "
+            f"in flight); it resets {resets_text}. Lower max_tokens, choose a cheaper model, or raise "
+            "the budget",
+            code=Code.RESOURCE_EXHAUSTED,
+            reason="BUDGET_EXHAUSTED",
+            metadata=metadata,
+        )
+
+    def reservation(self, call_id: str) -> Reservation | None:
+        return self._held.get(call_id)
+
+    # -- settling (a call observer) -------------------------------------------------------------
+
+    def call_ended(self, record: CallRecord) -> None:
+        held = self._held.pop(record.id, None)
+        cost = _cost(record)
+        alert = None
+        threshold = record.cost_alert_threshold
+        if threshold is not None and cost > threshold:
+            alert = call_alert(record.id, record.caller, record.principal.key, cost, threshold, self.clock())
+        if held is None and alert is None:
+            return
+        usage = record.usage
+        tokens = usage.prompt_tokens + usage.completion_tokens if usage is not None else 0
+        self._pending.append((record.id, held.settled(cost, tokens) if held else [], alert))
+        self._wake.set()
+
+    async def flush(self) -> None:
+        """Returns once every settlement queued so far is written (or the keeper is closing)."""
+        while self._pending and not self._closing:
+            self._settled.clear()
+            self._wake.set()
+            await self._settled.wait()
+
+    async def _settle_forever(self) -> None:
+        delay = _RETRY
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch = [self._pending.popleft() for _ in range(min(_BATCH, len(self._pending)))]
+                try:
+                    raised = await self.store.settle(
+                        [(call_id, holds) for call_id, holds, _ in batch],
+                        self._alerts_of,
+                        [alert for _, _, alert in batch if alert is not None],
+                        self._webhooks,
+                    )
+                except asyncio.CancelledError:
+                    self._pending.extendleft(reversed(batch))
+                    raise
+                except Exception as exc:
+                    self._pending.extendleft(reversed(batch))
+                    _log.warning(
+                        {
+                            "event": "budget_settle_failed",
+                            "calls": len(batch),
+                            "error": type(exc).__name__,
+                            "retry_in": delay,
+                        }
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, _MAX_RETRY)
+                    continue
+                delay = _RETRY
+                for alert in raised:
+                    _log.warning({"event": "cost_alert", **alert.payload})
+                if raised and self.sender is not None:
+                    self.sender.wake()
+            self._settled.set()
+
+    def _alerts_of(self, spends: list[Spend]) -> list[Alert]:
+        now = self.clock()
+        alerts: list[Alert] = []
+        for spend in spends:
+            budget = self.find(spend.charge.budget_id)
+            if budget is None:
+                continue  # a quota, or a budget deleted meanwhile
+            alerts.extend(
+                budget_alert(budget, spend.charge.window, t, spend.after, now) for t in budget.crossed(spend)
+            )
+        return alerts
+
+    # -- budgets created through the API --------------------------------------------------------
+
+    async def refresh(self) -> None:
+        """Reads the budgets created through the API (config ids take precedence)."""
+        stored = await self.store.budgets()
+        configured = {b.id for b in self._configured}
+        self._budgets = (*self._configured, *(b for b in stored if b.id not in configured))
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.refresh_interval)
+            try:
+                if not self._migrated:
+                    await self.store.migrate()
+                    self._migrated = True
+                await self.refresh()
+            except Exception as exc:
+                _log.warning({"event": "budget_refresh_failed", "error": type(exc).__name__})
+
+    async def standings(self, budgets: Sequence[Budget]) -> list[Standing]:
+        now = self.now()
+        return await self.store.standings([b.charge(self.zone, now) for b in budgets], now=now)
+
+    async def rebuild(self) -> list[Rebuilt]:
+        """Sets every budget's and quota's current window to what the ledger's calls add up to."""
+        now = self.now()
+        return await self.store.rebuild(
+            [(b, b.charge(self.zone, now)) for b in self._budgets],
+            [
+                (q, Charge(q.id, Decimal(q.limit), window(q.period, self.zone, now)))
+                for quotas in self._quotas.values()
+                for q in quotas
+            ],
+        )
+
+    # -- life cycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Creates the tables and reads the stored budgets; a database that is down now is retried
+        by the refresh loop (config budgets hold meanwhile, their reservations failing closed)."""
+        for attempt in range(_START_TRIES):
+            try:
+                await self.store.migrate()
+                self._migrated = True
+                await self.refresh()
+                break
+            except Exception as exc:
+                # Several workers setting up one new SQLite file at once can find it locked.
+                if attempt + 1 < _START_TRIES:
+                    await asyncio.sleep(_RETRY)
+                    continue
+                _log.error(
+                    {
+                        "event": "budget_store_unavailable",
+                        "error": type(exc).__name__,
+                        "detail": str(exc)[:200],
+                    }
+                )
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._settle_forever(), name="budget-settle"),
+            loop.create_task(self._refresh_forever(), name="budget-refresh"),
+        ]
+        if self.sender is not None:
+            self.sender.start()
+
+    async def close(self) -> None:
+        """Writes the settlements still queued (for at most `_CLOSE_WAIT` seconds), then stops."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_CLOSE_WAIT):
+                await self.flush()
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._pending:
+            _log.error({"event": "budget_settlements_lost", "calls": len(self._pending)})
+        if self.sender is not None:
+            await self.sender.close()
+        await self.store.close()
+
+
+def _cost(record: CallRecord) -> Decimal:
+    cost = record.cost
+    if cost is None or cost.status is not PricingStatus.PRICED:
+        return ZERO  # nothing produced, free, or an unknown price let through
+    return cost.total
+
+
+def _count(amount: Decimal) -> str:
+    return format_decimal(amount)
+
+
+def _price_unknown(model: str, budget: Budget) -> GatewayError:
+    return GatewayError(
+        f"{model} has no known price, so budget {budget.id!r} ({budget.scope}) cannot hold the call; "
+        'configure a price for the model, or set budgets.unknown_prices = "allow"',
+        code=Code.FAILED_PRECONDITION,
+        reason="PRICE_UNKNOWN",
+        metadata={"model": model, "budget_id": budget.id, "scope": str(budget.scope)},
+    )
