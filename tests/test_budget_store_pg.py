@@ -189,6 +189,8 @@ async def test_two_senders_never_claim_the_same_item(url: str) -> None:
     try:
         await stores[0].migrate()
         await stores[0].settle([], none_raised, [alert() for _ in range(60)], ["a", "b", "c"])
+        # Both pools connected first (nothing is due at 0), so neither sender starts late.
+        assert await asyncio.gather(*(s.claim(0.0, 1, 60.0) for s in stores)) == [[], []]
         claims: list[list[int]] = [[], []]
 
         async def sender(n: int) -> None:

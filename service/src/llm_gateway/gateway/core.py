@@ -200,7 +200,7 @@ class Gateway:
         for route in plan.runnable():
             spec, guard = route.spec, self._guards[route.spec.provider]
             provider = self._providers[spec.provider]
-            if self.budgets is not None and not await self._hold(plan, route):
+            if self._must_hold(plan) and not await self._hold(plan, route):
                 continue
             for retries in itertools.count():
                 call = plan.begin_attempt(spec)
@@ -214,6 +214,11 @@ class Gateway:
                 return route, answer
         raise plan.exhausted()
 
+    def _must_hold(self, plan: CallPlan) -> bool:
+        """Whether a budget or quota applies to the call (most calls: none, and no await)."""
+        keeper, request = self.budgets, plan.request
+        return keeper is not None and keeper.applies(plan.principal, request.caller, request.tags)
+
     async def _hold(self, plan: CallPlan, route: Route) -> bool:
         """Reserves the call's worst case on `route` against the budgets and quotas that apply, before
         its first upstream request (again for a dearer fallback). A candidate that does not fit is
@@ -221,8 +226,6 @@ class Gateway:
         ends the call: another candidate would not fit either."""
         keeper, request = self.budgets, plan.request
         assert keeper is not None
-        if not keeper.applies(plan.principal, request.caller, request.tags):
-            return True
         spec = route.spec
         await plan.count_prompts([spec])
         est = plan.estimate(spec)
