@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -35,7 +37,7 @@ from tests.conftest import (
     running_gateway,
     violated_fields,
 )
-from tests.fakes.openai import FakeOpenAI, Reply, completion, usage
+from tests.fakes.openai import FakeOpenAI, Reply, completion, text_chunks, usage
 
 ADMIN, TEAM = "admin-key-0123456789", "team-key-0123456789"
 KEYS = f"""
@@ -468,3 +470,72 @@ async def test_without_a_ledger_budget_service_says_so() -> None:
             await budgets(gw).ListBudgets(budget_service_pb2.ListBudgetsRequest())
         details = error_details(off.value)
         assert (details.code, details.info.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "LEDGER_DISABLED")
+
+
+async def test_the_counters_can_be_rebuilt_from_the_ledger() -> None:
+    async with running_gateway(KEYS + PROJECT_BUDGET + QUOTA) as gw:
+        costs = [
+            Decimal((await gw.stub.Chat(alpha_call(), metadata=as_key(TEAM))).cost.total) for _ in range(3)
+        ]
+        tier = [
+            await gw.stub.Chat(chat("mock:echo"), metadata=as_key("tier-key-0123456789")) for _ in range(2)
+        ]
+        await keeper(gw).flush()
+        ledger = gw.server.runtime.ledger
+        assert ledger is not None
+        await ledger.writer.flush()
+        path = ledger.url.path
+        assert path is not None
+        with sqlite3.connect(path) as db:  # the counters lost (as if settlements never happened)
+            db.execute("DELETE FROM budget_spend")
+        assert Decimal((await get(gw, "alpha")).spent_usd) == 0
+        config = str(path.parent / "gateway.toml")
+        rebuilt = await llm_gateway_cli("budgets", "rebuild", "--config", config)
+        assert Decimal((await get(gw, "alpha")).spent_usd) == sum(costs)
+        assert "alpha: window from " in rebuilt
+        assert f"-> {sum(costs)}" in rebuilt
+        tokens = sum(r.usage.prompt_tokens + r.usage.completion_tokens for r in tier)
+        assert "quota:tier:requests:hour: window from" in rebuilt
+        assert f"-> {tokens}" in rebuilt
+        listed = await llm_gateway_cli("budgets", "list", "--config", config)
+        assert f"alpha (project:alpha, config): {sum(costs)} spent, 0 reserved of 0.01 USD per day" in listed
+        assert "quota:tier:requests:hour: 2 used, 0 reserved of 3" in listed
+
+
+async def llm_gateway_cli(*args: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "llm_gateway",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def test_a_stream_the_upstream_cuts_short_settles_at_what_it_produced(fake_openai: FakeOpenAI) -> None:
+    pieces = [f" piece{i}" for i in range(20)]
+    fake_openai.script(Reply(sse=text_chunks(pieces, usage(12, 20))[:12], end_early=True))
+    async with running_gateway(KEYS + PROJECT_BUDGET + openai_toml(fake_openai.base_url)) as gw:
+        request = chat("openai:gpt-4o-mini", caller=chat_pb2.CallerMetadata(project="alpha"))
+        call = gw.stub.ChatStream(chat_pb2.ChatStreamRequest(request=request), metadata=as_key(TEAM))
+        start = await read_event(call)
+        assert start is not None
+        with pytest.raises(grpc.aio.AioRpcError) as cut:
+            await drain(call)
+        details = error_details(cut.value)
+        assert details.info.reason == "UPSTREAM_STREAM_INTERRUPTED"
+        told = Decimal(details.info.metadata["cost"])
+        assert told > 0
+        assert await cost_of(gw, start.start.id) == told
+        settled = await get(gw, "alpha")
+        assert (Decimal(settled.spent_usd), Decimal(settled.reserved_usd)) == (told, Decimal(0))
+
+
+async def drain(call: object) -> None:
+    """Reads a stream's events to its end."""
+    while await read_event(call) is not None:
+        pass

@@ -37,7 +37,7 @@ from llmgateway.v1 import (
     chat_pb2,
     gateway_service_pb2_grpc,
 )
-from tests.conftest import chat, error_details, gateway_process
+from tests.conftest import chat, error_details, gateway_process, read_event
 from tests.ledger_traffic import own_channel
 
 ADMIN = "admin-key-0123456789"
@@ -292,7 +292,8 @@ async def test_a_killed_workers_reservation_expires(tmp_path: Path) -> None:
         worst = await worst_case(stub)
         budgets = await create_budget(channel, worst * Decimal("1.5"), [])
         stream = stub.ChatStream(chat_pb2.ChatStreamRequest(request=load_call(1)), metadata=admin())
-        first = await stream.read()
+        first = await read_event(stream)
+        assert first is not None
         assert first.HasField("start")
         held = await budgets.GetBudget(budget_service_pb2.GetBudgetRequest(id="load"), metadata=admin())
         assert Decimal(held.reserved_usd) == worst

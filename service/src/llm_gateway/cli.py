@@ -1,4 +1,4 @@
-"""The `llm-gateway` command: serve, check-config, health, hash-key, ledger, usage."""
+"""The `llm-gateway` command: serve, check-config, health, hash-key, ledger, budgets, usage."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from llm_gateway import usage_cli
+from llm_gateway.budgets_cli import add_budget_commands, run_budget_command
 from llm_gateway.config import ConfigError, GatewayConfig, load_config
 from llm_gateway.ledger_cli import add_ledger_commands, run_ledger_command
 from llm_gateway.logs import configure_logging
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
     commands.add_parser("hash-key", help="print the SHA-256 digest of a key read from stdin")
     add_ledger_commands(commands, _config_argument)
+    add_budget_commands(commands, _config_argument)
     usage_cli.add_parser(commands)
 
     args = parser.parse_args(argv)
@@ -66,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "ledger":
         configure_logging(config.logging.level)
         return run_ledger_command(args, config)
+    if args.command == "budgets":
+        configure_logging(config.logging.level)
+        return run_budget_command(args, config)
     configure_logging(config.logging.level)
     workers = config.server.workers if args.workers is None else args.workers
     if workers < 1:

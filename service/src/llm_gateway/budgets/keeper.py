@@ -336,16 +336,24 @@ class BudgetKeeper:
         now = self.now()
         return await self.store.standings([b.charge(self.zone, now) for b in budgets], now=now)
 
+    def _quota_charges(self) -> list[tuple[Quota, Charge]]:
+        now = self.now()
+        return [
+            (q, Charge(q.id, Decimal(q.limit), window(q.period, self.zone, now)))
+            for quotas in self._quotas.values()
+            for q in quotas
+        ]
+
+    async def quota_standings(self) -> list[tuple[Quota, Standing]]:
+        charges = self._quota_charges()
+        found = await self.store.standings([c for _, c in charges], now=self.now())
+        return [(q, s) for (q, _), s in zip(charges, found, strict=True)]
+
     async def rebuild(self) -> list[Rebuilt]:
         """Sets every budget's and quota's current window to what the ledger's calls add up to."""
         now = self.now()
         return await self.store.rebuild(
-            [(b, b.charge(self.zone, now)) for b in self._budgets],
-            [
-                (q, Charge(q.id, Decimal(q.limit), window(q.period, self.zone, now)))
-                for quotas in self._quotas.values()
-                for q in quotas
-            ],
+            [(b, b.charge(self.zone, now)) for b in self._budgets], self._quota_charges()
         )
 
     # -- life cycle -------------------------------------------------------------------------------
