@@ -223,16 +223,16 @@ class BudgetKeeper:
             "period": budget.period.value,
             "model": model,
         }
-        resets_text = "never (no period)"
+        per, until = "", "it never resets"
         if budget.period is not Period.NONE:
-            metadata["resets_at"] = resets_text = rfc3339(resets)
+            metadata["resets_at"] = rfc3339(resets)
+            per, until = f" per {budget.period.value}", f"until it resets at {metadata['resets_at']}"
         return GatewayError(
             f"budget {budget.id!r} ({budget.scope}) cannot hold this call: its worst case on {model} is "
-            f"{format_decimal(amount)} USD and {format_decimal(standing.remaining)} of "
-            f"{format_decimal(budget.limit)} USD remain this {budget.period.value} "
-            f"({format_decimal(standing.spent)} spent, {format_decimal(standing.reserved)} reserved by calls "
-            f"in flight); it resets {resets_text}. Lower max_tokens, choose a cheaper model, or raise "
-            "the budget",
+            f"{format_decimal(amount)} USD, and {format_decimal(standing.remaining)} of its "
+            f"{format_decimal(budget.limit)} USD{per} remain ({format_decimal(standing.spent)} spent, "
+            f"{format_decimal(standing.reserved)} held by calls in flight) {until}; lower max_tokens, "
+            "choose a cheaper model, or raise the budget",
             code=Code.RESOURCE_EXHAUSTED,
             reason="BUDGET_EXHAUSTED",
             metadata=metadata,
