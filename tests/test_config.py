@@ -172,3 +172,49 @@ def test_an_empty_azure_endpoint_is_unset(tmp_path: Path) -> None:
     azure = load_config(write(tmp_path, '[providers.azure]\nendpoint = ""\n'), {}).providers["azure"]
     assert isinstance(azure, AzureOpenAIProviderConfig)
     assert azure.endpoint is None
+
+
+def test_budgets_quotas_and_webhooks_are_validated_and_summarised(tmp_path: Path) -> None:
+    good = """
+[budgets]
+time_zone = "Europe/Paris"
+
+[[budgets.limits]]
+id = "search"
+scope = "project:search"
+limit_usd = "250.5"
+period = "month"
+thresholds = [80, 50]
+
+[[auth.keys]]
+name = "free-tier"
+key = "a-key-of-sixteen-chars"
+quota = { requests_per_hour = 100, tokens_per_hour = 50000 }
+
+[[webhooks]]
+name = "finops"
+url = "https://hooks.example.com/t/TOKEN-123"
+secret = "whsec-0123456789abcdef"
+"""
+    ok = run_cli("check-config", "--config", str(write(tmp_path, good)))
+    assert ok.returncode == 0, ok.stderr
+    assert "budget search: project:search, 250.5 USD per month (Europe/Paris), 50%, 80%" in ok.stdout
+    assert "quota of key free-tier: 100 requests per hour, 50000 tokens per hour" in ok.stdout
+    assert "webhook finops: cost_alert" in ok.stdout
+    assert "TOKEN-123" not in ok.stdout
+    assert "whsec" not in ok.stdout
+    for bad, where in [
+        ('[[budgets.limits]]\nid = "x"\nscope = "team:x"\nlimit_usd = "1"\n', "budgets.limits.0.scope"),
+        ('[[budgets.limits]]\nid = "x"\nscope = "gateway"\nlimit_usd = "-1"\n', "budgets.limits.0.limit_usd"),
+        ('[[budgets.limits]]\nid = "Bad Id"\nscope = "gateway"\nlimit_usd = "1"\n', "budgets.limits.0.id"),
+        ('[budgets]\ntime_zone = "Mars/Olympus"\n', "budgets.time_zone"),
+        ('[[webhooks]]\nname = "a"\nurl = "ftp://x"\nsecret = "0123456789abcdef"\n', "webhooks.0.url"),
+        ('[[webhooks]]\nname = "a"\nurl = "https://x"\nsecret = "short"\n', "webhooks.0.secret"),
+        (
+            '[ledger]\nenabled = false\n[[budgets.limits]]\nid = "x"\nscope = "gateway"\nlimit_usd = "1"\n',
+            "enable the ledger",
+        ),
+    ]:
+        refused = run_cli("check-config", "--config", str(write(tmp_path, bad)))
+        assert refused.returncode == 2, bad
+        assert where in refused.stderr, refused.stderr

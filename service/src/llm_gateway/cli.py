@@ -116,6 +116,18 @@ def _summarise(config: GatewayConfig) -> None:
         print(f"ledger: {redacted(config.ledger.url.get_secret_value())}")
     else:
         print("ledger: off")
+    for budget in config.budgets.limits:
+        thresholds = ", ".join(f"{t}%" for t in budget.thresholds) or "no alerts"
+        print(
+            f"budget {budget.id}: {budget.scope}, {budget.limit_usd} USD per {budget.period} "
+            f"({config.budgets.time_zone}), {thresholds}"
+        )
+    for key in config.auth.keys:
+        if key.quota is not None:
+            quotas = ", ".join(f"{limit} {what} per {per}" for what, per, limit in key.quota.limits())
+            print(f"quota of key {key.name}: {quotas}")
+    for hook in config.webhooks:  # the name only: the URL may carry a token
+        print(f"webhook {hook.name}: {', '.join(hook.events)}")
 
 
 def _worker(
