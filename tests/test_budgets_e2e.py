@@ -1,6 +1,8 @@
 """Budgets across real `llm-gateway serve` processes sharing the ledger's SQLite file, with alert
 webhooks received by a real HTTP server on loopback that checks every signature.
 
+On SQLite and on a real PostgreSQL server:
+
 1. 200 concurrent calls (unary and streamed) through two workers against a budget whose limit is
    50 calls' worst case: the settled spend is exactly what the served calls cost and never passes
    the limit, every refusal happened when spent + reserved + the call's worst case would have, and
@@ -39,6 +41,7 @@ from llmgateway.v1 import (
 )
 from tests.conftest import chat, error_details, gateway_process, read_event
 from tests.ledger_traffic import own_channel
+from tests.ledgers import backend_url  # noqa: F401 (a fixture)
 
 ADMIN = "admin-key-0123456789"
 SECRET = "whsec-0123456789abcdef"
@@ -92,11 +95,13 @@ def admin() -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {ADMIN}"),)
 
 
-def config(receiver_url: str, extra: str = "", ledger: Path | None = None) -> str:
-    """The gateway's config; with `ledger`, a ledger file that several gateway processes share in turn."""
-    shared = (
-        f'[ledger]\nurl = "sqlite:///{ledger}/ledger.db"\nspool_dir = "{ledger}/spool"\n' if ledger else ""
-    )
+def config(receiver_url: str, extra: str = "", ledger: Path | None = None, url: str = "") -> str:
+    """The gateway's config; with `ledger`, a ledger that several gateway processes share in turn
+    (at `url`, or a SQLite file in `ledger`)."""
+    shared = ""
+    if ledger is not None:
+        url = url or f"sqlite:///{ledger}/ledger.db"
+        shared = f'[ledger]\nurl = "{url}"\nspool_dir = "{ledger}/spool"\n'
     return (
         shared
         + f"""
@@ -192,10 +197,15 @@ async def one_call(stub: gateway_service_pb2_grpc.GatewayServiceAsyncStub, n: in
         return Outcome(refusal=dict(details.info.metadata))
 
 
-async def test_two_hundred_concurrent_calls_through_two_workers_never_overspend(tmp_path: Path) -> None:
+async def test_two_hundred_concurrent_calls_through_two_workers_never_overspend(
+    tmp_path: Path,
+    backend_url: str,  # noqa: F811
+) -> None:
     receiver = Receiver()
+    (tmp_path / "serve").mkdir()
     async with receiver.serving():
-        async with gateway_process(tmp_path, config(receiver.url), "--workers", "2") as gateway:
+        toml = config(receiver.url, ledger=tmp_path, url=backend_url)
+        async with gateway_process(tmp_path / "serve", toml, "--workers", "2") as gateway:
             channels = [own_channel(gateway.address) for _ in range(16)]
             try:
                 stubs = [gateway_service_pb2_grpc.GatewayServiceStub(c) for c in channels]
@@ -236,7 +246,8 @@ async def test_two_hundred_concurrent_calls_through_two_workers_never_overspend(
             assert (alert["budget_id"], alert["project_id"], alert["period"]) == ("load", "load", "month")
             assert Decimal(str(alert["threshold"])) <= Decimal(str(alert["current_cost"])) <= spent
     print(
-        f"\n{len(served)} served, {len(refusals)} refused; spent {spent} of {limit} "
+        f"\n{backend_url.partition(':')[0]}: {len(served)} served, {len(refusals)} refused; "
+        f"spent {spent} of {limit} "
         f"({spent / limit:.1%}); calls per worker {dict(workers)}"
     )
 
@@ -280,10 +291,10 @@ async def test_alerts_wait_in_the_outbox_for_a_receiver_that_is_down_and_survive
     assert receiver.bad_signatures == 0
 
 
-async def test_a_killed_workers_reservation_expires(tmp_path: Path) -> None:
-    toml = config("http://127.0.0.1:9/unused", "reservation_ttl = 5", ledger=tmp_path).replace(
-        "chunk_delay = 0.001", "chunk_delay = 0.5"
-    )
+async def test_a_killed_workers_reservation_expires(tmp_path: Path, backend_url: str) -> None:  # noqa: F811
+    toml = config(
+        "http://127.0.0.1:9/unused", "reservation_ttl = 5", ledger=tmp_path, url=backend_url
+    ).replace("chunk_delay = 0.001", "chunk_delay = 0.5")
     (tmp_path / "first").mkdir()
     (tmp_path / "second").mkdir()
     async with gateway_process(tmp_path / "first", toml) as gateway:
