@@ -37,7 +37,7 @@ from tests.conftest import (
     running_gateway,
     violated_fields,
 )
-from tests.fakes.openai import FakeOpenAI, Reply, completion, text_chunks, usage
+from tests.fakes.openai import FakeOpenAI, Reply, completion, error_body, text_chunks, usage
 
 ADMIN, TEAM = "admin-key-0123456789", "team-key-0123456789"
 KEYS = f"""
@@ -216,6 +216,22 @@ async def test_unknown_prices_are_refused_under_a_budget_unless_allowed(fake_ope
         assert (details.code, details.info.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "PRICE_UNKNOWN")
         assert details.info.metadata["budget_id"] == "alpha"
         assert fake_openai.requests == []
+        # A fallback to an unpriced model is passed over too, before any request to it.
+        fake_openai.script(Reply(status=503, json_body=error_body("Overloaded", "server_error")))
+        fallback = chat(
+            "openai:gpt-4o-mini",
+            caller=chat_pb2.CallerMetadata(project="alpha"),
+            fallback_models=["openai:some-unpriced-model"],
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await gw.stub.Chat(fallback, metadata=as_key(TEAM))
+        assert error_details(failed.value).info.reason == "UPSTREAM_UNAVAILABLE"
+        assert (
+            "openai:some-unpriced-model FAILED_PRECONDITION"
+            in error_details(failed.value).info.metadata["attempts"]
+        )
+        assert len(fake_openai.requests) == 1
+        fake_openai.requests.clear()
     allowed = PROJECT_BUDGET.replace(
         'time_zone = "Europe/Paris"', 'time_zone = "Europe/Paris"\nunknown_prices = "allow"'
     )

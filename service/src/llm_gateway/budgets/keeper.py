@@ -148,15 +148,12 @@ class BudgetKeeper:
         if held is None:
             now = self.now()
             budgets = [(b, b.charge(self.zone, now)) for b in self.covering(principal, caller, tags)]
-            quotas = [
-                (q, Charge(q.id, Decimal(q.limit), window(q.period, self.zone, now)))
-                for q in self.quotas(principal.key)
-            ]
+            quotas = [(q, self._quota_charge(q, now)) for q in self.quotas(principal.key)]
             if not budgets and not quotas:
                 return None
             held = Reservation(budgets, quotas, ZERO, 0)
-        elif (cost is None or cost <= held.cost) and tokens <= held.tokens:
-            return held
+        elif cost is not None and cost <= held.cost and tokens <= held.tokens:
+            return held  # a fallback no dearer than what is held
         if cost is None:
             if held.budgets and self.config.unknown_prices == "refuse":
                 raise _price_unknown(model, held.budgets[0][0])
@@ -336,13 +333,12 @@ class BudgetKeeper:
         now = self.now()
         return await self.store.standings([b.charge(self.zone, now) for b in budgets], now=now)
 
+    def _quota_charge(self, quota: Quota, now: datetime) -> Charge:
+        return Charge(quota.id, Decimal(quota.limit), window(quota.period, self.zone, now))
+
     def _quota_charges(self) -> list[tuple[Quota, Charge]]:
         now = self.now()
-        return [
-            (q, Charge(q.id, Decimal(q.limit), window(q.period, self.zone, now)))
-            for quotas in self._quotas.values()
-            for q in quotas
-        ]
+        return [(q, self._quota_charge(q, now)) for quotas in self._quotas.values() for q in quotas]
 
     async def quota_standings(self) -> list[tuple[Quota, Standing]]:
         charges = self._quota_charges()
