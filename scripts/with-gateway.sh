@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs a command against a live gateway: starts one on a free port with tests/configs/e2e.toml and
-# a fresh API key, exports LLM_GATEWAY_ADDR and LLM_GATEWAY_API_KEY, runs the command, then stops
+# fresh API keys, exports LLM_GATEWAY_ADDR, LLM_GATEWAY_API_KEY and LLM_GATEWAY_ADMIN_KEY (an admin
+# key, for BudgetService), runs the command, then stops
 # the gateway with SIGTERM and checks that it drained and exited 0.
 # Usage: scripts/with-gateway.sh <command> [args...]
 set -euo pipefail
@@ -8,6 +9,8 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 work=$(mktemp -d)
 export LLM_GATEWAY_API_KEY
 LLM_GATEWAY_API_KEY="e2e-$("$root/.venv/bin/python" -c 'import secrets; print(secrets.token_hex(16))')"
+export LLM_GATEWAY_ADMIN_KEY
+LLM_GATEWAY_ADMIN_KEY="e2e-admin-$("$root/.venv/bin/python" -c 'import secrets; print(secrets.token_hex(16))')"
 
 # The usage ledger lives with the run, not in the checkout.
 LLM_GATEWAY__LEDGER__URL="sqlite:///$work/ledger.db" LLM_GATEWAY__LEDGER__SPOOL_DIR="$work/spool" \

@@ -1,9 +1,9 @@
 // Package llmgateway is a small convenience layer over the generated LLM Gateway stubs in
 // github.com/llm-gateway/llm-gateway/clients/go/gen/llmgateway/v1.
 //
-// It opens a connection with an optional API key ([Dial]) that serves both of the gateway's
-// services ([Client] and [Client.Usage]), and reads the rich error details the gateway attaches to
-// every failed call ([ErrorInfo], [BadRequest], [RetryInfo]).
+// It opens a connection with an optional API key ([Dial]) that serves all of the gateway's
+// services ([Client], [Client.Usage] and [Client.Budgets]), and reads the rich error details the
+// gateway attaches to every failed call ([ErrorInfo], [BadRequest], [RetryInfo]).
 //
 // Money in the API is exact: every amount is a decimal string such as "0.000435". This package
 // never converts amounts to binary floating point; parse them with a decimal type (for example
@@ -23,13 +23,14 @@ import (
 
 // Client is a connection to an LLM Gateway. It embeds the generated
 // [llmgatewayv1.GatewayServiceClient], so Chat, ChatStream, EstimateCost and ListModels are called
-// on it directly; [Client.Usage] reads the usage ledger over the same connection. A Client is safe
-// for concurrent use; call Close when done.
+// on it directly; [Client.Usage] reads the usage ledger and [Client.Budgets] manages spend limits
+// over the same connection. A Client is safe for concurrent use; call Close when done.
 type Client struct {
 	llmgatewayv1.GatewayServiceClient
 
-	usage llmgatewayv1.UsageServiceClient
-	conn  *grpc.ClientConn
+	usage   llmgatewayv1.UsageServiceClient
+	budgets llmgatewayv1.BudgetServiceClient
+	conn    *grpc.ClientConn
 }
 
 // Option configures [Dial].
@@ -84,6 +85,7 @@ func Dial(target string, opts ...Option) (*Client, error) {
 	return &Client{
 		GatewayServiceClient: llmgatewayv1.NewGatewayServiceClient(conn),
 		usage:                llmgatewayv1.NewUsageServiceClient(conn),
+		budgets:              llmgatewayv1.NewBudgetServiceClient(conn),
 		conn:                 conn,
 	}, nil
 }
@@ -91,6 +93,12 @@ func Dial(target string, opts ...Option) (*Client, error) {
 // Usage returns the client of the gateway's UsageService (GetUsageSummary, ListUsageRecords) on the
 // same connection, with the same API key. A key that is not an admin key sees only its own calls.
 func (c *Client) Usage() llmgatewayv1.UsageServiceClient { return c.usage }
+
+// Budgets returns the client of the gateway's BudgetService (CreateBudget, GetBudget, ListBudgets,
+// UpdateBudget, DeleteBudget, ListBudgetAlerts) on the same connection, with the same API key. Only
+// an admin key may create, change or delete budgets; a key that is not an admin key sees only the
+// budgets of its own "key:" scope.
+func (c *Client) Budgets() llmgatewayv1.BudgetServiceClient { return c.budgets }
 
 // Conn returns the underlying connection, for use with other services on the same gateway (for
 // example grpc.health.v1.Health).

@@ -2,6 +2,8 @@ package llmgateway
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"math/big"
 	"os"
 	"slices"
@@ -202,5 +204,112 @@ func TestUsage(t *testing.T) {
 	violations := BadRequest(err).GetFieldViolations()
 	if !slices.ContainsFunc(violations, func(v *errdetails.BadRequest_FieldViolation) bool { return v.GetField() == "filter.start_time" }) {
 		t.Errorf("BadRequest violations = %v, want one for filter.start_time", violations)
+	}
+}
+
+// adminClient connects to the live gateway with a key that may create budgets: LLM_GATEWAY_ADMIN_KEY
+// when it is set, else c itself (an admin key, or no key on a gateway with authentication off, where
+// every caller is an admin). It reports whether the key came from LLM_GATEWAY_ADMIN_KEY.
+func adminClient(t *testing.T, c *Client) (*Client, bool) {
+	t.Helper()
+	if key := os.Getenv("LLM_GATEWAY_ADMIN_KEY"); key != "" {
+		return dial(t, WithAPIKey(key)), true
+	}
+	return c, false
+}
+
+func TestBudgets(t *testing.T) {
+	c := liveClient(t)
+	admin, _ := adminClient(t, c)
+	ctx := testContext(t)
+
+	// A budget of its own, for a project no other call names: 0.0001 USD a day, alert at 50 %.
+	suffix := make([]byte, 6)
+	if _, err := rand.Read(suffix); err != nil {
+		t.Fatalf("rand.Read: %v", err)
+	}
+	id := "go-test-" + hex.EncodeToString(suffix)
+	created, err := admin.Budgets().CreateBudget(ctx, &llmgatewayv1.CreateBudgetRequest{Budget: &llmgatewayv1.Budget{
+		Id:         id,
+		Scope:      "project:" + id,
+		LimitUsd:   "0.0001",
+		Period:     llmgatewayv1.BudgetPeriod_BUDGET_PERIOD_DAY,
+		Thresholds: []string{"50"},
+	}})
+	if err != nil {
+		t.Fatalf("CreateBudget: %v (ErrorInfo %v)", err, ErrorInfo(err))
+	}
+	deleted := false
+	t.Cleanup(func() {
+		if !deleted { // the test failed half-way: leave nothing behind
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			admin.Budgets().DeleteBudget(ctx, &llmgatewayv1.DeleteBudgetRequest{Id: id})
+		}
+	})
+	if created.GetId() != id || created.GetSpentUsd() != "0" || created.GetRemainingUsd() != "0.0001" ||
+		created.GetSource() != llmgatewayv1.BudgetSource_BUDGET_SOURCE_API {
+		t.Errorf("CreateBudget = %v, want id %s, spent 0, remaining 0.0001, source API", created, id)
+	}
+
+	// One call in the budget's project: its worst case (0.0000775) fits, and it costs 0.0000675.
+	maxTokens := int32(5)
+	req := &llmgatewayv1.ChatRequest{
+		Model: "mock:echo-large",
+		Messages: []*llmgatewayv1.Message{
+			{Role: llmgatewayv1.Role_ROLE_USER, Content: []*llmgatewayv1.Part{{Kind: &llmgatewayv1.Part_Text{Text: "Count this call"}}}},
+		},
+		Generation: &llmgatewayv1.GenerationConfig{MaxTokens: &maxTokens},
+		Caller:     &llmgatewayv1.CallerMetadata{Project: id},
+	}
+	var trailer metadata.MD
+	resp, err := c.Chat(ctx, req, grpc.Trailer(&trailer))
+	if err != nil {
+		t.Fatalf("Chat: %v (ErrorInfo %v)", err, ErrorInfo(err))
+	}
+	if resp.GetCost().GetTotal() != "0.0000675" {
+		t.Errorf("cost.total = %q, want 0.0000675", resp.GetCost().GetTotal())
+	}
+	if got := trailer.Get("x-budget-remaining-usd"); !slices.Equal(got, []string{"0.0000325"}) {
+		t.Errorf("x-budget-remaining-usd trailer = %q, want [0.0000325]", got)
+	}
+	if got := trailer.Get("x-budget-id"); !slices.Equal(got, []string{id}) {
+		t.Errorf("x-budget-id trailer = %q, want [%s]", got, id)
+	}
+
+	// The settlement is written in the background just after the reply: wait for the hold to go.
+	var budget *llmgatewayv1.Budget
+	for deadline := time.Now().Add(3 * time.Second); ; {
+		budget, err = admin.Budgets().GetBudget(ctx, &llmgatewayv1.GetBudgetRequest{Id: id})
+		if err != nil {
+			t.Fatalf("GetBudget: %v (ErrorInfo %v)", err, ErrorInfo(err))
+		}
+		if budget.GetReservedUsd() == "0" || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if budget.GetReservedUsd() != "0" || budget.GetSpentUsd() != "0.0000675" {
+		t.Fatalf("GetBudget after the call: spent %q, reserved %q; want 0.0000675 and 0 (within 3 s)",
+			budget.GetSpentUsd(), budget.GetReservedUsd())
+	}
+
+	// The same call again does not fit what is left: refused before anything is sent upstream.
+	_, err = c.Chat(ctx, req)
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("second Chat: err = %v, want code ResourceExhausted", err)
+	}
+	info := ErrorInfo(err)
+	if info.GetReason() != "BUDGET_EXHAUSTED" || info.GetDomain() != Domain || info.GetMetadata()["budget_id"] != id {
+		t.Errorf("ErrorInfo = %v, want reason BUDGET_EXHAUSTED, domain %s, budget_id %s", info, Domain, id)
+	}
+
+	if _, err := admin.Budgets().DeleteBudget(ctx, &llmgatewayv1.DeleteBudgetRequest{Id: id}); err != nil {
+		t.Fatalf("DeleteBudget: %v (ErrorInfo %v)", err, ErrorInfo(err))
+	}
+	deleted = true
+	_, err = admin.Budgets().GetBudget(ctx, &llmgatewayv1.GetBudgetRequest{Id: id})
+	if status.Code(err) != codes.NotFound || ErrorInfo(err).GetReason() != "BUDGET_NOT_FOUND" {
+		t.Errorf("GetBudget after DeleteBudget: err = %v, want NotFound / BUDGET_NOT_FOUND", err)
 	}
 }

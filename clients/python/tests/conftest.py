@@ -41,6 +41,13 @@ def api_key() -> str:
 
 
 @pytest.fixture(scope="session")
+def admin_key() -> str | None:
+    """A key that may create budgets (LLM_GATEWAY_ADMIN_KEY), when the API key may not; None: the
+    tests that need one try the API key."""
+    return os.environ.get("LLM_GATEWAY_ADMIN_KEY") or None
+
+
+@pytest.fixture(scope="session")
 async def gateway(address: str, api_key: str) -> AsyncIterator[AsyncConnection]:
     """An asyncio connection that sends the API key on every call."""
     async with connect_async(address, api_key) as connection:

@@ -2,9 +2,9 @@
  * TypeScript client for the LLM Gateway gRPC API (`llmgateway.v1`).
  *
  * The message types, enums and schemas are generated from `protos/llmgateway/v1` by protobuf-es
- * and re-exported here; the service descriptors are {@link GatewayService} and
- * {@link UsageService} (the usage ledger). Calls go over Connect's gRPC transport for Node.js
- * (native `node:http2`).
+ * and re-exported here; the service descriptors are {@link GatewayService},
+ * {@link UsageService} (the usage ledger) and {@link BudgetService} (spend limits). Calls go over
+ * Connect's gRPC transport for Node.js (native `node:http2`).
  *
  * Money in this API is always a decimal string in plain notation (for example `"0.000435"`).
  * Never convert an amount to a JavaScript `number`: use a decimal library if you need arithmetic.
@@ -18,6 +18,7 @@ import type { CallOptions, Client, Interceptor, Transport } from "@connectrpc/co
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { GatewayService } from "./gen/llmgateway/v1/gateway_service_pb.js";
 import { UsageService } from "./gen/llmgateway/v1/usage_service_pb.js";
+import { BudgetService } from "./gen/llmgateway/v1/budget_service_pb.js";
 import {
   BadRequestSchema,
   ErrorInfoSchema,
@@ -39,6 +40,13 @@ export * from "./gen/llmgateway/v1/gateway_service_pb.js";
 export * from "./gen/llmgateway/v1/usage_pb.js";
 /** The service descriptor `UsageService` (`llmgateway/v1/usage_service.proto`). */
 export * from "./gen/llmgateway/v1/usage_service_pb.js";
+/** Budgets, their periods and alerts (`llmgateway/v1/budgets.proto`). */
+export * from "./gen/llmgateway/v1/budgets_pb.js";
+/**
+ * The service descriptor `BudgetService` and its requests and replies
+ * (`llmgateway/v1/budget_service.proto`).
+ */
+export * from "./gen/llmgateway/v1/budget_service_pb.js";
 /**
  * The `google.rpc` error details the gateway attaches to errors: `ErrorInfo` on every error,
  * `BadRequest` on INVALID_ARGUMENT, `RetryInfo` on some RESOURCE_EXHAUSTED errors.
@@ -58,6 +66,12 @@ export type GatewayClient = Client<typeof GatewayService>;
 
 /** A client for `llmgateway.v1.UsageService`: `getUsageSummary` and `listUsageRecords`. */
 export type UsageClient = Client<typeof UsageService>;
+
+/**
+ * A client for `llmgateway.v1.BudgetService`: `createBudget`, `getBudget`, `listBudgets`,
+ * `updateBudget`, `deleteBudget` and `listBudgetAlerts`.
+ */
+export type BudgetClient = Client<typeof BudgetService>;
 
 /** Options of {@link createGatewayTransport} and {@link createGatewayClient}. */
 export interface GatewayClientOptions {
@@ -189,6 +203,31 @@ export function createGatewayClient(options: GatewayClientOptions): GatewayClien
  */
 export function createUsageClient(options: GatewayClientOptions): UsageClient {
   return createClient(UsageService, createGatewayTransport(options));
+}
+
+/**
+ * Creates a client for `llmgateway.v1.BudgetService` (spend limits over time, docs/budgets.md)
+ * over gRPC, with the same options as {@link createGatewayClient}. Only an admin key may create,
+ * change or delete budgets (with authentication off, every caller is an admin); a key that is not
+ * an admin key sees only the budgets of its own `key:` scope. To share one connection with a
+ * {@link GatewayClient}, pass one {@link createGatewayTransport} to Connect's `createClient` for
+ * each service instead.
+ *
+ * @example
+ * ```ts
+ * const budgets = createBudgetClient({ address: "localhost:50051", apiKey: process.env.ADMIN_KEY });
+ * await budgets.createBudget(
+ *   { budget: { id: "docs-site", scope: "project:docs-site", limitUsd: "10", period: BudgetPeriod.DAY } },
+ *   { timeoutMs: 30_000 },
+ * );
+ * const budget = await budgets.getBudget({ id: "docs-site" }, { timeoutMs: 30_000 });
+ * console.log(budget.spentUsd, budget.reservedUsd, budget.remainingUsd);
+ * ```
+ *
+ * @param options - Address, API key, TLS and transport settings.
+ */
+export function createBudgetClient(options: GatewayClientOptions): BudgetClient {
+  return createClient(BudgetService, createGatewayTransport(options));
 }
 
 /**

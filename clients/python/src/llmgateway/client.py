@@ -2,7 +2,7 @@
 
 - `connect` / `connect_async` open a channel that sends the API key as `authorization: Bearer <key>`
   on every call and return a `Connection` / `AsyncConnection` holding the channel and the typed
-  stubs (`stub` for `GatewayService`, `usage` for `UsageService`).
+  stubs (`stub` for `GatewayService`, `usage` for `UsageService`, `budgets` for `BudgetService`).
 - `error_info`, `bad_request`, `retry_info` and `rpc_status` read the rich error details
   (`google.rpc.Status`) of a failed call, sync or asyncio.
 - `user`, `system`, `assistant` build text messages; `text` joins a message's text parts.
@@ -25,12 +25,14 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status as _grpc_rpc_status
 
 from llmgateway.v1 import content_pb2
+from llmgateway.v1.budget_service_pb2_grpc import BudgetServiceStub
 from llmgateway.v1.gateway_service_pb2_grpc import GatewayServiceStub
 from llmgateway.v1.usage_service_pb2_grpc import UsageServiceStub
 
 if TYPE_CHECKING:
     from typing import Self
 
+    from llmgateway.v1.budget_service_pb2_grpc import BudgetServiceAsyncStub
     from llmgateway.v1.gateway_service_pb2_grpc import GatewayServiceAsyncStub
     from llmgateway.v1.usage_service_pb2_grpc import UsageServiceAsyncStub
 
@@ -175,8 +177,8 @@ def _channel_credentials(
 
 
 class Connection:
-    """A sync channel to the gateway and its typed stubs: `stub` (`GatewayService`) and `usage`
-    (`UsageService`). Close it when done, or use it in `with`.
+    """A sync channel to the gateway and its typed stubs: `stub` (`GatewayService`), `usage`
+    (`UsageService`) and `budgets` (`BudgetService`). Close it when done, or use it in `with`.
 
     ```python
     with connect("localhost:50051", api_key) as gateway:
@@ -188,6 +190,7 @@ class Connection:
         self.channel = channel
         self.stub = GatewayServiceStub(channel)
         self.usage = UsageServiceStub(channel)
+        self.budgets = BudgetServiceStub(channel)
 
     def close(self) -> None:
         """Closes the channel, cancelling calls in flight."""
@@ -206,8 +209,9 @@ class Connection:
 
 
 class AsyncConnection:
-    """An asyncio channel to the gateway and its typed stubs: `stub` (`GatewayService`) and `usage`
-    (`UsageService`). Await `close()` when done, or use it in `async with`.
+    """An asyncio channel to the gateway and its typed stubs: `stub` (`GatewayService`), `usage`
+    (`UsageService`) and `budgets` (`BudgetService`). Await `close()` when done, or use it in
+    `async with`.
 
     ```python
     async with connect_async("localhost:50051", api_key) as gateway:
@@ -219,6 +223,7 @@ class AsyncConnection:
         self.channel = channel
         self.stub: GatewayServiceAsyncStub = GatewayServiceStub(channel)
         self.usage: UsageServiceAsyncStub = UsageServiceStub(channel)
+        self.budgets: BudgetServiceAsyncStub = BudgetServiceStub(channel)
 
     async def close(self, grace: float | None = None) -> None:
         """Closes the channel; calls in flight get `grace` seconds to finish, then are cancelled."""

@@ -6,10 +6,14 @@
  */
 
 import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
 import { describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import {
+  BudgetPeriod,
+  BudgetSource,
   Code,
   ConnectError,
   FinishReason,
@@ -17,11 +21,14 @@ import {
   PricingStatus,
   Role,
   badRequest,
+  createBudgetClient,
   createGatewayClient,
   createUsageClient,
   errorInfo,
 } from "../index.js";
 import type {
+  Budget,
+  BudgetClient,
   ChatRequestSchema,
   Cost,
   GatewayClient,
@@ -35,6 +42,11 @@ import type { QuickstartResult } from "../examples/quickstart.js";
 
 const ADDR = process.env["LLM_GATEWAY_ADDR"] ?? "";
 const API_KEY = process.env["LLM_GATEWAY_API_KEY"] ?? "";
+/**
+ * A key that may create budgets, when the one in `LLM_GATEWAY_API_KEY` may not; empty: that key
+ * (or none, on a gateway with authentication off, where every caller is an admin).
+ */
+const ADMIN_KEY = process.env["LLM_GATEWAY_ADMIN_KEY"] ?? "";
 
 /** Timeout of every gateway call, so that nothing hangs. */
 const TIMEOUT_MS = 15_000;
@@ -66,6 +78,11 @@ function client(apiKey: string = API_KEY): GatewayClient {
 /** A usage client with the configured key. */
 function usageClient(): UsageClient {
   return createUsageClient({ address: gatewayAddress(), apiKey: API_KEY });
+}
+
+/** A budget client with the admin key when there is one, else the configured key. */
+function budgetClient(): BudgetClient {
+  return createBudgetClient({ address: gatewayAddress(), apiKey: ADMIN_KEY || API_KEY });
 }
 
 const DAY_MS = 86_400_000;
@@ -414,4 +431,80 @@ describe("UsageService against a live gateway", () => {
       assert.equal(errorInfo(err)?.reason, "MISSING_API_KEY");
     });
   }
+});
+
+describe("BudgetService against a live gateway", () => {
+  it("counts a call against its project's budget, then refuses the next", TEST, async () => {
+    const budgets = budgetClient();
+    const gw = client();
+    // A budget of its own, for a project no other call names: 0.0001 USD a day, alert at 50 %.
+    const id = `ts-test-${randomBytes(6).toString("hex")}`;
+    const created: Budget = await budgets.createBudget(
+      {
+        budget: {
+          id,
+          scope: `project:${id}`,
+          limitUsd: "0.0001",
+          period: BudgetPeriod.DAY,
+          thresholds: ["50"],
+        },
+      },
+      { timeoutMs: TIMEOUT_MS },
+    );
+    let deleted = false;
+    try {
+      assert.equal(created.id, id);
+      assert.equal(created.spentUsd, "0");
+      assert.equal(created.remainingUsd, "0.0001");
+      assert.equal(created.source, BudgetSource.API);
+
+      // One call in the budget's project: its worst case (0.0000775) fits, and it costs 0.0000675.
+      const request = chatRequest({
+        model: "mock:echo-large",
+        messages: [{ role: Role.USER, content: [{ kind: { case: "text", value: "Count this call" } }] }],
+        generation: { maxTokens: 5 },
+        caller: { project: id },
+      });
+      let trailers: Headers | undefined;
+      const reply = await gw.chat(request, {
+        timeoutMs: TIMEOUT_MS,
+        onTrailer: (trailer) => {
+          trailers = trailer;
+        },
+      });
+      assert.equal(reply.cost?.total, "0.0000675");
+      assert.equal(trailers?.get("x-budget-remaining-usd"), "0.0000325");
+      assert.equal(trailers?.get("x-budget-id"), id);
+
+      // The settlement is written in the background just after the reply: wait for the hold to go.
+      const deadline = Date.now() + 3_000;
+      let budget = await budgets.getBudget({ id }, { timeoutMs: TIMEOUT_MS });
+      while (budget.reservedUsd !== "0" && Date.now() < deadline) {
+        await sleep(50);
+        budget = await budgets.getBudget({ id }, { timeoutMs: TIMEOUT_MS });
+      }
+      assert.equal(budget.reservedUsd, "0", "the call's hold was not settled within 3 s");
+      assert.equal(budget.spentUsd, "0.0000675");
+
+      // The same call again does not fit what is left: refused before anything is sent upstream.
+      const err = await rejection(gw.chat(request, { timeoutMs: TIMEOUT_MS }));
+      assert.equal(err.code, Code.ResourceExhausted, `got ${Code[err.code]}: ${err.message}`);
+      const info = errorInfo(err);
+      assert.ok(info, "no google.rpc.ErrorInfo detail");
+      assert.equal(info.reason, "BUDGET_EXHAUSTED");
+      assert.equal(info.domain, "llmgateway.v1");
+      assert.equal(info.metadata["budget_id"], id);
+
+      await budgets.deleteBudget({ id }, { timeoutMs: TIMEOUT_MS });
+      deleted = true;
+      const gone = await rejection(budgets.getBudget({ id }, { timeoutMs: TIMEOUT_MS }));
+      assert.equal(gone.code, Code.NotFound, `got ${Code[gone.code]}: ${gone.message}`);
+      assert.equal(errorInfo(gone)?.reason, "BUDGET_NOT_FOUND");
+    } finally {
+      if (!deleted) {
+        // The test failed half-way: leave nothing behind.
+        await budgets.deleteBudget({ id }, { timeoutMs: TIMEOUT_MS }).catch(() => undefined);
+      }
+    }
+  });
 });
