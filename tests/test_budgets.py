@@ -279,7 +279,9 @@ async def test_a_keys_quota_counts_requests_and_tokens_and_refuses_past_it() -> 
             "KEY_QUOTA_EXCEEDED",
         )
         assert details.info.metadata["quota"] == "requests_per_hour"
-        assert details.info.metadata["used"] == "3"
+        # The third call's settlement may still be on its way: then it is held, not yet used.
+        meta = details.info.metadata
+        assert (int(meta["used"]) + int(meta["reserved"]), meta["requested"], meta["limit"]) == (3, "1", "3")
         assert details.retry is not None
         assert 0 < details.retry.retry_delay.seconds <= 3600
 

@@ -1,5 +1,11 @@
-"""Budget counters on SQLite: money as exact decimal text, summed in Python inside one
-`BEGIN IMMEDIATE` transaction, which serializes the processes sharing the file."""
+"""Budget counters on SQLite: money as exact decimal text, added in Python inside one
+`BEGIN IMMEDIATE` transaction, which serializes the processes sharing the file.
+
+Each budget window's row keeps what is spent and what calls in flight hold (`reserved`), so a
+reservation reads and writes one row per budget whatever the number of calls in flight; the
+reservation rows say which call holds what, so that settling, expiry and a second reservation of
+the same call take exactly their own amount back off the total.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ SCHEMA = (
         budget_id TEXT NOT NULL,
         window_start TEXT NOT NULL,
         spent TEXT NOT NULL,
+        reserved TEXT NOT NULL DEFAULT '0',
         PRIMARY KEY (budget_id, window_start)
     ) STRICT""",
     """CREATE TABLE IF NOT EXISTS budget_reservations (
@@ -50,13 +57,30 @@ def reserve(
     reservation (a fallback to a dearer model). Returns the standings after it, in budget order."""
     connection.execute("BEGIN IMMEDIATE")
     try:
-        connection.execute("DELETE FROM budget_reservations WHERE expires_at <= ?", (now.timestamp(),))
+        _release(
+            connection,
+            "DELETE FROM budget_reservations WHERE expires_at <= ? RETURNING budget_id, window_start, amount",
+            (now.timestamp(),),
+        )
+        own = dict(
+            connection.execute(
+                "SELECT budget_id, amount FROM budget_reservations WHERE call_id = ?", (call_id,)
+            ).fetchall()
+        )
         standings = []
         for charge, amount in sorted(holds, key=lambda h: h.charge.budget_id):
-            standing = _standing(connection, charge, excluding=call_id, now=now)
+            spent, reserved = _row(connection, charge)
+            previous = own.get(charge.budget_id)
+            others = reserved if previous is None else EXACT.subtract(reserved, Decimal(previous))
+            standing = Standing(charge, spent, others)
             if not standing.fits(amount):
                 raise BudgetRefusedError(standing, amount)
-            standings.append(Standing(charge, standing.spent, EXACT.add(standing.reserved, amount)))
+            standings.append(Standing(charge, spent, EXACT.add(others, amount)))
+        connection.executemany(
+            "INSERT INTO budget_spend (budget_id, window_start, spent, reserved) VALUES (?, ?, '0', ?) "
+            "ON CONFLICT (budget_id, window_start) DO UPDATE SET reserved = excluded.reserved",
+            [(s.charge.budget_id, s.charge.window_key, str(s.reserved)) for s in standings],
+        )
         connection.executemany(
             "INSERT INTO budget_reservations (call_id, budget_id, window_start, amount, expires_at) "
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (call_id, budget_id) DO UPDATE SET "
@@ -85,20 +109,22 @@ def settle(
     calls, added = summed(settlements)
     connection.execute("BEGIN IMMEDIATE")
     try:
-        connection.executemany("DELETE FROM budget_reservations WHERE call_id = ?", [(c,) for c in calls])
+        for call_id in calls:
+            _release(
+                connection,
+                "DELETE FROM budget_reservations WHERE call_id = ? RETURNING budget_id, window_start, amount",
+                (call_id,),
+            )
         changes = []
         for charge, amount in added:
-            row = connection.execute(
-                "SELECT spent FROM budget_spend WHERE budget_id = ? AND window_start = ?",
-                (charge.budget_id, charge.window_key),
-            ).fetchone()
-            before = Decimal(row[0]) if row else ZERO
+            before, reserved = _row(connection, charge)
+            after = EXACT.add(before, amount)
             connection.execute(
-                "INSERT INTO budget_spend (budget_id, window_start, spent) VALUES (?, ?, ?) "
+                "INSERT INTO budget_spend (budget_id, window_start, spent, reserved) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (budget_id, window_start) DO UPDATE SET spent = excluded.spent",
-                (charge.budget_id, charge.window_key, str(EXACT.add(before, amount))),
+                (charge.budget_id, charge.window_key, str(after), str(reserved)),
             )
-            changes.append(Spend(charge, before, EXACT.add(before, amount)))
+            changes.append(Spend(charge, before, after))
         if then is not None:
             then(changes)
     except BaseException:
@@ -112,25 +138,50 @@ def standings(connection: sqlite3.Connection, charges: Sequence[Charge], *, now:
     """Where each budget stands now (live reservations only), read in one snapshot."""
     connection.execute("BEGIN")
     try:
-        found = [_standing(connection, c, excluding="", now=now) for c in charges]
+        found = []
+        for charge in charges:
+            spent, reserved = _row(connection, charge)
+            # Holds past their expiry that no reservation has swept away yet no longer count.
+            for (amount,) in connection.execute(
+                "SELECT amount FROM budget_reservations WHERE budget_id = ? AND window_start = ? "
+                "AND expires_at <= ?",
+                (charge.budget_id, charge.window_key, now.timestamp()),
+            ):
+                reserved = EXACT.subtract(reserved, Decimal(amount))
+            found.append(Standing(charge, spent, reserved))
     finally:
         connection.execute("COMMIT")
     return found
 
 
-def _standing(
-    connection: sqlite3.Connection, charge: Charge, *, excluding: str, now: datetime | None = None
-) -> Standing:
+def _row(connection: sqlite3.Connection, charge: Charge) -> tuple[Decimal, Decimal]:
+    """A budget window's spent and reserved totals (0 and 0 before its first call)."""
     row = connection.execute(
-        "SELECT spent FROM budget_spend WHERE budget_id = ? AND window_start = ?",
+        "SELECT spent, reserved FROM budget_spend WHERE budget_id = ? AND window_start = ?",
         (charge.budget_id, charge.window_key),
     ).fetchone()
-    amounts = connection.execute(
-        "SELECT amount FROM budget_reservations WHERE budget_id = ? AND window_start = ? AND call_id != ? "
-        "AND expires_at > ?",
-        (charge.budget_id, charge.window_key, excluding, now.timestamp() if now else 0.0),
-    ).fetchall()
-    reserved = ZERO
-    for (amount,) in amounts:
-        reserved = EXACT.add(reserved, Decimal(amount))
-    return Standing(charge, Decimal(row[0]) if row else ZERO, reserved)
+    return (Decimal(row[0]), Decimal(row[1])) if row else (ZERO, ZERO)
+
+
+def _release(connection: sqlite3.Connection, delete: str, args: tuple[object, ...]) -> None:
+    """Deletes reservations (`delete` returns budget_id, window_start, amount) and takes each off
+    its budget window's reserved total."""
+    freed: dict[tuple[str, str], Decimal] = {}
+    for budget_id, window_start, amount in connection.execute(delete, args).fetchall():
+        key = (budget_id, window_start)
+        freed[key] = EXACT.add(freed.get(key, ZERO), Decimal(amount))
+    connection.executemany(
+        "UPDATE budget_spend SET reserved = ? WHERE budget_id = ? AND window_start = ?",
+        [
+            (str(EXACT.subtract(_reserved(connection, budget_id, start), amount)), budget_id, start)
+            for (budget_id, start), amount in sorted(freed.items())
+        ],
+    )
+
+
+def _reserved(connection: sqlite3.Connection, budget_id: str, window_start: str) -> Decimal:
+    row = connection.execute(
+        "SELECT reserved FROM budget_spend WHERE budget_id = ? AND window_start = ?",
+        (budget_id, window_start),
+    ).fetchone()
+    return Decimal(row[0]) if row else ZERO
