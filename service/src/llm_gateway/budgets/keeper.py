@@ -34,12 +34,14 @@ from llm_gateway.pricing import PricingStatus, format_decimal
 
 _log = logging.getLogger("llm_gateway.budgets")
 
-# Settlements written per transaction.
-_BATCH = 500
+# Settlements written per transaction, at most; and how long the first waits for others to join it.
+_BATCH, _GATHER = 500, 0.005
 # A settlement that cannot be written now is retried after this long (doubling up to the maximum).
 _RETRY, _MAX_RETRY = 0.2, 5.0
 # Start-up tries this many times to set the tables up before leaving it to the refresh loop.
 _START_TRIES = 5
+# A refused call waits at most this long for this process's settlements before it is refused.
+_FLUSH_WAIT = 1.0
 # Shutdown waits this long for the queued settlements to be written.
 _CLOSE_WAIT = 5.0
 
@@ -99,6 +101,8 @@ class BudgetKeeper:
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self._migrated = False
+        self._queued = self._written = 0  # settlements queued and written, for `flush`
+        self._hurry = False  # someone waits in `flush`: no gathering
 
     # -- which budgets apply ------------------------------------------------------------------
 
@@ -160,13 +164,21 @@ class BudgetKeeper:
             cost = ZERO
         wanted = Reservation(held.budgets, held.quotas, max(cost, held.cost), max(tokens, held.tokens))
         now = self.now()
+        expires = now + timedelta(seconds=self.config.reservation_ttl)
         try:
-            wanted.standings = await self.store.reserve(
-                call_id,
-                wanted.holds(),
-                now=now,
-                expires_at=now + timedelta(seconds=self.config.reservation_ttl),
-            )
+            try:
+                wanted.standings = await self.store.reserve(
+                    call_id, wanted.holds(), now=now, expires_at=expires
+                )
+            except BudgetRefusedError:
+                if self._written == self._queued:
+                    raise
+                # Calls that ended here may still hold what they no longer need: settle them first
+                # (a caller's next call must not be refused for its previous one's worst case).
+                await self.flush()
+                wanted.standings = await self.store.reserve(
+                    call_id, wanted.holds(), now=now, expires_at=expires
+                )
         except BudgetRefusedError as refused:
             raise self._refusal(refused, wanted, model, now) from None
         except Exception as exc:  # the database: fail closed, a budget that cannot be checked holds
@@ -252,11 +264,14 @@ class BudgetKeeper:
         usage = record.usage
         tokens = usage.prompt_tokens + usage.completion_tokens if usage is not None else 0
         self._pending.append((record.id, held.settled(cost, tokens) if held else [], alert))
+        self._queued += 1
         self._wake.set()
 
     async def flush(self) -> None:
         """Returns once every settlement queued so far is written (or the keeper is closing)."""
-        while self._pending and not self._closing:
+        target = self._queued
+        while self._written < target and not self._closing:
+            self._hurry = True
             self._settled.clear()
             self._wake.set()
             await self._settled.wait()
@@ -265,7 +280,12 @@ class BudgetKeeper:
         delay = _RETRY
         while True:
             await self._wake.wait()
+            if not self._hurry and len(self._pending) < _BATCH:
+                # Calls ending meanwhile join the batch: one transaction for many calls instead of
+                # one each (their reservations are held that much longer).
+                await asyncio.sleep(_GATHER)
             self._wake.clear()
+            self._hurry = False
             while self._pending:
                 batch = [self._pending.popleft() for _ in range(min(_BATCH, len(self._pending)))]
                 try:
@@ -292,6 +312,7 @@ class BudgetKeeper:
                     delay = min(delay * 2, _MAX_RETRY)
                     continue
                 delay = _RETRY
+                self._written += len(batch)
                 for alert in raised:
                     _log.warning({"event": "cost_alert", **alert.payload})
                 if raised and self.sender is not None:

@@ -41,15 +41,19 @@ export const file_llmgateway_v1_gateway_service: GenFile = /*@__PURE__*/
  *   metadata `field`, `model`), PROVIDER_PERMISSION_DENIED (the provider refused the gateway's
  *   account).
  * - FAILED_PRECONDITION: BUDGET_EXCEEDED (metadata `estimated_cost`, `max_cost`), PRICE_UNKNOWN
- *   (`max_cost` set for a model without a price), NO_MODEL_AVAILABLE (nothing for "auto"),
+ *   (`max_cost` set, or a budget covering the call, for a model without a price), NO_MODEL_AVAILABLE (nothing for "auto"),
  *   PROVIDER_AUTH_FAILED (the gateway's own provider key was refused; an operator must fix it),
  *   PROVIDER_DISABLED (`ListModelsRequest.provider` names a configured provider that is not enabled;
  *   metadata `field`, `provider`).
  * - RESOURCE_EXHAUSTED: UPSTREAM_RATE_LIMITED (with `google.rpc.RetryInfo` when the provider said
  *   when to retry), UPSTREAM_QUOTA_EXCEEDED, PROVIDER_RATE_LIMITED (the gateway's own limit for
  *   the provider, or its Retry-After, left no room for the call within the wait allowed),
- *   KEY_RATE_LIMITED (the caller's gateway key is over its limit); both with
- *   `google.rpc.RetryInfo`. REPLY_TOO_LARGE (a unary reply over the gateway's message size limit,
+ *   KEY_RATE_LIMITED (the caller's gateway key is over its limit), KEY_QUOTA_EXCEEDED (the key is
+ *   over its requests or tokens per minute, hour or day, `auth.keys[].quota`; metadata `quota`,
+ *   `limit`, `used`, `reserved`, `requested`, `resets_at`); all three with
+ *   `google.rpc.RetryInfo`. BUDGET_EXHAUSTED (a budget covering the call cannot hold its worst
+ *   case; nothing was sent upstream; metadata `budget_id`, `scope`, `limit_usd`, `spent_usd`,
+ *   `reserved_usd`, `remaining_usd`, `requested_usd`, `period`, `resets_at`; docs/budgets.md). REPLY_TOO_LARGE (a unary reply over the gateway's message size limit,
  *   after the provider was called: its usage and cost are in the metadata; use ChatStream).
  * - UNAVAILABLE: UPSTREAM_UNAVAILABLE (provider 5xx, overload, connection failure),
  *   UPSTREAM_BAD_RESPONSE, UPSTREAM_STREAM_ERROR, UPSTREAM_STREAM_INTERRUPTED, CIRCUIT_OPEN (the
