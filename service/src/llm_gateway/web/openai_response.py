@@ -1,0 +1,199 @@
+"""The gateway's answers in OpenAI's Chat Completions shapes: a `chat.completion`, the
+`chat.completion.chunk` events of a stream, and errors, each with the seed documents' extensions
+beside the standard fields (`provider`, `cost`, `latency`, `routing`). Money is exact decimal text;
+latencies are milliseconds."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from llm_gateway.domain.errors import Code, GatewayError
+from llm_gateway.domain.results import FinishReason, TextDelta, ToolCallDelta, Usage
+from llm_gateway.gateway.outcome import CallHeader, CallSummary, ChatOutcome
+from llm_gateway.pricing import Cost, PricingStatus, format_decimal
+
+# OpenAI has no "other": a provider's unmapped stop reason reads as a plain stop.
+_FINISH = {
+    FinishReason.STOP: "stop",
+    FinishReason.LENGTH: "length",
+    FinishReason.TOOL_CALLS: "tool_calls",
+    FinishReason.CONTENT_FILTER: "content_filter",
+    FinishReason.OTHER: "stop",
+}
+
+# The HTTP status and OpenAI error type of each canonical code (docs/errors.md).
+STATUS: dict[Code, tuple[int, str]] = {
+    Code.INVALID_ARGUMENT: (400, "invalid_request_error"),
+    Code.UNAUTHENTICATED: (401, "authentication_error"),
+    Code.PERMISSION_DENIED: (403, "permission_error"),
+    Code.NOT_FOUND: (404, "not_found_error"),
+    Code.ALREADY_EXISTS: (409, "conflict_error"),
+    Code.FAILED_PRECONDITION: (400, "invalid_request_error"),
+    Code.RESOURCE_EXHAUSTED: (429, "rate_limit_error"),
+    Code.CANCELLED: (499, "cancelled"),
+    Code.DEADLINE_EXCEEDED: (504, "timeout_error"),
+    Code.UNIMPLEMENTED: (501, "not_implemented_error"),
+    Code.UNAVAILABLE: (503, "service_unavailable_error"),
+    Code.INTERNAL: (500, "internal_error"),
+}
+
+
+def completion(outcome: ChatOutcome, dropped: tuple[str, ...] = ()) -> dict[str, Any]:
+    header, reply, summary = outcome.header, outcome.completion, outcome.summary
+    message: dict[str, Any] = {"role": "assistant", "content": reply.text or None, "refusal": None}
+    if reply.tool_calls:
+        message["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in reply.tool_calls
+        ]
+    return {
+        "id": header.id,
+        "object": "chat.completion",
+        "created": int(header.created_at),
+        "model": header.model.id,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": _FINISH.get(summary.finish_reason or reply.finish_reason, "stop"),
+                "logprobs": None,
+            }
+        ],
+        "usage": usage(summary.usage),
+        "system_fingerprint": None,
+        **extensions(summary, header, dropped),
+    }
+
+
+def chunk(header: CallHeader, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {
+        "id": header.id,
+        "object": "chat.completion.chunk",
+        "created": int(header.created_at),
+        "model": header.model.id,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+    }
+
+
+def first_chunk(header: CallHeader) -> dict[str, Any]:
+    return chunk(header, {"role": "assistant", "content": ""})
+
+
+def delta_chunk(header: CallHeader, event: TextDelta | ToolCallDelta) -> dict[str, Any]:
+    if isinstance(event, TextDelta):
+        return chunk(header, {"content": event.text})
+    call: dict[str, Any] = {"index": event.index, "function": {"arguments": event.arguments}}
+    if event.id:
+        call["id"], call["type"] = event.id, "function"
+    if event.name:
+        call["function"]["name"] = event.name
+    return chunk(header, {"tool_calls": [call]})
+
+
+def final_chunks(
+    header: CallHeader, summary: CallSummary, include_usage: bool, dropped: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """The finish chunk (with the gateway's extensions), and the usage chunk when asked for."""
+    finish = chunk(header, {}, _FINISH.get(summary.finish_reason or FinishReason.STOP, "stop"))
+    finish.update(extensions(summary, header, dropped))
+    if not include_usage:
+        return [finish]
+    tail = chunk(header, {})
+    tail["choices"] = []
+    tail["usage"] = usage(summary.usage)
+    return [finish, tail]
+
+
+def usage(used: Usage) -> dict[str, Any]:
+    return {
+        "prompt_tokens": used.prompt_tokens,
+        "completion_tokens": used.completion_tokens,
+        "total_tokens": used.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": used.cache_read_tokens},
+        "completion_tokens_details": {"reasoning_tokens": used.reasoning_tokens},
+    }
+
+
+def extensions(summary: CallSummary, header: CallHeader, dropped: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The seed documents' fields beside OpenAI's: who served, what it cost, where the time went."""
+    latency, routing = summary.latency, summary.routing
+    found: dict[str, Any] = {
+        "provider": header.model.provider,
+        "cost": cost(summary.cost),
+        "latency": {
+            "total_ms": _ms(latency.total),
+            "time_to_first_token_ms": _ms(latency.time_to_first_token),
+            "upstream_ms": _ms(latency.upstream),
+            "gateway_overhead_ms": _ms(latency.gateway_overhead),
+        },
+        "routing": {
+            "selected_model": routing.selected.id if routing.selected else header.model.id,
+            "reason": routing.reason,
+            "considered_models": list(routing.candidates),
+            "fallback_used": routing.fallback_used,
+            "attempts": [
+                {
+                    "provider": a.provider,
+                    "model": a.model,
+                    "code": a.code,
+                    "reason": a.reason,
+                    "latency_ms": _ms(a.latency),
+                }
+                for a in routing.attempts
+            ],
+        },
+        "usage_estimated": summary.usage.estimated,
+    }
+    left_out = (*summary.dropped_parameters, *dropped)
+    if left_out:
+        found["dropped_parameters"] = list(left_out)
+    return found
+
+
+def cost(spent: Cost) -> dict[str, Any]:
+    if spent.status is PricingStatus.UNKNOWN:
+        return {"status": spent.status.value, "currency": spent.currency, "total": None}
+    return {
+        "status": spent.status.value,
+        "currency": spent.currency,
+        "input": format_decimal(spent.input),
+        "cached_input": format_decimal(spent.cached_input),
+        "cache_write": format_decimal(spent.cache_write),
+        "output": format_decimal(spent.output),
+        "request_fee": format_decimal(spent.request_fee),
+        "total": format_decimal(spent.total),
+        "estimated": spent.estimated,
+    }
+
+
+def error(err: GatewayError, request_id: str) -> tuple[int, dict[str, Any]]:
+    """The HTTP status and body of `err` in the seed documents' error format: OpenAI's `error`
+    object (`message`, `type`, `param`, `code`) with the gateway's reason, provider and request
+    id. `param` is the first field at fault; every one of them is in the message."""
+    status, kind = STATUS.get(err.code, (500, "internal_error"))
+    if err.reason == "UPSTREAM_QUOTA_EXCEEDED":
+        kind = "insufficient_quota"
+    body: dict[str, Any] = {
+        "message": err.message,
+        "type": kind,
+        "param": err.violations[0].field if err.violations else err.metadata.get("field"),
+        "code": err.reason.lower(),
+        "request_id": request_id,
+    }
+    if "provider" in err.metadata:
+        body["provider"] = err.metadata["provider"]
+    details = {k: v for k, v in err.metadata.items() if k not in ("provider", "field")}
+    if details:
+        body["metadata"] = details
+    return status, {"error": body}
+
+
+def sse(data: dict[str, Any] | str) -> bytes:
+    """One server-sent event."""
+    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    return f"data: {text}\n\n".encode()
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
