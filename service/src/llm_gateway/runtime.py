@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 
@@ -18,6 +18,7 @@ from llm_gateway.budgets.store import open_budget_store
 from llm_gateway.budgets.webhooks import WebhookSender
 from llm_gateway.catalog import Catalog
 from llm_gateway.config.schema import ApiKeyConfig, GatewayConfig
+from llm_gateway.edge import Drain
 from llm_gateway.gateway import Gateway
 from llm_gateway.gateway.guard import ProviderGuard, key_limiter
 from llm_gateway.gateway.record import ANONYMOUS, CallObserver, CallRecord, Principal
@@ -72,6 +73,8 @@ class Runtime:
     principals: Principals
     ledger: Ledger | None
     budgets: BudgetKeeper | None = None
+    # The calls in flight on every door of this process, drained together at shutdown.
+    drain: Drain = field(default_factory=Drain)
 
     async def start(self) -> None:
         """Starts what runs beside the calls (the ledger's writer, budget settlements, webhooks)."""

@@ -14,6 +14,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 
 from llm_gateway.catalog import Catalog
 from llm_gateway.config.schema import GatewayConfig
+from llm_gateway.edge import Drain, KeyCheck
 from llm_gateway.providers import Provider
 from llm_gateway.runtime import Runtime, build_runtime
 from llm_gateway.server.budgets import BudgetServicer
@@ -51,7 +52,7 @@ class GatewayServer:
     port: int
     health: health_aio.HealthServicer
     circuits: CircuitHealth
-    drain: DrainStep
+    drain: Drain
     runtime: Runtime
     owns_runtime: bool  # built for this server alone, so closed with it
 
@@ -112,10 +113,10 @@ async def create_server(
     runtime = build_runtime(config) if runtime is None else runtime
     gateway = runtime.gateway
 
-    drain = DrainStep()
-    steps: list[Step] = [RequestIdStep(), CallStep(gateway, runtime.principals.of), drain]
+    drain = runtime.drain
+    steps: list[Step] = [RequestIdStep(), CallStep(gateway, runtime.principals.of), DrainStep(drain)]
     if runtime.principals.enabled:
-        steps.append(AuthStep(runtime.principals.digests))
+        steps.append(AuthStep(KeyCheck(runtime.principals.digests)))
 
     limit = config.server.max_message_bytes
     server = grpc.aio.server(

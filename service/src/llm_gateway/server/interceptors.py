@@ -14,16 +14,14 @@ unread, so an unauthenticated caller cannot make the gateway parse (and hold) a 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import re
-import secrets
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import grpc
 
+from llm_gateway import edge
 from llm_gateway.domain.errors import Code, GatewayError
 from llm_gateway.gateway import Gateway
 from llm_gateway.gateway.record import CallTracker, Principal
@@ -49,7 +47,6 @@ OPEN_SERVICES = (
     "/grpc.reflection.v1.ServerReflection/",
     "/grpc.reflection.v1alpha.ServerReflection/",
 )
-_VALID_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 
 UnaryBehavior = Callable[[Any, "Context"], Awaitable[Any]]
 # A call's invocation metadata: (key, value) pairs, binary values as bytes.
@@ -236,93 +233,43 @@ class RequestIdStep(Step):
 
     async def enter(self, context: Context, method: str) -> None:
         received_at_var.set(time.perf_counter())
-        incoming = metadata_value(context, REQUEST_ID_KEY)
-        request_id = incoming if incoming and _VALID_REQUEST_ID.match(incoming) else _mint()
+        request_id = edge.request_id(metadata_value(context, REQUEST_ID_KEY))
         request_id_var.set(request_id)
         context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
 
 
 class AuthStep(Step):
     """Checks `authorization: Bearer <key>` against the configured keys' SHA-256 digests, at the gate
-    (before the body is decoded). The plaintext keys are never kept; the name of the matching key
-    is recorded for logs and limits."""
+    (before the body is decoded). The name of the matching key is recorded for logs and limits."""
 
-    def __init__(self, digests: Mapping[bytes, str]) -> None:
-        self._digests = dict(digests)
+    def __init__(self, keys: edge.KeyCheck) -> None:
+        self._keys = keys
 
     def gate(self, metadata: Metadata) -> GatewayError | None:
-        header = _value_of(metadata, "authorization")
-        if not header:
-            return GatewayError(
-                "missing API key: send metadata 'authorization: Bearer <key>'",
-                code=Code.UNAUTHENTICATED,
-                reason="MISSING_API_KEY",
-            )
-        scheme, _, token = header.partition(" ")
-        name = None
-        if scheme.lower() == "bearer" and token.strip():
-            name = self._digests.get(hashlib.sha256(token.strip().encode()).digest())
-        if name is None:
-            return GatewayError("invalid API key", code=Code.UNAUTHENTICATED, reason="INVALID_API_KEY")
+        try:
+            name = self._keys.name_of(_value_of(metadata, "authorization"))
+        except GatewayError as refused:
+            return refused
         # The gate runs in the call's own task, before its handler: the name is seen there.
         api_key_name_var.set(name)
         return None
 
 
 class DrainStep(Step):
-    """Counts the gateway calls in flight and, once draining, refuses new ones with UNAVAILABLE, so
-    shutdown can end as soon as the calls that were running have finished. Calls still running when
-    the grace period is over are cut off with a status of their own (`cut_off`)."""
+    """Counts the gateway calls in flight in the process's `edge.Drain` (shared with the HTTP door)
+    and refuses new ones once it drains."""
 
-    def __init__(self) -> None:
-        self._in_flight = 0
-        self._draining = False
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._calls: set[asyncio.Task[Any]] = set()
-
-    def cut_off(self) -> int:
-        """Cancels every call still in flight so that it ends UNAVAILABLE / GRACE_PERIOD_EXPIRED
-        (with what a stream produced so far) rather than with the transport's bare status when the
-        server stops. Returns how many there were."""
-        for task in self._calls:
-            task.cancel(CUT_OFF)
-        return len(self._calls)
-
-    @property
-    def in_flight(self) -> int:
-        return self._in_flight
-
-    def start_draining(self) -> None:
-        self._draining = True
-
-    async def idle(self) -> None:
-        """Returns once no gateway call is in flight."""
-        await self._idle.wait()
+    def __init__(self, drain: edge.Drain) -> None:
+        self.drain = drain
 
     def gate(self, metadata: Metadata) -> GatewayError | None:
-        if not self._draining:
-            return None
-        return GatewayError(
-            "the gateway is shutting down; retry on another instance",
-            code=Code.UNAVAILABLE,
-            reason="SHUTTING_DOWN",
-            retryable=True,
-        )
+        return self.drain.refusal()
 
     async def enter(self, context: Context, method: str) -> asyncio.Task[Any] | None:
-        self._in_flight += 1
-        self._idle.clear()
-        task = asyncio.current_task()
-        if task is not None:
-            self._calls.add(task)
-        return task
+        return self.drain.enter()
 
     def exit(self, context: Context, state: asyncio.Task[Any] | None, error: BaseException | None) -> None:
-        self._in_flight -= 1
-        self._calls.discard(state)
-        if not self._in_flight:
-            self._idle.set()
+        self.drain.exit(state)
 
 
 class CallStep(Step):
@@ -392,13 +339,12 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None, method: str) -> Calla
 
 
 # The cancel message of a call cut off when the grace period is over.
-CUT_OFF = "the grace period is over"
 
 
 async def _cut_off_status(context: Context, error: BaseException) -> BaseException:
     """For a call that `DrainStep.cut_off` cancelled, ends it with its own status instead and
     returns the resulting AbortError; any other exception is returned as it is."""
-    if not isinstance(error, asyncio.CancelledError) or CUT_OFF not in error.args:
+    if not isinstance(error, asyncio.CancelledError) or edge.CUT_OFF not in error.args:
         return error
     task = asyncio.current_task()
     if task is not None:
@@ -433,7 +379,3 @@ def _status_name(context: Context) -> str:
             return "DEADLINE_EXCEEDED"
         return "CANCELLED"
     return code.name
-
-
-def _mint() -> str:
-    return secrets.token_hex(16)
