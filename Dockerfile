@@ -22,7 +22,7 @@ ENV PATH=/opt/gateway/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /data
 VOLUME ["/data"]
 USER 10001
-EXPOSE 50051
+EXPOSE 50051 8080
 # The standard gRPC health service, queried by the gateway's own client: no extra binary needed.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=5s --retries=3 \
   CMD ["llm-gateway", "health", "--address", "127.0.0.1:50051"]

@@ -42,7 +42,9 @@ class RunningGateway:
 
 def with_ledger_in(directory: Path, toml: str) -> str:
     """`toml` with its usage ledger in `directory` (unless it configures one): a test's calls are
-    kept with the test, not in the checkout."""
+    kept with the test, not in the checkout; and its HTTP door on a free port."""
+    if "[http]" not in toml:  # a free port: tests run side by side, and beside `make run`
+        toml = f"{toml}\n[http]\nport = 0\n"
     if "[ledger]" in toml:
         return toml
     return f'{toml}\n[ledger]\nurl = "sqlite:///{directory}/ledger.db"\nspool_dir = "{directory}/spool"\n'

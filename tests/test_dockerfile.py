@@ -23,7 +23,7 @@ import grpc
 import pytest
 from dockerfile_parse import DockerfileParser
 
-from llm_gateway.config.schema import LedgerConfig, ServerConfig
+from llm_gateway.config.schema import HttpConfig, LedgerConfig, ServerConfig
 from llmgateway.v1 import gateway_service_pb2_grpc
 from tests.conftest import chat
 
@@ -91,7 +91,8 @@ def test_the_final_stage_runs_unprivileged_in_a_directory_it_owns() -> None:
     defaults = LedgerConfig()
     assert defaults.url.get_secret_value() == "sqlite:///var/ledger.db"
     assert not defaults.spool_dir.is_absolute()
-    assert one(stage, "EXPOSE") == str(ServerConfig().port)
+    # The gRPC port, and the HTTP door's.
+    assert one(stage, "EXPOSE").split() == [str(ServerConfig().port), str(HttpConfig().port)]
 
 
 def free_port() -> int:

@@ -212,6 +212,7 @@ def serve(directory: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes]
     ledger = {
         "LLM_GATEWAY__LEDGER__URL": f"sqlite:///{directory}/ledger.db",
         "LLM_GATEWAY__LEDGER__SPOOL_DIR": str(directory / "spool"),
+        "LLM_GATEWAY__HTTP__PORT": "0",  # beside `make run`, and the other blocks' gateways
     }
     with log.open("w") as out:
         process = subprocess.Popen(

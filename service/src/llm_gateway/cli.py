@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, help="listen port, 0 for any free port (default: server.port)")
     serve.add_argument("--port-file", type=Path, help="write the bound port here once serving")
     serve.add_argument(
+        "--http-port", type=int, help="the HTTP door's port, 0 for any free port (default: http.port)"
+    )
+    serve.add_argument(
         "--workers", type=int, help="worker processes sharing the port (default: server.workers)"
     )
 
@@ -62,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    if getattr(args, "http_port", None) is not None:
+        config = config.model_copy(update={"http": config.http.model_copy(update={"port": args.http_port})})
     if args.command == "check-config":
         _summarise(config)
         return 0
@@ -162,6 +167,7 @@ async def _serve(
             "event": "serving",
             "host": host if host is not None else config.server.host,
             "port": server.port,
+            "http_port": server.http.port if server.http is not None else None,
             "providers": sorted(server.providers),
             "max_pending_calls": config.server.max_pending_calls,
             **({"pid": os.getpid()} if worker is not None else {}),

@@ -139,7 +139,7 @@ class WebhookSender:
         *,
         poll_interval: float = 1.0,
         timeout: float = 10.0,
-        lease: float = 60.0,
+        lease: float = 30.0,
         batch: int = 20,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,

@@ -62,6 +62,14 @@ class ServerConfig(_Strict):
     max_pending_calls: int = Field(default=20_000, ge=1, le=1_000_000)
 
 
+class HttpConfig(_Strict):
+    """The HTTP door (OpenAI- and Anthropic-compatible APIs, health): docs/http.md."""
+
+    enabled: bool = True
+    host: str = "[::]"
+    port: int = Field(default=8080, ge=0, le=65535)  # 0 picks a free port
+
+
 class RateLimitConfig(_Strict):
     """Requests and tokens per minute (leaky buckets: a full minute's worth may go at once). A call
     acquires one request and its estimated tokens (prompt and expected output)."""
@@ -724,6 +732,7 @@ PROVIDER_KINDS = frozenset(
 
 class GatewayConfig(_Strict):
     server: ServerConfig = ServerConfig()
+    http: HttpConfig = HttpConfig()
     auth: AuthConfig = AuthConfig()
     logging: LoggingConfig = LoggingConfig()
     ledger: LedgerConfig = LedgerConfig()

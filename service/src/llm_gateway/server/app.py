@@ -31,6 +31,7 @@ from llm_gateway.server.memory import return_large_buffers
 from llm_gateway.server.reflection import enable_reflection
 from llm_gateway.server.servicer import GatewayServicer
 from llm_gateway.server.usage import UsageServicer
+from llm_gateway.web.server import HttpDoor
 from llmgateway.v1 import (
     budget_service_pb2,
     budget_service_pb2_grpc,
@@ -55,6 +56,8 @@ class GatewayServer:
     drain: Drain
     runtime: Runtime
     owns_runtime: bool  # built for this server alone, so closed with it
+    http: HttpDoor | None = None  # the HTTP door on its own port, started and drained with this
+    reuse_port: bool = False  # worker processes share the ports
 
     @property
     def providers(self) -> dict[str, Provider]:
@@ -69,11 +72,18 @@ class GatewayServer:
         unusable file keeps the old prices. The catalog logs the outcome."""
         self.catalog.reload_prices()
 
-    async def start(self) -> None:
+    async def start(self, http_host: str | None = None, http_port: int | None = None) -> None:
         if self.owns_runtime:
             await self.runtime.start()
         await self.server.start()
         await self.circuits.start()
+        if self.http is not None:
+            http = self.runtime.config.http
+            await self.http.start(
+                http.host if http_host is None else http_host,
+                http.port if http_port is None else http_port,
+                reuse_port=self.reuse_port,
+            )
 
     async def stop(self, grace: float | None) -> None:
         """Drains: health turns NOT_SERVING, new gateway calls are refused (UNAVAILABLE,
@@ -93,6 +103,8 @@ class GatewayServer:
                 async with asyncio.timeout(1.0):
                     await self.drain.idle()
         await self.server.stop(0)
+        if self.http is not None:
+            await self.http.stop()
         if self.owns_runtime:
             await self.runtime.aclose()
 
@@ -158,4 +170,5 @@ async def create_server(
     port = config.server.port if port is None else port
     bound = server.add_insecure_port(f"{host}:{port}")
     circuits = CircuitHealth(health, gateway.breakers, ["", SERVICE_NAME])
-    return GatewayServer(server, bound, health, circuits, drain, runtime, owned)
+    door = HttpDoor(runtime) if config.http.enabled else None
+    return GatewayServer(server, bound, health, circuits, drain, runtime, owned, door, reuse_port)

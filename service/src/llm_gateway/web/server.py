@@ -1,0 +1,336 @@
+"""The HTTP door: aiohttp.web on the gRPC server's own event loop and process, its own port.
+
+Routes (each also under `/api/v1/...`, as the seed documents write them):
+
+    POST /v1/chat/completions   OpenAI's Chat Completions, unary and `stream: true` (SSE)
+    GET  /v1/models             OpenAI's model list, with capabilities, prices and live state
+    GET  /v1/models/{id}        one model
+    GET  /health                liveness, with each provider's circuit and recent latency
+    GET  /ready                 readiness: 503 while draining or while every circuit is open
+
+A call goes through the same edge as a gRPC call (`llm_gateway.edge`: request id, gateway key,
+drain) and the same core, so it is limited, budgeted, recorded and observed alike; this module
+only decodes and encodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from importlib import metadata
+from typing import Any
+
+from aiohttp import web
+
+from llm_gateway.budgets.counters import ZERO
+from llm_gateway.budgets.trailers import standing_headers
+from llm_gateway.catalog import ModelSpec
+from llm_gateway.domain.errors import Code, GatewayError, invalid_field
+from llm_gateway.edge import KeyCheck, request_id
+from llm_gateway.gateway import StreamFinished, StreamStarted
+from llm_gateway.gateway.breaker import CircuitState
+from llm_gateway.gateway.outcome import CallSummary
+from llm_gateway.gateway.record import CallTracker
+from llm_gateway.gateway.scope import CallScope
+from llm_gateway.pricing import PricingStatus, format_decimal
+from llm_gateway.runtime import Runtime
+from llm_gateway.web import openai_response as out
+from llm_gateway.web.openai_request import decode
+
+_log = logging.getLogger("llm_gateway.http")
+try:
+    _VERSION = metadata.version("llm-gateway")
+except metadata.PackageNotFoundError:  # run from a source tree without installing
+    _VERSION = "0+unknown"
+REQUEST_ID_HEADER = "x-request-id"
+_JSON = "application/json"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class HttpDoor:
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._gateway = runtime.gateway
+        self._keys = KeyCheck(runtime.principals.digests) if runtime.principals.enabled else None
+        self._providers = list(runtime.config.providers)
+        self._started = time.time()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+        app = web.Application(client_max_size=runtime.config.server.max_message_bytes)
+        for prefix in ("", "/api"):
+            app.router.add_post(f"{prefix}/v1/chat/completions", self.chat_completions)
+            app.router.add_get(f"{prefix}/v1/models", self.models)
+            app.router.add_get(f"{prefix}/v1/models/{{model_id:.+}}", self.model)
+        for prefix in ("", "/api/v1"):
+            app.router.add_get(f"{prefix}/health", self.health)
+            app.router.add_get(f"{prefix}/ready", self.ready)
+        self.app = app
+
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
+        # handler_cancellation: a client that goes away cancels its handler, which closes the
+        # upstream request, as a gRPC cancel does.
+        runner = web.AppRunner(self.app, access_log=None, handler_cancellation=True)
+        await runner.setup()
+        listening = listening_socket(host, port, reuse_port=reuse_port)
+        await web.SockSite(runner, listening).start()
+        self._runner = runner
+        self.port = listening.getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- chat completions ---------------------------------------------------------------------
+
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        received = time.perf_counter()
+        rid = request_id(request.headers.get(REQUEST_ID_HEADER))
+        drain = self._runtime.drain
+        key = ""
+        refusal = drain.refusal()
+        if refusal is None and self._keys is not None:
+            try:
+                key = self._keys.name_of(
+                    request.headers.get("authorization"), request.headers.get("x-api-key")
+                )
+            except GatewayError as refused:
+                refusal = refused
+        tracker = self._gateway.open_call("Chat", rid, self._runtime.principals.of(key), received)
+        if refusal is not None:
+            return self._failed(tracker, refusal, rid)
+        task = drain.enter()
+        try:
+            return await self._chat(request, tracker, rid, received)
+        except GatewayError as err:
+            return self._failed(tracker, err, rid)
+        except asyncio.CancelledError:
+            tracker.end("CANCELLED")
+            raise
+        except Exception:
+            _log.exception("unexpected error")
+            internal = GatewayError(
+                f"internal error; quote request id {rid}", code=Code.INTERNAL, reason="INTERNAL"
+            )
+            return self._failed(tracker, internal, rid)
+        finally:
+            drain.exit(task)
+
+    async def _chat(
+        self, request: web.Request, tracker: CallTracker, rid: str, received: float
+    ) -> web.StreamResponse:
+        try:
+            body = json.loads(await request.read(), parse_float=Decimal)
+        except ValueError:
+            raise invalid_field("", "the body is not JSON") from None
+        decoded = decode(body, self._providers)
+        scope = CallScope(
+            request_id=rid, received_at=received, deadline=None, principal=tracker.principal, call=tracker
+        )
+        if not decoded.stream:
+            outcome = await self._gateway.chat(decoded.chat, scope)
+            headers = {REQUEST_ID_HEADER: rid, **self._standing(outcome.header.id, outcome.summary)}
+            reply = web.Response(
+                body=json.dumps(out.completion(outcome, decoded.dropped)), content_type=_JSON, headers=headers
+            )
+            tracker.end("OK")
+            return reply
+        tracker.operation, tracker.streamed = "ChatStream", True
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", REQUEST_ID_HEADER: rid}
+        )
+        stream = self._gateway.chat_stream(decoded.chat, scope)
+        header = None
+        try:
+            async for event in stream:
+                if isinstance(event, StreamStarted):
+                    header = event.header
+                    await response.prepare(request)  # errors before the first event are plain JSON
+                    await response.write(out.sse(out.first_chunk(header)))
+                elif isinstance(event, StreamFinished):
+                    assert header is not None
+                    for chunk in out.final_chunks(
+                        header, event.summary, decoded.include_usage, decoded.dropped
+                    ):
+                        await response.write(out.sse(chunk))
+                else:
+                    assert header is not None
+                    await response.write(out.sse(out.delta_chunk(header, event)))
+        except GatewayError as err:
+            if not response.prepared:
+                raise
+            # After the first event the status is sent: the error is the stream's last event.
+            tracker.fail(err)
+            await response.write(out.sse(out.error(err, rid)[1]))
+            tracker.end()
+            return response
+        finally:
+            await stream.aclose()
+        await response.write(out.sse("[DONE]"))
+        await response.write_eof()
+        tracker.end("OK")
+        return response
+
+    def _failed(self, tracker: CallTracker, err: GatewayError, rid: str) -> web.Response:
+        tracker.fail(err)
+        tracker.end()
+        status, body = out.error(err, rid)
+        headers = {REQUEST_ID_HEADER: rid}
+        if err.retry_after is not None:
+            headers["Retry-After"] = str(max(1, round(err.retry_after)))
+        return web.Response(status=status, body=json.dumps(body), content_type=_JSON, headers=headers)
+
+    def _standing(self, call_id: str, summary: CallSummary) -> dict[str, str]:
+        """Where the call leaves its budgets and its key's quotas, as response headers."""
+        keeper = self._gateway.budgets
+        held = keeper.reservation(call_id) if keeper is not None else None
+        if keeper is None or held is None:
+            return {}
+        usage, cost = summary.usage, summary.cost
+        spent = cost.total if cost.status is PricingStatus.PRICED else ZERO
+        return dict(
+            standing_headers(held, spent, usage.prompt_tokens + usage.completion_tokens, keeper.now())
+        )
+
+    # -- models, health -------------------------------------------------------------------------
+
+    async def models(self, request: web.Request) -> web.Response:
+        principal, refusal = self._who(request)
+        if refusal is not None:
+            return self._refused(refusal, request)
+        listed = self._gateway.list_models(principal=principal)
+        return web.json_response({"object": "list", "data": [self._model(spec) for spec in listed]})
+
+    async def model(self, request: web.Request) -> web.Response:
+        principal, refusal = self._who(request)
+        if refusal is not None:
+            return self._refused(refusal, request)
+        wanted = request.match_info["model_id"]
+        for spec in self._gateway.list_models(principal=principal):
+            if wanted in (spec.id, *self._gateway.catalog.aliases_of(spec.id)):
+                return web.json_response(self._model(spec))
+        err = GatewayError(
+            f"unknown model {wanted!r}; GET /v1/models lists them",
+            code=Code.NOT_FOUND,
+            reason="MODEL_NOT_FOUND",
+            metadata={"field": "model", "model": wanted},
+        )
+        return self._refused(err, request)
+
+    def _model(self, spec: ModelSpec) -> dict[str, Any]:
+        breaker = self._gateway.breakers[spec.provider]
+        live = self._gateway.live.of(spec.id)
+        sheet = spec.price
+        pricing: dict[str, Any] = {"status": sheet.status.value, "currency": sheet.currency}
+        if sheet.status is PricingStatus.PRICED:
+            for name, rate in (("input_per_million", sheet.input), ("output_per_million", sheet.output)):
+                if rate is not None:
+                    pricing[name] = format_decimal(rate.base)
+        return {
+            "id": spec.id,
+            "object": "model",
+            "created": 0,
+            "owned_by": spec.provider,
+            "provider": spec.provider,
+            "display_name": spec.display_name,
+            "aliases": self._gateway.catalog.aliases_of(spec.id),
+            "context_window": spec.context_window,
+            "max_output_tokens": spec.max_output_tokens,
+            "capabilities": sorted(spec.capabilities or ()),
+            "pricing": pricing,
+            "state": {
+                "circuit": breaker.state.value,
+                "available": breaker.available,
+                "latency_p50_ms": out._ms(live.latency_p50),
+                "recent_calls": live.recent_calls,
+            },
+        }
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response(self._health("healthy"))
+
+    async def ready(self, request: web.Request) -> web.Response:
+        breakers = self._gateway.breakers
+        all_open = bool(breakers) and all(b.state is CircuitState.OPEN for b in breakers.values())
+        draining = self._runtime.drain.draining
+        ready = not draining and not all_open
+        body = self._health("ready" if ready else "not_ready")
+        body["ready"] = ready
+        if not ready:
+            body["reason"] = "draining" if draining else "every provider's circuit is open"
+        return web.json_response(body, status=200 if ready else 503)
+
+    def _health(self, status: str) -> dict[str, Any]:
+        providers = {}
+        for name, breaker in sorted(self._gateway.breakers.items()):
+            latencies = [
+                lat
+                for spec in self._gateway.catalog.listed()
+                if spec.provider == name and (lat := self._gateway.live.of(spec.id).latency_p50) is not None
+            ]
+            providers[name] = {
+                "status": _provider_status(breaker.state, breaker.available),
+                "circuit": breaker.state.value,
+                "latency_ms": out._ms(min(latencies)) if latencies else None,
+            }
+        return {
+            "status": status,
+            "version": _VERSION,
+            "uptime_ms": int((time.time() - self._started) * 1000),
+            "providers": providers,
+        }
+
+    def _who(self, request: web.Request) -> tuple[Any, GatewayError | None]:
+        if self._keys is None:
+            return self._runtime.principals.of(""), None
+        try:
+            key = self._keys.name_of(request.headers.get("authorization"), request.headers.get("x-api-key"))
+        except GatewayError as refused:
+            return None, refused
+        return self._runtime.principals.of(key), None
+
+    def _refused(self, err: GatewayError, request: web.Request) -> web.Response:
+        rid = request_id(request.headers.get(REQUEST_ID_HEADER))
+        status, body = out.error(err, rid)
+        return web.Response(
+            status=status, body=json.dumps(body), content_type=_JSON, headers={REQUEST_ID_HEADER: rid}
+        )
+
+
+def _provider_status(state: CircuitState, available: bool) -> str:
+    if state is CircuitState.CLOSED:
+        return "healthy"
+    return "degraded" if available else "unhealthy"
+
+
+def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A bound socket for `host` ("[::]": every address, IPv4 and IPv6 on one socket and one port,
+    as the gRPC server binds it; IPv4 alone where the machine has no IPv6)."""
+    wildcard = host in ("[::]", "::", "")
+    name = "::" if wildcard else host.strip("[]")
+    family = socket.AF_INET6 if ":" in name else socket.AF_INET
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError:
+        if not wildcard:
+            raise
+        family, name = socket.AF_INET, "0.0.0.0"
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6 and wildcard:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((name, port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

@@ -1,0 +1,275 @@
+"""The HTTP door's OpenAI-compatible API through the official `openai` SDK (async, sync, streaming,
+tools, structured output), raw HTTP for what the SDK hides (status codes, headers, SSE framing),
+and health and readiness, against the mock provider and a fake OpenAI upstream on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import aiohttp
+import openai
+import pytest
+from pydantic import BaseModel
+
+from tests.conftest import RunningGateway, openai_toml, running_gateway
+from tests.fakes.openai import FakeOpenAI, Reply, completion, text_chunks, tool_call, usage
+
+KEY = "http-door-key-0123456789"
+KEYS = f"""
+[[auth.keys]]
+name = "team-a"
+key = "{KEY}"
+"""
+
+
+def base_url(gw: RunningGateway) -> str:
+    assert gw.server.http is not None
+    return f"http://127.0.0.1:{gw.server.http.port}"
+
+
+@pytest.fixture
+async def gw() -> AsyncIterator[RunningGateway]:
+    async with running_gateway(KEYS) as running:
+        yield running
+
+
+@pytest.fixture
+def client(gw: RunningGateway) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{base_url(gw)}/v1", api_key=KEY, max_retries=0)
+
+
+async def test_a_chat_completion_with_exact_usage_and_cost(client: openai.AsyncOpenAI) -> None:
+    reply = await client.chat.completions.create(
+        model="mock:echo", messages=[{"role": "user", "content": "Hello there, gateway"}]
+    )
+    assert reply.object == "chat.completion"
+    assert reply.id.startswith("chat_")
+    assert reply.model == "mock:echo"
+    assert reply.choices[0].message.content == "Hello there, gateway"
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.usage is not None
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+    extra = reply.model_extra or {}
+    # mock:echo costs 0.15 USD per million prompt tokens and 0.60 per million completion tokens.
+    expected = (
+        Decimal(reply.usage.prompt_tokens) * Decimal("0.15")
+        + Decimal(reply.usage.completion_tokens) * Decimal("0.60")
+    ) / 1_000_000
+    assert Decimal(extra["cost"]["total"]) == expected
+    assert extra["provider"] == "mock"
+    assert extra["routing"]["selected_model"] == "mock:echo"
+    assert extra["latency"]["total_ms"] >= extra["latency"]["upstream_ms"] >= 0
+
+
+async def test_a_stream_sends_chunks_then_usage_then_done(
+    gw: RunningGateway, client: openai.AsyncOpenAI
+) -> None:
+    stream = await client.chat.completions.create(
+        model="mock:echo",
+        messages=[{"role": "user", "content": "one two three"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    text, usages, finishes = "", [], []
+    async for chunk in stream:
+        assert chunk.object == "chat.completion.chunk"
+        if chunk.usage is not None:
+            usages.append(chunk.usage)
+        for choice in chunk.choices:
+            text += choice.delta.content or ""
+            if choice.finish_reason:
+                finishes.append(choice.finish_reason)
+    assert text == "one two three"
+    assert finishes == ["stop"]
+    assert len(usages) == 1
+    # The SSE framing itself: data lines, the gateway's extensions on the finish chunk, [DONE] last.
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{base_url(gw)}/v1/chat/completions",
+            json={"model": "mock:echo", "messages": [{"role": "user", "content": "hi"}], "stream": True},
+            headers={"authorization": f"Bearer {KEY}", "x-request-id": "my-request-7"},
+        ) as response,
+    ):
+        assert response.headers["content-type"] == "text/event-stream"
+        assert response.headers["x-request-id"] == "my-request-7"
+        events = [line for line in (await response.text()).split("\n\n") if line]
+    assert all(e.startswith("data: ") for e in events)
+    assert events[-1] == "data: [DONE]"
+    finish = json.loads(events[-2][len("data: ") :])
+    assert finish["choices"][0]["finish_reason"] == "stop"
+    assert Decimal(finish["cost"]["total"]) > 0
+
+
+async def test_the_sync_client_and_the_api_v1_prefix(gw: RunningGateway) -> None:
+    def call() -> str | None:
+        sync = openai.OpenAI(base_url=f"{base_url(gw)}/api/v1", api_key=KEY, max_retries=0)
+        reply = sync.chat.completions.create(
+            model="mock:echo", messages=[{"role": "user", "content": "sync"}]
+        )
+        return reply.choices[0].message.content
+
+    assert await asyncio.to_thread(call) == "sync"
+
+
+class Answer(BaseModel):
+    city: str
+    population: int
+
+
+async def test_tools_and_structured_output_through_a_fake_openai(fake_openai: FakeOpenAI) -> None:
+    async with running_gateway(KEYS + openai_toml(fake_openai.base_url)) as gw:
+        client = openai.AsyncOpenAI(base_url=f"{base_url(gw)}/v1", api_key=KEY, max_retries=0)
+        fake_openai.script(
+            Reply(
+                json_body=completion(
+                    None,
+                    tool_calls=[tool_call("call_1", "get_weather", '{"city": "Paris"}')],
+                    finish_reason="tool_calls",
+                    usage_=usage(20, 9),
+                )
+            )
+        )
+        reply = await client.chat.completions.create(
+            model="openai:gpt-4o-mini",
+            messages=[{"role": "user", "content": "Weather in Paris?"}],
+            tools=[
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "get_weather",
+                        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+                    },
+                }
+            ],
+            tool_choice="required",
+        )
+        calls = reply.choices[0].message.tool_calls
+        assert calls is not None
+        assert isinstance(calls[0], openai.types.chat.ChatCompletionMessageFunctionToolCall)
+        assert (calls[0].id, calls[0].function.name, calls[0].function.arguments) == (
+            "call_1",
+            "get_weather",
+            '{"city": "Paris"}',
+        )
+        assert reply.choices[0].finish_reason == "tool_calls"
+        sent = fake_openai.requests[-1].body
+        assert sent["tool_choice"] == "required"
+        assert sent["tools"][0]["function"]["name"] == "get_weather"
+
+        fake_openai.script(
+            Reply(json_body=completion('{"city": "Paris", "population": 2100000}', usage_=usage(30, 12)))
+        )
+        parsed = await client.beta.chat.completions.parse(
+            model="openai:gpt-4o-mini",
+            messages=[{"role": "user", "content": "Biggest French city?"}],
+            response_format=Answer,
+        )
+        assert parsed.choices[0].message.parsed == Answer(city="Paris", population=2100000)
+        assert fake_openai.requests[-1].body["response_format"]["type"] == "json_schema"
+
+        fake_openai.script(Reply(sse=text_chunks(["Bon", "jour"], usage(5, 2))))
+        stream = await client.chat.completions.create(
+            model="openai:gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}], stream=True
+        )
+        assert "".join([c.choices[0].delta.content or "" async for c in stream if c.choices]) == "Bonjour"
+
+
+async def test_errors_come_back_in_openai_shape_with_their_status(
+    gw: RunningGateway, client: openai.AsyncOpenAI
+) -> None:
+    with pytest.raises(openai.BadRequestError) as bad:
+        await client.chat.completions.create(
+            model="mock:echo", messages=[{"role": "user", "content": "x"}], temperature=7, logprobs=True
+        )
+    error = bad.value.body
+    assert isinstance(error, dict)
+    assert (error["type"], error["param"], error["code"]) == (
+        "invalid_request_error",
+        "temperature",
+        "invalid_request",
+    )
+    assert "logprobs" in error["message"]
+    assert error["request_id"]
+    with pytest.raises(openai.NotFoundError) as missing:
+        await client.chat.completions.create(model="mock:nope", messages=[{"role": "user", "content": "x"}])
+    assert isinstance(missing.value.body, dict)
+    assert missing.value.body["code"] == "model_not_found"
+    wrong = openai.AsyncOpenAI(
+        base_url=f"{base_url(gw)}/v1", api_key="not-a-key-of-this-gateway", max_retries=0
+    )
+    with pytest.raises(openai.AuthenticationError) as refused:
+        await wrong.chat.completions.create(model="mock:echo", messages=[{"role": "user", "content": "x"}])
+    assert isinstance(refused.value.body, dict)
+    assert refused.value.body["code"] == "invalid_api_key"
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{base_url(gw)}/v1/chat/completions",
+            data=b"{not json",
+            headers={"authorization": f"Bearer {KEY}"},
+        ) as response,
+    ):
+        assert response.status == 400
+        assert (await response.json())["error"]["type"] == "invalid_request_error"
+
+
+async def test_models_health_and_readiness(gw: RunningGateway, client: openai.AsyncOpenAI) -> None:
+    listed = await client.models.list()
+    ids = [m.id for m in listed.data]
+    assert "mock:echo" in ids
+    one = await client.models.retrieve("mock:echo")
+    extra = one.model_extra or {}
+    assert extra["pricing"] == {
+        "status": "priced",
+        "currency": "USD",
+        "input_per_million": "0.15",
+        "output_per_million": "0.6",
+    }
+    assert "tools" in extra["capabilities"]
+    assert extra["state"]["circuit"] == "closed"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base_url(gw)}/health") as health:
+            assert health.status == 200
+            body = await health.json()
+            assert body["status"] == "healthy"
+            assert body["providers"]["mock"]["circuit"] == "closed"
+        async with http.get(f"{base_url(gw)}/ready") as ready:
+            assert (ready.status, (await ready.json())["ready"]) == (200, True)
+        gw.server.runtime.drain.start_draining()
+        async with http.get(f"{base_url(gw)}/ready") as draining:
+            assert draining.status == 503
+            assert (await draining.json())["reason"] == "draining"
+        async with http.post(
+            f"{base_url(gw)}/v1/chat/completions",
+            json={"model": "mock:echo", "messages": [{"role": "user", "content": "x"}]},
+            headers={"authorization": f"Bearer {KEY}"},
+        ) as refused:
+            assert refused.status == 503
+            assert (await refused.json())["error"]["code"] == "shutting_down"
+
+
+async def test_a_client_leaving_a_stream_closes_the_upstream_request(fake_openai: FakeOpenAI) -> None:
+    async with running_gateway(KEYS + openai_toml(fake_openai.base_url)) as gw:
+        pieces = [f" w{i}" for i in range(200)]
+        fake_openai.script(Reply(sse=text_chunks(pieces, usage(5, 200)), chunk_delay=0.02))
+        async with aiohttp.ClientSession() as http:
+            response = await http.post(
+                f"{base_url(gw)}/v1/chat/completions",
+                json={
+                    "model": "openai:gpt-4o-mini",
+                    "messages": [{"role": "user", "content": "x"}],
+                    "stream": True,
+                },
+                headers={"authorization": f"Bearer {KEY}"},
+            )
+            await response.content.readline()
+            response.close()  # the client goes away mid-stream
+        for _ in range(100):
+            if fake_openai.disconnects:
+                break
+            await asyncio.sleep(0.02)
+        assert fake_openai.disconnects == 1
