@@ -36,6 +36,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 README_ADDRESS = "localhost:50051"
+README_HTTP_ADDRESS = "localhost:8080"
 MARKER = re.compile(r"<!-- readme-test: (.+) -->")
 # Values that differ on every call: only their shape is checked.
 # Instants (RFC 3339, UTC) depend on the day the test runs.
@@ -196,9 +197,9 @@ def setup_env(setup: str, stack: ExitStack) -> dict[str, str]:
     }
 
 
-def serve(directory: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
-    """`llm-gateway serve` as `make run` runs it (the venv's command, no config file) on a free
-    port; the process and its port."""
+def serve(directory: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str, str]:
+    """`llm-gateway serve` as `make run` runs it (the venv's command, no config file) on free
+    ports; the process, its gRPC port and its HTTP door's port."""
     port_file, log = directory / "port", directory / "gateway.log"
     command = [
         str(ROOT / ".venv" / "bin" / "llm-gateway"),
@@ -223,26 +224,32 @@ def serve(directory: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes]
         assert process.poll() is None, log.read_text()
         assert time.monotonic() < deadline, f"no port after 20 s:\n{log.read_text()}"
         time.sleep(0.05)
-    return process, port_file.read_text().strip()
+    serving = [line for line in log.read_text().splitlines() if '"event":"serving"' in line]
+    assert serving, log.read_text()
+    return process, port_file.read_text().strip(), str(json.loads(serving[0])["http_port"])
 
 
 @pytest.fixture(scope="module")
-def readme_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], str]]:
-    """The gateway for a block's setup, started once per setup: its address as the README would
-    write it."""
-    started: dict[str, str] = {}
+def readme_gateway(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[[str], Callable[[str], str]]]:
+    """The gateway for a block's setup, started once per setup: what puts its addresses where the
+    README writes localhost:50051 and localhost:8080."""
+    started: dict[str, Callable[[str], str]] = {}
     with ExitStack() as stack:
 
-        def address(setup: str) -> str:
+        def addressed(setup: str) -> Callable[[str], str]:
             if setup not in started:
                 env = setup_env(setup, stack) if setup else {}
-                process, port = serve(tmp_path_factory.mktemp("readme"), env)
+                process, port, http_port = serve(tmp_path_factory.mktemp("readme"), env)
                 stack.callback(process.wait, 30)
                 stack.callback(process.terminate)
-                started[setup] = f"localhost:{port}"
+                started[setup] = lambda text: text.replace(README_ADDRESS, f"localhost:{port}").replace(
+                    README_HTTP_ADDRESS, f"localhost:{http_port}"
+                )
             return started[setup]
 
-        yield address
+        yield addressed
 
 
 def test_the_readme_commands_are_found_and_use_the_built_grpcurl() -> None:
@@ -256,10 +263,10 @@ def test_the_readme_commands_are_found_and_use_the_built_grpcurl() -> None:
 
 @pytest.mark.parametrize("command", COMMANDS, ids=command_id)
 def test_a_readme_command_prints_what_the_readme_shows(
-    readme_gateway: Callable[[str], str], command: Command
+    readme_gateway: Callable[[str], Callable[[str], str]], command: Command
 ) -> None:
     done = subprocess.run(
-        ["bash", "-c", command.text.replace(README_ADDRESS, readme_gateway(command.setup))],
+        ["bash", "-c", readme_gateway(command.setup)(command.text)],
         cwd=ROOT,
         env=clean_env(),
         capture_output=True,
