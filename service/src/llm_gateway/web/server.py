@@ -39,8 +39,9 @@ from llm_gateway.gateway.record import CallTracker
 from llm_gateway.gateway.scope import CallScope
 from llm_gateway.pricing import PricingStatus, format_decimal
 from llm_gateway.runtime import Runtime
+from llm_gateway.web import anthropic
 from llm_gateway.web import openai_response as out
-from llm_gateway.web.openai_request import decode
+from llm_gateway.web.dialects import ANTHROPIC, OPENAI, Dialect
 
 _log = logging.getLogger("llm_gateway.http")
 try:
@@ -66,6 +67,8 @@ class HttpDoor:
             app.router.add_post(f"{prefix}/v1/chat/completions", self.chat_completions)
             app.router.add_get(f"{prefix}/v1/models", self.models)
             app.router.add_get(f"{prefix}/v1/models/{{model_id:.+}}", self.model)
+            app.router.add_post(f"{prefix}/v1/messages", self.messages)
+            app.router.add_post(f"{prefix}/v1/messages/count_tokens", self.count_tokens)
         for prefix in ("", "/api/v1"):
             app.router.add_get(f"{prefix}/health", self.health)
             app.router.add_get(f"{prefix}/ready", self.ready)
@@ -89,6 +92,30 @@ class HttpDoor:
     # -- chat completions ---------------------------------------------------------------------
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._call(request, OPENAI)
+
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        return await self._call(request, ANTHROPIC)
+
+    async def count_tokens(self, request: web.Request) -> web.Response:
+        """Anthropic's `count_tokens`: the prompt's size for the model, as the gateway counts it."""
+        rid = request_id(request.headers.get(REQUEST_ID_HEADER))
+        principal, refusal = self._who(request)
+        try:
+            if refusal is not None:
+                raise refusal
+            body = await _json_body(request)
+            if isinstance(body, dict):
+                body = {**body, "max_tokens": body.get("max_tokens", 1)}
+            decoded = anthropic.decode(body, self._providers)
+            estimates = await self._gateway.estimate_cost(decoded.chat, None, (), principal)
+        except GatewayError as err:
+            return _error_response(ANTHROPIC, err, rid)
+        return web.json_response(
+            {"input_tokens": estimates[0].prompt_tokens}, headers={REQUEST_ID_HEADER: rid}
+        )
+
+    async def _call(self, request: web.Request, dialect: Dialect) -> web.StreamResponse:
         received = time.perf_counter()
         rid = request_id(request.headers.get(REQUEST_ID_HEADER))
         drain = self._runtime.drain
@@ -103,12 +130,12 @@ class HttpDoor:
                 refusal = refused
         tracker = self._gateway.open_call("Chat", rid, self._runtime.principals.of(key), received)
         if refusal is not None:
-            return self._failed(tracker, refusal, rid)
+            return self._failed(dialect, tracker, refusal, rid)
         task = drain.enter()
         try:
-            return await self._chat(request, tracker, rid, received)
+            return await self._chat(request, dialect, tracker, rid, received)
         except GatewayError as err:
-            return self._failed(tracker, err, rid)
+            return self._failed(dialect, tracker, err, rid)
         except asyncio.CancelledError:
             tracker.end("CANCELLED")
             raise
@@ -117,73 +144,59 @@ class HttpDoor:
             internal = GatewayError(
                 f"internal error; quote request id {rid}", code=Code.INTERNAL, reason="INTERNAL"
             )
-            return self._failed(tracker, internal, rid)
+            return self._failed(dialect, tracker, internal, rid)
         finally:
             drain.exit(task)
 
     async def _chat(
-        self, request: web.Request, tracker: CallTracker, rid: str, received: float
+        self, request: web.Request, dialect: Dialect, tracker: CallTracker, rid: str, received: float
     ) -> web.StreamResponse:
-        try:
-            body = json.loads(await request.read(), parse_float=Decimal)
-        except ValueError:
-            raise invalid_field("", "the body is not JSON") from None
-        decoded = decode(body, self._providers)
+        chat, stream, encoder = dialect.decode(await _json_body(request), self._providers)
         scope = CallScope(
             request_id=rid, received_at=received, deadline=None, principal=tracker.principal, call=tracker
         )
-        if not decoded.stream:
-            outcome = await self._gateway.chat(decoded.chat, scope)
+        if not stream:
+            outcome = await self._gateway.chat(chat, scope)
             headers = {REQUEST_ID_HEADER: rid, **self._standing(outcome.header.id, outcome.summary)}
-            reply = web.Response(
-                body=json.dumps(out.completion(outcome, decoded.dropped)), content_type=_JSON, headers=headers
-            )
+            reply = web.Response(body=json.dumps(encoder.reply(outcome)), content_type=_JSON, headers=headers)
             tracker.end("OK")
             return reply
         tracker.operation, tracker.streamed = "ChatStream", True
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", REQUEST_ID_HEADER: rid}
         )
-        stream = self._gateway.chat_stream(decoded.chat, scope)
-        header = None
+        events = self._gateway.chat_stream(chat, scope)
         try:
-            async for event in stream:
+            async for event in events:
                 if isinstance(event, StreamStarted):
-                    header = event.header
                     await response.prepare(request)  # errors before the first event are plain JSON
-                    await response.write(out.sse(out.first_chunk(header)))
+                    chunks = encoder.start(event.header)
                 elif isinstance(event, StreamFinished):
-                    assert header is not None
-                    for chunk in out.final_chunks(
-                        header, event.summary, decoded.include_usage, decoded.dropped
-                    ):
-                        await response.write(out.sse(chunk))
+                    chunks = encoder.finish(event.summary)
                 else:
-                    assert header is not None
-                    await response.write(out.sse(out.delta_chunk(header, event)))
+                    chunks = encoder.delta(event)
+                for chunk in chunks:
+                    await response.write(chunk)
         except GatewayError as err:
             if not response.prepared:
                 raise
             # After the first event the status is sent: the error is the stream's last event.
             tracker.fail(err)
-            await response.write(out.sse(out.error(err, rid)[1]))
+            await response.write(encoder.error(err, rid))
             tracker.end()
             return response
         finally:
-            await stream.aclose()
-        await response.write(out.sse("[DONE]"))
+            await events.aclose()
+        for chunk in encoder.end():
+            await response.write(chunk)
         await response.write_eof()
         tracker.end("OK")
         return response
 
-    def _failed(self, tracker: CallTracker, err: GatewayError, rid: str) -> web.Response:
+    def _failed(self, dialect: Dialect, tracker: CallTracker, err: GatewayError, rid: str) -> web.Response:
         tracker.fail(err)
         tracker.end()
-        status, body = out.error(err, rid)
-        headers = {REQUEST_ID_HEADER: rid}
-        if err.retry_after is not None:
-            headers["Retry-After"] = str(max(1, round(err.retry_after)))
-        return web.Response(status=status, body=json.dumps(body), content_type=_JSON, headers=headers)
+        return _error_response(dialect, err, rid)
 
     def _standing(self, call_id: str, summary: CallSummary) -> dict[str, str]:
         """Where the call leaves its budgets and its key's quotas, as response headers."""
@@ -295,11 +308,7 @@ class HttpDoor:
         return self._runtime.principals.of(key), None
 
     def _refused(self, err: GatewayError, request: web.Request) -> web.Response:
-        rid = request_id(request.headers.get(REQUEST_ID_HEADER))
-        status, body = out.error(err, rid)
-        return web.Response(
-            status=status, body=json.dumps(body), content_type=_JSON, headers={REQUEST_ID_HEADER: rid}
-        )
+        return _error_response(OPENAI, err, request_id(request.headers.get(REQUEST_ID_HEADER)))
 
 
 def _provider_status(state: CircuitState, available: bool) -> str:
@@ -334,3 +343,18 @@ def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socke
         sock.close()
         raise
     return sock
+
+
+async def _json_body(request: web.Request) -> Any:
+    try:
+        return json.loads(await request.read(), parse_float=Decimal)
+    except ValueError:
+        raise invalid_field("", "the body is not JSON") from None
+
+
+def _error_response(dialect: Dialect, err: GatewayError, rid: str) -> web.Response:
+    status, body = dialect.error(err, rid)
+    headers = {REQUEST_ID_HEADER: rid}
+    if err.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(err.retry_after)))
+    return web.Response(status=status, body=json.dumps(body), content_type=_JSON, headers=headers)
