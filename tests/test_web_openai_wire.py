@@ -5,6 +5,7 @@ error shapes."""
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -176,3 +177,24 @@ def test_errors_carry_the_status_type_param_and_request_id() -> None:
         "openai",
         "upstream_rate_limited",
     )
+
+
+def test_the_http_status_table_in_the_docs_is_what_the_door_answers() -> None:
+    from pathlib import Path
+
+    from llm_gateway.web import anthropic
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "errors.md").read_text()
+    rows = re.findall(
+        r"^\| `([A-Z_]+)` \| (\d{3})[^|]*\| `([a-z_]+)`[^|]*\| `([a-z_]+)` \|$", docs, re.MULTILINE
+    )
+    assert (
+        {code for code, *_ in rows} == {c.value for c in Code if c is not Code.OK}
+        if hasattr(Code, "OK")
+        else {c.value for c in Code}
+    )
+    for code, status, openai_type, anthropic_type in rows:
+        err = GatewayError("x", code=Code(code), reason="SOME_REASON")
+        assert error(err, "r")[0] == int(status), code
+        assert error(err, "r")[1]["error"]["type"] == openai_type, code
+        assert anthropic.error(err, "r")[1]["error"]["type"] == anthropic_type, code
