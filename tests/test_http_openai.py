@@ -14,6 +14,8 @@ import openai
 import pytest
 from pydantic import BaseModel
 
+from llm_gateway.gateway.record import ANONYMOUS
+from llm_gateway.ledger import RecordFilter
 from tests.conftest import RunningGateway, openai_toml, running_gateway
 from tests.fakes.openai import FakeOpenAI, Reply, completion, text_chunks, tool_call, usage
 
@@ -273,3 +275,45 @@ async def test_a_client_leaving_a_stream_closes_the_upstream_request(fake_openai
                 break
             await asyncio.sleep(0.02)
         assert fake_openai.disconnects == 1
+
+
+async def test_http_calls_share_the_ledger_and_the_budgets_with_grpc() -> None:
+    budget = """
+[[budgets.limits]]
+id = "tiny"
+scope = "key:team-a"
+limit_usd = "0.00001"
+period = "day"
+"""
+    async with running_gateway(KEYS + budget) as gw:
+        client = openai.AsyncOpenAI(base_url=f"{base_url(gw)}/v1", api_key=KEY, max_retries=0)
+        raw = await client.chat.completions.with_raw_response.create(
+            model="mock:echo",
+            max_tokens=5,
+            messages=[{"role": "user", "content": "Count me"}],
+            extra_headers={"x-request-id": "http-ledger-1"},
+        )
+        reply = raw.parse()
+        assert raw.headers["x-request-id"] == "http-ledger-1"
+        assert raw.headers["x-budget-id"] == "tiny"
+        left = Decimal(raw.headers["x-budget-remaining-usd"])
+        assert left == Decimal("0.00001") - Decimal((reply.model_extra or {})["cost"]["total"])
+        ledger = gw.server.runtime.ledger
+        assert ledger is not None
+        await ledger.writer.flush()
+        page = await ledger.queries.list_records(ANONYMOUS, RecordFilter(key="team-a"))
+        (record,) = [r for r in page.records if r.request_id == "http-ledger-1"]
+        assert (record.id, record.principal.key, record.model, record.status) == (
+            reply.id,
+            "team-a",
+            "mock:echo",
+            "OK",
+        )
+        # A call the budget cannot hold is refused before any upstream request, in OpenAI's shape.
+        with pytest.raises(openai.RateLimitError) as refused:
+            await client.chat.completions.create(
+                model="mock:echo", messages=[{"role": "user", "content": "Too much"}]
+            )
+        error = refused.value.body
+        assert isinstance(error, dict)
+        assert (error["code"], error["metadata"]["budget_id"]) == ("budget_exhausted", "tiny")
