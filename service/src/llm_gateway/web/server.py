@@ -323,13 +323,14 @@ def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socke
     wildcard = host in ("[::]", "::", "")
     name = "::" if wildcard else host.strip("[]")
     family = socket.AF_INET6 if ":" in name else socket.AF_INET
+    # Created as TCP by number: asyncio sets TCP_NODELAY on accepted connections only then.
     try:
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     except OSError:
         if not wildcard:
             raise
         family, name = socket.AF_INET, "0.0.0.0"
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
