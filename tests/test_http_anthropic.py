@@ -48,7 +48,7 @@ async def test_a_message_and_a_stream_from_the_mock(gw: RunningGateway) -> None:
     assert reply.stop_reason == "end_turn"
     assert reply.usage.output_tokens > 0
     assert reply.usage.input_tokens > 0
-    assert json.loads(reply.model_dump_json())["cost"]["total"]
+    assert json.loads(reply.model_dump_json())["cost"]["total_cost"]
 
     async with client.messages.stream(
         model="mock:echo", max_tokens=100, messages=[{"role": "user", "content": "one two three"}]

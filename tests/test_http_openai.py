@@ -60,10 +60,13 @@ async def test_a_chat_completion_with_exact_usage_and_cost(client: openai.AsyncO
         Decimal(reply.usage.prompt_tokens) * Decimal("0.15")
         + Decimal(reply.usage.completion_tokens) * Decimal("0.60")
     ) / 1_000_000
-    assert Decimal(extra["cost"]["total"]) == expected
+    assert Decimal(extra["cost"]["total_cost"]) == expected
     assert extra["provider"] == "mock"
     assert extra["routing"]["selected_model"] == "mock:echo"
-    assert extra["latency"]["total_ms"] >= extra["latency"]["upstream_ms"] >= 0
+    latency = extra["latency"]
+    assert latency["total_time_ms"] >= latency["network_time_ms"] >= 0
+    assert latency["processing_time_ms"] >= 0
+    assert extra["routing"]["routing_reason"] == "requested"
 
 
 async def test_a_stream_sends_chunks_then_usage_then_done(
@@ -103,7 +106,7 @@ async def test_a_stream_sends_chunks_then_usage_then_done(
     assert events[-1] == "data: [DONE]"
     finish = json.loads(events[-2][len("data: ") :])
     assert finish["choices"][0]["finish_reason"] == "stop"
-    assert Decimal(finish["cost"]["total"]) > 0
+    assert Decimal(finish["cost"]["total_cost"]) > 0
 
 
 async def test_the_sync_client_and_the_api_v1_prefix(gw: RunningGateway) -> None:
@@ -297,7 +300,7 @@ period = "day"
         assert raw.headers["x-request-id"] == "http-ledger-1"
         assert raw.headers["x-budget-id"] == "tiny"
         left = Decimal(raw.headers["x-budget-remaining-usd"])
-        assert left == Decimal("0.00001") - Decimal((reply.model_extra or {})["cost"]["total"])
+        assert left == Decimal("0.00001") - Decimal((reply.model_extra or {})["cost"]["total_cost"])
         ledger = gw.server.runtime.ledger
         assert ledger is not None
         await ledger.writer.flush()
@@ -317,3 +320,25 @@ period = "day"
         error = refused.value.body
         assert isinstance(error, dict)
         assert (error["code"], error["metadata"]["budget_id"]) == ("budget_exhausted", "tiny")
+
+
+async def test_the_response_flags_choose_the_extensions(client: openai.AsyncOpenAI) -> None:
+    bare = await client.chat.completions.create(
+        model="mock:echo",
+        messages=[{"role": "user", "content": "x"}],
+        extra_body={
+            "response": {"include_cost": False, "include_latency": False, "include_model_info": True}
+        },
+    )
+    extra = bare.model_extra or {}
+    assert "cost" not in extra
+    assert "latency" not in extra
+    assert extra["model_info"]["context_window"] == 128000
+    with pytest.raises(openai.BadRequestError) as bad:
+        await client.chat.completions.create(
+            model="mock:echo",
+            messages=[{"role": "user", "content": "x"}],
+            extra_body={"response": {"include_all": 1}},
+        )
+    assert isinstance(bad.value.body, dict)
+    assert bad.value.body["param"] == "response.include_all"

@@ -38,13 +38,14 @@ class Dialect:
 
 
 class OpenAIEncoder:
-    def __init__(self, include_usage: bool, dropped: tuple[str, ...]) -> None:
+    def __init__(self, include_usage: bool, dropped: tuple[str, ...], include: out.Include) -> None:
         self._include_usage = include_usage
         self._dropped = dropped
+        self._include = include
         self._header: CallHeader | None = None
 
     def reply(self, outcome: ChatOutcome) -> dict[str, Any]:
-        return out.completion(outcome, self._dropped)
+        return out.completion(outcome, self._dropped, self._include)
 
     def start(self, header: CallHeader) -> list[bytes]:
         self._header = header
@@ -95,7 +96,11 @@ class AnthropicEncoder:
 
 def _openai(body: Any, providers: Collection[str]) -> tuple[ChatRequest, bool, Encoder]:
     decoded = decode_openai(body, providers)
-    return decoded.chat, decoded.stream, OpenAIEncoder(decoded.include_usage, decoded.dropped)
+    return (
+        decoded.chat,
+        decoded.stream,
+        OpenAIEncoder(decoded.include_usage, decoded.dropped, decoded.include),
+    )
 
 
 def _anthropic(body: Any, providers: Collection[str]) -> tuple[ChatRequest, bool, Encoder]:

@@ -39,6 +39,7 @@ from llm_gateway.domain.messages import (
     ToolChoiceMode,
 )
 from llm_gateway.domain.validation import validate_chat_request
+from llm_gateway.web.openai_response import EVERYTHING, Include
 
 _ROLES = {"system": Role.SYSTEM, "developer": Role.SYSTEM, "user": Role.USER, "assistant": Role.ASSISTANT}
 _DATA_URL = re.compile(r"^data:([a-z]+/[a-z0-9.+-]+);base64,(.*)$", re.DOTALL | re.IGNORECASE)
@@ -88,6 +89,7 @@ class OpenAIRequest:
     include_usage: bool  # stream_options.include_usage
     max_tokens_param: str  # which of max_tokens / max_completion_tokens the caller used
     dropped: tuple[str, ...] = ()  # parameters the gateway does not honour, left out (LENIENT)
+    include: Include = EVERYTHING  # the `response` flags
 
 
 def decode(body: object, providers: Collection[str]) -> OpenAIRequest:
@@ -185,7 +187,31 @@ def _request(body: dict[str, Any], wire: Violations) -> OpenAIRequest:
         reasoning=_reasoning(body.get("reasoning_effort"), wire),
         lenient=lenient,
     )
-    return OpenAIRequest(chat, stream, include_usage, max_tokens_param, tuple(dropped))
+    return OpenAIRequest(
+        chat, stream, include_usage, max_tokens_param, tuple(dropped), _include(body.get("response"), wire)
+    )
+
+
+def _include(value: object, wire: Violations) -> Include:
+    if value is None:
+        return EVERYTHING
+    flags = {
+        "include_usage": True,
+        "include_cost": True,
+        "include_latency": True,
+        "include_model_info": False,
+    }
+    if not isinstance(value, dict):
+        wire.add("response", "must be an object of include_* flags")
+        return EVERYTHING
+    for name, flag in value.items():
+        if name not in flags or not isinstance(flag, bool):
+            wire.add(f"response.{name}", f"must be one of {', '.join(flags)}, true or false")
+            continue
+        flags[name] = flag
+    return Include(
+        flags["include_usage"], flags["include_cost"], flags["include_latency"], flags["include_model_info"]
+    )
 
 
 def _policy(value: object, wire: Violations) -> bool:

@@ -6,6 +6,7 @@ latencies are milliseconds."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from llm_gateway.domain.errors import Code, GatewayError
@@ -39,7 +40,22 @@ STATUS: dict[Code, tuple[int, str]] = {
 }
 
 
-def completion(outcome: ChatOutcome, dropped: tuple[str, ...] = ()) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Include:
+    """The seed documents' `response` flags: which extensions a reply carries."""
+
+    usage: bool = True
+    cost: bool = True
+    latency: bool = True
+    model_info: bool = False
+
+
+EVERYTHING = Include()
+
+
+def completion(
+    outcome: ChatOutcome, dropped: tuple[str, ...] = (), include: Include = EVERYTHING
+) -> dict[str, Any]:
     header, reply, summary = outcome.header, outcome.completion, outcome.summary
     message: dict[str, Any] = {"role": "assistant", "content": reply.text or None, "refusal": None}
     if reply.tool_calls:
@@ -60,9 +76,9 @@ def completion(outcome: ChatOutcome, dropped: tuple[str, ...] = ()) -> dict[str,
                 "logprobs": None,
             }
         ],
-        "usage": usage(summary.usage),
+        **({"usage": usage(summary.usage)} if include.usage else {}),
         "system_fingerprint": None,
-        **extensions(summary, header, dropped),
+        **extensions(summary, header, dropped, include),
     }
 
 
@@ -92,11 +108,15 @@ def delta_chunk(header: CallHeader, event: TextDelta | ToolCallDelta) -> dict[st
 
 
 def final_chunks(
-    header: CallHeader, summary: CallSummary, include_usage: bool, dropped: tuple[str, ...] = ()
+    header: CallHeader,
+    summary: CallSummary,
+    include_usage: bool,
+    dropped: tuple[str, ...] = (),
+    include: Include = EVERYTHING,
 ) -> list[dict[str, Any]]:
     """The finish chunk (with the gateway's extensions), and the usage chunk when asked for."""
     finish = chunk(header, {}, _FINISH.get(summary.finish_reason or FinishReason.STOP, "stop"))
-    finish.update(extensions(summary, header, dropped))
+    finish.update(extensions(summary, header, dropped, include))
     if not include_usage:
         return [finish]
     tail = chunk(header, {})
@@ -111,59 +131,80 @@ def usage(used: Usage) -> dict[str, Any]:
         "completion_tokens": used.completion_tokens,
         "total_tokens": used.total_tokens,
         "prompt_tokens_details": {"cached_tokens": used.cache_read_tokens},
+        "cache_hit_tokens": used.cache_read_tokens,
         "completion_tokens_details": {"reasoning_tokens": used.reasoning_tokens},
     }
 
 
-def extensions(summary: CallSummary, header: CallHeader, dropped: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The seed documents' fields beside OpenAI's: who served, what it cost, where the time went."""
-    latency, routing = summary.latency, summary.routing
-    found: dict[str, Any] = {
-        "provider": header.model.provider,
-        "cost": cost(summary.cost),
-        "latency": {
-            "total_ms": _ms(latency.total),
-            "time_to_first_token_ms": _ms(latency.time_to_first_token),
-            "upstream_ms": _ms(latency.upstream),
-            "gateway_overhead_ms": _ms(latency.gateway_overhead),
-        },
-        "routing": {
-            "selected_model": routing.selected.id if routing.selected else header.model.id,
-            "reason": routing.reason,
-            "considered_models": list(routing.candidates),
-            "fallback_used": routing.fallback_used,
-            "attempts": [
-                {
-                    "provider": a.provider,
-                    "model": a.model,
-                    "code": a.code,
-                    "reason": a.reason,
-                    "latency_ms": _ms(a.latency),
-                }
-                for a in routing.attempts
-            ],
-        },
-        "usage_estimated": summary.usage.estimated,
+def extensions(
+    summary: CallSummary, header: CallHeader, dropped: tuple[str, ...] = (), include: Include = EVERYTHING
+) -> dict[str, Any]:
+    """The seed documents' fields beside OpenAI's, under their names: who served, what it cost,
+    where the time went, how it was routed."""
+    latency, routing, spec = summary.latency, summary.routing, header.model
+    found: dict[str, Any] = {"provider": spec.provider}
+    if include.cost:
+        found["cost"] = cost(summary.cost, summary.usage)
+    if include.latency:
+        found["latency"] = {
+            "total_time_ms": _ms(latency.total),
+            "ttfb_ms": _ms(latency.time_to_first_byte),
+            "ttft_ms": _ms(latency.time_to_first_token),
+            "processing_time_ms": _ms(latency.gateway_overhead),
+            "network_time_ms": _ms(latency.upstream),
+        }
+    found["routing"] = {
+        "selected_provider": spec.provider,
+        "selected_model": routing.selected.id if routing.selected else spec.id,
+        "routing_reason": routing.reason,
+        "considered_models": list(routing.candidates),
+        "fallback_used": routing.fallback_used,
+        "cache_hit": False,
+        "attempts": [
+            {
+                "provider": a.provider,
+                "model": a.model,
+                "code": a.code,
+                "reason": a.reason,
+                "latency_ms": _ms(a.latency),
+            }
+            for a in routing.attempts
+        ],
     }
+    if include.model_info:
+        found["model_info"] = {
+            "id": spec.id,
+            "provider": spec.provider,
+            "name": spec.name,
+            "display_name": spec.display_name,
+            "context_window": spec.context_window,
+            "max_output_tokens": spec.max_output_tokens,
+            "provider_model": summary.provider_model,
+        }
+    found["usage_estimated"] = summary.usage.estimated
     left_out = (*summary.dropped_parameters, *dropped)
     if left_out:
         found["dropped_parameters"] = list(left_out)
     return found
 
 
-def cost(spent: Cost) -> dict[str, Any]:
+def cost(spent: Cost, used: Usage) -> dict[str, Any]:
+    """The seed documents' cost object; every amount exact decimal text (never a float)."""
     if spent.status is PricingStatus.UNKNOWN:
-        return {"status": spent.status.value, "currency": spent.currency, "total": None}
+        return {"status": spent.status.value, "currency": spent.currency, "total_cost": None}
+    per_1k = spent.cost_per_1k_tokens
     return {
         "status": spent.status.value,
         "currency": spent.currency,
-        "input": format_decimal(spent.input),
-        "cached_input": format_decimal(spent.cached_input),
-        "cache_write": format_decimal(spent.cache_write),
-        "output": format_decimal(spent.output),
+        "input_cost": format_decimal(spent.input),
+        "cached_input_cost": format_decimal(spent.cached_input),
+        "cache_write_cost": format_decimal(spent.cache_write),
+        "output_cost": format_decimal(spent.output),
         "request_fee": format_decimal(spent.request_fee),
-        "total": format_decimal(spent.total),
-        "estimated": spent.estimated,
+        "total_cost": format_decimal(spent.total),
+        "cost_per_1k_tokens": None if per_1k is None else format_decimal(per_1k),
+        "cache_savings": format_decimal(spent.cache_savings),
+        "estimated": spent.estimated or used.estimated,
     }
 
 
