@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs a command against a live gateway: starts one on a free port with tests/configs/e2e.toml and
-# fresh API keys, exports LLM_GATEWAY_ADDR, LLM_GATEWAY_API_KEY and LLM_GATEWAY_ADMIN_KEY (an admin
-# key, for BudgetService), runs the command, then stops
+# fresh API keys, exports LLM_GATEWAY_ADDR, LLM_GATEWAY_HTTP_URL (the HTTP door), LLM_GATEWAY_API_KEY
+# and LLM_GATEWAY_ADMIN_KEY (an admin key, for BudgetService), runs the command, then stops
 # the gateway with SIGTERM and checks that it drained and exited 0.
 # Usage: scripts/with-gateway.sh <command> [args...]
 set -euo pipefail
@@ -34,6 +34,9 @@ for _ in $(seq 1 100); do
 done
 [ -s "$work/port" ] || { echo "gateway did not start in 10 s" >&2; cat "$work/gateway.log" >&2; exit 1; }
 export LLM_GATEWAY_ADDR="127.0.0.1:$(cat "$work/port")"
+# The HTTP door's port, from the "serving" line of the gateway's log (written before the port file).
+http_port=$(grep -o '"http_port":[0-9]*' "$work/gateway.log" | head -n 1 | cut -d: -f2)
+export LLM_GATEWAY_HTTP_URL="http://127.0.0.1:$http_port"
 "$root/.venv/bin/llm-gateway" health --address "$LLM_GATEWAY_ADDR" >/dev/null
 
 status=0

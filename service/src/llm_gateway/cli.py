@@ -157,11 +157,8 @@ async def _serve(
 
     server = await create_server(config, host=host, port=port, reuse_port=worker is not None)
     await server.start()
-    if port_file is not None:
-        await asyncio.to_thread(port_file.write_text, f"{server.port}\n")
-    if ready is not None:
-        ready.send(server.port)
-        ready.close()
+    # Logged before the port is announced: whoever waits for the port finds the line (and the
+    # HTTP door's port in it).
     _log.info(
         {
             "event": "serving",
@@ -173,6 +170,11 @@ async def _serve(
             **({"pid": os.getpid()} if worker is not None else {}),
         }
     )
+    if port_file is not None:
+        await asyncio.to_thread(port_file.write_text, f"{server.port}\n")
+    if ready is not None:
+        ready.send(server.port)
+        ready.close()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
