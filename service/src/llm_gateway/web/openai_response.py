@@ -147,11 +147,11 @@ def extensions(
         found["cost"] = cost(summary.cost, summary.usage)
     if include.latency:
         found["latency"] = {
-            "total_time_ms": _ms(latency.total),
-            "ttfb_ms": _ms(latency.time_to_first_byte),
-            "ttft_ms": _ms(latency.time_to_first_token),
-            "processing_time_ms": _ms(latency.gateway_overhead),
-            "network_time_ms": _ms(latency.upstream),
+            "total_time_ms": ms(latency.total),
+            "ttfb_ms": ms(latency.time_to_first_byte),
+            "ttft_ms": ms(latency.time_to_first_token),
+            "processing_time_ms": ms(latency.gateway_overhead),
+            "network_time_ms": ms(latency.upstream),
         }
     found["routing"] = {
         "selected_provider": spec.provider,
@@ -166,7 +166,7 @@ def extensions(
                 "model": a.model,
                 "code": a.code,
                 "reason": a.reason,
-                "latency_ms": _ms(a.latency),
+                "latency_ms": ms(a.latency),
             }
             for a in routing.attempts
         ],
@@ -236,5 +236,6 @@ def sse(data: dict[str, Any] | str) -> bytes:
     return f"data: {text}\n\n".encode()
 
 
-def _ms(seconds: float | None) -> float | None:
+def ms(seconds: float | None) -> float | None:
+    """Seconds as milliseconds, to the microsecond."""
     return None if seconds is None else round(seconds * 1000, 3)

@@ -259,7 +259,7 @@ class HttpDoor:
             "state": {
                 "circuit": breaker.state.value,
                 "available": breaker.available,
-                "latency_p50_ms": out._ms(live.latency_p50),
+                "latency_p50_ms": out.ms(live.latency_p50),
                 "recent_calls": live.recent_calls,
             },
         }
@@ -289,7 +289,7 @@ class HttpDoor:
             providers[name] = {
                 "status": _provider_status(breaker.state, breaker.available),
                 "circuit": breaker.state.value,
-                "latency_ms": out._ms(min(latencies)) if latencies else None,
+                "latency_ms": out.ms(min(latencies)) if latencies else None,
             }
         return {
             "status": status,
