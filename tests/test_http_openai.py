@@ -17,6 +17,15 @@ from pydantic import BaseModel
 from llm_gateway.gateway.record import ANONYMOUS
 from llm_gateway.ledger import RecordFilter
 from tests.conftest import RunningGateway, openai_toml, running_gateway
+from tests.fakes.anthropic import FakeAnthropic
+from tests.fakes.anthropic import Reply as AnthropicReply
+from tests.fakes.anthropic import message as anthropic_message
+from tests.fakes.anthropic import text_block as anthropic_text
+from tests.fakes.anthropic import usage as anthropic_usage
+from tests.fakes.gemini import FakeGemini
+from tests.fakes.gemini import Reply as GeminiReply
+from tests.fakes.gemini import text_response as gemini_text
+from tests.fakes.gemini import usage_metadata as gemini_usage
 from tests.fakes.openai import FakeOpenAI, Reply, completion, text_chunks, tool_call, usage
 
 KEY = "http-door-key-0123456789"
@@ -342,3 +351,61 @@ async def test_the_response_flags_choose_the_extensions(client: openai.AsyncOpen
         )
     assert isinstance(bad.value.body, dict)
     assert bad.value.body["param"] == "response.include_all"
+
+
+async def test_anthropic_and_gemini_models_through_the_openai_door(
+    fake_anthropic: FakeAnthropic, fake_gemini: FakeGemini
+) -> None:
+    upstreams = f"""
+[providers.anthropic]
+base_url = "{fake_anthropic.base_url}"
+api_key = "sk-ant-test-0123456789abcdef"
+retry = {{ max_retries = 0 }}
+[providers.gemini]
+kind = "gemini"
+base_url = "{fake_gemini.base_url}"
+api_key = "gemini-test-key-0123456789"
+retry = {{ max_retries = 0 }}
+"""
+    async with running_gateway(KEYS + upstreams) as gw:
+        client = openai.AsyncOpenAI(base_url=f"{base_url(gw)}/v1", api_key=KEY, max_retries=0)
+        fake_anthropic.script(
+            AnthropicReply(
+                json_body=anthropic_message(
+                    [anthropic_text("Bonjour from Claude")], usage_=anthropic_usage(12, 4)
+                )
+            )
+        )
+        claude = await client.chat.completions.create(
+            model="anthropic:claude-haiku-4-5", messages=[{"role": "user", "content": "Say hello"}]
+        )
+        assert claude.choices[0].message.content == "Bonjour from Claude"
+        assert claude.usage is not None
+        assert (claude.usage.prompt_tokens, claude.usage.completion_tokens) == (12, 4)
+        assert (claude.model_extra or {})["provider"] == "anthropic"
+        assert fake_anthropic.requests[-1].body["messages"] == [
+            {"role": "user", "content": [{"type": "text", "text": "Say hello"}]}
+        ]
+
+        fake_gemini.script(GeminiReply(json_body=gemini_text("Hallo from Gemini", gemini_usage(9, 5))))
+        gemini = await client.chat.completions.create(
+            model="gemini:gemini-2.5-flash", messages=[{"role": "user", "content": "Say hello"}]
+        )
+        assert gemini.choices[0].message.content == "Hallo from Gemini"
+        assert gemini.usage is not None
+        assert (gemini.usage.prompt_tokens, gemini.usage.completion_tokens) == (9, 5)
+        assert Decimal((gemini.model_extra or {})["cost"]["total_cost"]) > 0
+
+
+async def test_lenient_by_header_drops_what_the_gateway_cannot_honour(client: openai.AsyncOpenAI) -> None:
+    reply = await client.chat.completions.create(
+        model="mock:echo",
+        messages=[{"role": "user", "content": "x"}],
+        logprobs=True,
+        extra_headers={"x-unsupported-parameters": "lenient"},
+    )
+    assert (reply.model_extra or {})["dropped_parameters"] == ["logprobs"]
+    with pytest.raises(openai.BadRequestError):
+        await client.chat.completions.create(
+            model="mock:echo", messages=[{"role": "user", "content": "x"}], logprobs=True
+        )

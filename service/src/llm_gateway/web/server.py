@@ -49,6 +49,8 @@ try:
 except metadata.PackageNotFoundError:  # run from a source tree without installing
     _VERSION = "0+unknown"
 REQUEST_ID_HEADER = "x-request-id"
+# The unsupported-parameter policy for clients that cannot add to the body ("strict" or "lenient").
+POLICY_HEADER = "x-unsupported-parameters"
 _JSON = "application/json"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -151,7 +153,11 @@ class HttpDoor:
     async def _chat(
         self, request: web.Request, dialect: Dialect, tracker: CallTracker, rid: str, received: float
     ) -> web.StreamResponse:
-        chat, stream, encoder = dialect.decode(await _json_body(request), self._providers)
+        body = await _json_body(request)
+        policy = request.headers.get(POLICY_HEADER)
+        if policy is not None and dialect is OPENAI and isinstance(body, dict):
+            body.setdefault("unsupported_parameters", policy.strip().lower())
+        chat, stream, encoder = dialect.decode(body, self._providers)
         scope = CallScope(
             request_id=rid, received_at=received, deadline=None, principal=tracker.principal, call=tracker
         )
