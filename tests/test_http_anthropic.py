@@ -40,6 +40,9 @@ async def test_a_message_and_a_stream_from_the_mock(gw: RunningGateway) -> None:
         model="mock:echo",
         max_tokens=100,
         system="You echo.",
+        stop_sequences=["never said"],
+        # JSON fractions: read as decimals, taken as numbers.
+        extra_body={"temperature": 0.5, "top_p": 0.9},
         messages=[{"role": "user", "content": "Hello Claude"}],
     )
     assert reply.type == "message"

@@ -34,6 +34,7 @@ from llm_gateway.domain.messages import (
 from llm_gateway.domain.results import FinishReason, TextDelta, ToolCallDelta, Usage
 from llm_gateway.domain.validation import validate_chat_request
 from llm_gateway.gateway.outcome import CallHeader, CallSummary, ChatOutcome
+from llm_gateway.web.fields import integer, number, strings
 from llm_gateway.web.openai_response import extensions
 
 _STOP = {
@@ -105,11 +106,11 @@ def decode(body: object, providers: Collection[str]) -> MessagesRequest:
         tools=_tools(body.get("tools"), wire),
         tool_choice=_tool_choice(body.get("tool_choice"), wire),
         generation=GenerationConfig(
-            temperature=_number(body.get("temperature"), "temperature", wire),
-            top_p=_number(body.get("top_p"), "top_p", wire),
-            top_k=_integer(body.get("top_k"), "top_k", wire),
+            temperature=number(body.get("temperature"), "temperature", wire),
+            top_p=number(body.get("top_p"), "top_p", wire),
+            top_k=integer(body.get("top_k"), "top_k", wire),
             max_tokens=max_tokens,
-            stop=tuple(_strings(body.get("stop_sequences"), "stop_sequences", wire)),
+            stop=tuple(strings(body.get("stop_sequences"), "stop_sequences", wire)),
         ),
         caller=Caller(user=user if isinstance(user, str) else ""),
         reasoning=_thinking(body.get("thinking"), wire),
@@ -258,33 +259,6 @@ def _thinking(value: object, wire: Violations) -> Reasoning | None:
         return Reasoning(budget_tokens=budget)
     wire.add("thinking", "must be {type: 'enabled', budget_tokens} or {type: 'disabled'}")
     return None
-
-
-def _number(value: object, path: str, wire: Violations) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        wire.add(path, "must be a number")
-        return None
-    return float(value)
-
-
-def _integer(value: object, path: str, wire: Violations) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        wire.add(path, "must be an integer")
-        return None
-    return value
-
-
-def _strings(value: object, path: str, wire: Violations) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return value
-    wire.add(path, "must be a list of strings")
-    return []
 
 
 # -- replies ------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from llm_gateway.domain.messages import (
     ToolChoiceMode,
 )
 from llm_gateway.domain.validation import validate_chat_request
+from llm_gateway.web.fields import integer, number, strings, text
 from llm_gateway.web.openai_response import EVERYTHING, Include
 
 _ROLES = {"system": Role.SYSTEM, "developer": Role.SYSTEM, "user": Role.USER, "assistant": Role.ASSISTANT}
@@ -170,18 +171,17 @@ def _request(body: dict[str, Any], wire: Violations) -> OpenAIRequest:
         parallel_tool_calls=_bool(body, "parallel_tool_calls", wire),
         response_format=_response_format(body.get("response_format"), wire),
         generation=_generation(body, max_tokens_param, wire),
-        fallback_models=tuple(_strings(routing.get("fallback_models"), "routing.fallback_models", wire)),
+        fallback_models=tuple(strings(routing.get("fallback_models"), "routing.fallback_models", wire)),
         max_cost=_decimal(budget.get("max_cost"), "budget.max_cost", wire),
         cost_alert_threshold=_decimal(
             budget.get("cost_alert_threshold"), "budget.cost_alert_threshold", wire
         ),
         dry_run=_bool(body, "dry_run", wire) or False,
         caller=Caller(
-            user=_text(budget.get("user_id"), "budget.user_id", wire)
-            or _text(body.get("user"), "user", wire),
-            project=_text(budget.get("project_id"), "budget.project_id", wire),
-            tenant=_text(budget.get("tenant_id"), "budget.tenant_id", wire),
-            tracking_id=_text(budget.get("tracking_id"), "budget.tracking_id", wire),
+            user=text(budget.get("user_id"), "budget.user_id", wire) or text(body.get("user"), "user", wire),
+            project=text(budget.get("project_id"), "budget.project_id", wire),
+            tenant=text(budget.get("tenant_id"), "budget.tenant_id", wire),
+            tracking_id=text(budget.get("tracking_id"), "budget.tracking_id", wire),
         ),
         tags=_tags(body.get("metadata"), wire),
         reasoning=_reasoning(body.get("reasoning_effort"), wire),
@@ -251,8 +251,8 @@ def _message(value: object, path: str, wire: Violations) -> Message:
         role,
         parts,
         calls,
-        tool_call_id=_text(value.get("tool_call_id"), f"{path}.tool_call_id", wire),
-        name=_text(value.get("name"), f"{path}.name", wire),
+        tool_call_id=text(value.get("tool_call_id"), f"{path}.tool_call_id", wire),
+        name=text(value.get("name"), f"{path}.name", wire),
     )
 
 
@@ -307,8 +307,8 @@ def _tool_call(value: object, path: str, wire: Violations) -> ToolCall:
         return ToolCall("", "", "")
     arguments = function.get("arguments", "")
     return ToolCall(
-        _text(value.get("id"), f"{path}.id", wire),
-        _text(function.get("name"), f"{path}.function.name", wire),
+        text(value.get("id"), f"{path}.id", wire),
+        text(function.get("name"), f"{path}.function.name", wire),
         arguments if isinstance(arguments, str) else "",
     )
 
@@ -331,8 +331,8 @@ def _tools(value: object, wire: Violations) -> tuple[Tool, ...]:
             parameters = None
         tools.append(
             Tool(
-                _text(function.get("name"), f"tools[{i}].function.name", wire),
-                _text(function.get("description"), f"tools[{i}].function.description", wire),
+                text(function.get("name"), f"tools[{i}].function.name", wire),
+                text(function.get("description"), f"tools[{i}].function.description", wire),
                 parameters,
                 bool(function.get("strict")),
             )
@@ -368,7 +368,7 @@ def _response_format(value: object, wire: Violations) -> ResponseFormat | None:
         return ResponseFormat(
             ResponseFormatType.JSON_SCHEMA,
             spec.get("schema"),
-            _text(spec.get("name"), "response_format.json_schema.name", wire) or "response",
+            text(spec.get("name"), "response_format.json_schema.name", wire) or "response",
             bool(spec.get("strict")),
         )
     wire.add("response_format.type", "must be text, json_object or json_schema")
@@ -381,15 +381,15 @@ def _generation(body: Mapping[str, Any], max_tokens_param: str, wire: Violations
     if isinstance(stop, str):
         stops = (stop,)
     elif stop is not None:
-        stops = tuple(_strings(stop, "stop", wire))
+        stops = tuple(strings(stop, "stop", wire))
     return GenerationConfig(
-        temperature=_number(body, "temperature", wire),
-        top_p=_number(body, "top_p", wire),
-        max_tokens=_integer(body, max_tokens_param, wire),
+        temperature=number(body.get("temperature"), "temperature", wire),
+        top_p=number(body.get("top_p"), "top_p", wire),
+        max_tokens=integer(body.get(max_tokens_param), max_tokens_param, wire),
         stop=stops,
-        seed=_integer(body, "seed", wire),
-        presence_penalty=_number(body, "presence_penalty", wire),
-        frequency_penalty=_number(body, "frequency_penalty", wire),
+        seed=integer(body.get("seed"), "seed", wire),
+        presence_penalty=number(body.get("presence_penalty"), "presence_penalty", wire),
+        frequency_penalty=number(body.get("frequency_penalty"), "frequency_penalty", wire),
     )
 
 
@@ -410,26 +410,6 @@ def _tags(value: object, wire: Violations) -> dict[str, str]:
         wire.add("metadata", "must be an object of string values")
         return {}
     return dict(value)
-
-
-def _number(body: Mapping[str, Any], name: str, wire: Violations) -> float | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
-        wire.add(name, "must be a number")
-        return None
-    return float(value)
-
-
-def _integer(body: Mapping[str, Any], name: str, wire: Violations) -> int | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        wire.add(name, "must be an integer")
-        return None
-    return value
 
 
 def _bool(body: Mapping[str, Any], name: str, wire: Violations) -> bool | None:
@@ -455,24 +435,6 @@ def _list(body: Mapping[str, Any], name: str, path: str, wire: Violations) -> li
     if isinstance(value, list):
         return value
     wire.add(f"{path}.{name}", "must be a list")
-    return []
-
-
-def _text(value: object, path: str, wire: Violations) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    wire.add(path, "must be a string")
-    return ""
-
-
-def _strings(value: object, path: str, wire: Violations) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return value
-    wire.add(path, "must be a list of strings")
     return []
 
 
