@@ -30,7 +30,7 @@ from llm_gateway.domain.errors import Code, GatewayError
 from llm_gateway.domain.messages import Caller
 from llm_gateway.domain.principal import Principal
 from llm_gateway.gateway.record import CallRecord
-from llm_gateway.pricing import PricingStatus, format_decimal
+from llm_gateway.pricing import Cost, PricingStatus, format_decimal
 
 _log = logging.getLogger("llm_gateway.budgets")
 
@@ -205,17 +205,18 @@ class BudgetKeeper:
             return GatewayError(
                 f"key {quota.key!r} is over its quota of {quota.limit} {quota.what} "
                 f"per {quota.period.value}: "
-                f"{_count(standing.spent)} used and {_count(standing.reserved)} held by calls in flight; "
-                f"this call needs {_count(amount)}; it resets at {rfc3339(resets)}",
+                f"{format_decimal(standing.spent)} used and {format_decimal(standing.reserved)} held by "
+                "calls in flight; "
+                f"this call needs {format_decimal(amount)}; it resets at {rfc3339(resets)}",
                 code=Code.RESOURCE_EXHAUSTED,
                 reason="KEY_QUOTA_EXCEEDED",
                 metadata={
                     "key": quota.key,
                     "quota": f"{quota.what}_per_{quota.period.value}",
                     "limit": str(quota.limit),
-                    "used": _count(standing.spent),
-                    "reserved": _count(standing.reserved),
-                    "requested": _count(amount),
+                    "used": format_decimal(standing.spent),
+                    "reserved": format_decimal(standing.reserved),
+                    "requested": format_decimal(amount),
                     "resets_at": rfc3339(resets),
                 },
                 retry_after=wait,
@@ -254,7 +255,7 @@ class BudgetKeeper:
 
     def call_ended(self, record: CallRecord) -> None:
         held = self._held.pop(record.id, None)
-        cost = _cost(record)
+        cost = counted(record.cost)
         alert = None
         threshold = record.cost_alert_threshold
         if threshold is not None and cost > threshold:
@@ -422,15 +423,12 @@ class BudgetKeeper:
         await self.store.close()
 
 
-def _cost(record: CallRecord) -> Decimal:
-    cost = record.cost
+def counted(cost: Cost | None) -> Decimal:
+    """What a call's cost counts against budgets: its total when priced; 0 when nothing was
+    produced, the model is free, or an unknown price was let through."""
     if cost is None or cost.status is not PricingStatus.PRICED:
-        return ZERO  # nothing produced, free, or an unknown price let through
+        return ZERO
     return cost.total
-
-
-def _count(amount: Decimal) -> str:
-    return format_decimal(amount)
 
 
 def _price_unknown(model: str, budget: Budget) -> GatewayError:

@@ -156,9 +156,13 @@ def standings(connection: sqlite3.Connection, charges: Sequence[Charge], *, now:
 
 def _row(connection: sqlite3.Connection, charge: Charge) -> tuple[Decimal, Decimal]:
     """A budget window's spent and reserved totals (0 and 0 before its first call)."""
+    return _totals(connection, charge.budget_id, charge.window_key)
+
+
+def _totals(connection: sqlite3.Connection, budget_id: str, window_start: str) -> tuple[Decimal, Decimal]:
     row = connection.execute(
         "SELECT spent, reserved FROM budget_spend WHERE budget_id = ? AND window_start = ?",
-        (charge.budget_id, charge.window_key),
+        (budget_id, window_start),
     ).fetchone()
     return (Decimal(row[0]), Decimal(row[1])) if row else (ZERO, ZERO)
 
@@ -173,15 +177,7 @@ def _release(connection: sqlite3.Connection, delete: str, args: tuple[object, ..
     connection.executemany(
         "UPDATE budget_spend SET reserved = ? WHERE budget_id = ? AND window_start = ?",
         [
-            (str(EXACT.subtract(_reserved(connection, budget_id, start), amount)), budget_id, start)
+            (str(EXACT.subtract(_totals(connection, budget_id, start)[1], amount)), budget_id, start)
             for (budget_id, start), amount in sorted(freed.items())
         ],
     )
-
-
-def _reserved(connection: sqlite3.Connection, budget_id: str, window_start: str) -> Decimal:
-    row = connection.execute(
-        "SELECT reserved FROM budget_spend WHERE budget_id = ? AND window_start = ?",
-        (budget_id, window_start),
-    ).fetchone()
-    return Decimal(row[0]) if row else ZERO

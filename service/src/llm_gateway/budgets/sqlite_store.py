@@ -10,7 +10,7 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from decimal import Decimal
@@ -111,16 +111,13 @@ class SqliteBudgetStore:
         to the busy timeout. SQLite's own busy handler sleeps a whole millisecond and more between
         tries, which two workers reserving for every call run into all the time; a transaction here
         lasts about 0.1 ms, so the first tries come much sooner."""
-        deadline = time.monotonic() + self._busy_timeout
-        pause = _FIRST_PAUSE
+        pauses = _pauses(self._busy_timeout)
         while True:
             try:
                 return work(self._connect())
             except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode & 0xFF not in _BUSY or time.monotonic() + pause > deadline:
-                    raise
+                pause = _pause_after(exc, pauses)
             time.sleep(pause)
-            pause = min(pause * 2, _MAX_PAUSE)
 
     async def migrate(self) -> None:
         def run(connection: sqlite3.Connection) -> None:
@@ -154,16 +151,13 @@ class SqliteBudgetStore:
             if not self._migrated:
                 return await self._run(work)
             self._quick = self._open(checkpoints=False)
-        deadline = time.monotonic() + self._busy_timeout
-        pause = _FIRST_PAUSE
+        pauses = _pauses(self._busy_timeout)
         while True:
             try:
                 return work(self._quick)
             except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode & 0xFF not in _BUSY or time.monotonic() + pause > deadline:
-                    raise
+                pause = _pause_after(exc, pauses)
             await asyncio.sleep(pause)
-            pause = min(pause * 2, _MAX_PAUSE)
 
     async def settle(
         self,
@@ -343,6 +337,24 @@ class SqliteBudgetStore:
         if self._connection is not None:
             await asyncio.get_running_loop().run_in_executor(self._thread, run)
         self._thread.shutdown(wait=False)
+
+
+def _pauses(timeout: float) -> Iterator[float]:
+    """The waits between tries for the write lock, doubling, until `timeout` has passed."""
+    deadline = time.monotonic() + timeout
+    pause = _FIRST_PAUSE
+    while time.monotonic() + pause <= deadline:
+        yield pause
+        pause = min(pause * 2, _MAX_PAUSE)
+
+
+def _pause_after(error: sqlite3.OperationalError, pauses: Iterator[float]) -> float:
+    """How long to wait before trying again after `error`; re-raises it unless another writer
+    holds the lock and the busy timeout has time left."""
+    pause = next(pauses, None) if error.sqlite_errorcode & 0xFF in _BUSY else None
+    if pause is None:
+        raise error
+    return pause
 
 
 def _id(item: OutboxItem) -> int:

@@ -9,11 +9,24 @@ from datetime import datetime
 from decimal import Decimal
 
 from llm_gateway.budgets.counters import ZERO, Standing
-from llm_gateway.budgets.keeper import Reservation
+from llm_gateway.budgets.keeper import BudgetKeeper, Reservation, counted
 from llm_gateway.budgets.model import rfc3339
 from llm_gateway.budgets.periods import Period
+from llm_gateway.gateway.outcome import CallSummary
 from llm_gateway.ledger.rows import EXACT
 from llm_gateway.pricing import format_decimal
+
+
+def call_headers(keeper: BudgetKeeper | None, call_id: str, summary: CallSummary) -> list[tuple[str, str]]:
+    """The headers of a call ending with `summary` (none when it held no budget or quota): what
+    every door sends, as gRPC trailing metadata or HTTP response headers."""
+    held = keeper.reservation(call_id) if keeper is not None else None
+    if keeper is None or held is None:
+        return []
+    usage = summary.usage
+    return standing_headers(
+        held, counted(summary.cost), usage.prompt_tokens + usage.completion_tokens, keeper.now()
+    )
 
 
 def standing_headers(held: Reservation, cost: Decimal, tokens: int, now: datetime) -> list[tuple[str, str]]:

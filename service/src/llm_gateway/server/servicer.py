@@ -11,8 +11,7 @@ from collections.abc import AsyncIterator, Collection
 from contextlib import aclosing
 from typing import TYPE_CHECKING
 
-from llm_gateway.budgets.counters import ZERO
-from llm_gateway.budgets.trailers import standing_headers
+from llm_gateway.budgets.trailers import call_headers
 from llm_gateway.domain.errors import Code, GatewayError, invalid_field
 from llm_gateway.domain.messages import ChatRequest
 from llm_gateway.domain.results import TextDelta, ToolCallDelta
@@ -20,7 +19,6 @@ from llm_gateway.gateway import ChatOutcome, Gateway, StreamFinished, StreamStar
 from llm_gateway.gateway.outcome import CallSummary
 from llm_gateway.gateway.record import ANONYMOUS
 from llm_gateway.gateway.scope import CallScope
-from llm_gateway.pricing import PricingStatus
 from llm_gateway.server import encode
 from llm_gateway.server.boundary import ErrorBoundary
 from llm_gateway.server.context import (
@@ -158,15 +156,9 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
 
     def _standing(self, context: Context, call_id: str, summary: CallSummary) -> None:
         """Adds where the call leaves its budgets and its key's quotas to the trailing metadata."""
-        keeper = self._gateway.budgets
-        held = keeper.reservation(call_id) if keeper is not None else None
-        if keeper is None or held is None:
-            return
-        usage, cost = summary.usage, summary.cost
-        spent = cost.total if cost.status is PricingStatus.PRICED else ZERO
-        tokens = usage.prompt_tokens + usage.completion_tokens
-        headers = standing_headers(held, spent, tokens, keeper.now())
-        context.set_trailing_metadata((*(context.trailing_metadata() or ()), *headers))
+        headers = call_headers(self._gateway.budgets, call_id, summary)
+        if headers:
+            context.set_trailing_metadata((*(context.trailing_metadata() or ()), *headers))
 
     def _check_size(self, reply: chat_pb2.ChatResponse, outcome: ChatOutcome) -> None:
         """Refuses a reply over the send limit with a status of the gateway's own: the provider

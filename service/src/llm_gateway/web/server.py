@@ -27,14 +27,12 @@ from typing import Any
 
 from aiohttp import web
 
-from llm_gateway.budgets.counters import ZERO
-from llm_gateway.budgets.trailers import standing_headers
+from llm_gateway.budgets.trailers import call_headers
 from llm_gateway.catalog import ModelSpec
 from llm_gateway.domain.errors import Code, GatewayError, invalid_field
 from llm_gateway.edge import KeyCheck, request_id
 from llm_gateway.gateway import StreamFinished, StreamStarted
 from llm_gateway.gateway.breaker import CircuitState
-from llm_gateway.gateway.outcome import CallSummary
 from llm_gateway.gateway.record import CallTracker
 from llm_gateway.gateway.scope import CallScope
 from llm_gateway.pricing import PricingStatus, format_decimal
@@ -163,7 +161,10 @@ class HttpDoor:
         )
         if not stream:
             outcome = await self._gateway.chat(chat, scope)
-            headers = {REQUEST_ID_HEADER: rid, **self._standing(outcome.header.id, outcome.summary)}
+            headers = {
+                REQUEST_ID_HEADER: rid,
+                **dict(call_headers(self._gateway.budgets, outcome.header.id, outcome.summary)),
+            }
             reply = web.Response(body=json.dumps(encoder.reply(outcome)), content_type=_JSON, headers=headers)
             tracker.end("OK")
             return reply
@@ -203,18 +204,6 @@ class HttpDoor:
         tracker.fail(err)
         tracker.end()
         return _error_response(dialect, err, rid)
-
-    def _standing(self, call_id: str, summary: CallSummary) -> dict[str, str]:
-        """Where the call leaves its budgets and its key's quotas, as response headers."""
-        keeper = self._gateway.budgets
-        held = keeper.reservation(call_id) if keeper is not None else None
-        if keeper is None or held is None:
-            return {}
-        usage, cost = summary.usage, summary.cost
-        spent = cost.total if cost.status is PricingStatus.PRICED else ZERO
-        return dict(
-            standing_headers(held, spent, usage.prompt_tokens + usage.completion_tokens, keeper.now())
-        )
 
     # -- models, health -------------------------------------------------------------------------
 
