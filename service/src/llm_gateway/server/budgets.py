@@ -4,7 +4,6 @@ of its own key scope."""
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import time
@@ -28,6 +27,7 @@ from llm_gateway.domain.principal import ANONYMOUS, Principal
 from llm_gateway.pricing import format_decimal
 from llm_gateway.server.boundary import ErrorBoundary
 from llm_gateway.server.context import call_var
+from llm_gateway.server.paging import page_position, page_size, page_token
 from llmgateway.v1 import budget_service_pb2, budget_service_pb2_grpc, budgets_pb2
 
 if TYPE_CHECKING:
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 _log = logging.getLogger("llm_gateway.server")
-_DEFAULT_PAGE_SIZE, _MAX_PAGE_SIZE = 100, 1000
 _PERIODS = {
     budgets_pb2.BUDGET_PERIOD_UNSPECIFIED: Period.MONTH,
     budgets_pb2.BUDGET_PERIOD_HOUR: Period.HOUR,
@@ -89,8 +88,8 @@ class BudgetServicer(budget_service_pb2_grpc.BudgetServiceServicer):
     ) -> budget_service_pb2.ListBudgetsResponse:
         async with ErrorBoundary(context):
             keeper = self._enabled()
-            size = _page_size(request.page_size)
-            offset = _offset(request.page_token, "budgets")
+            size = page_size(request.page_size)
+            offset = page_position(request.page_token, "budgets")
             principal = _principal()
             budgets = sorted((b for b in keeper.budgets if _may_read(principal, b)), key=lambda b: b.id)
             page = budgets[offset : offset + size]
@@ -98,7 +97,7 @@ class BudgetServicer(budget_service_pb2_grpc.BudgetServiceServicer):
             end = offset + len(page)
             return budget_service_pb2.ListBudgetsResponse(
                 budgets=[_message(keeper, b, s) for b, s in zip(page, standings, strict=True)],
-                next_page_token=_token("budgets", end) if end < len(budgets) else "",
+                next_page_token=page_token(end, "budgets") if end < len(budgets) else "",
                 total_size=len(budgets),
             )
 
@@ -162,15 +161,15 @@ class BudgetServicer(budget_service_pb2_grpc.BudgetServiceServicer):
                     reason="ADMIN_REQUIRED",
                     metadata={"field": "budget_id"},
                 )
-            size = _page_size(request.page_size)
-            after = _offset(request.page_token, f"alerts:{request.budget_id}")
+            size = page_size(request.page_size)
+            after = page_position(request.page_token, f"alerts:{request.budget_id}")
             found = await _answer(keeper.store.alerts(request.budget_id, after, size + 1))
             page = found[:size]
             return budget_service_pb2.ListBudgetAlertsResponse(
                 alerts=[
                     _alert(stored.alert.id, stored.alert.created_at, stored.alert.payload) for stored in page
                 ],
-                next_page_token=_token(f"alerts:{request.budget_id}", page[-1].seq)
+                next_page_token=page_token(page[-1].seq, f"alerts:{request.budget_id}")
                 if len(found) > size
                 else "",
             )
@@ -324,32 +323,6 @@ def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromDatetime(moment)
     return stamp
-
-
-def _page_size(size: int) -> int:
-    if not 0 <= size <= _MAX_PAGE_SIZE:
-        raise invalid_field("page_size", f"must be between 0 and {_MAX_PAGE_SIZE}")
-    return size or _DEFAULT_PAGE_SIZE
-
-
-def _token(kind: str, position: int) -> str:
-    return base64.urlsafe_b64encode(f"{kind}|{position}".encode()).decode().rstrip("=")
-
-
-def _offset(token: str, kind: str) -> int:
-    """AIP-158: a token is only good for the listing that issued it."""
-    if not token:
-        return 0
-    try:
-        issued_for, _, position = (
-            base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode().rpartition("|")
-        )
-        value = int(position)
-    except ValueError:
-        raise invalid_field("page_token", "not a token from a previous reply") from None
-    if issued_for != kind or value < 0:
-        raise invalid_field("page_token", "was issued for a different listing")
-    return value
 
 
 def _not_found(budget_id: str) -> GatewayError:

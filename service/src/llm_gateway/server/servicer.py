@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import logging
 import time
@@ -28,14 +27,13 @@ from llm_gateway.server.context import (
     request_id_var,
 )
 from llm_gateway.server.decode import decode_chat_request
+from llm_gateway.server.paging import page_position, page_size, page_token
 from llmgateway.v1 import catalog_pb2, chat_pb2, gateway_service_pb2_grpc
 
 if TYPE_CHECKING:
     from llm_gateway.server.context import Context
 
 _log = logging.getLogger("llm_gateway.server")
-_DEFAULT_PAGE_SIZE = 100
-_MAX_PAGE_SIZE = 1000
 # Requests larger than this (in bytes, as received) are validated off the event loop.
 _OFFLOAD_BYTES = 256 * 1024
 # Room for everything in a reply or event besides its text (usage, cost, routing...).
@@ -109,8 +107,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         self, request: catalog_pb2.ListModelsRequest, context: Context
     ) -> catalog_pb2.ListModelsResponse:
         async with ErrorBoundary(context):
-            if not 0 <= request.page_size <= _MAX_PAGE_SIZE:
-                raise invalid_field("page_size", f"must be between 0 and {_MAX_PAGE_SIZE}")
+            size = page_size(request.page_size)
             capabilities = []
             for i, number in enumerate(request.capabilities):
                 name = _CAPABILITY_NAMES.get(number)
@@ -122,7 +119,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
                 configured = ", ".join(sorted(self._providers))
                 raise invalid_field("provider", f"unknown provider {provider!r}; configured: {configured}")
             fingerprint = _filter_fingerprint(provider, capabilities)
-            offset = _page_offset(request.page_token, fingerprint)
+            offset = page_position(request.page_token, fingerprint)
             if provider and not self._gateway.catalog.is_enabled(provider):
                 # An empty list would read as "this provider has no models"; say how to turn it on.
                 env = f"LLM_GATEWAY__PROVIDERS__{provider.upper()}__ENABLED=true"
@@ -135,7 +132,6 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
                     metadata={"field": "provider", "provider": provider},
                 )
             models = self._gateway.list_models(provider, capabilities, _scope(context).principal)
-            size = request.page_size or _DEFAULT_PAGE_SIZE
             page = models[offset : offset + size]
             catalog, live = self._gateway.catalog, self._gateway.live
             end = offset + len(page)
@@ -150,7 +146,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
                     )
                     for spec in page
                 ],
-                next_page_token=_page_token(end, fingerprint) if end < len(models) else "",
+                next_page_token=page_token(end, fingerprint) if end < len(models) else "",
                 total_size=len(models),
             )
 
@@ -217,22 +213,3 @@ def split_delta(event: TextDelta | ToolCallDelta, size: int) -> list[TextDelta |
 
 def _filter_fingerprint(provider: str, capabilities: list[str]) -> str:
     return hashlib.sha256(f"{provider}|{','.join(sorted(capabilities))}".encode()).hexdigest()[:12]
-
-
-def _page_token(offset: int, fingerprint: str) -> str:
-    return base64.urlsafe_b64encode(f"{offset}:{fingerprint}".encode()).decode().rstrip("=")
-
-
-def _page_offset(token: str, fingerprint: str) -> int:
-    """AIP-158: a token is only valid with the filters of the call that issued it."""
-    if not token:
-        return 0
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        offset_text, _, issued_for = raw.partition(":")
-        offset = int(offset_text)
-    except ValueError:
-        raise invalid_field("page_token", "not a token from a previous ListModels reply") from None
-    if issued_for != fingerprint or offset < 0:
-        raise invalid_field("page_token", "was issued for different filters")
-    return offset
