@@ -33,7 +33,7 @@ from llm_gateway.domain.errors import Code, GatewayError, invalid_field
 from llm_gateway.edge import KeyCheck, request_id
 from llm_gateway.gateway import StreamFinished, StreamStarted
 from llm_gateway.gateway.breaker import CircuitState
-from llm_gateway.gateway.record import CallTracker
+from llm_gateway.gateway.record import CallTracker, Principal
 from llm_gateway.gateway.scope import CallScope
 from llm_gateway.pricing import PricingStatus, format_decimal
 from llm_gateway.runtime import Runtime
@@ -119,16 +119,9 @@ class HttpDoor:
         received = time.perf_counter()
         rid = request_id(request.headers.get(REQUEST_ID_HEADER))
         drain = self._runtime.drain
-        key = ""
-        refusal = drain.refusal()
-        if refusal is None and self._keys is not None:
-            try:
-                key = self._keys.name_of(
-                    request.headers.get("authorization"), request.headers.get("x-api-key")
-                )
-            except GatewayError as refused:
-                refusal = refused
-        tracker = self._gateway.open_call("Chat", rid, self._runtime.principals.of(key), received)
+        principal, refused = self._who(request)
+        refusal = drain.refusal() or refused
+        tracker = self._gateway.open_call("Chat", rid, principal, received)
         if refusal is not None:
             return self._failed(dialect, tracker, refusal, rid)
         task = drain.enter()
@@ -293,13 +286,15 @@ class HttpDoor:
             "providers": providers,
         }
 
-    def _who(self, request: web.Request) -> tuple[Any, GatewayError | None]:
+    def _who(self, request: web.Request) -> tuple[Principal, GatewayError | None]:
+        """Who presents the request's key, and its refusal when the key is missing or wrong (then
+        who is the unknown caller, as the record of a refused call says)."""
         if self._keys is None:
             return self._runtime.principals.of(""), None
         try:
             key = self._keys.name_of(request.headers.get("authorization"), request.headers.get("x-api-key"))
         except GatewayError as refused:
-            return None, refused
+            return self._runtime.principals.of(""), refused
         return self._runtime.principals.of(key), None
 
     def _refused(self, err: GatewayError, request: web.Request) -> web.Response:
