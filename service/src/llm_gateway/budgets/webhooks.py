@@ -222,13 +222,15 @@ class WebhookSender:
             return False
         error = await self._post(webhook, item)
         now = self._clock()
+        # Each outcome is written before it is logged, so a log line always describes kept state.
         if error is None:
-            _log.info(self._entry("webhook_delivered", item, attempts=item.attempts + 1))
             await self._outbox.delivered(item.id, now)
+            _log.info(self._entry("webhook_delivered", item, attempts=item.attempts + 1))
             return True
         attempts = item.attempts + 1
         delay = _backoff(attempts, self._rng)
         if now + delay > item.created_at + webhook.max_age:
+            await self._outbox.failed(item.id, now, None, error)
             _log.error(
                 self._entry(
                     "webhook_given_up",
@@ -238,12 +240,11 @@ class WebhookSender:
                     age=round(now - item.created_at, 3),
                 )
             )
-            await self._outbox.failed(item.id, now, None, error)
             return False
+        await self._outbox.failed(item.id, now, now + delay, error)
         _log.warning(
             self._entry("webhook_failed", item, attempts=attempts, error=error, retry_in=round(delay, 3))
         )
-        await self._outbox.failed(item.id, now, now + delay, error)
         return False
 
     async def _post(self, webhook: WebhookConfig, item: OutboxItem) -> str | None:
