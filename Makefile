@@ -69,9 +69,9 @@ test-ts: $(VENV_STAMP) $(TS_STAMP) ## The TypeScript client against a live gatew
 bench: $(VENV_STAMP) $(BUF_STAMP) $(BENCH_STAMP) ## Benchmark against direct, no-op gRPC and LiteLLM; rewrites bench/RESULTS.md
 	$(BIN)/python bench/run.py --litellm "$$(bench/litellm/setup.sh $(LITELLM_VENV))"
 
-bench-quick: $(VENV_STAMP) $(BUF_STAMP) $(BENCH_STAMP) ## One short repetition without LiteLLM, written to .tools/bench-quick/
+bench-quick: $(VENV_STAMP) $(BUF_STAMP) $(BENCH_STAMP) ## One short repetition of both doors without LiteLLM, written to .tools/bench-quick/
 	mkdir -p .tools/bench-quick
-	$(BIN)/python bench/run.py --systems direct,noop,gateway --repeat 1 --duration 3 --out .tools/bench-quick
+	$(BIN)/python bench/run.py --systems direct,noop,gateway,http --repeat 1 --duration 3 --out .tools/bench-quick
 
 bench-cost: $(VENV_STAMP) ## Time cost computation and prompt counting; rewrites bench/COST.md
 	$(BIN)/python bench/cost.py --write

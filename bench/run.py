@@ -189,12 +189,16 @@ class System:
     streams: bool = True
 
 
-def gateway_system(s: Settings, mock: Mock, key: str) -> System:
+def gateway_system(s: Settings, mock: Mock, key: str, door: str = "grpc") -> System:
+    """The gateway as it ships, driven through its gRPC door or (door="http") its OpenAI door."""
+
     def start() -> Server:
         port_file = s.work / "gateway.port"
         port_file.unlink(missing_ok=True)
+        http_port = free_port()
         argv = [str(GATEWAY_BIN), "serve", "--config", str(BENCH / "gateway.toml")]
         argv += ["--workers", str(s.workers), "--port", "0", "--port-file", str(port_file)]
+        argv += ["--http-port", str(http_port)]
         # The usage ledger as it ships (SQLite), kept in the work directory; the caller's
         # LLM_GATEWAY__LEDGER__ENABLED=false measures the gateway without it.
         env = {
@@ -203,10 +207,15 @@ def gateway_system(s: Settings, mock: Mock, key: str) -> System:
             "LLM_GATEWAY__LEDGER__URL": f"sqlite:///{s.work}/ledger.db",
             "LLM_GATEWAY__LEDGER__SPOOL_DIR": str(s.work / "ledger-spool"),
         }
-        process = spawn(argv, s.work / "gateway.log", env)
-        return Server("gateway", process, f"127.0.0.1:{wait_for_port_file(port_file, process)}")
+        process = spawn(argv, s.work / f"gateway-{door}.log", env)
+        grpc_address = f"127.0.0.1:{wait_for_port_file(port_file, process)}"
+        if door == "grpc":
+            return Server("gateway", process, grpc_address)
+        # The port file is written once both doors listen.
+        return Server("gateway HTTP", process, f"http://127.0.0.1:{http_port}")
 
-    return System("gateway", "grpc", start, api_key=key, model=f"openai:{MODEL}")
+    name = "gateway" if door == "grpc" else "gateway HTTP"
+    return System(name, door, start, api_key=key, model=f"openai:{MODEL}")
 
 
 def noop_system(s: Settings) -> System:
@@ -477,7 +486,7 @@ def ratio(a: float | None, b: float | None) -> str:
 
 
 def render(table: dict[str, dict[str, float | None]], meta: dict[str, Any], s: Settings) -> str:
-    names = [n for n in ("direct", "noop gRPC", "gateway", "LiteLLM") if n in table]
+    names = [n for n in ("direct", "noop gRPC", "gateway", "gateway HTTP", "LiteLLM") if n in table]
     low, high = min(s.rates), max(s.rates)
     rows = [
         ("Max sustainable RPS (errors < 0.1 %, p99 < 50 ms)", "max_rps", 0, ""),
@@ -520,9 +529,12 @@ def render(table: dict[str, dict[str, float | None]], meta: dict[str, Any], s: S
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
 
     gw, lite, noop, direct = (table.get(n, {}) for n in ("gateway", "LiteLLM", "noop gRPC", "direct"))
+    http = table.get("gateway HTTP", {})
     ratios = [
         ("Gateway max sustainable RPS ÷ LiteLLM's", gw, lite, "max_rps"),
         ("Gateway peak RPS ÷ LiteLLM's", gw, lite, "peak_rps"),
+        ("Gateway HTTP door max sustainable RPS ÷ LiteLLM's", http, lite, "max_rps"),
+        ("Gateway HTTP door max sustainable RPS ÷ gRPC door's", http, gw, "max_rps"),
         ("Direct max RPS ÷ gateway max RPS (mock headroom)", direct, gw, "max_rps"),
         ("Gateway CPU per call ÷ no-op gRPC floor", gw, noop, "cpu_s_per_1k"),
         ("LiteLLM CPU per call ÷ gateway's", lite, gw, "cpu_s_per_1k"),
@@ -545,7 +557,9 @@ def render(table: dict[str, dict[str, float | None]], meta: dict[str, Any], s: S
             "Systems: **direct** = the mock upstream called over HTTP (the baseline; no gateway), "
             "**noop gRPC** = a grpc.aio server with the same proto that does no work (the floor for "
             f"any Python gRPC service here), **gateway** = `llm-gateway serve --workers {s.workers}` "
-            "as it ships (API key auth, JSON access log, cost), **LiteLLM** = LiteLLM's proxy "
+            "as it ships (API key auth, JSON access log, cost, usage ledger), **gateway HTTP** = the same "
+            "gateway driven through its OpenAI-compatible door (`POST /v1/chat/completions`, the same "
+            "HTTP load tool as LiteLLM), **LiteLLM** = LiteLLM's proxy "
             f"{meta.get('litellm', '')} with `--num_workers {s.workers}`, no database, retries and "
             "callbacks off. All call the same Go mock upstream (0 ms latency for unary runs).",
             "",
@@ -568,6 +582,7 @@ def render(table: dict[str, dict[str, float | None]], meta: dict[str, Any], s: S
 def targets(table: dict[str, dict[str, float | None]], s: Settings) -> list[str]:
     """The issue's targets for this machine, each with the measured value and whether it is met."""
     gw, lite, noop, direct = (table.get(n, {}) for n in ("gateway", "LiteLLM", "noop gRPC", "direct"))
+    http = table.get("gateway HTTP", {})
     low = min(s.rates)
 
     def verdict(ok: bool | None) -> str:
@@ -585,6 +600,7 @@ def targets(table: dict[str, dict[str, float | None]], s: Settings) -> list[str]
     chunks, gap, direct_gap = gw.get("chunks_min"), gw.get("gap_p50"), direct.get("gap_p50")
     growth, errors, held = gw.get("rss_growth_mb"), gw.get("open_stream_errors"), gw.get("held_cpu_pct")
     cpu, floor = gw.get("cpu_s_per_1k"), noop.get("cpu_s_per_1k")
+    http_p50, http_max, lite_max = http.get(f"added_p50_at_{low}"), http.get("max_rps"), lite.get("max_rps")
     rows = [
         (
             f"Added latency over direct at {low} RPS",
@@ -623,6 +639,21 @@ def targets(table: dict[str, dict[str, float | None]], s: Settings) -> list[str]
             None if cpu is None or not floor else cpu <= 3 * floor,
         ),
     ]
+    if http:
+        rows += [
+            (
+                "HTTP door: max sustainable RPS",
+                "≥ 8× LiteLLM's (same load tool, same workers)",
+                f"{fmt(http_max, 0)} ({ratio(http_max, lite_max)} LiteLLM's {fmt(lite_max, 0)})",
+                None if http_max is None or lite_max is None else http_max >= 8 * lite_max,
+            ),
+            (
+                f"HTTP door: added latency over direct at {low} RPS",
+                "p50 ≤ 1.5 ms",
+                f"{fmt(http_p50)} ms",
+                at_most(http_p50, 1.5),
+            ),
+        ]
     lines = ["| Target | Goal | Measured | |", "|---|---|---|---|"]
     lines += [f"| {name} | {goal} | {value} | {verdict(ok)} |" for name, goal, value, ok in rows]
     return lines
@@ -682,7 +713,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=int(os.environ.get("BENCH_REPEAT", 3)))
     parser.add_argument("--duration", type=float, default=float(os.environ.get("BENCH_DURATION", 5)))
     parser.add_argument("--open-streams", type=int, default=1000)
-    parser.add_argument("--systems", default="direct,noop,gateway,litellm")
+    parser.add_argument("--systems", default="direct,noop,gateway,http,litellm")
     parser.add_argument("--litellm", type=Path, help="the litellm executable (its own virtualenv)")
     parser.add_argument("--out", type=Path, default=BENCH)
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
@@ -728,6 +759,7 @@ def main() -> int:
             "direct": lambda: direct_system(mock),
             "noop": lambda: noop_system(s),
             "gateway": lambda: gateway_system(s, mock, key),
+            "http": lambda: gateway_system(s, mock, key, door="http"),
             "litellm": lambda: litellm_system(s, mock, args.litellm),
         }
         chosen = [catalog[name]() for name in systems]

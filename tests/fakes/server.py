@@ -76,6 +76,10 @@ class FakeServer(Generic[ReplyT]):
     async def _reply(self, request: web.Request, reply: ReplyT) -> web.StreamResponse:
         raise NotImplementedError
 
+    def pending(self) -> int:
+        """Scripted replies not sent yet."""
+        return len(self._script)
+
     async def received(self, count: int, within: float = 5.0) -> None:
         """Waits until at least `count` requests have arrived (TimeoutError after `within` s)."""
         async with asyncio.timeout(within):

@@ -9,14 +9,20 @@ import asyncio
 import hashlib
 import re
 import secrets
+import time
 from collections.abc import Mapping
 from typing import Any
 
-from llm_gateway.domain.errors import Code, GatewayError
+from llm_gateway.domain.errors import Code, GatewayError, invalid_field
+from llm_gateway.gateway.record import CallTracker
 
 _VALID_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 # The message a call cut off at the end of the grace period is cancelled with.
 CUT_OFF = "llm_gateway: grace period expired"
+
+
+# The longest deadline a caller may set by header: a day, as a stream may run for hours.
+_MAX_TIMEOUT = 86_400.0
 
 
 def request_id(incoming: str | None) -> str:
@@ -24,6 +30,42 @@ def request_id(incoming: str | None) -> str:
     if incoming and _VALID_REQUEST_ID.match(incoming):
         return incoming
     return secrets.token_hex(16)
+
+
+def deadline(timeout: str | None, header: str) -> float | None:
+    """The time.monotonic() deadline a timeout in seconds ("2.5") sets from now; None without one.
+    `header` names it in the refusal of a value that is not a positive number of seconds."""
+    if timeout is None:
+        return None
+    try:
+        seconds = float(timeout)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= _MAX_TIMEOUT:  # NaN fails too
+        raise invalid_field(
+            header, f"must be a number of seconds in (0, {_MAX_TIMEOUT:g}], got {timeout[:32]!r}"
+        )
+    return time.monotonic() + seconds
+
+
+def cut_off(error: BaseException, tracker: CallTracker | None) -> GatewayError | None:
+    """For a call that `Drain.cut_off` cancelled: takes the cancel back (the door still answers)
+    and returns its UNAVAILABLE / GRACE_PERIOD_EXPIRED error, which for a stream carries what it
+    produced as the gateway accounted it. None for any other exception."""
+    if not isinstance(error, asyncio.CancelledError) or CUT_OFF not in error.args:
+        return None
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+    summary = tracker.summary if tracker is not None else None
+    return GatewayError(
+        "the gateway shut down before the call finished (its grace period ran out); "
+        "retry on another instance",
+        code=Code.UNAVAILABLE,
+        reason="GRACE_PERIOD_EXPIRED",
+        metadata=summary.spent() if summary is not None else {},
+        retryable=True,
+    )
 
 
 class KeyCheck:

@@ -344,27 +344,11 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None, method: str) -> Calla
 async def _cut_off_status(context: Context, error: BaseException) -> BaseException:
     """For a call that `DrainStep.cut_off` cancelled, ends it with its own status instead and
     returns the resulting AbortError; any other exception is returned as it is."""
-    if not isinstance(error, asyncio.CancelledError) or edge.CUT_OFF not in error.args:
+    ended = edge.cut_off(error, call_var.get())
+    if ended is None:
         return error
-    task = asyncio.current_task()
-    if task is not None:
-        task.uncancel()
-    tracker = call_var.get()
-    # A stream cut short carries what it produced, as the gateway accounted it.
-    summary = tracker.summary if tracker is not None else None
-    metadata = summary.spent() if summary is not None else {}
     try:
-        await abort(
-            context,
-            GatewayError(
-                "the gateway shut down before the call finished (its grace period ran out); "
-                "retry on another instance",
-                code=Code.UNAVAILABLE,
-                reason="GRACE_PERIOD_EXPIRED",
-                metadata=metadata,
-                retryable=True,
-            ),
-        )
+        await abort(context, ended)
     except grpc.aio.AbortError as aborted:
         return aborted
     raise AssertionError("abort returns only by raising")

@@ -23,14 +23,14 @@ import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from importlib import metadata
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 from llm_gateway.budgets.trailers import call_headers
 from llm_gateway.catalog import ModelSpec
-from llm_gateway.domain.errors import Code, GatewayError, invalid_field
-from llm_gateway.edge import KeyCheck, request_id
+from llm_gateway.domain.errors import Code, GatewayError, deadline_exceeded, invalid_field
+from llm_gateway.edge import KeyCheck, cut_off, deadline, request_id
 from llm_gateway.gateway import StreamFinished, StreamStarted
 from llm_gateway.gateway.breaker import CircuitState
 from llm_gateway.gateway.record import CallTracker, Principal
@@ -49,8 +49,11 @@ except metadata.PackageNotFoundError:  # run from a source tree without installi
 REQUEST_ID_HEADER = "x-request-id"
 # The unsupported-parameter policy for clients that cannot add to the body ("strict" or "lenient").
 POLICY_HEADER = "x-unsupported-parameters"
+# The caller's deadline, in seconds from when the request arrives (HTTP has no grpc-timeout).
+TIMEOUT_HEADER = "x-request-timeout"
 _JSON = "application/json"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_T = TypeVar("_T")
 
 
 class HttpDoor:
@@ -129,9 +132,12 @@ class HttpDoor:
             return await self._chat(request, dialect, tracker, rid, received)
         except GatewayError as err:
             return self._failed(dialect, tracker, err, rid)
-        except asyncio.CancelledError:
-            tracker.end("CANCELLED")
-            raise
+        except asyncio.CancelledError as cancelled:
+            ended = cut_off(cancelled, tracker)
+            if ended is None:  # the client went away
+                tracker.end("CANCELLED")
+                raise
+            return self._failed(dialect, tracker, ended, rid)
         except Exception:
             _log.exception("unexpected error")
             internal = GatewayError(
@@ -144,22 +150,27 @@ class HttpDoor:
     async def _chat(
         self, request: web.Request, dialect: Dialect, tracker: CallTracker, rid: str, received: float
     ) -> web.StreamResponse:
+        until = deadline(request.headers.get(TIMEOUT_HEADER), TIMEOUT_HEADER)
         body = await _json_body(request)
         policy = request.headers.get(POLICY_HEADER)
         if policy is not None and dialect is OPENAI and isinstance(body, dict):
             body.setdefault("unsupported_parameters", policy.strip().lower())
         chat, stream, encoder = dialect.decode(body, self._providers)
         scope = CallScope(
-            request_id=rid, received_at=received, deadline=None, principal=tracker.principal, call=tracker
+            request_id=rid, received_at=received, deadline=until, principal=tracker.principal, call=tracker
         )
         if not stream:
-            outcome = await self._gateway.chat(chat, scope)
+            outcome = await _within(until, self._gateway.chat(chat, scope))
             headers = {
                 REQUEST_ID_HEADER: rid,
                 **dict(call_headers(self._gateway.budgets, outcome.header.id, outcome.summary)),
             }
             reply = web.Response(body=json.dumps(encoder.reply(outcome)), content_type=_JSON, headers=headers)
-            tracker.end("OK")
+            try:  # sent before the observers run, so the access log and the ledger add no latency
+                await reply.prepare(request)
+                await reply.write_eof()
+            finally:
+                tracker.end("OK")  # the upstream call succeeded and is charged, delivered or not
             return reply
         tracker.operation, tracker.streamed = "ChatStream", True
         response = web.StreamResponse(
@@ -167,19 +178,29 @@ class HttpDoor:
         )
         events = self._gateway.chat_stream(chat, scope)
         try:
-            async for event in events:
-                if isinstance(event, StreamStarted):
-                    await response.prepare(request)  # errors before the first event are plain JSON
-                    chunks = encoder.start(event.header)
-                elif isinstance(event, StreamFinished):
-                    chunks = encoder.finish(event.summary)
-                else:
-                    chunks = encoder.delta(event)
-                for chunk in chunks:
-                    await response.write(chunk)
-        except GatewayError as err:
-            if not response.prepared:
+            # The core bounds a stream's start by the deadline; this bounds the rest of it.
+            async with asyncio.timeout_at(until) as limit:
+                async for event in events:
+                    if isinstance(event, StreamStarted):
+                        await response.prepare(request)  # errors before the first event are plain JSON
+                        chunks = encoder.start(event.header)
+                    elif isinstance(event, StreamFinished):
+                        chunks = encoder.finish(event.summary)
+                    else:
+                        chunks = encoder.delta(event)
+                    for chunk in chunks:
+                        await response.write(chunk)
+        except (GatewayError, TimeoutError, asyncio.CancelledError) as caught:
+            if isinstance(caught, GatewayError):
+                err: GatewayError | None = caught
+            elif isinstance(caught, TimeoutError):
+                err = deadline_exceeded() if limit.expired() else None
+            else:
+                err = cut_off(caught, tracker)
+            if err is None:
                 raise
+            if not response.prepared:
+                raise err from None
             # After the first event the status is sent: the error is the stream's last event.
             tracker.fail(err)
             await response.write(encoder.error(err, rid))
@@ -341,6 +362,19 @@ async def _json_body(request: web.Request) -> Any:
         return json.loads(await request.read(), parse_float=Decimal)
     except ValueError:
         raise invalid_field("", "the body is not JSON") from None
+
+
+async def _within(until: float | None, step: Awaitable[_T]) -> _T:
+    """`step`, cut off (DEADLINE_EXCEEDED) when the caller's deadline passes."""
+    if until is None:
+        return await step
+    try:
+        async with asyncio.timeout_at(until) as limit:
+            return await step
+    except TimeoutError:
+        if not limit.expired():
+            raise
+        raise deadline_exceeded() from None
 
 
 def _error_response(dialect: Dialect, err: GatewayError, rid: str) -> web.Response:
