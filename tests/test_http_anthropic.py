@@ -11,6 +11,10 @@ import anthropic
 import pytest
 
 from tests.conftest import RunningGateway, openai_toml, running_gateway
+from tests.fakes import anthropic as claude
+from tests.fakes import gemini
+from tests.fakes.anthropic import FakeAnthropic
+from tests.fakes.gemini import FakeGemini
 from tests.fakes.openai import FakeOpenAI, Reply, chunk, completion, tool_call, usage
 
 KEY = "anthropic-door-key-0123456789"
@@ -144,6 +148,70 @@ async def test_tools_from_a_model_behind_another_provider(fake_openai: FakeOpenA
         forwarded = fake_openai.requests[-1].body["messages"]
         assert forwarded[1]["tool_calls"][0]["id"] == "call_7"
         assert forwarded[2] == {"role": "tool", "tool_call_id": "call_7", "content": "sunny, 21 C"}
+
+
+async def test_claude_and_gemini_upstreams_through_the_messages_door(
+    fake_anthropic: FakeAnthropic, fake_gemini: FakeGemini
+) -> None:
+    """A Claude model is a round trip to Anthropic's own format (cache tokens kept); a Gemini
+    model's function call comes back as a `tool_use` block, streamed."""
+    upstreams = f"""
+[providers.anthropic]
+base_url = "{fake_anthropic.base_url}"
+api_key = "sk-ant-test-0123456789abcdef"
+retry = {{ max_retries = 0 }}
+[providers.gemini]
+kind = "gemini"
+base_url = "{fake_gemini.base_url}"
+api_key = "gemini-test-key-0123456789"
+retry = {{ max_retries = 0 }}
+"""
+    async with running_gateway(KEYS + upstreams) as gw:
+        client = client_for(gw)
+        fake_anthropic.script(
+            claude.Reply(events=claude.text_events(["Bon", "jour"], claude.usage(30, 2, cache_read=1000)))
+        )
+        async with client.messages.stream(
+            model="anthropic:claude-haiku-4-5",
+            max_tokens=100,
+            system="Answer in French.",
+            messages=[{"role": "user", "content": "Say hello"}],
+        ) as stream:
+            text = "".join([piece async for piece in stream.text_stream])
+            final = await stream.get_final_message()
+        assert text == "Bonjour"
+        assert final.stop_reason == "end_turn"
+        assert final.usage.output_tokens == 2
+        assert final.usage.cache_read_input_tokens == 1000
+        sent = fake_anthropic.requests[-1].body
+        assert sent["model"] == "claude-haiku-4-5"
+        assert sent["system"] == "Answer in French."
+
+        fake_gemini.script(
+            gemini.Reply(
+                chunks=gemini.tool_call_chunks(
+                    ["Checking."], [gemini.function_call_part("get_weather", {"city": "Rome"})]
+                )
+            )
+        )
+        async with client.messages.stream(
+            model="gemini:gemini-2.5-flash",
+            max_tokens=100,
+            tools=[
+                {
+                    "name": "get_weather",
+                    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+                }
+            ],
+            messages=[{"role": "user", "content": "Weather in Rome?"}],
+        ) as stream:
+            final = await stream.get_final_message()
+        assert final.stop_reason == "tool_use"
+        text_block, tool_block = final.content
+        assert isinstance(text_block, anthropic.types.TextBlock) and text_block.text == "Checking."
+        assert isinstance(tool_block, anthropic.types.ToolUseBlock)
+        assert (tool_block.name, tool_block.input) == ("get_weather", {"city": "Rome"})
+        assert fake_gemini.requests[-1].body["tools"][0]["functionDeclarations"][0]["name"] == "get_weather"
 
 
 async def test_errors_in_anthropics_shape(gw: RunningGateway) -> None:
