@@ -208,7 +208,8 @@ retry = {{ max_retries = 0 }}
             final = await stream.get_final_message()
         assert final.stop_reason == "tool_use"
         text_block, tool_block = final.content
-        assert isinstance(text_block, anthropic.types.TextBlock) and text_block.text == "Checking."
+        assert isinstance(text_block, anthropic.types.TextBlock)
+        assert text_block.text == "Checking."
         assert isinstance(tool_block, anthropic.types.ToolUseBlock)
         assert (tool_block.name, tool_block.input) == ("get_weather", {"city": "Rome"})
         assert fake_gemini.requests[-1].body["tools"][0]["functionDeclarations"][0]["name"] == "get_weather"
