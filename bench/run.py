@@ -643,9 +643,10 @@ def targets(table: dict[str, dict[str, float | None]], s: Settings) -> list[str]
         rows += [
             (
                 "HTTP door: max sustainable RPS",
-                "≥ 8× LiteLLM's (same load tool, same workers)",
-                f"{fmt(http_max, 0)} ({ratio(http_max, lite_max)} LiteLLM's {fmt(lite_max, 0)})",
-                None if http_max is None or lite_max is None else http_max >= 8 * lite_max,
+                "≥ 8× LiteLLM's (same load tool, same workers; against its peak, as it may sustain none)",
+                f"{fmt(http_max, 0)} ({ratio(http_max, lite_peak)} LiteLLM's peak {fmt(lite_peak, 0)}, "
+                f"{ratio(http_max, lite_max)} its max sustainable {fmt(lite_max, 0)})",
+                None if http_max is None or not lite_peak else http_max >= 8 * lite_peak,
             ),
             (
                 f"HTTP door: added latency over direct at {low} RPS",

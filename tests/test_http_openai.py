@@ -321,6 +321,20 @@ period = "day"
             "mock:echo",
             "OK",
         )
+        # A stream's headers go out first: what remains should it cost all it holds (its worst case).
+        async with client.chat.completions.with_streaming_response.create(
+            model="mock:echo",
+            max_tokens=5,
+            stream=True,
+            stream_options={"include_usage": True},
+            messages=[{"role": "user", "content": "Count me"}],
+        ) as streamed:
+            held_left = Decimal(streamed.headers["x-budget-remaining-usd"])
+            chunks = [chunk async for chunk in await streamed.parse()]
+        extras = [chunk.model_extra or {} for chunk in chunks]
+        (cost,) = [Decimal(extra["cost"]["total_cost"]) for extra in extras if "cost" in extra]
+        assert 0 <= held_left <= left - cost
+        assert streamed.headers["x-budget-id"] == "tiny"
         # A call the budget cannot hold is refused before any upstream request, in OpenAI's shape.
         with pytest.raises(openai.RateLimitError) as refused:
             await client.chat.completions.create(

@@ -29,6 +29,15 @@ def call_headers(keeper: BudgetKeeper | None, call_id: str, summary: CallSummary
     )
 
 
+def stream_headers(keeper: BudgetKeeper | None, call_id: str) -> list[tuple[str, str]]:
+    """The headers of a stream, sent as it starts: what remains should it cost and use all it holds
+    (its worst case), since what it will cost is not known yet (the end has the exact figures)."""
+    held = keeper.reservation(call_id) if keeper is not None else None
+    if keeper is None or held is None:
+        return []
+    return standing_headers(held, held.cost, held.tokens, keeper.now())
+
+
 def standing_headers(held: Reservation, cost: Decimal, tokens: int, now: datetime) -> list[tuple[str, str]]:
     """The headers of a call that held `held` and ended costing `cost` and using `tokens`: what
     remains once its hold is replaced by what it used (calls still in flight keep theirs)."""

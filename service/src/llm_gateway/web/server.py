@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from llm_gateway.budgets.trailers import call_headers
+from llm_gateway.budgets.trailers import call_headers, stream_headers
 from llm_gateway.catalog import ModelSpec
 from llm_gateway.domain.errors import Code, GatewayError, deadline_exceeded, invalid_field
 from llm_gateway.edge import KeyCheck, cut_off, deadline, request_id
@@ -182,6 +182,7 @@ class HttpDoor:
             async with asyncio.timeout_at(until) as limit:
                 async for event in events:
                     if isinstance(event, StreamStarted):
+                        response.headers.extend(stream_headers(self._gateway.budgets, event.header.id))
                         await response.prepare(request)  # errors before the first event are plain JSON
                         chunks = encoder.start(event.header)
                     elif isinstance(event, StreamFinished):
