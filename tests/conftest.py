@@ -45,9 +45,11 @@ def with_ledger_in(directory: Path, toml: str) -> str:
     kept with the test, not in the checkout; and its HTTP door on a free port."""
     if "[http]" not in toml:  # a free port: tests run side by side, and beside `make run`
         toml = f"{toml}\n[http]\nport = 0\n"
-    if "[ledger]" in toml:
-        return toml
-    return f'{toml}\n[ledger]\nurl = "sqlite:///{directory}/ledger.db"\nspool_dir = "{directory}/spool"\n'
+    if "[ledger]" not in toml:
+        return f'{toml}\n[ledger]\nurl = "sqlite:///{directory}/ledger.db"\nspool_dir = "{directory}/spool"\n'
+    if "spool_dir" not in toml:  # records spooled in an outage stay with the test that spooled them
+        toml = toml.replace("[ledger]\n", f'[ledger]\nspool_dir = "{directory}/spool"\n', 1)
+    return toml
 
 
 @asynccontextmanager
