@@ -1,6 +1,7 @@
 /**
  * The gateway's OpenAI-compatible HTTP door (`LLM_GATEWAY_HTTP_URL`) through the official `openai`
- * Node SDK: a chat completion with exact usage and cost, a stream, and an error in OpenAI's shape.
+ * Node SDK: a chat completion with exact usage and cost, a stream, and an error in OpenAI's shape,
+ * from the mock provider and from fake OpenAI, Anthropic and Gemini upstreams.
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
@@ -78,6 +79,50 @@ describe("the official openai Node SDK against the HTTP door", () => {
       (err: unknown) => err instanceof OpenAI.AuthenticationError,
     );
   });
+});
+
+// The fake upstreams scripts/with-gateway.sh starts echo the last user message, each in its own
+// provider's wire format, and count 10 prompt tokens and a quarter of the text's characters.
+const UPSTREAMS = [
+  { model: "openai:gpt-4o-mini", provider: "openai" },
+  { model: "anthropic:claude-haiku-4-5", provider: "anthropic" },
+  { model: "gemini:gemini-2.5-flash", provider: "gemini" },
+] as const;
+
+describe("the openai Node SDK through the HTTP door to fake OpenAI, Anthropic and Gemini upstreams", () => {
+  for (const { model, provider } of UPSTREAMS) {
+    it(`gets ${model}'s answer, usage and cost`, TEST, async () => {
+      const text = `Hello ${provider} from Node`;
+      const reply = await sdk().chat.completions.create({ model, messages: [{ role: "user", content: text }] });
+      assert.equal(reply.model, model);
+      assert.equal(reply.choices[0]?.message.content, text);
+      assert.equal(reply.usage?.prompt_tokens, 10);
+      assert.equal(reply.usage?.completion_tokens, Math.floor(text.length / 4));
+      const extra = reply as unknown as { provider: string; cost: { status: string; total_cost: string } };
+      assert.equal(extra.provider, provider);
+      assert.equal(extra.cost.status, "priced");
+      assert.ok(toUnits(extra.cost.total_cost, 18) > 0n);
+    });
+
+    it(`streams ${model}'s answer word by word, then the usage`, TEST, async () => {
+      const stream = await sdk().chat.completions.create({
+        model,
+        messages: [{ role: "user", content: "one two three four" }],
+        stream: true,
+        stream_options: { include_usage: true },
+      });
+      const pieces: string[] = [];
+      let completion = -1;
+      for await (const chunk of stream) {
+        const piece = chunk.choices[0]?.delta.content;
+        if (piece) pieces.push(piece);
+        if (chunk.usage) completion = chunk.usage.completion_tokens;
+      }
+      assert.equal(pieces.join(""), "one two three four");
+      assert.ok(pieces.length >= 4, `${pieces.length} pieces`);
+      assert.equal(completion, Math.floor("one two three four".length / 4));
+    });
+  }
 });
 
 /** A plain decimal string as an integer count of 10^-places. */
