@@ -10,7 +10,8 @@ whose shown output starts with an error must fail; any other must exit 0.
 
 A block that needs more than the embedded defaults says so in a marker before it, and gets it
 from the test: `<!-- readme-test: keys openai anthropic -->` starts its gateway with those
-providers' API keys set (any value: the block never reaches them), and
+providers' API keys set (any value: the block never reaches them), `<!-- readme-test: fresh NAME -->`
+a gateway of its own on the embedded defaults (counts no other block adds to), and
 `<!-- readme-test: upstream <provider> <answer> -->` points the provider at a stand-in on loopback
 that gives that answer (`UPSTREAMS`), so what is checked is the gateway's side of it.
 """
@@ -182,6 +183,8 @@ def setup_env(setup: str, stack: ExitStack) -> dict[str, str]:
     kind, *words = setup.split()
     if kind == "keys":
         return {f"{name.upper()}_API_KEY": f"readme-test-key-{name}" for name in words}
+    if kind == "fresh":  # a gateway of its own, whose counts no other block's calls reach
+        return {}
     assert kind == "upstream", f"unknown readme-test marker: {setup!r}"
     provider, answer = words
     status, body, path = UPSTREAMS[(provider, answer)]

@@ -83,16 +83,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if workers == 1:
         return asyncio.run(_serve(config, args.host, args.port, args.port_file))
+    from llm_gateway.metrics import worker_set_metrics
     from llm_gateway.workers import run_workers
 
-    return run_workers(
-        functools.partial(_worker, config),
-        count=workers,
-        host=config.server.host if args.host is None else args.host,
-        port=config.server.port if args.port is None else args.port,
-        port_file=args.port_file,
-        stop_timeout=config.server.grace_period + 5,
-    )
+    with worker_set_metrics(config.metrics.enabled):
+        return run_workers(
+            functools.partial(_worker, config),
+            count=workers,
+            host=config.server.host if args.host is None else args.host,
+            port=config.server.port if args.port is None else args.port,
+            port_file=args.port_file,
+            stop_timeout=config.server.grace_period + 5,
+        )
 
 
 def _config_argument(parser: argparse.ArgumentParser) -> None:

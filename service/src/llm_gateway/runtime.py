@@ -23,6 +23,7 @@ from llm_gateway.gateway import Gateway
 from llm_gateway.gateway.guard import ProviderGuard, key_limiter
 from llm_gateway.gateway.record import ANONYMOUS, CallObserver, CallRecord, Principal
 from llm_gateway.ledger import Ledger
+from llm_gateway.metrics import Metrics
 from llm_gateway.providers import Provider, build_providers, enabled_providers
 from llm_gateway.providers.http import create_http_client
 from llm_gateway.router import Router
@@ -73,6 +74,7 @@ class Runtime:
     principals: Principals
     ledger: Ledger | None
     budgets: BudgetKeeper | None = None
+    metrics: Metrics | None = None
     # The calls in flight on every door of this process, drained together at shutdown.
     drain: Drain = field(default_factory=Drain)
 
@@ -125,12 +127,16 @@ def build_runtime(config: GatewayConfig, observers: Sequence[CallObserver] = ())
         told.append(_Chats(ledger))
         budgets = _budget_keeper(config, ledger, http)
         told.append(_Chats(budgets))
+    metrics = None
+    if config.metrics.enabled:
+        metrics = Metrics(catalog.is_listed, list(config.providers), [k.name for k in config.auth.keys])
+        told.append(metrics)
     told.extend(observers)
     gateway = Gateway(router, catalog, providers, guards, key_limiters, told, budgets)
     principals = Principals.from_config(config.auth.keys)
     if not principals.enabled:
         _log.warning("authentication is off: no API keys are configured (auth.keys)")
-    return Runtime(config, gateway, catalog, providers, http, principals, ledger, budgets)
+    return Runtime(config, gateway, catalog, providers, http, principals, ledger, budgets, metrics)
 
 
 def _budget_keeper(config: GatewayConfig, ledger: Ledger, http: aiohttp.ClientSession) -> BudgetKeeper:

@@ -45,6 +45,8 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
+from llm_gateway.metrics import worker_exited
+
 _log = logging.getLogger("llm_gateway.workers")
 
 # A worker entry point: (worker index, host, port, ready pipe, lifeline), exiting with its status.
@@ -262,6 +264,7 @@ class _Supervisor:
             if self._stopping.is_set():
                 # One still starting had nothing to drain, and perhaps no handler for the signal yet.
                 return code if slot.serving else None
+            worker_exited(slot.pid)
             uptime = time.monotonic() - slot.started
             slot.streak = self._backoff.streak(slot.streak, uptime)
             delay = self._backoff.delay(slot.streak)

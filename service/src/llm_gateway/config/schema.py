@@ -70,6 +70,16 @@ class HttpConfig(_Strict):
     port: int = Field(default=8080, ge=0, le=65535)  # 0 picks a free port
 
 
+class MetricsConfig(_Strict):
+    """Prometheus metrics (docs/monitoring.md): `GET /metrics` on the HTTP door, or on a port of
+    their own."""
+
+    enabled: bool = True
+    # None: served by the HTTP door; a port (0: any free one): a listener of its own on `host`.
+    port: int | None = Field(default=None, ge=0, le=65535)
+    host: str = "[::]"
+
+
 class RateLimitConfig(_Strict):
     """Requests and tokens per minute (leaky buckets: a full minute's worth may go at once). A call
     acquires one request and its estimated tokens (prompt and expected output)."""
@@ -733,6 +743,7 @@ PROVIDER_KINDS = frozenset(
 class GatewayConfig(_Strict):
     server: ServerConfig = ServerConfig()
     http: HttpConfig = HttpConfig()
+    metrics: MetricsConfig = MetricsConfig()
     auth: AuthConfig = AuthConfig()
     logging: LoggingConfig = LoggingConfig()
     ledger: LedgerConfig = LedgerConfig()

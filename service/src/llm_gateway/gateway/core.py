@@ -70,15 +70,20 @@ class Gateway:
         request_id: str,
         principal: Principal,
         received_at: float | None = None,
+        *,
+        door: str = "",
+        route: str = "",
     ) -> CallTracker:
-        """The record of a call that has just arrived; its front door ends it (`CallTracker.end`)
-        with the status the caller got, however the call ends."""
+        """The record of a call that has just arrived through `door` at `route`; its front door
+        ends it (`CallTracker.end`) with the status the caller got, however the call ends."""
         return CallTracker(
             self.observers,
             operation=operation,
             request_id=request_id,
             principal=principal,
             received_at=received_at,
+            door=door,
+            route=route,
         )
 
     @contextmanager

@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from llm_gateway.domain.errors import GatewayError
 from llm_gateway.domain.messages import Caller, ChatRequest
@@ -61,6 +61,11 @@ class CallRecord:
     # What was asked of the gateway: "Chat", "ChatStream", "EstimateCost" or "ListModels" (the
     # contract's names, whichever door the call came through).
     operation: str = "Chat"
+    # The front door it came through ("grpc", "http"; "" for a call made in-process) and its route
+    # there: the gRPC method ("/llmgateway.v1.GatewayService/Chat") or the HTTP route
+    # ("/v1/chat/completions").
+    door: str = ""
+    route: str = ""
     duration: float = 0.0  # seconds from receipt to the end, on the monotonic clock
     cost_alert_threshold: Decimal | None = None  # the call's own alert threshold, USD
 
@@ -80,17 +85,38 @@ class CallObserver(Protocol):
     def call_ended(self, record: CallRecord) -> None: ...
 
 
+@runtime_checkable
+class StartObserver(Protocol):
+    """An observer also told when a call arrives (before anything about it is known but its door,
+    route and operation), as a gauge of calls in flight needs."""
+
+    def call_started(self, tracker: CallTracker) -> None: ...
+
+
 class Observers:
     """The observers of one gateway, told in order. One that raises is logged and skipped: an
     observer's bug never changes what the caller gets."""
 
-    __slots__ = ("_observers",)
+    __slots__ = ("_observers", "_starters")
 
     def __init__(self, observers: Sequence[CallObserver] = ()) -> None:
-        self._observers = tuple(observers)
+        self._observers: tuple[CallObserver, ...] = ()
+        self._starters: tuple[StartObserver, ...] = ()
+        for observer in observers:
+            self.add(observer)
 
     def add(self, observer: CallObserver) -> None:
         self._observers = (*self._observers, observer)
+        if isinstance(observer, StartObserver):
+            self._starters = (*self._starters, observer)
+
+    def call_started(self, tracker: CallTracker) -> None:
+        """A call has arrived: told to the observers that count calls in flight."""
+        for observer in self._starters:
+            try:
+                observer.call_started(tracker)
+            except Exception:
+                _log.exception("call observer %s failed", type(observer).__name__)
 
     def call_ended(self, record: CallRecord) -> None:
         for observer in self._observers:
@@ -114,6 +140,7 @@ class CallTracker:
         "_observers",
         "_received",
         "_started",
+        "door",
         "error",
         "header",
         "id",
@@ -121,6 +148,7 @@ class CallTracker:
         "principal",
         "request",
         "request_id",
+        "route",
         "routing",
         "streamed",
         "summary",
@@ -134,6 +162,8 @@ class CallTracker:
         request_id: str,
         principal: Principal,
         received_at: float | None = None,
+        door: str = "",
+        route: str = "",
     ) -> None:
         self._observers = observers
         self._started = time.time()
@@ -141,6 +171,7 @@ class CallTracker:
         self._received = time.perf_counter() if received_at is None else received_at
         self._ended = False
         self.operation = operation
+        self.door, self.route = door, route
         self.request_id = request_id
         self.principal = principal
         self.id = new_call_id()
@@ -150,6 +181,7 @@ class CallTracker:
         self.summary: CallSummary | None = None
         self.streamed = operation == "ChatStream"
         self.error: GatewayError | None = None  # the error the caller was answered with
+        observers.call_started(self)
 
     @property
     def ended(self) -> bool:
@@ -205,6 +237,8 @@ class CallTracker:
             latency=summary.latency if summary is not None else None,
             attempts=attempts,
             operation=self.operation,
+            door=self.door,
+            route=self.route,
             duration=time.perf_counter() - self._received,
             cost_alert_threshold=request.cost_alert_threshold if request is not None else None,
         )

@@ -31,7 +31,7 @@ from llm_gateway.server.memory import return_large_buffers
 from llm_gateway.server.reflection import enable_reflection
 from llm_gateway.server.servicer import GatewayServicer
 from llm_gateway.server.usage import UsageServicer
-from llm_gateway.web.server import HttpDoor
+from llm_gateway.web.server import HttpDoor, MetricsDoor
 from llmgateway.v1 import (
     budget_service_pb2,
     budget_service_pb2_grpc,
@@ -58,6 +58,7 @@ class GatewayServer:
     owns_runtime: bool  # built for this server alone, so closed with it
     http: HttpDoor | None = None  # the HTTP door on its own port, started and drained with this
     reuse_port: bool = False  # worker processes share the ports
+    metrics: MetricsDoor | None = None  # `GET /metrics` apart, when `metrics.port` is set
 
     @property
     def providers(self) -> dict[str, Provider]:
@@ -84,6 +85,10 @@ class GatewayServer:
                 http.port if http_port is None else http_port,
                 reuse_port=self.reuse_port,
             )
+        if self.metrics is not None:
+            config = self.runtime.config.metrics
+            assert config.port is not None
+            await self.metrics.start(config.host, config.port, reuse_port=self.reuse_port)
 
     async def stop(self, grace: float | None) -> None:
         """Drains: health turns NOT_SERVING, new gateway calls are refused (UNAVAILABLE,
@@ -105,6 +110,8 @@ class GatewayServer:
         await self.server.stop(0)
         if self.http is not None:
             await self.http.stop()
+        if self.metrics is not None:
+            await self.metrics.stop()
         if self.owns_runtime:
             await self.runtime.aclose()
 
@@ -171,4 +178,7 @@ async def create_server(
     bound = server.add_insecure_port(f"{host}:{port}")
     circuits = CircuitHealth(health, gateway.breakers, ["", SERVICE_NAME])
     door = HttpDoor(runtime) if config.http.enabled else None
-    return GatewayServer(server, bound, health, circuits, drain, runtime, owned, door, reuse_port)
+    apart = None
+    if runtime.metrics is not None and config.metrics.port is not None:
+        apart = MetricsDoor(runtime.metrics)
+    return GatewayServer(server, bound, health, circuits, drain, runtime, owned, door, reuse_port, apart)

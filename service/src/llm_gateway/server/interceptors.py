@@ -287,6 +287,8 @@ class CallStep(Step):
             request_id_var.get(),
             self._principal_of(api_key_name_var.get()),
             received_at_var.get(),
+            door="grpc",
+            route=method,
         )
         call_var.set(tracker)
         return tracker

@@ -35,6 +35,7 @@ from llm_gateway.gateway import StreamFinished, StreamStarted
 from llm_gateway.gateway.breaker import CircuitState
 from llm_gateway.gateway.record import CallTracker, Principal
 from llm_gateway.gateway.scope import CallScope
+from llm_gateway.metrics import CONTENT_TYPE, Metrics
 from llm_gateway.pricing import PricingStatus, format_decimal
 from llm_gateway.runtime import Runtime
 from llm_gateway.web import anthropic
@@ -75,6 +76,8 @@ class HttpDoor:
         for prefix in ("", "/api/v1"):
             app.router.add_get(f"{prefix}/health", self.health)
             app.router.add_get(f"{prefix}/ready", self.ready)
+        if runtime.metrics is not None and runtime.config.metrics.port is None:
+            app.router.add_get("/metrics", self.metrics)
         self.app = app
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
@@ -124,7 +127,10 @@ class HttpDoor:
         drain = self._runtime.drain
         principal, refused = self._who(request)
         refusal = drain.refusal() or refused
-        tracker = self._gateway.open_call("Chat", rid, principal, received)
+        route = request.match_info.route.resource
+        tracker = self._gateway.open_call(
+            "Chat", rid, principal, received, door="http", route=route.canonical if route else request.path
+        )
         if refusal is not None:
             return self._failed(dialect, tracker, refusal, rid)
         task = drain.enter()
@@ -274,6 +280,10 @@ class HttpDoor:
             },
         }
 
+    async def metrics(self, request: web.Request) -> web.Response:
+        assert self._runtime.metrics is not None
+        return await scrape(self._runtime.metrics)
+
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response(self._health("healthy"))
 
@@ -321,6 +331,38 @@ class HttpDoor:
 
     def _refused(self, err: GatewayError, request: web.Request) -> web.Response:
         return _error_response(OPENAI, err, request_id(request.headers.get(REQUEST_ID_HEADER)))
+
+
+async def scrape(metrics: Metrics) -> web.Response:
+    """Prometheus's scrape: every worker's values (read from their files off the event loop)."""
+    text = await asyncio.to_thread(metrics.exposition)
+    return web.Response(body=text, headers={"Content-Type": CONTENT_TYPE})
+
+
+class MetricsDoor:
+    """`GET /metrics` on a port of its own (`metrics.port`), apart from the API doors."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def _scrape(self, request: web.Request) -> web.Response:
+        return await scrape(self._metrics)
+
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
+        app = web.Application()
+        app.router.add_get("/metrics", self._scrape)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        listening = listening_socket(host, port, reuse_port=reuse_port)
+        await web.SockSite(runner, listening).start()
+        self._runner, self.port = runner, listening.getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
 
 
 def _provider_status(state: CircuitState, available: bool) -> str:

@@ -1,0 +1,211 @@
+"""Prometheus metrics: an observer of calls (`gateway/record.py`) and the text a scrape gets.
+
+With `serve --workers N` every worker writes its values to files in one directory
+(prometheus-client's multiprocess mode; the supervisor sets `PROMETHEUS_MULTIPROC_DIR` for its
+workers), and a scrape that reaches any worker reads them all: the process set's counts, never
+one worker's.
+
+Labels come only from configured names, so the number of series is bounded whatever callers
+send: a key's configured name (never the key), a model of the catalog or `other`, a configured
+provider or `other`, a documented error reason, the door and its route. No user, project, tenant,
+request or call ids.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Collection, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+from llm_gateway.gateway.record import CallRecord, CallTracker
+from llm_gateway.pricing import PricingStatus
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OTHER = "other"
+
+# Whole calls and upstream attempts: from sub-millisecond cache hits to ten-minute streams.
+DURATION_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+    300.0, 600.0,
+)  # fmt: skip
+# The gateway's own time in a call: tens of microseconds to a few milliseconds.
+OVERHEAD_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05,
+    0.1, 0.25,
+)  # fmt: skip
+
+
+class Metrics:
+    """The gateway's metrics, kept by one process (and shared through files with the others of a
+    worker set). An observer of every call: `call_started` and `call_ended`."""
+
+    def __init__(
+        self, is_listed: Callable[[str], bool], providers: Collection[str], keys: Collection[str]
+    ) -> None:
+        self._is_listed = is_listed  # the catalog's: a model it lists is a label, any other `other`
+        self._providers = frozenset(providers)
+        self._keys = frozenset(keys)
+        self._multiprocess = bool(os.environ.get(MULTIPROCESS_ENV))
+        if self._multiprocess:  # values in files the scrape of any worker reads
+            values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+        registry = self.registry = CollectorRegistry(auto_describe=True)
+        door = ("door", "route")
+        who = ("key", "provider", "model")
+        self.calls = Counter(
+            "llm_gateway_calls",
+            "Calls that ended, by front door and route, key name, model, status and reason.",
+            [*door, "operation", *who, "status", "reason"],
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "llm_gateway_calls_in_flight",
+            "Calls being served now, by front door and route.",
+            door,
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.tokens = Counter(
+            "llm_gateway_tokens",
+            "Tokens of served calls, by type: prompt (cache reads and writes included), completion "
+            "(reasoning included), cache_read, cache_write, reasoning.",
+            [*who, "type"],
+            registry=registry,
+        )
+        self.cost = Counter(
+            "llm_gateway_cost_usd",
+            "What calls cost, in USD, as callers were told (calls without a known price count 0).",
+            who,
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "llm_gateway_call_duration_seconds",
+            "Calls from arrival to their last byte, by route and model.",
+            ["route", "provider", "model"],
+            registry=registry,
+            buckets=DURATION_BUCKETS,
+        )
+        self.first_token = Histogram(
+            "llm_gateway_time_to_first_token_seconds",
+            "Streams: from arrival to the first token sent.",
+            ["provider", "model"],
+            registry=registry,
+            buckets=DURATION_BUCKETS,
+        )
+        self.upstream = Histogram(
+            "llm_gateway_upstream_duration_seconds",
+            "Upstream attempts, from request to last byte, by provider, model and outcome.",
+            ["provider", "model", "outcome"],
+            registry=registry,
+            buckets=DURATION_BUCKETS,
+        )
+        self.overhead = Histogram(
+            "llm_gateway_overhead_seconds",
+            "The gateway's own time in a served call: its duration less the upstream's.",
+            ["route"],
+            registry=registry,
+            buckets=OVERHEAD_BUCKETS,
+        )
+        self.retries = Counter(
+            "llm_gateway_retries",
+            "Attempts that repeated the previous attempt's model.",
+            ["provider", "model"],
+            registry=registry,
+        )
+        self.fallbacks = Counter(
+            "llm_gateway_fallbacks",
+            "Calls served by another model than the first one tried.",
+            ["provider", "model"],
+            registry=registry,
+        )
+
+    # -- the observer ------------------------------------------------------------------------
+
+    def call_started(self, tracker: CallTracker) -> None:
+        self.in_flight.labels(tracker.door, tracker.route).inc()
+
+    def call_ended(self, record: CallRecord) -> None:
+        self.in_flight.labels(record.door, record.route).dec()
+        provider, model = self._provider(record.provider), self._model(record.model)
+        key = record.principal.key if record.principal.key in self._keys else ""
+        self.calls.labels(
+            record.door, record.route, record.operation, key, provider, model, record.status, record.reason
+        ).inc()
+        if not record.is_chat or record.dry_run:
+            return
+        self.duration.labels(record.route, provider, model).observe(record.duration)
+        for previous, attempt in zip((None, *record.attempts), record.attempts, strict=False):
+            attempt_provider, attempt_model = self._provider(attempt.provider), self._model(attempt.model)
+            outcome = "OK" if attempt.code == "OK" else attempt.reason or attempt.code
+            self.upstream.labels(attempt_provider, attempt_model, outcome).observe(attempt.latency)
+            if previous is not None and previous.model == attempt.model:
+                self.retries.labels(attempt_provider, attempt_model).inc()
+        if record.fallback_used:
+            self.fallbacks.labels(provider, model).inc()
+        usage, cost, latency = record.usage, record.cost, record.latency
+        if usage is not None:
+            for kind, count in (
+                ("prompt", usage.prompt_tokens),
+                ("completion", usage.completion_tokens),
+                ("cache_read", usage.cache_read_tokens),
+                ("cache_write", usage.cache_write_tokens),
+                ("reasoning", usage.reasoning_tokens),
+            ):
+                if count:
+                    self.tokens.labels(key, provider, model, kind).inc(count)
+        if cost is not None and cost.status is not PricingStatus.UNKNOWN:
+            self.cost.labels(key, provider, model).inc(float(cost.total))
+        if latency is not None and record.status == "OK":
+            self.overhead.labels(record.route).observe(latency.gateway_overhead)
+            if latency.time_to_first_token is not None:
+                self.first_token.labels(provider, model).observe(latency.time_to_first_token)
+
+    # -- the scrape --------------------------------------------------------------------------
+
+    def exposition(self) -> bytes:
+        """The Prometheus text of every worker's values (this process's alone when it is the only
+        one)."""
+        if not self._multiprocess:
+            return generate_latest(self.registry)
+        gathered = CollectorRegistry()
+        MultiProcessCollector(gathered)  # type: ignore[no-untyped-call]
+        return generate_latest(gathered)
+
+    def _model(self, model: str) -> str:
+        if not model:
+            return ""
+        return model if self._is_listed(model) else OTHER
+
+    def _provider(self, provider: str) -> str:
+        if not provider:
+            return ""
+        return provider if provider in self._providers else OTHER
+
+
+@contextlib.contextmanager
+def worker_set_metrics(enabled: bool) -> Iterator[None]:
+    """For the supervisor of a worker set: a fresh directory for its workers' metric files, named
+    in the environment they inherit, and removed when the set stops. One the operator set is used
+    as it is (it must be emptied between runs)."""
+    if not enabled or os.environ.get(MULTIPROCESS_ENV):
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="llm-gateway-metrics-")
+    os.environ[MULTIPROCESS_ENV] = directory
+    try:
+        yield
+    finally:
+        del os.environ[MULTIPROCESS_ENV]
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def worker_exited(pid: int) -> None:
+    """A worker of the set is gone: its share of the live gauges (calls in flight) goes with it;
+    its counters stay, as Prometheus expects of counters."""
+    if os.environ.get(MULTIPROCESS_ENV):
+        mark_process_dead(pid)  # type: ignore[no-untyped-call]

@@ -1,0 +1,270 @@
+"""Prometheus metrics: what a scrape of `GET /metrics` says after calls through both doors, that
+the number of series stays bounded whatever callers send, that no secret reaches the text, and
+that a real Prometheus server scraping a two-worker gateway counts every call exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from llmgateway.v1 import chat_pb2
+from tests.conftest import (
+    RunningGateway,
+    chat,
+    gateway_process,
+    openai_toml,
+    running_gateway,
+)
+from tests.fakes.openai import FakeOpenAI, Reply, error_body
+
+KEY = "metrics-canary-key-7f3a9c21d4e8b605"
+KEYS = f'[[auth.keys]]\nname = "ops"\nkey = "{KEY}"\n'
+AUTH = {"authorization": f"Bearer {KEY}"}
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """(sample name, labels) -> value, from the Prometheus text."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return found
+
+
+def total(found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    wanted = set(labels.items())
+    return sum(value for (sample, have), value in found.items() if sample == name and wanted <= have)
+
+
+async def scrape(http: aiohttp.ClientSession, gw: RunningGateway) -> str:
+    assert gw.server.http is not None
+    async with http.get(f"http://127.0.0.1:{gw.server.http.port}/metrics") as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        return await response.text()
+
+
+@pytest.fixture
+async def gw(fake_openai: FakeOpenAI) -> AsyncIterator[RunningGateway]:
+    toml = (
+        KEYS
+        + openai_toml(fake_openai.base_url)
+        + '[providers.backup]\nkind = "mock"\n[providers.backup.models.echo]\n'
+        + 'price = { input_per_million = "1", output_per_million = "2" }\n'
+    )
+    async with running_gateway(toml) as running:
+        yield running
+
+
+async def test_a_scrape_counts_calls_tokens_cost_and_fallbacks_by_door(
+    gw: RunningGateway, fake_openai: FakeOpenAI
+) -> None:
+    assert gw.server.http is not None
+    url = f"http://127.0.0.1:{gw.server.http.port}/v1/chat/completions"
+    told_cost = Decimal(0)
+    prompt = completion = 0
+    async with aiohttp.ClientSession() as http:
+        for i in range(3):
+            async with http.post(
+                url,
+                json={"model": "mock:echo", "messages": [{"role": "user", "content": f"hello {i}"}]},
+                headers=AUTH,
+            ) as response:
+                reply = await response.json()
+                told_cost += Decimal(reply["cost"]["total_cost"])
+                prompt += reply["usage"]["prompt_tokens"]
+                completion += reply["usage"]["completion_tokens"]
+        grpc_reply = await gw.stub.Chat(chat("mock:echo", "over grpc"), metadata=tuple(AUTH.items()))
+        told_cost += Decimal(grpc_reply.cost.total)
+        prompt += grpc_reply.usage.prompt_tokens
+        completion += grpc_reply.usage.completion_tokens
+        # A fallback: the fake OpenAI fails, the backup model serves.
+        fake_openai.script(Reply(status=503, json_body=error_body("Overloaded", "server_error")))
+        fell_back = await gw.stub.Chat(
+            chat_pb2.ChatRequest(
+                model="openai:gpt-4o-mini",
+                fallback_models=["backup:echo"],
+                messages=chat("x", "fall back").messages,
+            ),
+            metadata=tuple(AUTH.items()),
+        )
+        assert fell_back.routing.fallback_used
+        told_cost += Decimal(fell_back.cost.total)
+        prompt += fell_back.usage.prompt_tokens
+        completion += fell_back.usage.completion_tokens
+        async with http.post(
+            url, json={"model": "mock:nope", "messages": [{"role": "user", "content": "x"}]}, headers=AUTH
+        ):
+            pass
+        found = samples(await scrape(http, gw))
+
+    calls = "llm_gateway_calls_total"
+    assert total(found, calls, door="http", route="/v1/chat/completions", status="OK", key="ops") == 3
+    assert total(found, calls, door="grpc", route="/llmgateway.v1.GatewayService/Chat", status="OK") == 2
+    assert total(found, calls, door="http", status="NOT_FOUND", reason="MODEL_NOT_FOUND") == 1
+    assert total(found, "llm_gateway_tokens_total", type="prompt") == prompt
+    assert total(found, "llm_gateway_tokens_total", type="completion") == completion
+    assert total(found, "llm_gateway_cost_usd_total") == pytest.approx(float(told_cost), rel=1e-9)
+    assert total(found, "llm_gateway_fallbacks_total", provider="backup", model="backup:echo") == 1
+    assert (
+        total(
+            found,
+            "llm_gateway_upstream_duration_seconds_count",
+            provider="openai",
+            outcome="UPSTREAM_UNAVAILABLE",
+        )
+        == 1
+    )
+    assert total(found, "llm_gateway_upstream_duration_seconds_count", outcome="OK") == 5
+    assert total(found, "llm_gateway_call_duration_seconds_count") == 6  # refusals too
+    assert total(found, "llm_gateway_overhead_seconds_count") == 5
+    assert total(found, "llm_gateway_calls_in_flight") == 0
+    assert KEY not in json.dumps(list(map(str, found)))
+
+
+async def test_streams_count_time_to_first_token_and_calls_in_flight() -> None:
+    async with (
+        running_gateway(KEYS + "[providers.mock]\nchunk_delay = 0.1\n") as gw,
+        aiohttp.ClientSession() as http,
+    ):
+        assert gw.server.http is not None
+        url = f"http://127.0.0.1:{gw.server.http.port}/v1/chat/completions"
+        body = {"model": "mock:echo", "stream": True, "messages": [{"role": "user", "content": "a b c d"}]}
+        async with http.post(url, json=body, headers=AUTH) as response:
+            await response.content.readuntil(b"\n\n")
+            during = samples(await scrape(http, gw))
+            await response.read()
+        after = samples(await scrape(http, gw))
+    # The scrape itself is not a gateway call: only the stream is in flight.
+    assert total(during, "llm_gateway_calls_in_flight", door="http") == 1
+    assert total(after, "llm_gateway_calls_in_flight") == 0
+    assert total(after, "llm_gateway_time_to_first_token_seconds_count", model="mock:echo") == 1
+    assert total(after, "llm_gateway_calls_total", operation="ChatStream", status="OK") == 1
+
+
+async def test_the_series_stay_bounded_whatever_models_and_users_callers_send(
+    fake_openai: FakeOpenAI,
+) -> None:
+    """10,000 calls naming random models (mock ones refused, OpenAI ones served as unlisted
+    models) for random users: every model the catalog does not list is `other`, and no user id
+    becomes a label, so the series after 10,000 calls are those after the first 200."""
+    rng = random.Random(7)
+    async with (
+        running_gateway(KEYS + openai_toml(fake_openai.base_url)) as gw,
+        aiohttp.ClientSession() as http,
+    ):
+        assert gw.server.http is not None
+        url = f"http://127.0.0.1:{gw.server.http.port}/v1/chat/completions"
+        gate = asyncio.Semaphore(32)
+
+        async def call() -> None:
+            provider = rng.choice(["mock", "openai"])
+            body = {
+                "model": f"{provider}:model-{rng.getrandbits(40):x}",
+                "user": f"user-{rng.getrandbits(40):x}",
+                "messages": [{"role": "user", "content": "hi"}],
+            }
+            async with gate, http.post(url, json=body, headers=AUTH) as response:
+                assert response.status in (200, 404), await response.text()
+
+        await asyncio.gather(*(call() for _ in range(200)))
+        early = set(samples(await scrape(http, gw)))
+        await asyncio.gather(*(call() for _ in range(9_800)))
+        text = await scrape(http, gw)
+    late = samples(text)
+    series = {key for key in late if not key[0].endswith(("_created",))}
+    assert series == {key for key in early if not key[0].endswith(("_created",))}
+    assert total(late, "llm_gateway_calls_total") == 10_000
+    assert total(late, "llm_gateway_calls_total", model="other", status="OK") > 4_000
+    assert "user-" not in text
+    assert "model-" not in text
+    assert len(series) < 200
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_prometheus_scraping_two_workers_counts_every_call_once(tmp_path: Path) -> None:
+    """Each scrape reaches one worker or the other (they share the port): every one of them must
+    say the whole set's count."""
+    prometheus = shutil.which("prometheus")
+    assert prometheus is not None, "scripts/install-prometheus.sh (make test-python) installs it"
+    http_port, web_port = free_port(), free_port()
+    calls = 300
+    async with gateway_process(tmp_path, KEYS, "--workers", "2", "--http-port", str(http_port)) as gateway:
+        url = f"http://127.0.0.1:{http_port}/v1/chat/completions"
+        body = {"model": "mock:echo", "messages": [{"role": "user", "content": "count me"}]}
+        gate = asyncio.Semaphore(16)
+        # A new connection per call, so that SO_REUSEPORT spreads the calls over both workers.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+
+            async def call() -> str:
+                async with gate, http.post(url, json=body, headers=AUTH) as response:
+                    assert response.status == 200
+                    return str((await response.json())["id"])
+
+            ids = await asyncio.gather(*(call() for _ in range(calls)))
+        assert len(set(ids)) == calls
+        # Both workers served some: each scrape that reaches one must count the other's too.
+        served_by = [line["worker"] for line in gateway.log_lines() if line.get("event") == "access"]
+        assert len(served_by) == calls
+        assert min(served_by.count(0), served_by.count(1)) > calls // 10
+
+        (tmp_path / "prometheus.yml").write_text(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: gateway\n"
+            f"    static_configs:\n      - targets: ['127.0.0.1:{http_port}']\n"
+        )
+        log = tmp_path / "prometheus.log"
+        with log.open("w") as errors:
+            server = await asyncio.create_subprocess_exec(
+                prometheus,
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{web_port}",
+                stdout=subprocess.DEVNULL,
+                stderr=errors,
+            )
+        try:
+            counted = 'sum(llm_gateway_calls_total{route="/v1/chat/completions",status="OK"})'
+            async with aiohttp.ClientSession() as http:
+
+                async def query(promql: str) -> float | None:
+                    try:
+                        async with http.get(
+                            f"http://127.0.0.1:{web_port}/api/v1/query", params={"query": promql}
+                        ) as response:
+                            result = (await response.json())["data"]["result"]
+                    except aiohttp.ClientError:
+                        return None  # not listening yet
+                    return float(result[0]["value"][1]) if result else None
+
+                scrapes = None
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline and (scrapes or 0) < 6:
+                    await asyncio.sleep(0.5)
+                    scrapes = await query('count_over_time(up{job="gateway"}[1m])')
+                assert scrapes is not None, log.read_text()[-2000:]
+                assert scrapes >= 6
+                lowest = await query(f"min_over_time({counted}[1m:1s])")
+                highest = await query(f"max_over_time({counted}[1m:1s])")
+                now = await query(counted)
+        finally:
+            server.terminate()
+            await server.wait()
+    assert (lowest, highest, now) == (calls, calls, calls)
