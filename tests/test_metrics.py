@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from llmgateway.v1 import chat_pb2
 from tests.conftest import (
+    OPENAI_TEST_KEY,
     RunningGateway,
     chat,
     gateway_process,
@@ -43,9 +44,9 @@ def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     return found
 
 
-def total(found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+def total(found: dict[tuple[str, frozenset[tuple[str, str]]], float], metric: str, /, **labels: str) -> float:
     wanted = set(labels.items())
-    return sum(value for (sample, have), value in found.items() if sample == name and wanted <= have)
+    return sum(value for (sample, have), value in found.items() if sample == metric and wanted <= have)
 
 
 async def scrape(http: aiohttp.ClientSession, gw: RunningGateway) -> str:
@@ -268,3 +269,62 @@ async def test_prometheus_scraping_two_workers_counts_every_call_once(tmp_path: 
             server.terminate()
             await server.wait()
     assert (lowest, highest, now) == (calls, calls, calls)
+
+
+async def test_circuits_rate_limits_budgets_and_the_ledger_are_sampled() -> None:
+    closed = free_port()
+    toml = (
+        KEYS.replace('key = "', 'rate_limit = { requests_per_minute = 120, max_wait = 5 }\nkey = "')
+        + f"""
+[providers.down]
+kind = "openai"
+base_url = "http://127.0.0.1:{closed}/v1"
+api_key = "{OPENAI_TEST_KEY}"
+retry = {{ max_retries = 0 }}
+circuit_breaker = {{ failure_threshold = 1, reset_timeout = 600 }}
+
+[providers.paced]
+kind = "mock"
+rate_limit = {{ requests_per_minute = 1, max_wait = 0 }}
+[providers.paced.models.echo]
+price = {{ input_per_million = "1", output_per_million = "1" }}
+
+[[budgets.limits]]
+id = "team"
+scope = "key:ops"
+limit_usd = "5"
+period = "day"
+"""
+    )
+    async with running_gateway(toml) as gw, aiohttp.ClientSession() as http:
+        assert gw.server.http is not None
+        url = f"http://127.0.0.1:{gw.server.http.port}/v1/chat/completions"
+
+        async def call(model: str) -> dict[str, object]:
+            body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+            async with http.post(url, json=body, headers=AUTH) as response:
+                return dict(await response.json())
+
+        spent = Decimal(0)
+        # The key's 120 requests a minute may go at once, then two a second: the last ones wait.
+        for model in ["mock:echo"] * 120 + ["paced:echo", "paced:echo", "down:gpt-4o-mini"]:
+            reply = await call(model)
+            if "cost" in reply:
+                spent += Decimal(reply["cost"]["total_cost"])  # type: ignore[index]
+        runtime = gw.server.runtime
+        assert runtime.sampler is not None
+        assert runtime.ledger is not None
+        assert runtime.budgets is not None
+        await runtime.budgets.flush()  # the calls' settlements
+        runtime.sampler.sample()
+        await runtime.sampler.sample_budgets()
+        found = samples(await scrape(http, gw))
+    assert total(found, "llm_gateway_circuit_state", provider="down") == 2
+    assert total(found, "llm_gateway_circuit_state", provider="mock") == 0
+    assert total(found, "llm_gateway_rate_limit_refusals_total", limit="provider", name="paced") == 1
+    assert total(found, "llm_gateway_rate_limit_waits_total", limit="key", name="ops") >= 2
+    assert total(found, "llm_gateway_rate_limit_wait_seconds_total", limit="key", name="ops") > 0.5
+    assert total(found, "llm_gateway_budget_limit_usd", budget="team") == 5
+    assert total(found, "llm_gateway_budget_remaining_usd", budget="team") == pytest.approx(float(5 - spent))
+    assert ("llm_gateway_ledger_queue_depth", frozenset()) in found
+    assert total(found, "llm_gateway_ledger_dropped_records_total") == 0

@@ -13,21 +13,29 @@ request or call ids.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Collection, Iterator
+from decimal import Decimal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from llm_gateway.budgets.keeper import BudgetKeeper
+from llm_gateway.gateway.breaker import CircuitState
+from llm_gateway.gateway.core import Gateway
 from llm_gateway.gateway.record import CallRecord, CallTracker
+from llm_gateway.ledger import Ledger
 from llm_gateway.pricing import PricingStatus
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OTHER = "other"
+_log = logging.getLogger("llm_gateway.metrics")
 
 # Whole calls and upstream attempts: from sub-millisecond cache hits to ten-minute streams.
 DURATION_BUCKETS = (
@@ -124,6 +132,61 @@ class Metrics:
             registry=registry,
         )
 
+        # What each worker samples every second (`Sampler`), rather than counting on the call path.
+        self.circuit = Gauge(
+            "llm_gateway_circuit_state",
+            "Each provider's circuit: 0 closed, 1 half-open (a probe may go), 2 open; the worst "
+            "of the workers'.",
+            ["provider"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        limited = ("limit", "name")
+        self.limit_waits = Counter(
+            "llm_gateway_rate_limit_waits",
+            "Calls that waited in line for a provider's or a key's rate limit.",
+            limited,
+            registry=registry,
+        )
+        self.limit_waited = Counter(
+            "llm_gateway_rate_limit_wait_seconds",
+            "Seconds calls waited in line for a rate limit.",
+            limited,
+            registry=registry,
+        )
+        self.limit_refusals = Counter(
+            "llm_gateway_rate_limit_refusals",
+            "Calls (or candidates) a rate limit refused: no room within its max_wait.",
+            limited,
+            registry=registry,
+        )
+        self.ledger_queue = Gauge(
+            "llm_gateway_ledger_queue_depth",
+            "Call records waiting to be written to the usage ledger.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.ledger_dropped = Counter(
+            "llm_gateway_ledger_dropped_records",
+            "Call records the ledger could not keep (its queue was full while the database and the "
+            "spool both failed).",
+            registry=registry,
+        )
+        self.budget_remaining = Gauge(
+            "llm_gateway_budget_remaining_usd",
+            "What each budget has left in its current period (spent and reserved taken off).",
+            ["budget"],
+            registry=registry,
+            multiprocess_mode="livemostrecent",
+        )
+        self.budget_limit = Gauge(
+            "llm_gateway_budget_limit_usd",
+            "Each budget's limit for its period.",
+            ["budget"],
+            registry=registry,
+            multiprocess_mode="livemostrecent",
+        )
+
     # -- the observer ------------------------------------------------------------------------
 
     def call_started(self, tracker: CallTracker) -> None:
@@ -209,3 +272,78 @@ def worker_exited(pid: int) -> None:
     its counters stay, as Prometheus expects of counters."""
     if os.environ.get(MULTIPROCESS_ENV):
         mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+_CIRCUIT = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
+
+
+class Sampler:
+    """Every `interval` seconds, copies into the metrics what this worker keeps itself: circuit
+    states, rate-limit waits and refusals, the ledger's queue and losses, and (every
+    `budget_every` samples, from the database) what each budget has left."""
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        gateway: Gateway,
+        ledger: Ledger | None,
+        budgets: BudgetKeeper | None,
+        *,
+        interval: float = 1.0,
+        budget_every: int = 5,
+    ) -> None:
+        self._metrics, self._gateway, self._ledger, self._budgets = metrics, gateway, ledger, budgets
+        self._interval, self._budget_every = interval, budget_every
+        self._seen: dict[tuple[str, str], tuple[int, float, int]] = {}
+        self._dropped = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="metrics-sampler")
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        ticks = 0
+        while True:
+            try:
+                self.sample()
+                if self._budgets is not None and ticks % self._budget_every == 0:
+                    await self.sample_budgets()
+            except Exception:  # a database that is down: the next tick tries again
+                _log.warning({"event": "metrics_sample_failed"}, exc_info=True)
+            ticks += 1
+            await asyncio.sleep(self._interval)
+
+    def sample(self) -> None:
+        m = self._metrics
+        for provider, breaker in self._gateway.breakers.items():
+            m.circuit.labels(provider).set(_CIRCUIT[breaker.state])
+        for kind, name, limiter in self._gateway.rate_limiters():
+            waits, waited, refusals = self._seen.get((kind, name), (0, 0.0, 0))
+            if limiter.waits > waits:
+                m.limit_waits.labels(kind, name).inc(limiter.waits - waits)
+                m.limit_waited.labels(kind, name).inc(limiter.waited - waited)
+            if limiter.refusals > refusals:
+                m.limit_refusals.labels(kind, name).inc(limiter.refusals - refusals)
+            self._seen[(kind, name)] = (limiter.waits, limiter.waited, limiter.refusals)
+        if self._ledger is not None:
+            stats = self._ledger.writer.stats
+            m.ledger_queue.set(stats.queued)
+            if stats.dropped > self._dropped:
+                m.ledger_dropped.inc(stats.dropped - self._dropped)
+                self._dropped = stats.dropped
+
+    async def sample_budgets(self) -> None:
+        assert self._budgets is not None
+        budgets = self._budgets.budgets
+        for budget, standing in zip(budgets, await self._budgets.standings(budgets), strict=True):
+            left = standing.charge.limit - standing.spent - standing.reserved
+            self._metrics.budget_remaining.labels(budget.id).set(float(max(left, Decimal(0))))
+            self._metrics.budget_limit.labels(budget.id).set(float(standing.charge.limit))

@@ -23,7 +23,7 @@ from llm_gateway.gateway import Gateway
 from llm_gateway.gateway.guard import ProviderGuard, key_limiter
 from llm_gateway.gateway.record import ANONYMOUS, CallObserver, CallRecord, Principal
 from llm_gateway.ledger import Ledger
-from llm_gateway.metrics import Metrics
+from llm_gateway.metrics import Metrics, Sampler
 from llm_gateway.providers import Provider, build_providers, enabled_providers
 from llm_gateway.providers.http import create_http_client
 from llm_gateway.router import Router
@@ -75,6 +75,7 @@ class Runtime:
     ledger: Ledger | None
     budgets: BudgetKeeper | None = None
     metrics: Metrics | None = None
+    sampler: Sampler | None = None  # started with the runtime when there are metrics
     # The calls in flight on every door of this process, drained together at shutdown.
     drain: Drain = field(default_factory=Drain)
 
@@ -84,10 +85,15 @@ class Runtime:
             await self.ledger.start()
         if self.budgets is not None:
             await self.budgets.start()
+        if self.metrics is not None and self.sampler is None:
+            self.sampler = Sampler(self.metrics, self.gateway, self.ledger, self.budgets)
+            self.sampler.start()
 
     async def aclose(self) -> None:
         """After every door has stopped: settles the budgets and writes out the ledger, then releases
         the providers and the upstream connections."""
+        if self.sampler is not None:
+            await self.sampler.close()
         if self.budgets is not None:
             await self.budgets.close()
         if self.ledger is not None:

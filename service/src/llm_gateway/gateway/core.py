@@ -64,6 +64,11 @@ class Gateway:
         self.live = LiveLatency(listed=lambda model_id: catalog.is_listed(model_id))
         self.observers = Observers([self.live, *observers])
 
+    def rate_limiters(self) -> list[tuple[str, str, RateLimiter]]:
+        """("provider" or "key", its name, its limiter), for the metrics."""
+        limiters = [("provider", name, guard.limiter) for name, guard in self._guards.items()]
+        return limiters + [("key", name, limiter) for name, limiter in self._key_limiters.items()]
+
     def open_call(
         self,
         operation: str,

@@ -22,6 +22,8 @@ from llm_gateway.domain.errors import GatewayError
 # The longest a provider's Retry-After pauses it: a wrong header must not take it out for hours.
 MAX_PAUSE = 60.0
 _MINUTE = 60.0
+# Less than this in line is not a wait (the bucket's own bookkeeping).
+_NO_WAIT = 0.001
 
 # Builds the refusal: (what is limited, seconds after which a retry may pass).
 Refusal = Callable[[str, float], GatewayError]
@@ -35,6 +37,10 @@ class RateLimiter:
         self._max_wait = config.max_wait
         self._refusal = refusal
         self._paused_until = 0.0  # time.monotonic(), the event loop's clock
+        # Since start (metrics read them): calls that waited for room, their seconds, refusals.
+        self.waits = 0
+        self.waited = 0.0
+        self.refusals = 0
 
     @property
     def counts_tokens(self) -> bool:
@@ -55,6 +61,7 @@ class RateLimiter:
         paused = self._paused_until - now
         if paused > 0:
             if now + paused > limit:
+                self.refusals += 1
                 raise self._refusal("paused by the provider's Retry-After", paused)
             await asyncio.sleep(paused)
         for bucket, amount, what in (
@@ -64,9 +71,17 @@ class RateLimiter:
             if bucket is None:
                 continue
             amount = min(amount, bucket.max_rate)
+            if bucket.has_capacity(amount):
+                await bucket.acquire(amount)  # at once
+                continue
             try:
                 async with asyncio.timeout_at(limit):
                     await bucket.acquire(amount)
             except TimeoutError:
+                self.refusals += 1
                 # Roughly when that much capacity will have dripped back.
                 raise self._refusal(what, amount * _MINUTE / bucket.max_rate) from None
+        waited = time.monotonic() - now
+        if waited > _NO_WAIT:
+            self.waits += 1
+            self.waited += waited
