@@ -59,6 +59,8 @@ class RateLimiter:
         now = time.monotonic()
         limit = now + self._max_wait if deadline is None else min(now + self._max_wait, deadline)
         paused = self._paused_until - now
+        if paused <= 0 and self._requests is None and self._tokens is None:
+            return  # no limit, no pause: nothing to wait for
         if paused > 0:
             if now + paused > limit:
                 self.refusals += 1
