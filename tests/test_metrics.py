@@ -30,6 +30,9 @@ from tests.conftest import (
 )
 from tests.fakes.openai import FakeOpenAI, Reply, error_body
 
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+ALERTS = DEPLOY / "prometheus" / "alerts.yml"
+DASHBOARD = DEPLOY / "grafana" / "llm-gateway.json"
 KEY = "metrics-canary-key-7f3a9c21d4e8b605"
 KEYS = f'[[auth.keys]]\nname = "ops"\nkey = "{KEY}"\n'
 AUTH = {"authorization": f"Bearer {KEY}"}
@@ -228,7 +231,9 @@ async def test_prometheus_scraping_two_workers_counts_every_call_once(tmp_path: 
         assert min(served_by.count(0), served_by.count(1)) > calls // 10
 
         (tmp_path / "prometheus.yml").write_text(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: gateway\n"
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+            f"rule_files: ['{ALERTS}']\n"
+            "scrape_configs:\n  - job_name: gateway\n"
             f"    static_configs:\n      - targets: ['127.0.0.1:{http_port}']\n"
         )
         log = tmp_path / "prometheus.log"
@@ -262,6 +267,20 @@ async def test_prometheus_scraping_two_workers_counts_every_call_once(tmp_path: 
                     scrapes = await query('count_over_time(up{job="gateway"}[1m])')
                 assert scrapes is not None, log.read_text()[-2000:]
                 assert scrapes >= 6
+                # The deploy/ rules loaded and evaluate; every dashboard query runs.
+                async with http.get(f"http://127.0.0.1:{web_port}/api/v1/rules") as response:
+                    groups = (await response.json())["data"]["groups"]
+                rules = [rule for group in groups for rule in group["rules"]]
+                assert len(rules) == 5
+                assert all(rule["health"] == "ok" for rule in rules), rules
+                for panel in json.loads(DASHBOARD.read_text())["panels"]:
+                    for target in panel["targets"]:
+                        promql = target["expr"].replace("$__rate_interval", "1m")
+                        async with http.get(
+                            f"http://127.0.0.1:{web_port}/api/v1/query", params={"query": promql}
+                        ) as response:
+                            answer = await response.json()
+                        assert answer["status"] == "success", (panel["title"], answer)
                 lowest = await query(f"min_over_time({counted}[1m:1s])")
                 highest = await query(f"max_over_time({counted}[1m:1s])")
                 now = await query(counted)
