@@ -21,6 +21,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Collection, Iterator
 from decimal import Decimal
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
@@ -62,6 +63,7 @@ class Metrics:
         self._multiprocess = bool(os.environ.get(MULTIPROCESS_ENV))
         if self._multiprocess:  # values in files the scrape of any worker reads
             values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         registry = self.registry = CollectorRegistry(auto_describe=True)
         door = ("door", "route")
         who = ("key", "provider", "model")
@@ -190,26 +192,30 @@ class Metrics:
     # -- the observer ------------------------------------------------------------------------
 
     def call_started(self, tracker: CallTracker) -> None:
-        self.in_flight.labels(tracker.door, tracker.route).inc()
+        self._child(self.in_flight, tracker.door, tracker.route).inc()
 
     def call_ended(self, record: CallRecord) -> None:
-        self.in_flight.labels(record.door, record.route).dec()
+        child = self._child
+        child(self.in_flight, record.door, record.route).dec()
         provider, model = self._provider(record.provider), self._model(record.model)
         key = record.principal.key if record.principal.key in self._keys else ""
-        self.calls.labels(
-            record.door, record.route, record.operation, key, provider, model, record.status, record.reason
+        door, route = record.door, record.route
+        child(
+            self.calls, door, route, record.operation, key, provider, model, record.status, record.reason
         ).inc()
         if not record.is_chat or record.dry_run:
             return
-        self.duration.labels(record.route, provider, model).observe(record.duration)
-        for previous, attempt in zip((None, *record.attempts), record.attempts, strict=False):
+        child(self.duration, route, provider, model).observe(record.duration)
+        previous = None
+        for attempt in record.attempts:
             attempt_provider, attempt_model = self._provider(attempt.provider), self._model(attempt.model)
             outcome = "OK" if attempt.code == "OK" else attempt.reason or attempt.code
-            self.upstream.labels(attempt_provider, attempt_model, outcome).observe(attempt.latency)
+            child(self.upstream, attempt_provider, attempt_model, outcome).observe(attempt.latency)
             if previous is not None and previous.model == attempt.model:
-                self.retries.labels(attempt_provider, attempt_model).inc()
+                child(self.retries, attempt_provider, attempt_model).inc()
+            previous = attempt
         if record.fallback_used:
-            self.fallbacks.labels(provider, model).inc()
+            child(self.fallbacks, provider, model).inc()
         usage, cost, latency = record.usage, record.cost, record.latency
         if usage is not None:
             for kind, count in (
@@ -220,13 +226,21 @@ class Metrics:
                 ("reasoning", usage.reasoning_tokens),
             ):
                 if count:
-                    self.tokens.labels(key, provider, model, kind).inc(count)
+                    child(self.tokens, key, provider, model, kind).inc(count)
         if cost is not None and cost.status is not PricingStatus.UNKNOWN:
-            self.cost.labels(key, provider, model).inc(float(cost.total))
+            child(self.cost, key, provider, model).inc(float(cost.total))
         if latency is not None and record.status == "OK":
-            self.overhead.labels(record.route).observe(latency.gateway_overhead)
+            child(self.overhead, route).observe(latency.gateway_overhead)
             if latency.time_to_first_token is not None:
-                self.first_token.labels(provider, model).observe(latency.time_to_first_token)
+                child(self.first_token, provider, model).observe(latency.time_to_first_token)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, remembered: prometheus-client's own lookup takes a lock and
+        converts every label on each call (the labels are bounded, so is this)."""
+        found = self._children.get((id(metric), labels))
+        if found is None:
+            found = self._children[(id(metric), labels)] = metric.labels(*labels)
+        return found
 
     # -- the scrape --------------------------------------------------------------------------
 
