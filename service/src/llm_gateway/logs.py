@@ -8,6 +8,8 @@ import sys
 import time
 from typing import Any
 
+from opentelemetry import trace
+
 _STANDARD = frozenset(vars(logging.makeLogRecord({})))
 
 
@@ -31,6 +33,10 @@ class JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key not in _STANDARD and key not in entry:
                 entry[key] = value
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:  # tracing is on and the line is written during a call
+            entry["trace_id"] = format(span.trace_id, "032x")
+            entry["span_id"] = format(span.span_id, "016x")
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str, separators=(",", ":"))

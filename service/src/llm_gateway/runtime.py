@@ -5,6 +5,7 @@ who each gateway key is."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Mapping, Sequence
@@ -27,6 +28,7 @@ from llm_gateway.metrics import Metrics, Sampler
 from llm_gateway.providers import Provider, build_providers, enabled_providers
 from llm_gateway.providers.http import create_http_client
 from llm_gateway.router import Router
+from llm_gateway.tracing import Tracing
 
 _log = logging.getLogger("llm_gateway")
 
@@ -76,6 +78,7 @@ class Runtime:
     budgets: BudgetKeeper | None = None
     metrics: Metrics | None = None
     sampler: Sampler | None = None  # started with the runtime when there are metrics
+    tracing: Tracing | None = None
     # The calls in flight on every door of this process, drained together at shutdown.
     drain: Drain = field(default_factory=Drain)
 
@@ -94,6 +97,8 @@ class Runtime:
         the providers and the upstream connections."""
         if self.sampler is not None:
             await self.sampler.close()
+        if self.tracing is not None:  # after the doors: the last calls' spans are ended
+            await asyncio.to_thread(self.tracing.shutdown)
         if self.budgets is not None:
             await self.budgets.close()
         if self.ledger is not None:
@@ -137,12 +142,18 @@ def build_runtime(config: GatewayConfig, observers: Sequence[CallObserver] = ())
     if config.metrics.enabled:
         metrics = Metrics(catalog.is_listed, list(config.providers), [k.name for k in config.auth.keys])
         told.append(metrics)
+    tracing = Tracing.from_config(config)
+    if tracing is not None:
+        told.append(tracing)
     told.extend(observers)
     gateway = Gateway(router, catalog, providers, guards, key_limiters, told, budgets)
     principals = Principals.from_config(config.auth.keys)
     if not principals.enabled:
         _log.warning("authentication is off: no API keys are configured (auth.keys)")
-    return Runtime(config, gateway, catalog, providers, http, principals, ledger, budgets, metrics)
+    gateway.tracing = tracing
+    return Runtime(
+        config, gateway, catalog, providers, http, principals, ledger, budgets, metrics, tracing=tracing
+    )
 
 
 def _budget_keeper(config: GatewayConfig, ledger: Ledger, http: aiohttp.ClientSession) -> BudgetKeeper:

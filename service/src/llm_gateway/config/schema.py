@@ -80,6 +80,19 @@ class MetricsConfig(_Strict):
     host: str = "[::]"
 
 
+class TracingConfig(_Strict):
+    """OpenTelemetry traces over OTLP (docs/monitoring.md#traces). Also on when the standard
+    `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set, unless `OTEL_SDK_DISABLED`."""
+
+    enabled: bool = False
+    # "grpc" or "http/protobuf"; unset: OTEL_EXPORTER_OTLP_PROTOCOL, else "grpc".
+    protocol: Literal["grpc", "http/protobuf"] | None = None
+    # The collector's URL; unset: the OTEL_EXPORTER_OTLP_* variables, else the exporter's default.
+    endpoint: str | None = None
+    # The share of calls traced when the caller's traceparent does not decide.
+    sample_ratio: float = Field(default=1.0, ge=0, le=1)
+
+
 class RateLimitConfig(_Strict):
     """Requests and tokens per minute (leaky buckets: a full minute's worth may go at once). A call
     acquires one request and its estimated tokens (prompt and expected output)."""
@@ -744,6 +757,7 @@ class GatewayConfig(_Strict):
     server: ServerConfig = ServerConfig()
     http: HttpConfig = HttpConfig()
     metrics: MetricsConfig = MetricsConfig()
+    tracing: TracingConfig = TracingConfig()
     auth: AuthConfig = AuthConfig()
     logging: LoggingConfig = LoggingConfig()
     ledger: LedgerConfig = LedgerConfig()

@@ -10,6 +10,7 @@ it is called directly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing, contextmanager
@@ -35,11 +36,13 @@ from llm_gateway.tokens import TokenCount, count_prompt
 
 if TYPE_CHECKING:
     from llm_gateway.budgets.keeper import BudgetKeeper
+    from llm_gateway.tracing import Tracing
 
 # A budget's refusals that another (cheaper, priced) candidate may not meet.
 _PASSED_OVER = frozenset({"BUDGET_EXHAUSTED", "PRICE_UNKNOWN"})
 
 T = TypeVar("T")
+_UNTRACED = contextlib.nullcontext()
 
 
 class Gateway:
@@ -63,6 +66,7 @@ class Gateway:
         # Observed latency of listed models, for ListModels: an observer like any other.
         self.live = LiveLatency(listed=lambda model_id: catalog.is_listed(model_id))
         self.observers = Observers([self.live, *observers])
+        self.tracing: Tracing | None = None  # set with the tracing observer, when tracing is on
 
     def rate_limiters(self) -> list[tuple[str, str, RateLimiter]]:
         """("provider" or "key", its name, its limiter), for the metrics."""
@@ -78,6 +82,7 @@ class Gateway:
         *,
         door: str = "",
         route: str = "",
+        traceparent: str | None = None,
     ) -> CallTracker:
         """The record of a call that has just arrived through `door` at `route`; its front door
         ends it (`CallTracker.end`) with the status the caller got, however the call ends."""
@@ -89,6 +94,7 @@ class Gateway:
             received_at=received_at,
             door=door,
             route=route,
+            traceparent=traceparent,
         )
 
     @contextmanager
@@ -214,8 +220,9 @@ class Gateway:
                 continue
             for retries in itertools.count():
                 call = plan.begin_attempt(spec)
+                traced = self.tracing.attempt(plan.call_id, spec) if self.tracing else _UNTRACED
                 try:
-                    with await self._admit(plan, spec, guard):
+                    with traced, await self._admit(plan, spec, guard):
                         answer = await self._bounded(plan, spec, guard, start(provider, call), first)
                 except GatewayError as err:
                     if await self._retry(plan, route, guard, err, retries):

@@ -152,6 +152,7 @@ class CallTracker:
         "routing",
         "streamed",
         "summary",
+        "traceparent",
     )
 
     def __init__(
@@ -164,6 +165,7 @@ class CallTracker:
         received_at: float | None = None,
         door: str = "",
         route: str = "",
+        traceparent: str | None = None,
     ) -> None:
         self._observers = observers
         self._started = time.time()
@@ -172,6 +174,7 @@ class CallTracker:
         self._ended = False
         self.operation = operation
         self.door, self.route = door, route
+        self.traceparent = traceparent  # the caller's W3C trace context, for the call's span
         self.request_id = request_id
         self.principal = principal
         self.id = new_call_id()

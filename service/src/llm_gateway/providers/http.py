@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from llm_gateway.config.schema import TimeoutConfig
 from llm_gateway.providers.errors import (
@@ -43,6 +45,19 @@ def mark_first_byte() -> None:
     timing = current_timing.get()
     if timing is not None and timing.first_byte is None:
         timing.first_byte = time.perf_counter()
+
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+def traced(headers: Mapping[str, str]) -> Mapping[str, str]:
+    """`headers` with the W3C `traceparent` of the current span (the attempt's, when tracing is
+    on), so the provider's side of the call joins the caller's trace; as they are otherwise."""
+    if not trace.get_current_span().get_span_context().is_valid:
+        return headers
+    carrier = dict(headers)
+    _PROPAGATOR.inject(carrier)
+    return carrier
 
 
 def create_http_client() -> aiohttp.ClientSession:
@@ -79,7 +94,7 @@ async def post_json(
     """POSTs a JSON body and returns the parsed JSON reply; HTTP and transport failures and an
     unparseable body become gateway errors."""
     with upstream_errors(ctx):
-        async with http.post(url, data=content, headers=headers, timeout=timeouts) as response:
+        async with http.post(url, data=content, headers=traced(headers), timeout=timeouts) as response:
             mark_first_byte()
             body = await response.read()
             if response.status >= 400:
@@ -99,7 +114,7 @@ async def post_sse(
     """POSTs a JSON body and yields the reply's server-sent events as they arrive. Closing the
     generator early (the caller stopped or was cancelled) closes the upstream connection."""
     with upstream_errors(ctx):
-        async with http.post(url, data=content, headers=headers, timeout=timeouts) as response:
+        async with http.post(url, data=content, headers=traced(headers), timeout=timeouts) as response:
             mark_first_byte()
             if response.status >= 400:
                 raise http_error(ctx, response.status, await response.read(), response.headers)
@@ -124,7 +139,7 @@ async def post_ndjson(
     """POSTs a JSON body and yields each line of a newline-delimited JSON reply, parsed, as it
     arrives (Ollama's streams). Blank lines are skipped; a line that is not JSON is a bad response."""
     with upstream_errors(ctx):
-        async with http.post(url, data=content, headers=headers, timeout=timeouts) as response:
+        async with http.post(url, data=content, headers=traced(headers), timeout=timeouts) as response:
             mark_first_byte()
             if response.status >= 400:
                 raise http_error(ctx, response.status, await response.read(), response.headers)

@@ -129,7 +129,13 @@ class HttpDoor:
         refusal = drain.refusal() or refused
         route = request.match_info.route.resource
         tracker = self._gateway.open_call(
-            "Chat", rid, principal, received, door="http", route=route.canonical if route else request.path
+            "Chat",
+            rid,
+            principal,
+            received,
+            door="http",
+            route=route.canonical if route else request.path,
+            traceparent=request.headers.get("traceparent"),
         )
         if refusal is not None:
             return self._failed(dialect, tracker, refusal, rid)
