@@ -353,3 +353,23 @@ period = "day"
     assert total(found, "llm_gateway_budget_remaining_usd", budget="team") == pytest.approx(float(5 - spent))
     assert ("llm_gateway_ledger_queue_depth", frozenset()) in found
     assert total(found, "llm_gateway_ledger_dropped_records_total") == 0
+
+
+async def test_metrics_on_a_port_of_their_own_and_off() -> None:
+    async with (
+        running_gateway(KEYS + '[metrics]\nport = 0\nhost = "127.0.0.1"\n') as gw,
+        aiohttp.ClientSession() as http,
+    ):
+        assert gw.server.http is not None
+        assert gw.server.metrics is not None
+        await gw.stub.Chat(chat("mock:echo", "count me"), metadata=tuple(AUTH.items()))
+        async with http.get(f"http://127.0.0.1:{gw.server.metrics.port}/metrics") as response:
+            found = samples(await response.text())
+        assert total(found, "llm_gateway_calls_total", door="grpc", status="OK") == 1
+        async with http.get(f"http://127.0.0.1:{gw.server.http.port}/metrics") as response:
+            assert response.status == 404  # not on the API door when it has a port of its own
+    async with running_gateway("[metrics]\nenabled = false\n") as gw, aiohttp.ClientSession() as http:
+        assert gw.server.http is not None
+        assert gw.server.runtime.metrics is None
+        async with http.get(f"http://127.0.0.1:{gw.server.http.port}/metrics") as response:
+            assert response.status == 404
