@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
@@ -38,6 +39,14 @@ class RunningGateway:
     channel: grpc.aio.Channel
     stub: gateway_service_pb2_grpc.GatewayServiceAsyncStub
     address: str
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (for a server to bind, or a connection to be refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def with_ledger_in(directory: Path, toml: str) -> str:

@@ -16,12 +16,13 @@ import itertools
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import free_port
 
 # Durability of the server's own files is not what the tests are about: without fsync a test
 # database is created in a few milliseconds instead of a few hundred.
@@ -35,13 +36,6 @@ def _binaries() -> Path | None:
         return Path(found).resolve().parent
     versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
     return versions[-1].parent if versions else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class PostgresCluster:
@@ -65,7 +59,7 @@ class PostgresCluster:
             os.chown(self.root, user.pw_uid, user.pw_gid)
             self._as = ["runuser", "-u", "postgres", "--"]
         self.data = self.root / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self._names = itertools.count(1)
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
         with (self.data / "postgresql.conf").open("a") as conf:

@@ -11,7 +11,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from dockerfile_parse import DockerfileParser
 
 from llm_gateway.config.schema import HttpConfig, LedgerConfig, ServerConfig
 from llmgateway.v1 import gateway_service_pb2_grpc
-from tests.conftest import chat
+from tests.conftest import chat, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,13 +92,6 @@ def test_the_final_stage_runs_unprivileged_in_a_directory_it_owns() -> None:
     assert not defaults.spool_dir.is_absolute()
     # The gRPC port, and the HTTP door's.
     assert one(stage, "EXPOSE").split() == [str(ServerConfig().port), str(HttpConfig().port)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def image_env() -> dict[str, str]:

@@ -20,7 +20,7 @@ import pytest
 from multidict import CIMultiDict
 
 from llmgateway.v1 import usage_pb2, usage_service_pb2_grpc
-from tests.conftest import OPENAI_TEST_KEY, error_details, running_gateway
+from tests.conftest import OPENAI_TEST_KEY, error_details, free_port, running_gateway
 from tests.fakes.openai import FakeOpenAI, Reply, error_body
 from tests.postgres import PostgresCluster
 
@@ -207,11 +207,7 @@ period = "day"
 
 
 def closed_port_url() -> str:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    return f"http://127.0.0.1:{free_port()}/v1"
 
 
 Send = Callable[[Case], Awaitable[tuple[int, CIMultiDict[str], Any]]]

@@ -8,7 +8,6 @@ import asyncio
 import json
 import random
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -24,6 +23,7 @@ from tests.conftest import (
     OPENAI_TEST_KEY,
     RunningGateway,
     chat,
+    free_port,
     gateway_process,
     openai_toml,
     running_gateway,
@@ -200,13 +200,6 @@ async def test_the_series_stay_bounded_whatever_models_and_users_callers_send(
     assert "user-" not in text
     assert "model-" not in text
     assert len(series) < 200
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def test_prometheus_scraping_two_workers_counts_every_call_once(tmp_path: Path) -> None:
