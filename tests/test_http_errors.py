@@ -258,7 +258,10 @@ async def test_every_reason_with_its_status_and_type(fake_openai: FakeOpenAI, do
             fake_openai.script(*case.script)
             if case.primed:
                 await send(case)
-            status, headers, body = await send(case)
+            try:
+                status, headers, body = await asyncio.wait_for(send(case), 30)
+            except TimeoutError:
+                pytest.fail(f"{case.reason}: no answer in 30 s")
             assert not fake_openai.pending(), f"{case.reason}: the upstream was not called as scripted"
             expected_status, openai_type, anthropic_type = statuses[codes[case.reason]]
             if door == "openai":
