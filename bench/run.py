@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -94,6 +95,7 @@ class Server:
     name: str
     process: subprocess.Popen[bytes]
     address: str  # host:port for gRPC, base URL for HTTP
+    helper: subprocess.Popen[bytes] | None = None  # a process it needs, stopped with it
 
     def pids(self) -> list[int]:
         return process_tree(self.process.pid)
@@ -114,6 +116,9 @@ class Server:
                     with contextlib.suppress(OSError):
                         os.kill(pid, signal.SIGKILL)
                 self.process.wait()
+        if self.helper is not None and self.helper.poll() is None:
+            self.helper.terminate()
+            self.helper.wait(30)
 
 
 def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -189,10 +194,27 @@ class System:
     streams: bool = True
 
 
-def gateway_system(s: Settings, mock: Mock, key: str, door: str = "grpc") -> System:
+# Variants of the gateway's gRPC door, run on request (--systems), each beside the gateway as it
+# ships: what metrics cost (off), and what traces cost (on, exported over OTLP/gRPC to a receiver).
+VARIANTS = {"gateway-nometrics": "gateway, metrics off", "gateway-traced": "gateway, traced"}
+
+
+def gateway_system(s: Settings, mock: Mock, key: str, door: str = "grpc", variant: str = "") -> System:
     """The gateway as it ships, driven through its gRPC door or (door="http") its OpenAI door."""
 
     def start() -> Server:
+        sink: subprocess.Popen[bytes] | None = None
+        extra: dict[str, str] = {}
+        if variant == "gateway-nometrics":
+            extra["LLM_GATEWAY__METRICS__ENABLED"] = "false"
+        elif variant == "gateway-traced":
+            sink_port = s.work / "otlp.port"
+            sink_port.unlink(missing_ok=True)
+            argv = [str(PYTHON), str(BENCH / "otlp_sink.py"), "--port-file", str(sink_port)]
+            sink = spawn(argv, s.work / "otlp-sink.log")
+            extra["LLM_GATEWAY__TRACING__ENABLED"] = "true"
+            collector = f"http://127.0.0.1:{wait_for_port_file(sink_port, sink)}"
+            extra["LLM_GATEWAY__TRACING__ENDPOINT"] = collector
         port_file = s.work / "gateway.port"
         port_file.unlink(missing_ok=True)
         http_port = free_port()
@@ -206,15 +228,16 @@ def gateway_system(s: Settings, mock: Mock, key: str, door: str = "grpc") -> Sys
             "MOCK_UPSTREAM_URL": f"{mock.url}/v1",
             "LLM_GATEWAY__LEDGER__URL": f"sqlite:///{s.work}/ledger.db",
             "LLM_GATEWAY__LEDGER__SPOOL_DIR": str(s.work / "ledger-spool"),
+            **extra,
         }
-        process = spawn(argv, s.work / f"gateway-{door}.log", env)
+        process = spawn(argv, s.work / f"gateway-{variant or door}.log", env)
         grpc_address = f"127.0.0.1:{wait_for_port_file(port_file, process)}"
         if door == "grpc":
-            return Server("gateway", process, grpc_address)
+            return Server(name, process, grpc_address, helper=sink)
         # The port file is written once both doors listen.
-        return Server("gateway HTTP", process, f"http://127.0.0.1:{http_port}")
+        return Server(name, process, f"http://127.0.0.1:{http_port}")
 
-    name = "gateway" if door == "grpc" else "gateway HTTP"
+    name = VARIANTS.get(variant) or ("gateway" if door == "grpc" else "gateway HTTP")
     return System(name, door, start, api_key=key, model=f"openai:{MODEL}")
 
 
@@ -486,7 +509,8 @@ def ratio(a: float | None, b: float | None) -> str:
 
 
 def render(table: dict[str, dict[str, float | None]], meta: dict[str, Any], s: Settings) -> str:
-    names = [n for n in ("direct", "noop gRPC", "gateway", "gateway HTTP", "LiteLLM") if n in table]
+    order = ("direct", "noop gRPC", "gateway", *VARIANTS.values(), "gateway HTTP", "LiteLLM")
+    names = [n for n in order if n in table]
     low, high = min(s.rates), max(s.rates)
     rows = [
         ("Max sustainable RPS (errors < 0.1 %, p99 < 50 ms)", "max_rps", 0, ""),
@@ -756,12 +780,13 @@ def main() -> int:
         )
         mock = Mock(work)
         key = secrets.token_urlsafe(24)
-        catalog = {
+        catalog: dict[str, Callable[[], System]] = {
             "direct": lambda: direct_system(mock),
             "noop": lambda: noop_system(s),
             "gateway": lambda: gateway_system(s, mock, key),
             "http": lambda: gateway_system(s, mock, key, door="http"),
             "litellm": lambda: litellm_system(s, mock, args.litellm),
+            **{v: functools.partial(gateway_system, s, mock, key, variant=v) for v in VARIANTS},
         }
         chosen = [catalog[name]() for name in systems]
         runs: dict[str, list[Figures]] = {system.name: [] for system in chosen}

@@ -4,14 +4,16 @@ A call is a SERVER span from the moment its door opens it (its parent: the calle
 `traceparent`, from gRPC metadata or an HTTP header) until the seam ends it; each upstream attempt
 is a CLIENT span `chat {model}` beneath it, current while its request is sent so that the request
 carries a `traceparent` of its own, and retries and fallbacks are sibling attempt spans. Prompts
-and replies are never recorded. Off by default: the call path then pays one attribute check.
+and replies are recorded only when the operator opts in (`capture_content`). Off by default: the
+call path then pays one attribute check.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,6 +28,8 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from llm_gateway.catalog import ModelSpec
 from llm_gateway.config.schema import GatewayConfig, TracingConfig
 from llm_gateway.domain.errors import GatewayError
+from llm_gateway.domain.messages import ChatRequest, ImagePart, Message, Role, ToolCall
+from llm_gateway.domain.results import FinishReason
 from llm_gateway.gateway.record import CallRecord, CallTracker
 from llm_gateway.pricing import PricingStatus, format_decimal
 
@@ -46,6 +50,12 @@ def enabled(config: TracingConfig, env: Mapping[str, str]) -> bool:
         return False
     return config.enabled or bool(
         env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+
+
+def captures_content(config: TracingConfig, env: Mapping[str, str]) -> bool:
+    return config.capture_content or (
+        env.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "").lower() == "true"
     )
 
 
@@ -80,6 +90,61 @@ def _server(base_url: object) -> dict[str, Any]:
     return found
 
 
+def _request_attributes(request: ChatRequest) -> dict[str, Any]:
+    """The settings the caller asked for, as `gen_ai.request.*` (those left to the provider: none)."""
+    generation = request.generation
+    found: dict[str, Any] = {}
+    for name, value in (
+        ("max_tokens", generation.max_tokens),
+        ("temperature", generation.temperature),
+        ("top_p", generation.top_p),
+        ("top_k", generation.top_k),
+        ("seed", generation.seed),
+        ("presence_penalty", generation.presence_penalty),
+        ("frequency_penalty", generation.frequency_penalty),
+    ):
+        if value is not None:
+            found[f"gen_ai.request.{name}"] = value
+    if generation.stop:
+        found["gen_ai.request.stop_sequences"] = generation.stop
+    if request.response_format is not None:
+        found["gen_ai.output.type"] = "json"
+    return found
+
+
+def _parts(message: Message) -> list[dict[str, Any]]:
+    """A message's parts in the GenAI conventions' JSON shape; an image's bytes are never copied."""
+    parts: list[dict[str, Any]] = []
+    for part in message.parts:
+        if isinstance(part, ImagePart):
+            if part.url is not None:
+                parts.append({"type": "uri", "modality": "image", "uri": part.url})
+            else:
+                parts.append({"type": "blob", "modality": "image", "mime_type": part.mime_type})
+        else:
+            parts.append({"type": "text", "content": part.text})
+    parts.extend(_tool_call(call) for call in message.tool_calls)
+    if message.role is Role.TOOL:
+        parts = [{"type": "tool_call_response", "id": message.tool_call_id, "response": message.text()}]
+    return parts
+
+
+def _tool_call(call: ToolCall) -> dict[str, Any]:
+    return {"type": "tool_call", "id": call.id, "name": call.name, "arguments": call.arguments}
+
+
+def _input_messages(request: ChatRequest) -> dict[str, str]:
+    """`gen_ai.system_instructions` and `gen_ai.input.messages`, as JSON text."""
+    system = [part for m in request.messages if m.role is Role.SYSTEM for part in _parts(m)]
+    others = [
+        {"role": m.role.value, "parts": _parts(m)} for m in request.messages if m.role is not Role.SYSTEM
+    ]
+    found = {"gen_ai.input.messages": json.dumps(others, ensure_ascii=False)}
+    if system:
+        found["gen_ai.system_instructions"] = json.dumps(system, ensure_ascii=False)
+    return found
+
+
 def _insecure(endpoint: str | None) -> bool | None:
     """A plain-text collector for an http:// endpoint (None: the exporter's own rule)."""
     return None if endpoint is None else urlsplit(endpoint).scheme == "http"
@@ -93,8 +158,11 @@ class Tracing:
         provider: TracerProvider,
         provider_kinds: Mapping[str, str],
         base_urls: Mapping[str, str | None],
+        *,
+        capture_content: bool = False,
     ) -> None:
         self._provider = provider
+        self._content = capture_content
         self._tracer = provider.get_tracer("llm_gateway")
         self._kinds = dict(provider_kinds)  # provider name -> its kind
         self._servers = {name: _server(url) for name, url in base_urls.items()}
@@ -115,7 +183,7 @@ class Tracing:
             name: getattr(p, "base_url", None) or getattr(p, "endpoint", None)
             for name, p in config.providers.items()
         }
-        return cls(provider, kinds, urls)
+        return cls(provider, kinds, urls, capture_content=captures_content(config.tracing, env))
 
     def flush(self) -> None:
         """Exports every span ended so far (blocking: call it off the event loop)."""
@@ -177,7 +245,7 @@ class Tracing:
     # -- attempts (the core) -----------------------------------------------------------------
 
     @contextlib.contextmanager
-    def attempt(self, call_id: str, spec: ModelSpec) -> Iterator[None]:
+    def attempt(self, call_id: str, spec: ModelSpec, request: ChatRequest) -> Iterator[None]:
         """An upstream attempt's span, current while it runs (its request carries its
         traceparent). Failed: ended with the error; answered: ended with the call."""
         attributes: dict[str, Any] = {
@@ -185,7 +253,10 @@ class Tracing:
             "gen_ai.provider.name": self._provider_name(spec.provider),
             "gen_ai.request.model": spec.name,
             **self._servers.get(spec.provider, {}),
+            **_request_attributes(request),
         }
+        if self._content:
+            attributes.update(_input_messages(request))
         span = self._tracer.start_span(f"chat {spec.name}", kind=SpanKind.CLIENT, attributes=attributes)
         token = context.attach(trace.set_span_in_context(span))
         try:
@@ -205,10 +276,28 @@ class Tracing:
         finally:
             context.detach(token)
 
+    def replied(
+        self, call_id: str, text: str, tool_calls: Sequence[ToolCall], finish_reason: FinishReason | None
+    ) -> None:
+        """The reply, on the attempt span that produced it, when the operator opted in."""
+        span = self._served.get(call_id)
+        if not self._content or span is None:
+            return
+        parts: list[dict[str, Any]] = [{"type": "text", "content": text}] if text else []
+        parts.extend(_tool_call(call) for call in tool_calls)
+        message = {
+            "role": "assistant",
+            "parts": parts,
+            "finish_reason": finish_reason.value if finish_reason else "",
+        }
+        span.set_attribute("gen_ai.output.messages", json.dumps([message], ensure_ascii=False))
+
     def _end_served(self, span: trace.Span, record: CallRecord) -> None:
-        if record.model:
-            span.set_attribute("gen_ai.response.model", record.model.partition(":")[2] or record.model)
-        span.set_attribute("gen_ai.response.id", record.id)
+        model = record.provider_model or record.model.partition(":")[2] or record.model
+        if model:
+            span.set_attribute("gen_ai.response.model", model)
+        if record.provider_response_id:
+            span.set_attribute("gen_ai.response.id", record.provider_response_id)
         self._usage(span, record)
         if record.status != "OK":  # a stream that failed after it started
             span.set_attribute("error.type", record.reason or record.status)
@@ -216,6 +305,8 @@ class Tracing:
         span.end()
 
     def _usage(self, span: trace.Span, record: CallRecord) -> None:
+        if record.finish_reason:
+            span.set_attribute("gen_ai.response.finish_reasons", (record.finish_reason,))
         usage, cost = record.usage, record.cost
         if usage is not None:
             span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)

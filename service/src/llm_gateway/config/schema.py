@@ -91,6 +91,9 @@ class TracingConfig(_Strict):
     endpoint: str | None = None
     # The share of calls traced when the caller's traceparent does not decide.
     sample_ratio: float = Field(default=1.0, ge=0, le=1)
+    # Prompts and replies on the attempt spans (`gen_ai.input.messages`, `gen_ai.output.messages`);
+    # also on with OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true. Off: never recorded.
+    capture_content: bool = False
 
 
 class RateLimitConfig(_Strict):

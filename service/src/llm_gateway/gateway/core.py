@@ -220,7 +220,7 @@ class Gateway:
                 continue
             for retries in itertools.count():
                 call = plan.begin_attempt(spec)
-                traced = self.tracing.attempt(plan.call_id, spec) if self.tracing else _UNTRACED
+                traced = self.tracing.attempt(plan.call_id, spec, plan.request) if self.tracing else _UNTRACED
                 try:
                     with traced, await self._admit(plan, spec, guard):
                         answer = await self._bounded(plan, spec, guard, start(provider, call), first)
@@ -282,6 +282,10 @@ class Gateway:
                     spec, usage, completion.finish_reason, completion.provider_model, completion.response_id
                 )
                 outcome = ChatOutcome(plan.header(spec), completion, summary)
+                if self.tracing is not None:
+                    self.tracing.replied(
+                        plan.call_id, completion.text, completion.tool_calls, completion.finish_reason
+                    )
             tracker.header, tracker.summary = outcome.header, outcome.summary
             return outcome
 
@@ -332,6 +336,10 @@ class Gateway:
                     event.response_id,
                     output.first_token,
                 )
+                if self.tracing is not None:
+                    self.tracing.replied(
+                        plan.call_id, output.text(), output.tool_calls(), event.finish_reason
+                    )
                 yield StreamFinished(summary)
 
     async def estimate_cost(

@@ -67,6 +67,9 @@ class CallRecord:
     door: str = ""
     route: str = ""
     duration: float = 0.0  # seconds from receipt to the end, on the monotonic clock
+    finish_reason: str = ""  # why the model stopped ("stop", "length", ...); "" when it did not
+    provider_model: str = ""  # the model id the provider said served the call
+    provider_response_id: str = ""  # the provider's id of its reply
     cost_alert_threshold: Decimal | None = None  # the call's own alert threshold, USD
 
     @property
@@ -243,5 +246,8 @@ class CallTracker:
             door=self.door,
             route=self.route,
             duration=time.perf_counter() - self._received,
+            finish_reason=summary.finish_reason.value if summary and summary.finish_reason else "",
+            provider_model=summary.provider_model if summary is not None else "",
+            provider_response_id=summary.provider_response_id if summary is not None else "",
             cost_alert_threshold=request.cost_alert_threshold if request is not None else None,
         )
