@@ -8,6 +8,7 @@ below or listed, with why, among those no HTTP request can meet."""
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -231,6 +232,14 @@ def sender(http: aiohttp.ClientSession, base: str, door: str) -> Send:
     return send
 
 
+def stacks() -> str:
+    """Where every task of the loop (the in-process gateway's among them) is waiting."""
+    found = io.StringIO()
+    for task in asyncio.all_tasks():
+        task.print_stack(limit=12, file=found)
+    return found.getvalue()
+
+
 def test_every_documented_reason_is_provoked_here_or_said_to_be_out_of_reach() -> None:
     reasons = set(documented())
     assert len(reasons) > 30
@@ -261,7 +270,7 @@ async def test_every_reason_with_its_status_and_type(fake_openai: FakeOpenAI, do
             try:
                 status, headers, body = await asyncio.wait_for(send(case), 30)
             except TimeoutError:
-                pytest.fail(f"{case.reason}: no answer in 30 s")
+                pytest.fail(f"{case.reason}: no answer in 30 s; where the gateway's tasks wait:\n{stacks()}")
             assert not fake_openai.pending(), f"{case.reason}: the upstream was not called as scripted"
             expected_status, openai_type, anthropic_type = statuses[codes[case.reason]]
             if door == "openai":
