@@ -19,7 +19,7 @@ BENCH_BIN := $(CURDIR)/.tools/bench
 BENCH_STAMP := $(BENCH_BIN)/.installed
 LITELLM_VENV := $(CURDIR)/.tools/litellm-venv
 
-.PHONY: help run deps postgres prometheus generate check-generated lint test test-python test-python-client test-go test-ts bench bench-quick bench-cost lock clean
+.PHONY: help run deps postgres prometheus generate check-generated lint test test-python test-python-client test-go test-ts bench bench-quick bench-ab bench-cost lock clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -76,6 +76,10 @@ bench: $(VENV_STAMP) $(BUF_STAMP) $(BENCH_STAMP) ## Benchmark against direct, no
 bench-quick: $(VENV_STAMP) $(BUF_STAMP) $(BENCH_STAMP) ## One short repetition of both doors without LiteLLM, written to .tools/bench-quick/
 	mkdir -p .tools/bench-quick
 	$(BIN)/python bench/run.py --systems direct,noop,gateway,http --repeat 1 --duration 3 --out .tools/bench-quick
+
+# AB="--b-variant gateway-nometrics" (or --b LLM_GATEWAY__...=..., or --a-tree ../before): see bench/ab.py
+bench-ab: $(VENV_STAMP) $(BUF_STAMP) $(BENCH_STAMP) ## Two gateways measured at the same time under the same load (AB="...")
+	$(BIN)/python bench/ab.py $(AB)
 
 bench-cost: $(VENV_STAMP) ## Time cost computation and prompt counting; rewrites bench/COST.md
 	$(BIN)/python bench/cost.py --write

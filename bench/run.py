@@ -199,23 +199,35 @@ class System:
 VARIANTS = {"gateway-nometrics": "gateway, metrics off", "gateway-traced": "gateway, traced"}
 
 
-def gateway_system(s: Settings, mock: Mock, key: str, door: str = "grpc", variant: str = "") -> System:
-    """The gateway as it ships, driven through its gRPC door or (door="http") its OpenAI door."""
+def gateway_system(
+    s: Settings,
+    mock: Mock,
+    key: str,
+    door: str = "grpc",
+    variant: str = "",
+    *,
+    label: str = "",
+    env: dict[str, str] | None = None,
+) -> System:
+    """The gateway as it ships, driven through its gRPC door or (door="http") its OpenAI door.
+    `label` names a gateway that runs beside another (its own files and ledger), `env` adds to
+    its environment (settings, or a PYTHONPATH to another source tree)."""
+    files = f"gateway-{label or variant or door}"
 
     def start() -> Server:
         sink: subprocess.Popen[bytes] | None = None
-        extra: dict[str, str] = {}
+        extra: dict[str, str] = dict(env or {})
         if variant == "gateway-nometrics":
             extra["LLM_GATEWAY__METRICS__ENABLED"] = "false"
         elif variant == "gateway-traced":
-            sink_port = s.work / "otlp.port"
+            sink_port = s.work / f"{files}-otlp.port"
             sink_port.unlink(missing_ok=True)
             argv = [str(PYTHON), str(BENCH / "otlp_sink.py"), "--port-file", str(sink_port)]
-            sink = spawn(argv, s.work / "otlp-sink.log")
+            sink = spawn(argv, s.work / f"{files}-otlp-sink.log")
             extra["LLM_GATEWAY__TRACING__ENABLED"] = "true"
             collector = f"http://127.0.0.1:{wait_for_port_file(sink_port, sink)}"
             extra["LLM_GATEWAY__TRACING__ENDPOINT"] = collector
-        port_file = s.work / "gateway.port"
+        port_file = s.work / f"{files}.port"
         port_file.unlink(missing_ok=True)
         http_port = free_port()
         argv = [str(GATEWAY_BIN), "serve", "--config", str(BENCH / "gateway.toml")]
@@ -223,21 +235,22 @@ def gateway_system(s: Settings, mock: Mock, key: str, door: str = "grpc", varian
         argv += ["--http-port", str(http_port)]
         # The usage ledger as it ships (SQLite), kept in the work directory; the caller's
         # LLM_GATEWAY__LEDGER__ENABLED=false measures the gateway without it.
-        env = {
+        ledger = "ledger" if not label else f"{files}-ledger"
+        settings = {
             "BENCH_API_KEY": key,
             "MOCK_UPSTREAM_URL": f"{mock.url}/v1",
-            "LLM_GATEWAY__LEDGER__URL": f"sqlite:///{s.work}/ledger.db",
-            "LLM_GATEWAY__LEDGER__SPOOL_DIR": str(s.work / "ledger-spool"),
+            "LLM_GATEWAY__LEDGER__URL": f"sqlite:///{s.work}/{ledger}.db",
+            "LLM_GATEWAY__LEDGER__SPOOL_DIR": str(s.work / f"{ledger}-spool"),
             **extra,
         }
-        process = spawn(argv, s.work / f"gateway-{variant or door}.log", env)
+        process = spawn(argv, s.work / f"{files}.log", settings)
         grpc_address = f"127.0.0.1:{wait_for_port_file(port_file, process)}"
         if door == "grpc":
             return Server(name, process, grpc_address, helper=sink)
         # The port file is written once both doors listen.
         return Server(name, process, f"http://127.0.0.1:{http_port}")
 
-    name = VARIANTS.get(variant) or ("gateway" if door == "grpc" else "gateway HTTP")
+    name = label or VARIANTS.get(variant) or ("gateway" if door == "grpc" else "gateway HTTP")
     return System(name, door, start, api_key=key, model=f"openai:{MODEL}")
 
 
