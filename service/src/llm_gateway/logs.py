@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
 from typing import Any
 
 from opentelemetry import trace
+
+from llm_gateway import json_codec
 
 _STANDARD = frozenset(vars(logging.makeLogRecord({})))
 
@@ -39,7 +40,7 @@ class JsonFormatter(logging.Formatter):
             entry["span_id"] = format(span.span_id, "016x")
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, separators=(",", ":"))
+        return json_codec.text(entry)
 
 
 def configure_logging(level: str, fields: dict[str, Any] | None = None) -> None:

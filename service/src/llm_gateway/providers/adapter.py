@@ -4,12 +4,12 @@ streams (SSE or NDJSON) with the exchanges in `providers.http`."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 import aiohttp
 
+from llm_gateway import json_codec
 from llm_gateway.config.schema import TimeoutConfig
 from llm_gateway.domain.errors import Code, GatewayError
 from llm_gateway.domain.results import Completion, StreamEvent
@@ -61,7 +61,7 @@ class HttpAdapter:
         return UpstreamContext(self.name, call.model.id, self._scrubber)
 
     def _encode(self, call: UpstreamCall, *, stream: bool) -> bytes:
-        return json.dumps(self._body(call, stream=stream), separators=(",", ":")).encode()
+        return json_codec.dumps(self._body(call, stream=stream))
 
     async def chat(self, call: UpstreamCall) -> Completion:
         ctx = self._context(call)

@@ -8,7 +8,6 @@ bench/NOTES.md for the side-by-side figures that made the choice.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncGenerator, Mapping
 from contextvars import ContextVar
@@ -19,6 +18,7 @@ import aiohttp
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from llm_gateway import json_codec
 from llm_gateway.config.schema import TimeoutConfig
 from llm_gateway.providers.errors import (
     UpstreamContext,
@@ -99,7 +99,7 @@ async def post_json(
             body = await response.read()
             if response.status >= 400:
                 raise http_error(ctx, response.status, body, response.headers)
-        return json.loads(body)
+        return json_codec.loads(body)
 
 
 async def post_sse(
@@ -150,6 +150,6 @@ async def post_ndjson(
                     *lines, pending = pending.split(b"\n")
                     for line in lines:
                         if line.strip():
-                            yield json.loads(line)
+                            yield json_codec.loads(line)
             if pending.strip():
-                yield json.loads(pending)
+                yield json_codec.loads(pending)

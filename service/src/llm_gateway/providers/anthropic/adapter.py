@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
 import aiohttp
 
+from llm_gateway import json_codec
 from llm_gateway.config.schema import AnthropicProviderConfig
 from llm_gateway.domain.results import Completion, StreamEvent
 from llm_gateway.providers.adapter import HttpAdapter
@@ -48,7 +48,7 @@ class AnthropicProvider(HttpAdapter):
         async with aclosing(self._sse(call, ctx)) as events:
             with upstream_errors(ctx):
                 async for sse in events:
-                    for event in decoder.feed(sse.event, json.loads(sse.data)):
+                    for event in decoder.feed(sse.event, json_codec.loads(sse.data)):
                         yield event
                     if decoder.error is not None:
                         kind = str(decoder.error.get("type") or "")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
 import aiohttp
 
+from llm_gateway import json_codec
 from llm_gateway.config.schema import CohereProviderConfig
 from llm_gateway.domain.results import Completion, StreamEvent
 from llm_gateway.providers.adapter import HttpAdapter, bearer
@@ -50,7 +50,7 @@ class CohereProvider(HttpAdapter):
                         break
                     if not sse.data:
                         continue
-                    for event in decoder.feed(json.loads(sse.data)):
+                    for event in decoder.feed(json_codec.loads(sse.data)):
                         yield event
                     if decoder.ended:
                         break

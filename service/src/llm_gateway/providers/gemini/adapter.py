@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
@@ -12,6 +11,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from llm_gateway import json_codec
 from llm_gateway.config.schema import GeminiProviderConfig
 from llm_gateway.domain.errors import GatewayError
 from llm_gateway.domain.results import Completion, StreamEvent
@@ -69,7 +69,7 @@ class GeminiProvider(HttpAdapter):
         async with aclosing(self._sse(call, ctx)) as events:
             with upstream_errors(ctx):
                 async for sse in events:
-                    for event in decoder.feed(json.loads(sse.data)):
+                    for event in decoder.feed(json_codec.loads(sse.data)):
                         yield event
                     if decoder.error is not None:
                         raise self._error_in_stream(ctx, decoder.error)

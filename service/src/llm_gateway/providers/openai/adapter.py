@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any
 
 import aiohttp
 
+from llm_gateway import json_codec
 from llm_gateway.config.schema import OpenAICompatibleProviderConfig, OpenAIProviderConfig, TimeoutConfig
 from llm_gateway.domain.results import Completion, StreamEvent
 from llm_gateway.providers.adapter import HttpAdapter, bearer
@@ -63,7 +63,7 @@ class ChatCompletionsProvider(HttpAdapter):
                         break
                     if not sse.data:  # keep-alive events some compatible servers send
                         continue
-                    for event in decoder.feed(json.loads(sse.data)):
+                    for event in decoder.feed(json_codec.loads(sse.data)):
                         yield event
                     if decoder.error is not None:
                         raise self._stream_error(ctx, str(decoder.error.get("message") or decoder.error))
