@@ -96,12 +96,12 @@ def _chat_request(pb: chat_pb2.ChatRequest, wire: Violations) -> ChatRequest:
         tool_choice=_tool_choice(pb, wire),
         parallel_tool_calls=pb.parallel_tool_calls if pb.HasField("parallel_tool_calls") else None,
         response_format=_response_format(pb, wire),
-        generation=_generation(pb.generation),
+        generation=_generation(pb),
         fallback_models=tuple(pb.fallback_models),
         max_cost=_budget(pb.max_cost, wire),
         cost_alert_threshold=_budget(pb.cost_alert_threshold, wire, "cost_alert_threshold"),
         dry_run=pb.dry_run,
-        caller=Caller(pb.caller.user, pb.caller.project, pb.caller.tenant, pb.caller.tracking_id),
+        caller=_caller(pb),
         tags=_tags(pb, wire),
         provider_options={name: struct_to_dict(s) for name, s in pb.provider_options.items()},
         reasoning=_reasoning(pb, wire),
@@ -202,7 +202,15 @@ def _response_format(pb: chat_pb2.ChatRequest, wire: Violations) -> ResponseForm
     return ResponseFormat(kind, schema, rf.schema_name or "response", rf.strict)
 
 
-def _generation(pb: chat_pb2.GenerationConfig) -> GenerationConfig:
+# What a request without settings or a caller decodes to (immutable, so shared): most calls.
+_NO_SETTINGS = GenerationConfig()
+_NO_CALLER = Caller()
+
+
+def _generation(request: chat_pb2.ChatRequest) -> GenerationConfig:
+    if not request.HasField("generation"):
+        return _NO_SETTINGS
+    pb = request.generation
     return GenerationConfig(
         temperature=pb.temperature if pb.HasField("temperature") else None,
         top_p=pb.top_p if pb.HasField("top_p") else None,
@@ -213,6 +221,13 @@ def _generation(pb: chat_pb2.GenerationConfig) -> GenerationConfig:
         presence_penalty=pb.presence_penalty if pb.HasField("presence_penalty") else None,
         frequency_penalty=pb.frequency_penalty if pb.HasField("frequency_penalty") else None,
     )
+
+
+def _caller(pb: chat_pb2.ChatRequest) -> Caller:
+    if not pb.HasField("caller"):
+        return _NO_CALLER
+    caller = pb.caller
+    return Caller(caller.user, caller.project, caller.tenant, caller.tracking_id)
 
 
 def _reasoning(pb: chat_pb2.ChatRequest, wire: Violations) -> Reasoning | None:
