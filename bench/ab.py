@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 import secrets
 import statistics
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from run import ROOT, VARIANTS, Mock, Settings, gateway_system, load, replace_duration, workdir
+from run import VARIANTS, Mock, Settings, build_protoset, gateway_system, load, replace_duration, workdir
 
 
 def side_env(settings: list[str], tree: Path | None) -> dict[str, str]:
@@ -49,17 +48,7 @@ def main() -> int:
 
     with workdir(False) as work:
         s = Settings(1, 1, args.duration, (args.rate,), (), 0, ("ab",), work, work)
-        subprocess.run(
-            [
-                str(ROOT / "tools/node_modules/.bin/buf"),
-                "build",
-                "protos",
-                "-o",
-                str(work / "gateway.protoset"),
-            ],
-            check=True,
-            cwd=ROOT,
-        )
+        build_protoset(work)
         mock = Mock(work)
         key = secrets.token_urlsafe(24)
         sides = {

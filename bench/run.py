@@ -754,6 +754,12 @@ def tool_versions(litellm: Path | None) -> tuple[str, str]:
     return tools, lite
 
 
+def build_protoset(work: Path) -> None:
+    """The contract as a protoset in `work`, for ghz."""
+    buf = str(ROOT / "tools/node_modules/.bin/buf")
+    subprocess.run([buf, "build", "protos", "-o", str(work / "gateway.protoset")], check=True, cwd=ROOT)
+
+
 @contextlib.contextmanager
 def workdir(keep: bool) -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="llm-gateway-bench-"))
@@ -801,17 +807,7 @@ def main() -> int:
             out=args.out,
             work=work,
         )
-        subprocess.run(
-            [
-                str(ROOT / "tools/node_modules/.bin/buf"),
-                "build",
-                "protos",
-                "-o",
-                str(work / "gateway.protoset"),
-            ],
-            check=True,
-            cwd=ROOT,
-        )
+        build_protoset(work)
         mock = Mock(work)
         key = secrets.token_urlsafe(24)
         catalog: dict[str, Callable[[], System]] = {
