@@ -75,7 +75,7 @@ bench: $(VENV_STAMP) $(BUF_STAMP) $(BENCH_STAMP) ## Benchmark against direct, no
 
 bench-quick: $(VENV_STAMP) $(BUF_STAMP) $(BENCH_STAMP) ## One short repetition of both doors without LiteLLM, written to .tools/bench-quick/
 	mkdir -p .tools/bench-quick
-	$(BIN)/python bench/run.py --systems direct,noop,noop-upstream,gateway,http --repeat 1 --duration 3 --out .tools/bench-quick
+	$(BIN)/python bench/run.py --systems direct,noop,noop-upstream,gateway,http --repeat 1 --duration 3 --open-streams 1000 --out .tools/bench-quick
 
 # AB="--b-variant gateway-nometrics" (or --b LLM_GATEWAY__...=..., or --a-tree ../before): see bench/ab.py
 bench-ab: $(VENV_STAMP) $(BUF_STAMP) $(BENCH_STAMP) ## Two gateways measured at the same time under the same load (AB="...")

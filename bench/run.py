@@ -461,13 +461,17 @@ def measure(system: System, s: Settings, mock: Mock) -> Figures:
 
 def open_streams(system: System, server: Server, s: Settings, mock: Mock) -> dict[str, float | None]:
     """`open_streams` streams held open at once: memory, and CPU while they wait for their next chunk."""
-    mock.configure(chunk_delay_ms=4000, chunks=3)  # a first chunk at once, the next 4 s later
+    # A first chunk at once, the next one later than opening them all takes (about 1.2 ms a stream
+    # on the HTTP door here), so that every stream is open and waiting while it is measured.
+    delay_ms = max(4000, 2.5 * s.open_streams)
+    mock.configure(chunk_delay_ms=delay_ms, chunks=2)
     idle = server.rss()
     ready = s.work / "streams.ready"
     ready.unlink(missing_ok=True)
     argv = [str(TOOLS / "streamload"), "-target", "grpc" if system.protocol == "grpc" else "sse"]
     argv += ["-addr", server.address, "-model", system.model, "-hold", "-concurrency", str(s.open_streams)]
     argv += ["-connections", str(max(8, 4 * s.workers)), "-ready-file", str(ready)]
+    argv += ["-timeout", f"{delay_ms / 1000 + 60:.0f}s"]
     if system.api_key:
         argv += ["-api-key", system.api_key]
     client = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT)
@@ -482,7 +486,7 @@ def open_streams(system: System, server: Server, s: Settings, mock: Mock) -> dic
         figures["held_cpu_pct"] = (server.cpu() - cpu_before) / (time.monotonic() - at) * 100
         figures["rss_streams_mb"] = server.rss() / 2**20
         figures["rss_growth_mb"] = (server.rss() - idle) / 2**20
-    out, _ = client.communicate(timeout=120)
+    out, _ = client.communicate(timeout=delay_ms / 1000 + 120)
     result = json.loads(out)
     figures["open_stream_errors"] = sum(result["errors"].values()) + (
         s.open_streams - result["ok"] - sum(result["errors"].values())
@@ -777,7 +781,7 @@ def main() -> int:
     )
     parser.add_argument("--repeat", type=int, default=int(os.environ.get("BENCH_REPEAT", 3)))
     parser.add_argument("--duration", type=float, default=float(os.environ.get("BENCH_DURATION", 5)))
-    parser.add_argument("--open-streams", type=int, default=1000)
+    parser.add_argument("--open-streams", type=int, default=10_000)
     parser.add_argument("--systems", default="direct,noop,noop-upstream,gateway,http,litellm")
     parser.add_argument("--litellm", type=Path, help="the litellm executable (its own virtualenv)")
     parser.add_argument("--out", type=Path, default=BENCH)

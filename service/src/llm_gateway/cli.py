@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import hashlib
 import logging
 import os
+import resource
 import signal
 import sys
 from multiprocessing.connection import Connection
@@ -77,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         configure_logging(config.logging.level)
         return run_budget_command(args, config)
     configure_logging(config.logging.level)
+    _raise_open_file_limit()
     workers = config.server.workers if args.workers is None else args.workers
     if workers < 1:
         print("--workers must be at least 1", file=sys.stderr)
@@ -135,6 +138,16 @@ def _summarise(config: GatewayConfig) -> None:
             print(f"quota of key {key.name}: {quotas}")
     for hook in config.webhooks:  # the name only: the URL may carry a token
         print(f"webhook {hook.name}: {', '.join(hook.events)}")
+
+
+def _raise_open_file_limit() -> None:
+    """Every open call holds a caller's connection or stream and an upstream connection: the soft
+    limit on open files (often 1,024) goes up to the hard one, as Go's runtime does for its
+    programs, so thousands of open streams do not fail on it. Workers inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _worker(

@@ -61,10 +61,11 @@ def traced(headers: Mapping[str, str]) -> Mapping[str, str]:
 
 
 def create_http_client() -> aiohttp.ClientSession:
-    """Connection limits are raised well past aiohttp's defaults (100): a gateway multiplexes many
-    concurrent calls and long streams onto few upstream hosts. Timeouts are set per request by each
-    adapter (`client_timeout`). Must be called with the event loop running."""
-    connector = aiohttp.TCPConnector(limit=4000, limit_per_host=0, keepalive_timeout=30)
+    """No cap on connections (aiohttp's default is 100): a call in flight holds at most one
+    upstream connection, so the calls in flight bound them already, and a cap would make open
+    streams past it wait for others to end (the open-file limit is the real bound). Timeouts are
+    set per request by each adapter (`client_timeout`). Must be called with the event loop running."""
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30)
     return aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=None),

@@ -86,7 +86,7 @@ class HttpDoor:
         runner = web.AppRunner(self.app, access_log=None, handler_cancellation=True)
         await runner.setup()
         listening = listening_socket(host, port, reuse_port=reuse_port)
-        await web.SockSite(runner, listening).start()
+        await web.SockSite(runner, listening, backlog=BACKLOG).start()
         self._runner = runner
         self.port = listening.getsockname()[1]
 
@@ -362,7 +362,7 @@ class MetricsDoor:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         listening = listening_socket(host, port, reuse_port=reuse_port)
-        await web.SockSite(runner, listening).start()
+        await web.SockSite(runner, listening, backlog=BACKLOG).start()
         self._runner, self.port = runner, listening.getsockname()[1]
 
     async def stop(self) -> None:
@@ -375,6 +375,12 @@ def _provider_status(state: CircuitState, available: bool) -> str:
     if state is CircuitState.CLOSED:
         return "healthy"
     return "degraded" if available else "unhealthy"
+
+
+# The queue of connections waiting to be accepted (asyncio listens again with the site's value, and
+# the kernel caps it at net.core.somaxconn): thousands of callers may connect at once, and a full
+# queue drops their connections. asyncio also accepts up to this many per wake-up.
+BACKLOG = 4096
 
 
 def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
@@ -398,7 +404,7 @@ def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socke
         if family == socket.AF_INET6 and wildcard:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind((name, port))
-        sock.listen(1024)
+        sock.listen(BACKLOG)
         sock.setblocking(False)
     except BaseException:
         sock.close()
