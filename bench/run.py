@@ -463,7 +463,7 @@ def open_streams(system: System, server: Server, s: Settings, mock: Mock) -> dic
     """`open_streams` streams held open at once: memory, and CPU while they wait for their next chunk."""
     # A first chunk at once, the next one later than opening them all takes (about 1.2 ms a stream
     # on the HTTP door here), so that every stream is open and waiting while it is measured.
-    delay_ms = max(4000, 2.5 * s.open_streams)
+    delay_ms = max(8000, 2.5 * s.open_streams)
     mock.configure(chunk_delay_ms=delay_ms, chunks=2)
     idle = server.rss()
     ready = s.work / "streams.ready"
