@@ -20,7 +20,6 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Collection, Iterator
-from decimal import Decimal
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
@@ -358,6 +357,5 @@ class Sampler:
         assert self._budgets is not None
         budgets = self._budgets.budgets
         for budget, standing in zip(budgets, await self._budgets.standings(budgets), strict=True):
-            left = standing.charge.limit - standing.spent - standing.reserved
-            self._metrics.budget_remaining.labels(budget.id).set(float(max(left, Decimal(0))))
+            self._metrics.budget_remaining.labels(budget.id).set(float(standing.remaining))
             self._metrics.budget_limit.labels(budget.id).set(float(standing.charge.limit))

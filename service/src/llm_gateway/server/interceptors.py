@@ -289,7 +289,7 @@ class CallStep(Step):
             received_at_var.get(),
             door="grpc",
             route=method,
-            traceparent=_traceparent(context) if self._gateway.tracing is not None else None,
+            traceparent=metadata_value(context, "traceparent") if self._gateway.tracing is not None else None,
         )
         call_var.set(tracker)
         return tracker
@@ -355,14 +355,6 @@ async def _cut_off_status(context: Context, error: BaseException) -> BaseExcepti
     except grpc.aio.AbortError as aborted:
         return aborted
     raise AssertionError("abort returns only by raising")
-
-
-def _traceparent(context: Context) -> str | None:
-    """The caller's W3C trace context, from the call's metadata."""
-    for key, value in context.invocation_metadata() or ():
-        if key == "traceparent":
-            return value if isinstance(value, str) else None
-    return None
 
 
 def _status_name(context: Context) -> str:
