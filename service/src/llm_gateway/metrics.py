@@ -25,6 +25,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from llm_gateway import background
 from llm_gateway.budgets.keeper import BudgetKeeper
 from llm_gateway.gateway.breaker import CircuitState
 from llm_gateway.gateway.core import Gateway
@@ -317,10 +318,7 @@ class Sampler:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await background.stop(task)
 
     async def _run(self) -> None:
         ticks = 0

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
+from llm_gateway import background
 from llm_gateway.budgets.counters import ZERO, BudgetRefusedError, Charge, Hold, Spend, Standing
 from llm_gateway.budgets.model import Alert, Budget, Quota, budget_alert, call_alert, rfc3339
 from llm_gateway.budgets.periods import Period, window
@@ -411,11 +412,7 @@ class BudgetKeeper:
             async with asyncio.timeout(_CLOSE_WAIT):
                 await self.flush()
         self._closing = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await background.stop(*self._tasks)
         if self._pending:
             _log.error({"event": "budget_settlements_lost", "calls": len(self._pending)})
         if self.sender is not None:

@@ -33,6 +33,7 @@ from typing import Protocol
 
 import aiohttp
 
+from llm_gateway import background
 from llm_gateway.config.schema import WebhookConfig
 
 __all__ = [
@@ -175,10 +176,7 @@ class WebhookSender:
         """Stops the background loop; a delivery in flight is abandoned (its lease expires and it
         is sent again later). Idempotent."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await background.stop(task)
 
     # -- the background loop -----------------------------------------------------------------
 

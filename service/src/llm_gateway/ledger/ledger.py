@@ -8,6 +8,7 @@ import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 
+from llm_gateway import background
 from llm_gateway.config.schema import LedgerConfig
 from llm_gateway.gateway.record import CallRecord
 from llm_gateway.ledger.spool import Spool
@@ -82,11 +83,8 @@ class Ledger:
 
     async def close(self) -> None:
         """Writes out everything queued (to the database, else the spool) and releases the store."""
-        if self._retention is not None:
-            self._retention.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retention
-            self._retention = None
+        retention, self._retention = self._retention, None
+        await background.stop(retention)
         await self.writer.close()
         await self.store.close()
         stats = self.writer.stats
