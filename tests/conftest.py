@@ -40,6 +40,12 @@ class RunningGateway:
     stub: gateway_service_pb2_grpc.GatewayServiceAsyncStub
     address: str
 
+    @property
+    def http_url(self) -> str:
+        """The HTTP door's base URL ("http://127.0.0.1:PORT")."""
+        assert self.server.http is not None
+        return f"http://127.0.0.1:{self.server.http.port}"
+
 
 def free_port() -> int:
     """A loopback port nothing listens on now (for a server to bind, or a connection to be refused)."""

@@ -26,10 +26,7 @@ key = "{KEY}"
 
 
 def client_for(gw: RunningGateway, key: str = KEY) -> anthropic.AsyncAnthropic:
-    assert gw.server.http is not None
-    return anthropic.AsyncAnthropic(
-        base_url=f"http://127.0.0.1:{gw.server.http.port}", api_key=key, max_retries=0
-    )
+    return anthropic.AsyncAnthropic(base_url=gw.http_url, api_key=key, max_retries=0)
 
 
 @pytest.fixture

@@ -256,8 +256,7 @@ async def test_every_reason_with_its_status_and_type(fake_openai: FakeOpenAI, do
         running_gateway(config(fake_openai.base_url, closed_port_url())) as gw,
         aiohttp.ClientSession() as http,
     ):
-        assert gw.server.http is not None
-        send = sender(http, f"http://127.0.0.1:{gw.server.http.port}", door)
+        send = sender(http, gw.http_url, door)
         seen = []
         for case in CASES:
             if door == "anthropic" and case.openai_only:
@@ -303,8 +302,7 @@ api_key = "{OPENAI_TEST_KEY}"
 chunk_delay = 0.2
 """
     async with running_gateway(toml) as gw, aiohttp.ClientSession() as http:
-        assert gw.server.http is not None
-        base = f"http://127.0.0.1:{gw.server.http.port}"
+        base = gw.http_url
         fake_openai.script(Reply(delay=30))
         unary = asyncio.ensure_future(
             http.post(
@@ -356,8 +354,7 @@ scope = "key:capped"
 limit_usd = "10"
 """
         async with running_gateway(toml) as gw, aiohttp.ClientSession() as http:
-            assert gw.server.http is not None
-            url = f"http://127.0.0.1:{gw.server.http.port}/v1/chat/completions"
+            url = f"{gw.http_url}/v1/chat/completions"
             body = {"model": "mock:echo", "messages": [{"role": "user", "content": "Hi"}]}
             async with http.post(url, json=body, headers={"authorization": f"Bearer {CAPPED}"}) as before:
                 assert before.status == 200
@@ -389,8 +386,7 @@ async def test_a_deadline_ends_a_started_stream_and_a_bad_one_is_refused() -> No
         running_gateway("[providers.mock]\nchunk_delay = 0.1\n") as gw,
         aiohttp.ClientSession() as http,
     ):
-        assert gw.server.http is not None
-        url = f"http://127.0.0.1:{gw.server.http.port}/v1/chat/completions"
+        url = f"{gw.http_url}/v1/chat/completions"
         body = {"model": "mock:echo", "stream": True, "messages": [{"role": "user", "content": "word " * 50}]}
         async with http.post(url, json=body, headers={"x-request-timeout": "0.5"}) as response:
             assert response.status == 200

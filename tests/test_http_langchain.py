@@ -26,10 +26,9 @@ async def gw(fake_openai: FakeOpenAI) -> AsyncIterator[RunningGateway]:
 
 
 def chat_model(gw: RunningGateway, model: str) -> ChatOpenAI:
-    assert gw.server.http is not None
     return ChatOpenAI(
         model=model,
-        base_url=f"http://127.0.0.1:{gw.server.http.port}/v1",
+        base_url=f"{gw.http_url}/v1",
         api_key=SecretStr(KEY),
         max_retries=0,
         stream_usage=True,

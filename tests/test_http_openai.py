@@ -36,11 +36,6 @@ key = "{KEY}"
 """
 
 
-def base_url(gw: RunningGateway) -> str:
-    assert gw.server.http is not None
-    return f"http://127.0.0.1:{gw.server.http.port}"
-
-
 @pytest.fixture
 async def gw() -> AsyncIterator[RunningGateway]:
     async with running_gateway(KEYS) as running:
@@ -49,7 +44,7 @@ async def gw() -> AsyncIterator[RunningGateway]:
 
 @pytest.fixture
 def client(gw: RunningGateway) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{base_url(gw)}/v1", api_key=KEY, max_retries=0)
+    return openai.AsyncOpenAI(base_url=f"{gw.http_url}/v1", api_key=KEY, max_retries=0)
 
 
 async def test_a_chat_completion_with_exact_usage_and_cost(client: openai.AsyncOpenAI) -> None:
@@ -103,7 +98,7 @@ async def test_a_stream_sends_chunks_then_usage_then_done(
     async with (
         aiohttp.ClientSession() as http,
         http.post(
-            f"{base_url(gw)}/v1/chat/completions",
+            f"{gw.http_url}/v1/chat/completions",
             json={"model": "mock:echo", "messages": [{"role": "user", "content": "hi"}], "stream": True},
             headers={"authorization": f"Bearer {KEY}", "x-request-id": "my-request-7"},
         ) as response,
@@ -120,7 +115,7 @@ async def test_a_stream_sends_chunks_then_usage_then_done(
 
 async def test_the_sync_client_and_the_api_v1_prefix(gw: RunningGateway) -> None:
     def call() -> str | None:
-        sync = openai.OpenAI(base_url=f"{base_url(gw)}/api/v1", api_key=KEY, max_retries=0)
+        sync = openai.OpenAI(base_url=f"{gw.http_url}/api/v1", api_key=KEY, max_retries=0)
         reply = sync.chat.completions.create(
             model="mock:echo", messages=[{"role": "user", "content": "sync"}]
         )
@@ -136,7 +131,7 @@ class Answer(BaseModel):
 
 async def test_tools_and_structured_output_through_a_fake_openai(fake_openai: FakeOpenAI) -> None:
     async with running_gateway(KEYS + openai_toml(fake_openai.base_url)) as gw:
-        client = openai.AsyncOpenAI(base_url=f"{base_url(gw)}/v1", api_key=KEY, max_retries=0)
+        client = openai.AsyncOpenAI(base_url=f"{gw.http_url}/v1", api_key=KEY, max_retries=0)
         fake_openai.script(
             Reply(
                 json_body=completion(
@@ -213,7 +208,7 @@ async def test_errors_come_back_in_openai_shape_with_their_status(
     assert isinstance(missing.value.body, dict)
     assert missing.value.body["code"] == "model_not_found"
     wrong = openai.AsyncOpenAI(
-        base_url=f"{base_url(gw)}/v1", api_key="not-a-key-of-this-gateway", max_retries=0
+        base_url=f"{gw.http_url}/v1", api_key="not-a-key-of-this-gateway", max_retries=0
     )
     with pytest.raises(openai.AuthenticationError) as refused:
         await wrong.chat.completions.create(model="mock:echo", messages=[{"role": "user", "content": "x"}])
@@ -222,7 +217,7 @@ async def test_errors_come_back_in_openai_shape_with_their_status(
     async with (
         aiohttp.ClientSession() as http,
         http.post(
-            f"{base_url(gw)}/v1/chat/completions",
+            f"{gw.http_url}/v1/chat/completions",
             data=b"{not json",
             headers={"authorization": f"Bearer {KEY}"},
         ) as response,
@@ -246,19 +241,19 @@ async def test_models_health_and_readiness(gw: RunningGateway, client: openai.As
     assert "tools" in extra["capabilities"]
     assert extra["state"]["circuit"] == "closed"
     async with aiohttp.ClientSession() as http:
-        async with http.get(f"{base_url(gw)}/health") as health:
+        async with http.get(f"{gw.http_url}/health") as health:
             assert health.status == 200
             body = await health.json()
             assert body["status"] == "healthy"
             assert body["providers"]["mock"]["circuit"] == "closed"
-        async with http.get(f"{base_url(gw)}/ready") as ready:
+        async with http.get(f"{gw.http_url}/ready") as ready:
             assert (ready.status, (await ready.json())["ready"]) == (200, True)
         gw.server.runtime.drain.start_draining()
-        async with http.get(f"{base_url(gw)}/ready") as draining:
+        async with http.get(f"{gw.http_url}/ready") as draining:
             assert draining.status == 503
             assert (await draining.json())["reason"] == "draining"
         async with http.post(
-            f"{base_url(gw)}/v1/chat/completions",
+            f"{gw.http_url}/v1/chat/completions",
             json={"model": "mock:echo", "messages": [{"role": "user", "content": "x"}]},
             headers={"authorization": f"Bearer {KEY}"},
         ) as refused:
@@ -272,7 +267,7 @@ async def test_a_client_leaving_a_stream_closes_the_upstream_request(fake_openai
         fake_openai.script(Reply(sse=text_chunks(pieces, usage(5, 200)), chunk_delay=0.02))
         async with aiohttp.ClientSession() as http:
             response = await http.post(
-                f"{base_url(gw)}/v1/chat/completions",
+                f"{gw.http_url}/v1/chat/completions",
                 json={
                     "model": "openai:gpt-4o-mini",
                     "messages": [{"role": "user", "content": "x"}],
@@ -298,7 +293,7 @@ limit_usd = "0.00001"
 period = "day"
 """
     async with running_gateway(KEYS + budget) as gw:
-        client = openai.AsyncOpenAI(base_url=f"{base_url(gw)}/v1", api_key=KEY, max_retries=0)
+        client = openai.AsyncOpenAI(base_url=f"{gw.http_url}/v1", api_key=KEY, max_retries=0)
         raw = await client.chat.completions.with_raw_response.create(
             model="mock:echo",
             max_tokens=5,
@@ -382,7 +377,7 @@ api_key = "gemini-test-key-0123456789"
 retry = {{ max_retries = 0 }}
 """
     async with running_gateway(KEYS + upstreams) as gw:
-        client = openai.AsyncOpenAI(base_url=f"{base_url(gw)}/v1", api_key=KEY, max_retries=0)
+        client = openai.AsyncOpenAI(base_url=f"{gw.http_url}/v1", api_key=KEY, max_retries=0)
         fake_anthropic.script(
             AnthropicReply(
                 json_body=anthropic_message(

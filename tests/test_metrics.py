@@ -53,8 +53,7 @@ def total(found: dict[tuple[str, frozenset[tuple[str, str]]], float], metric: st
 
 
 async def scrape(http: aiohttp.ClientSession, gw: RunningGateway) -> str:
-    assert gw.server.http is not None
-    async with http.get(f"http://127.0.0.1:{gw.server.http.port}/metrics") as response:
+    async with http.get(f"{gw.http_url}/metrics") as response:
         assert response.status == 200
         assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
         return await response.text()
@@ -75,8 +74,7 @@ async def gw(fake_openai: FakeOpenAI) -> AsyncIterator[RunningGateway]:
 async def test_a_scrape_counts_calls_tokens_cost_and_fallbacks_by_door(
     gw: RunningGateway, fake_openai: FakeOpenAI, log_lines: list[str]
 ) -> None:
-    assert gw.server.http is not None
-    url = f"http://127.0.0.1:{gw.server.http.port}/v1/chat/completions"
+    url = f"{gw.http_url}/v1/chat/completions"
     told_cost = Decimal(0)
     prompt = completion = 0
     async with aiohttp.ClientSession() as http:
@@ -148,8 +146,7 @@ async def test_streams_count_time_to_first_token_and_calls_in_flight() -> None:
         running_gateway(KEYS + "[providers.mock]\nchunk_delay = 0.1\n") as gw,
         aiohttp.ClientSession() as http,
     ):
-        assert gw.server.http is not None
-        url = f"http://127.0.0.1:{gw.server.http.port}/v1/chat/completions"
+        url = f"{gw.http_url}/v1/chat/completions"
         body = {"model": "mock:echo", "stream": True, "messages": [{"role": "user", "content": "a b c d"}]}
         async with http.post(url, json=body, headers=AUTH) as response:
             await response.content.readuntil(b"\n\n")
@@ -174,8 +171,7 @@ async def test_the_series_stay_bounded_whatever_models_and_users_callers_send(
         running_gateway(KEYS + openai_toml(fake_openai.base_url)) as gw,
         aiohttp.ClientSession() as http,
     ):
-        assert gw.server.http is not None
-        url = f"http://127.0.0.1:{gw.server.http.port}/v1/chat/completions"
+        url = f"{gw.http_url}/v1/chat/completions"
         gate = asyncio.Semaphore(32)
 
         async def call() -> None:
@@ -314,8 +310,7 @@ period = "day"
 """
     )
     async with running_gateway(toml) as gw, aiohttp.ClientSession() as http:
-        assert gw.server.http is not None
-        url = f"http://127.0.0.1:{gw.server.http.port}/v1/chat/completions"
+        url = f"{gw.http_url}/v1/chat/completions"
 
         async def call(model: str) -> dict[str, object]:
             body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
@@ -353,16 +348,14 @@ async def test_metrics_on_a_port_of_their_own_and_off() -> None:
         running_gateway(KEYS + '[metrics]\nport = 0\nhost = "127.0.0.1"\n') as gw,
         aiohttp.ClientSession() as http,
     ):
-        assert gw.server.http is not None
         assert gw.server.metrics is not None
         await gw.stub.Chat(chat("mock:echo", "count me"), metadata=tuple(AUTH.items()))
         async with http.get(f"http://127.0.0.1:{gw.server.metrics.port}/metrics") as response:
             found = samples(await response.text())
         assert total(found, "llm_gateway_calls_total", door="grpc", status="OK") == 1
-        async with http.get(f"http://127.0.0.1:{gw.server.http.port}/metrics") as response:
+        async with http.get(f"{gw.http_url}/metrics") as response:
             assert response.status == 404  # not on the API door when it has a port of its own
     async with running_gateway("[metrics]\nenabled = false\n") as gw, aiohttp.ClientSession() as http:
-        assert gw.server.http is not None
         assert gw.server.runtime.metrics is None
-        async with http.get(f"http://127.0.0.1:{gw.server.http.port}/metrics") as response:
+        async with http.get(f"{gw.http_url}/metrics") as response:
             assert response.status == 404

@@ -63,10 +63,12 @@ def test_the_dashboard_is_well_formed() -> None:
 
 
 async def test_every_metric_the_rules_and_the_dashboard_use_is_served() -> None:
-    async with running_gateway("") as gw, aiohttp.ClientSession() as http:
-        assert gw.server.http is not None
-        async with http.get(f"http://127.0.0.1:{gw.server.http.port}/metrics") as response:
-            scrape = await response.text()
+    async with (
+        running_gateway("") as gw,
+        aiohttp.ClientSession() as http,
+        http.get(f"{gw.http_url}/metrics") as response,
+    ):
+        scrape = await response.text()
     linted = promtool("check", "metrics", stdin=scrape)
     assert linted.returncode == 0, linted.stdout + linted.stderr
     served = set()

@@ -157,9 +157,8 @@ async def test_an_http_call_joins_the_callers_trace(receiver: tuple[Receiver, in
     collector, port = receiver
     toml = f'[tracing]\nenabled = true\nendpoint = "http://127.0.0.1:{port}"\n'
     async with running_gateway(toml) as gw, aiohttp.ClientSession() as http:
-        assert gw.server.http is not None
         async with http.post(
-            f"http://127.0.0.1:{gw.server.http.port}/v1/chat/completions",
+            f"{gw.http_url}/v1/chat/completions",
             json={"model": "mock:echo", "messages": [{"role": "user", "content": "hi"}]},
             headers={"traceparent": TRACEPARENT},
         ) as response:
