@@ -9,6 +9,7 @@ import logging
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -97,6 +98,16 @@ class GatewayProcess:
 
     def log_lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")]
+
+    async def access_lines(self, count: int, within: float = 10.0) -> list[dict[str, Any]]:
+        """The access lines once there are `count` of them (or `within` seconds have passed): a
+        line is written after its reply went out, so the caller can be a moment ahead of it."""
+        deadline = time.monotonic() + within
+        while True:
+            lines = [line for line in self.log_lines() if line.get("event") == "access"]
+            if len(lines) >= count or time.monotonic() > deadline:
+                return lines
+            await asyncio.sleep(0.05)
 
 
 @asynccontextmanager

@@ -48,7 +48,7 @@ async def test_past_max_pending_calls_a_burst_is_refused_before_the_gateway(tmp_
     toml = "[server]\nmax_pending_calls = 50\n[providers.mock]\nchunk_delay = 0.05\n"
     async with gateway_process(tmp_path, toml) as gw:
         outcomes = await burst(gw.address, 3000)
-        logged = [line for line in gw.log_lines() if line.get("event") == "access"]
+        logged = await gw.access_lines(outcomes["OK"])
     print(f"\n3,000 stream opens at once, max_pending_calls = 50: {dict(outcomes)}")
     refused = outcomes["CANCELLED"] + outcomes["RESOURCE_EXHAUSTED"]
     assert refused > 0
