@@ -7,7 +7,8 @@ run.py's variants (`--b-variant gateway-traced`: traces exported to an OTLP rece
 of its own (`--a-tree`, `--b-tree`: another checkout's root, e.g. a `git worktree` of the commit
 before a change). Each pair starts both, warms both up, then drives both at `--rate` calls per second at once
 and reads each one's CPU time per call and latency; the sides swap start order from pair to pair.
-Prints each pair and the median of B's CPU per call over A's.
+Prints each pair and the median of B's CPU per call over A's. With `--stream`, each pair drives
+both with streams instead (10 at a time, 8 chunks 10 ms apart) and compares time to first token.
 """
 
 from __future__ import annotations
@@ -19,7 +20,18 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from run import VARIANTS, Mock, Settings, build_protoset, gateway_system, load, replace_duration, workdir
+from run import (
+    VARIANTS,
+    Mock,
+    Settings,
+    System,
+    build_protoset,
+    gateway_system,
+    load,
+    replace_duration,
+    streamload,
+    workdir,
+)
 
 
 def side_env(settings: list[str], tree: Path | None) -> dict[str, str]:
@@ -42,6 +54,7 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=250, help="calls per second to each side")
     parser.add_argument("--duration", type=float, default=10)
     parser.add_argument("--pairs", type=int, default=4)
+    parser.add_argument("--stream", action="store_true", help="compare time to first token instead")
     args = parser.parse_args()
     if (args.a, args.a_tree, args.a_variant) == (args.b, args.b_tree, args.b_variant):
         parser.error("the two sides are the same: give settings, trees or variants that differ")
@@ -58,6 +71,9 @@ def main() -> int:
                 ("B", args.b, args.b_tree, args.b_variant),
             )
         }
+        if args.stream:
+            mock.configure(chunk_delay_ms=10, chunks=8)
+            return streams(args.pairs, sides, s, mock)
         ratios: list[float] = []
         try:
             print("pair  side  CPU ms/call  p50 ms  p99 ms  ok", flush=True)
@@ -96,6 +112,42 @@ def main() -> int:
             f"B's CPU per call over A's: median {statistics.median(ratios):.3f} "
             f"(pairs: {', '.join(f'{r:.3f}' for r in ratios)})"
         )
+    return 0
+
+
+def streams(pairs: int, sides: dict[str, System], s: Settings, mock: Mock) -> int:
+    """Both sides streamed at once; each pair's time to first token, and B's p50 over A's."""
+    ratios: list[float] = []
+    try:
+        print("pair  side  TTFT p50 ms  p99 ms  errors", flush=True)
+        for pair in range(1, pairs + 1):
+            order = ("A", "B") if pair % 2 else ("B", "A")
+            servers = {name: sides[name].start() for name in order}
+            try:
+                for name in order:  # warm up, one at a time
+                    streamload(sides[name], servers[name], s, "-concurrency", "10", "-total", "100")
+                with ThreadPoolExecutor(2) as pool:
+                    started = {
+                        name: pool.submit(
+                            streamload, sides[name], servers[name], s, "-concurrency", "10", "-total", "1000"
+                        )
+                        for name in order
+                    }
+                    runs = {name: future.result() for name, future in started.items()}
+            finally:
+                for server in servers.values():
+                    server.stop()
+            for name in ("A", "B"):
+                ttft, errors = runs[name]["ttft_ms"], sum(runs[name]["errors"].values())
+                line = f"{pair:>4}  {name:>4}  {ttft['p50']:>11.2f}  {ttft['p99']:>6.2f}  {errors}"
+                print(line, flush=True)
+            ratios.append(runs["B"]["ttft_ms"]["p50"] / runs["A"]["ttft_ms"]["p50"])
+    finally:
+        mock.stop()
+    print(
+        f"B's time to first token p50 over A's: median {statistics.median(ratios):.3f} "
+        f"(pairs: {', '.join(f'{r:.3f}' for r in ratios)})"
+    )
     return 0
 
 

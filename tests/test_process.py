@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -102,6 +103,28 @@ async def test_sigterm_drains_streams_refuses_new_calls_and_exits_zero(
         "stopped",
     ]
     assert [e["status"] for e in chat_streams_logged(lines)] == ["OK"]
+    assert next(e for e in lines if e.get("event") == "serving")["event_loop"] == "uvloop"  # the default
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+async def test_serves_both_doors_and_drains_on_the_configured_event_loop(tmp_path: Path, loop: str) -> None:
+    toml = f'[server]\nhost = "127.0.0.1"\nevent_loop = "{loop}"\n[providers.mock]\nchunk_delay = 0.01\n'
+    text = "one two three four"
+    async with gateway_process(tmp_path, toml) as gateway:
+        async with grpc.aio.insecure_channel(gateway.address) as channel:
+            stub = gateway_service_pb2_grpc.GatewayServiceStub(channel)
+            stream, events = await open_stream(stub, text)
+            await read_to_the_end(stream, events, text)
+        serving = next(e for e in gateway.log_lines() if e.get("event") == "serving")
+        url = f"http://127.0.0.1:{serving['http_port']}/v1/chat/completions"
+        body = {"model": "mock:echo", "messages": [{"role": "user", "content": text}]}
+        async with aiohttp.ClientSession() as http, http.post(url, json=body) as response:
+            assert response.status == 200
+            assert (await response.json())["choices"][0]["message"]["content"] == text
+        gateway.process.send_signal(signal.SIGTERM)
+        lines = await log_after_exit(gateway)
+    assert serving["event_loop"] == loop
+    assert [e["status"] for e in lines if e.get("event") == "access"] == ["OK", "OK"]
 
 
 async def test_sigterm_with_100_streams_open_lets_all_finish_and_exits_zero(

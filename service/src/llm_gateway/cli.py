@@ -12,8 +12,12 @@ import os
 import resource
 import signal
 import sys
+from collections.abc import Coroutine
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any, TypeVar
+
+import uvloop
 
 from llm_gateway import usage_cli
 from llm_gateway.budgets_cli import add_budget_commands, run_budget_command
@@ -23,6 +27,7 @@ from llm_gateway.logs import configure_logging
 from llm_gateway.providers import is_enabled
 
 _log = logging.getLogger("llm_gateway")
+T = TypeVar("T")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         print("--workers must be at least 1", file=sys.stderr)
         return 2
     if workers == 1:
-        return asyncio.run(_serve(config, args.host, args.port, args.port_file))
+        return run_loop(config, _serve(config, args.host, args.port, args.port_file))
     from llm_gateway.metrics import worker_set_metrics
     from llm_gateway.workers import run_workers
 
@@ -140,6 +145,13 @@ def _summarise(config: GatewayConfig) -> None:
         print(f"webhook {hook.name}: {', '.join(hook.events)}")
 
 
+def run_loop(config: GatewayConfig, main: Coroutine[Any, Any, T]) -> T:
+    """Runs a serving process's `main` on the configured event loop (`server.event_loop`)."""
+    if config.server.event_loop == "uvloop":
+        return uvloop.run(main)
+    return asyncio.run(main)
+
+
 def _raise_open_file_limit() -> None:
     """Every open call holds a caller's connection or stream and an upstream connection: the soft
     limit on open files (often 1,024) goes up to the hard one, as Go's runtime does for its
@@ -155,7 +167,7 @@ def _worker(
 ) -> None:
     """One worker process of `serve --workers N` (see `llm_gateway.workers`)."""
     configure_logging(config.logging.level, {"worker": index})
-    sys.exit(asyncio.run(_serve(config, host, port, None, worker=index, ready=ready, lifeline=lifeline)))
+    sys.exit(run_loop(config, _serve(config, host, port, None, worker=index, ready=ready, lifeline=lifeline)))
 
 
 async def _serve(
@@ -182,6 +194,8 @@ async def _serve(
             "http_port": server.http.port if server.http is not None else None,
             "providers": sorted(server.providers),
             "max_pending_calls": config.server.max_pending_calls,
+            # The loop actually running, e.g. "uvloop" or "asyncio".
+            "event_loop": type(asyncio.get_running_loop()).__module__.partition(".")[0],
             **({"pid": os.getpid()} if worker is not None else {}),
         }
     )
