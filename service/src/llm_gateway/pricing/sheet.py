@@ -151,5 +151,7 @@ UNKNOWN_PRICE = PriceSheet(status=PricingStatus.UNKNOWN, source="")
 
 def format_decimal(value: Decimal) -> str:
     """Plain notation without exponent or trailing zeros: Decimal("1.50E-4") -> "0.00015"."""
+    if not value:  # most of a reply's amounts (cache, fees, savings)
+        return "0"
     text = format(value.normalize(), "f")
     return "0" if text in ("-0", "") else text

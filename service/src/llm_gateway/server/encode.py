@@ -46,6 +46,10 @@ CAPABILITIES = {
 }
 
 
+# Replies are built in place: a sub-message passed to a constructor is copied into its parent, and
+# a reply has five of them (bench/NOTES.md, "Encoding the reply").
+
+
 def chat_response(outcome: ChatOutcome) -> chat_pb2.ChatResponse:
     header, summary = outcome.header, outcome.summary
     reply = chat_pb2.ChatResponse(
@@ -55,30 +59,30 @@ def chat_response(outcome: ChatOutcome) -> chat_pb2.ChatResponse:
         provider=header.model.provider,
         provider_model=summary.provider_model,
         provider_response_id=summary.provider_response_id,
-        message=None if outcome.dry_run else _assistant(outcome.completion),
-        usage=usage(summary.usage),
-        cost=cost(summary.cost),
-        latency=latency(summary.latency),
-        routing=routing(summary.routing),
-        create_time=_timestamp(header.created_at),
         dry_run=outcome.dry_run,
         dropped_parameters=summary.dropped_parameters,
     )
+    if not outcome.dry_run:
+        _assistant_into(reply.message, outcome.completion)
+    _usage_into(reply.usage, summary.usage)
+    _cost_into(reply.cost, summary.cost)
+    _latency_into(reply.latency, summary.latency)
+    _routing_into(reply.routing, summary.routing)
+    _time_into(reply.create_time, header.created_at)
     if summary.finish_reason is not None:
         reply.finish_reason = _FINISH[summary.finish_reason]
     return reply
 
 
 def stream_start(header: CallHeader) -> chat_pb2.ChatStreamResponse:
-    return chat_pb2.ChatStreamResponse(
-        start=chat_pb2.StreamStart(
-            id=header.id,
-            request_id=header.request_id,
-            model=header.model.id,
-            provider=header.model.provider,
-            create_time=_timestamp(header.created_at),
-        )
-    )
+    reply = chat_pb2.ChatStreamResponse()
+    start = reply.start
+    start.id = header.id
+    start.request_id = header.request_id
+    start.model = header.model.id
+    start.provider = header.model.provider
+    _time_into(start.create_time, header.created_at)
+    return reply
 
 
 def stream_delta(event: TextDelta | ToolCallDelta) -> chat_pb2.ChatStreamResponse:
@@ -97,49 +101,58 @@ def stream_finish(summary: CallSummary, dry_run: bool = False) -> chat_pb2.ChatS
         reason = chat_pb2.FINISH_REASON_UNSPECIFIED
     else:
         reason = _FINISH[summary.finish_reason or FinishReason.OTHER]
-    return chat_pb2.ChatStreamResponse(
-        finish=chat_pb2.StreamFinish(
-            finish_reason=reason,
-            usage=usage(summary.usage),
-            cost=cost(summary.cost),
-            latency=latency(summary.latency),
-            routing=routing(summary.routing),
-            provider_model=summary.provider_model,
-            provider_response_id=summary.provider_response_id,
-            dropped_parameters=summary.dropped_parameters,
-            dry_run=dry_run,
-        )
-    )
+    reply = chat_pb2.ChatStreamResponse()
+    finish = reply.finish
+    finish.finish_reason = reason
+    finish.provider_model = summary.provider_model
+    finish.provider_response_id = summary.provider_response_id
+    finish.dropped_parameters.extend(summary.dropped_parameters)
+    finish.dry_run = dry_run
+    _usage_into(finish.usage, summary.usage)
+    _cost_into(finish.cost, summary.cost)
+    _latency_into(finish.latency, summary.latency)
+    _routing_into(finish.routing, summary.routing)
+    return reply
 
 
-def _assistant(completion: Completion) -> content_pb2.Message:
-    message = content_pb2.Message(role=content_pb2.ROLE_ASSISTANT)
+def _assistant_into(message: content_pb2.Message, completion: Completion) -> None:
+    message.role = content_pb2.ROLE_ASSISTANT
     if completion.text:
         message.content.add(text=completion.text)
     for call in completion.tool_calls:
         message.tool_calls.add(id=call.id, name=call.name, arguments=call.arguments)
-    return message
 
 
 def usage(u: Usage) -> accounting_pb2.Usage:
-    return accounting_pb2.Usage(
-        prompt_tokens=u.prompt_tokens,
-        completion_tokens=u.completion_tokens,
-        total_tokens=u.total_tokens,
-        cache_read_tokens=u.cache_read_tokens,
-        cache_write_tokens=u.cache_write_tokens,
-        reasoning_tokens=u.reasoning_tokens,
-        estimated=u.estimated,
-        cache_write_1h_tokens=u.cache_write_1h_tokens,
-    )
+    out = accounting_pb2.Usage()
+    _usage_into(out, u)
+    return out
+
+
+def _usage_into(out: accounting_pb2.Usage, u: Usage) -> None:
+    out.prompt_tokens = u.prompt_tokens
+    out.completion_tokens = u.completion_tokens
+    out.total_tokens = u.total_tokens
+    out.cache_read_tokens = u.cache_read_tokens
+    out.cache_write_tokens = u.cache_write_tokens
+    out.reasoning_tokens = u.reasoning_tokens
+    out.estimated = u.estimated
+    out.cache_write_1h_tokens = u.cache_write_1h_tokens
 
 
 def cost(c: Cost) -> accounting_pb2.Cost:
-    out = accounting_pb2.Cost(
-        currency=c.currency, status=_PRICING[c.status], price_source=c.source, estimated=c.estimated
-    )
+    out = accounting_pb2.Cost()
+    _cost_into(out, c)
+    return out
+
+
+def _cost_into(out: accounting_pb2.Cost, c: Cost) -> None:
+    out.currency = c.currency
+    out.status = _PRICING[c.status]
+    out.price_source = c.source
+    out.estimated = c.estimated
     if c.status is PricingStatus.UNKNOWN:
-        return out
+        return
     out.input = format_decimal(c.input)
     out.cached_input = format_decimal(c.cached_input)
     out.cache_write = format_decimal(c.cache_write)
@@ -150,43 +163,55 @@ def cost(c: Cost) -> accounting_pb2.Cost:
     out.cache_savings = format_decimal(c.cache_savings)
     if c.cost_per_1k_tokens is not None:
         out.cost_per_1k_tokens = format_decimal(c.cost_per_1k_tokens)
-    return out
 
 
 def latency(lat: Latency) -> accounting_pb2.Latency:
-    out = accounting_pb2.Latency(
-        total=duration(lat.total),
-        upstream=duration(lat.upstream),
-        gateway_overhead=duration(lat.gateway_overhead),
-    )
-    if lat.time_to_first_byte is not None:
-        out.time_to_first_byte.CopyFrom(duration(lat.time_to_first_byte))
-    if lat.time_to_first_token is not None:
-        out.time_to_first_token.CopyFrom(duration(lat.time_to_first_token))
+    out = accounting_pb2.Latency()
+    _latency_into(out, lat)
     return out
 
 
+def _latency_into(out: accounting_pb2.Latency, lat: Latency) -> None:
+    _duration_into(out.total, lat.total)
+    _duration_into(out.upstream, lat.upstream)
+    _duration_into(out.gateway_overhead, lat.gateway_overhead)
+    if lat.time_to_first_byte is not None:
+        _duration_into(out.time_to_first_byte, lat.time_to_first_byte)
+    if lat.time_to_first_token is not None:
+        _duration_into(out.time_to_first_token, lat.time_to_first_token)
+
+
 def routing(r: RoutingInfo) -> accounting_pb2.Routing:
+    out = accounting_pb2.Routing()
+    _routing_into(out, r)
+    return out
+
+
+def _routing_into(out: accounting_pb2.Routing, r: RoutingInfo) -> None:
     selected = r.selected
-    return accounting_pb2.Routing(
-        selected_provider=selected.provider if selected else "",
-        selected_model=selected.id if selected else "",
-        reason=r.reason,
-        candidates=r.candidates,
-        attempts=[attempt(a) for a in r.attempts],
-        fallback_used=r.fallback_used,
-    )
+    if selected is not None:
+        out.selected_provider = selected.provider
+        out.selected_model = selected.id
+    out.reason = r.reason
+    out.candidates.extend(r.candidates)
+    for a in r.attempts:
+        _attempt_into(out.attempts.add(), a)
+    out.fallback_used = r.fallback_used
 
 
 def attempt(a: Attempt) -> accounting_pb2.Attempt:
-    return accounting_pb2.Attempt(
-        provider=a.provider,
-        model=a.model,
-        code=a.code,
-        reason=a.reason,
-        message=a.message,
-        latency=duration(a.latency),
-    )
+    out = accounting_pb2.Attempt()
+    _attempt_into(out, a)
+    return out
+
+
+def _attempt_into(out: accounting_pb2.Attempt, a: Attempt) -> None:
+    out.provider = a.provider
+    out.model = a.model
+    out.code = a.code
+    out.reason = a.reason
+    out.message = a.message
+    _duration_into(out.latency, a.latency)
 
 
 def model(
@@ -279,10 +304,14 @@ def estimate(e: Estimate) -> catalog_pb2.CostEstimate:
 
 
 def duration(seconds: float) -> duration_pb2.Duration:
-    nanos = round(seconds * 1e9)
-    return duration_pb2.Duration(seconds=nanos // 1_000_000_000, nanos=nanos % 1_000_000_000)
+    out = duration_pb2.Duration()
+    _duration_into(out, seconds)
+    return out
 
 
-def _timestamp(unix: float) -> timestamp_pb2.Timestamp:
-    nanos = round(unix * 1e9)
-    return timestamp_pb2.Timestamp(seconds=nanos // 1_000_000_000, nanos=nanos % 1_000_000_000)
+def _duration_into(out: duration_pb2.Duration, seconds: float) -> None:
+    out.seconds, out.nanos = divmod(round(seconds * 1e9), 1_000_000_000)
+
+
+def _time_into(out: timestamp_pb2.Timestamp, unix: float) -> None:
+    out.seconds, out.nanos = divmod(round(unix * 1e9), 1_000_000_000)
