@@ -21,9 +21,10 @@ import pytest
 from multidict import CIMultiDict
 
 from llmgateway.v1 import usage_pb2, usage_service_pb2_grpc
-from tests.conftest import OPENAI_TEST_KEY, error_details, free_port, running_gateway
+from tests.conftest import OPENAI_TEST_KEY, chat, error_details, free_port, running_gateway
 from tests.fakes.openai import FakeOpenAI, Reply, error_body
 from tests.postgres import PostgresCluster
+from tests.redis_server import redis_server
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
 KEY, NARROW, SLOW, COUNTED, CAPPED = (
@@ -44,8 +45,8 @@ NOT_OVER_HTTP = {
     "REPLY_TOO_LARGE": "gRPC's message size limit; an HTTP reply has none",
     "INTERNAL": "a bug: nothing a caller sends may cause it",
 }
-# Provoked by tests of their own below: a shutdown, and a database outage.
-OWN_TESTS = {"GRACE_PERIOD_EXPIRED", "BUDGET_STORE_UNAVAILABLE"}
+# Provoked by tests of their own below: a shutdown, a database outage, a Redis outage.
+OWN_TESTS = {"GRACE_PERIOD_EXPIRED", "BUDGET_STORE_UNAVAILABLE", "LIMIT_STORE_UNAVAILABLE"}
 
 
 def documented() -> dict[str, str]:
@@ -379,6 +380,45 @@ limit_usd = "10"
             assert (details.code, details.info.reason) == (grpc.StatusCode.UNAVAILABLE, "LEDGER_UNAVAILABLE")
     finally:
         cluster.destroy()
+
+
+async def test_a_rate_limited_call_fails_closed_when_the_fleets_redis_is_down() -> None:
+    """With `fleet.limits_when_down = "refuse"`, a call a shared limit covers is refused while Redis
+    is down, on both doors, and served again once it is back."""
+    with redis_server() as redis:
+        toml = f"""
+[fleet]
+redis_url = "{redis.url}"
+timeout = 0.2
+retry_interval = 0.2
+limits_when_down = "refuse"
+[providers.mock.rate_limit]
+requests_per_minute = 1000
+"""
+        async with running_gateway(toml) as gw, aiohttp.ClientSession() as http:
+            url = f"{gw.http_url}/v1/chat/completions"
+            body = {"model": "mock:echo", "messages": [{"role": "user", "content": "Hi"}]}
+            async with http.post(url, json=body) as before:
+                assert before.status == 200
+            redis.kill()
+            async with http.post(url, json=body) as refused:
+                error = (await refused.json())["error"]
+                assert (refused.status, error["type"], error["code"]) == (
+                    503,
+                    "service_unavailable_error",
+                    "limit_store_unavailable",
+                )
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await gw.stub.Chat(chat("mock:echo"))
+            details = error_details(caught.value)
+            assert (details.code, details.info.reason) == (
+                grpc.StatusCode.UNAVAILABLE,
+                "LIMIT_STORE_UNAVAILABLE",
+            )
+            redis.start()
+            await asyncio.sleep(0.3)  # past the retry interval
+            async with http.post(url, json=body) as after:
+                assert after.status == 200
 
 
 async def test_a_deadline_ends_a_started_stream_and_a_bad_one_is_refused() -> None:

@@ -27,6 +27,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 from llm_gateway import background
 from llm_gateway.budgets.keeper import BudgetKeeper
+from llm_gateway.fleet import RedisState
 from llm_gateway.gateway.breaker import CircuitState
 from llm_gateway.gateway.core import Gateway
 from llm_gateway.gateway.record import CallRecord, CallTracker
@@ -174,6 +175,13 @@ class Metrics:
             "spool both failed).",
             registry=registry,
         )
+        self.fleet_failures = Counter(
+            "llm_gateway_fleet_store_failures",
+            "Calls to the fleet's shared store (Redis) that failed or timed out, by feature; each "
+            "fell back or was refused by the feature's policy (docs/deployment.md).",
+            ["feature"],
+            registry=registry,
+        )
         self.budget_remaining = Gauge(
             "llm_gateway_budget_remaining_usd",
             "What each budget has left in its current period (spent and reserved taken off).",
@@ -302,6 +310,7 @@ class Sampler:
         gateway: Gateway,
         ledger: Ledger | None,
         budgets: BudgetKeeper | None,
+        fleet: RedisState | None = None,
         *,
         interval: float = 1.0,
         budget_every: int = 5,
@@ -310,6 +319,8 @@ class Sampler:
         self._interval, self._budget_every = interval, budget_every
         self._seen: dict[tuple[str, str], tuple[int, float, int]] = {}
         self._dropped = 0
+        self._fleet = fleet
+        self._fleet_failures: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -350,6 +361,12 @@ class Sampler:
             if stats.dropped > self._dropped:
                 m.ledger_dropped.inc(stats.dropped - self._dropped)
                 self._dropped = stats.dropped
+        if self._fleet is not None:
+            for feature, failures in self._fleet.failures.items():
+                seen = self._fleet_failures.get(feature, 0)
+                if failures > seen:
+                    m.fleet_failures.labels(feature).inc(failures - seen)
+                    self._fleet_failures[feature] = failures
 
     async def sample_budgets(self) -> None:
         assert self._budgets is not None

@@ -20,8 +20,10 @@ from llm_gateway.budgets.webhooks import WebhookSender
 from llm_gateway.catalog import Catalog
 from llm_gateway.config.schema import ApiKeyConfig, GatewayConfig
 from llm_gateway.edge import Drain
+from llm_gateway.fleet import SCRIPTS, RedisState, shared_limiters
 from llm_gateway.gateway import Gateway
 from llm_gateway.gateway.guard import ProviderGuard, key_limiter
+from llm_gateway.gateway.limits import local_limiter
 from llm_gateway.gateway.record import ANONYMOUS, CallObserver, CallRecord, Principal
 from llm_gateway.ledger import Ledger
 from llm_gateway.metrics import Metrics, Sampler
@@ -79,17 +81,20 @@ class Runtime:
     metrics: Metrics | None = None
     sampler: Sampler | None = None  # started with the runtime when there are metrics
     tracing: Tracing | None = None
+    fleet: RedisState | None = None  # the state shared with other replicas (fleet.redis_url)
     # The calls in flight on every door of this process, drained together at shutdown.
     drain: Drain = field(default_factory=Drain)
 
     async def start(self) -> None:
         """Starts what runs beside the calls (the ledger's writer, budget settlements, webhooks)."""
+        if self.fleet is not None:
+            await self.fleet.warm_up(SCRIPTS)
         if self.ledger is not None:
             await self.ledger.start()
         if self.budgets is not None:
             await self.budgets.start()
         if self.metrics is not None and self.sampler is None:
-            self.sampler = Sampler(self.metrics, self.gateway, self.ledger, self.budgets)
+            self.sampler = Sampler(self.metrics, self.gateway, self.ledger, self.budgets, self.fleet)
             self.sampler.start()
 
     async def aclose(self) -> None:
@@ -106,6 +111,8 @@ class Runtime:
         for provider in self.providers.values():
             await provider.aclose()
         await self.http.close()
+        if self.fleet is not None:
+            await self.fleet.close()
 
 
 class _Chats:
@@ -127,8 +134,12 @@ def build_runtime(config: GatewayConfig, observers: Sequence[CallObserver] = ())
     providers = build_providers(enabled, http)
     catalog = Catalog(config, enabled)
     router = Router(catalog, config.aliases, config.routing.auto, list(config.providers))
-    guards = {name: ProviderGuard.from_config(name, p) for name, p in enabled.items()}
-    key_limiters = {k.name: key_limiter(k.name, k.rate_limit) for k in config.auth.keys if k.rate_limit}
+    fleet = RedisState(config.fleet) if config.fleet.redis_url is not None else None
+    limiter_of = local_limiter if fleet is None else shared_limiters(fleet, config.fleet.limits_when_down)
+    guards = {name: ProviderGuard.from_config(name, p, limiter_of) for name, p in enabled.items()}
+    key_limiters = {
+        k.name: key_limiter(k.name, k.rate_limit, limiter_of) for k in config.auth.keys if k.rate_limit
+    }
     told: list[CallObserver] = []
     if config.logging.access_log:
         told.append(AccessLog(logging.getLogger("llm_gateway.access")))
@@ -152,7 +163,17 @@ def build_runtime(config: GatewayConfig, observers: Sequence[CallObserver] = ())
         _log.warning("authentication is off: no API keys are configured (auth.keys)")
     gateway.tracing = tracing
     return Runtime(
-        config, gateway, catalog, providers, http, principals, ledger, budgets, metrics, tracing=tracing
+        config,
+        gateway,
+        catalog,
+        providers,
+        http,
+        principals,
+        ledger,
+        budgets,
+        metrics,
+        tracing=tracing,
+        fleet=fleet,
     )
 
 

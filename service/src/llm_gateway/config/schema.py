@@ -759,6 +759,32 @@ PROVIDER_KINDS = frozenset(
 )
 
 
+class FleetConfig(_Strict):
+    """State shared by every replica (docs/deployment.md): without `redis_url`, each process keeps
+    its own, as one machine needs."""
+
+    # redis://[user:password@]host:port/db or rediss:// (TLS). Secret: it may hold a password.
+    redis_url: SecretStr | None = None
+    # Keys are namespaced under this prefix, so several gateways may share one Redis.
+    key_prefix: str = Field(default="llmgw", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # Every Redis call's bound, in seconds: a replica never waits longer on a dead or slow Redis.
+    timeout: float = Field(default=0.25, gt=0, le=10)
+    # Connections to Redis per process; a call waits (within `timeout`) for a free one.
+    max_connections: int = Field(default=64, ge=1, le=10_000)
+    # After Redis failed, per-process state is used for this long before Redis is tried again.
+    retry_interval: float = Field(default=1.0, gt=0, le=300)
+    # Rate limits while Redis is unreachable: "local" (each process keeps its own limits, logged and
+    # counted) or "refuse" (calls that a limit covers fail UNAVAILABLE / LIMIT_STORE_UNAVAILABLE).
+    limits_when_down: Literal["local", "refuse"] = "local"
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is not None and not url.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return url
+
+
 class GatewayConfig(_Strict):
     server: ServerConfig = ServerConfig()
     http: HttpConfig = HttpConfig()
@@ -771,6 +797,7 @@ class GatewayConfig(_Strict):
     webhooks: tuple[WebhookConfig, ...] = ()
     routing: RoutingConfig = RoutingConfig()
     pricing: PricingConfig = PricingConfig()
+    fleet: FleetConfig = FleetConfig()
     providers: dict[str, ProviderConfig] = {}
     # alias -> "provider:model"
     aliases: dict[str, str] = {}

@@ -23,7 +23,7 @@ from llm_gateway.domain.results import Completion, StreamDone, StreamEvent, Usag
 from llm_gateway.gateway.breaker import Ticket
 from llm_gateway.gateway.estimate import Estimate, estimate, ranked
 from llm_gateway.gateway.guard import ProviderGuard
-from llm_gateway.gateway.limits import RateLimiter
+from llm_gateway.gateway.limits import Limiter
 from llm_gateway.gateway.live import LiveLatency
 from llm_gateway.gateway.outcome import ChatOutcome, GatewayEvent, StreamFinished, StreamStarted
 from llm_gateway.gateway.plan import CallPlan, StreamOutput
@@ -52,7 +52,7 @@ class Gateway:
         catalog: Catalog,
         providers: Mapping[str, Provider],
         guards: Mapping[str, ProviderGuard],
-        key_limiters: Mapping[str, RateLimiter] | None = None,
+        key_limiters: Mapping[str, Limiter] | None = None,
         observers: Sequence[CallObserver] = (),
         budgets: BudgetKeeper | None = None,
     ) -> None:
@@ -68,7 +68,7 @@ class Gateway:
         self.observers = Observers([self.live, *observers])
         self.tracing: Tracing | None = None  # set with the tracing observer, when tracing is on
 
-    def rate_limiters(self) -> list[tuple[str, str, RateLimiter]]:
+    def rate_limiters(self) -> list[tuple[str, str, Limiter]]:
         """("provider" or "key", its name, its limiter), for the metrics."""
         limiters = [("provider", name, guard.limiter) for name, guard in self._guards.items()]
         return limiters + [("key", name, limiter) for name, limiter in self._key_limiters.items()]
@@ -380,7 +380,7 @@ class Gateway:
         ]
 
 
-async def _take_room(plan: CallPlan, spec: ModelSpec, limiter: RateLimiter) -> None:
+async def _take_room(plan: CallPlan, spec: ModelSpec, limiter: Limiter) -> None:
     """Waits for `limiter` to have room for a call to `spec` (its tokens counted only when the
     limiter has a tokens-per-minute bucket), or raises its refusal."""
     tokens = await plan.call_tokens(spec) if limiter.counts_tokens else 0

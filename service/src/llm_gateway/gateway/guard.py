@@ -8,19 +8,21 @@ from dataclasses import dataclass
 from llm_gateway.config.schema import ProviderConfig, RateLimitConfig, TimeoutConfig
 from llm_gateway.domain.errors import Code, GatewayError
 from llm_gateway.gateway.breaker import ProviderBreaker
-from llm_gateway.gateway.limits import RateLimiter, Refusal
+from llm_gateway.gateway.limits import Limiter, LimiterFactory, Refusal, local_limiter
 from llm_gateway.gateway.retry import RetryPolicy
 
 
 @dataclass(frozen=True, slots=True)
 class ProviderGuard:
     breaker: ProviderBreaker
-    limiter: RateLimiter
+    limiter: Limiter
     retry: RetryPolicy
     timeouts: TimeoutConfig
 
     @classmethod
-    def from_config(cls, name: str, config: ProviderConfig) -> ProviderGuard:
+    def from_config(
+        cls, name: str, config: ProviderConfig, limiter_of: LimiterFactory = local_limiter
+    ) -> ProviderGuard:
         # Retryable: another candidate may have room.
         refusal = _refusal(
             f"provider {name!r}", reason="PROVIDER_RATE_LIMITED", metadata={"provider": name}, retryable=True
@@ -30,13 +32,15 @@ class ProviderGuard:
             breaker=ProviderBreaker(
                 name, breaker.failure_threshold, breaker.reset_timeout, caller_window=breaker.caller_window
             ),
-            limiter=RateLimiter(config.rate_limit, refusal),
+            limiter=limiter_of("provider", name, config.rate_limit, refusal),
             retry=RetryPolicy(config.retry),
             timeouts=config.timeout,
         )
 
 
-def key_limiter(key_name: str, config: RateLimitConfig) -> RateLimiter:
+def key_limiter(
+    key_name: str, config: RateLimitConfig, limiter_of: LimiterFactory = local_limiter
+) -> Limiter:
     """The limiter of one gateway API key; its refusal is final (another model would not help)."""
     refusal = _refusal(
         f"gateway key {key_name!r}",
@@ -44,7 +48,7 @@ def key_limiter(key_name: str, config: RateLimitConfig) -> RateLimiter:
         metadata={"api_key": key_name},
         retryable=False,
     )
-    return RateLimiter(config, refusal)
+    return limiter_of("key", key_name, config, refusal)
 
 
 def _refusal(subject: str, *, reason: str, metadata: dict[str, str], retryable: bool) -> Refusal:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from aiolimiter import AsyncLimiter
 
@@ -27,6 +28,30 @@ _NO_WAIT = 0.001
 
 # Builds the refusal: (what is limited, seconds after which a retry may pass).
 Refusal = Callable[[str, float], GatewayError]
+
+
+class Limiter(Protocol):
+    """A provider's or gateway key's rate limiter: this process's own (`RateLimiter`), or one
+    shared by a fleet of replicas (`llm_gateway.fleet.SharedRateLimiter`)."""
+
+    waits: int
+    waited: float
+    refusals: int
+
+    @property
+    def counts_tokens(self) -> bool: ...
+
+    def pause(self, seconds: float) -> None: ...
+
+    async def acquire(self, tokens: int, deadline: float | None) -> None: ...
+
+
+# Builds a limiter: (kind, name, its limits, its refusal).
+LimiterFactory = Callable[[str, str, RateLimitConfig, Refusal], Limiter]
+
+
+def local_limiter(kind: str, name: str, config: RateLimitConfig, refusal: Refusal) -> Limiter:
+    return RateLimiter(config, refusal)
 
 
 class RateLimiter:
@@ -46,6 +71,10 @@ class RateLimiter:
     def counts_tokens(self) -> bool:
         """Whether `acquire` needs the call's token estimate."""
         return self._tokens is not None
+
+    def paused_for(self, now: float) -> float:
+        """Seconds from `now` (time.monotonic()) until a Retry-After pause ends; <= 0: none."""
+        return self._paused_until - now
 
     def pause(self, seconds: float) -> None:
         """Holds every call back for `seconds` (at most MAX_PAUSE), as a provider's 429 asked."""

@@ -71,7 +71,9 @@ class GatewayServiceStub:
       UPSTREAM_BAD_RESPONSE, UPSTREAM_STREAM_ERROR, UPSTREAM_STREAM_INTERRUPTED, CIRCUIT_OPEN (the
       provider kept failing and is not called until a probe succeeds), SHUTTING_DOWN (the gateway
       is draining: retry on another instance), GRACE_PERIOD_EXPIRED (the gateway shut down before
-      the call finished; a stream's usage so far is in the metadata).
+      the call finished; a stream's usage so far is in the metadata), LIMIT_STORE_UNAVAILABLE (a
+      rate limit covers the call, the fleet's Redis is unreachable, and `fleet.limits_when_down` is
+      "refuse"; nothing was sent upstream).
     - DEADLINE_EXCEEDED: UPSTREAM_TIMEOUT (the provider's timeouts), DEADLINE_EXCEEDED (the caller's
       deadline passed; the upstream request is closed).
     - INTERNAL: INTERNAL, only for a gateway bug; the message carries just the request id.
@@ -139,7 +141,9 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
       UPSTREAM_BAD_RESPONSE, UPSTREAM_STREAM_ERROR, UPSTREAM_STREAM_INTERRUPTED, CIRCUIT_OPEN (the
       provider kept failing and is not called until a probe succeeds), SHUTTING_DOWN (the gateway
       is draining: retry on another instance), GRACE_PERIOD_EXPIRED (the gateway shut down before
-      the call finished; a stream's usage so far is in the metadata).
+      the call finished; a stream's usage so far is in the metadata), LIMIT_STORE_UNAVAILABLE (a
+      rate limit covers the call, the fleet's Redis is unreachable, and `fleet.limits_when_down` is
+      "refuse"; nothing was sent upstream).
     - DEADLINE_EXCEEDED: UPSTREAM_TIMEOUT (the provider's timeouts), DEADLINE_EXCEEDED (the caller's
       deadline passed; the upstream request is closed).
     - INTERNAL: INTERNAL, only for a gateway bug; the message carries just the request id.
@@ -203,7 +207,9 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
       UPSTREAM_BAD_RESPONSE, UPSTREAM_STREAM_ERROR, UPSTREAM_STREAM_INTERRUPTED, CIRCUIT_OPEN (the
       provider kept failing and is not called until a probe succeeds), SHUTTING_DOWN (the gateway
       is draining: retry on another instance), GRACE_PERIOD_EXPIRED (the gateway shut down before
-      the call finished; a stream's usage so far is in the metadata).
+      the call finished; a stream's usage so far is in the metadata), LIMIT_STORE_UNAVAILABLE (a
+      rate limit covers the call, the fleet's Redis is unreachable, and `fleet.limits_when_down` is
+      "refuse"; nothing was sent upstream).
     - DEADLINE_EXCEEDED: UPSTREAM_TIMEOUT (the provider's timeouts), DEADLINE_EXCEEDED (the caller's
       deadline passed; the upstream request is closed).
     - INTERNAL: INTERNAL, only for a gateway bug; the message carries just the request id.

@@ -1,0 +1,103 @@
+"""One Redis client per process, every call bounded by `fleet.timeout`. After a failure the
+features fall back (or refuse, by their policy) for `fleet.retry_interval` before Redis is tried
+again, so a dead Redis costs a replica one timeout per interval, not one per call."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from enum import Enum
+from typing import TypeVar
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from llm_gateway.config.schema import FleetConfig
+from llm_gateway.ledger.url import redacted
+
+_log = logging.getLogger("llm_gateway.fleet")
+T = TypeVar("T")
+
+
+class _Down(Enum):
+    DOWN = "down"
+
+
+# What `RedisState.call` returns when Redis could not answer (now, or recently).
+DOWN = _Down.DOWN
+
+
+class RedisState:
+    def __init__(self, config: FleetConfig) -> None:
+        assert config.redis_url is not None
+        url = config.redis_url.get_secret_value()
+        self.where = redacted(url)  # for logs: never the password
+        self.prefix = config.key_prefix
+        # A call waits (within its bound) for one of `max_connections`, rather than failing at once
+        # as the default pool does when a burst wants more; no retries inside the client: the
+        # bound is the feature's, and a fallback beats a retry.
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=config.max_connections,
+            timeout=config.timeout,
+            socket_timeout=config.timeout,
+            socket_connect_timeout=config.timeout,
+            retry=Retry(NoBackoff(), 0),
+            client_name="llm-gateway",
+        )
+        self.client: Redis = Redis(connection_pool=pool)
+        self._timeout = config.timeout
+        self._retry_interval = config.retry_interval
+        self._down_until = 0.0
+        self._down = False
+        # Since start (metrics read them): calls Redis failed, by feature.
+        self.failures: dict[str, int] = {}
+
+    async def call(self, feature: str, operation: Callable[[], Awaitable[T]]) -> T | _Down:
+        """`operation`'s result, or DOWN when Redis failed it (or failed within the retry interval)."""
+        if self._down and time.monotonic() < self._down_until:
+            return DOWN
+        try:
+            async with asyncio.timeout(self._timeout):
+                result = await operation()
+        except (RedisError, OSError, TimeoutError) as error:
+            self._failed(feature, error)
+            return DOWN
+        if self._down:
+            self._down = False
+            _log.warning({"event": "fleet_store_recovered", "store": "redis", "url": self.where})
+        return result
+
+    def _failed(self, feature: str, error: BaseException) -> None:
+        self.failures[feature] = self.failures.get(feature, 0) + 1
+        self._down_until = time.monotonic() + self._retry_interval
+        if not self._down:  # once per outage, not per call
+            self._down = True
+            _log.warning(
+                {
+                    "event": "fleet_store_unreachable",
+                    "store": "redis",
+                    "url": self.where,
+                    "feature": feature,
+                    "error": type(error).__name__,
+                    "retry_in_s": self._retry_interval,
+                }
+            )
+
+    async def warm_up(self, scripts: Sequence[str], connections: int = 8) -> None:
+        """Loads `scripts` and opens a few connections before the first calls arrive: a burst on
+        a cold client would spend its bound on connecting and on loading the scripts."""
+
+        async def prepare() -> None:
+            for source in scripts:
+                await self.client.script_load(source)
+            await asyncio.gather(*(self.client.ping() for _ in range(connections)))
+
+        await self.call("warm_up", prepare)
+
+    async def close(self) -> None:
+        await self.client.aclose()

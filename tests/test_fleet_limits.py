@@ -1,0 +1,275 @@
+"""Rate limits and Retry-After pauses shared through a real Redis: limiters of different
+processes are stood in for by limiters with their own Redis clients; the end-to-end test runs
+three gateway processes."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import grpc
+import pytest
+
+from llm_gateway.config.schema import FleetConfig, RateLimitConfig
+from llm_gateway.domain.errors import Code, GatewayError
+from llm_gateway.fleet import SCRIPTS, RedisState, SharedRateLimiter, shared_limiters
+from llm_gateway.gateway.guard import key_limiter
+from llm_gateway.gateway.limits import Limiter
+from llmgateway.v1 import gateway_service_pb2_grpc
+from tests.conftest import chat, error_details, gateway_process, running_gateway
+from tests.redis_server import RedisServer, redis_server
+
+
+@pytest.fixture(name="redis")
+def redis_fixture() -> Iterator[RedisServer]:
+    with redis_server() as server:
+        yield server
+
+
+def fleet(url: str, **settings: object) -> FleetConfig:
+    return FleetConfig.model_validate({"redis_url": url, **settings})
+
+
+class Replicas:
+    """`count` replicas' limiters for one provider: each with a Redis client of its own."""
+
+    def __init__(self, url: str, count: int, limits: RateLimitConfig, **settings: object) -> None:
+        config = fleet(url, **settings)
+        self.states = [RedisState(config) for _ in range(count)]
+        self.limiters = [
+            SharedRateLimiter("provider", "up", limits, _refuse, state, config.limits_when_down)
+            for state in self.states
+        ]
+
+    async def warm_up(self) -> None:
+        await asyncio.gather(*(state.warm_up(SCRIPTS) for state in self.states))
+
+    async def close(self) -> None:
+        for state in self.states:
+            await state.close()
+
+
+def _refuse(what: str, retry_after: float) -> GatewayError:
+    return GatewayError(
+        what, code=Code.RESOURCE_EXHAUSTED, reason="PROVIDER_RATE_LIMITED", retry_after=retry_after
+    )
+
+
+@pytest.fixture(name="replicas")
+async def replicas_fixture(redis: RedisServer) -> AsyncIterator[list[Replicas]]:
+    made: list[Replicas] = []
+    yield made
+    for replicas in made:
+        await replicas.close()
+
+
+async def admitted(limiter: Limiter, tokens: int = 0) -> bool:
+    try:
+        await limiter.acquire(tokens, None)
+    except GatewayError:
+        return False
+    return True
+
+
+async def test_three_replicas_share_one_minute_of_requests(
+    redis: RedisServer, replicas: list[Replicas]
+) -> None:
+    group = Replicas(redis.url, 3, RateLimitConfig(requests_per_minute=60, max_wait=0))
+    replicas.append(group)
+    await group.warm_up()
+    results = await asyncio.gather(*(admitted(group.limiters[n % 3]) for n in range(200)))
+    assert sum(results) == 60
+    assert sum(limiter.refusals for limiter in group.limiters) == 140
+    # Each replica alone would have let 60 through: the limit is the fleet's.
+    assert all(limiter.refusals > 0 for limiter in group.limiters)
+
+
+async def test_tokens_per_minute_are_shared_and_a_refusal_says_when_to_retry(
+    redis: RedisServer, replicas: list[Replicas]
+) -> None:
+    group = Replicas(redis.url, 2, RateLimitConfig(tokens_per_minute=6_000, max_wait=0))
+    replicas.append(group)
+    a, b = group.limiters
+    assert await admitted(a, 4_000)
+    assert await admitted(b, 2_000)
+    with pytest.raises(GatewayError) as refused:
+        await b.acquire(1_000, None)
+    assert "tokens per minute" in refused.value.message
+    assert refused.value.retry_after is not None
+    assert 9.0 <= refused.value.retry_after <= 10.1  # 1,000 tokens drip back in 10 s
+
+
+async def test_a_call_waits_in_line_for_room_within_max_wait(
+    redis: RedisServer, replicas: list[Replicas]
+) -> None:
+    # 600 a minute: after the first minute's worth, one more every 0.1 s.
+    group = Replicas(redis.url, 2, RateLimitConfig(requests_per_minute=600, max_wait=2))
+    replicas.append(group)
+    await group.warm_up()
+    a, b = group.limiters
+    assert all(await asyncio.gather(*(admitted(a) for _ in range(600))))
+    start = time.monotonic()
+    assert all(await asyncio.gather(*(admitted(b) for _ in range(5))))
+    waited = time.monotonic() - start
+    assert 0.35 <= waited <= 1.5, waited
+    assert b.waits >= 4
+
+
+async def test_a_pause_one_replica_saw_holds_back_the_others(
+    redis: RedisServer, replicas: list[Replicas]
+) -> None:
+    strict = Replicas(redis.url, 2, RateLimitConfig(max_wait=0))
+    patient = Replicas(redis.url, 1, RateLimitConfig(max_wait=5))
+    replicas += [strict, patient]
+    seen_by, other = strict.limiters
+    seen_by.pause(1.0)  # the provider's 429 said Retry-After: 1
+    await asyncio.sleep(0.05)  # the pause reaches Redis
+    with pytest.raises(GatewayError) as refused:
+        await other.acquire(0, None)
+    assert "Retry-After" in refused.value.message
+    assert refused.value.retry_after is not None
+    assert 0.5 < refused.value.retry_after <= 1.0
+    start = time.monotonic()
+    await patient.limiters[0].acquire(0, None)  # waits the pause out
+    assert 0.5 < time.monotonic() - start < 1.5
+
+
+async def test_redis_down_falls_back_to_local_limits_without_hanging(
+    redis: RedisServer, replicas: list[Replicas]
+) -> None:
+    group = Replicas(
+        redis.url, 1, RateLimitConfig(requests_per_minute=5, max_wait=0), timeout=0.2, retry_interval=0.5
+    )
+    replicas.append(group)
+    limiter, state = group.limiters[0], group.states[0]
+    assert await admitted(limiter)
+    redis.kill()
+    start = time.monotonic()
+    results = [await admitted(limiter) for _ in range(10)]
+    assert time.monotonic() - start < 1.0  # one failed round trip, then local state at once
+    assert sum(results) == 5  # this process's own bucket of 5
+    assert state.failures["limits"] >= 1
+    # Back: after the retry interval the shared state (a fresh Redis: no data) is used again.
+    redis.start()
+    await asyncio.sleep(0.6)
+    assert await admitted(limiter)
+    failures = state.failures["limits"]
+    assert all([await admitted(limiter) for _ in range(4)])
+    assert state.failures["limits"] == failures
+
+
+async def test_redis_down_with_refuse_fails_limited_calls_unavailable(
+    redis: RedisServer, replicas: list[Replicas]
+) -> None:
+    limited = Replicas(
+        redis.url,
+        1,
+        RateLimitConfig(requests_per_minute=100, max_wait=0),
+        timeout=0.2,
+        limits_when_down="refuse",
+    )
+    unlimited = Replicas(redis.url, 1, RateLimitConfig(max_wait=0), timeout=0.2, limits_when_down="refuse")
+    replicas += [limited, unlimited]
+    redis.kill()
+    with pytest.raises(GatewayError) as refused:
+        await limited.limiters[0].acquire(0, None)
+    assert (refused.value.code.name, refused.value.reason) == ("UNAVAILABLE", "LIMIT_STORE_UNAVAILABLE")
+    assert refused.value.retryable
+    await unlimited.limiters[0].acquire(0, None)  # no limit to keep: nothing to refuse for
+
+
+async def test_the_redis_url_never_shows_its_password(caplog: pytest.LogCaptureFixture) -> None:
+    state = RedisState(fleet("redis://:s3cret-canary@127.0.0.1:1/0", timeout=0.2))
+    limiter = SharedRateLimiter("key", "k", RateLimitConfig(requests_per_minute=5), _refuse, state, "local")
+    try:
+        await limiter.acquire(0, None)  # nothing listens: local fallback, logged
+    finally:
+        await state.close()
+    assert "fleet_store_unreachable" in caplog.text
+    assert "s3cret-canary" not in caplog.text
+    assert "127.0.0.1:1" in caplog.text
+
+
+async def test_a_gateway_key_is_limited_fleet_wide_and_apart_from_other_keys(redis: RedisServer) -> None:
+    states = [RedisState(fleet(redis.url)) for _ in range(2)]
+    limits = RateLimitConfig(requests_per_minute=5, max_wait=0)
+    try:
+        team_a = [key_limiter("team-a", limits, shared_limiters(state, "local")) for state in states]
+        team_b = key_limiter("team-b", limits, shared_limiters(states[0], "local"))
+        assert [await admitted(team_a[n % 2]) for n in range(8)] == [True] * 5 + [False] * 3
+        assert [await admitted(team_b) for _ in range(6)] == [True] * 5 + [False]
+        with pytest.raises(GatewayError) as refused:
+            await team_a[1].acquire(0, None)
+        assert (refused.value.reason, refused.value.metadata) == ("KEY_RATE_LIMITED", {"api_key": "team-a"})
+    finally:
+        for state in states:
+            await state.close()
+
+
+async def test_three_gateway_processes_hold_a_provider_limit_together(tmp_path: Path) -> None:
+    with redis_server() as redis:
+        toml = (
+            f'[fleet]\nredis_url = "{redis.url}"\n'
+            "[providers.mock.rate_limit]\nrequests_per_minute = 60\nmax_wait = 0\n"
+        )
+        outcomes: Counter[str] = Counter()
+        for name in "abc":
+            (tmp_path / name).mkdir()
+        async with (
+            gateway_process(tmp_path / "a", toml) as a,
+            gateway_process(tmp_path / "b", toml) as b,
+            gateway_process(tmp_path / "c", toml) as c,
+        ):
+            channels = [grpc.aio.insecure_channel(g.address) for g in (a, b, c)]
+            stubs = [gateway_service_pb2_grpc.GatewayServiceStub(ch) for ch in channels]
+
+            async def one(n: int) -> str:
+                try:
+                    await stubs[n % 3].Chat(chat("mock:echo"), timeout=10)
+                except grpc.aio.AioRpcError as err:
+                    details = error_details(err)
+                    return f"{details.code.name}/{details.info.reason}"
+                return "OK"
+
+            try:
+                outcomes.update(await asyncio.gather(*(one(n) for n in range(200))))
+            finally:
+                for channel in channels:
+                    await channel.close(None)
+    assert outcomes["OK"] in (59, 60, 61), outcomes
+    assert outcomes["RESOURCE_EXHAUSTED/PROVIDER_RATE_LIMITED"] == 200 - outcomes["OK"], outcomes
+
+
+async def test_redis_failures_are_logged_once_and_counted_in_the_metrics(
+    redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    toml = (
+        f'[fleet]\nredis_url = "{redis.url}"\ntimeout = 0.2\nretry_interval = 0.2\n'
+        "[providers.mock.rate_limit]\nrequests_per_minute = 1000\n"
+    )
+    async with running_gateway(toml) as gw, aiohttp.ClientSession() as http:
+        await gw.stub.Chat(chat("mock:echo"))
+        redis.kill()
+        for _ in range(3):  # served on this process's own limits meanwhile
+            await gw.stub.Chat(chat("mock:echo"))
+            await asyncio.sleep(0.25)
+        counted = 0.0
+        for _ in range(40):  # the sampler copies the count every second
+            async with http.get(f"{gw.http_url}/metrics") as response:
+                text = await response.text()
+            found = re.search(
+                r'^llm_gateway_fleet_store_failures_total\{feature="limits"\} (\S+)$', text, re.M
+            )
+            counted = float(found.group(1)) if found else 0.0
+            if counted >= 3:
+                break
+            await asyncio.sleep(0.1)
+    assert counted >= 3  # one per retry interval the calls met Redis down
+    assert [r.msg["event"] for r in caplog.records if isinstance(r.msg, dict)].count(
+        "fleet_store_unreachable"
+    ) == 1
