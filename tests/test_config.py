@@ -195,6 +195,10 @@ quota = { requests_per_hour = 100, tokens_per_hour = 50000 }
 name = "finops"
 url = "https://hooks.example.com/t/TOKEN-123"
 secret = "whsec-0123456789abcdef"
+
+[fleet]
+redis_url = "redis://:redis-PASS-42@cache.internal:6379/2"
+limits_when_down = "refuse"
 """
     ok = run_cli("check-config", "--config", str(write(tmp_path, good)))
     assert ok.returncode == 0, ok.stderr
@@ -203,11 +207,16 @@ secret = "whsec-0123456789abcdef"
     assert "webhook finops: cost_alert" in ok.stdout
     assert "TOKEN-123" not in ok.stdout
     assert "whsec" not in ok.stdout
+    fleet = "fleet: rate limits shared on redis://cache.internal:6379/2 (while it is down: refuse)"
+    assert fleet in ok.stdout
+    assert "redis-PASS-42" not in ok.stdout
     for bad, where in [
         ('[[budgets.limits]]\nid = "x"\nscope = "team:x"\nlimit_usd = "1"\n', "budgets.limits.0.scope"),
         ('[[budgets.limits]]\nid = "x"\nscope = "gateway"\nlimit_usd = "-1"\n', "budgets.limits.0.limit_usd"),
         ('[[budgets.limits]]\nid = "Bad Id"\nscope = "gateway"\nlimit_usd = "1"\n', "budgets.limits.0.id"),
         ('[budgets]\ntime_zone = "Mars/Olympus"\n', "budgets.time_zone"),
+        ('[fleet]\nredis_url = "http://cache:6379"\n', "fleet.redis_url"),
+        ('[fleet]\nlimits_when_down = "maybe"\n', "fleet.limits_when_down"),
         ('[[webhooks]]\nname = "a"\nurl = "ftp://x"\nsecret = "0123456789abcdef"\n', "webhooks.0.url"),
         ('[[webhooks]]\nname = "a"\nurl = "https://x"\nsecret = "short"\n', "webhooks.0.secret"),
         (

@@ -131,6 +131,11 @@ def _summarise(config: GatewayConfig) -> None:
         print(f"ledger: {redacted(config.ledger.url.get_secret_value())}")
     else:
         print("ledger: off")
+    if config.fleet.redis_url is not None:
+        from llm_gateway.ledger.url import redacted
+
+        where = redacted(config.fleet.redis_url.get_secret_value())
+        print(f"fleet: rate limits shared on {where} (while it is down: {config.fleet.limits_when_down})")
     for budget in config.budgets.limits:
         thresholds = ", ".join(f"{t}%" for t in budget.thresholds) or "no alerts"
         print(
