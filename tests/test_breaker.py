@@ -290,7 +290,9 @@ async def test_half_open_lets_one_of_fifty_grpc_callers_probe(fake_openai: FakeO
     overloaded = Reply(status=529, json_body=error_body("Overloaded", "overloaded_error"))
     async with running_gateway(toml) as gw:
         await open_then_wait(gw, fake_openai, overloaded, 0.3)
-        fake_openai.script(Reply(delay=0.2, json_body=completion("probe ok")))
+        # The probe takes 1 s: all 50 calls arrive while it is in flight, even on a loaded machine
+        # (with 0.2 s, a run beside other work once saw it end before the last calls came).
+        fake_openai.script(Reply(delay=1.0, json_body=completion("probe ok")))
         results = await asyncio.gather(
             *(gw.stub.Chat(chat("openai:gpt-4o-mini"), timeout=5) for _ in range(50)), return_exceptions=True
         )
