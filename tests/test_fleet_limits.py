@@ -21,7 +21,8 @@ from llm_gateway.fleet import SCRIPTS, RedisState, SharedRateLimiter, shared_lim
 from llm_gateway.gateway.guard import key_limiter
 from llm_gateway.gateway.limits import Limiter
 from llmgateway.v1 import gateway_service_pb2_grpc
-from tests.conftest import chat, error_details, gateway_process, running_gateway
+from tests.conftest import chat, error_details, gateway_process, openai_toml, reply_text, running_gateway
+from tests.fakes.openai import FakeOpenAI, Reply, error_body
 from tests.redis_server import RedisServer, redis_server
 
 
@@ -273,3 +274,49 @@ async def test_redis_failures_are_logged_once_and_counted_in_the_metrics(
     assert [r.msg["event"] for r in caplog.records if isinstance(r.msg, dict)].count(
         "fleet_store_unreachable"
     ) == 1
+
+
+async def test_a_retry_after_one_gateway_process_saw_pauses_the_others(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    """The provider answers one replica 429 with Retry-After: 2; the other two replicas then refuse
+    calls to it without sending them (their wait bound is 0) until the pause is over."""
+    limited = Reply(
+        status=429, headers={"Retry-After": "2"}, json_body=error_body("Slow down", "rate_limit_error")
+    )
+    with redis_server() as redis:
+        toml = f'[fleet]\nredis_url = "{redis.url}"\n' + openai_toml(
+            fake_openai.base_url, "rate_limit = { max_wait = 0 }"
+        )
+        for name in "abc":
+            (tmp_path / name).mkdir()
+        async with (
+            gateway_process(tmp_path / "a", toml) as a,
+            gateway_process(tmp_path / "b", toml) as b,
+            gateway_process(tmp_path / "c", toml) as c,
+        ):
+            channels = [grpc.aio.insecure_channel(g.address) for g in (a, b, c)]
+            first, *others = [gateway_service_pb2_grpc.GatewayServiceStub(ch) for ch in channels]
+            try:
+                fake_openai.script(limited)
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await first.Chat(chat("openai:gpt-4o-mini"), timeout=10)
+                assert error_details(caught.value).info.reason == "UPSTREAM_RATE_LIMITED"
+                paused_at = time.monotonic()
+                await asyncio.sleep(0.2)  # the pause reaches Redis
+                for stub in others:
+                    with pytest.raises(grpc.aio.AioRpcError) as refused:
+                        await stub.Chat(chat("openai:gpt-4o-mini"), timeout=10)
+                    details = error_details(refused.value)
+                    assert (details.code, details.info.reason) == (
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        "PROVIDER_RATE_LIMITED",
+                    )
+                    assert "Retry-After" in details.message
+                assert len(fake_openai.requests) == 1  # the refused calls were never sent
+                await asyncio.sleep(max(0.0, 2.1 - (time.monotonic() - paused_at)))
+                reply = await others[0].Chat(chat("openai:gpt-4o-mini", "after the pause"), timeout=10)
+                assert reply_text(reply.message) == "after the pause"
+            finally:
+                for channel in channels:
+                    await channel.close(None)
