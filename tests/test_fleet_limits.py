@@ -164,6 +164,30 @@ async def test_redis_down_falls_back_to_local_limits_without_hanging(
     assert state.failures["limits"] == failures
 
 
+async def test_a_hung_redis_costs_one_timeout_per_retry_interval(
+    redis: RedisServer, replicas: list[Replicas]
+) -> None:
+    group = Replicas(
+        redis.url, 1, RateLimitConfig(requests_per_minute=1000, max_wait=0), timeout=0.2, retry_interval=1.0
+    )
+    replicas.append(group)
+    limiter = group.limiters[0]
+    await group.warm_up()
+    assert await admitted(limiter)
+    redis.freeze()
+    try:
+        start = time.monotonic()
+        assert await admitted(limiter)  # waits out one timeout, then this process's own limits
+        first = time.monotonic() - start
+        start = time.monotonic()
+        assert all([await admitted(limiter) for _ in range(20)])
+        rest = time.monotonic() - start
+    finally:
+        redis.thaw()
+    assert 0.15 <= first <= 0.5, first
+    assert rest < 0.1, rest  # within the retry interval: Redis is not waited for again
+
+
 async def test_redis_down_with_refuse_fails_limited_calls_unavailable(
     redis: RedisServer, replicas: list[Replicas]
 ) -> None:
@@ -320,3 +344,62 @@ async def test_a_retry_after_one_gateway_process_saw_pauses_the_others(
             finally:
                 for channel in channels:
                     await channel.close(None)
+
+
+async def test_redis_killed_under_load_no_call_hangs_and_the_fleet_recovers(tmp_path: Path) -> None:
+    """Three gateway processes under steady load; Redis is killed for 1.5 s, then started again.
+    With `limits_when_down = "local"` every call is served, none waits past one Redis timeout, and
+    each process goes back to the shared state."""
+    with redis_server() as redis:
+        toml = (
+            f'[fleet]\nredis_url = "{redis.url}"\ntimeout = 0.2\nretry_interval = 0.5\n'
+            "[providers.mock.rate_limit]\nrequests_per_minute = 100000\n"
+        )
+        for name in "abc":
+            (tmp_path / name).mkdir()
+        durations: list[float] = []
+        outcomes: Counter[str] = Counter()
+        async with (
+            gateway_process(tmp_path / "a", toml) as a,
+            gateway_process(tmp_path / "b", toml) as b,
+            gateway_process(tmp_path / "c", toml) as c,
+        ):
+            gateways = (a, b, c)
+            channels = [grpc.aio.insecure_channel(g.address) for g in gateways]
+            stubs = [gateway_service_pb2_grpc.GatewayServiceStub(ch) for ch in channels]
+            stop_at = time.monotonic() + 4.0
+
+            async def caller(stub: gateway_service_pb2_grpc.GatewayServiceAsyncStub) -> None:
+                while time.monotonic() < stop_at:
+                    start = time.monotonic()
+                    try:
+                        await stub.Chat(chat("mock:echo"), timeout=2)
+                        outcomes["OK"] += 1
+                    except grpc.aio.AioRpcError as err:
+                        outcomes[err.code().name] += 1
+                    durations.append(time.monotonic() - start)
+
+            async def outage() -> None:
+                await asyncio.sleep(1.0)
+                redis.kill()
+                await asyncio.sleep(1.5)
+                redis.start()
+
+            try:
+                await asyncio.gather(outage(), *(caller(stubs[n % 3]) for n in range(9)))
+                await asyncio.sleep(0.6)  # past the retry interval: each process tries Redis again
+                for stub in stubs:
+                    await stub.Chat(chat("mock:echo"), timeout=2)
+            finally:
+                for channel in channels:
+                    await channel.close(None)
+            logs = [[line.get("event") for line in g.log_lines()] for g in gateways]
+    print(
+        f"\nRedis killed for 1.5 s under load: {dict(outcomes)}, slowest call {max(durations) * 1000:.0f} ms"
+    )
+    assert set(outcomes) == {"OK"}, outcomes
+    assert outcomes["OK"] > 100
+    assert max(durations) < 1.0, max(durations)  # one 0.2 s timeout at most, never the 2 s deadline
+    for events in logs:
+        assert events.count("fleet_store_unreachable") >= 1
+        assert events.index("fleet_store_recovered") > events.index("fleet_store_unreachable")
