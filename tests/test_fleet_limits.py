@@ -117,7 +117,8 @@ async def test_a_call_waits_in_line_for_room_within_max_wait(
     start = time.monotonic()
     assert all(await asyncio.gather(*(admitted(b) for _ in range(5))))
     waited = time.monotonic() - start
-    assert 0.35 <= waited <= 1.5, waited
+    # Five more at 0.1 s each, less what dripped back while the first 600 were taken.
+    assert 0.2 <= waited <= 1.5, waited
     assert b.waits >= 4
 
 
@@ -154,6 +155,7 @@ async def test_redis_down_falls_back_to_local_limits_without_hanging(
     results = [await admitted(limiter) for _ in range(10)]
     assert time.monotonic() - start < 1.0  # one failed round trip, then local state at once
     assert sum(results) == 5  # this process's own bucket of 5
+    assert limiter.refusals == 5  # counted for the metrics all the same
     assert state.failures["limits"] >= 1
     # Back: after the retry interval the shared state (a fresh Redis: no data) is used again.
     redis.start()

@@ -101,9 +101,22 @@ class SharedRateLimiter:
         self._admit: AsyncScript = redis.client.register_script(_ADMIT)
         self._pause: AsyncScript = redis.client.register_script(_PAUSE)
         self._writes: set[asyncio.Task[None]] = set()
-        self.waits = 0
-        self.waited = 0.0
-        self.refusals = 0
+        self._waits = 0
+        self._waited = 0.0
+        self._refusals = 0
+
+    # Both ways of limiting counted: shared, and this process's own while Redis is down.
+    @property
+    def waits(self) -> int:
+        return self._waits + self._local.waits
+
+    @property
+    def waited(self) -> float:
+        return self._waited + self._local.waited
+
+    @property
+    def refusals(self) -> int:
+        return self._refusals + self._local.refusals
 
     @property
     def counts_tokens(self) -> bool:
@@ -136,7 +149,7 @@ class SharedRateLimiter:
             verdict = await self._redis.call("limits", lambda: self._admit(keys=self._keys, args=args))
             if verdict is DOWN:
                 if self._when_down == "refuse" and self._buckets:  # no limit: nothing to refuse for
-                    self.refusals += 1
+                    self._refusals += 1
                     raise _store_unavailable()
                 await self._local.acquire(tokens, deadline)
                 return
@@ -147,12 +160,12 @@ class SharedRateLimiter:
             await self._wait_or_refuse(time.monotonic(), wait_us / 1_000_000, limit, what)
         waited = time.monotonic() - start
         if waited > _NO_WAIT:
-            self.waits += 1
-            self.waited += waited
+            self._waits += 1
+            self._waited += waited
 
     async def _wait_or_refuse(self, now: float, wait: float, limit: float, what: str) -> None:
         if now + wait > limit:
-            self.refusals += 1
+            self._refusals += 1
             raise self._refusal(what, wait)
         await asyncio.sleep(wait)
 

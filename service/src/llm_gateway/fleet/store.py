@@ -53,13 +53,15 @@ class RedisState:
         self._timeout = config.timeout
         self._retry_interval = config.retry_interval
         self._down_until = 0.0
+        self._failed_at = 0.0
         self._down = False
         # Since start (metrics read them): calls Redis failed, by feature.
         self.failures: dict[str, int] = {}
 
     async def call(self, feature: str, operation: Callable[[], Awaitable[T]]) -> T | _Down:
         """`operation`'s result, or DOWN when Redis failed it (or failed within the retry interval)."""
-        if self._down and time.monotonic() < self._down_until:
+        started = time.monotonic()
+        if self._down and started < self._down_until:
             return DOWN
         try:
             async with asyncio.timeout(self._timeout):
@@ -67,14 +69,17 @@ class RedisState:
         except (RedisError, OSError, TimeoutError) as error:
             self._failed(feature, error)
             return DOWN
-        if self._down:
+        # Back only once a call begun after the last failure succeeds: one that was already under
+        # way when another failed says nothing new (and would make the log flap).
+        if self._down and started >= self._failed_at:
             self._down = False
             _log.warning({"event": "fleet_store_recovered", "store": "redis", "url": self.where})
         return result
 
     def _failed(self, feature: str, error: BaseException) -> None:
         self.failures[feature] = self.failures.get(feature, 0) + 1
-        self._down_until = time.monotonic() + self._retry_interval
+        self._failed_at = time.monotonic()
+        self._down_until = self._failed_at + self._retry_interval
         if not self._down:  # once per outage, not per call
             self._down = True
             _log.warning(

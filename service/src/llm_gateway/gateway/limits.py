@@ -34,9 +34,15 @@ class Limiter(Protocol):
     """A provider's or gateway key's rate limiter: this process's own (`RateLimiter`), or one
     shared by a fleet of replicas (`llm_gateway.fleet.SharedRateLimiter`)."""
 
-    waits: int
-    waited: float
-    refusals: int
+    # Since start (metrics read them): calls that waited for room, their seconds, refusals.
+    @property
+    def waits(self) -> int: ...
+
+    @property
+    def waited(self) -> float: ...
+
+    @property
+    def refusals(self) -> int: ...
 
     @property
     def counts_tokens(self) -> bool: ...
