@@ -18,6 +18,7 @@ import pytest
 from llm_gateway.config.schema import FleetConfig, RateLimitConfig
 from llm_gateway.domain.errors import Code, GatewayError
 from llm_gateway.fleet import SCRIPTS, RedisState, SharedRateLimiter, shared_limiters
+from llm_gateway.fleet.store import PAUSE_POLL
 from llm_gateway.gateway.guard import key_limiter
 from llm_gateway.gateway.limits import Limiter
 from llmgateway.v1 import gateway_service_pb2_grpc
@@ -47,8 +48,9 @@ class Replicas:
             for state in self.states
         ]
 
-    async def warm_up(self) -> None:
-        await asyncio.gather(*(state.warm_up(SCRIPTS) for state in self.states))
+    async def start(self) -> None:
+        """As a gateway process starts its Redis client: scripts loaded, pauses watched."""
+        await asyncio.gather(*(state.start(SCRIPTS) for state in self.states))
 
     async def close(self) -> None:
         for state in self.states:
@@ -82,7 +84,7 @@ async def test_three_replicas_share_one_minute_of_requests(
 ) -> None:
     group = Replicas(redis.url, 3, RateLimitConfig(requests_per_minute=60, max_wait=0))
     replicas.append(group)
-    await group.warm_up()
+    await group.start()
     results = await asyncio.gather(*(admitted(group.limiters[n % 3]) for n in range(200)))
     assert sum(results) == 60
     assert sum(limiter.refusals for limiter in group.limiters) == 140
@@ -111,7 +113,7 @@ async def test_a_call_waits_in_line_for_room_within_max_wait(
     # 600 a minute: after the first minute's worth, one more every 0.1 s.
     group = Replicas(redis.url, 2, RateLimitConfig(requests_per_minute=600, max_wait=2))
     replicas.append(group)
-    await group.warm_up()
+    await group.start()
     a, b = group.limiters
     assert all(await asyncio.gather(*(admitted(a) for _ in range(600))))
     start = time.monotonic()
@@ -128,17 +130,19 @@ async def test_a_pause_one_replica_saw_holds_back_the_others(
     strict = Replicas(redis.url, 2, RateLimitConfig(max_wait=0))
     patient = Replicas(redis.url, 1, RateLimitConfig(max_wait=5))
     replicas += [strict, patient]
+    await strict.start()
+    await patient.start()
     seen_by, other = strict.limiters
     seen_by.pause(1.0)  # the provider's 429 said Retry-After: 1
-    await asyncio.sleep(0.05)  # the pause reaches Redis
+    await asyncio.sleep(PAUSE_POLL + 0.1)  # the pause reaches Redis, and the others read it
     with pytest.raises(GatewayError) as refused:
         await other.acquire(0, None)
     assert "Retry-After" in refused.value.message
     assert refused.value.retry_after is not None
-    assert 0.5 < refused.value.retry_after <= 1.0
+    assert 0.4 < refused.value.retry_after <= 1.0
     start = time.monotonic()
     await patient.limiters[0].acquire(0, None)  # waits the pause out
-    assert 0.5 < time.monotonic() - start < 1.5
+    assert 0.3 < time.monotonic() - start < 1.5
 
 
 async def test_redis_down_falls_back_to_local_limits_without_hanging(
@@ -174,7 +178,7 @@ async def test_a_hung_redis_costs_one_timeout_per_retry_interval(
     )
     replicas.append(group)
     limiter = group.limiters[0]
-    await group.warm_up()
+    await group.start()
     assert await admitted(limiter)
     redis.freeze()
     try:
@@ -329,7 +333,7 @@ async def test_a_retry_after_one_gateway_process_saw_pauses_the_others(
                     await first.Chat(chat("openai:gpt-4o-mini"), timeout=10)
                 assert error_details(caught.value).info.reason == "UPSTREAM_RATE_LIMITED"
                 paused_at = time.monotonic()
-                await asyncio.sleep(0.2)  # the pause reaches Redis
+                await asyncio.sleep(PAUSE_POLL + 0.25)  # the pause reaches Redis, and the others read it
                 for stub in others:
                     with pytest.raises(grpc.aio.AioRpcError) as refused:
                         await stub.Chat(chat("openai:gpt-4o-mini"), timeout=10)

@@ -88,7 +88,7 @@ class Runtime:
     async def start(self) -> None:
         """Starts what runs beside the calls (the ledger's writer, budget settlements, webhooks)."""
         if self.fleet is not None:
-            await self.fleet.warm_up(SCRIPTS)
+            await self.fleet.start(SCRIPTS)
         if self.ledger is not None:
             await self.ledger.start()
         if self.budgets is not None:

@@ -1,4 +1,6 @@
-"""Rate limits and Retry-After pauses shared by every replica, one Redis round trip per admission.
+"""Rate limits and Retry-After pauses shared by every replica: one Redis round trip per admission
+to a provider (or with a key) that has limits; none for one without, whose pauses other replicas
+saw are read in the background every quarter second.
 
 Each bucket is a GCRA (generic cell rate algorithm) cell: one number, the bucket's theoretical
 arrival time, on Redis's own clock (so replicas' clocks need not agree). A bucket of N per minute
@@ -98,6 +100,8 @@ class SharedRateLimiter:
             if per_minute:
                 self._keys.append(f"{tag}:{unit}")
                 self._buckets.append((what, per_minute, unit))
+        if not self._buckets:  # only a shared pause to heed: learnt in the background, not per call
+            redis.watch_pause(self._keys[0], self._local.pause)
         self._admit: AsyncScript = redis.client.register_script(_ADMIT)
         self._pause: AsyncScript = redis.client.register_script(_PAUSE)
         self._writes: set[asyncio.Task[None]] = set()
@@ -135,6 +139,9 @@ class SharedRateLimiter:
         )
 
     async def acquire(self, tokens: int, deadline: float | None) -> None:
+        if not self._buckets:  # the pauses other replicas saw reach the local limiter (watch_pause)
+            await self._local.acquire(tokens, deadline)
+            return
         start = time.monotonic()
         limit = start + self._max_wait if deadline is None else min(start + self._max_wait, deadline)
         args: list[int | float] = []

@@ -16,10 +16,13 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from llm_gateway import background
 from llm_gateway.config.schema import FleetConfig
 from llm_gateway.ledger.url import redacted
 
 _log = logging.getLogger("llm_gateway.fleet")
+# How often a process reads the pauses it watches (`RedisState.watch_pause`), in seconds.
+PAUSE_POLL = 0.25
 T = TypeVar("T")
 
 
@@ -57,6 +60,8 @@ class RedisState:
         self._down = False
         # Since start (metrics read them): calls Redis failed, by feature.
         self.failures: dict[str, int] = {}
+        self._watched: dict[str, Callable[[float], None]] = {}
+        self._poller: asyncio.Task[None] | None = None
 
     async def call(self, feature: str, operation: Callable[[], Awaitable[T]]) -> T | _Down:
         """`operation`'s result, or DOWN when Redis failed it (or failed within the retry interval)."""
@@ -93,6 +98,38 @@ class RedisState:
                 }
             )
 
+    def watch_pause(self, key: str, pause: Callable[[float], None]) -> None:
+        """Has `pause(seconds)` called whenever the pause at `key` (microseconds on Redis's clock) is
+        found in the future: limiters with no bucket of their own learn of other replicas' pauses
+        this way, every PAUSE_POLL seconds, instead of asking Redis on every call."""
+        self._watched[key] = pause
+
+    async def start(self, scripts: Sequence[str]) -> None:
+        """Warms the client up and starts watching the pauses (`watch_pause`)."""
+        await self.warm_up(scripts)
+        if self._watched and self._poller is None:
+            self._poller = asyncio.get_running_loop().create_task(self._poll(), name="fleet-pauses")
+
+    async def _poll(self) -> None:
+        keys = list(self._watched)
+
+        async def read() -> tuple[int, list[bytes | None]]:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.time()
+                pipe.mget(keys)
+                (seconds, micros), values = await pipe.execute()
+            return int(seconds) * 1_000_000 + int(micros), values
+
+        while True:
+            await asyncio.sleep(PAUSE_POLL)
+            found = await self.call("pauses", read)
+            if found is DOWN:
+                continue
+            now, values = found
+            for key, value in zip(keys, values, strict=True):
+                if value is not None and int(value) > now:
+                    self._watched[key]((int(value) - now) / 1_000_000)
+
     async def warm_up(self, scripts: Sequence[str], connections: int = 8) -> None:
         """Loads `scripts` and opens a few connections before the first calls arrive: a burst on
         a cold client would spend its bound on connecting and on loading the scripts."""
@@ -105,4 +142,6 @@ class RedisState:
         await self.call("warm_up", prepare)
 
     async def close(self) -> None:
+        poller, self._poller = self._poller, None
+        await background.stop(poller)
         await self.client.aclose()
