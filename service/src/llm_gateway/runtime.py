@@ -179,7 +179,9 @@ def build_runtime(config: GatewayConfig, observers: Sequence[CallObserver] = ())
 
 def _budget_keeper(config: GatewayConfig, ledger: Ledger, http: aiohttp.ClientSession) -> BudgetKeeper:
     """Budgets, key quotas and alert webhooks, kept in the ledger's database."""
-    store = open_budget_store(ledger.url, timeout=config.ledger.write_timeout)
+    store = open_budget_store(
+        ledger.url, timeout=config.ledger.write_timeout, pool_size=config.ledger.pool_size
+    )
     webhooks = [w for w in config.webhooks if "cost_alert" in w.events]
     sender = WebhookSender(store, webhooks, http) if webhooks else None
     return BudgetKeeper(config.budgets, config.auth.keys, store, [w.name for w in webhooks], sender)

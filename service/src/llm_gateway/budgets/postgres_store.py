@@ -73,9 +73,10 @@ _QUEUE = (
 
 
 class PostgresBudgetStore:
-    def __init__(self, url: str, *, timeout: float) -> None:
+    def __init__(self, url: str, *, timeout: float, pool_size: int = 4) -> None:
         self._url = url
         self._timeout = timeout
+        self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
 
@@ -88,10 +89,11 @@ class PostgresBudgetStore:
                 self._pool = await asyncpg.create_pool(
                     self._url,
                     min_size=1,
-                    max_size=4,
+                    max_size=self._pool_size,
                     timeout=self._timeout,
                     command_timeout=self._timeout,
                     max_inactive_connection_lifetime=60,
+                    server_settings={"application_name": "llm-gateway budgets"},
                 )
             return self._pool
 

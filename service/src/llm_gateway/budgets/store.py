@@ -95,7 +95,7 @@ class BudgetStore(Outbox, Protocol):
     async def close(self) -> None: ...
 
 
-def open_budget_store(url: LedgerUrl, *, timeout: float) -> BudgetStore:
+def open_budget_store(url: LedgerUrl, *, timeout: float, pool_size: int = 4) -> BudgetStore:
     """The budget store in the ledger's database, not yet connected."""
     if url.backend is Backend.SQLITE:
         from llm_gateway.budgets.sqlite_store import SqliteBudgetStore
@@ -104,4 +104,4 @@ def open_budget_store(url: LedgerUrl, *, timeout: float) -> BudgetStore:
         return SqliteBudgetStore(url.path, busy_timeout=timeout)
     from llm_gateway.budgets.postgres_store import PostgresBudgetStore
 
-    return PostgresBudgetStore(url.url, timeout=timeout)
+    return PostgresBudgetStore(url.url, timeout=timeout, pool_size=pool_size)

@@ -208,6 +208,10 @@ class LedgerConfig(_Strict):
     write_timeout: float = Field(default=3.0, gt=0, le=300)
     # Calls older than this many days are removed (checked hourly); 0 keeps them forever.
     retention_days: int = Field(default=400, ge=0, le=36_500)
+    # PostgreSQL: connections per worker process for the ledger, and as many again for budgets and
+    # quotas. A fleet opens up to replicas x workers x 2 x pool_size: keep that under the server's
+    # max_connections (docs/deployment.md).
+    pool_size: int = Field(default=4, ge=1, le=100)
 
     @field_validator("url")
     @classmethod

@@ -31,7 +31,7 @@ class Ledger:
     def __init__(self, config: LedgerConfig, store: LedgerStore | None = None) -> None:
         self.config = config
         self.url: LedgerUrl = parse_url(config.url.get_secret_value())
-        self.store = store or open_store(self.url, timeout=config.write_timeout)
+        self.store = store or open_store(self.url, timeout=config.write_timeout, pool_size=config.pool_size)
         self.writer = LedgerWriter(
             self.store,
             Spool(config.spool_dir),

@@ -163,9 +163,10 @@ def _month_from_name(name: str) -> tuple[int, int] | None:
 
 
 class PostgresStore:
-    def __init__(self, url: str, *, timeout: float) -> None:
+    def __init__(self, url: str, *, timeout: float, pool_size: int = 4) -> None:
         self._url = url
         self._timeout = timeout
+        self._pool_size = pool_size
         self._dialect = PostgresDialect()
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
@@ -187,9 +188,11 @@ class PostgresStore:
                 self._pool = await asyncpg.create_pool(
                     self._url,
                     min_size=0,
-                    max_size=4,
+                    max_size=self._pool_size,
                     timeout=self._timeout,
                     max_inactive_connection_lifetime=60,
+                    # Named, so an operator sees in pg_stat_activity what holds each connection.
+                    server_settings={"application_name": "llm-gateway ledger"},
                 )
             return self._pool
 

@@ -52,10 +52,10 @@ class LedgerStore(Protocol):
     async def close(self) -> None: ...
 
 
-def open_store(url: LedgerUrl, *, timeout: float) -> LedgerStore:
+def open_store(url: LedgerUrl, *, timeout: float, pool_size: int = 4) -> LedgerStore:
     """The store for `url`, not yet connected: connections open on first use, so a database that
     is down at start-up does not stop the gateway. `timeout` bounds a connection attempt and the
-    wait for a lock."""
+    wait for a lock; `pool_size` caps PostgreSQL connections."""
     if url.backend is Backend.SQLITE:
         from llm_gateway.ledger.sqlite import SqliteStore
 
@@ -63,4 +63,4 @@ def open_store(url: LedgerUrl, *, timeout: float) -> LedgerStore:
         return SqliteStore(url.path, busy_timeout=timeout)
     from llm_gateway.ledger.postgres import PostgresStore
 
-    return PostgresStore(url.url, timeout=timeout)
+    return PostgresStore(url.url, timeout=timeout, pool_size=pool_size)
