@@ -12,17 +12,6 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 echo "==> Installing Prometheus (Debian's prometheus package) for the monitoring tests"
-# The package's own service would scrape nothing and hold port 9090: keep it from starting.
-policy=/usr/sbin/policy-rc.d
-created=""
-if [ ! -e "$policy" ]; then
-  printf '#!/bin/sh\nexit 101\n' >"$policy"
-  chmod +x "$policy"
-  created=1
-fi
-trap '[ -n "$created" ] && rm -f "$policy"' EXIT
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends \
-  -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold prometheus >/dev/null
+# Its own service would scrape nothing and hold port 9090: apt-install.sh keeps it from starting.
+"$(dirname "$0")/apt-install.sh" prometheus
 echo "==> Prometheus installed: $(prometheus --version 2>&1 | head -n 1)"

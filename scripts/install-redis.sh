@@ -11,17 +11,5 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 echo "==> Installing redis-server (Debian's package) for the fleet tests"
-# The package's own service would hold port 6379 for nothing: keep it from starting.
-policy=/usr/sbin/policy-rc.d
-created=""
-if [ ! -e "$policy" ]; then
-  printf '#!/bin/sh\nexit 101\n' >"$policy"
-  chmod +x "$policy"
-  created=1
-fi
-trap '[ -n "$created" ] && rm -f "$policy"' EXIT
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends \
-  -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold redis-server >/dev/null
+"$(dirname "$0")/apt-install.sh" redis-server
 echo "==> redis-server installed: $(redis-server --version)"

@@ -9,6 +9,8 @@ import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -22,7 +24,15 @@ from llm_gateway.fleet.store import PAUSE_POLL
 from llm_gateway.gateway.guard import key_limiter
 from llm_gateway.gateway.limits import Limiter
 from llmgateway.v1 import gateway_service_pb2_grpc
-from tests.conftest import chat, error_details, gateway_process, openai_toml, reply_text, running_gateway
+from tests.conftest import (
+    GatewayProcess,
+    chat,
+    error_details,
+    gateway_process,
+    openai_toml,
+    reply_text,
+    running_gateway,
+)
 from tests.fakes.openai import FakeOpenAI, Reply, error_body
 from tests.redis_server import RedisServer, redis_server
 
@@ -242,36 +252,48 @@ async def test_a_gateway_key_is_limited_fleet_wide_and_apart_from_other_keys(red
             await state.close()
 
 
+@dataclass
+class Fleet:
+    """Three gateway processes started from one configuration, and a gRPC stub for each."""
+
+    gateways: list[GatewayProcess]
+    stubs: list[gateway_service_pb2_grpc.GatewayServiceAsyncStub]
+
+
+@asynccontextmanager
+async def three_gateways(tmp_path: Path, toml: str) -> AsyncIterator[Fleet]:
+    for name in "abc":
+        (tmp_path / name).mkdir()
+    async with (
+        gateway_process(tmp_path / "a", toml) as a,
+        gateway_process(tmp_path / "b", toml) as b,
+        gateway_process(tmp_path / "c", toml) as c,
+    ):
+        channels = [grpc.aio.insecure_channel(g.address) for g in (a, b, c)]
+        try:
+            yield Fleet([a, b, c], [gateway_service_pb2_grpc.GatewayServiceStub(ch) for ch in channels])
+        finally:
+            for channel in channels:
+                await channel.close(None)
+
+
 async def test_three_gateway_processes_hold_a_provider_limit_together(tmp_path: Path) -> None:
     with redis_server() as redis:
         toml = (
             f'[fleet]\nredis_url = "{redis.url}"\n'
             "[providers.mock.rate_limit]\nrequests_per_minute = 60\nmax_wait = 0\n"
         )
-        outcomes: Counter[str] = Counter()
-        for name in "abc":
-            (tmp_path / name).mkdir()
-        async with (
-            gateway_process(tmp_path / "a", toml) as a,
-            gateway_process(tmp_path / "b", toml) as b,
-            gateway_process(tmp_path / "c", toml) as c,
-        ):
-            channels = [grpc.aio.insecure_channel(g.address) for g in (a, b, c)]
-            stubs = [gateway_service_pb2_grpc.GatewayServiceStub(ch) for ch in channels]
+        async with three_gateways(tmp_path, toml) as fleet:
 
             async def one(n: int) -> str:
                 try:
-                    await stubs[n % 3].Chat(chat("mock:echo"), timeout=10)
+                    await fleet.stubs[n % 3].Chat(chat("mock:echo"), timeout=10)
                 except grpc.aio.AioRpcError as err:
                     details = error_details(err)
                     return f"{details.code.name}/{details.info.reason}"
                 return "OK"
 
-            try:
-                outcomes.update(await asyncio.gather(*(one(n) for n in range(200))))
-            finally:
-                for channel in channels:
-                    await channel.close(None)
+            outcomes = Counter(await asyncio.gather(*(one(n) for n in range(200))))
     assert outcomes["OK"] in (59, 60, 61), outcomes
     assert outcomes["RESOURCE_EXHAUSTED/PROVIDER_RATE_LIMITED"] == 200 - outcomes["OK"], outcomes
 
@@ -318,61 +340,41 @@ async def test_a_retry_after_one_gateway_process_saw_pauses_the_others(
         toml = f'[fleet]\nredis_url = "{redis.url}"\n' + openai_toml(
             fake_openai.base_url, "rate_limit = { max_wait = 0 }"
         )
-        for name in "abc":
-            (tmp_path / name).mkdir()
-        async with (
-            gateway_process(tmp_path / "a", toml) as a,
-            gateway_process(tmp_path / "b", toml) as b,
-            gateway_process(tmp_path / "c", toml) as c,
-        ):
-            channels = [grpc.aio.insecure_channel(g.address) for g in (a, b, c)]
-            first, *others = [gateway_service_pb2_grpc.GatewayServiceStub(ch) for ch in channels]
-            try:
-                fake_openai.script(limited)
-                with pytest.raises(grpc.aio.AioRpcError) as caught:
-                    await first.Chat(chat("openai:gpt-4o-mini"), timeout=10)
-                assert error_details(caught.value).info.reason == "UPSTREAM_RATE_LIMITED"
-                paused_at = time.monotonic()
-                await asyncio.sleep(PAUSE_POLL + 0.25)  # the pause reaches Redis, and the others read it
-                for stub in others:
-                    with pytest.raises(grpc.aio.AioRpcError) as refused:
-                        await stub.Chat(chat("openai:gpt-4o-mini"), timeout=10)
-                    details = error_details(refused.value)
-                    assert (details.code, details.info.reason) == (
-                        grpc.StatusCode.RESOURCE_EXHAUSTED,
-                        "PROVIDER_RATE_LIMITED",
-                    )
-                    assert "Retry-After" in details.message
-                assert len(fake_openai.requests) == 1  # the refused calls were never sent
-                await asyncio.sleep(max(0.0, 2.1 - (time.monotonic() - paused_at)))
-                reply = await others[0].Chat(chat("openai:gpt-4o-mini", "after the pause"), timeout=10)
-                assert reply_text(reply.message) == "after the pause"
-            finally:
-                for channel in channels:
-                    await channel.close(None)
+        async with three_gateways(tmp_path, toml) as fleet:
+            first, *others = fleet.stubs
+            fake_openai.script(limited)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await first.Chat(chat("openai:gpt-4o-mini"), timeout=10)
+            assert error_details(caught.value).info.reason == "UPSTREAM_RATE_LIMITED"
+            paused_at = time.monotonic()
+            await asyncio.sleep(PAUSE_POLL + 0.25)  # the pause reaches Redis, and the others read it
+            for stub in others:
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await stub.Chat(chat("openai:gpt-4o-mini"), timeout=10)
+                details = error_details(refused.value)
+                assert (details.code, details.info.reason) == (
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    "PROVIDER_RATE_LIMITED",
+                )
+                assert "Retry-After" in details.message
+            assert len(fake_openai.requests) == 1  # the refused calls were never sent
+            await asyncio.sleep(max(0.0, 2.1 - (time.monotonic() - paused_at)))
+            reply = await others[0].Chat(chat("openai:gpt-4o-mini", "after the pause"), timeout=10)
+            assert reply_text(reply.message) == "after the pause"
 
 
 async def test_redis_killed_under_load_no_call_hangs_and_the_fleet_recovers(tmp_path: Path) -> None:
     """Three gateway processes under steady load; Redis is killed for 1.5 s, then started again.
     With `limits_when_down = "local"` every call is served, none waits past one Redis timeout, and
     each process goes back to the shared state."""
+    durations: list[float] = []
+    outcomes: Counter[str] = Counter()
     with redis_server() as redis:
         toml = (
             f'[fleet]\nredis_url = "{redis.url}"\ntimeout = 0.2\nretry_interval = 0.5\n'
             "[providers.mock.rate_limit]\nrequests_per_minute = 100000\n"
         )
-        for name in "abc":
-            (tmp_path / name).mkdir()
-        durations: list[float] = []
-        outcomes: Counter[str] = Counter()
-        async with (
-            gateway_process(tmp_path / "a", toml) as a,
-            gateway_process(tmp_path / "b", toml) as b,
-            gateway_process(tmp_path / "c", toml) as c,
-        ):
-            gateways = (a, b, c)
-            channels = [grpc.aio.insecure_channel(g.address) for g in gateways]
-            stubs = [gateway_service_pb2_grpc.GatewayServiceStub(ch) for ch in channels]
+        async with three_gateways(tmp_path, toml) as fleet:
             stop_at = time.monotonic() + 4.0
 
             async def caller(stub: gateway_service_pb2_grpc.GatewayServiceAsyncStub) -> None:
@@ -391,18 +393,13 @@ async def test_redis_killed_under_load_no_call_hangs_and_the_fleet_recovers(tmp_
                 await asyncio.sleep(1.5)
                 redis.start()
 
-            try:
-                await asyncio.gather(outage(), *(caller(stubs[n % 3]) for n in range(9)))
-                await asyncio.sleep(0.6)  # past the retry interval: each process tries Redis again
-                for stub in stubs:
-                    await stub.Chat(chat("mock:echo"), timeout=2)
-            finally:
-                for channel in channels:
-                    await channel.close(None)
-            logs = [[line.get("event") for line in g.log_lines()] for g in gateways]
-    print(
-        f"\nRedis killed for 1.5 s under load: {dict(outcomes)}, slowest call {max(durations) * 1000:.0f} ms"
-    )
+            await asyncio.gather(outage(), *(caller(fleet.stubs[n % 3]) for n in range(9)))
+            await asyncio.sleep(0.6)  # past the retry interval: each process tries Redis again
+            for stub in fleet.stubs:
+                await stub.Chat(chat("mock:echo"), timeout=2)
+            logs = [[line.get("event") for line in g.log_lines()] for g in fleet.gateways]
+    slowest = max(durations) * 1000
+    print(f"\nRedis killed for 1.5 s under load: {dict(outcomes)}, slowest call {slowest:.0f} ms")
     assert set(outcomes) == {"OK"}, outcomes
     assert outcomes["OK"] > 100
     assert max(durations) < 1.0, max(durations)  # one 0.2 s timeout at most, never the 2 s deadline

@@ -57,6 +57,7 @@ LimiterFactory = Callable[[str, str, RateLimitConfig, Refusal], Limiter]
 
 
 def local_limiter(kind: str, name: str, config: RateLimitConfig, refusal: Refusal) -> Limiter:
+    """This process's own limiter (kind and name matter only to a shared one, which keys on them)."""
     return RateLimiter(config, refusal)
 
 
