@@ -16,14 +16,15 @@ from pathlib import Path
 import aiohttp
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from llm_gateway.config.schema import FleetConfig, RateLimitConfig
 from llm_gateway.domain.errors import Code, GatewayError
 from llm_gateway.fleet import SCRIPTS, RedisState, SharedRateLimiter, shared_limiters
-from llm_gateway.fleet.store import PAUSE_POLL
+from llm_gateway.fleet.store import POLL
 from llm_gateway.gateway.guard import key_limiter
 from llm_gateway.gateway.limits import Limiter
-from llmgateway.v1 import gateway_service_pb2_grpc
+from llmgateway.v1 import chat_pb2, gateway_service_pb2_grpc
 from tests.conftest import (
     GatewayProcess,
     chat,
@@ -33,7 +34,7 @@ from tests.conftest import (
     reply_text,
     running_gateway,
 )
-from tests.fakes.openai import FakeOpenAI, Reply, error_body
+from tests.fakes.openai import FakeOpenAI, Reply, completion, error_body
 from tests.redis_server import RedisServer, redis_server
 
 
@@ -144,7 +145,7 @@ async def test_a_pause_one_replica_saw_holds_back_the_others(
     await patient.start()
     seen_by, other = strict.limiters
     seen_by.pause(1.0)  # the provider's 429 said Retry-After: 1
-    await asyncio.sleep(PAUSE_POLL + 0.1)  # the pause reaches Redis, and the others read it
+    await asyncio.sleep(POLL + 0.1)  # the pause reaches Redis, and the others read it
     with pytest.raises(GatewayError) as refused:
         await other.acquire(0, None)
     assert "Retry-After" in refused.value.message
@@ -311,18 +312,21 @@ async def test_redis_failures_are_logged_once_and_counted_in_the_metrics(
         for _ in range(3):  # served on this process's own limits meanwhile
             await gw.stub.Chat(chat("mock:echo"))
             await asyncio.sleep(0.25)
-        counted = 0.0
+        counted, by_feature = 0.0, {}
         for _ in range(40):  # the sampler copies the count every second
             async with http.get(f"{gw.http_url}/metrics") as response:
                 text = await response.text()
-            found = re.search(
-                r'^llm_gateway_fleet_store_failures_total\{feature="limits"\} (\S+)$', text, re.M
+            # By feature: the limiter's admissions, and the background reads of the shared state.
+            found = re.findall(
+                r'^llm_gateway_fleet_store_failures_total\{feature="(\w+)"\} (\S+)$', text, re.M
             )
-            counted = float(found.group(1)) if found else 0.0
-            if counted >= 3:
+            by_feature = {feature: float(n) for feature, n in found}
+            counted = sum(by_feature.values())
+            if counted >= 3 and by_feature.get("limits", 0) >= 1:
                 break
             await asyncio.sleep(0.1)
-    assert counted >= 3  # one per retry interval the calls met Redis down
+    assert counted >= 3  # one per retry interval in which something met Redis down
+    assert by_feature.get("limits", 0) >= 1, by_feature
     assert [r.msg["event"] for r in caplog.records if isinstance(r.msg, dict)].count(
         "fleet_store_unreachable"
     ) == 1
@@ -347,7 +351,7 @@ async def test_a_retry_after_one_gateway_process_saw_pauses_the_others(
                 await first.Chat(chat("openai:gpt-4o-mini"), timeout=10)
             assert error_details(caught.value).info.reason == "UPSTREAM_RATE_LIMITED"
             paused_at = time.monotonic()
-            await asyncio.sleep(PAUSE_POLL + 0.25)  # the pause reaches Redis, and the others read it
+            await asyncio.sleep(POLL + 0.25)  # the pause reaches Redis, and the others read it
             for stub in others:
                 with pytest.raises(grpc.aio.AioRpcError) as refused:
                     await stub.Chat(chat("openai:gpt-4o-mini"), timeout=10)
@@ -406,3 +410,55 @@ async def test_redis_killed_under_load_no_call_hangs_and_the_fleet_recovers(tmp_
     for events in logs:
         assert events.count("fleet_store_unreachable") >= 1
         assert events.index("fleet_store_recovered") > events.index("fleet_store_unreachable")
+
+
+async def test_three_gateway_processes_share_one_circuit_and_send_one_probe(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    """Three failures on one replica open the provider's circuit on all three; once the reset
+    timeout is over, 150 callers spread over the three send exactly one probe; its success closes
+    the circuit everywhere."""
+    overloaded = Reply(status=529, json_body=error_body("Overloaded", "overloaded_error"))
+    breaker = "circuit_breaker = { failure_threshold = 3, reset_timeout = 1.5 }"
+    with redis_server() as redis:
+        toml = f'[fleet]\nredis_url = "{redis.url}"\n' + openai_toml(fake_openai.base_url, breaker)
+        async with three_gateways(tmp_path, toml) as fleet:
+            first, *others = fleet.stubs
+            fake_openai.script(overloaded, overloaded, overloaded)
+            for _ in range(3):
+                with pytest.raises(grpc.aio.AioRpcError) as failed:
+                    await first.Chat(chat("openai:gpt-4o-mini"), timeout=10)
+                assert error_details(failed.value).info.reason == "UPSTREAM_UNAVAILABLE"
+            opened_at = time.monotonic()
+            await asyncio.sleep(POLL + 0.25)  # the others read the shared circuit
+            for stub in others:
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await stub.Chat(chat("openai:gpt-4o-mini"), timeout=10)
+                assert error_details(refused.value).info.reason == "CIRCUIT_OPEN"
+            for gateway in fleet.gateways:  # every replica's health follows the shared circuit
+                async with grpc.aio.insecure_channel(gateway.address) as channel:
+                    health = health_pb2_grpc.HealthStub(channel)
+                    reply = await health.Check(
+                        health_pb2.HealthCheckRequest(service="llmgateway.v1.provider.openai")
+                    )
+                    assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            assert len(fake_openai.requests) == 3
+
+            await asyncio.sleep(max(0.0, 1.7 - (time.monotonic() - opened_at)))  # past the reset timeout
+            fake_openai.script(Reply(delay=1.0, json_body=completion("probe ok")))
+            results = await asyncio.gather(
+                *(fleet.stubs[n % 3].Chat(chat("openai:gpt-4o-mini"), timeout=10) for n in range(150)),
+                return_exceptions=True,
+            )
+            served = [r for r in results if isinstance(r, chat_pb2.ChatResponse)]
+            refused_reasons = Counter(
+                error_details(r).info.reason for r in results if isinstance(r, grpc.aio.AioRpcError)
+            )
+            assert len(served) == 1, refused_reasons
+            assert refused_reasons == {"CIRCUIT_OPEN": 149}
+            assert len(fake_openai.requests) == 4  # three failures and the fleet's one probe
+
+            await asyncio.sleep(POLL + 0.25)  # the others read that the circuit closed
+            for stub in fleet.stubs:
+                reply = await stub.Chat(chat("openai:gpt-4o-mini", "closed again"), timeout=10)
+                assert reply_text(reply.message) == "closed again"

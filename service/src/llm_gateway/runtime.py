@@ -20,7 +20,7 @@ from llm_gateway.budgets.webhooks import WebhookSender
 from llm_gateway.catalog import Catalog
 from llm_gateway.config.schema import ApiKeyConfig, GatewayConfig
 from llm_gateway.edge import Drain
-from llm_gateway.fleet import SCRIPTS, RedisState, shared_limiters
+from llm_gateway.fleet import SCRIPTS, RedisState, SharedCircuit, shared_limiters
 from llm_gateway.gateway import Gateway
 from llm_gateway.gateway.guard import ProviderGuard, key_limiter
 from llm_gateway.gateway.limits import local_limiter
@@ -137,6 +137,12 @@ def build_runtime(config: GatewayConfig, observers: Sequence[CallObserver] = ())
     fleet = RedisState(config.fleet) if config.fleet.redis_url is not None else None
     limiter_of = local_limiter if fleet is None else shared_limiters(fleet, config.fleet.limits_when_down)
     guards = {name: ProviderGuard.from_config(name, p, limiter_of) for name, p in enabled.items()}
+    if fleet is not None:  # each provider's circuit shared with the other replicas
+        for name, guard in guards.items():
+            settings = enabled[name].circuit_breaker
+            circuit = SharedCircuit(fleet, name, settings.failure_threshold, settings.reset_timeout)
+            circuit.watch(guard.breaker.follow)
+            guard.breaker.shared = circuit
     key_limiters = {
         k.name: key_limiter(k.name, k.rate_limit, limiter_of) for k in config.auth.keys if k.rate_limit
     }

@@ -764,8 +764,8 @@ PROVIDER_KINDS = frozenset(
 
 
 class FleetConfig(_Strict):
-    """State shared by every replica (docs/deployment.md): without `redis_url`, each process keeps
-    its own, as one machine needs."""
+    """State shared by every replica on Redis (docs/deployment.md): rate limits, Retry-After pauses
+    and circuit breakers. Without `redis_url`, each process keeps its own, as one machine needs."""
 
     # redis://[user:password@]host:port/db or rediss:// (TLS). Secret: it may hold a password.
     redis_url: SecretStr | None = None

@@ -21,8 +21,8 @@ from llm_gateway.config.schema import FleetConfig
 from llm_gateway.ledger.url import redacted
 
 _log = logging.getLogger("llm_gateway.fleet")
-# How often a process reads the pauses it watches (`RedisState.watch_pause`), in seconds.
-PAUSE_POLL = 0.25
+# How often a process reads the state it watches (`RedisState.watch`), in seconds.
+POLL = 0.25
 T = TypeVar("T")
 
 
@@ -60,7 +60,7 @@ class RedisState:
         self._down = False
         # Since start (metrics read them): calls Redis failed, by feature.
         self.failures: dict[str, int] = {}
-        self._watched: dict[str, Callable[[float], None]] = {}
+        self._watched: list[tuple[list[str], Callable[[int, list[bytes | None]], None]]] = []
         self._poller: asyncio.Task[None] | None = None
 
     async def call(self, feature: str, operation: Callable[[], Awaitable[T]]) -> T | _Down:
@@ -98,20 +98,30 @@ class RedisState:
                 }
             )
 
+    def watch(self, keys: Sequence[str], seen: Callable[[int, list[bytes | None]], None]) -> None:
+        """Has `seen(now, values)` called every POLL seconds with the values at `keys` and Redis's
+        clock (microseconds): how state other replicas change reaches this one without a Redis
+        call on every gateway call."""
+        self._watched.append((list(keys), seen))
+
     def watch_pause(self, key: str, pause: Callable[[float], None]) -> None:
-        """Has `pause(seconds)` called whenever the pause at `key` (microseconds on Redis's clock) is
-        found in the future: limiters with no bucket of their own learn of other replicas' pauses
-        this way, every PAUSE_POLL seconds, instead of asking Redis on every call."""
-        self._watched[key] = pause
+        """Has `pause(seconds)` called whenever the pause at `key` (microseconds on Redis's clock)
+        is found in the future."""
+
+        def seen(now: int, values: list[bytes | None]) -> None:
+            if values[0] is not None and int(values[0]) > now:
+                pause((int(values[0]) - now) / 1_000_000)
+
+        self.watch([key], seen)
 
     async def start(self, scripts: Sequence[str]) -> None:
-        """Warms the client up and starts watching the pauses (`watch_pause`)."""
+        """Warms the client up and starts reading what is watched (`watch`)."""
         await self.warm_up(scripts)
         if self._watched and self._poller is None:
-            self._poller = asyncio.get_running_loop().create_task(self._poll(), name="fleet-pauses")
+            self._poller = asyncio.get_running_loop().create_task(self._poll(), name="fleet-watch")
 
     async def _poll(self) -> None:
-        keys = list(self._watched)
+        keys = [key for watched, _ in self._watched for key in watched]
 
         async def read() -> tuple[int, list[bytes | None]]:
             async with self.client.pipeline(transaction=False) as pipe:
@@ -121,14 +131,15 @@ class RedisState:
             return int(seconds) * 1_000_000 + int(micros), values
 
         while True:
-            await asyncio.sleep(PAUSE_POLL)
-            found = await self.call("pauses", read)
+            await asyncio.sleep(POLL)
+            found = await self.call("watch", read)
             if found is DOWN:
                 continue
             now, values = found
-            for key, value in zip(keys, values, strict=True):
-                if value is not None and int(value) > now:
-                    self._watched[key]((int(value) - now) / 1_000_000)
+            at = 0
+            for watched, seen in self._watched:
+                seen(now, values[at : at + len(watched)])
+                at += len(watched)
 
     async def warm_up(self, scripts: Sequence[str], connections: int = 8) -> None:
         """Loads `scripts` and opens a few connections before the first calls arrive: a burst on

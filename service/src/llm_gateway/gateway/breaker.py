@@ -29,6 +29,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from enum import StrEnum
 from types import TracebackType
+from typing import Protocol
 
 import pybreaker
 
@@ -47,6 +48,8 @@ TRIPPING_REASONS = frozenset(
 
 # Callers remembered per provider for the one-caller rule (the least recently served are forgotten).
 _MAX_CALLERS = 1024
+# How far this replica's idea of when its circuit opened may be from the fleet's before it follows.
+_FOLLOW_SLACK = 1.0
 
 
 class CircuitState(StrEnum):
@@ -84,6 +87,8 @@ class ProviderBreaker:
         self._failing: set[str] = set()  # callers with counted failures since the last success
         # Called after every state change (the health service mirrors the circuit).
         self.on_change: Callable[[ProviderBreaker], None] | None = None
+        # The circuit shared with other replicas (`llm_gateway.fleet.SharedCircuit`), if any.
+        self.shared: SharedState | None = None
         self._clock = clock
         self._opened_at = 0.0
         self._probing = False
@@ -114,7 +119,7 @@ class ProviderBreaker:
         """Raises UNAVAILABLE / CIRCUIT_OPEN when a call made now would not be admitted, without
         admitting one (a call checks before it waits for rate-limit capacity)."""
         if not self.available:
-            raise self._open_error()
+            raise self.open_error()
 
     def admit(self, caller: str = "", counts: bool = True) -> Ticket:
         """Admits one upstream call, or raises UNAVAILABLE / CIRCUIT_OPEN at once. The caller
@@ -128,7 +133,7 @@ class ProviderBreaker:
             self._probing = True
             self._breaker.half_open()
             return Ticket(self, True, caller, counts)
-        raise self._open_error()
+        raise self.open_error()
 
     def record_failure(self, error: BaseException, caller: str = "") -> None:
         """A failure of a call whose ticket has already ended (a stream that failed after its
@@ -152,12 +157,37 @@ class ProviderBreaker:
                 return
             else:
                 self._failing.add(caller)
+            if self.shared is not None:
+                if probe:
+                    self.shared.probed(not failed)
+                elif failed:
+                    self.shared.failed()
+                else:
+                    self.shared.succeeded()
             self._breaker.call(_fail if failed else _succeed)
         except _TrippedError:
             pass
         finally:
             if probe:
                 self._probing = False  # decided, or the turn passes on
+
+    def follow(self, open_for: float | None) -> None:
+        """Takes the fleet's shared state: open for `open_for` seconds, or closed (None). A probe
+        under way here decides for itself, and a circuit this replica opened itself a moment ago
+        is not closed before its failures have reached the fleet's count."""
+        current = self._breaker.current_state
+        if open_for is not None:
+            if current == pybreaker.STATE_CLOSED or (
+                not self._probing and self._clock() - self._opened_at > open_for + _FOLLOW_SLACK
+            ):
+                self._breaker.open()
+                self._opened_at = self._clock() - open_for
+        elif (
+            current != pybreaker.STATE_CLOSED
+            and not self._probing
+            and self._clock() - self._opened_at > _FOLLOW_SLACK
+        ):
+            self._breaker.close()
 
     def _may_open(self, caller: str) -> bool:
         """Whether a failure by `caller` may count: always, unless it would open the circuit on one
@@ -170,9 +200,11 @@ class ProviderBreaker:
     def _reset_due(self) -> bool:
         return self._clock() - self._opened_at >= self.reset_timeout
 
-    def _open_error(self) -> GatewayError:
+    def open_error(self, detail: str = "") -> GatewayError:
+        """The refusal of a call the circuit does not let through."""
         wait = max(self.reset_timeout - (self._clock() - self._opened_at), 0.0)
-        detail = "a probe call is testing it" if self._probing else f"next probe in {wait:.1f} s"
+        if not detail:
+            detail = "a probe call is testing it" if self._probing else f"next probe in {wait:.1f} s"
         return GatewayError(
             f"provider {self.provider} is failing and its circuit is open ({detail}); not called",
             code=Code.UNAVAILABLE,
@@ -187,6 +219,18 @@ class ProviderBreaker:
             self._failing.clear()
         if self.on_change is not None:
             self.on_change(self)
+
+
+class SharedState(Protocol):
+    """What a breaker tells the fleet (`llm_gateway.fleet.SharedCircuit`)."""
+
+    def failed(self) -> None: ...
+
+    def succeeded(self) -> None: ...
+
+    def probed(self, ok: bool) -> None: ...
+
+    async def claim_probe(self) -> bool: ...
 
 
 class Ticket:
@@ -222,6 +266,12 @@ class Ticket:
         else:
             failed = None
         self._breaker._report(self.probe, failed, self._caller)
+
+    def release(self) -> None:
+        """Ends the ticket without an outcome: its call was not sent (another replica probes)."""
+        self._ended = True
+        if self.probe:
+            self._breaker._probing = False
 
     def __enter__(self) -> Ticket:
         return self

@@ -158,6 +158,10 @@ class Gateway:
         guard.breaker.check()
         await _take_room(plan, spec, guard.limiter)
         ticket = guard.breaker.admit(plan.caller, counts=plan.may_count_failure(spec.provider))
+        shared = guard.breaker.shared
+        if ticket.probe and shared is not None and not await shared.claim_probe():
+            ticket.release()
+            raise guard.breaker.open_error("another replica's probe call is testing it")
         plan.admitted()
         return ticket
 
