@@ -74,6 +74,12 @@ def _refuse(what: str, retry_after: float) -> GatewayError:
     )
 
 
+# Bursts of hundreds of admissions on a machine running other tests can take longer than the
+# default 0.25 s bound to get a connection, and would then fall back to per-process limits; these
+# tests are about the sharing, so they allow more.
+BURST_TIMEOUT = 2.0
+
+
 @pytest.fixture(name="replicas")
 async def replicas_fixture(redis: RedisServer) -> AsyncIterator[list[Replicas]]:
     made: list[Replicas] = []
@@ -93,7 +99,7 @@ async def admitted(limiter: Limiter, tokens: int = 0) -> bool:
 async def test_three_replicas_share_one_minute_of_requests(
     redis: RedisServer, replicas: list[Replicas]
 ) -> None:
-    group = Replicas(redis.url, 3, RateLimitConfig(requests_per_minute=60, max_wait=0))
+    group = Replicas(redis.url, 3, RateLimitConfig(requests_per_minute=60, max_wait=0), timeout=BURST_TIMEOUT)
     replicas.append(group)
     await group.start()
     results = await asyncio.gather(*(admitted(group.limiters[n % 3]) for n in range(200)))
@@ -106,7 +112,9 @@ async def test_three_replicas_share_one_minute_of_requests(
 async def test_tokens_per_minute_are_shared_and_a_refusal_says_when_to_retry(
     redis: RedisServer, replicas: list[Replicas]
 ) -> None:
-    group = Replicas(redis.url, 2, RateLimitConfig(tokens_per_minute=6_000, max_wait=0))
+    group = Replicas(
+        redis.url, 2, RateLimitConfig(tokens_per_minute=6_000, max_wait=0), timeout=BURST_TIMEOUT
+    )
     replicas.append(group)
     a, b = group.limiters
     assert await admitted(a, 4_000)
@@ -122,7 +130,9 @@ async def test_a_call_waits_in_line_for_room_within_max_wait(
     redis: RedisServer, replicas: list[Replicas]
 ) -> None:
     # 600 a minute: after the first minute's worth, one more every 0.1 s.
-    group = Replicas(redis.url, 2, RateLimitConfig(requests_per_minute=600, max_wait=2))
+    group = Replicas(
+        redis.url, 2, RateLimitConfig(requests_per_minute=600, max_wait=2), timeout=BURST_TIMEOUT
+    )
     replicas.append(group)
     await group.start()
     a, b = group.limiters
@@ -462,3 +472,24 @@ async def test_three_gateway_processes_share_one_circuit_and_send_one_probe(
             for stub in fleet.stubs:
                 reply = await stub.Chat(chat("openai:gpt-4o-mini", "closed again"), timeout=10)
                 assert reply_text(reply.message) == "closed again"
+
+
+async def test_a_shared_value_that_is_not_a_gateways_is_skipped_and_watching_goes_on(
+    redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = RedisState(fleet(redis.url))
+    paused: list[float] = []
+    state.watch_pause("llmgw:{provider:up}:pause", paused.append)
+    state.watch_pause("llmgw:{provider:other}:pause", paused.append)
+    try:
+        await state.client.set("llmgw:{provider:up}:pause", "not a number")
+        await state.start(SCRIPTS)
+        await asyncio.sleep(POLL + 0.1)
+        (seconds, micros) = await state.client.time()
+        await state.client.set("llmgw:{provider:other}:pause", str(seconds * 1_000_000 + micros + 5_000_000))
+        await asyncio.sleep(POLL + 0.1)
+    finally:
+        await state.close()
+    assert paused  # the second key still read after the first could not be
+    assert 4.0 < paused[-1] <= 5.0
+    assert "fleet_state_unreadable" in caplog.text

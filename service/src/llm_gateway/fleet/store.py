@@ -138,7 +138,10 @@ class RedisState:
             now, values = found
             at = 0
             for watched, seen in self._watched:
-                seen(now, values[at : at + len(watched)])
+                try:
+                    seen(now, values[at : at + len(watched)])
+                except ValueError:  # a value not written by a gateway: skipped, the loop goes on
+                    _log.warning({"event": "fleet_state_unreadable", "keys": watched})
                 at += len(watched)
 
     async def warm_up(self, scripts: Sequence[str], connections: int = 8) -> None:
