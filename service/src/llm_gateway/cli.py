@@ -125,15 +125,13 @@ def _summarise(config: GatewayConfig) -> None:
     for alias, target in sorted(config.aliases.items()):
         print(f"alias {alias} -> {target}")
     print(f"auto: {', '.join(config.routing.auto)}")
-    if config.ledger.enabled:
-        from llm_gateway.ledger.url import redacted
+    from llm_gateway.ledger.url import redacted  # URLs shown without their passwords
 
+    if config.ledger.enabled:
         print(f"ledger: {redacted(config.ledger.url.get_secret_value())}")
     else:
         print("ledger: off")
     if config.fleet.redis_url is not None:
-        from llm_gateway.ledger.url import redacted
-
         where = redacted(config.fleet.redis_url.get_secret_value())
         print(f"fleet: rate limits shared on {where} (while it is down: {config.fleet.limits_when_down})")
     for budget in config.budgets.limits:

@@ -15,51 +15,55 @@ While Redis is unreachable, every replica's breaker works on its own, as on one 
 
 from __future__ import annotations
 
-import asyncio
 import math
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 
-from llm_gateway.fleet.store import DOWN, RedisState
+from llm_gateway.fleet.store import DOWN, LUA_NOW, RedisState
 
 # The longest a probe's lease is held: a replica that dies while probing lets another probe then.
 PROBE_LEASE_MS = 60_000
 
 # KEYS: failures, open; ARGV: threshold. Counts a failure; opens the circuit at the threshold.
-_FAILED = """
+_FAILED = (
+    LUA_NOW
+    + """
 local n = redis.call('INCR', KEYS[1])
 if n >= tonumber(ARGV[1]) and redis.call('EXISTS', KEYS[2]) == 0 then
-  local t = redis.call('TIME')
-  redis.call('SET', KEYS[2], string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2])))
+  redis.call('SET', KEYS[2], string.format('%.0f', now))
 end
 return n
 """
+)
 
 # KEYS: open, probe; ARGV: reset timeout (microseconds), lease (milliseconds).
 # 2: the circuit is closed fleet-wide; 1: this replica probes; 0: not this one (or not yet).
-_CLAIM = """
+_CLAIM = (
+    LUA_NOW
+    + """
 local opened = redis.call('GET', KEYS[1])
 if not opened then return 2 end
-local t = redis.call('TIME')
-if tonumber(t[1]) * 1000000 + tonumber(t[2]) - tonumber(opened) < tonumber(ARGV[1]) then return 0 end
+if now - tonumber(opened) < tonumber(ARGV[1]) then return 0 end
 if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then return 1 end
 return 0
 """
+)
 
 # KEYS: failures, open, probe; ARGV: 1 when the probe succeeded, the threshold. Closes the circuit,
 # or reopens it from now; a probe sent while the fleet's circuit was closed counts as a failure.
-_PROBED = """
+_PROBED = (
+    LUA_NOW
+    + """
 if ARGV[1] == '1' then
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
   return 0
 end
 redis.call('DEL', KEYS[3])
-local t = redis.call('TIME')
-local now = string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2]))
 if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('INCR', KEYS[1]) >= tonumber(ARGV[2]) then
-  redis.call('SET', KEYS[2], now)
+  redis.call('SET', KEYS[2], string.format('%.0f', now))
 end
 return 0
 """
+)
 
 SCRIPTS = (_FAILED, _CLAIM, _PROBED)
 
@@ -77,7 +81,6 @@ class SharedCircuit:
         self._claim = redis.client.register_script(_CLAIM)
         self._probed = redis.client.register_script(_PROBED)
         self._known_failures = 0  # the fleet's count as last seen: a success clears it if not 0
-        self._writes: set[asyncio.Task[object]] = set()
 
     def watch(self, follow: Callable[[float | None], None]) -> None:
         """Has `follow(open_for)` called every POLL seconds with how long the shared circuit has
@@ -92,24 +95,21 @@ class SharedCircuit:
 
     def failed(self) -> None:
         async def report() -> None:
-            counted = await self._redis.call(
-                "breakers", lambda: self._failed(keys=[self._failures, self._open], args=[self._threshold])
-            )
-            if counted is not DOWN:
-                self._known_failures = int(counted)
+            counted = await self._failed(keys=[self._failures, self._open], args=[self._threshold])
+            self._known_failures = int(counted)
 
-        self._spawn(report())
+        self._redis.write_behind("breakers", report)
 
     def succeeded(self) -> None:
         if self._known_failures:
             self._known_failures = 0
-            self._spawn(self._redis.call("breakers", lambda: self._redis.client.delete(self._failures)))
+            self._redis.write_behind("breakers", lambda: self._redis.client.delete(self._failures))
 
     def probed(self, ok: bool) -> None:
         self._known_failures = 0 if ok else self._known_failures
         keys = [self._failures, self._open, self._probe]
         args = ["1" if ok else "0", self._threshold]
-        self._spawn(self._redis.call("breakers", lambda: self._probed(keys=keys, args=args)))
+        self._redis.write_behind("breakers", lambda: self._probed(keys=keys, args=args))
 
     async def claim_probe(self) -> bool:
         """Whether this replica may send the probe (Redis unreachable: its own breaker decides)."""
@@ -118,8 +118,3 @@ class SharedCircuit:
             lambda: self._claim(keys=[self._open, self._probe], args=[self._reset_us, PROBE_LEASE_MS]),
         )
         return claimed is DOWN or int(claimed) != 0
-
-    def _spawn(self, write: Coroutine[object, object, object]) -> None:
-        task = asyncio.get_running_loop().create_task(write)
-        self._writes.add(task)  # kept until done: the loop holds tasks only weakly
-        task.add_done_callback(self._writes.discard)

@@ -25,8 +25,8 @@ from redis.commands.core import AsyncScript
 
 from llm_gateway.config.schema import RateLimitConfig
 from llm_gateway.domain.errors import Code, GatewayError
-from llm_gateway.fleet.store import DOWN, RedisState
-from llm_gateway.gateway.limits import MAX_PAUSE, Limiter, LimiterFactory, RateLimiter, Refusal
+from llm_gateway.fleet.store import DOWN, LUA_NOW, RedisState
+from llm_gateway.gateway.limits import MAX_PAUSE, PAUSED, Limiter, LimiterFactory, RateLimiter, Refusal
 
 _MINUTE_US = 60_000_000
 _NO_WAIT = 0.001
@@ -35,9 +35,9 @@ _NO_WAIT = 0.001
 # KEYS[2..]: the buckets. ARGV: per bucket, microseconds per unit, then the units to take.
 # Returns {0, 0} when taken, else {which, microseconds until there is room}: which = 1 for the
 # pause, 1 + n for the n-th bucket.
-_ADMIT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+_ADMIT = (
+    LUA_NOW
+    + """
 local paused = tonumber(redis.call('GET', KEYS[1]) or '0')
 if paused > now then return {1, math.ceil(paused - now)} end
 local burst = 60000000
@@ -59,16 +59,19 @@ for i = 2, #KEYS do
 end
 return {0, 0}
 """
+)
 
 # KEYS[1]: the pause; ARGV[1]: its length in microseconds. Only ever lengthens it.
-_PAUSE = """
-local t = redis.call('TIME')
-local until_us = tonumber(t[1]) * 1000000 + tonumber(t[2]) + tonumber(ARGV[1])
+_PAUSE = (
+    LUA_NOW
+    + """
+local until_us = now + tonumber(ARGV[1])
 if until_us > tonumber(redis.call('GET', KEYS[1]) or '0') then
   redis.call('SET', KEYS[1], string.format('%.0f', until_us), 'PX', math.ceil(tonumber(ARGV[1]) / 1000) + 1)
 end
 return 0
 """
+)
 
 
 class SharedRateLimiter:
@@ -104,7 +107,6 @@ class SharedRateLimiter:
             redis.watch_pause(self._keys[0], self._local.pause)
         self._admit: AsyncScript = redis.client.register_script(_ADMIT)
         self._pause: AsyncScript = redis.client.register_script(_PAUSE)
-        self._writes: set[asyncio.Task[None]] = set()
         self._waits = 0
         self._waited = 0.0
         self._refusals = 0
@@ -129,14 +131,8 @@ class SharedRateLimiter:
     def pause(self, seconds: float) -> None:
         """Holds this process's calls back at once and every replica's as soon as Redis has it."""
         self._local.pause(seconds)
-        task = asyncio.get_running_loop().create_task(self._share_pause(min(seconds, MAX_PAUSE)))
-        self._writes.add(task)  # kept until done: the loop holds tasks only weakly
-        task.add_done_callback(self._writes.discard)
-
-    async def _share_pause(self, seconds: float) -> None:
-        await self._redis.call(
-            "limits", lambda: self._pause(keys=self._keys[:1], args=[round(seconds * 1_000_000)])
-        )
+        length_us = round(min(seconds, MAX_PAUSE) * 1_000_000)
+        self._redis.write_behind("limits", lambda: self._pause(keys=self._keys[:1], args=[length_us]))
 
     async def acquire(self, tokens: int, deadline: float | None) -> None:
         if not self._buckets:  # the pauses other replicas saw reach the local limiter (watch_pause)
@@ -151,11 +147,11 @@ class SharedRateLimiter:
             now = time.monotonic()
             paused = self._local.paused_for(now)
             if paused > 0:  # this process's own Retry-After, whatever Redis says
-                await self._wait_or_refuse(now, paused, limit, "paused by the provider's Retry-After")
+                await self._wait_or_refuse(now, paused, limit, PAUSED)
                 continue
             verdict = await self._redis.call("limits", lambda: self._admit(keys=self._keys, args=args))
             if verdict is DOWN:
-                if self._when_down == "refuse" and self._buckets:  # no limit: nothing to refuse for
+                if self._when_down == "refuse":  # (a limiter without buckets never gets here)
                     self._refusals += 1
                     raise _store_unavailable()
                 await self._local.acquire(tokens, deadline)
@@ -163,7 +159,7 @@ class SharedRateLimiter:
             which, wait_us = int(verdict[0]), int(verdict[1])
             if which == 0:
                 break
-            what = "paused by the provider's Retry-After" if which == 1 else self._buckets[which - 2][0]
+            what = PAUSED if which == 1 else self._buckets[which - 2][0]
             await self._wait_or_refuse(time.monotonic(), wait_us / 1_000_000, limit, what)
         waited = time.monotonic() - start
         if waited > _NO_WAIT:

@@ -26,6 +26,14 @@ POLL = 0.25
 T = TypeVar("T")
 
 
+# Lua: `now`, Redis's own clock in microseconds (replicas' clocks need not agree). Scripts start
+# with it.
+LUA_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+"""
+
+
 class _Down(Enum):
     DOWN = "down"
 
@@ -62,6 +70,7 @@ class RedisState:
         self.failures: dict[str, int] = {}
         self._watched: list[tuple[list[str], Callable[[int, list[bytes | None]], None]]] = []
         self._poller: asyncio.Task[None] | None = None
+        self._writes: set[asyncio.Task[object]] = set()
 
     async def call(self, feature: str, operation: Callable[[], Awaitable[T]]) -> T | _Down:
         """`operation`'s result, or DOWN when Redis failed it (or failed within the retry interval)."""
@@ -80,6 +89,13 @@ class RedisState:
             self._down = False
             _log.warning({"event": "fleet_store_recovered", "store": "redis", "url": self.where})
         return result
+
+    def write_behind(self, feature: str, operation: Callable[[], Awaitable[object]]) -> None:
+        """Runs `operation` as `call` does, in the background: what a replica tells the fleet
+        (a pause, a failure, a probe's outcome) never holds up the call that learnt it."""
+        task = asyncio.get_running_loop().create_task(self.call(feature, operation))
+        self._writes.add(task)  # kept until done: the loop holds tasks only weakly
+        task.add_done_callback(self._writes.discard)
 
     def _failed(self, feature: str, error: BaseException) -> None:
         self.failures[feature] = self.failures.get(feature, 0) + 1

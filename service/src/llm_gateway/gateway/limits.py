@@ -23,6 +23,8 @@ from llm_gateway.domain.errors import GatewayError
 # The longest a provider's Retry-After pauses it: a wrong header must not take it out for hours.
 MAX_PAUSE = 60.0
 _MINUTE = 60.0
+# What a call held back by a provider's Retry-After is refused for.
+PAUSED = "paused by the provider's Retry-After"
 # Less than this in line is not a wait (the bucket's own bookkeeping).
 _NO_WAIT = 0.001
 
@@ -100,7 +102,7 @@ class RateLimiter:
         if paused > 0:
             if now + paused > limit:
                 self.refusals += 1
-                raise self._refusal("paused by the provider's Retry-After", paused)
+                raise self._refusal(PAUSED, paused)
             await asyncio.sleep(paused)
         for bucket, amount, what in (
             (self._requests, 1.0, "requests per minute"),
