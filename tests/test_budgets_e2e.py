@@ -33,19 +33,15 @@ from aiohttp import web
 from llm_gateway.budgets.webhooks import EVENT_ID_HEADER, SIGNATURE_HEADER, verify
 from llmgateway.v1 import (
     budget_service_pb2,
-    budget_service_pb2_grpc,
-    budgets_pb2,
-    catalog_pb2,
     chat_pb2,
     gateway_service_pb2_grpc,
 )
-from tests.conftest import chat, error_details, gateway_process, read_event
+from tests.budget_calls import ADMIN, admin, create_budget, load_call, one_call, settled, worst_case
+from tests.conftest import error_details, gateway_process, read_event
 from tests.ledger_traffic import own_channel
 from tests.ledgers import backend_url  # noqa: F401 (a fixture)
 
-ADMIN = "admin-key-0123456789"
 SECRET = "whsec-0123456789abcdef"
-WORDS = " ".join(f"w{i}" for i in range(400))
 
 
 @dataclass
@@ -91,10 +87,6 @@ class Receiver:
             await asyncio.sleep(0.05)
 
 
-def admin() -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {ADMIN}"),)
-
-
 def config(receiver_url: str, extra: str = "", ledger: Path | None = None, url: str = "") -> str:
     """The gateway's config; with `ledger`, a ledger that several gateway processes share in turn
     (at `url`, or a SQLite file in `ledger`)."""
@@ -123,78 +115,6 @@ url = "{receiver_url}"
 secret = "{SECRET}"
 """
     )
-
-
-def load_call(n: int = 0) -> chat_pb2.ChatRequest:
-    """The same call every time (`n` aside): the same worst case."""
-    del n
-    return chat(
-        "mock:echo",
-        WORDS,
-        caller=chat_pb2.CallerMetadata(project="load"),
-        generation=chat_pb2.GenerationConfig(max_tokens=500),
-    )
-
-
-async def worst_case(stub: gateway_service_pb2_grpc.GatewayServiceAsyncStub) -> Decimal:
-    reply = await stub.EstimateCost(catalog_pb2.EstimateCostRequest(request=load_call(100)), metadata=admin())
-    return Decimal(reply.estimates[0].worst_case_cost.total)
-
-
-async def create_budget(
-    channel: grpc.aio.Channel, limit: Decimal, thresholds: list[str], budget_id: str = "load"
-) -> budget_service_pb2_grpc.BudgetServiceAsyncStub:
-    budgets = budget_service_pb2_grpc.BudgetServiceStub(channel)
-    await budgets.CreateBudget(
-        budget_service_pb2.CreateBudgetRequest(
-            budget=budgets_pb2.Budget(
-                id=budget_id,
-                scope="project:load",
-                limit_usd=str(limit),
-                period=budgets_pb2.BUDGET_PERIOD_MONTH,
-                thresholds=thresholds,
-            )
-        ),
-        metadata=admin(),
-    )
-    return budgets
-
-
-async def settled(
-    budgets: budget_service_pb2_grpc.BudgetServiceAsyncStub, budget_id: str = "load"
-) -> budgets_pb2.Budget:
-    """The budget once no call holds anything (every worker has settled its calls)."""
-    for _ in range(200):
-        shown = await budgets.GetBudget(budget_service_pb2.GetBudgetRequest(id=budget_id), metadata=admin())
-        if Decimal(shown.reserved_usd) == 0:
-            return shown
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"reservations still held: {shown}")
-
-
-@dataclass
-class Outcome:
-    cost: Decimal | None = None  # served: what the caller was told it cost
-    refusal: dict[str, str] | None = None
-
-
-async def one_call(stub: gateway_service_pb2_grpc.GatewayServiceAsyncStub, n: int) -> Outcome:
-    try:
-        if n % 2:
-            reply = await stub.Chat(load_call(n), metadata=admin())
-            return Outcome(cost=Decimal(reply.cost.total))
-        cost = None
-        async for event in stub.ChatStream(
-            chat_pb2.ChatStreamRequest(request=load_call(n)), metadata=admin()
-        ):
-            if event.HasField("finish"):
-                cost = Decimal(event.finish.cost.total)
-        assert cost is not None
-        return Outcome(cost=cost)
-    except grpc.aio.AioRpcError as err:
-        details = error_details(err)
-        assert details.info.reason == "BUDGET_EXHAUSTED", details
-        return Outcome(refusal=dict(details.info.metadata))
 
 
 async def test_two_hundred_concurrent_calls_through_two_workers_never_overspend(

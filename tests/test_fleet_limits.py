@@ -9,8 +9,6 @@ import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -26,15 +24,14 @@ from llm_gateway.gateway.guard import key_limiter
 from llm_gateway.gateway.limits import Limiter
 from llmgateway.v1 import chat_pb2, gateway_service_pb2_grpc
 from tests.conftest import (
-    GatewayProcess,
     chat,
     error_details,
-    gateway_process,
     openai_toml,
     reply_text,
     running_gateway,
 )
 from tests.fakes.openai import FakeOpenAI, Reply, completion, error_body
+from tests.fleet import three_gateways
 from tests.redis_server import RedisServer, redis_server
 
 
@@ -261,31 +258,6 @@ async def test_a_gateway_key_is_limited_fleet_wide_and_apart_from_other_keys(red
     finally:
         for state in states:
             await state.close()
-
-
-@dataclass
-class Fleet:
-    """Three gateway processes started from one configuration, and a gRPC stub for each."""
-
-    gateways: list[GatewayProcess]
-    stubs: list[gateway_service_pb2_grpc.GatewayServiceAsyncStub]
-
-
-@asynccontextmanager
-async def three_gateways(tmp_path: Path, toml: str) -> AsyncIterator[Fleet]:
-    for name in "abc":
-        (tmp_path / name).mkdir()
-    async with (
-        gateway_process(tmp_path / "a", toml) as a,
-        gateway_process(tmp_path / "b", toml) as b,
-        gateway_process(tmp_path / "c", toml) as c,
-    ):
-        channels = [grpc.aio.insecure_channel(g.address) for g in (a, b, c)]
-        try:
-            yield Fleet([a, b, c], [gateway_service_pb2_grpc.GatewayServiceStub(ch) for ch in channels])
-        finally:
-            for channel in channels:
-                await channel.close(None)
 
 
 async def test_three_gateway_processes_hold_a_provider_limit_together(tmp_path: Path) -> None:
