@@ -207,7 +207,10 @@ limits_when_down = "refuse"
     assert "webhook finops: cost_alert" in ok.stdout
     assert "TOKEN-123" not in ok.stdout
     assert "whsec" not in ok.stdout
-    fleet = "fleet: rate limits shared on redis://cache.internal:6379/2 (while it is down: refuse)"
+    fleet = (
+        "fleet: rate limits, pauses and circuit breakers shared on redis://cache.internal:6379/2 "
+        "(while it is down: limits refuse, breakers local)"
+    )
     assert fleet in ok.stdout
     assert "redis-PASS-42" not in ok.stdout
     for bad, where in [

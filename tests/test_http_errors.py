@@ -20,6 +20,7 @@ import grpc
 import pytest
 from multidict import CIMultiDict
 
+from llm_gateway.fleet.store import POLL
 from llmgateway.v1 import usage_pb2, usage_service_pb2_grpc
 from tests.conftest import OPENAI_TEST_KEY, chat, error_details, free_port, running_gateway
 from tests.fakes.openai import FakeOpenAI, Reply, error_body
@@ -46,7 +47,12 @@ NOT_OVER_HTTP = {
     "INTERNAL": "a bug: nothing a caller sends may cause it",
 }
 # Provoked by tests of their own below: a shutdown, a database outage, a Redis outage.
-OWN_TESTS = {"GRACE_PERIOD_EXPIRED", "BUDGET_STORE_UNAVAILABLE", "LIMIT_STORE_UNAVAILABLE"}
+OWN_TESTS = {
+    "GRACE_PERIOD_EXPIRED",
+    "BUDGET_STORE_UNAVAILABLE",
+    "LIMIT_STORE_UNAVAILABLE",
+    "CIRCUIT_STORE_UNAVAILABLE",
+}
 
 
 def documented() -> dict[str, str]:
@@ -417,6 +423,46 @@ requests_per_minute = 1000
             )
             redis.start()
             await asyncio.sleep(0.3)  # past the retry interval
+            async with http.post(url, json=body) as after:
+                assert after.status == 200
+
+
+async def test_calls_fail_closed_when_the_fleets_shared_circuits_cannot_be_read() -> None:
+    """With `fleet.breakers_when_down = "refuse"`, a provider's calls are refused while Redis is down
+    (as soon as the background reads notice), on both doors, and served again once it is back."""
+    with redis_server() as redis:
+        toml = f"""
+[fleet]
+redis_url = "{redis.url}"
+timeout = 0.2
+retry_interval = 0.2
+breakers_when_down = "refuse"
+"""
+        async with running_gateway(toml) as gw, aiohttp.ClientSession() as http:
+            url = f"{gw.http_url}/v1/chat/completions"
+            body = {"model": "mock:echo", "messages": [{"role": "user", "content": "Hi"}]}
+            async with http.post(url, json=body) as before:
+                assert before.status == 200
+            redis.kill()
+            await asyncio.sleep(POLL + 0.3)  # the next background read meets Redis down
+            async with http.post(url, json=body) as refused:
+                error = (await refused.json())["error"]
+                assert (refused.status, error["type"], error["code"]) == (
+                    503,
+                    "service_unavailable_error",
+                    "circuit_store_unavailable",
+                )
+                assert "redis://" not in error["message"]
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await gw.stub.Chat(chat("mock:echo"))
+            details = error_details(caught.value)
+            assert (details.code, details.info.reason, details.info.metadata["provider"]) == (
+                grpc.StatusCode.UNAVAILABLE,
+                "CIRCUIT_STORE_UNAVAILABLE",
+                "mock",
+            )
+            redis.start()
+            await asyncio.sleep(POLL + 0.5)  # past the retry interval, and a background read
             async with http.post(url, json=body) as after:
                 assert after.status == 200
 

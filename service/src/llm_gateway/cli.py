@@ -133,7 +133,11 @@ def _summarise(config: GatewayConfig) -> None:
         print("ledger: off")
     if config.fleet.redis_url is not None:
         where = redacted(config.fleet.redis_url.get_secret_value())
-        print(f"fleet: rate limits shared on {where} (while it is down: {config.fleet.limits_when_down})")
+        fleet = config.fleet
+        print(
+            f"fleet: rate limits, pauses and circuit breakers shared on {where} (while it is down: "
+            f"limits {fleet.limits_when_down}, breakers {fleet.breakers_when_down})"
+        )
     for budget in config.budgets.limits:
         thresholds = ", ".join(f"{t}%" for t in budget.thresholds) or "no alerts"
         print(

@@ -182,6 +182,13 @@ class Metrics:
             ["feature"],
             registry=registry,
         )
+        self.budget_store_down = Counter(
+            "llm_gateway_budget_store_down_calls",
+            "Calls a budget or quota covered while the budget store could not be reached, by what "
+            "budgets.when_store_down made of them: allowed (within the local allowance) or refused.",
+            ["outcome"],
+            registry=registry,
+        )
         self.budget_remaining = Gauge(
             "llm_gateway_budget_remaining_usd",
             "What each budget has left in its current period (spent and reserved taken off).",
@@ -321,6 +328,7 @@ class Sampler:
         self._dropped = 0
         self._fleet = fleet
         self._fleet_failures: dict[str, int] = {}
+        self._budget_store_down: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -361,6 +369,12 @@ class Sampler:
             if stats.dropped > self._dropped:
                 m.ledger_dropped.inc(stats.dropped - self._dropped)
                 self._dropped = stats.dropped
+        if self._budgets is not None:
+            for outcome, calls in self._budgets.store_down_calls.items():
+                seen = self._budget_store_down.get(outcome, 0)
+                if calls > seen:
+                    m.budget_store_down.labels(outcome).inc(calls - seen)
+                    self._budget_store_down[outcome] = calls
         if self._fleet is not None:
             for feature, failures in self._fleet.failures.items():
                 seen = self._fleet_failures.get(feature, 0)

@@ -140,7 +140,13 @@ def build_runtime(config: GatewayConfig, observers: Sequence[CallObserver] = ())
     if fleet is not None:  # each provider's circuit shared with the other replicas
         for name, guard in guards.items():
             settings = enabled[name].circuit_breaker
-            circuit = SharedCircuit(fleet, name, settings.failure_threshold, settings.reset_timeout)
+            circuit = SharedCircuit(
+                fleet,
+                name,
+                settings.failure_threshold,
+                settings.reset_timeout,
+                config.fleet.breakers_when_down,
+            )
             circuit.watch(guard.breaker.follow)
             guard.breaker.shared = circuit
     key_limiters = {

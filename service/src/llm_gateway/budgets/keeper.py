@@ -45,6 +45,18 @@ _START_TRIES = 5
 _FLUSH_WAIT = 1.0
 # Shutdown waits this long for the queued settlements to be written.
 _CLOSE_WAIT = 5.0
+# After the store failed a reservation, calls meet `when_store_down` without trying it for this
+# long: a dead database costs a process one failure a second, not one per call.
+_DOWN_FOR = 1.0
+
+
+@dataclass(slots=True)
+class Outage:
+    """What this process let through under each budget (worst cases, then what the calls cost)
+    while the store could not be reached and `when_store_down` was "allow"."""
+
+    allowed: dict[str, Decimal] = field(default_factory=dict)
+    calls: int = 0
 
 
 @dataclass(slots=True)
@@ -57,6 +69,10 @@ class Reservation:
     cost: Decimal  # USD held against each budget
     tokens: int  # tokens held against each token quota
     standings: list[Standing] = field(default_factory=list)  # after the last reservation
+    # Let through while the store was down: the outage whose allowance it counts against, and how
+    # much (its worst case until it settles).
+    outage: Outage | None = None
+    local_cost: Decimal = ZERO
 
     def holds(self) -> list[Hold]:
         return [Hold(charge, self.cost) for _, charge in self.budgets] + [
@@ -104,6 +120,10 @@ class BudgetKeeper:
         self._migrated = False
         self._queued = self._written = 0  # settlements queued and written, for `flush`
         self._hurry = False  # someone waits in `flush`: no gathering
+        self._outage: Outage | None = None  # the store failed the last reservation tried
+        self._retry_store_at = 0.0
+        # Since start (metrics read them): calls a budget covered while the store was down, by outcome.
+        self.store_down_calls = {"allowed": 0, "refused": 0}
 
     # -- which budgets apply ------------------------------------------------------------------
 
@@ -163,7 +183,16 @@ class BudgetKeeper:
             if held.budgets and self.config.unknown_prices == "refuse":
                 raise _price_unknown(model, held.budgets[0][0])
             cost = ZERO
-        wanted = Reservation(held.budgets, held.quotas, max(cost, held.cost), max(tokens, held.tokens))
+        wanted = Reservation(
+            held.budgets,
+            held.quotas,
+            max(cost, held.cost),
+            max(tokens, held.tokens),
+            outage=held.outage,
+            local_cost=held.local_cost,
+        )
+        if self._outage is not None and time.monotonic() < self._retry_store_at:
+            return self._hold_locally(call_id, wanted, model)
         now = self.now()
         expires = now + timedelta(seconds=self.config.reservation_ttl)
         try:
@@ -182,15 +211,47 @@ class BudgetKeeper:
                 )
         except BudgetRefusedError as refused:
             raise self._refusal(refused, wanted, model, now) from None
-        except Exception as exc:  # the database: fail closed, a budget that cannot be checked holds
+        except Exception as exc:  # the database: `when_store_down` says what happens meanwhile
+            self._store_failed(exc)
+            return self._hold_locally(call_id, wanted, model)
+        if self._outage is not None:
+            _log.warning({"event": "budget_store_recovered", "allowed_while_down": self._outage.calls})
+            self._outage = None
+        self._held[call_id] = wanted
+        return wanted
+
+    def _store_failed(self, exc: Exception) -> None:
+        self._retry_store_at = time.monotonic() + _DOWN_FOR
+        if self._outage is None:  # once per outage
+            self._outage = Outage()
             _log.error(
-                {"event": "budget_reserve_failed", "error": type(exc).__name__, "detail": str(exc)[:200]}
+                {
+                    "event": "budget_store_unreachable",
+                    "error": type(exc).__name__,
+                    "detail": str(exc)[:200],
+                    "when_store_down": self.config.when_store_down,
+                }
             )
-            raise GatewayError(
-                "the budget store cannot be reached, so this call's budgets cannot be checked; retry shortly",
-                code=Code.UNAVAILABLE,
-                reason="BUDGET_STORE_UNAVAILABLE",
-            ) from None
+
+    def _hold_locally(self, call_id: str, wanted: Reservation, model: str) -> Reservation:
+        """The call's reservation while the store is down: refused, or held against this process's
+        allowance for the outage (its spend is written to the store with its settlement)."""
+        outage = self._outage
+        assert outage is not None
+        allowance = self.config.local_allowance_usd
+        extra = wanted.cost - (wanted.local_cost if wanted.outage is outage else ZERO)
+        refused = self.config.when_store_down == "refuse"
+        over = next(
+            (b for b, _ in wanted.budgets if outage.allowed.get(b.id, ZERO) + extra > allowance), None
+        )
+        if refused or over is not None:
+            self.store_down_calls["refused"] += 1
+            raise _store_unavailable(None if refused else over, allowance, model)
+        for budget, _ in wanted.budgets:
+            outage.allowed[budget.id] = outage.allowed.get(budget.id, ZERO) + extra
+        outage.calls += 1
+        self.store_down_calls["allowed"] += 1
+        wanted.outage, wanted.local_cost = outage, wanted.cost
         self._held[call_id] = wanted
         return wanted
 
@@ -257,6 +318,9 @@ class BudgetKeeper:
     def call_ended(self, record: CallRecord) -> None:
         held = self._held.pop(record.id, None)
         cost = counted(record.cost)
+        if held is not None and held.outage is not None:  # its allowance: the worst case becomes the cost
+            for budget, _ in held.budgets:
+                held.outage.allowed[budget.id] += cost - held.local_cost
         alert = None
         threshold = record.cost_alert_threshold
         if threshold is not None and cost > threshold:
@@ -426,6 +490,23 @@ def counted(cost: Cost | None) -> Decimal:
     if cost is None or cost.status is not PricingStatus.PRICED:
         return ZERO
     return cost.total
+
+
+def _store_unavailable(over: Budget | None, allowance: Decimal, model: str) -> GatewayError:
+    if over is None:
+        return GatewayError(
+            "the budget store cannot be reached, so this call's budgets cannot be checked; retry shortly",
+            code=Code.UNAVAILABLE,
+            reason="BUDGET_STORE_UNAVAILABLE",
+        )
+    return GatewayError(
+        f"the budget store cannot be reached, and this gateway has let through its allowance of "
+        f"{format_decimal(allowance)} USD under budget {over.id!r} ({over.scope}) meanwhile; "
+        "retry shortly",
+        code=Code.UNAVAILABLE,
+        reason="BUDGET_STORE_UNAVAILABLE",
+        metadata={"budget_id": over.id, "local_allowance_usd": format_decimal(allowance), "model": model},
+    )
 
 
 def _price_unknown(model: str, budget: Budget) -> GatewayError:

@@ -290,6 +290,12 @@ class BudgetsConfig(_Strict):
     reservation_ttl: float = Field(default=1800.0, ge=1, le=7 * 86_400)
     # How often a worker reads budgets other workers created or changed through BudgetService.
     refresh_interval: float = Field(default=2.0, gt=0, le=3600)
+    # While the budget store (the ledger's database) cannot be reached: "refuse" fails the calls a
+    # budget or quota covers (UNAVAILABLE / BUDGET_STORE_UNAVAILABLE); "allow" lets them through
+    # until this process has let `local_allowance_usd` of worst cases through under one budget,
+    # and counts their spend in the store once it is back.
+    when_store_down: Literal["refuse", "allow"] = "refuse"
+    local_allowance_usd: Decimal = Field(default=Decimal(1), ge=0, max_digits=30, decimal_places=18)
     limits: tuple[BudgetLimitConfig, ...] = ()
 
     @field_validator("limits")
@@ -780,6 +786,10 @@ class FleetConfig(_Strict):
     # Rate limits while Redis is unreachable: "local" (each process keeps its own limits, logged and
     # counted) or "refuse" (calls that a limit covers fail UNAVAILABLE / LIMIT_STORE_UNAVAILABLE).
     limits_when_down: Literal["local", "refuse"] = "local"
+    # Circuit breakers while Redis is unreachable: "local" (each process's breaker decides alone)
+    # or "refuse" (calls to a provider fail UNAVAILABLE / CIRCUIT_STORE_UNAVAILABLE, so no replica
+    # sends calls or probes the fleet cannot count).
+    breakers_when_down: Literal["local", "refuse"] = "local"
 
     @field_validator("redis_url")
     @classmethod

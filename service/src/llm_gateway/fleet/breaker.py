@@ -10,14 +10,18 @@ there, it opens here (health turns NOT_SERVING with it); closed there, it closes
 replica's own breaker goes half-open, the call it would let through as the probe first claims the
 fleet's one probe lease; a replica that does not get it answers CIRCUIT_OPEN.
 
-While Redis is unreachable, every replica's breaker works on its own, as on one machine.
+While Redis is unreachable (`fleet.breakers_when_down`): "local" lets every replica's breaker work
+on its own, as on one machine; "refuse" fails the provider's calls with UNAVAILABLE /
+CIRCUIT_STORE_UNAVAILABLE until Redis is back.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Literal
 
+from llm_gateway.domain.errors import Code, GatewayError
 from llm_gateway.fleet.store import DOWN, LUA_NOW, RedisState
 
 # The longest a probe's lease is held: a replica that dies while probing lets another probe then.
@@ -71,8 +75,17 @@ SCRIPTS = (_FAILED, _CLAIM, _PROBED)
 class SharedCircuit:
     """One provider's shared circuit, attached to its breaker (`ProviderBreaker.shared`)."""
 
-    def __init__(self, redis: RedisState, provider: str, threshold: int, reset_timeout: float) -> None:
+    def __init__(
+        self,
+        redis: RedisState,
+        provider: str,
+        threshold: int,
+        reset_timeout: float,
+        when_down: Literal["local", "refuse"] = "local",
+    ) -> None:
         self._redis = redis
+        self._provider = provider
+        self._refuse_when_down = when_down == "refuse"
         tag = f"{redis.prefix}:{{breaker:{provider}}}"
         self._failures, self._open, self._probe = f"{tag}:failures", f"{tag}:open", f"{tag}:probe"
         self._threshold = threshold
@@ -110,6 +123,17 @@ class SharedCircuit:
         keys = [self._failures, self._open, self._probe]
         args = ["1" if ok else "0", self._threshold]
         self._redis.write_behind("breakers", lambda: self._probed(keys=keys, args=args))
+
+    def check(self) -> None:
+        """Raises CIRCUIT_STORE_UNAVAILABLE while Redis is down, if the policy is to refuse."""
+        if self._refuse_when_down and self._redis.down:
+            raise GatewayError(
+                f"provider {self._provider!r}'s circuit is shared through the fleet's Redis, which is "
+                'unreachable, and fleet.breakers_when_down is "refuse": the call was not sent',
+                code=Code.UNAVAILABLE,
+                reason="CIRCUIT_STORE_UNAVAILABLE",
+                metadata={"provider": self._provider},
+            )
 
     async def claim_probe(self) -> bool:
         """Whether this replica may send the probe (Redis unreachable: its own breaker decides)."""

@@ -90,6 +90,12 @@ class RedisState:
             _log.warning({"event": "fleet_store_recovered", "store": "redis", "url": self.where})
         return result
 
+    @property
+    def down(self) -> bool:
+        """Whether Redis failed the last call made to it (the background reads make one every POLL
+        seconds, so this is never much older than that)."""
+        return self._down
+
     def write_behind(self, feature: str, operation: Callable[[], Awaitable[object]]) -> None:
         """Runs `operation` as `call` does, in the background: what a replica tells the fleet
         (a pause, a failure, a probe's outcome) never holds up the call that learnt it."""

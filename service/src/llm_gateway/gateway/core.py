@@ -156,9 +156,11 @@ class Gateway:
         capacity, then the breaker admits it. A retry's failure does not count against the
         provider again: one call weighs at most one failure."""
         guard.breaker.check()
+        shared = guard.breaker.shared
+        if shared is not None:
+            shared.check()
         await _take_room(plan, spec, guard.limiter)
         ticket = guard.breaker.admit(plan.caller, counts=plan.may_count_failure(spec.provider))
-        shared = guard.breaker.shared
         if ticket.probe and shared is not None and not await shared.claim_probe():
             ticket.release()
             raise guard.breaker.open_error("another replica's probe call is testing it")

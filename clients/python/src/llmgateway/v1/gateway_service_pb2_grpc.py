@@ -72,7 +72,9 @@ class GatewayServiceStub:
     is draining: retry on another instance), GRACE_PERIOD_EXPIRED (the gateway shut down before
     the call finished; a stream's usage so far is in the metadata), LIMIT_STORE_UNAVAILABLE (a
     rate limit covers the call, the fleet's Redis is unreachable, and `fleet.limits_when_down` is
-    "refuse"; nothing was sent upstream).
+    "refuse"; nothing was sent upstream), CIRCUIT_STORE_UNAVAILABLE (the provider's circuit is
+    shared through the fleet's Redis, which is unreachable, and `fleet.breakers_when_down` is
+    "refuse"; nothing was sent upstream; metadata `provider`).
     - DEADLINE_EXCEEDED: UPSTREAM_TIMEOUT (the provider's timeouts), DEADLINE_EXCEEDED (the caller's
     deadline passed; the upstream request is closed).
     - INTERNAL: INTERNAL, only for a gateway bug; the message carries just the request id.
@@ -152,7 +154,9 @@ class GatewayServiceServicer:
     is draining: retry on another instance), GRACE_PERIOD_EXPIRED (the gateway shut down before
     the call finished; a stream's usage so far is in the metadata), LIMIT_STORE_UNAVAILABLE (a
     rate limit covers the call, the fleet's Redis is unreachable, and `fleet.limits_when_down` is
-    "refuse"; nothing was sent upstream).
+    "refuse"; nothing was sent upstream), CIRCUIT_STORE_UNAVAILABLE (the provider's circuit is
+    shared through the fleet's Redis, which is unreachable, and `fleet.breakers_when_down` is
+    "refuse"; nothing was sent upstream; metadata `provider`).
     - DEADLINE_EXCEEDED: UPSTREAM_TIMEOUT (the provider's timeouts), DEADLINE_EXCEEDED (the caller's
     deadline passed; the upstream request is closed).
     - INTERNAL: INTERNAL, only for a gateway bug; the message carries just the request id.
@@ -265,7 +269,9 @@ class GatewayService:
     is draining: retry on another instance), GRACE_PERIOD_EXPIRED (the gateway shut down before
     the call finished; a stream's usage so far is in the metadata), LIMIT_STORE_UNAVAILABLE (a
     rate limit covers the call, the fleet's Redis is unreachable, and `fleet.limits_when_down` is
-    "refuse"; nothing was sent upstream).
+    "refuse"; nothing was sent upstream), CIRCUIT_STORE_UNAVAILABLE (the provider's circuit is
+    shared through the fleet's Redis, which is unreachable, and `fleet.breakers_when_down` is
+    "refuse"; nothing was sent upstream; metadata `provider`).
     - DEADLINE_EXCEEDED: UPSTREAM_TIMEOUT (the provider's timeouts), DEADLINE_EXCEEDED (the caller's
     deadline passed; the upstream request is closed).
     - INTERNAL: INTERNAL, only for a gateway bug; the message carries just the request id.

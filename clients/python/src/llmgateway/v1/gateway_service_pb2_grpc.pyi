@@ -73,7 +73,9 @@ class GatewayServiceStub:
       is draining: retry on another instance), GRACE_PERIOD_EXPIRED (the gateway shut down before
       the call finished; a stream's usage so far is in the metadata), LIMIT_STORE_UNAVAILABLE (a
       rate limit covers the call, the fleet's Redis is unreachable, and `fleet.limits_when_down` is
-      "refuse"; nothing was sent upstream).
+      "refuse"; nothing was sent upstream), CIRCUIT_STORE_UNAVAILABLE (the provider's circuit is
+      shared through the fleet's Redis, which is unreachable, and `fleet.breakers_when_down` is
+      "refuse"; nothing was sent upstream; metadata `provider`).
     - DEADLINE_EXCEEDED: UPSTREAM_TIMEOUT (the provider's timeouts), DEADLINE_EXCEEDED (the caller's
       deadline passed; the upstream request is closed).
     - INTERNAL: INTERNAL, only for a gateway bug; the message carries just the request id.
@@ -143,7 +145,9 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
       is draining: retry on another instance), GRACE_PERIOD_EXPIRED (the gateway shut down before
       the call finished; a stream's usage so far is in the metadata), LIMIT_STORE_UNAVAILABLE (a
       rate limit covers the call, the fleet's Redis is unreachable, and `fleet.limits_when_down` is
-      "refuse"; nothing was sent upstream).
+      "refuse"; nothing was sent upstream), CIRCUIT_STORE_UNAVAILABLE (the provider's circuit is
+      shared through the fleet's Redis, which is unreachable, and `fleet.breakers_when_down` is
+      "refuse"; nothing was sent upstream; metadata `provider`).
     - DEADLINE_EXCEEDED: UPSTREAM_TIMEOUT (the provider's timeouts), DEADLINE_EXCEEDED (the caller's
       deadline passed; the upstream request is closed).
     - INTERNAL: INTERNAL, only for a gateway bug; the message carries just the request id.
@@ -209,7 +213,9 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
       is draining: retry on another instance), GRACE_PERIOD_EXPIRED (the gateway shut down before
       the call finished; a stream's usage so far is in the metadata), LIMIT_STORE_UNAVAILABLE (a
       rate limit covers the call, the fleet's Redis is unreachable, and `fleet.limits_when_down` is
-      "refuse"; nothing was sent upstream).
+      "refuse"; nothing was sent upstream), CIRCUIT_STORE_UNAVAILABLE (the provider's circuit is
+      shared through the fleet's Redis, which is unreachable, and `fleet.breakers_when_down` is
+      "refuse"; nothing was sent upstream; metadata `provider`).
     - DEADLINE_EXCEEDED: UPSTREAM_TIMEOUT (the provider's timeouts), DEADLINE_EXCEEDED (the caller's
       deadline passed; the upstream request is closed).
     - INTERNAL: INTERNAL, only for a gateway bug; the message carries just the request id.
