@@ -77,9 +77,9 @@ test-ts: $(VENV_STAMP) $(TS_STAMP) ## The TypeScript client against a live gatew
 bench: $(VENV_STAMP) $(BUF_STAMP) $(BENCH_STAMP) ## Benchmark against direct, no-op gRPC and LiteLLM; rewrites bench/RESULTS.md
 	$(BIN)/python bench/run.py --litellm "$$(bench/litellm/setup.sh $(LITELLM_VENV))"
 
-bench-quick: $(VENV_STAMP) $(BUF_STAMP) $(BENCH_STAMP) ## One short repetition of both doors without LiteLLM, written to .tools/bench-quick/
+bench-quick: $(VENV_STAMP) $(BUF_STAMP) $(BENCH_STAMP) redis ## One short repetition of both doors and a fleet replica (Redis), without LiteLLM, written to .tools/bench-quick/
 	mkdir -p .tools/bench-quick
-	$(BIN)/python bench/run.py --systems direct,noop,noop-upstream,gateway,http --repeat 1 --duration 3 --open-streams 1000 --out .tools/bench-quick
+	$(BIN)/python bench/run.py --systems direct,noop,noop-upstream,gateway,http,gateway-fleet --repeat 1 --duration 3 --open-streams 1000 --out .tools/bench-quick
 
 # AB="--b-variant gateway-nometrics" (or --b LLM_GATEWAY__...=..., or --a-tree ../before): see bench/ab.py
 bench-ab: $(VENV_STAMP) $(BUF_STAMP) $(BENCH_STAMP) ## Two gateways measured at the same time under the same load (AB="...")

@@ -151,6 +151,19 @@ def wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float = 1
     raise TimeoutError(f"{url} did not answer")
 
 
+def wait_for_tcp(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{process.args!r} did not listen on {port}")
+
+
 def free_port() -> int:
     import socket
 
@@ -197,8 +210,17 @@ class System:
 NOOP_UPSTREAM = "noop + upstream call"
 
 # Variants of the gateway's gRPC door, run on request (--systems), each beside the gateway as it
-# ships: what metrics cost (off), and what traces cost (on, exported over OTLP/gRPC to a receiver).
-VARIANTS = {"gateway-nometrics": "gateway, metrics off", "gateway-traced": "gateway, traced"}
+# ships: what metrics cost (off), what traces cost (on, exported over OTLP/gRPC to a receiver),
+# and what a fleet replica's shared state costs (a provider limit admitted through a local Redis
+# on every call, and the shared circuit breaker). Neither helper's CPU is counted: they stand for a
+# collector and a Redis elsewhere.
+VARIANTS = {
+    "gateway-nometrics": "gateway, metrics off",
+    "gateway-traced": "gateway, traced",
+    "gateway-fleet": "gateway, fleet (Redis)",
+}
+# A limit no run reaches: every call is admitted, through the shared limiter's Redis script.
+FLEET_LIMIT = "100000000"
 
 
 def gateway_system(
@@ -217,7 +239,7 @@ def gateway_system(
     files = f"gateway-{label or variant or door}"
 
     def start() -> Server:
-        sink: subprocess.Popen[bytes] | None = None
+        helper: subprocess.Popen[bytes] | None = None
         extra: dict[str, str] = dict(env or {})
         if variant == "gateway-nometrics":
             extra["LLM_GATEWAY__METRICS__ENABLED"] = "false"
@@ -225,10 +247,17 @@ def gateway_system(
             sink_port = s.work / f"{files}-otlp.port"
             sink_port.unlink(missing_ok=True)
             argv = [str(PYTHON), str(BENCH / "otlp_sink.py"), "--port-file", str(sink_port)]
-            sink = spawn(argv, s.work / f"{files}-otlp-sink.log")
+            helper = spawn(argv, s.work / f"{files}-otlp-sink.log")
             extra["LLM_GATEWAY__TRACING__ENABLED"] = "true"
-            collector = f"http://127.0.0.1:{wait_for_port_file(sink_port, sink)}"
+            collector = f"http://127.0.0.1:{wait_for_port_file(sink_port, helper)}"
             extra["LLM_GATEWAY__TRACING__ENDPOINT"] = collector
+        elif variant == "gateway-fleet":
+            redis_port = free_port()
+            argv = ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", ""]
+            helper = spawn([*argv, "--appendonly", "no"], s.work / f"{files}-redis.log")
+            wait_for_tcp(redis_port, helper)
+            extra["LLM_GATEWAY__FLEET__REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+            extra["LLM_GATEWAY__PROVIDERS__OPENAI__RATE_LIMIT__REQUESTS_PER_MINUTE"] = FLEET_LIMIT
         port_file = s.work / f"{files}.port"
         port_file.unlink(missing_ok=True)
         http_port = free_port()
@@ -248,7 +277,7 @@ def gateway_system(
         process = spawn(argv, s.work / f"{files}.log", settings)
         grpc_address = f"127.0.0.1:{wait_for_port_file(port_file, process)}"
         if door == "grpc":
-            return Server(name, process, grpc_address, helper=sink)
+            return Server(name, process, grpc_address, helper=helper)
         # The port file is written once both doors listen.
         return Server(name, process, f"http://127.0.0.1:{http_port}")
 

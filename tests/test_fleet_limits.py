@@ -5,6 +5,7 @@ three gateway processes."""
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import time
 from collections import Counter
@@ -15,10 +16,12 @@ import aiohttp
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from redis.asyncio import Redis
 
 from llm_gateway.config.schema import FleetConfig, RateLimitConfig
 from llm_gateway.domain.errors import Code, GatewayError
 from llm_gateway.fleet import SCRIPTS, RedisState, SharedRateLimiter, shared_limiters
+from llm_gateway.fleet.limits import LEASE
 from llm_gateway.fleet.store import POLL
 from llm_gateway.gateway.guard import key_limiter
 from llm_gateway.gateway.limits import Limiter
@@ -140,6 +143,67 @@ async def test_a_call_waits_in_line_for_room_within_max_wait(
     # Five more at 0.1 s each, less what dripped back while the first 600 were taken.
     assert 0.2 <= waited <= 1.5, waited
     assert b.waits >= 4
+
+
+async def evalsha_calls(url: str) -> int:
+    """How many scripts Redis has run since it started."""
+    client = Redis.from_url(url)
+    try:
+        stats = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def test_busy_replicas_take_leases_and_the_fleet_admits_exactly_the_limit(
+    redis: RedisServer, replicas: list[Replicas]
+) -> None:
+    """Three replicas admitting as fast as they can against 3,000 a minute (each may hold 30 ahead):
+    far fewer Redis calls than admissions; never more admitted than the limit (and what dripped
+    back meanwhile); and once the leases are over and given back, every unit of the minute is
+    admitted by someone."""
+    group = Replicas(redis.url, 3, RateLimitConfig(requests_per_minute=3_000, max_wait=0))
+    replicas.append(group)
+    await group.start()
+    before = await evalsha_calls(redis.url)
+    admitted_by = [0, 0, 0]
+    started = time.monotonic()
+
+    async def admit_until_refused(n: int) -> None:
+        while await admitted(group.limiters[n]):
+            admitted_by[n] += 1
+
+    await asyncio.gather(*(admit_until_refused(n) for n in range(3)))
+    first_burst = sum(admitted_by)
+    scripts = await evalsha_calls(redis.url) - before
+    await asyncio.sleep(LEASE + 0.1)  # every lease is over, and what was left of it given back
+    await asyncio.gather(*(admit_until_refused(n) for n in range(3)))
+    elapsed = time.monotonic() - started
+    total = sum(admitted_by)
+    dripped = math.ceil(elapsed * 3_000 / 60)  # one more unit every 20 ms
+    print(
+        f"\nleases: {total} admitted ({admitted_by}), {first_burst} before the leases ended, "
+        f"{scripts} Redis calls for the first {first_burst}"
+    )
+    assert 3_000 <= total <= 3_000 + dripped
+    assert scripts < first_burst / 3, (scripts, first_burst)  # most admissions asked Redis nothing
+    assert all(n > 0 for n in admitted_by), admitted_by
+
+
+async def test_a_pause_another_replica_saw_holds_back_calls_a_lease_would_admit(
+    redis: RedisServer, replicas: list[Replicas]
+) -> None:
+    group = Replicas(redis.url, 2, RateLimitConfig(requests_per_minute=60_000, max_wait=0))
+    replicas.append(group)
+    await group.start()
+    busy, seen_by = group.limiters
+    for _ in range(200):  # busy enough to hold units ahead
+        assert await admitted(busy)
+    seen_by.pause(1.0)
+    await asyncio.sleep(POLL + 0.1)  # read in the background by the busy replica
+    with pytest.raises(GatewayError) as refused:
+        await busy.acquire(0, None)
+    assert "Retry-After" in refused.value.message
 
 
 async def test_a_pause_one_replica_saw_holds_back_the_others(
