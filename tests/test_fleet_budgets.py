@@ -48,22 +48,23 @@ chunk_delay = 0.001
                     *(one_call(fleet.stubs[n % 3], n, request_id=f"fleet-{n}") for n in range(300))
                 )
                 shown = await settled(budgets)
+            # Read while the replicas run: their ledger writers are a moment behind the replies.
+            watcher = await asyncpg.connect(url)
+            try:
+                rows: list[asyncpg.Record] = []
+                for _ in range(200):
+                    rows = await watcher.fetch(f"SELECT request_id, status, cost_total FROM {TABLE}")
+                    if len(rows) >= 300:
+                        break
+                    await asyncio.sleep(0.05)
+            finally:
+                await watcher.close()
             per_replica = [
                 sum(1 for line in g.log_lines() if line.get("event") == "access") for g in fleet.gateways
             ]
         served = {o.request_id: o.cost for o in outcomes if o.cost is not None}
         refusals = [o.refusal for o in outcomes if o.refusal is not None]
         spent = sum(served.values(), Decimal(0))
-        watcher = await asyncpg.connect(url)
-        try:
-            rows: list[asyncpg.Record] = []
-            for _ in range(100):  # the ledger writers are a moment behind the replies
-                rows = await watcher.fetch(f"SELECT request_id, status, cost_total FROM {TABLE}")
-                if len(rows) >= 300:
-                    break
-                await asyncio.sleep(0.05)
-        finally:
-            await watcher.close()
     print(
         f"\nthree replicas, one budget of {limit} USD: {len(served)} served, {len(refusals)} refused, "
         f"spent {spent} ({spent / limit:.1%}); calls per replica {per_replica}"
