@@ -13,7 +13,8 @@ import pytest
 
 from llm_gateway.domain.errors import Code, FieldViolation, GatewayError, invalid_request
 from llm_gateway.domain.messages import ImagePart, ReasoningEffort, ResponseFormatType, Role, ToolChoiceMode
-from llm_gateway.web.openai_request import OpenAIRequest, decode, openai_param
+from llm_gateway.web.fields import openai_param
+from llm_gateway.web.openai_request import OpenAIRequest, decode
 from llm_gateway.web.openai_response import error
 
 

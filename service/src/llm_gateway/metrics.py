@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Collection, Iterator
+from decimal import Decimal
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
@@ -182,6 +183,17 @@ class Metrics:
             ["feature"],
             registry=registry,
         )
+        self.cache_lookups = Counter(
+            "llm_gateway_cache_lookups",
+            "Lookups in the response cache by calls that read it, by result (hit or miss).",
+            ["result"],
+            registry=registry,
+        )
+        self.cache_savings = Counter(
+            "llm_gateway_cache_savings_usd",
+            "What the calls answered from the response cache would have cost, in USD.",
+            registry=registry,
+        )
         self.budget_store_down = Counter(
             "llm_gateway_budget_store_down_calls",
             "Calls a budget or quota covered while the budget store could not be reached, by what "
@@ -329,6 +341,7 @@ class Sampler:
         self._fleet = fleet
         self._fleet_failures: dict[str, int] = {}
         self._budget_store_down: dict[str, int] = {}
+        self._cache_seen = (0, 0, Decimal(0))  # hits, misses, saved
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -369,6 +382,16 @@ class Sampler:
             if stats.dropped > self._dropped:
                 m.ledger_dropped.inc(stats.dropped - self._dropped)
                 self._dropped = stats.dropped
+        cache = self._gateway.cache
+        if cache is not None:
+            hits, misses, saved = self._cache_seen
+            if cache.hits > hits:
+                m.cache_lookups.labels("hit").inc(cache.hits - hits)
+            if cache.misses > misses:
+                m.cache_lookups.labels("miss").inc(cache.misses - misses)
+            if cache.saved > saved:
+                m.cache_savings.inc(float(cache.saved - saved))
+            self._cache_seen = (cache.hits, cache.misses, cache.saved)
         if self._budgets is not None:
             for outcome, calls in self._budgets.store_down_calls.items():
                 seen = self._budget_store_down.get(outcome, 0)

@@ -17,6 +17,7 @@ from llm_gateway.access_log import AccessLog
 from llm_gateway.budgets.keeper import BudgetKeeper
 from llm_gateway.budgets.store import open_budget_store
 from llm_gateway.budgets.webhooks import WebhookSender
+from llm_gateway.cache import MemoryCache, RedisCache, ResponseCache
 from llm_gateway.catalog import Catalog
 from llm_gateway.config.schema import ApiKeyConfig, GatewayConfig
 from llm_gateway.edge import Drain
@@ -169,7 +170,11 @@ def build_runtime(config: GatewayConfig, observers: Sequence[CallObserver] = ())
     if tracing is not None:
         told.append(tracing)
     told.extend(observers)
-    gateway = Gateway(router, catalog, providers, guards, key_limiters, told, budgets)
+    cache = None
+    if config.cache.enabled:  # with mode "off", calls may still turn it on for themselves
+        store = RedisCache(fleet) if fleet is not None and config.cache.backend == "redis" else None
+        cache = ResponseCache(config.cache, store or MemoryCache(config.cache.max_bytes))
+    gateway = Gateway(router, catalog, providers, guards, key_limiters, told, budgets, cache)
     principals = Principals.from_config(config.auth.keys)
     if not principals.enabled:
         _log.warning("authentication is off: no API keys are configured (auth.keys)")

@@ -799,6 +799,32 @@ class FleetConfig(_Strict):
         return url
 
 
+class CacheConfig(_Strict):
+    """The response cache (docs/cache.md): exact repeats of a call answered without the provider."""
+
+    # False: no cache at all, whatever calls ask for.
+    enabled: bool = True
+    # What a call that does not say uses: "off" (the default), "on", "read_only" or "write_only".
+    mode: Literal["off", "on", "read_only", "write_only"] = "off"
+    # "memory": each process its own LRU bounded by `max_bytes`; "redis": shared by every replica
+    # on `fleet.redis_url`.
+    backend: Literal["memory", "redis"] = "memory"
+    max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=64 * 1024**3)
+    # Seconds a reply is kept, unless the call asks for less or more (up to `max_ttl`).
+    ttl: float = Field(default=3600.0, gt=0)
+    max_ttl: float = Field(default=7 * 86_400.0, gt=0)
+    # Entries are per tenant and per gateway key; true shares them between the keys of a tenant.
+    share_across_keys: bool = False
+    # A reply larger than this (its JSON form) is not stored.
+    max_entry_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+    @model_validator(mode="after")
+    def _ttl_within_max(self) -> CacheConfig:
+        if self.ttl > self.max_ttl:
+            raise ValueError("cache.ttl must not exceed cache.max_ttl")
+        return self
+
+
 class GatewayConfig(_Strict):
     server: ServerConfig = ServerConfig()
     http: HttpConfig = HttpConfig()
@@ -812,6 +838,7 @@ class GatewayConfig(_Strict):
     routing: RoutingConfig = RoutingConfig()
     pricing: PricingConfig = PricingConfig()
     fleet: FleetConfig = FleetConfig()
+    cache: CacheConfig = CacheConfig()
     providers: dict[str, ProviderConfig] = {}
     # alias -> "provider:model"
     aliases: dict[str, str] = {}
@@ -823,6 +850,12 @@ class GatewayConfig(_Strict):
             if not _NAME.match(name):
                 raise ValueError(f"provider name {name!r} must match {_NAME.pattern}")
         return providers
+
+    @model_validator(mode="after")
+    def _redis_cache_needs_redis(self) -> GatewayConfig:
+        if self.cache.backend == "redis" and self.fleet.redis_url is None:
+            raise ValueError('cache.backend = "redis" needs fleet.redis_url')
+        return self
 
     @model_validator(mode="after")
     def _budgets_need_a_ledger(self) -> GatewayConfig:

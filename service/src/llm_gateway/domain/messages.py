@@ -141,6 +141,21 @@ class Reasoning:
     budget_tokens: int | None = None
 
 
+class CacheMode(StrEnum):
+    ON = "on"
+    OFF = "off"
+    READ_ONLY = "read_only"
+    WRITE_ONLY = "write_only"
+
+
+@dataclass(frozen=True, slots=True)
+class CacheOptions:
+    """A call's use of the gateway's response cache; None: the gateway's default."""
+
+    mode: CacheMode | None = None
+    ttl: float | None = None  # seconds
+
+
 @dataclass(frozen=True, slots=True)
 class Caller:
     user: str = ""
@@ -172,6 +187,7 @@ class ChatRequest:
     reasoning: Reasoning | None = None
     # Unsupported settings are dropped and reported instead of rejected (policy LENIENT).
     lenient: bool = False
+    cache: CacheOptions | None = None
 
     def last_user_text(self) -> str:
         for message in reversed(self.messages):

@@ -11,25 +11,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing, contextmanager
+from decimal import Decimal
 from typing import TYPE_CHECKING, TypeVar
 
+from llm_gateway.cache import CachedReply, CacheUse, ResponseCache
 from llm_gateway.catalog import Catalog, ModelSpec
 from llm_gateway.domain.errors import GatewayError, invalid_request
 from llm_gateway.domain.messages import ChatRequest
-from llm_gateway.domain.results import Completion, StreamDone, StreamEvent, Usage
+from llm_gateway.domain.results import Completion, StreamDone, StreamEvent, TextDelta, ToolCallDelta, Usage
 from llm_gateway.gateway.breaker import Ticket
 from llm_gateway.gateway.estimate import Estimate, estimate, ranked
 from llm_gateway.gateway.guard import ProviderGuard
 from llm_gateway.gateway.limits import Limiter
 from llm_gateway.gateway.live import LiveLatency
-from llm_gateway.gateway.outcome import ChatOutcome, GatewayEvent, StreamFinished, StreamStarted
+from llm_gateway.gateway.outcome import CallSummary, ChatOutcome, GatewayEvent, StreamFinished, StreamStarted
 from llm_gateway.gateway.plan import CallPlan, StreamOutput
 from llm_gateway.gateway.record import ANONYMOUS, CallObserver, CallTracker, Observers, Principal
 from llm_gateway.gateway.scope import CallScope
-from llm_gateway.pricing import PricingStatus
+from llm_gateway.pricing import Cost, PricingStatus
 from llm_gateway.providers.base import Provider, UpstreamCall
 from llm_gateway.router import Route, Router
 from llm_gateway.tokens import TokenCount, count_prompt
@@ -43,6 +47,8 @@ _PASSED_OVER = frozenset({"BUDGET_EXHAUSTED", "PRICE_UNKNOWN"})
 
 T = TypeVar("T")
 _UNTRACED = contextlib.nullcontext()
+_perf = time.perf_counter
+ZERO = Decimal(0)
 
 
 class Gateway:
@@ -55,8 +61,10 @@ class Gateway:
         key_limiters: Mapping[str, Limiter] | None = None,
         observers: Sequence[CallObserver] = (),
         budgets: BudgetKeeper | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         self._router = router
+        self.cache = cache
         self._catalog = catalog
         self._providers = dict(providers)
         self._guards = dict(guards)
@@ -271,12 +279,57 @@ class Gateway:
             return False
         return True
 
+    def _cache_use(self, plan: CallPlan) -> CacheUse | None:
+        if self.cache is None:
+            return None
+        return self.cache.use(plan.request, plan.routing.candidates, plan.principal)
+
+    async def _cached(self, plan: CallPlan, use: CacheUse | None) -> tuple[ModelSpec, CachedReply] | None:
+        """The reply the cache holds for this call, and the model that gave it (one of the call's
+        candidates: the key holds them), or None."""
+        if use is None or not use.reads:
+            return None
+        assert self.cache is not None
+        reply = await self.cache.lookup(use)
+        spec = (
+            None if reply is None else next((r.spec for r in plan.routes if r.spec.id == reply.model), None)
+        )
+        return None if reply is None or spec is None else (spec, reply)
+
+    def _from_cache(
+        self, plan: CallPlan, spec: ModelSpec, reply: CachedReply, first_token: float | None = None
+    ) -> CallSummary:
+        """The summary of a call answered from the cache: the reply's own usage, cost zero, and
+        what the call would have cost now shown as saved."""
+        assert self.cache is not None
+        routing = plan.routing
+        routing.selected, routing.reason, routing.cache_hit = spec, "cache_hit", True
+        summary = plan.summary(
+            spec, reply.usage, reply.finish_reason, reply.provider_model, reply.response_id, first_token
+        )
+        saved = summary.cost.total if summary.cost.status is not PricingStatus.UNKNOWN else ZERO
+        self.cache.hit(saved)
+        cost = Cost(
+            summary.cost.status,
+            source="cache",
+            currency=summary.cost.currency,
+            cost_per_1k_tokens=None if summary.cost.cost_per_1k_tokens is None else ZERO,
+            cache_savings=saved,
+        )
+        return dataclasses.replace(summary, cost=cost)
+
     async def chat(self, request: ChatRequest, scope: CallScope) -> ChatOutcome:
         with self._tracked(scope, "Chat", request) as tracker:
             plan = await self._plan(request, scope, tracker.id)
             tracker.routing = plan.routing
+            use = self._cache_use(plan)
             if request.dry_run:
                 outcome = _dry_run(plan)  # never an upstream request (begin_attempt refuses one)
+            elif (cached := await self._cached(plan, use)) is not None:
+                spec, reply = cached
+                outcome = ChatOutcome(
+                    plan.header(spec), reply.completion(), self._from_cache(plan, spec, reply)
+                )
             else:
                 route, completion = await self._attempt(plan, _chat, first=False)
                 spec = route.spec
@@ -292,6 +345,18 @@ class Gateway:
                     self.tracing.replied(
                         plan.call_id, completion.text, completion.tool_calls, completion.finish_reason
                     )
+                if use is not None and use.writes:
+                    assert self.cache is not None
+                    reply = CachedReply(
+                        spec.id,
+                        completion.text,
+                        tuple(completion.tool_calls),
+                        completion.finish_reason,
+                        usage,
+                        completion.provider_model,
+                        completion.response_id,
+                    )
+                    await self.cache.keep(use, reply)
             tracker.header, tracker.summary = outcome.header, outcome.summary
             return outcome
 
@@ -306,12 +371,24 @@ class Gateway:
         with self._tracked(scope, "ChatStream", request) as tracker:
             plan = await self._plan(request, scope, tracker.id)
             tracker.routing = plan.routing
+            use = self._cache_use(plan)
             if request.dry_run:  # the estimate as a stream: its start and its finish, no upstream
                 outcome = _dry_run(plan)
                 tracker.header, tracker.summary = outcome.header, outcome.summary
                 yield StreamStarted(outcome.header)
                 yield StreamFinished(outcome.summary, dry_run=True)
                 return
+            if (cached := await self._cached(plan, use)) is not None:  # the same events, replayed
+                spec, reply = cached
+                tracker.header = header = plan.header(spec)
+                yield StreamStarted(header)
+                first_token = _perf()
+                for replayed in reply.replay():
+                    yield replayed
+                tracker.summary = summary = self._from_cache(plan, spec, reply, first_token)
+                yield StreamFinished(summary)
+                return
+            kept: list[TextDelta | ToolCallDelta] | None = [] if use is not None and use.writes else None
             route, (events, event) = await self._attempt(plan, _open_stream, first=True)
             spec, guard = route.spec, self._guards[route.spec.provider]
             async with aclosing(events):
@@ -321,6 +398,8 @@ class Gateway:
                 try:
                     while not isinstance(event, StreamDone):
                         output.add(event)
+                        if kept is not None:
+                            kept.append(event)
                         yield event
                         event = await self._next_event(plan, spec, guard, events)
                 except BaseException as exc:
@@ -346,6 +425,19 @@ class Gateway:
                     self.tracing.replied(
                         plan.call_id, output.text(), output.tool_calls(), event.finish_reason
                     )
+                if use is not None and kept is not None:
+                    assert self.cache is not None
+                    reply = CachedReply(
+                        spec.id,
+                        output.text(),
+                        tuple(output.tool_calls()),
+                        event.finish_reason,
+                        usage,
+                        event.provider_model,
+                        event.response_id,
+                        tuple(kept),
+                    )
+                    await self.cache.keep(use, reply)
                 yield StreamFinished(summary)
 
     async def estimate_cost(

@@ -41,6 +41,7 @@ class RoutingInfo:
     candidates: list[str]
     attempts: list[Attempt] = field(default_factory=list)
     selected: ModelSpec | None = None
+    cache_hit: bool = False  # answered from the gateway's response cache
 
     @property
     def fallback_used(self) -> bool:

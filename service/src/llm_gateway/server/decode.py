@@ -20,6 +20,8 @@ from google.protobuf import struct_pb2
 from llm_gateway.domain.errors import Violations
 from llm_gateway.domain.limits import MESSAGES, PARTS, PARTS_IN_ALL, TAGS, TOOL_CALLS, TOOLS
 from llm_gateway.domain.messages import (
+    CacheMode,
+    CacheOptions,
     Caller,
     ChatRequest,
     GenerationConfig,
@@ -106,6 +108,7 @@ def _chat_request(pb: chat_pb2.ChatRequest, wire: Violations) -> ChatRequest:
         provider_options={name: struct_to_dict(s) for name, s in pb.provider_options.items()},
         reasoning=_reasoning(pb, wire),
         lenient=_lenient(pb.unsupported_parameters, wire),
+        cache=_cache(pb, wire),
     )
 
 
@@ -241,6 +244,29 @@ def _reasoning(pb: chat_pb2.ChatRequest, wire: Violations) -> Reasoning | None:
     if effort is None and budget is None:
         return None
     return Reasoning(effort, budget)
+
+
+_CACHE_MODES = {
+    chat_pb2.CACHE_MODE_ON: CacheMode.ON,
+    chat_pb2.CACHE_MODE_OFF: CacheMode.OFF,
+    chat_pb2.CACHE_MODE_READ_ONLY: CacheMode.READ_ONLY,
+    chat_pb2.CACHE_MODE_WRITE_ONLY: CacheMode.WRITE_ONLY,
+}
+
+
+def _cache(pb: chat_pb2.ChatRequest, wire: Violations) -> CacheOptions | None:
+    if not pb.HasField("cache"):
+        return None
+    mode = _CACHE_MODES.get(pb.cache.mode)
+    if mode is None and pb.cache.mode != chat_pb2.CACHE_MODE_UNSPECIFIED:
+        wire.add("cache.mode", "unknown cache mode")
+    ttl = None
+    if pb.cache.HasField("ttl"):
+        ttl = pb.cache.ttl.seconds + pb.cache.ttl.nanos / 1e9
+        if ttl <= 0:
+            wire.add("cache.ttl", "must be positive")
+            ttl = None
+    return CacheOptions(mode, ttl)
 
 
 def _budget(text: str, wire: Violations, name: str = "max_cost") -> Decimal | None:

@@ -197,6 +197,7 @@ def _routing_into(out: accounting_pb2.Routing, r: RoutingInfo) -> None:
     for a in r.attempts:
         _attempt_into(out.attempts.add(), a)
     out.fallback_used = r.fallback_used
+    out.cache_hit = r.cache_hit
 
 
 def attempt(a: Attempt) -> accounting_pb2.Attempt:

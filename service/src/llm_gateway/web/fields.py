@@ -3,6 +3,7 @@ problem added to the request's violations under its path, for both HTTP dialects
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 from llm_gateway.domain.errors import Violations
@@ -42,3 +43,30 @@ def strings(value: object, path: str, wire: Violations) -> list[str]:
         return value
     wire.add(path, "must be a list of strings")
     return []
+
+
+def openai_param(field: str, max_tokens: str = "max_tokens") -> str:
+    """A domain field path as the OpenAI parameter a caller wrote it with."""
+    for domain, openai in _RENAMES:
+        if field == domain or field.startswith((domain + ".", domain + "[")):
+            return openai + field[len(domain) :]
+    field = re.sub(r"\.image(?=[.\[]|$)", ".image_url", field)
+    field = re.sub(r"(tool_calls\[\d+\])\.(name|arguments)", r"\1.function.\2", field)
+    field = re.sub(r"^(tools\[\d+\])\.(name|description|parameters|strict)", r"\1.function.\2", field)
+    if field == "generation.max_tokens":
+        return max_tokens
+    return field.removeprefix("generation.")
+
+
+_RENAMES = (
+    ("max_cost", "budget.max_cost"),
+    ("cost_alert_threshold", "budget.cost_alert_threshold"),
+    ("fallback_models", "routing.fallback_models"),
+    ("caller.user", "user"),
+    ("caller.project", "budget.project_id"),
+    ("caller.tenant", "budget.tenant_id"),
+    ("caller.tracking_id", "budget.tracking_id"),
+    ("tags", "metadata"),
+    ("reasoning.effort", "reasoning_effort"),
+    ("cache.ttl", "routing.cache_ttl_seconds"),
+)

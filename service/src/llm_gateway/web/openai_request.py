@@ -21,6 +21,8 @@ from typing import Any
 
 from llm_gateway.domain.errors import FieldViolation, GatewayError, Violations, invalid_request
 from llm_gateway.domain.messages import (
+    CacheMode,
+    CacheOptions,
     Caller,
     ChatRequest,
     GenerationConfig,
@@ -39,7 +41,7 @@ from llm_gateway.domain.messages import (
     ToolChoiceMode,
 )
 from llm_gateway.domain.validation import validate_chat_request
-from llm_gateway.web.fields import integer, number, strings, text
+from llm_gateway.web.fields import integer, number, openai_param, strings, text
 from llm_gateway.web.openai_response import EVERYTHING, Include
 
 _ROLES = {"system": Role.SYSTEM, "developer": Role.SYSTEM, "user": Role.USER, "assistant": Role.ASSISTANT}
@@ -111,32 +113,6 @@ def decode(body: object, providers: Collection[str]) -> OpenAIRequest:
     return decoded
 
 
-def openai_param(field: str, max_tokens: str = "max_tokens") -> str:
-    """A domain field path as the OpenAI parameter a caller wrote it with."""
-    for domain, openai in _RENAMES:
-        if field == domain or field.startswith((domain + ".", domain + "[")):
-            return openai + field[len(domain) :]
-    field = re.sub(r"\.image(?=[.\[]|$)", ".image_url", field)
-    field = re.sub(r"(tool_calls\[\d+\])\.(name|arguments)", r"\1.function.\2", field)
-    field = re.sub(r"^(tools\[\d+\])\.(name|description|parameters|strict)", r"\1.function.\2", field)
-    if field == "generation.max_tokens":
-        return max_tokens
-    return field.removeprefix("generation.")
-
-
-_RENAMES = (
-    ("max_cost", "budget.max_cost"),
-    ("cost_alert_threshold", "budget.cost_alert_threshold"),
-    ("fallback_models", "routing.fallback_models"),
-    ("caller.user", "user"),
-    ("caller.project", "budget.project_id"),
-    ("caller.tenant", "budget.tenant_id"),
-    ("caller.tracking_id", "budget.tracking_id"),
-    ("tags", "metadata"),
-    ("reasoning.effort", "reasoning_effort"),
-)
-
-
 def _request(body: dict[str, Any], wire: Violations) -> OpenAIRequest:
     lenient = _policy(body.get("unsupported_parameters"), wire)
     dropped = []
@@ -186,10 +162,39 @@ def _request(body: dict[str, Any], wire: Violations) -> OpenAIRequest:
         tags=_tags(body.get("metadata"), wire),
         reasoning=_reasoning(body.get("reasoning_effort"), wire),
         lenient=lenient,
+        cache=_cache(routing, wire),
     )
     return OpenAIRequest(
         chat, stream, include_usage, max_tokens_param, tuple(dropped), _include(body.get("response"), wire)
     )
+
+
+_CACHE_MODES = {mode.value: mode for mode in CacheMode}
+
+
+def _cache(routing: Mapping[str, Any], wire: Violations) -> CacheOptions | None:
+    """`routing.enable_caching` (the seed documents' switch: on or off), or the finer
+    `routing.cache_mode` ("on", "off", "read_only", "write_only") and `routing.cache_ttl_seconds`."""
+    enable, mode_name, ttl_value = (
+        routing.get(k) for k in ("enable_caching", "cache_mode", "cache_ttl_seconds")
+    )
+    mode = None
+    if enable is not None:
+        if isinstance(enable, bool):
+            mode = CacheMode.ON if enable else CacheMode.OFF
+        else:
+            wire.add("routing.enable_caching", "must be true or false")
+    if mode_name is not None:
+        mode = _CACHE_MODES.get(mode_name) if isinstance(mode_name, str) else None
+        if mode is None:
+            wire.add("routing.cache_mode", f"must be one of {', '.join(_CACHE_MODES)}")
+    ttl = None
+    if ttl_value is not None:
+        if isinstance(ttl_value, bool) or not isinstance(ttl_value, int | Decimal) or ttl_value <= 0:
+            wire.add("routing.cache_ttl_seconds", "must be a positive number of seconds")
+        else:
+            ttl = float(ttl_value)
+    return None if mode is None and ttl is None else CacheOptions(mode, ttl)
 
 
 def _include(value: object, wire: Violations) -> Include:

@@ -13,6 +13,7 @@ from llm_gateway.domain.errors import Code, GatewayError
 from llm_gateway.domain.results import FinishReason, TextDelta, ToolCallDelta, Usage
 from llm_gateway.gateway.outcome import CallHeader, CallSummary, ChatOutcome
 from llm_gateway.pricing import Cost, PricingStatus, format_decimal
+from llm_gateway.web.fields import openai_param
 
 # OpenAI has no "other": a provider's unmapped stop reason reads as a plain stop.
 _FINISH = {
@@ -159,7 +160,7 @@ def extensions(
         "routing_reason": routing.reason,
         "considered_models": list(routing.candidates),
         "fallback_used": routing.fallback_used,
-        "cache_hit": False,
+        "cache_hit": routing.cache_hit,
         "attempts": [
             {
                 "provider": a.provider,
@@ -218,7 +219,7 @@ def error(err: GatewayError, request_id: str) -> tuple[int, dict[str, Any]]:
     body: dict[str, Any] = {
         "message": err.message,
         "type": kind,
-        "param": err.violations[0].field if err.violations else err.metadata.get("field"),
+        "param": openai_param(err.violations[0].field) if err.violations else err.metadata.get("field"),
         "code": err.reason.lower(),
         "request_id": request_id,
     }

@@ -9,6 +9,7 @@ package llmgatewayv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	structpb "google.golang.org/protobuf/types/known/structpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
@@ -22,6 +23,67 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// Whether a call may be answered from the gateway's response cache, and may fill it.
+type CacheMode int32
+
+const (
+	// Not set: the gateway's `cache.mode` (off unless the operator turned it on).
+	CacheMode_CACHE_MODE_UNSPECIFIED CacheMode = 0
+	// Answer from the cache when the same call (same scope) was answered before; store the reply.
+	CacheMode_CACHE_MODE_ON CacheMode = 1
+	// Neither read nor write the cache.
+	CacheMode_CACHE_MODE_OFF CacheMode = 2
+	// Answer from the cache when possible; do not store this reply.
+	CacheMode_CACHE_MODE_READ_ONLY CacheMode = 3
+	// Always call the provider; store the reply for later calls.
+	CacheMode_CACHE_MODE_WRITE_ONLY CacheMode = 4
+)
+
+// Enum value maps for CacheMode.
+var (
+	CacheMode_name = map[int32]string{
+		0: "CACHE_MODE_UNSPECIFIED",
+		1: "CACHE_MODE_ON",
+		2: "CACHE_MODE_OFF",
+		3: "CACHE_MODE_READ_ONLY",
+		4: "CACHE_MODE_WRITE_ONLY",
+	}
+	CacheMode_value = map[string]int32{
+		"CACHE_MODE_UNSPECIFIED": 0,
+		"CACHE_MODE_ON":          1,
+		"CACHE_MODE_OFF":         2,
+		"CACHE_MODE_READ_ONLY":   3,
+		"CACHE_MODE_WRITE_ONLY":  4,
+	}
+)
+
+func (x CacheMode) Enum() *CacheMode {
+	p := new(CacheMode)
+	*p = x
+	return p
+}
+
+func (x CacheMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CacheMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_llmgateway_v1_chat_proto_enumTypes[0].Descriptor()
+}
+
+func (CacheMode) Type() protoreflect.EnumType {
+	return &file_llmgateway_v1_chat_proto_enumTypes[0]
+}
+
+func (x CacheMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CacheMode.Descriptor instead.
+func (CacheMode) EnumDescriptor() ([]byte, []int) {
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{0}
+}
 
 // How hard a model should reason. Providers with a token budget get a documented budget per level
 // (docs/providers.md).
@@ -73,11 +135,11 @@ func (x ReasoningEffort) String() string {
 }
 
 func (ReasoningEffort) Descriptor() protoreflect.EnumDescriptor {
-	return file_llmgateway_v1_chat_proto_enumTypes[0].Descriptor()
+	return file_llmgateway_v1_chat_proto_enumTypes[1].Descriptor()
 }
 
 func (ReasoningEffort) Type() protoreflect.EnumType {
-	return &file_llmgateway_v1_chat_proto_enumTypes[0]
+	return &file_llmgateway_v1_chat_proto_enumTypes[1]
 }
 
 func (x ReasoningEffort) Number() protoreflect.EnumNumber {
@@ -86,7 +148,7 @@ func (x ReasoningEffort) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ReasoningEffort.Descriptor instead.
 func (ReasoningEffort) EnumDescriptor() ([]byte, []int) {
-	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{0}
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{1}
 }
 
 // What the gateway does with a request setting the serving model cannot honour (for example
@@ -128,11 +190,11 @@ func (x UnsupportedParameterPolicy) String() string {
 }
 
 func (UnsupportedParameterPolicy) Descriptor() protoreflect.EnumDescriptor {
-	return file_llmgateway_v1_chat_proto_enumTypes[1].Descriptor()
+	return file_llmgateway_v1_chat_proto_enumTypes[2].Descriptor()
 }
 
 func (UnsupportedParameterPolicy) Type() protoreflect.EnumType {
-	return &file_llmgateway_v1_chat_proto_enumTypes[1]
+	return &file_llmgateway_v1_chat_proto_enumTypes[2]
 }
 
 func (x UnsupportedParameterPolicy) Number() protoreflect.EnumNumber {
@@ -141,7 +203,7 @@ func (x UnsupportedParameterPolicy) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use UnsupportedParameterPolicy.Descriptor instead.
 func (UnsupportedParameterPolicy) EnumDescriptor() ([]byte, []int) {
-	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{1}
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{2}
 }
 
 // Why the model stopped generating.
@@ -193,11 +255,11 @@ func (x FinishReason) String() string {
 }
 
 func (FinishReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_llmgateway_v1_chat_proto_enumTypes[2].Descriptor()
+	return file_llmgateway_v1_chat_proto_enumTypes[3].Descriptor()
 }
 
 func (FinishReason) Type() protoreflect.EnumType {
-	return &file_llmgateway_v1_chat_proto_enumTypes[2]
+	return &file_llmgateway_v1_chat_proto_enumTypes[3]
 }
 
 func (x FinishReason) Number() protoreflect.EnumNumber {
@@ -206,7 +268,7 @@ func (x FinishReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use FinishReason.Descriptor instead.
 func (FinishReason) EnumDescriptor() ([]byte, []int) {
-	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{2}
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{3}
 }
 
 // Sampling and length settings. Unset fields take the provider's default. Values outside a
@@ -438,8 +500,11 @@ type ChatRequest struct {
 	// Raise a `cost_alert` (log, ledger, webhooks) when this call ends up costing more than this
 	// many USD, as a decimal string like `max_cost`. The call itself is not stopped.
 	CostAlertThreshold string `protobuf:"bytes,16,opt,name=cost_alert_threshold,json=costAlertThreshold,proto3" json:"cost_alert_threshold,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// This call and the gateway's response cache (docs/cache.md). Unset: the gateway's
+	// `cache.mode`.
+	Cache         *CacheOptions `protobuf:"bytes,17,opt,name=cache,proto3" json:"cache,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ChatRequest) Reset() {
@@ -584,6 +649,69 @@ func (x *ChatRequest) GetCostAlertThreshold() string {
 	return ""
 }
 
+func (x *ChatRequest) GetCache() *CacheOptions {
+	if x != nil {
+		return x.Cache
+	}
+	return nil
+}
+
+// A call's use of the response cache.
+type CacheOptions struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How this call uses the cache.
+	Mode CacheMode `protobuf:"varint,1,opt,name=mode,proto3,enum=llmgateway.v1.CacheMode" json:"mode,omitempty"`
+	// How long a reply stored by this call is kept; unset: the gateway's `cache.ttl`. At most
+	// `cache.max_ttl`.
+	Ttl           *durationpb.Duration `protobuf:"bytes,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CacheOptions) Reset() {
+	*x = CacheOptions{}
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CacheOptions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CacheOptions) ProtoMessage() {}
+
+func (x *CacheOptions) ProtoReflect() protoreflect.Message {
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CacheOptions.ProtoReflect.Descriptor instead.
+func (*CacheOptions) Descriptor() ([]byte, []int) {
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *CacheOptions) GetMode() CacheMode {
+	if x != nil {
+		return x.Mode
+	}
+	return CacheMode_CACHE_MODE_UNSPECIFIED
+}
+
+func (x *CacheOptions) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
 // Reasoning settings. Set `effort`, `budget_tokens`, or both (providers that take a budget use
 // `budget_tokens`, providers that take a level use `effort`).
 type ReasoningConfig struct {
@@ -600,7 +728,7 @@ type ReasoningConfig struct {
 
 func (x *ReasoningConfig) Reset() {
 	*x = ReasoningConfig{}
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[3]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -612,7 +740,7 @@ func (x *ReasoningConfig) String() string {
 func (*ReasoningConfig) ProtoMessage() {}
 
 func (x *ReasoningConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[3]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -625,7 +753,7 @@ func (x *ReasoningConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReasoningConfig.ProtoReflect.Descriptor instead.
 func (*ReasoningConfig) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{3}
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ReasoningConfig) GetEffort() ReasoningEffort {
@@ -682,7 +810,7 @@ type ChatResponse struct {
 
 func (x *ChatResponse) Reset() {
 	*x = ChatResponse{}
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[4]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -694,7 +822,7 @@ func (x *ChatResponse) String() string {
 func (*ChatResponse) ProtoMessage() {}
 
 func (x *ChatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[4]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -707,7 +835,7 @@ func (x *ChatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatResponse.ProtoReflect.Descriptor instead.
 func (*ChatResponse) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{4}
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ChatResponse) GetId() string {
@@ -826,7 +954,7 @@ type ChatStreamRequest struct {
 
 func (x *ChatStreamRequest) Reset() {
 	*x = ChatStreamRequest{}
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[5]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -838,7 +966,7 @@ func (x *ChatStreamRequest) String() string {
 func (*ChatStreamRequest) ProtoMessage() {}
 
 func (x *ChatStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[5]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -851,7 +979,7 @@ func (x *ChatStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatStreamRequest.ProtoReflect.Descriptor instead.
 func (*ChatStreamRequest) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{5}
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ChatStreamRequest) GetRequest() *ChatRequest {
@@ -881,7 +1009,7 @@ type ChatStreamResponse struct {
 
 func (x *ChatStreamResponse) Reset() {
 	*x = ChatStreamResponse{}
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[6]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -893,7 +1021,7 @@ func (x *ChatStreamResponse) String() string {
 func (*ChatStreamResponse) ProtoMessage() {}
 
 func (x *ChatStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[6]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -906,7 +1034,7 @@ func (x *ChatStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatStreamResponse.ProtoReflect.Descriptor instead.
 func (*ChatStreamResponse) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{6}
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ChatStreamResponse) GetEvent() isChatStreamResponse_Event {
@@ -1003,7 +1131,7 @@ type StreamStart struct {
 
 func (x *StreamStart) Reset() {
 	*x = StreamStart{}
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[7]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1015,7 +1143,7 @@ func (x *StreamStart) String() string {
 func (*StreamStart) ProtoMessage() {}
 
 func (x *StreamStart) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[7]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1028,7 +1156,7 @@ func (x *StreamStart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamStart.ProtoReflect.Descriptor instead.
 func (*StreamStart) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{7}
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *StreamStart) GetId() string {
@@ -1077,7 +1205,7 @@ type TextDelta struct {
 
 func (x *TextDelta) Reset() {
 	*x = TextDelta{}
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[8]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1089,7 +1217,7 @@ func (x *TextDelta) String() string {
 func (*TextDelta) ProtoMessage() {}
 
 func (x *TextDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[8]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1102,7 +1230,7 @@ func (x *TextDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TextDelta.ProtoReflect.Descriptor instead.
 func (*TextDelta) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{8}
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TextDelta) GetText() string {
@@ -1130,7 +1258,7 @@ type ToolCallDelta struct {
 
 func (x *ToolCallDelta) Reset() {
 	*x = ToolCallDelta{}
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[9]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1142,7 +1270,7 @@ func (x *ToolCallDelta) String() string {
 func (*ToolCallDelta) ProtoMessage() {}
 
 func (x *ToolCallDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[9]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1155,7 +1283,7 @@ func (x *ToolCallDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToolCallDelta.ProtoReflect.Descriptor instead.
 func (*ToolCallDelta) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{9}
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ToolCallDelta) GetIndex() int32 {
@@ -1215,7 +1343,7 @@ type StreamFinish struct {
 
 func (x *StreamFinish) Reset() {
 	*x = StreamFinish{}
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[10]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1227,7 +1355,7 @@ func (x *StreamFinish) String() string {
 func (*StreamFinish) ProtoMessage() {}
 
 func (x *StreamFinish) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[10]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1240,7 +1368,7 @@ func (x *StreamFinish) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamFinish.ProtoReflect.Descriptor instead.
 func (*StreamFinish) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{10}
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StreamFinish) GetFinishReason() FinishReason {
@@ -1310,7 +1438,7 @@ var File_llmgateway_v1_chat_proto protoreflect.FileDescriptor
 
 const file_llmgateway_v1_chat_proto_rawDesc = "" +
 	"\n" +
-	"\x18llmgateway/v1/chat.proto\x12\rllmgateway.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ellmgateway/v1/accounting.proto\x1a\x1bllmgateway/v1/content.proto\"\x87\x03\n" +
+	"\x18llmgateway/v1/chat.proto\x12\rllmgateway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ellmgateway/v1/accounting.proto\x1a\x1bllmgateway/v1/content.proto\"\x87\x03\n" +
 	"\x10GenerationConfig\x12%\n" +
 	"\vtemperature\x18\x01 \x01(\x01H\x00R\vtemperature\x88\x01\x01\x12\x18\n" +
 	"\x05top_p\x18\x02 \x01(\x01H\x01R\x04topP\x88\x01\x01\x12\x18\n" +
@@ -1333,7 +1461,7 @@ const file_llmgateway_v1_chat_proto_rawDesc = "" +
 	"\aproject\x18\x02 \x01(\tR\aproject\x12\x16\n" +
 	"\x06tenant\x18\x03 \x01(\tR\x06tenant\x12\x1f\n" +
 	"\vtracking_id\x18\x04 \x01(\tR\n" +
-	"trackingId\"\xa6\b\n" +
+	"trackingId\"\xd9\b\n" +
 	"\vChatRequest\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x122\n" +
 	"\bmessages\x18\x02 \x03(\v2\x16.llmgateway.v1.MessageR\bmessages\x12)\n" +
@@ -1354,14 +1482,18 @@ const file_llmgateway_v1_chat_proto_rawDesc = "" +
 	"\x10provider_options\x18\r \x03(\v2/.llmgateway.v1.ChatRequest.ProviderOptionsEntryR\x0fproviderOptions\x12<\n" +
 	"\treasoning\x18\x0e \x01(\v2\x1e.llmgateway.v1.ReasoningConfigR\treasoning\x12`\n" +
 	"\x16unsupported_parameters\x18\x0f \x01(\x0e2).llmgateway.v1.UnsupportedParameterPolicyR\x15unsupportedParameters\x120\n" +
-	"\x14cost_alert_threshold\x18\x10 \x01(\tR\x12costAlertThreshold\x1a7\n" +
+	"\x14cost_alert_threshold\x18\x10 \x01(\tR\x12costAlertThreshold\x121\n" +
+	"\x05cache\x18\x11 \x01(\v2\x1b.llmgateway.v1.CacheOptionsR\x05cache\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a[\n" +
 	"\x14ProviderOptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12-\n" +
 	"\x05value\x18\x02 \x01(\v2\x17.google.protobuf.StructR\x05value:\x028\x01B\x16\n" +
-	"\x14_parallel_tool_calls\"\x85\x01\n" +
+	"\x14_parallel_tool_calls\"i\n" +
+	"\fCacheOptions\x12,\n" +
+	"\x04mode\x18\x01 \x01(\x0e2\x18.llmgateway.v1.CacheModeR\x04mode\x12+\n" +
+	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"\x85\x01\n" +
 	"\x0fReasoningConfig\x126\n" +
 	"\x06effort\x18\x01 \x01(\x0e2\x1e.llmgateway.v1.ReasoningEffortR\x06effort\x12(\n" +
 	"\rbudget_tokens\x18\x02 \x01(\x05H\x00R\fbudgetTokens\x88\x01\x01B\x10\n" +
@@ -1418,7 +1550,13 @@ const file_llmgateway_v1_chat_proto_rawDesc = "" +
 	"\x0eprovider_model\x18\x06 \x01(\tR\rproviderModel\x120\n" +
 	"\x14provider_response_id\x18\a \x01(\tR\x12providerResponseId\x12-\n" +
 	"\x12dropped_parameters\x18\b \x03(\tR\x11droppedParameters\x12\x17\n" +
-	"\adry_run\x18\t \x01(\bR\x06dryRun*\xbe\x01\n" +
+	"\adry_run\x18\t \x01(\bR\x06dryRun*\x83\x01\n" +
+	"\tCacheMode\x12\x1a\n" +
+	"\x16CACHE_MODE_UNSPECIFIED\x10\x00\x12\x11\n" +
+	"\rCACHE_MODE_ON\x10\x01\x12\x12\n" +
+	"\x0eCACHE_MODE_OFF\x10\x02\x12\x18\n" +
+	"\x14CACHE_MODE_READ_ONLY\x10\x03\x12\x19\n" +
+	"\x15CACHE_MODE_WRITE_ONLY\x10\x04*\xbe\x01\n" +
 	"\x0fReasoningEffort\x12 \n" +
 	"\x1cREASONING_EFFORT_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15REASONING_EFFORT_NONE\x10\x01\x12\x1c\n" +
@@ -1451,72 +1589,78 @@ func file_llmgateway_v1_chat_proto_rawDescGZIP() []byte {
 	return file_llmgateway_v1_chat_proto_rawDescData
 }
 
-var file_llmgateway_v1_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_llmgateway_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_llmgateway_v1_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_llmgateway_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_llmgateway_v1_chat_proto_goTypes = []any{
-	(ReasoningEffort)(0),            // 0: llmgateway.v1.ReasoningEffort
-	(UnsupportedParameterPolicy)(0), // 1: llmgateway.v1.UnsupportedParameterPolicy
-	(FinishReason)(0),               // 2: llmgateway.v1.FinishReason
-	(*GenerationConfig)(nil),        // 3: llmgateway.v1.GenerationConfig
-	(*CallerMetadata)(nil),          // 4: llmgateway.v1.CallerMetadata
-	(*ChatRequest)(nil),             // 5: llmgateway.v1.ChatRequest
-	(*ReasoningConfig)(nil),         // 6: llmgateway.v1.ReasoningConfig
-	(*ChatResponse)(nil),            // 7: llmgateway.v1.ChatResponse
-	(*ChatStreamRequest)(nil),       // 8: llmgateway.v1.ChatStreamRequest
-	(*ChatStreamResponse)(nil),      // 9: llmgateway.v1.ChatStreamResponse
-	(*StreamStart)(nil),             // 10: llmgateway.v1.StreamStart
-	(*TextDelta)(nil),               // 11: llmgateway.v1.TextDelta
-	(*ToolCallDelta)(nil),           // 12: llmgateway.v1.ToolCallDelta
-	(*StreamFinish)(nil),            // 13: llmgateway.v1.StreamFinish
-	nil,                             // 14: llmgateway.v1.ChatRequest.TagsEntry
-	nil,                             // 15: llmgateway.v1.ChatRequest.ProviderOptionsEntry
-	(*Message)(nil),                 // 16: llmgateway.v1.Message
-	(*Tool)(nil),                    // 17: llmgateway.v1.Tool
-	(*ToolChoice)(nil),              // 18: llmgateway.v1.ToolChoice
-	(*ResponseFormat)(nil),          // 19: llmgateway.v1.ResponseFormat
-	(*Usage)(nil),                   // 20: llmgateway.v1.Usage
-	(*Cost)(nil),                    // 21: llmgateway.v1.Cost
-	(*Latency)(nil),                 // 22: llmgateway.v1.Latency
-	(*Routing)(nil),                 // 23: llmgateway.v1.Routing
-	(*timestamppb.Timestamp)(nil),   // 24: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),         // 25: google.protobuf.Struct
+	(CacheMode)(0),                  // 0: llmgateway.v1.CacheMode
+	(ReasoningEffort)(0),            // 1: llmgateway.v1.ReasoningEffort
+	(UnsupportedParameterPolicy)(0), // 2: llmgateway.v1.UnsupportedParameterPolicy
+	(FinishReason)(0),               // 3: llmgateway.v1.FinishReason
+	(*GenerationConfig)(nil),        // 4: llmgateway.v1.GenerationConfig
+	(*CallerMetadata)(nil),          // 5: llmgateway.v1.CallerMetadata
+	(*ChatRequest)(nil),             // 6: llmgateway.v1.ChatRequest
+	(*CacheOptions)(nil),            // 7: llmgateway.v1.CacheOptions
+	(*ReasoningConfig)(nil),         // 8: llmgateway.v1.ReasoningConfig
+	(*ChatResponse)(nil),            // 9: llmgateway.v1.ChatResponse
+	(*ChatStreamRequest)(nil),       // 10: llmgateway.v1.ChatStreamRequest
+	(*ChatStreamResponse)(nil),      // 11: llmgateway.v1.ChatStreamResponse
+	(*StreamStart)(nil),             // 12: llmgateway.v1.StreamStart
+	(*TextDelta)(nil),               // 13: llmgateway.v1.TextDelta
+	(*ToolCallDelta)(nil),           // 14: llmgateway.v1.ToolCallDelta
+	(*StreamFinish)(nil),            // 15: llmgateway.v1.StreamFinish
+	nil,                             // 16: llmgateway.v1.ChatRequest.TagsEntry
+	nil,                             // 17: llmgateway.v1.ChatRequest.ProviderOptionsEntry
+	(*Message)(nil),                 // 18: llmgateway.v1.Message
+	(*Tool)(nil),                    // 19: llmgateway.v1.Tool
+	(*ToolChoice)(nil),              // 20: llmgateway.v1.ToolChoice
+	(*ResponseFormat)(nil),          // 21: llmgateway.v1.ResponseFormat
+	(*durationpb.Duration)(nil),     // 22: google.protobuf.Duration
+	(*Usage)(nil),                   // 23: llmgateway.v1.Usage
+	(*Cost)(nil),                    // 24: llmgateway.v1.Cost
+	(*Latency)(nil),                 // 25: llmgateway.v1.Latency
+	(*Routing)(nil),                 // 26: llmgateway.v1.Routing
+	(*timestamppb.Timestamp)(nil),   // 27: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),         // 28: google.protobuf.Struct
 }
 var file_llmgateway_v1_chat_proto_depIdxs = []int32{
-	16, // 0: llmgateway.v1.ChatRequest.messages:type_name -> llmgateway.v1.Message
-	17, // 1: llmgateway.v1.ChatRequest.tools:type_name -> llmgateway.v1.Tool
-	18, // 2: llmgateway.v1.ChatRequest.tool_choice:type_name -> llmgateway.v1.ToolChoice
-	19, // 3: llmgateway.v1.ChatRequest.response_format:type_name -> llmgateway.v1.ResponseFormat
-	3,  // 4: llmgateway.v1.ChatRequest.generation:type_name -> llmgateway.v1.GenerationConfig
-	4,  // 5: llmgateway.v1.ChatRequest.caller:type_name -> llmgateway.v1.CallerMetadata
-	14, // 6: llmgateway.v1.ChatRequest.tags:type_name -> llmgateway.v1.ChatRequest.TagsEntry
-	15, // 7: llmgateway.v1.ChatRequest.provider_options:type_name -> llmgateway.v1.ChatRequest.ProviderOptionsEntry
-	6,  // 8: llmgateway.v1.ChatRequest.reasoning:type_name -> llmgateway.v1.ReasoningConfig
-	1,  // 9: llmgateway.v1.ChatRequest.unsupported_parameters:type_name -> llmgateway.v1.UnsupportedParameterPolicy
-	0,  // 10: llmgateway.v1.ReasoningConfig.effort:type_name -> llmgateway.v1.ReasoningEffort
-	16, // 11: llmgateway.v1.ChatResponse.message:type_name -> llmgateway.v1.Message
-	2,  // 12: llmgateway.v1.ChatResponse.finish_reason:type_name -> llmgateway.v1.FinishReason
-	20, // 13: llmgateway.v1.ChatResponse.usage:type_name -> llmgateway.v1.Usage
-	21, // 14: llmgateway.v1.ChatResponse.cost:type_name -> llmgateway.v1.Cost
-	22, // 15: llmgateway.v1.ChatResponse.latency:type_name -> llmgateway.v1.Latency
-	23, // 16: llmgateway.v1.ChatResponse.routing:type_name -> llmgateway.v1.Routing
-	24, // 17: llmgateway.v1.ChatResponse.create_time:type_name -> google.protobuf.Timestamp
-	5,  // 18: llmgateway.v1.ChatStreamRequest.request:type_name -> llmgateway.v1.ChatRequest
-	10, // 19: llmgateway.v1.ChatStreamResponse.start:type_name -> llmgateway.v1.StreamStart
-	11, // 20: llmgateway.v1.ChatStreamResponse.text_delta:type_name -> llmgateway.v1.TextDelta
-	12, // 21: llmgateway.v1.ChatStreamResponse.tool_call_delta:type_name -> llmgateway.v1.ToolCallDelta
-	13, // 22: llmgateway.v1.ChatStreamResponse.finish:type_name -> llmgateway.v1.StreamFinish
-	24, // 23: llmgateway.v1.StreamStart.create_time:type_name -> google.protobuf.Timestamp
-	2,  // 24: llmgateway.v1.StreamFinish.finish_reason:type_name -> llmgateway.v1.FinishReason
-	20, // 25: llmgateway.v1.StreamFinish.usage:type_name -> llmgateway.v1.Usage
-	21, // 26: llmgateway.v1.StreamFinish.cost:type_name -> llmgateway.v1.Cost
-	22, // 27: llmgateway.v1.StreamFinish.latency:type_name -> llmgateway.v1.Latency
-	23, // 28: llmgateway.v1.StreamFinish.routing:type_name -> llmgateway.v1.Routing
-	25, // 29: llmgateway.v1.ChatRequest.ProviderOptionsEntry.value:type_name -> google.protobuf.Struct
-	30, // [30:30] is the sub-list for method output_type
-	30, // [30:30] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	18, // 0: llmgateway.v1.ChatRequest.messages:type_name -> llmgateway.v1.Message
+	19, // 1: llmgateway.v1.ChatRequest.tools:type_name -> llmgateway.v1.Tool
+	20, // 2: llmgateway.v1.ChatRequest.tool_choice:type_name -> llmgateway.v1.ToolChoice
+	21, // 3: llmgateway.v1.ChatRequest.response_format:type_name -> llmgateway.v1.ResponseFormat
+	4,  // 4: llmgateway.v1.ChatRequest.generation:type_name -> llmgateway.v1.GenerationConfig
+	5,  // 5: llmgateway.v1.ChatRequest.caller:type_name -> llmgateway.v1.CallerMetadata
+	16, // 6: llmgateway.v1.ChatRequest.tags:type_name -> llmgateway.v1.ChatRequest.TagsEntry
+	17, // 7: llmgateway.v1.ChatRequest.provider_options:type_name -> llmgateway.v1.ChatRequest.ProviderOptionsEntry
+	8,  // 8: llmgateway.v1.ChatRequest.reasoning:type_name -> llmgateway.v1.ReasoningConfig
+	2,  // 9: llmgateway.v1.ChatRequest.unsupported_parameters:type_name -> llmgateway.v1.UnsupportedParameterPolicy
+	7,  // 10: llmgateway.v1.ChatRequest.cache:type_name -> llmgateway.v1.CacheOptions
+	0,  // 11: llmgateway.v1.CacheOptions.mode:type_name -> llmgateway.v1.CacheMode
+	22, // 12: llmgateway.v1.CacheOptions.ttl:type_name -> google.protobuf.Duration
+	1,  // 13: llmgateway.v1.ReasoningConfig.effort:type_name -> llmgateway.v1.ReasoningEffort
+	18, // 14: llmgateway.v1.ChatResponse.message:type_name -> llmgateway.v1.Message
+	3,  // 15: llmgateway.v1.ChatResponse.finish_reason:type_name -> llmgateway.v1.FinishReason
+	23, // 16: llmgateway.v1.ChatResponse.usage:type_name -> llmgateway.v1.Usage
+	24, // 17: llmgateway.v1.ChatResponse.cost:type_name -> llmgateway.v1.Cost
+	25, // 18: llmgateway.v1.ChatResponse.latency:type_name -> llmgateway.v1.Latency
+	26, // 19: llmgateway.v1.ChatResponse.routing:type_name -> llmgateway.v1.Routing
+	27, // 20: llmgateway.v1.ChatResponse.create_time:type_name -> google.protobuf.Timestamp
+	6,  // 21: llmgateway.v1.ChatStreamRequest.request:type_name -> llmgateway.v1.ChatRequest
+	12, // 22: llmgateway.v1.ChatStreamResponse.start:type_name -> llmgateway.v1.StreamStart
+	13, // 23: llmgateway.v1.ChatStreamResponse.text_delta:type_name -> llmgateway.v1.TextDelta
+	14, // 24: llmgateway.v1.ChatStreamResponse.tool_call_delta:type_name -> llmgateway.v1.ToolCallDelta
+	15, // 25: llmgateway.v1.ChatStreamResponse.finish:type_name -> llmgateway.v1.StreamFinish
+	27, // 26: llmgateway.v1.StreamStart.create_time:type_name -> google.protobuf.Timestamp
+	3,  // 27: llmgateway.v1.StreamFinish.finish_reason:type_name -> llmgateway.v1.FinishReason
+	23, // 28: llmgateway.v1.StreamFinish.usage:type_name -> llmgateway.v1.Usage
+	24, // 29: llmgateway.v1.StreamFinish.cost:type_name -> llmgateway.v1.Cost
+	25, // 30: llmgateway.v1.StreamFinish.latency:type_name -> llmgateway.v1.Latency
+	26, // 31: llmgateway.v1.StreamFinish.routing:type_name -> llmgateway.v1.Routing
+	28, // 32: llmgateway.v1.ChatRequest.ProviderOptionsEntry.value:type_name -> google.protobuf.Struct
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_llmgateway_v1_chat_proto_init() }
@@ -1528,8 +1672,8 @@ func file_llmgateway_v1_chat_proto_init() {
 	file_llmgateway_v1_content_proto_init()
 	file_llmgateway_v1_chat_proto_msgTypes[0].OneofWrappers = []any{}
 	file_llmgateway_v1_chat_proto_msgTypes[2].OneofWrappers = []any{}
-	file_llmgateway_v1_chat_proto_msgTypes[3].OneofWrappers = []any{}
-	file_llmgateway_v1_chat_proto_msgTypes[6].OneofWrappers = []any{
+	file_llmgateway_v1_chat_proto_msgTypes[4].OneofWrappers = []any{}
+	file_llmgateway_v1_chat_proto_msgTypes[7].OneofWrappers = []any{
 		(*ChatStreamResponse_Start)(nil),
 		(*ChatStreamResponse_TextDelta)(nil),
 		(*ChatStreamResponse_ToolCallDelta)(nil),
@@ -1540,8 +1684,8 @@ func file_llmgateway_v1_chat_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmgateway_v1_chat_proto_rawDesc), len(file_llmgateway_v1_chat_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   13,
+			NumEnums:      4,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -22,13 +22,14 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from llmgateway.v1 import accounting_pb2 as llmgateway_dot_v1_dot_accounting__pb2
 from llmgateway.v1 import content_pb2 as llmgateway_dot_v1_dot_content__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18llmgateway/v1/chat.proto\x12\rllmgateway.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ellmgateway/v1/accounting.proto\x1a\x1bllmgateway/v1/content.proto\"\xb4\x02\n\x10GenerationConfig\x12\x18\n\x0btemperature\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x04 \x01(\x05H\x03\x88\x01\x01\x12\x0c\n\x04stop\x18\x05 \x03(\t\x12\x11\n\x04seed\x18\x06 \x01(\x03H\x04\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\x07 \x01(\x01H\x05\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x08 \x01(\x01H\x06\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\r\n\x0b_max_tokensB\x07\n\x05_seedB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penalty\"T\n\x0e\x43\x61llerMetadata\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x13\n\x0btracking_id\x18\x04 \x01(\t\"\xc5\x06\n\x0b\x43hatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12(\n\x08messages\x18\x02 \x03(\x0b\x32\x16.llmgateway.v1.Message\x12\"\n\x05tools\x18\x03 \x03(\x0b\x32\x13.llmgateway.v1.Tool\x12.\n\x0btool_choice\x18\x04 \x01(\x0b\x32\x19.llmgateway.v1.ToolChoice\x12 \n\x13parallel_tool_calls\x18\x05 \x01(\x08H\x00\x88\x01\x01\x12\x36\n\x0fresponse_format\x18\x06 \x01(\x0b\x32\x1d.llmgateway.v1.ResponseFormat\x12\x33\n\ngeneration\x18\x07 \x01(\x0b\x32\x1f.llmgateway.v1.GenerationConfig\x12\x17\n\x0f\x66\x61llback_models\x18\x08 \x03(\t\x12\x10\n\x08max_cost\x18\t \x01(\t\x12\x0f\n\x07\x64ry_run\x18\n \x01(\x08\x12-\n\x06\x63\x61ller\x18\x0b \x01(\x0b\x32\x1d.llmgateway.v1.CallerMetadata\x12\x32\n\x04tags\x18\x0c \x03(\x0b\x32$.llmgateway.v1.ChatRequest.TagsEntry\x12I\n\x10provider_options\x18\r \x03(\x0b\x32/.llmgateway.v1.ChatRequest.ProviderOptionsEntry\x12\x31\n\treasoning\x18\x0e \x01(\x0b\x32\x1e.llmgateway.v1.ReasoningConfig\x12I\n\x16unsupported_parameters\x18\x0f \x01(\x0e\x32).llmgateway.v1.UnsupportedParameterPolicy\x12\x1c\n\x14\x63ost_alert_threshold\x18\x10 \x01(\t\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1aO\n\x14ProviderOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct:\x02\x38\x01\x42\x16\n\x14_parallel_tool_calls\"o\n\x0fReasoningConfig\x12.\n\x06\x65\x66\x66ort\x18\x01 \x01(\x0e\x32\x1e.llmgateway.v1.ReasoningEffort\x12\x1a\n\rbudget_tokens\x18\x02 \x01(\x05H\x00\x88\x01\x01\x42\x10\n\x0e_budget_tokens\"\xda\x03\n\x0c\x43hatResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x16\n\x0eprovider_model\x18\x05 \x01(\t\x12\x1c\n\x14provider_response_id\x18\x06 \x01(\t\x12\'\n\x07message\x18\x07 \x01(\x0b\x32\x16.llmgateway.v1.Message\x12\x32\n\rfinish_reason\x18\x08 \x01(\x0e\x32\x1b.llmgateway.v1.FinishReason\x12#\n\x05usage\x18\t \x01(\x0b\x32\x14.llmgateway.v1.Usage\x12!\n\x04\x63ost\x18\n \x01(\x0b\x32\x13.llmgateway.v1.Cost\x12\'\n\x07latency\x18\x0b \x01(\x0b\x32\x16.llmgateway.v1.Latency\x12\'\n\x07routing\x18\x0c \x01(\x0b\x32\x16.llmgateway.v1.Routing\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x64ry_run\x18\x0e \x01(\x08\x12\x1a\n\x12\x64ropped_parameters\x18\x0f \x03(\t\"@\n\x11\x43hatStreamRequest\x12+\n\x07request\x18\x01 \x01(\x0b\x32\x1a.llmgateway.v1.ChatRequest\"\xe2\x01\n\x12\x43hatStreamResponse\x12+\n\x05start\x18\x01 \x01(\x0b\x32\x1a.llmgateway.v1.StreamStartH\x00\x12.\n\ntext_delta\x18\x02 \x01(\x0b\x32\x18.llmgateway.v1.TextDeltaH\x00\x12\x37\n\x0ftool_call_delta\x18\x03 \x01(\x0b\x32\x1c.llmgateway.v1.ToolCallDeltaH\x00\x12-\n\x06\x66inish\x18\x04 \x01(\x0b\x32\x1b.llmgateway.v1.StreamFinishH\x00\x42\x07\n\x05\x65vent\"\x7f\n\x0bStreamStart\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x19\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"K\n\rToolCallDelta\x12\r\n\x05index\x18\x01 \x01(\x05\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\targuments\x18\x04 \x01(\t\"\xbf\x02\n\x0cStreamFinish\x12\x32\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1b.llmgateway.v1.FinishReason\x12#\n\x05usage\x18\x02 \x01(\x0b\x32\x14.llmgateway.v1.Usage\x12!\n\x04\x63ost\x18\x03 \x01(\x0b\x32\x13.llmgateway.v1.Cost\x12\'\n\x07latency\x18\x04 \x01(\x0b\x32\x16.llmgateway.v1.Latency\x12\'\n\x07routing\x18\x05 \x01(\x0b\x32\x16.llmgateway.v1.Routing\x12\x16\n\x0eprovider_model\x18\x06 \x01(\t\x12\x1c\n\x14provider_response_id\x18\x07 \x01(\t\x12\x1a\n\x12\x64ropped_parameters\x18\x08 \x03(\t\x12\x0f\n\x07\x64ry_run\x18\t \x01(\x08*\xbe\x01\n\x0fReasoningEffort\x12 \n\x1cREASONING_EFFORT_UNSPECIFIED\x10\x00\x12\x19\n\x15REASONING_EFFORT_NONE\x10\x01\x12\x1c\n\x18REASONING_EFFORT_MINIMAL\x10\x02\x12\x18\n\x14REASONING_EFFORT_LOW\x10\x03\x12\x1b\n\x17REASONING_EFFORT_MEDIUM\x10\x04\x12\x19\n\x15REASONING_EFFORT_HIGH\x10\x05*\x9d\x01\n\x1aUnsupportedParameterPolicy\x12,\n(UNSUPPORTED_PARAMETER_POLICY_UNSPECIFIED\x10\x00\x12\'\n#UNSUPPORTED_PARAMETER_POLICY_STRICT\x10\x01\x12(\n$UNSUPPORTED_PARAMETER_POLICY_LENIENT\x10\x02*\xb8\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x03\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x04\x12\x17\n\x13\x46INISH_REASON_OTHER\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18llmgateway/v1/chat.proto\x12\rllmgateway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ellmgateway/v1/accounting.proto\x1a\x1bllmgateway/v1/content.proto\"\xb4\x02\n\x10GenerationConfig\x12\x18\n\x0btemperature\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05top_k\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x04 \x01(\x05H\x03\x88\x01\x01\x12\x0c\n\x04stop\x18\x05 \x03(\t\x12\x11\n\x04seed\x18\x06 \x01(\x03H\x04\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\x07 \x01(\x01H\x05\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x08 \x01(\x01H\x06\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\r\n\x0b_max_tokensB\x07\n\x05_seedB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penalty\"T\n\x0e\x43\x61llerMetadata\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x13\n\x0btracking_id\x18\x04 \x01(\t\"\xf1\x06\n\x0b\x43hatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12(\n\x08messages\x18\x02 \x03(\x0b\x32\x16.llmgateway.v1.Message\x12\"\n\x05tools\x18\x03 \x03(\x0b\x32\x13.llmgateway.v1.Tool\x12.\n\x0btool_choice\x18\x04 \x01(\x0b\x32\x19.llmgateway.v1.ToolChoice\x12 \n\x13parallel_tool_calls\x18\x05 \x01(\x08H\x00\x88\x01\x01\x12\x36\n\x0fresponse_format\x18\x06 \x01(\x0b\x32\x1d.llmgateway.v1.ResponseFormat\x12\x33\n\ngeneration\x18\x07 \x01(\x0b\x32\x1f.llmgateway.v1.GenerationConfig\x12\x17\n\x0f\x66\x61llback_models\x18\x08 \x03(\t\x12\x10\n\x08max_cost\x18\t \x01(\t\x12\x0f\n\x07\x64ry_run\x18\n \x01(\x08\x12-\n\x06\x63\x61ller\x18\x0b \x01(\x0b\x32\x1d.llmgateway.v1.CallerMetadata\x12\x32\n\x04tags\x18\x0c \x03(\x0b\x32$.llmgateway.v1.ChatRequest.TagsEntry\x12I\n\x10provider_options\x18\r \x03(\x0b\x32/.llmgateway.v1.ChatRequest.ProviderOptionsEntry\x12\x31\n\treasoning\x18\x0e \x01(\x0b\x32\x1e.llmgateway.v1.ReasoningConfig\x12I\n\x16unsupported_parameters\x18\x0f \x01(\x0e\x32).llmgateway.v1.UnsupportedParameterPolicy\x12\x1c\n\x14\x63ost_alert_threshold\x18\x10 \x01(\t\x12*\n\x05\x63\x61\x63he\x18\x11 \x01(\x0b\x32\x1b.llmgateway.v1.CacheOptions\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1aO\n\x14ProviderOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct:\x02\x38\x01\x42\x16\n\x14_parallel_tool_calls\"^\n\x0c\x43\x61\x63heOptions\x12&\n\x04mode\x18\x01 \x01(\x0e\x32\x18.llmgateway.v1.CacheMode\x12&\n\x03ttl\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"o\n\x0fReasoningConfig\x12.\n\x06\x65\x66\x66ort\x18\x01 \x01(\x0e\x32\x1e.llmgateway.v1.ReasoningEffort\x12\x1a\n\rbudget_tokens\x18\x02 \x01(\x05H\x00\x88\x01\x01\x42\x10\n\x0e_budget_tokens\"\xda\x03\n\x0c\x43hatResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x16\n\x0eprovider_model\x18\x05 \x01(\t\x12\x1c\n\x14provider_response_id\x18\x06 \x01(\t\x12\'\n\x07message\x18\x07 \x01(\x0b\x32\x16.llmgateway.v1.Message\x12\x32\n\rfinish_reason\x18\x08 \x01(\x0e\x32\x1b.llmgateway.v1.FinishReason\x12#\n\x05usage\x18\t \x01(\x0b\x32\x14.llmgateway.v1.Usage\x12!\n\x04\x63ost\x18\n \x01(\x0b\x32\x13.llmgateway.v1.Cost\x12\'\n\x07latency\x18\x0b \x01(\x0b\x32\x16.llmgateway.v1.Latency\x12\'\n\x07routing\x18\x0c \x01(\x0b\x32\x16.llmgateway.v1.Routing\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x64ry_run\x18\x0e \x01(\x08\x12\x1a\n\x12\x64ropped_parameters\x18\x0f \x03(\t\"@\n\x11\x43hatStreamRequest\x12+\n\x07request\x18\x01 \x01(\x0b\x32\x1a.llmgateway.v1.ChatRequest\"\xe2\x01\n\x12\x43hatStreamResponse\x12+\n\x05start\x18\x01 \x01(\x0b\x32\x1a.llmgateway.v1.StreamStartH\x00\x12.\n\ntext_delta\x18\x02 \x01(\x0b\x32\x18.llmgateway.v1.TextDeltaH\x00\x12\x37\n\x0ftool_call_delta\x18\x03 \x01(\x0b\x32\x1c.llmgateway.v1.ToolCallDeltaH\x00\x12-\n\x06\x66inish\x18\x04 \x01(\x0b\x32\x1b.llmgateway.v1.StreamFinishH\x00\x42\x07\n\x05\x65vent\"\x7f\n\x0bStreamStart\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x19\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"K\n\rToolCallDelta\x12\r\n\x05index\x18\x01 \x01(\x05\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\targuments\x18\x04 \x01(\t\"\xbf\x02\n\x0cStreamFinish\x12\x32\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1b.llmgateway.v1.FinishReason\x12#\n\x05usage\x18\x02 \x01(\x0b\x32\x14.llmgateway.v1.Usage\x12!\n\x04\x63ost\x18\x03 \x01(\x0b\x32\x13.llmgateway.v1.Cost\x12\'\n\x07latency\x18\x04 \x01(\x0b\x32\x16.llmgateway.v1.Latency\x12\'\n\x07routing\x18\x05 \x01(\x0b\x32\x16.llmgateway.v1.Routing\x12\x16\n\x0eprovider_model\x18\x06 \x01(\t\x12\x1c\n\x14provider_response_id\x18\x07 \x01(\t\x12\x1a\n\x12\x64ropped_parameters\x18\x08 \x03(\t\x12\x0f\n\x07\x64ry_run\x18\t \x01(\x08*\x83\x01\n\tCacheMode\x12\x1a\n\x16\x43\x41\x43HE_MODE_UNSPECIFIED\x10\x00\x12\x11\n\rCACHE_MODE_ON\x10\x01\x12\x12\n\x0e\x43\x41\x43HE_MODE_OFF\x10\x02\x12\x18\n\x14\x43\x41\x43HE_MODE_READ_ONLY\x10\x03\x12\x19\n\x15\x43\x41\x43HE_MODE_WRITE_ONLY\x10\x04*\xbe\x01\n\x0fReasoningEffort\x12 \n\x1cREASONING_EFFORT_UNSPECIFIED\x10\x00\x12\x19\n\x15REASONING_EFFORT_NONE\x10\x01\x12\x1c\n\x18REASONING_EFFORT_MINIMAL\x10\x02\x12\x18\n\x14REASONING_EFFORT_LOW\x10\x03\x12\x1b\n\x17REASONING_EFFORT_MEDIUM\x10\x04\x12\x19\n\x15REASONING_EFFORT_HIGH\x10\x05*\x9d\x01\n\x1aUnsupportedParameterPolicy\x12,\n(UNSUPPORTED_PARAMETER_POLICY_UNSPECIFIED\x10\x00\x12\'\n#UNSUPPORTED_PARAMETER_POLICY_STRICT\x10\x01\x12(\n$UNSUPPORTED_PARAMETER_POLICY_LENIENT\x10\x02*\xb8\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x03\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x04\x12\x17\n\x13\x46INISH_REASON_OTHER\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,36 +40,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHATREQUEST_TAGSENTRY']._serialized_options = b'8\001'
   _globals['_CHATREQUEST_PROVIDEROPTIONSENTRY']._loaded_options = None
   _globals['_CHATREQUEST_PROVIDEROPTIONSENTRY']._serialized_options = b'8\001'
-  _globals['_REASONINGEFFORT']._serialized_start=2845
-  _globals['_REASONINGEFFORT']._serialized_end=3035
-  _globals['_UNSUPPORTEDPARAMETERPOLICY']._serialized_start=3038
-  _globals['_UNSUPPORTEDPARAMETERPOLICY']._serialized_end=3195
-  _globals['_FINISHREASON']._serialized_start=3198
-  _globals['_FINISHREASON']._serialized_end=3382
-  _globals['_GENERATIONCONFIG']._serialized_start=168
-  _globals['_GENERATIONCONFIG']._serialized_end=476
-  _globals['_CALLERMETADATA']._serialized_start=478
-  _globals['_CALLERMETADATA']._serialized_end=562
-  _globals['_CHATREQUEST']._serialized_start=565
-  _globals['_CHATREQUEST']._serialized_end=1402
-  _globals['_CHATREQUEST_TAGSENTRY']._serialized_start=1254
-  _globals['_CHATREQUEST_TAGSENTRY']._serialized_end=1297
-  _globals['_CHATREQUEST_PROVIDEROPTIONSENTRY']._serialized_start=1299
-  _globals['_CHATREQUEST_PROVIDEROPTIONSENTRY']._serialized_end=1378
-  _globals['_REASONINGCONFIG']._serialized_start=1404
-  _globals['_REASONINGCONFIG']._serialized_end=1515
-  _globals['_CHATRESPONSE']._serialized_start=1518
-  _globals['_CHATRESPONSE']._serialized_end=1992
-  _globals['_CHATSTREAMREQUEST']._serialized_start=1994
-  _globals['_CHATSTREAMREQUEST']._serialized_end=2058
-  _globals['_CHATSTREAMRESPONSE']._serialized_start=2061
-  _globals['_CHATSTREAMRESPONSE']._serialized_end=2287
-  _globals['_STREAMSTART']._serialized_start=2289
-  _globals['_STREAMSTART']._serialized_end=2416
-  _globals['_TEXTDELTA']._serialized_start=2418
-  _globals['_TEXTDELTA']._serialized_end=2443
-  _globals['_TOOLCALLDELTA']._serialized_start=2445
-  _globals['_TOOLCALLDELTA']._serialized_end=2520
-  _globals['_STREAMFINISH']._serialized_start=2523
-  _globals['_STREAMFINISH']._serialized_end=2842
+  _globals['_CACHEMODE']._serialized_start=3017
+  _globals['_CACHEMODE']._serialized_end=3148
+  _globals['_REASONINGEFFORT']._serialized_start=3151
+  _globals['_REASONINGEFFORT']._serialized_end=3341
+  _globals['_UNSUPPORTEDPARAMETERPOLICY']._serialized_start=3344
+  _globals['_UNSUPPORTEDPARAMETERPOLICY']._serialized_end=3501
+  _globals['_FINISHREASON']._serialized_start=3504
+  _globals['_FINISHREASON']._serialized_end=3688
+  _globals['_GENERATIONCONFIG']._serialized_start=200
+  _globals['_GENERATIONCONFIG']._serialized_end=508
+  _globals['_CALLERMETADATA']._serialized_start=510
+  _globals['_CALLERMETADATA']._serialized_end=594
+  _globals['_CHATREQUEST']._serialized_start=597
+  _globals['_CHATREQUEST']._serialized_end=1478
+  _globals['_CHATREQUEST_TAGSENTRY']._serialized_start=1330
+  _globals['_CHATREQUEST_TAGSENTRY']._serialized_end=1373
+  _globals['_CHATREQUEST_PROVIDEROPTIONSENTRY']._serialized_start=1375
+  _globals['_CHATREQUEST_PROVIDEROPTIONSENTRY']._serialized_end=1454
+  _globals['_CACHEOPTIONS']._serialized_start=1480
+  _globals['_CACHEOPTIONS']._serialized_end=1574
+  _globals['_REASONINGCONFIG']._serialized_start=1576
+  _globals['_REASONINGCONFIG']._serialized_end=1687
+  _globals['_CHATRESPONSE']._serialized_start=1690
+  _globals['_CHATRESPONSE']._serialized_end=2164
+  _globals['_CHATSTREAMREQUEST']._serialized_start=2166
+  _globals['_CHATSTREAMREQUEST']._serialized_end=2230
+  _globals['_CHATSTREAMRESPONSE']._serialized_start=2233
+  _globals['_CHATSTREAMRESPONSE']._serialized_end=2459
+  _globals['_STREAMSTART']._serialized_start=2461
+  _globals['_STREAMSTART']._serialized_end=2588
+  _globals['_TEXTDELTA']._serialized_start=2590
+  _globals['_TEXTDELTA']._serialized_end=2615
+  _globals['_TOOLCALLDELTA']._serialized_start=2617
+  _globals['_TOOLCALLDELTA']._serialized_end=2692
+  _globals['_STREAMFINISH']._serialized_start=2695
+  _globals['_STREAMFINISH']._serialized_end=3014
 # @@protoc_insertion_point(module_scope)

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -22,6 +23,38 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _CacheMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CacheModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CacheMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CACHE_MODE_UNSPECIFIED: _CacheMode.ValueType  # 0
+    """Not set: the gateway's `cache.mode` (off unless the operator turned it on)."""
+    CACHE_MODE_ON: _CacheMode.ValueType  # 1
+    """Answer from the cache when the same call (same scope) was answered before; store the reply."""
+    CACHE_MODE_OFF: _CacheMode.ValueType  # 2
+    """Neither read nor write the cache."""
+    CACHE_MODE_READ_ONLY: _CacheMode.ValueType  # 3
+    """Answer from the cache when possible; do not store this reply."""
+    CACHE_MODE_WRITE_ONLY: _CacheMode.ValueType  # 4
+    """Always call the provider; store the reply for later calls."""
+
+class CacheMode(_CacheMode, metaclass=_CacheModeEnumTypeWrapper):
+    """Whether a call may be answered from the gateway's response cache, and may fill it."""
+
+CACHE_MODE_UNSPECIFIED: CacheMode.ValueType  # 0
+"""Not set: the gateway's `cache.mode` (off unless the operator turned it on)."""
+CACHE_MODE_ON: CacheMode.ValueType  # 1
+"""Answer from the cache when the same call (same scope) was answered before; store the reply."""
+CACHE_MODE_OFF: CacheMode.ValueType  # 2
+"""Neither read nor write the cache."""
+CACHE_MODE_READ_ONLY: CacheMode.ValueType  # 3
+"""Answer from the cache when possible; do not store this reply."""
+CACHE_MODE_WRITE_ONLY: CacheMode.ValueType  # 4
+"""Always call the provider; store the reply for later calls."""
+Global___CacheMode: _TypeAlias = CacheMode  # noqa: Y015
 
 class _ReasoningEffort:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -309,6 +342,7 @@ class ChatRequest(_message.Message):
     REASONING_FIELD_NUMBER: _builtins.int
     UNSUPPORTED_PARAMETERS_FIELD_NUMBER: _builtins.int
     COST_ALERT_THRESHOLD_FIELD_NUMBER: _builtins.int
+    CACHE_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """The model: "provider:model" (for example "openai:gpt-4o-mini"), a configured alias, or "auto"
     to let the gateway choose. Required. See `ListModels`.
@@ -376,6 +410,12 @@ class ChatRequest(_message.Message):
         extended thinking, Gemini `thinkingConfig`, Cohere `thinking`, Ollama `think`.
         """
 
+    @_builtins.property
+    def cache(self) -> Global___CacheOptions:
+        """This call and the gateway's response cache (docs/cache.md). Unset: the gateway's
+        `cache.mode`.
+        """
+
     def __init__(
         self,
         *,
@@ -395,16 +435,47 @@ class ChatRequest(_message.Message):
         reasoning: Global___ReasoningConfig | None = ...,
         unsupported_parameters: Global___UnsupportedParameterPolicy.ValueType = ...,
         cost_alert_threshold: _builtins.str = ...,
+        cache: Global___CacheOptions | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls", "caller", b"caller", "generation", b"generation", "parallel_tool_calls", b"parallel_tool_calls", "reasoning", b"reasoning", "response_format", b"response_format", "tool_choice", b"tool_choice"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls", "cache", b"cache", "caller", b"caller", "generation", b"generation", "parallel_tool_calls", b"parallel_tool_calls", "reasoning", b"reasoning", "response_format", b"response_format", "tool_choice", b"tool_choice"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls", "caller", b"caller", "cost_alert_threshold", b"cost_alert_threshold", "dry_run", b"dry_run", "fallback_models", b"fallback_models", "generation", b"generation", "max_cost", b"max_cost", "messages", b"messages", "model", b"model", "parallel_tool_calls", b"parallel_tool_calls", "provider_options", b"provider_options", "reasoning", b"reasoning", "response_format", b"response_format", "tags", b"tags", "tool_choice", b"tool_choice", "tools", b"tools", "unsupported_parameters", b"unsupported_parameters"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls", "cache", b"cache", "caller", b"caller", "cost_alert_threshold", b"cost_alert_threshold", "dry_run", b"dry_run", "fallback_models", b"fallback_models", "generation", b"generation", "max_cost", b"max_cost", "messages", b"messages", "model", b"model", "parallel_tool_calls", b"parallel_tool_calls", "provider_options", b"provider_options", "reasoning", b"reasoning", "response_format", b"response_format", "tags", b"tags", "tool_choice", b"tool_choice", "tools", b"tools", "unsupported_parameters", b"unsupported_parameters"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__parallel_tool_calls: _TypeAlias = _typing.Literal["parallel_tool_calls"]  # noqa: Y015
     _WhichOneofArgType__parallel_tool_calls: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__parallel_tool_calls) -> _WhichOneofReturnType__parallel_tool_calls | None: ...
 
 Global___ChatRequest: _TypeAlias = ChatRequest  # noqa: Y015
+
+@_typing.final
+class CacheOptions(_message.Message):
+    """A call's use of the response cache."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODE_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
+    mode: Global___CacheMode.ValueType
+    """How this call uses the cache."""
+    @_builtins.property
+    def ttl(self) -> _duration_pb2.Duration:
+        """How long a reply stored by this call is kept; unset: the gateway's `cache.ttl`. At most
+        `cache.max_ttl`.
+        """
+
+    def __init__(
+        self,
+        *,
+        mode: Global___CacheMode.ValueType = ...,
+        ttl: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ttl", b"ttl"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mode", b"mode", "ttl", b"ttl"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CacheOptions: _TypeAlias = CacheOptions  # noqa: Y015
 
 @_typing.final
 class ReasoningConfig(_message.Message):
