@@ -18,7 +18,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from llm_gateway.cache import MemoryCache
 from llmgateway.v1 import chat_pb2, gateway_service_pb2_grpc, usage_pb2, usage_service_pb2_grpc
 from tests.conftest import chat, error_details, openai_toml, reply_text, running_gateway, violated_fields
-from tests.fakes.openai import FakeOpenAI, Reply, error_body
+from tests.fakes.openai import FakeOpenAI, Reply, chunk, error_body
 from tests.redis_server import redis_server
 
 MODEL = "openai:gpt-4o-mini"
@@ -200,6 +200,19 @@ async def test_errors_and_dry_runs_are_never_cached(fake_openai: FakeOpenAI) -> 
     assert not dry.routing.cache_hit
     assert not real.routing.cache_hit
     assert len(fake_openai.requests) == 3  # the failure, then each real call once
+
+
+async def test_a_stream_cut_short_is_never_stored(fake_openai: FakeOpenAI) -> None:
+    cut = Reply(sse=[chunk({"content": "Hel"}), chunk({"content": "lo"}), "[DONE]"])  # no finish reason
+    async with running_gateway(KEYS + openai_toml(fake_openai.base_url)) as gw:
+        fake_openai.script(cut)
+        with pytest.raises(grpc.aio.AioRpcError) as interrupted:
+            await streamed(gw.stub, cached("cut me short"))
+        assert error_details(interrupted.value).info.reason == "UPSTREAM_STREAM_INTERRUPTED"
+        deltas, finish = await streamed(gw.stub, cached("cut me short"))
+    assert not finish.routing.cache_hit  # the cut stream left nothing to replay
+    assert "".join(deltas) == "cut me short"
+    assert len(fake_openai.requests) == 2
 
 
 def test_the_memory_cache_stays_within_its_bound_under_100000_distinct_entries() -> None:
