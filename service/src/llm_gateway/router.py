@@ -44,10 +44,7 @@ class Router:
         providers skipped). A model `principal` may not use is PERMISSION_DENIED where the caller
         named it, and left out where the gateway chose it ("auto", configured fallbacks)."""
         routes = self.resolve(model, field, principal)
-        prefix = field.rpartition(".")[0]
-        for i, fallback in enumerate(fallbacks):
-            path = f"{prefix}.fallback_models[{i}]" if prefix else f"fallback_models[{i}]"
-            routes.extend(Route(r.spec, "fallback") for r in self.resolve(fallback, path, principal))
+        routes.extend(self.fallbacks(fallbacks, field, principal))
         for configured in [f for route in routes if route.reason != "fallback" for f in route.spec.fallbacks]:
             spec = self._configured_fallback(configured)
             if spec is not None and principal.may_use(spec.id):
@@ -59,6 +56,15 @@ class Router:
                 seen.add(route.spec.id)
                 unique.append(route)
         return unique
+
+    def fallbacks(self, fallbacks: Sequence[str], field: str, principal: Principal) -> list[Route]:
+        """The request's own fallback models, in order."""
+        prefix = field.rpartition(".")[0]
+        routes: list[Route] = []
+        for i, fallback in enumerate(fallbacks):
+            path = f"{prefix}.fallback_models[{i}]" if prefix else f"fallback_models[{i}]"
+            routes.extend(Route(r.spec, "fallback") for r in self.resolve(fallback, path, principal))
+        return routes
 
     def resolve(self, model: str, field: str = "model", principal: Principal = ANONYMOUS) -> list[Route]:
         """The candidates `model` names (several for "auto"), those `principal` may use."""

@@ -331,9 +331,24 @@ class WebhookConfig(_Strict):
         return secret
 
 
+class RoutingWeightsConfig(_Strict):
+    """The `auto` strategy's weights (docs/routing.md); they need not add up to 1."""
+
+    cost: float = Field(default=0.4, ge=0)
+    speed: float = Field(default=0.3, ge=0)
+    quality: float = Field(default=0.3, ge=0)
+
+
 class RoutingConfig(_Strict):
-    # Candidates for model "auto", in order of preference; models of disabled providers are skipped.
+    # Candidates for model "auto" without routing options, in order of preference; models of
+    # disabled providers are skipped.
     auto: tuple[str, ...] = ("mock:echo",)
+    # Quality scores for the "quality" and "auto" strategies: "provider:model" -> 0 (worst) to 1.
+    quality: dict[str, Annotated[float, Field(ge=0, le=1)]] = {}
+    weights: RoutingWeightsConfig = RoutingWeightsConfig()
+    # The share of "speed" and "auto" choices that try a model without recent latency first, so
+    # the gateway learns how fast it is.
+    exploration: float = Field(default=0.1, ge=0, le=1)
 
 
 class RateTierConfig(_Strict):

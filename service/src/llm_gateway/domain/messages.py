@@ -141,6 +141,25 @@ class Reasoning:
     budget_tokens: int | None = None
 
 
+class RoutingStrategy(StrEnum):
+    COST = "cost"
+    SPEED = "speed"
+    QUALITY = "quality"
+    AUTO = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingOptions:
+    """How `model: "auto"` ranks the catalog's models, and what passes a model over."""
+
+    strategy: RoutingStrategy = RoutingStrategy.AUTO
+    max_cost_per_1k_tokens: Decimal | None = None  # USD
+    max_latency: float | None = None  # seconds
+    preferred_providers: tuple[str, ...] = ()
+    required_capabilities: frozenset[str] = frozenset()
+    min_context_window: int | None = None
+
+
 class CacheMode(StrEnum):
     ON = "on"
     OFF = "off"
@@ -188,6 +207,7 @@ class ChatRequest:
     # Unsupported settings are dropped and reported instead of rejected (policy LENIENT).
     lenient: bool = False
     cache: CacheOptions | None = None
+    routing: RoutingOptions | None = None
 
     def last_user_text(self) -> str:
         for message in reversed(self.messages):

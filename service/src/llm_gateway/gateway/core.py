@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
+import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing, contextmanager
@@ -21,8 +22,9 @@ from typing import TYPE_CHECKING, TypeVar
 
 from llm_gateway.cache import CachedReply, CacheUse, ResponseCache
 from llm_gateway.catalog import Catalog, ModelSpec
-from llm_gateway.domain.errors import GatewayError, invalid_request
-from llm_gateway.domain.messages import ChatRequest
+from llm_gateway.config.schema import RoutingConfig
+from llm_gateway.domain.errors import Code, GatewayError, invalid_request
+from llm_gateway.domain.messages import ChatRequest, RoutingOptions
 from llm_gateway.domain.results import Completion, StreamDone, StreamEvent, TextDelta, ToolCallDelta, Usage
 from llm_gateway.gateway.breaker import Ticket
 from llm_gateway.gateway.estimate import Estimate, estimate, ranked
@@ -33,9 +35,10 @@ from llm_gateway.gateway.outcome import CallSummary, ChatOutcome, GatewayEvent, 
 from llm_gateway.gateway.plan import CallPlan, StreamOutput
 from llm_gateway.gateway.record import ANONYMOUS, CallObserver, CallTracker, Observers, Principal
 from llm_gateway.gateway.scope import CallScope
+from llm_gateway.gateway.strategy import Considered, choose, needed_capabilities
 from llm_gateway.pricing import Cost, PricingStatus
 from llm_gateway.providers.base import Provider, UpstreamCall
-from llm_gateway.router import Route, Router
+from llm_gateway.router import AUTO, Route, Router
 from llm_gateway.tokens import TokenCount, count_prompt
 
 if TYPE_CHECKING:
@@ -62,6 +65,7 @@ class Gateway:
         observers: Sequence[CallObserver] = (),
         budgets: BudgetKeeper | None = None,
         cache: ResponseCache | None = None,
+        routing: RoutingConfig | None = None,
     ) -> None:
         self._router = router
         self.cache = cache
@@ -75,6 +79,8 @@ class Gateway:
         self.live = LiveLatency(listed=lambda model_id: catalog.is_listed(model_id))
         self.observers = Observers([self.live, *observers])
         self.tracing: Tracing | None = None  # set with the tracing observer, when tracing is on
+        self.routing = routing or RoutingConfig()
+        self._rng = random.Random()
 
     def rate_limiters(self) -> list[tuple[str, str, Limiter]]:
         """("provider" or "key", its name, its limiter), for the metrics."""
@@ -134,17 +140,77 @@ class Gateway:
     def catalog(self) -> Catalog:
         return self._catalog
 
-    async def _plan(self, request: ChatRequest, scope: CallScope, call_id: str) -> CallPlan:
+    async def _plan(
+        self, request: ChatRequest, scope: CallScope, call_id: str, stream: bool = False
+    ) -> CallPlan:
         """The call's candidates; counts what its budget needs. A call (not a dry run) then takes
         its place in its gateway key's rate limit, if the key has one."""
         self._check_options(request)
-        routes = self._router.plan(request.model, request.fallback_models, principal=scope.principal)
+        considered: list[Considered] = []
+        if request.routing is not None and request.model == AUTO:
+            fallbacks = self._router.fallbacks(request.fallback_models, "model", scope.principal)
+            routes, considered = await self._ranked(
+                request, request.routing, fallbacks, scope.principal, stream
+            )
+        else:
+            routes = self._router.plan(request.model, request.fallback_models, principal=scope.principal)
         plan = CallPlan(routes, request, scope, call_id)
+        plan.routing.considered = considered
         await plan.prepare()
         limiter = self._key_limiters.get(scope.principal.key)
         if limiter is not None and not request.dry_run:
             await _take_room(plan, routes[0].spec, limiter)
         return plan
+
+    async def _ranked(
+        self,
+        request: ChatRequest,
+        options: RoutingOptions,
+        fallbacks: list[Route],
+        principal: Principal,
+        stream: bool,
+    ) -> tuple[list[Route], list[Considered]]:
+        """`model: "auto"` with routing options: the catalog's models the key may use, ranked by
+        the strategy (`gateway/strategy.py`), then the call's fallbacks."""
+        specs = [spec for spec in self._catalog.listed() if principal.may_use(spec.id)]
+        counts: dict[str, TokenCount] = {}
+        for spec in specs:
+            if spec.tokenizer not in counts:
+                counts[spec.tokenizer] = await count_prompt(spec.tokenizer, request)
+
+        def latency(model_id: str) -> float | None:
+            seen = self.live.of(model_id)
+            first, whole = seen.time_to_first_token_p50, seen.latency_p50
+            return (
+                (first if first is not None else whole) if stream else (whole if whole is not None else first)
+            )
+
+        def circuit_open(model_id: str) -> bool:
+            breaker = self.breakers.get(model_id.partition(":")[0])
+            return breaker is not None and not breaker.available
+
+        chosen, considered = choose(
+            specs,
+            lambda spec: estimate(request, spec, counts[spec.tokenizer]),
+            options,
+            self.routing,
+            needed_capabilities(request, options, stream),
+            latency,
+            circuit_open,
+            self._rng,
+        )
+        if not chosen:
+            why = "; ".join(f"{c.model}: {c.passed_over}" for c in considered[:8])
+            raise GatewayError(
+                f"model: no model meets the routing options ({why})",
+                code=Code.FAILED_PRECONDITION,
+                reason="NO_MODEL_AVAILABLE",
+                metadata={"field": "routing"},
+            )
+        reason = f"strategy:{options.strategy.value}"
+        ranked = [Route(spec, reason) for spec in chosen]
+        ids = {spec.id for spec in chosen}
+        return ranked + [r for r in fallbacks if r.spec.id not in ids], considered
 
     def _check_options(self, request: ChatRequest) -> None:
         """Refuses provider options that would override what the gateway sets itself (the model,
@@ -369,7 +435,7 @@ class Gateway:
         accounted: what was produced so far is counted and priced, marked estimated, and kept in
         the call's record; an upstream failure also carries it in its error's metadata."""
         with self._tracked(scope, "ChatStream", request) as tracker:
-            plan = await self._plan(request, scope, tracker.id)
+            plan = await self._plan(request, scope, tracker.id, stream=True)
             tracker.routing = plan.routing
             use = self._cache_use(plan)
             if request.dry_run:  # the estimate as a stream: its start and its finish, no upstream

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from llm_gateway.catalog import ModelSpec
 from llm_gateway.domain.results import Completion, FinishReason, TextDelta, ToolCallDelta, Usage
+from llm_gateway.gateway.strategy import Considered
 from llm_gateway.pricing import Cost, PricingStatus, format_decimal
 
 
@@ -42,6 +43,7 @@ class RoutingInfo:
     attempts: list[Attempt] = field(default_factory=list)
     selected: ModelSpec | None = None
     cache_hit: bool = False  # answered from the gateway's response cache
+    considered: list[Considered] = field(default_factory=list)  # a routing strategy's view
 
     @property
     def fallback_used(self) -> bool:

@@ -33,6 +33,8 @@ from llm_gateway.domain.messages import (
     ResponseFormat,
     ResponseFormatType,
     Role,
+    RoutingOptions,
+    RoutingStrategy,
     TextPart,
     Tool,
     ToolCall,
@@ -109,6 +111,7 @@ def _chat_request(pb: chat_pb2.ChatRequest, wire: Violations) -> ChatRequest:
         reasoning=_reasoning(pb, wire),
         lenient=_lenient(pb.unsupported_parameters, wire),
         cache=_cache(pb, wire),
+        routing=_routing(pb, wire),
     )
 
 
@@ -244,6 +247,52 @@ def _reasoning(pb: chat_pb2.ChatRequest, wire: Violations) -> Reasoning | None:
     if effort is None and budget is None:
         return None
     return Reasoning(effort, budget)
+
+
+_STRATEGIES = {
+    chat_pb2.ROUTING_STRATEGY_COST: RoutingStrategy.COST,
+    chat_pb2.ROUTING_STRATEGY_SPEED: RoutingStrategy.SPEED,
+    chat_pb2.ROUTING_STRATEGY_QUALITY: RoutingStrategy.QUALITY,
+    chat_pb2.ROUTING_STRATEGY_AUTO: RoutingStrategy.AUTO,
+}
+_CAPABILITIES = frozenset({"streaming", "tools", "vision", "json_schema", "json_object", "reasoning"})
+
+
+def _routing(pb: chat_pb2.ChatRequest, wire: Violations) -> RoutingOptions | None:
+    if not pb.HasField("routing"):
+        return None
+    r = pb.routing
+    strategy = _STRATEGIES.get(r.strategy, RoutingStrategy.AUTO)
+    if r.strategy not in _STRATEGIES and r.strategy != chat_pb2.ROUTING_STRATEGY_UNSPECIFIED:
+        wire.add("routing.strategy", "unknown routing strategy")
+    for i, capability in enumerate(r.required_capabilities):
+        if capability not in _CAPABILITIES:
+            wire.add(
+                f"routing.required_capabilities[{i}]", f"must be one of {', '.join(sorted(_CAPABILITIES))}"
+            )
+    latency = None
+    if r.HasField("max_latency_ms"):
+        if r.max_latency_ms < 1:
+            wire.add("routing.max_latency_ms", "must be at least 1")
+        else:
+            latency = r.max_latency_ms / 1000
+    window = None
+    if r.HasField("min_context_window"):
+        if r.min_context_window < 1:
+            wire.add("routing.min_context_window", "must be at least 1")
+        else:
+            window = r.min_context_window
+    per_1k = _budget(r.max_cost_per_1k_tokens, wire, "routing.max_cost_per_1k_tokens")
+    if per_1k is not None and per_1k < 0:
+        wire.add("routing.max_cost_per_1k_tokens", "must not be negative")
+    return RoutingOptions(
+        strategy,
+        per_1k,
+        latency,
+        tuple(r.preferred_providers),
+        frozenset(c for c in r.required_capabilities if c in _CAPABILITIES),
+        window,
+    )
 
 
 _CACHE_MODES = {

@@ -198,6 +198,16 @@ def _routing_into(out: accounting_pb2.Routing, r: RoutingInfo) -> None:
         _attempt_into(out.attempts.add(), a)
     out.fallback_used = r.fallback_used
     out.cache_hit = r.cache_hit
+    for c in r.considered:
+        considered = out.considered.add(model=c.model, passed_over=c.passed_over, score=c.score)
+        if c.expected_cost is not None:
+            considered.expected_cost = format_decimal(c.expected_cost)
+        if c.cost_per_1k_tokens is not None:
+            considered.cost_per_1k_tokens = format_decimal(c.cost_per_1k_tokens)
+        if c.latency is not None:
+            _duration_into(considered.latency, c.latency)
+        if c.quality is not None:
+            considered.quality = c.quality
 
 
 def attempt(a: Attempt) -> accounting_pb2.Attempt:

@@ -34,6 +34,8 @@ from llm_gateway.domain.messages import (
     ResponseFormat,
     ResponseFormatType,
     Role,
+    RoutingOptions,
+    RoutingStrategy,
     TextPart,
     Tool,
     ToolCall,
@@ -163,6 +165,7 @@ def _request(body: dict[str, Any], wire: Violations) -> OpenAIRequest:
         reasoning=_reasoning(body.get("reasoning_effort"), wire),
         lenient=lenient,
         cache=_cache(routing, wire),
+        routing=_routing_options(routing, wire),
     )
     return OpenAIRequest(
         chat, stream, include_usage, max_tokens_param, tuple(dropped), _include(body.get("response"), wire)
@@ -170,6 +173,54 @@ def _request(body: dict[str, Any], wire: Violations) -> OpenAIRequest:
 
 
 _CACHE_MODES = {mode.value: mode for mode in CacheMode}
+_STRATEGIES = {strategy.value: strategy for strategy in RoutingStrategy}
+_CAPABILITIES = frozenset({"streaming", "tools", "vision", "json_schema", "json_object", "reasoning"})
+_STRATEGY_KEYS = (
+    "strategy",
+    "max_cost_per_1k_tokens",
+    "max_latency_ms",
+    "preferred_providers",
+    "required_capabilities",
+    "min_context_window",
+)
+
+
+def _routing_options(routing: Mapping[str, Any], wire: Violations) -> RoutingOptions | None:
+    """`routing.strategy` ("cost", "speed", "quality", "auto") and its constraints, for model "auto"."""
+    if not any(routing.get(k) is not None for k in _STRATEGY_KEYS):
+        return None
+    name = routing.get("strategy")
+    strategy = RoutingStrategy.AUTO
+    if name is not None:
+        found = _STRATEGIES.get(name) if isinstance(name, str) else None
+        if found is None:
+            wire.add("routing.strategy", f"must be one of {', '.join(_STRATEGIES)}")
+        strategy = found or strategy
+    capabilities = strings(routing.get("required_capabilities"), "routing.required_capabilities", wire)
+    for i, capability in enumerate(capabilities):
+        if capability not in _CAPABILITIES:
+            wire.add(
+                f"routing.required_capabilities[{i}]", f"must be one of {', '.join(sorted(_CAPABILITIES))}"
+            )
+    latency = integer(routing.get("max_latency_ms"), "routing.max_latency_ms", wire)
+    if latency is not None and latency < 1:
+        wire.add("routing.max_latency_ms", "must be at least 1")
+        latency = None
+    window = integer(routing.get("min_context_window"), "routing.min_context_window", wire)
+    if window is not None and window < 1:
+        wire.add("routing.min_context_window", "must be at least 1")
+        window = None
+    per_1k = _decimal(routing.get("max_cost_per_1k_tokens"), "routing.max_cost_per_1k_tokens", wire)
+    if per_1k is not None and per_1k < 0:
+        wire.add("routing.max_cost_per_1k_tokens", "must not be negative")
+    return RoutingOptions(
+        strategy,
+        per_1k,
+        None if latency is None else latency / 1000,
+        tuple(strings(routing.get("preferred_providers"), "routing.preferred_providers", wire)),
+        frozenset(c for c in capabilities if c in _CAPABILITIES),
+        window,
+    )
 
 
 def _cache(routing: Mapping[str, Any], wire: Violations) -> CacheOptions | None:

@@ -12,6 +12,7 @@ from typing import Any
 from llm_gateway.domain.errors import Code, GatewayError
 from llm_gateway.domain.results import FinishReason, TextDelta, ToolCallDelta, Usage
 from llm_gateway.gateway.outcome import CallHeader, CallSummary, ChatOutcome
+from llm_gateway.gateway.strategy import Considered
 from llm_gateway.pricing import Cost, PricingStatus, format_decimal
 from llm_gateway.web.fields import openai_param
 
@@ -161,6 +162,7 @@ def extensions(
         "considered_models": list(routing.candidates),
         "fallback_used": routing.fallback_used,
         "cache_hit": routing.cache_hit,
+        **({"considered": [_considered(c) for c in routing.considered]} if routing.considered else {}),
         "attempts": [
             {
                 "provider": a.provider,
@@ -240,3 +242,16 @@ def sse(data: dict[str, Any] | str) -> bytes:
 def ms(seconds: float | None) -> float | None:
     """Seconds as milliseconds, to the microsecond."""
     return None if seconds is None else round(seconds * 1000, 3)
+
+
+def _considered(c: Considered) -> dict[str, Any]:
+    """A model a routing strategy looked at, as the door shows it."""
+    return {
+        "model": c.model,
+        "passed_over": c.passed_over or None,
+        "expected_cost": None if c.expected_cost is None else format_decimal(c.expected_cost),
+        "cost_per_1k_tokens": None if c.cost_per_1k_tokens is None else format_decimal(c.cost_per_1k_tokens),
+        "latency_ms": None if c.latency is None else round(c.latency * 1000, 3),
+        "quality": c.quality,
+        "score": c.score,
+    }

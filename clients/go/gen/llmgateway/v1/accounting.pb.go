@@ -530,7 +530,9 @@ type Routing struct {
 	// The model that served the call, as "provider:model".
 	SelectedModel string `protobuf:"bytes,2,opt,name=selected_model,json=selectedModel,proto3" json:"selected_model,omitempty"`
 	// Why this model: "requested" (named by `provider:model`), "alias" (a configured alias),
-	// "auto" (the gateway chose), or "fallback" (an earlier candidate failed).
+	// "auto" (the gateway chose from `routing.auto`), "strategy:cost", "strategy:speed",
+	// "strategy:quality" or "strategy:auto" (ranked by `ChatRequest.routing`), "cache_hit", or
+	// "fallback" (an earlier candidate failed).
 	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
 	// The candidate models in the order they would be tried.
 	Candidates []string `protobuf:"bytes,4,rep,name=candidates,proto3" json:"candidates,omitempty"`
@@ -539,7 +541,10 @@ type Routing struct {
 	// True when a model other than the first candidate served the call.
 	FallbackUsed bool `protobuf:"varint,6,opt,name=fallback_used,json=fallbackUsed,proto3" json:"fallback_used,omitempty"`
 	// True when the reply came from the gateway's response cache.
-	CacheHit      bool `protobuf:"varint,7,opt,name=cache_hit,json=cacheHit,proto3" json:"cache_hit,omitempty"`
+	CacheHit bool `protobuf:"varint,7,opt,name=cache_hit,json=cacheHit,proto3" json:"cache_hit,omitempty"`
+	// With a routing strategy: every model considered, the eligible ones in rank order first, then
+	// those passed over with why.
+	Considered    []*ConsideredModel `protobuf:"bytes,8,rep,name=considered,proto3" json:"considered,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -623,6 +628,115 @@ func (x *Routing) GetCacheHit() bool {
 	return false
 }
 
+func (x *Routing) GetConsidered() []*ConsideredModel {
+	if x != nil {
+		return x.Considered
+	}
+	return nil
+}
+
+// A model a routing strategy looked at.
+type ConsideredModel struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "provider:model".
+	Model string `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	// Empty when eligible; else why it was passed over ("lacks tools", "circuit open", "over
+	// max_cost_per_1k_tokens", ...).
+	PassedOver string `protobuf:"bytes,2,opt,name=passed_over,json=passedOver,proto3" json:"passed_over,omitempty"`
+	// The call's expected cost on the model, USD as a decimal string; empty when its price is unknown.
+	ExpectedCost string `protobuf:"bytes,3,opt,name=expected_cost,json=expectedCost,proto3" json:"expected_cost,omitempty"`
+	// Its cost per 1,000 tokens for this call, USD as a decimal string; empty when unknown.
+	CostPer_1KTokens string `protobuf:"bytes,4,opt,name=cost_per_1k_tokens,json=costPer1kTokens,proto3" json:"cost_per_1k_tokens,omitempty"`
+	// Recent observed latency (unary: the whole call; stream: the first token); unset when the
+	// gateway has not seen it serve lately.
+	Latency *durationpb.Duration `protobuf:"bytes,5,opt,name=latency,proto3" json:"latency,omitempty"`
+	// The configured quality score (`routing.quality`, 0 to 1); unset when none is configured.
+	Quality *float64 `protobuf:"fixed64,6,opt,name=quality,proto3,oneof" json:"quality,omitempty"`
+	// The strategy's score; lower ranks first.
+	Score         float64 `protobuf:"fixed64,7,opt,name=score,proto3" json:"score,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsideredModel) Reset() {
+	*x = ConsideredModel{}
+	mi := &file_llmgateway_v1_accounting_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsideredModel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsideredModel) ProtoMessage() {}
+
+func (x *ConsideredModel) ProtoReflect() protoreflect.Message {
+	mi := &file_llmgateway_v1_accounting_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsideredModel.ProtoReflect.Descriptor instead.
+func (*ConsideredModel) Descriptor() ([]byte, []int) {
+	return file_llmgateway_v1_accounting_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ConsideredModel) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *ConsideredModel) GetPassedOver() string {
+	if x != nil {
+		return x.PassedOver
+	}
+	return ""
+}
+
+func (x *ConsideredModel) GetExpectedCost() string {
+	if x != nil {
+		return x.ExpectedCost
+	}
+	return ""
+}
+
+func (x *ConsideredModel) GetCostPer_1KTokens() string {
+	if x != nil {
+		return x.CostPer_1KTokens
+	}
+	return ""
+}
+
+func (x *ConsideredModel) GetLatency() *durationpb.Duration {
+	if x != nil {
+		return x.Latency
+	}
+	return nil
+}
+
+func (x *ConsideredModel) GetQuality() float64 {
+	if x != nil && x.Quality != nil {
+		return *x.Quality
+	}
+	return 0
+}
+
+func (x *ConsideredModel) GetScore() float64 {
+	if x != nil {
+		return x.Score
+	}
+	return 0
+}
+
 var File_llmgateway_v1_accounting_proto protoreflect.FileDescriptor
 
 const file_llmgateway_v1_accounting_proto_rawDesc = "" +
@@ -666,7 +780,7 @@ const file_llmgateway_v1_accounting_proto_rawDesc = "" +
 	"\x04code\x18\x03 \x01(\tR\x04code\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x18\n" +
 	"\amessage\x18\x05 \x01(\tR\amessage\x123\n" +
-	"\alatency\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\alatency\"\x8b\x02\n" +
+	"\alatency\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\alatency\"\xcb\x02\n" +
 	"\aRouting\x12+\n" +
 	"\x11selected_provider\x18\x01 \x01(\tR\x10selectedProvider\x12%\n" +
 	"\x0eselected_model\x18\x02 \x01(\tR\rselectedModel\x12\x16\n" +
@@ -676,7 +790,21 @@ const file_llmgateway_v1_accounting_proto_rawDesc = "" +
 	"candidates\x122\n" +
 	"\battempts\x18\x05 \x03(\v2\x16.llmgateway.v1.AttemptR\battempts\x12#\n" +
 	"\rfallback_used\x18\x06 \x01(\bR\ffallbackUsed\x12\x1b\n" +
-	"\tcache_hit\x18\a \x01(\bR\bcacheHit*\x7f\n" +
+	"\tcache_hit\x18\a \x01(\bR\bcacheHit\x12>\n" +
+	"\n" +
+	"considered\x18\b \x03(\v2\x1e.llmgateway.v1.ConsideredModelR\n" +
+	"considered\"\x90\x02\n" +
+	"\x0fConsideredModel\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x12\x1f\n" +
+	"\vpassed_over\x18\x02 \x01(\tR\n" +
+	"passedOver\x12#\n" +
+	"\rexpected_cost\x18\x03 \x01(\tR\fexpectedCost\x12+\n" +
+	"\x12cost_per_1k_tokens\x18\x04 \x01(\tR\x0fcostPer1kTokens\x123\n" +
+	"\alatency\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\alatency\x12\x1d\n" +
+	"\aquality\x18\x06 \x01(\x01H\x00R\aquality\x88\x01\x01\x12\x14\n" +
+	"\x05score\x18\a \x01(\x01R\x05scoreB\n" +
+	"\n" +
+	"\b_quality*\x7f\n" +
 	"\rPricingStatus\x12\x1e\n" +
 	"\x1aPRICING_STATUS_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15PRICING_STATUS_PRICED\x10\x01\x12\x17\n" +
@@ -697,7 +825,7 @@ func file_llmgateway_v1_accounting_proto_rawDescGZIP() []byte {
 }
 
 var file_llmgateway_v1_accounting_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_llmgateway_v1_accounting_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_llmgateway_v1_accounting_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_llmgateway_v1_accounting_proto_goTypes = []any{
 	(PricingStatus)(0),          // 0: llmgateway.v1.PricingStatus
 	(*Usage)(nil),               // 1: llmgateway.v1.Usage
@@ -705,22 +833,25 @@ var file_llmgateway_v1_accounting_proto_goTypes = []any{
 	(*Latency)(nil),             // 3: llmgateway.v1.Latency
 	(*Attempt)(nil),             // 4: llmgateway.v1.Attempt
 	(*Routing)(nil),             // 5: llmgateway.v1.Routing
-	(*durationpb.Duration)(nil), // 6: google.protobuf.Duration
+	(*ConsideredModel)(nil),     // 6: llmgateway.v1.ConsideredModel
+	(*durationpb.Duration)(nil), // 7: google.protobuf.Duration
 }
 var file_llmgateway_v1_accounting_proto_depIdxs = []int32{
-	0, // 0: llmgateway.v1.Cost.status:type_name -> llmgateway.v1.PricingStatus
-	6, // 1: llmgateway.v1.Latency.total:type_name -> google.protobuf.Duration
-	6, // 2: llmgateway.v1.Latency.time_to_first_byte:type_name -> google.protobuf.Duration
-	6, // 3: llmgateway.v1.Latency.time_to_first_token:type_name -> google.protobuf.Duration
-	6, // 4: llmgateway.v1.Latency.upstream:type_name -> google.protobuf.Duration
-	6, // 5: llmgateway.v1.Latency.gateway_overhead:type_name -> google.protobuf.Duration
-	6, // 6: llmgateway.v1.Attempt.latency:type_name -> google.protobuf.Duration
-	4, // 7: llmgateway.v1.Routing.attempts:type_name -> llmgateway.v1.Attempt
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	0,  // 0: llmgateway.v1.Cost.status:type_name -> llmgateway.v1.PricingStatus
+	7,  // 1: llmgateway.v1.Latency.total:type_name -> google.protobuf.Duration
+	7,  // 2: llmgateway.v1.Latency.time_to_first_byte:type_name -> google.protobuf.Duration
+	7,  // 3: llmgateway.v1.Latency.time_to_first_token:type_name -> google.protobuf.Duration
+	7,  // 4: llmgateway.v1.Latency.upstream:type_name -> google.protobuf.Duration
+	7,  // 5: llmgateway.v1.Latency.gateway_overhead:type_name -> google.protobuf.Duration
+	7,  // 6: llmgateway.v1.Attempt.latency:type_name -> google.protobuf.Duration
+	4,  // 7: llmgateway.v1.Routing.attempts:type_name -> llmgateway.v1.Attempt
+	6,  // 8: llmgateway.v1.Routing.considered:type_name -> llmgateway.v1.ConsideredModel
+	7,  // 9: llmgateway.v1.ConsideredModel.latency:type_name -> google.protobuf.Duration
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_llmgateway_v1_accounting_proto_init() }
@@ -728,13 +859,14 @@ func file_llmgateway_v1_accounting_proto_init() {
 	if File_llmgateway_v1_accounting_proto != nil {
 		return
 	}
+	file_llmgateway_v1_accounting_proto_msgTypes[5].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmgateway_v1_accounting_proto_rawDesc), len(file_llmgateway_v1_accounting_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -24,6 +24,67 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// How `model: "auto"` ranks the models it may choose.
+type RoutingStrategy int32
+
+const (
+	// Not set: AUTO when any other routing option is set.
+	RoutingStrategy_ROUTING_STRATEGY_UNSPECIFIED RoutingStrategy = 0
+	// The lowest expected cost for this call.
+	RoutingStrategy_ROUTING_STRATEGY_COST RoutingStrategy = 1
+	// The lowest recent observed latency (models without recent calls are tried now and then).
+	RoutingStrategy_ROUTING_STRATEGY_SPEED RoutingStrategy = 2
+	// The highest configured quality score.
+	RoutingStrategy_ROUTING_STRATEGY_QUALITY RoutingStrategy = 3
+	// A weighted score of the three (`routing.weights`).
+	RoutingStrategy_ROUTING_STRATEGY_AUTO RoutingStrategy = 4
+)
+
+// Enum value maps for RoutingStrategy.
+var (
+	RoutingStrategy_name = map[int32]string{
+		0: "ROUTING_STRATEGY_UNSPECIFIED",
+		1: "ROUTING_STRATEGY_COST",
+		2: "ROUTING_STRATEGY_SPEED",
+		3: "ROUTING_STRATEGY_QUALITY",
+		4: "ROUTING_STRATEGY_AUTO",
+	}
+	RoutingStrategy_value = map[string]int32{
+		"ROUTING_STRATEGY_UNSPECIFIED": 0,
+		"ROUTING_STRATEGY_COST":        1,
+		"ROUTING_STRATEGY_SPEED":       2,
+		"ROUTING_STRATEGY_QUALITY":     3,
+		"ROUTING_STRATEGY_AUTO":        4,
+	}
+)
+
+func (x RoutingStrategy) Enum() *RoutingStrategy {
+	p := new(RoutingStrategy)
+	*p = x
+	return p
+}
+
+func (x RoutingStrategy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RoutingStrategy) Descriptor() protoreflect.EnumDescriptor {
+	return file_llmgateway_v1_chat_proto_enumTypes[0].Descriptor()
+}
+
+func (RoutingStrategy) Type() protoreflect.EnumType {
+	return &file_llmgateway_v1_chat_proto_enumTypes[0]
+}
+
+func (x RoutingStrategy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RoutingStrategy.Descriptor instead.
+func (RoutingStrategy) EnumDescriptor() ([]byte, []int) {
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{0}
+}
+
 // Whether a call may be answered from the gateway's response cache, and may fill it.
 type CacheMode int32
 
@@ -69,11 +130,11 @@ func (x CacheMode) String() string {
 }
 
 func (CacheMode) Descriptor() protoreflect.EnumDescriptor {
-	return file_llmgateway_v1_chat_proto_enumTypes[0].Descriptor()
+	return file_llmgateway_v1_chat_proto_enumTypes[1].Descriptor()
 }
 
 func (CacheMode) Type() protoreflect.EnumType {
-	return &file_llmgateway_v1_chat_proto_enumTypes[0]
+	return &file_llmgateway_v1_chat_proto_enumTypes[1]
 }
 
 func (x CacheMode) Number() protoreflect.EnumNumber {
@@ -82,7 +143,7 @@ func (x CacheMode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CacheMode.Descriptor instead.
 func (CacheMode) EnumDescriptor() ([]byte, []int) {
-	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{0}
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{1}
 }
 
 // How hard a model should reason. Providers with a token budget get a documented budget per level
@@ -135,11 +196,11 @@ func (x ReasoningEffort) String() string {
 }
 
 func (ReasoningEffort) Descriptor() protoreflect.EnumDescriptor {
-	return file_llmgateway_v1_chat_proto_enumTypes[1].Descriptor()
+	return file_llmgateway_v1_chat_proto_enumTypes[2].Descriptor()
 }
 
 func (ReasoningEffort) Type() protoreflect.EnumType {
-	return &file_llmgateway_v1_chat_proto_enumTypes[1]
+	return &file_llmgateway_v1_chat_proto_enumTypes[2]
 }
 
 func (x ReasoningEffort) Number() protoreflect.EnumNumber {
@@ -148,7 +209,7 @@ func (x ReasoningEffort) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ReasoningEffort.Descriptor instead.
 func (ReasoningEffort) EnumDescriptor() ([]byte, []int) {
-	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{1}
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{2}
 }
 
 // What the gateway does with a request setting the serving model cannot honour (for example
@@ -190,11 +251,11 @@ func (x UnsupportedParameterPolicy) String() string {
 }
 
 func (UnsupportedParameterPolicy) Descriptor() protoreflect.EnumDescriptor {
-	return file_llmgateway_v1_chat_proto_enumTypes[2].Descriptor()
+	return file_llmgateway_v1_chat_proto_enumTypes[3].Descriptor()
 }
 
 func (UnsupportedParameterPolicy) Type() protoreflect.EnumType {
-	return &file_llmgateway_v1_chat_proto_enumTypes[2]
+	return &file_llmgateway_v1_chat_proto_enumTypes[3]
 }
 
 func (x UnsupportedParameterPolicy) Number() protoreflect.EnumNumber {
@@ -203,7 +264,7 @@ func (x UnsupportedParameterPolicy) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use UnsupportedParameterPolicy.Descriptor instead.
 func (UnsupportedParameterPolicy) EnumDescriptor() ([]byte, []int) {
-	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{2}
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{3}
 }
 
 // Why the model stopped generating.
@@ -255,11 +316,11 @@ func (x FinishReason) String() string {
 }
 
 func (FinishReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_llmgateway_v1_chat_proto_enumTypes[3].Descriptor()
+	return file_llmgateway_v1_chat_proto_enumTypes[4].Descriptor()
 }
 
 func (FinishReason) Type() protoreflect.EnumType {
-	return &file_llmgateway_v1_chat_proto_enumTypes[3]
+	return &file_llmgateway_v1_chat_proto_enumTypes[4]
 }
 
 func (x FinishReason) Number() protoreflect.EnumNumber {
@@ -268,7 +329,7 @@ func (x FinishReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use FinishReason.Descriptor instead.
 func (FinishReason) EnumDescriptor() ([]byte, []int) {
-	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{3}
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{4}
 }
 
 // Sampling and length settings. Unset fields take the provider's default. Values outside a
@@ -502,7 +563,9 @@ type ChatRequest struct {
 	CostAlertThreshold string `protobuf:"bytes,16,opt,name=cost_alert_threshold,json=costAlertThreshold,proto3" json:"cost_alert_threshold,omitempty"`
 	// This call and the gateway's response cache (docs/cache.md). Unset: the gateway's
 	// `cache.mode`.
-	Cache         *CacheOptions `protobuf:"bytes,17,opt,name=cache,proto3" json:"cache,omitempty"`
+	Cache *CacheOptions `protobuf:"bytes,17,opt,name=cache,proto3" json:"cache,omitempty"`
+	// With `model: "auto"`: how the gateway picks among the catalog's models (docs/routing.md).
+	Routing       *RoutingOptions `protobuf:"bytes,18,opt,name=routing,proto3" json:"routing,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -656,6 +719,106 @@ func (x *ChatRequest) GetCache() *CacheOptions {
 	return nil
 }
 
+func (x *ChatRequest) GetRouting() *RoutingOptions {
+	if x != nil {
+		return x.Routing
+	}
+	return nil
+}
+
+// Routing constraints and strategy for `model: "auto"`. Models that do not meet a constraint are
+// passed over (and listed in the reply's `routing.considered` with why).
+type RoutingOptions struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How to rank the eligible models.
+	Strategy RoutingStrategy `protobuf:"varint,1,opt,name=strategy,proto3,enum=llmgateway.v1.RoutingStrategy" json:"strategy,omitempty"`
+	// The most this call may cost per 1,000 tokens, USD as a decimal string.
+	MaxCostPer_1KTokens string `protobuf:"bytes,2,opt,name=max_cost_per_1k_tokens,json=maxCostPer1kTokens,proto3" json:"max_cost_per_1k_tokens,omitempty"`
+	// Pass over models whose recent observed latency is above this, in milliseconds, at least 1.
+	MaxLatencyMs *int32 `protobuf:"varint,3,opt,name=max_latency_ms,json=maxLatencyMs,proto3,oneof" json:"max_latency_ms,omitempty"`
+	// Providers whose models rank before the others, in this order of preference.
+	PreferredProviders []string `protobuf:"bytes,4,rep,name=preferred_providers,json=preferredProviders,proto3" json:"preferred_providers,omitempty"`
+	// Capabilities every candidate must have ("tools", "vision", "json_schema", "json_object",
+	// "reasoning", "streaming"), beside those the request itself needs.
+	RequiredCapabilities []string `protobuf:"bytes,5,rep,name=required_capabilities,json=requiredCapabilities,proto3" json:"required_capabilities,omitempty"`
+	// Pass over models whose context window is smaller, in tokens, at least 1.
+	MinContextWindow *int32 `protobuf:"varint,6,opt,name=min_context_window,json=minContextWindow,proto3,oneof" json:"min_context_window,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *RoutingOptions) Reset() {
+	*x = RoutingOptions{}
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoutingOptions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoutingOptions) ProtoMessage() {}
+
+func (x *RoutingOptions) ProtoReflect() protoreflect.Message {
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoutingOptions.ProtoReflect.Descriptor instead.
+func (*RoutingOptions) Descriptor() ([]byte, []int) {
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RoutingOptions) GetStrategy() RoutingStrategy {
+	if x != nil {
+		return x.Strategy
+	}
+	return RoutingStrategy_ROUTING_STRATEGY_UNSPECIFIED
+}
+
+func (x *RoutingOptions) GetMaxCostPer_1KTokens() string {
+	if x != nil {
+		return x.MaxCostPer_1KTokens
+	}
+	return ""
+}
+
+func (x *RoutingOptions) GetMaxLatencyMs() int32 {
+	if x != nil && x.MaxLatencyMs != nil {
+		return *x.MaxLatencyMs
+	}
+	return 0
+}
+
+func (x *RoutingOptions) GetPreferredProviders() []string {
+	if x != nil {
+		return x.PreferredProviders
+	}
+	return nil
+}
+
+func (x *RoutingOptions) GetRequiredCapabilities() []string {
+	if x != nil {
+		return x.RequiredCapabilities
+	}
+	return nil
+}
+
+func (x *RoutingOptions) GetMinContextWindow() int32 {
+	if x != nil && x.MinContextWindow != nil {
+		return *x.MinContextWindow
+	}
+	return 0
+}
+
 // A call's use of the response cache.
 type CacheOptions struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -670,7 +833,7 @@ type CacheOptions struct {
 
 func (x *CacheOptions) Reset() {
 	*x = CacheOptions{}
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[3]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -682,7 +845,7 @@ func (x *CacheOptions) String() string {
 func (*CacheOptions) ProtoMessage() {}
 
 func (x *CacheOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[3]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -695,7 +858,7 @@ func (x *CacheOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheOptions.ProtoReflect.Descriptor instead.
 func (*CacheOptions) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{3}
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CacheOptions) GetMode() CacheMode {
@@ -728,7 +891,7 @@ type ReasoningConfig struct {
 
 func (x *ReasoningConfig) Reset() {
 	*x = ReasoningConfig{}
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[4]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -740,7 +903,7 @@ func (x *ReasoningConfig) String() string {
 func (*ReasoningConfig) ProtoMessage() {}
 
 func (x *ReasoningConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[4]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -753,7 +916,7 @@ func (x *ReasoningConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReasoningConfig.ProtoReflect.Descriptor instead.
 func (*ReasoningConfig) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{4}
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ReasoningConfig) GetEffort() ReasoningEffort {
@@ -810,7 +973,7 @@ type ChatResponse struct {
 
 func (x *ChatResponse) Reset() {
 	*x = ChatResponse{}
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[5]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -822,7 +985,7 @@ func (x *ChatResponse) String() string {
 func (*ChatResponse) ProtoMessage() {}
 
 func (x *ChatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[5]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -835,7 +998,7 @@ func (x *ChatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatResponse.ProtoReflect.Descriptor instead.
 func (*ChatResponse) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{5}
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ChatResponse) GetId() string {
@@ -954,7 +1117,7 @@ type ChatStreamRequest struct {
 
 func (x *ChatStreamRequest) Reset() {
 	*x = ChatStreamRequest{}
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[6]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -966,7 +1129,7 @@ func (x *ChatStreamRequest) String() string {
 func (*ChatStreamRequest) ProtoMessage() {}
 
 func (x *ChatStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[6]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -979,7 +1142,7 @@ func (x *ChatStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatStreamRequest.ProtoReflect.Descriptor instead.
 func (*ChatStreamRequest) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{6}
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ChatStreamRequest) GetRequest() *ChatRequest {
@@ -1009,7 +1172,7 @@ type ChatStreamResponse struct {
 
 func (x *ChatStreamResponse) Reset() {
 	*x = ChatStreamResponse{}
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[7]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1021,7 +1184,7 @@ func (x *ChatStreamResponse) String() string {
 func (*ChatStreamResponse) ProtoMessage() {}
 
 func (x *ChatStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[7]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1034,7 +1197,7 @@ func (x *ChatStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChatStreamResponse.ProtoReflect.Descriptor instead.
 func (*ChatStreamResponse) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{7}
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ChatStreamResponse) GetEvent() isChatStreamResponse_Event {
@@ -1131,7 +1294,7 @@ type StreamStart struct {
 
 func (x *StreamStart) Reset() {
 	*x = StreamStart{}
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[8]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1143,7 +1306,7 @@ func (x *StreamStart) String() string {
 func (*StreamStart) ProtoMessage() {}
 
 func (x *StreamStart) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[8]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1156,7 +1319,7 @@ func (x *StreamStart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamStart.ProtoReflect.Descriptor instead.
 func (*StreamStart) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{8}
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StreamStart) GetId() string {
@@ -1205,7 +1368,7 @@ type TextDelta struct {
 
 func (x *TextDelta) Reset() {
 	*x = TextDelta{}
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[9]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1217,7 +1380,7 @@ func (x *TextDelta) String() string {
 func (*TextDelta) ProtoMessage() {}
 
 func (x *TextDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[9]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1230,7 +1393,7 @@ func (x *TextDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TextDelta.ProtoReflect.Descriptor instead.
 func (*TextDelta) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{9}
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TextDelta) GetText() string {
@@ -1258,7 +1421,7 @@ type ToolCallDelta struct {
 
 func (x *ToolCallDelta) Reset() {
 	*x = ToolCallDelta{}
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[10]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1270,7 +1433,7 @@ func (x *ToolCallDelta) String() string {
 func (*ToolCallDelta) ProtoMessage() {}
 
 func (x *ToolCallDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[10]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1283,7 +1446,7 @@ func (x *ToolCallDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToolCallDelta.ProtoReflect.Descriptor instead.
 func (*ToolCallDelta) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{10}
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ToolCallDelta) GetIndex() int32 {
@@ -1343,7 +1506,7 @@ type StreamFinish struct {
 
 func (x *StreamFinish) Reset() {
 	*x = StreamFinish{}
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[11]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1355,7 +1518,7 @@ func (x *StreamFinish) String() string {
 func (*StreamFinish) ProtoMessage() {}
 
 func (x *StreamFinish) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_chat_proto_msgTypes[11]
+	mi := &file_llmgateway_v1_chat_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1368,7 +1531,7 @@ func (x *StreamFinish) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamFinish.ProtoReflect.Descriptor instead.
 func (*StreamFinish) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{11}
+	return file_llmgateway_v1_chat_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StreamFinish) GetFinishReason() FinishReason {
@@ -1461,7 +1624,7 @@ const file_llmgateway_v1_chat_proto_rawDesc = "" +
 	"\aproject\x18\x02 \x01(\tR\aproject\x12\x16\n" +
 	"\x06tenant\x18\x03 \x01(\tR\x06tenant\x12\x1f\n" +
 	"\vtracking_id\x18\x04 \x01(\tR\n" +
-	"trackingId\"\xd9\b\n" +
+	"trackingId\"\x92\t\n" +
 	"\vChatRequest\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x122\n" +
 	"\bmessages\x18\x02 \x03(\v2\x16.llmgateway.v1.MessageR\bmessages\x12)\n" +
@@ -1483,14 +1646,24 @@ const file_llmgateway_v1_chat_proto_rawDesc = "" +
 	"\treasoning\x18\x0e \x01(\v2\x1e.llmgateway.v1.ReasoningConfigR\treasoning\x12`\n" +
 	"\x16unsupported_parameters\x18\x0f \x01(\x0e2).llmgateway.v1.UnsupportedParameterPolicyR\x15unsupportedParameters\x120\n" +
 	"\x14cost_alert_threshold\x18\x10 \x01(\tR\x12costAlertThreshold\x121\n" +
-	"\x05cache\x18\x11 \x01(\v2\x1b.llmgateway.v1.CacheOptionsR\x05cache\x1a7\n" +
+	"\x05cache\x18\x11 \x01(\v2\x1b.llmgateway.v1.CacheOptionsR\x05cache\x127\n" +
+	"\arouting\x18\x12 \x01(\v2\x1d.llmgateway.v1.RoutingOptionsR\arouting\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a[\n" +
 	"\x14ProviderOptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12-\n" +
 	"\x05value\x18\x02 \x01(\v2\x17.google.protobuf.StructR\x05value:\x028\x01B\x16\n" +
-	"\x14_parallel_tool_calls\"i\n" +
+	"\x14_parallel_tool_calls\"\xee\x02\n" +
+	"\x0eRoutingOptions\x12:\n" +
+	"\bstrategy\x18\x01 \x01(\x0e2\x1e.llmgateway.v1.RoutingStrategyR\bstrategy\x122\n" +
+	"\x16max_cost_per_1k_tokens\x18\x02 \x01(\tR\x12maxCostPer1kTokens\x12)\n" +
+	"\x0emax_latency_ms\x18\x03 \x01(\x05H\x00R\fmaxLatencyMs\x88\x01\x01\x12/\n" +
+	"\x13preferred_providers\x18\x04 \x03(\tR\x12preferredProviders\x123\n" +
+	"\x15required_capabilities\x18\x05 \x03(\tR\x14requiredCapabilities\x121\n" +
+	"\x12min_context_window\x18\x06 \x01(\x05H\x01R\x10minContextWindow\x88\x01\x01B\x11\n" +
+	"\x0f_max_latency_msB\x15\n" +
+	"\x13_min_context_window\"i\n" +
 	"\fCacheOptions\x12,\n" +
 	"\x04mode\x18\x01 \x01(\x0e2\x18.llmgateway.v1.CacheModeR\x04mode\x12+\n" +
 	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"\x85\x01\n" +
@@ -1550,7 +1723,13 @@ const file_llmgateway_v1_chat_proto_rawDesc = "" +
 	"\x0eprovider_model\x18\x06 \x01(\tR\rproviderModel\x120\n" +
 	"\x14provider_response_id\x18\a \x01(\tR\x12providerResponseId\x12-\n" +
 	"\x12dropped_parameters\x18\b \x03(\tR\x11droppedParameters\x12\x17\n" +
-	"\adry_run\x18\t \x01(\bR\x06dryRun*\x83\x01\n" +
+	"\adry_run\x18\t \x01(\bR\x06dryRun*\xa3\x01\n" +
+	"\x0fRoutingStrategy\x12 \n" +
+	"\x1cROUTING_STRATEGY_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15ROUTING_STRATEGY_COST\x10\x01\x12\x1a\n" +
+	"\x16ROUTING_STRATEGY_SPEED\x10\x02\x12\x1c\n" +
+	"\x18ROUTING_STRATEGY_QUALITY\x10\x03\x12\x19\n" +
+	"\x15ROUTING_STRATEGY_AUTO\x10\x04*\x83\x01\n" +
 	"\tCacheMode\x12\x1a\n" +
 	"\x16CACHE_MODE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rCACHE_MODE_ON\x10\x01\x12\x12\n" +
@@ -1589,78 +1768,82 @@ func file_llmgateway_v1_chat_proto_rawDescGZIP() []byte {
 	return file_llmgateway_v1_chat_proto_rawDescData
 }
 
-var file_llmgateway_v1_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_llmgateway_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_llmgateway_v1_chat_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_llmgateway_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_llmgateway_v1_chat_proto_goTypes = []any{
-	(CacheMode)(0),                  // 0: llmgateway.v1.CacheMode
-	(ReasoningEffort)(0),            // 1: llmgateway.v1.ReasoningEffort
-	(UnsupportedParameterPolicy)(0), // 2: llmgateway.v1.UnsupportedParameterPolicy
-	(FinishReason)(0),               // 3: llmgateway.v1.FinishReason
-	(*GenerationConfig)(nil),        // 4: llmgateway.v1.GenerationConfig
-	(*CallerMetadata)(nil),          // 5: llmgateway.v1.CallerMetadata
-	(*ChatRequest)(nil),             // 6: llmgateway.v1.ChatRequest
-	(*CacheOptions)(nil),            // 7: llmgateway.v1.CacheOptions
-	(*ReasoningConfig)(nil),         // 8: llmgateway.v1.ReasoningConfig
-	(*ChatResponse)(nil),            // 9: llmgateway.v1.ChatResponse
-	(*ChatStreamRequest)(nil),       // 10: llmgateway.v1.ChatStreamRequest
-	(*ChatStreamResponse)(nil),      // 11: llmgateway.v1.ChatStreamResponse
-	(*StreamStart)(nil),             // 12: llmgateway.v1.StreamStart
-	(*TextDelta)(nil),               // 13: llmgateway.v1.TextDelta
-	(*ToolCallDelta)(nil),           // 14: llmgateway.v1.ToolCallDelta
-	(*StreamFinish)(nil),            // 15: llmgateway.v1.StreamFinish
-	nil,                             // 16: llmgateway.v1.ChatRequest.TagsEntry
-	nil,                             // 17: llmgateway.v1.ChatRequest.ProviderOptionsEntry
-	(*Message)(nil),                 // 18: llmgateway.v1.Message
-	(*Tool)(nil),                    // 19: llmgateway.v1.Tool
-	(*ToolChoice)(nil),              // 20: llmgateway.v1.ToolChoice
-	(*ResponseFormat)(nil),          // 21: llmgateway.v1.ResponseFormat
-	(*durationpb.Duration)(nil),     // 22: google.protobuf.Duration
-	(*Usage)(nil),                   // 23: llmgateway.v1.Usage
-	(*Cost)(nil),                    // 24: llmgateway.v1.Cost
-	(*Latency)(nil),                 // 25: llmgateway.v1.Latency
-	(*Routing)(nil),                 // 26: llmgateway.v1.Routing
-	(*timestamppb.Timestamp)(nil),   // 27: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),         // 28: google.protobuf.Struct
+	(RoutingStrategy)(0),            // 0: llmgateway.v1.RoutingStrategy
+	(CacheMode)(0),                  // 1: llmgateway.v1.CacheMode
+	(ReasoningEffort)(0),            // 2: llmgateway.v1.ReasoningEffort
+	(UnsupportedParameterPolicy)(0), // 3: llmgateway.v1.UnsupportedParameterPolicy
+	(FinishReason)(0),               // 4: llmgateway.v1.FinishReason
+	(*GenerationConfig)(nil),        // 5: llmgateway.v1.GenerationConfig
+	(*CallerMetadata)(nil),          // 6: llmgateway.v1.CallerMetadata
+	(*ChatRequest)(nil),             // 7: llmgateway.v1.ChatRequest
+	(*RoutingOptions)(nil),          // 8: llmgateway.v1.RoutingOptions
+	(*CacheOptions)(nil),            // 9: llmgateway.v1.CacheOptions
+	(*ReasoningConfig)(nil),         // 10: llmgateway.v1.ReasoningConfig
+	(*ChatResponse)(nil),            // 11: llmgateway.v1.ChatResponse
+	(*ChatStreamRequest)(nil),       // 12: llmgateway.v1.ChatStreamRequest
+	(*ChatStreamResponse)(nil),      // 13: llmgateway.v1.ChatStreamResponse
+	(*StreamStart)(nil),             // 14: llmgateway.v1.StreamStart
+	(*TextDelta)(nil),               // 15: llmgateway.v1.TextDelta
+	(*ToolCallDelta)(nil),           // 16: llmgateway.v1.ToolCallDelta
+	(*StreamFinish)(nil),            // 17: llmgateway.v1.StreamFinish
+	nil,                             // 18: llmgateway.v1.ChatRequest.TagsEntry
+	nil,                             // 19: llmgateway.v1.ChatRequest.ProviderOptionsEntry
+	(*Message)(nil),                 // 20: llmgateway.v1.Message
+	(*Tool)(nil),                    // 21: llmgateway.v1.Tool
+	(*ToolChoice)(nil),              // 22: llmgateway.v1.ToolChoice
+	(*ResponseFormat)(nil),          // 23: llmgateway.v1.ResponseFormat
+	(*durationpb.Duration)(nil),     // 24: google.protobuf.Duration
+	(*Usage)(nil),                   // 25: llmgateway.v1.Usage
+	(*Cost)(nil),                    // 26: llmgateway.v1.Cost
+	(*Latency)(nil),                 // 27: llmgateway.v1.Latency
+	(*Routing)(nil),                 // 28: llmgateway.v1.Routing
+	(*timestamppb.Timestamp)(nil),   // 29: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),         // 30: google.protobuf.Struct
 }
 var file_llmgateway_v1_chat_proto_depIdxs = []int32{
-	18, // 0: llmgateway.v1.ChatRequest.messages:type_name -> llmgateway.v1.Message
-	19, // 1: llmgateway.v1.ChatRequest.tools:type_name -> llmgateway.v1.Tool
-	20, // 2: llmgateway.v1.ChatRequest.tool_choice:type_name -> llmgateway.v1.ToolChoice
-	21, // 3: llmgateway.v1.ChatRequest.response_format:type_name -> llmgateway.v1.ResponseFormat
-	4,  // 4: llmgateway.v1.ChatRequest.generation:type_name -> llmgateway.v1.GenerationConfig
-	5,  // 5: llmgateway.v1.ChatRequest.caller:type_name -> llmgateway.v1.CallerMetadata
-	16, // 6: llmgateway.v1.ChatRequest.tags:type_name -> llmgateway.v1.ChatRequest.TagsEntry
-	17, // 7: llmgateway.v1.ChatRequest.provider_options:type_name -> llmgateway.v1.ChatRequest.ProviderOptionsEntry
-	8,  // 8: llmgateway.v1.ChatRequest.reasoning:type_name -> llmgateway.v1.ReasoningConfig
-	2,  // 9: llmgateway.v1.ChatRequest.unsupported_parameters:type_name -> llmgateway.v1.UnsupportedParameterPolicy
-	7,  // 10: llmgateway.v1.ChatRequest.cache:type_name -> llmgateway.v1.CacheOptions
-	0,  // 11: llmgateway.v1.CacheOptions.mode:type_name -> llmgateway.v1.CacheMode
-	22, // 12: llmgateway.v1.CacheOptions.ttl:type_name -> google.protobuf.Duration
-	1,  // 13: llmgateway.v1.ReasoningConfig.effort:type_name -> llmgateway.v1.ReasoningEffort
-	18, // 14: llmgateway.v1.ChatResponse.message:type_name -> llmgateway.v1.Message
-	3,  // 15: llmgateway.v1.ChatResponse.finish_reason:type_name -> llmgateway.v1.FinishReason
-	23, // 16: llmgateway.v1.ChatResponse.usage:type_name -> llmgateway.v1.Usage
-	24, // 17: llmgateway.v1.ChatResponse.cost:type_name -> llmgateway.v1.Cost
-	25, // 18: llmgateway.v1.ChatResponse.latency:type_name -> llmgateway.v1.Latency
-	26, // 19: llmgateway.v1.ChatResponse.routing:type_name -> llmgateway.v1.Routing
-	27, // 20: llmgateway.v1.ChatResponse.create_time:type_name -> google.protobuf.Timestamp
-	6,  // 21: llmgateway.v1.ChatStreamRequest.request:type_name -> llmgateway.v1.ChatRequest
-	12, // 22: llmgateway.v1.ChatStreamResponse.start:type_name -> llmgateway.v1.StreamStart
-	13, // 23: llmgateway.v1.ChatStreamResponse.text_delta:type_name -> llmgateway.v1.TextDelta
-	14, // 24: llmgateway.v1.ChatStreamResponse.tool_call_delta:type_name -> llmgateway.v1.ToolCallDelta
-	15, // 25: llmgateway.v1.ChatStreamResponse.finish:type_name -> llmgateway.v1.StreamFinish
-	27, // 26: llmgateway.v1.StreamStart.create_time:type_name -> google.protobuf.Timestamp
-	3,  // 27: llmgateway.v1.StreamFinish.finish_reason:type_name -> llmgateway.v1.FinishReason
-	23, // 28: llmgateway.v1.StreamFinish.usage:type_name -> llmgateway.v1.Usage
-	24, // 29: llmgateway.v1.StreamFinish.cost:type_name -> llmgateway.v1.Cost
-	25, // 30: llmgateway.v1.StreamFinish.latency:type_name -> llmgateway.v1.Latency
-	26, // 31: llmgateway.v1.StreamFinish.routing:type_name -> llmgateway.v1.Routing
-	28, // 32: llmgateway.v1.ChatRequest.ProviderOptionsEntry.value:type_name -> google.protobuf.Struct
-	33, // [33:33] is the sub-list for method output_type
-	33, // [33:33] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	20, // 0: llmgateway.v1.ChatRequest.messages:type_name -> llmgateway.v1.Message
+	21, // 1: llmgateway.v1.ChatRequest.tools:type_name -> llmgateway.v1.Tool
+	22, // 2: llmgateway.v1.ChatRequest.tool_choice:type_name -> llmgateway.v1.ToolChoice
+	23, // 3: llmgateway.v1.ChatRequest.response_format:type_name -> llmgateway.v1.ResponseFormat
+	5,  // 4: llmgateway.v1.ChatRequest.generation:type_name -> llmgateway.v1.GenerationConfig
+	6,  // 5: llmgateway.v1.ChatRequest.caller:type_name -> llmgateway.v1.CallerMetadata
+	18, // 6: llmgateway.v1.ChatRequest.tags:type_name -> llmgateway.v1.ChatRequest.TagsEntry
+	19, // 7: llmgateway.v1.ChatRequest.provider_options:type_name -> llmgateway.v1.ChatRequest.ProviderOptionsEntry
+	10, // 8: llmgateway.v1.ChatRequest.reasoning:type_name -> llmgateway.v1.ReasoningConfig
+	3,  // 9: llmgateway.v1.ChatRequest.unsupported_parameters:type_name -> llmgateway.v1.UnsupportedParameterPolicy
+	9,  // 10: llmgateway.v1.ChatRequest.cache:type_name -> llmgateway.v1.CacheOptions
+	8,  // 11: llmgateway.v1.ChatRequest.routing:type_name -> llmgateway.v1.RoutingOptions
+	0,  // 12: llmgateway.v1.RoutingOptions.strategy:type_name -> llmgateway.v1.RoutingStrategy
+	1,  // 13: llmgateway.v1.CacheOptions.mode:type_name -> llmgateway.v1.CacheMode
+	24, // 14: llmgateway.v1.CacheOptions.ttl:type_name -> google.protobuf.Duration
+	2,  // 15: llmgateway.v1.ReasoningConfig.effort:type_name -> llmgateway.v1.ReasoningEffort
+	20, // 16: llmgateway.v1.ChatResponse.message:type_name -> llmgateway.v1.Message
+	4,  // 17: llmgateway.v1.ChatResponse.finish_reason:type_name -> llmgateway.v1.FinishReason
+	25, // 18: llmgateway.v1.ChatResponse.usage:type_name -> llmgateway.v1.Usage
+	26, // 19: llmgateway.v1.ChatResponse.cost:type_name -> llmgateway.v1.Cost
+	27, // 20: llmgateway.v1.ChatResponse.latency:type_name -> llmgateway.v1.Latency
+	28, // 21: llmgateway.v1.ChatResponse.routing:type_name -> llmgateway.v1.Routing
+	29, // 22: llmgateway.v1.ChatResponse.create_time:type_name -> google.protobuf.Timestamp
+	7,  // 23: llmgateway.v1.ChatStreamRequest.request:type_name -> llmgateway.v1.ChatRequest
+	14, // 24: llmgateway.v1.ChatStreamResponse.start:type_name -> llmgateway.v1.StreamStart
+	15, // 25: llmgateway.v1.ChatStreamResponse.text_delta:type_name -> llmgateway.v1.TextDelta
+	16, // 26: llmgateway.v1.ChatStreamResponse.tool_call_delta:type_name -> llmgateway.v1.ToolCallDelta
+	17, // 27: llmgateway.v1.ChatStreamResponse.finish:type_name -> llmgateway.v1.StreamFinish
+	29, // 28: llmgateway.v1.StreamStart.create_time:type_name -> google.protobuf.Timestamp
+	4,  // 29: llmgateway.v1.StreamFinish.finish_reason:type_name -> llmgateway.v1.FinishReason
+	25, // 30: llmgateway.v1.StreamFinish.usage:type_name -> llmgateway.v1.Usage
+	26, // 31: llmgateway.v1.StreamFinish.cost:type_name -> llmgateway.v1.Cost
+	27, // 32: llmgateway.v1.StreamFinish.latency:type_name -> llmgateway.v1.Latency
+	28, // 33: llmgateway.v1.StreamFinish.routing:type_name -> llmgateway.v1.Routing
+	30, // 34: llmgateway.v1.ChatRequest.ProviderOptionsEntry.value:type_name -> google.protobuf.Struct
+	35, // [35:35] is the sub-list for method output_type
+	35, // [35:35] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_llmgateway_v1_chat_proto_init() }
@@ -1672,8 +1855,9 @@ func file_llmgateway_v1_chat_proto_init() {
 	file_llmgateway_v1_content_proto_init()
 	file_llmgateway_v1_chat_proto_msgTypes[0].OneofWrappers = []any{}
 	file_llmgateway_v1_chat_proto_msgTypes[2].OneofWrappers = []any{}
-	file_llmgateway_v1_chat_proto_msgTypes[4].OneofWrappers = []any{}
-	file_llmgateway_v1_chat_proto_msgTypes[7].OneofWrappers = []any{
+	file_llmgateway_v1_chat_proto_msgTypes[3].OneofWrappers = []any{}
+	file_llmgateway_v1_chat_proto_msgTypes[5].OneofWrappers = []any{}
+	file_llmgateway_v1_chat_proto_msgTypes[8].OneofWrappers = []any{
 		(*ChatStreamResponse_Start)(nil),
 		(*ChatStreamResponse_TextDelta)(nil),
 		(*ChatStreamResponse_ToolCallDelta)(nil),
@@ -1684,8 +1868,8 @@ func file_llmgateway_v1_chat_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmgateway_v1_chat_proto_rawDesc), len(file_llmgateway_v1_chat_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   14,
+			NumEnums:      5,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -286,13 +286,16 @@ class Routing(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     FALLBACK_USED_FIELD_NUMBER: _builtins.int
     CACHE_HIT_FIELD_NUMBER: _builtins.int
+    CONSIDERED_FIELD_NUMBER: _builtins.int
     selected_provider: _builtins.str
     """The provider that served the call."""
     selected_model: _builtins.str
     """The model that served the call, as "provider:model"."""
     reason: _builtins.str
     """Why this model: "requested" (named by `provider:model`), "alias" (a configured alias),
-    "auto" (the gateway chose), or "fallback" (an earlier candidate failed).
+    "auto" (the gateway chose from `routing.auto`), "strategy:cost", "strategy:speed",
+    "strategy:quality" or "strategy:auto" (ranked by `ChatRequest.routing`), "cache_hit", or
+    "fallback" (an earlier candidate failed).
     """
     fallback_used: _builtins.bool
     """True when a model other than the first candidate served the call."""
@@ -306,6 +309,12 @@ class Routing(_message.Message):
     def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attempt]:
         """Every attempt made, in order, the serving one last."""
 
+    @_builtins.property
+    def considered(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConsideredModel]:
+        """With a routing strategy: every model considered, the eligible ones in rank order first, then
+        those passed over with why.
+        """
+
     def __init__(
         self,
         *,
@@ -316,11 +325,66 @@ class Routing(_message.Message):
         attempts: _abc.Iterable[Global___Attempt] | None = ...,
         fallback_used: _builtins.bool = ...,
         cache_hit: _builtins.bool = ...,
+        considered: _abc.Iterable[Global___ConsideredModel] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cache_hit", b"cache_hit", "candidates", b"candidates", "fallback_used", b"fallback_used", "reason", b"reason", "selected_model", b"selected_model", "selected_provider", b"selected_provider"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cache_hit", b"cache_hit", "candidates", b"candidates", "considered", b"considered", "fallback_used", b"fallback_used", "reason", b"reason", "selected_model", b"selected_model", "selected_provider", b"selected_provider"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Routing: _TypeAlias = Routing  # noqa: Y015
+
+@_typing.final
+class ConsideredModel(_message.Message):
+    """A model a routing strategy looked at."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    PASSED_OVER_FIELD_NUMBER: _builtins.int
+    EXPECTED_COST_FIELD_NUMBER: _builtins.int
+    COST_PER_1K_TOKENS_FIELD_NUMBER: _builtins.int
+    LATENCY_FIELD_NUMBER: _builtins.int
+    QUALITY_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """"provider:model"."""
+    passed_over: _builtins.str
+    """Empty when eligible; else why it was passed over ("lacks tools", "circuit open", "over
+    max_cost_per_1k_tokens", ...).
+    """
+    expected_cost: _builtins.str
+    """The call's expected cost on the model, USD as a decimal string; empty when its price is unknown."""
+    cost_per_1k_tokens: _builtins.str
+    """Its cost per 1,000 tokens for this call, USD as a decimal string; empty when unknown."""
+    quality: _builtins.float
+    """The configured quality score (`routing.quality`, 0 to 1); unset when none is configured."""
+    score: _builtins.float
+    """The strategy's score; lower ranks first."""
+    @_builtins.property
+    def latency(self) -> _duration_pb2.Duration:
+        """Recent observed latency (unary: the whole call; stream: the first token); unset when the
+        gateway has not seen it serve lately.
+        """
+
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        passed_over: _builtins.str = ...,
+        expected_cost: _builtins.str = ...,
+        cost_per_1k_tokens: _builtins.str = ...,
+        latency: _duration_pb2.Duration | None = ...,
+        quality: _builtins.float | None = ...,
+        score: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_quality", b"_quality", "latency", b"latency", "quality", b"quality"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_quality", b"_quality", "cost_per_1k_tokens", b"cost_per_1k_tokens", "expected_cost", b"expected_cost", "latency", b"latency", "model", b"model", "passed_over", b"passed_over", "quality", b"quality", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__quality: _TypeAlias = _typing.Literal["quality"]  # noqa: Y015
+    _WhichOneofArgType__quality: _TypeAlias = _typing.Literal["_quality", b"_quality"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__quality) -> _WhichOneofReturnType__quality | None: ...
+
+Global___ConsideredModel: _TypeAlias = ConsideredModel  # noqa: Y015

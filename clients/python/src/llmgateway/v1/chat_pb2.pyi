@@ -24,6 +24,38 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _RoutingStrategy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RoutingStrategyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RoutingStrategy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ROUTING_STRATEGY_UNSPECIFIED: _RoutingStrategy.ValueType  # 0
+    """Not set: AUTO when any other routing option is set."""
+    ROUTING_STRATEGY_COST: _RoutingStrategy.ValueType  # 1
+    """The lowest expected cost for this call."""
+    ROUTING_STRATEGY_SPEED: _RoutingStrategy.ValueType  # 2
+    """The lowest recent observed latency (models without recent calls are tried now and then)."""
+    ROUTING_STRATEGY_QUALITY: _RoutingStrategy.ValueType  # 3
+    """The highest configured quality score."""
+    ROUTING_STRATEGY_AUTO: _RoutingStrategy.ValueType  # 4
+    """A weighted score of the three (`routing.weights`)."""
+
+class RoutingStrategy(_RoutingStrategy, metaclass=_RoutingStrategyEnumTypeWrapper):
+    """How `model: "auto"` ranks the models it may choose."""
+
+ROUTING_STRATEGY_UNSPECIFIED: RoutingStrategy.ValueType  # 0
+"""Not set: AUTO when any other routing option is set."""
+ROUTING_STRATEGY_COST: RoutingStrategy.ValueType  # 1
+"""The lowest expected cost for this call."""
+ROUTING_STRATEGY_SPEED: RoutingStrategy.ValueType  # 2
+"""The lowest recent observed latency (models without recent calls are tried now and then)."""
+ROUTING_STRATEGY_QUALITY: RoutingStrategy.ValueType  # 3
+"""The highest configured quality score."""
+ROUTING_STRATEGY_AUTO: RoutingStrategy.ValueType  # 4
+"""A weighted score of the three (`routing.weights`)."""
+Global___RoutingStrategy: _TypeAlias = RoutingStrategy  # noqa: Y015
+
 class _CacheMode:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -343,6 +375,7 @@ class ChatRequest(_message.Message):
     UNSUPPORTED_PARAMETERS_FIELD_NUMBER: _builtins.int
     COST_ALERT_THRESHOLD_FIELD_NUMBER: _builtins.int
     CACHE_FIELD_NUMBER: _builtins.int
+    ROUTING_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """The model: "provider:model" (for example "openai:gpt-4o-mini"), a configured alias, or "auto"
     to let the gateway choose. Required. See `ListModels`.
@@ -416,6 +449,10 @@ class ChatRequest(_message.Message):
         `cache.mode`.
         """
 
+    @_builtins.property
+    def routing(self) -> Global___RoutingOptions:
+        """With `model: "auto"`: how the gateway picks among the catalog's models (docs/routing.md)."""
+
     def __init__(
         self,
         *,
@@ -436,16 +473,74 @@ class ChatRequest(_message.Message):
         unsupported_parameters: Global___UnsupportedParameterPolicy.ValueType = ...,
         cost_alert_threshold: _builtins.str = ...,
         cache: Global___CacheOptions | None = ...,
+        routing: Global___RoutingOptions | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls", "cache", b"cache", "caller", b"caller", "generation", b"generation", "parallel_tool_calls", b"parallel_tool_calls", "reasoning", b"reasoning", "response_format", b"response_format", "tool_choice", b"tool_choice"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls", "cache", b"cache", "caller", b"caller", "generation", b"generation", "parallel_tool_calls", b"parallel_tool_calls", "reasoning", b"reasoning", "response_format", b"response_format", "routing", b"routing", "tool_choice", b"tool_choice"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls", "cache", b"cache", "caller", b"caller", "cost_alert_threshold", b"cost_alert_threshold", "dry_run", b"dry_run", "fallback_models", b"fallback_models", "generation", b"generation", "max_cost", b"max_cost", "messages", b"messages", "model", b"model", "parallel_tool_calls", b"parallel_tool_calls", "provider_options", b"provider_options", "reasoning", b"reasoning", "response_format", b"response_format", "tags", b"tags", "tool_choice", b"tool_choice", "tools", b"tools", "unsupported_parameters", b"unsupported_parameters"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls", "cache", b"cache", "caller", b"caller", "cost_alert_threshold", b"cost_alert_threshold", "dry_run", b"dry_run", "fallback_models", b"fallback_models", "generation", b"generation", "max_cost", b"max_cost", "messages", b"messages", "model", b"model", "parallel_tool_calls", b"parallel_tool_calls", "provider_options", b"provider_options", "reasoning", b"reasoning", "response_format", b"response_format", "routing", b"routing", "tags", b"tags", "tool_choice", b"tool_choice", "tools", b"tools", "unsupported_parameters", b"unsupported_parameters"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__parallel_tool_calls: _TypeAlias = _typing.Literal["parallel_tool_calls"]  # noqa: Y015
     _WhichOneofArgType__parallel_tool_calls: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__parallel_tool_calls) -> _WhichOneofReturnType__parallel_tool_calls | None: ...
 
 Global___ChatRequest: _TypeAlias = ChatRequest  # noqa: Y015
+
+@_typing.final
+class RoutingOptions(_message.Message):
+    """Routing constraints and strategy for `model: "auto"`. Models that do not meet a constraint are
+    passed over (and listed in the reply's `routing.considered` with why).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    MAX_COST_PER_1K_TOKENS_FIELD_NUMBER: _builtins.int
+    MAX_LATENCY_MS_FIELD_NUMBER: _builtins.int
+    PREFERRED_PROVIDERS_FIELD_NUMBER: _builtins.int
+    REQUIRED_CAPABILITIES_FIELD_NUMBER: _builtins.int
+    MIN_CONTEXT_WINDOW_FIELD_NUMBER: _builtins.int
+    strategy: Global___RoutingStrategy.ValueType
+    """How to rank the eligible models."""
+    max_cost_per_1k_tokens: _builtins.str
+    """The most this call may cost per 1,000 tokens, USD as a decimal string."""
+    max_latency_ms: _builtins.int
+    """Pass over models whose recent observed latency is above this, in milliseconds, at least 1."""
+    min_context_window: _builtins.int
+    """Pass over models whose context window is smaller, in tokens, at least 1."""
+    @_builtins.property
+    def preferred_providers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Providers whose models rank before the others, in this order of preference."""
+
+    @_builtins.property
+    def required_capabilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Capabilities every candidate must have ("tools", "vision", "json_schema", "json_object",
+        "reasoning", "streaming"), beside those the request itself needs.
+        """
+
+    def __init__(
+        self,
+        *,
+        strategy: Global___RoutingStrategy.ValueType = ...,
+        max_cost_per_1k_tokens: _builtins.str = ...,
+        max_latency_ms: _builtins.int | None = ...,
+        preferred_providers: _abc.Iterable[_builtins.str] | None = ...,
+        required_capabilities: _abc.Iterable[_builtins.str] | None = ...,
+        min_context_window: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_latency_ms", b"_max_latency_ms", "_min_context_window", b"_min_context_window", "max_latency_ms", b"max_latency_ms", "min_context_window", b"min_context_window"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_latency_ms", b"_max_latency_ms", "_min_context_window", b"_min_context_window", "max_cost_per_1k_tokens", b"max_cost_per_1k_tokens", "max_latency_ms", b"max_latency_ms", "min_context_window", b"min_context_window", "preferred_providers", b"preferred_providers", "required_capabilities", b"required_capabilities", "strategy", b"strategy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max_latency_ms: _TypeAlias = _typing.Literal["max_latency_ms"]  # noqa: Y015
+    _WhichOneofArgType__max_latency_ms: _TypeAlias = _typing.Literal["_max_latency_ms", b"_max_latency_ms"]  # noqa: Y015
+    _WhichOneofReturnType__min_context_window: _TypeAlias = _typing.Literal["min_context_window"]  # noqa: Y015
+    _WhichOneofArgType__min_context_window: _TypeAlias = _typing.Literal["_min_context_window", b"_min_context_window"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_latency_ms) -> _WhichOneofReturnType__max_latency_ms | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_context_window) -> _WhichOneofReturnType__min_context_window | None: ...
+
+Global___RoutingOptions: _TypeAlias = RoutingOptions  # noqa: Y015
 
 @_typing.final
 class CacheOptions(_message.Message):

@@ -16,7 +16,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file llmgateway/v1/chat.proto.
  */
 export const file_llmgateway_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("ChhsbG1nYXRld2F5L3YxL2NoYXQucHJvdG8SDWxsbWdhdGV3YXkudjEitAIKEEdlbmVyYXRpb25Db25maWcSGAoLdGVtcGVyYXR1cmUYASABKAFIAIgBARISCgV0b3BfcBgCIAEoAUgBiAEBEhIKBXRvcF9rGAMgASgFSAKIAQESFwoKbWF4X3Rva2VucxgEIAEoBUgDiAEBEgwKBHN0b3AYBSADKAkSEQoEc2VlZBgGIAEoA0gEiAEBEh0KEHByZXNlbmNlX3BlbmFsdHkYByABKAFIBYgBARIeChFmcmVxdWVuY3lfcGVuYWx0eRgIIAEoAUgGiAEBQg4KDF90ZW1wZXJhdHVyZUIICgZfdG9wX3BCCAoGX3RvcF9rQg0KC19tYXhfdG9rZW5zQgcKBV9zZWVkQhMKEV9wcmVzZW5jZV9wZW5hbHR5QhQKEl9mcmVxdWVuY3lfcGVuYWx0eSJUCg5DYWxsZXJNZXRhZGF0YRIMCgR1c2VyGAEgASgJEg8KB3Byb2plY3QYAiABKAkSDgoGdGVuYW50GAMgASgJEhMKC3RyYWNraW5nX2lkGAQgASgJIvEGCgtDaGF0UmVxdWVzdBINCgVtb2RlbBgBIAEoCRIoCghtZXNzYWdlcxgCIAMoCzIWLmxsbWdhdGV3YXkudjEuTWVzc2FnZRIiCgV0b29scxgDIAMoCzITLmxsbWdhdGV3YXkudjEuVG9vbBIuCgt0b29sX2Nob2ljZRgEIAEoCzIZLmxsbWdhdGV3YXkudjEuVG9vbENob2ljZRIgChNwYXJhbGxlbF90b29sX2NhbGxzGAUgASgISACIAQESNgoPcmVzcG9uc2VfZm9ybWF0GAYgASgLMh0ubGxtZ2F0ZXdheS52MS5SZXNwb25zZUZvcm1hdBIzCgpnZW5lcmF0aW9uGAcgASgLMh8ubGxtZ2F0ZXdheS52MS5HZW5lcmF0aW9uQ29uZmlnEhcKD2ZhbGxiYWNrX21vZGVscxgIIAMoCRIQCghtYXhfY29zdBgJIAEoCRIPCgdkcnlfcnVuGAogASgIEi0KBmNhbGxlchgLIAEoCzIdLmxsbWdhdGV3YXkudjEuQ2FsbGVyTWV0YWRhdGESMgoEdGFncxgMIAMoCzIkLmxsbWdhdGV3YXkudjEuQ2hhdFJlcXVlc3QuVGFnc0VudHJ5EkkKEHByb3ZpZGVyX29wdGlvbnMYDSADKAsyLy5sbG1nYXRld2F5LnYxLkNoYXRSZXF1ZXN0LlByb3ZpZGVyT3B0aW9uc0VudHJ5EjEKCXJlYXNvbmluZxgOIAEoCzIeLmxsbWdhdGV3YXkudjEuUmVhc29uaW5nQ29uZmlnEkkKFnVuc3VwcG9ydGVkX3BhcmFtZXRlcnMYDyABKA4yKS5sbG1nYXRld2F5LnYxLlVuc3VwcG9ydGVkUGFyYW1ldGVyUG9saWN5EhwKFGNvc3RfYWxlcnRfdGhyZXNob2xkGBAgASgJEioKBWNhY2hlGBEgASgLMhsubGxtZ2F0ZXdheS52MS5DYWNoZU9wdGlvbnMaKwoJVGFnc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaTwoUUHJvdmlkZXJPcHRpb25zRW50cnkSCwoDa2V5GAEgASgJEiYKBXZhbHVlGAIgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdDoCOAFCFgoUX3BhcmFsbGVsX3Rvb2xfY2FsbHMiXgoMQ2FjaGVPcHRpb25zEiYKBG1vZGUYASABKA4yGC5sbG1nYXRld2F5LnYxLkNhY2hlTW9kZRImCgN0dGwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24ibwoPUmVhc29uaW5nQ29uZmlnEi4KBmVmZm9ydBgBIAEoDjIeLmxsbWdhdGV3YXkudjEuUmVhc29uaW5nRWZmb3J0EhoKDWJ1ZGdldF90b2tlbnMYAiABKAVIAIgBAUIQCg5fYnVkZ2V0X3Rva2VucyLaAwoMQ2hhdFJlc3BvbnNlEgoKAmlkGAEgASgJEhIKCnJlcXVlc3RfaWQYAiABKAkSDQoFbW9kZWwYAyABKAkSEAoIcHJvdmlkZXIYBCABKAkSFgoOcHJvdmlkZXJfbW9kZWwYBSABKAkSHAoUcHJvdmlkZXJfcmVzcG9uc2VfaWQYBiABKAkSJwoHbWVzc2FnZRgHIAEoCzIWLmxsbWdhdGV3YXkudjEuTWVzc2FnZRIyCg1maW5pc2hfcmVhc29uGAggASgOMhsubGxtZ2F0ZXdheS52MS5GaW5pc2hSZWFzb24SIwoFdXNhZ2UYCSABKAsyFC5sbG1nYXRld2F5LnYxLlVzYWdlEiEKBGNvc3QYCiABKAsyEy5sbG1nYXRld2F5LnYxLkNvc3QSJwoHbGF0ZW5jeRgLIAEoCzIWLmxsbWdhdGV3YXkudjEuTGF0ZW5jeRInCgdyb3V0aW5nGAwgASgLMhYubGxtZ2F0ZXdheS52MS5Sb3V0aW5nEi8KC2NyZWF0ZV90aW1lGA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdkcnlfcnVuGA4gASgIEhoKEmRyb3BwZWRfcGFyYW1ldGVycxgPIAMoCSJAChFDaGF0U3RyZWFtUmVxdWVzdBIrCgdyZXF1ZXN0GAEgASgLMhoubGxtZ2F0ZXdheS52MS5DaGF0UmVxdWVzdCLiAQoSQ2hhdFN0cmVhbVJlc3BvbnNlEisKBXN0YXJ0GAEgASgLMhoubGxtZ2F0ZXdheS52MS5TdHJlYW1TdGFydEgAEi4KCnRleHRfZGVsdGEYAiABKAsyGC5sbG1nYXRld2F5LnYxLlRleHREZWx0YUgAEjcKD3Rvb2xfY2FsbF9kZWx0YRgDIAEoCzIcLmxsbWdhdGV3YXkudjEuVG9vbENhbGxEZWx0YUgAEi0KBmZpbmlzaBgEIAEoCzIbLmxsbWdhdGV3YXkudjEuU3RyZWFtRmluaXNoSABCBwoFZXZlbnQifwoLU3RyZWFtU3RhcnQSCgoCaWQYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCRINCgVtb2RlbBgDIAEoCRIQCghwcm92aWRlchgEIAEoCRIvCgtjcmVhdGVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiGQoJVGV4dERlbHRhEgwKBHRleHQYASABKAkiSwoNVG9vbENhbGxEZWx0YRINCgVpbmRleBgBIAEoBRIKCgJpZBgCIAEoCRIMCgRuYW1lGAMgASgJEhEKCWFyZ3VtZW50cxgEIAEoCSK/AgoMU3RyZWFtRmluaXNoEjIKDWZpbmlzaF9yZWFzb24YASABKA4yGy5sbG1nYXRld2F5LnYxLkZpbmlzaFJlYXNvbhIjCgV1c2FnZRgCIAEoCzIULmxsbWdhdGV3YXkudjEuVXNhZ2USIQoEY29zdBgDIAEoCzITLmxsbWdhdGV3YXkudjEuQ29zdBInCgdsYXRlbmN5GAQgASgLMhYubGxtZ2F0ZXdheS52MS5MYXRlbmN5EicKB3JvdXRpbmcYBSABKAsyFi5sbG1nYXRld2F5LnYxLlJvdXRpbmcSFgoOcHJvdmlkZXJfbW9kZWwYBiABKAkSHAoUcHJvdmlkZXJfcmVzcG9uc2VfaWQYByABKAkSGgoSZHJvcHBlZF9wYXJhbWV0ZXJzGAggAygJEg8KB2RyeV9ydW4YCSABKAgqgwEKCUNhY2hlTW9kZRIaChZDQUNIRV9NT0RFX1VOU1BFQ0lGSUVEEAASEQoNQ0FDSEVfTU9ERV9PThABEhIKDkNBQ0hFX01PREVfT0ZGEAISGAoUQ0FDSEVfTU9ERV9SRUFEX09OTFkQAxIZChVDQUNIRV9NT0RFX1dSSVRFX09OTFkQBCq+AQoPUmVhc29uaW5nRWZmb3J0EiAKHFJFQVNPTklOR19FRkZPUlRfVU5TUEVDSUZJRUQQABIZChVSRUFTT05JTkdfRUZGT1JUX05PTkUQARIcChhSRUFTT05JTkdfRUZGT1JUX01JTklNQUwQAhIYChRSRUFTT05JTkdfRUZGT1JUX0xPVxADEhsKF1JFQVNPTklOR19FRkZPUlRfTUVESVVNEAQSGQoVUkVBU09OSU5HX0VGRk9SVF9ISUdIEAUqnQEKGlVuc3VwcG9ydGVkUGFyYW1ldGVyUG9saWN5EiwKKFVOU1VQUE9SVEVEX1BBUkFNRVRFUl9QT0xJQ1lfVU5TUEVDSUZJRUQQABInCiNVTlNVUFBPUlRFRF9QQVJBTUVURVJfUE9MSUNZX1NUUklDVBABEigKJFVOU1VQUE9SVEVEX1BBUkFNRVRFUl9QT0xJQ1lfTEVOSUVOVBACKrgBCgxGaW5pc2hSZWFzb24SHQoZRklOSVNIX1JFQVNPTl9VTlNQRUNJRklFRBAAEhYKEkZJTklTSF9SRUFTT05fU1RPUBABEhgKFEZJTklTSF9SRUFTT05fTEVOR1RIEAISHAoYRklOSVNIX1JFQVNPTl9UT09MX0NBTExTEAMSIAocRklOSVNIX1JFQVNPTl9DT05URU5UX0ZJTFRFUhAEEhcKE0ZJTklTSF9SRUFTT05fT1RIRVIQBULBAQoRY29tLmxsbWdhdGV3YXkudjFCCUNoYXRQcm90b1ABWkxnaXRodWIuY29tL2xsbS1nYXRld2F5L2xsbS1nYXRld2F5L2NsaWVudHMvZ28vZ2VuL2xsbWdhdGV3YXkvdjE7bGxtZ2F0ZXdheXYxogIDTFhYqgINTGxtZ2F0ZXdheS5WMcoCDUxsbWdhdGV3YXlcVjHiAhlMbG1nYXRld2F5XFYxXEdQQk1ldGFkYXRh6gIOTGxtZ2F0ZXdheTo6VjFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_llmgateway_v1_accounting, file_llmgateway_v1_content]);
+  fileDesc("ChhsbG1nYXRld2F5L3YxL2NoYXQucHJvdG8SDWxsbWdhdGV3YXkudjEitAIKEEdlbmVyYXRpb25Db25maWcSGAoLdGVtcGVyYXR1cmUYASABKAFIAIgBARISCgV0b3BfcBgCIAEoAUgBiAEBEhIKBXRvcF9rGAMgASgFSAKIAQESFwoKbWF4X3Rva2VucxgEIAEoBUgDiAEBEgwKBHN0b3AYBSADKAkSEQoEc2VlZBgGIAEoA0gEiAEBEh0KEHByZXNlbmNlX3BlbmFsdHkYByABKAFIBYgBARIeChFmcmVxdWVuY3lfcGVuYWx0eRgIIAEoAUgGiAEBQg4KDF90ZW1wZXJhdHVyZUIICgZfdG9wX3BCCAoGX3RvcF9rQg0KC19tYXhfdG9rZW5zQgcKBV9zZWVkQhMKEV9wcmVzZW5jZV9wZW5hbHR5QhQKEl9mcmVxdWVuY3lfcGVuYWx0eSJUCg5DYWxsZXJNZXRhZGF0YRIMCgR1c2VyGAEgASgJEg8KB3Byb2plY3QYAiABKAkSDgoGdGVuYW50GAMgASgJEhMKC3RyYWNraW5nX2lkGAQgASgJIqEHCgtDaGF0UmVxdWVzdBINCgVtb2RlbBgBIAEoCRIoCghtZXNzYWdlcxgCIAMoCzIWLmxsbWdhdGV3YXkudjEuTWVzc2FnZRIiCgV0b29scxgDIAMoCzITLmxsbWdhdGV3YXkudjEuVG9vbBIuCgt0b29sX2Nob2ljZRgEIAEoCzIZLmxsbWdhdGV3YXkudjEuVG9vbENob2ljZRIgChNwYXJhbGxlbF90b29sX2NhbGxzGAUgASgISACIAQESNgoPcmVzcG9uc2VfZm9ybWF0GAYgASgLMh0ubGxtZ2F0ZXdheS52MS5SZXNwb25zZUZvcm1hdBIzCgpnZW5lcmF0aW9uGAcgASgLMh8ubGxtZ2F0ZXdheS52MS5HZW5lcmF0aW9uQ29uZmlnEhcKD2ZhbGxiYWNrX21vZGVscxgIIAMoCRIQCghtYXhfY29zdBgJIAEoCRIPCgdkcnlfcnVuGAogASgIEi0KBmNhbGxlchgLIAEoCzIdLmxsbWdhdGV3YXkudjEuQ2FsbGVyTWV0YWRhdGESMgoEdGFncxgMIAMoCzIkLmxsbWdhdGV3YXkudjEuQ2hhdFJlcXVlc3QuVGFnc0VudHJ5EkkKEHByb3ZpZGVyX29wdGlvbnMYDSADKAsyLy5sbG1nYXRld2F5LnYxLkNoYXRSZXF1ZXN0LlByb3ZpZGVyT3B0aW9uc0VudHJ5EjEKCXJlYXNvbmluZxgOIAEoCzIeLmxsbWdhdGV3YXkudjEuUmVhc29uaW5nQ29uZmlnEkkKFnVuc3VwcG9ydGVkX3BhcmFtZXRlcnMYDyABKA4yKS5sbG1nYXRld2F5LnYxLlVuc3VwcG9ydGVkUGFyYW1ldGVyUG9saWN5EhwKFGNvc3RfYWxlcnRfdGhyZXNob2xkGBAgASgJEioKBWNhY2hlGBEgASgLMhsubGxtZ2F0ZXdheS52MS5DYWNoZU9wdGlvbnMSLgoHcm91dGluZxgSIAEoCzIdLmxsbWdhdGV3YXkudjEuUm91dGluZ09wdGlvbnMaKwoJVGFnc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaTwoUUHJvdmlkZXJPcHRpb25zRW50cnkSCwoDa2V5GAEgASgJEiYKBXZhbHVlGAIgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdDoCOAFCFgoUX3BhcmFsbGVsX3Rvb2xfY2FsbHMihgIKDlJvdXRpbmdPcHRpb25zEjAKCHN0cmF0ZWd5GAEgASgOMh4ubGxtZ2F0ZXdheS52MS5Sb3V0aW5nU3RyYXRlZ3kSHgoWbWF4X2Nvc3RfcGVyXzFrX3Rva2VucxgCIAEoCRIbCg5tYXhfbGF0ZW5jeV9tcxgDIAEoBUgAiAEBEhsKE3ByZWZlcnJlZF9wcm92aWRlcnMYBCADKAkSHQoVcmVxdWlyZWRfY2FwYWJpbGl0aWVzGAUgAygJEh8KEm1pbl9jb250ZXh0X3dpbmRvdxgGIAEoBUgBiAEBQhEKD19tYXhfbGF0ZW5jeV9tc0IVChNfbWluX2NvbnRleHRfd2luZG93Il4KDENhY2hlT3B0aW9ucxImCgRtb2RlGAEgASgOMhgubGxtZ2F0ZXdheS52MS5DYWNoZU1vZGUSJgoDdHRsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIm8KD1JlYXNvbmluZ0NvbmZpZxIuCgZlZmZvcnQYASABKA4yHi5sbG1nYXRld2F5LnYxLlJlYXNvbmluZ0VmZm9ydBIaCg1idWRnZXRfdG9rZW5zGAIgASgFSACIAQFCEAoOX2J1ZGdldF90b2tlbnMi2gMKDENoYXRSZXNwb25zZRIKCgJpZBgBIAEoCRISCgpyZXF1ZXN0X2lkGAIgASgJEg0KBW1vZGVsGAMgASgJEhAKCHByb3ZpZGVyGAQgASgJEhYKDnByb3ZpZGVyX21vZGVsGAUgASgJEhwKFHByb3ZpZGVyX3Jlc3BvbnNlX2lkGAYgASgJEicKB21lc3NhZ2UYByABKAsyFi5sbG1nYXRld2F5LnYxLk1lc3NhZ2USMgoNZmluaXNoX3JlYXNvbhgIIAEoDjIbLmxsbWdhdGV3YXkudjEuRmluaXNoUmVhc29uEiMKBXVzYWdlGAkgASgLMhQubGxtZ2F0ZXdheS52MS5Vc2FnZRIhCgRjb3N0GAogASgLMhMubGxtZ2F0ZXdheS52MS5Db3N0EicKB2xhdGVuY3kYCyABKAsyFi5sbG1nYXRld2F5LnYxLkxhdGVuY3kSJwoHcm91dGluZxgMIAEoCzIWLmxsbWdhdGV3YXkudjEuUm91dGluZxIvCgtjcmVhdGVfdGltZRgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHZHJ5X3J1bhgOIAEoCBIaChJkcm9wcGVkX3BhcmFtZXRlcnMYDyADKAkiQAoRQ2hhdFN0cmVhbVJlcXVlc3QSKwoHcmVxdWVzdBgBIAEoCzIaLmxsbWdhdGV3YXkudjEuQ2hhdFJlcXVlc3Qi4gEKEkNoYXRTdHJlYW1SZXNwb25zZRIrCgVzdGFydBgBIAEoCzIaLmxsbWdhdGV3YXkudjEuU3RyZWFtU3RhcnRIABIuCgp0ZXh0X2RlbHRhGAIgASgLMhgubGxtZ2F0ZXdheS52MS5UZXh0RGVsdGFIABI3Cg90b29sX2NhbGxfZGVsdGEYAyABKAsyHC5sbG1nYXRld2F5LnYxLlRvb2xDYWxsRGVsdGFIABItCgZmaW5pc2gYBCABKAsyGy5sbG1nYXRld2F5LnYxLlN0cmVhbUZpbmlzaEgAQgcKBWV2ZW50In8KC1N0cmVhbVN0YXJ0EgoKAmlkGAEgASgJEhIKCnJlcXVlc3RfaWQYAiABKAkSDQoFbW9kZWwYAyABKAkSEAoIcHJvdmlkZXIYBCABKAkSLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIhkKCVRleHREZWx0YRIMCgR0ZXh0GAEgASgJIksKDVRvb2xDYWxsRGVsdGESDQoFaW5kZXgYASABKAUSCgoCaWQYAiABKAkSDAoEbmFtZRgDIAEoCRIRCglhcmd1bWVudHMYBCABKAkivwIKDFN0cmVhbUZpbmlzaBIyCg1maW5pc2hfcmVhc29uGAEgASgOMhsubGxtZ2F0ZXdheS52MS5GaW5pc2hSZWFzb24SIwoFdXNhZ2UYAiABKAsyFC5sbG1nYXRld2F5LnYxLlVzYWdlEiEKBGNvc3QYAyABKAsyEy5sbG1nYXRld2F5LnYxLkNvc3QSJwoHbGF0ZW5jeRgEIAEoCzIWLmxsbWdhdGV3YXkudjEuTGF0ZW5jeRInCgdyb3V0aW5nGAUgASgLMhYubGxtZ2F0ZXdheS52MS5Sb3V0aW5nEhYKDnByb3ZpZGVyX21vZGVsGAYgASgJEhwKFHByb3ZpZGVyX3Jlc3BvbnNlX2lkGAcgASgJEhoKEmRyb3BwZWRfcGFyYW1ldGVycxgIIAMoCRIPCgdkcnlfcnVuGAkgASgIKqMBCg9Sb3V0aW5nU3RyYXRlZ3kSIAocUk9VVElOR19TVFJBVEVHWV9VTlNQRUNJRklFRBAAEhkKFVJPVVRJTkdfU1RSQVRFR1lfQ09TVBABEhoKFlJPVVRJTkdfU1RSQVRFR1lfU1BFRUQQAhIcChhST1VUSU5HX1NUUkFURUdZX1FVQUxJVFkQAxIZChVST1VUSU5HX1NUUkFURUdZX0FVVE8QBCqDAQoJQ2FjaGVNb2RlEhoKFkNBQ0hFX01PREVfVU5TUEVDSUZJRUQQABIRCg1DQUNIRV9NT0RFX09OEAESEgoOQ0FDSEVfTU9ERV9PRkYQAhIYChRDQUNIRV9NT0RFX1JFQURfT05MWRADEhkKFUNBQ0hFX01PREVfV1JJVEVfT05MWRAEKr4BCg9SZWFzb25pbmdFZmZvcnQSIAocUkVBU09OSU5HX0VGRk9SVF9VTlNQRUNJRklFRBAAEhkKFVJFQVNPTklOR19FRkZPUlRfTk9ORRABEhwKGFJFQVNPTklOR19FRkZPUlRfTUlOSU1BTBACEhgKFFJFQVNPTklOR19FRkZPUlRfTE9XEAMSGwoXUkVBU09OSU5HX0VGRk9SVF9NRURJVU0QBBIZChVSRUFTT05JTkdfRUZGT1JUX0hJR0gQBSqdAQoaVW5zdXBwb3J0ZWRQYXJhbWV0ZXJQb2xpY3kSLAooVU5TVVBQT1JURURfUEFSQU1FVEVSX1BPTElDWV9VTlNQRUNJRklFRBAAEicKI1VOU1VQUE9SVEVEX1BBUkFNRVRFUl9QT0xJQ1lfU1RSSUNUEAESKAokVU5TVVBQT1JURURfUEFSQU1FVEVSX1BPTElDWV9MRU5JRU5UEAIquAEKDEZpbmlzaFJlYXNvbhIdChlGSU5JU0hfUkVBU09OX1VOU1BFQ0lGSUVEEAASFgoSRklOSVNIX1JFQVNPTl9TVE9QEAESGAoURklOSVNIX1JFQVNPTl9MRU5HVEgQAhIcChhGSU5JU0hfUkVBU09OX1RPT0xfQ0FMTFMQAxIgChxGSU5JU0hfUkVBU09OX0NPTlRFTlRfRklMVEVSEAQSFwoTRklOSVNIX1JFQVNPTl9PVEhFUhAFQsEBChFjb20ubGxtZ2F0ZXdheS52MUIJQ2hhdFByb3RvUAFaTGdpdGh1Yi5jb20vbGxtLWdhdGV3YXkvbGxtLWdhdGV3YXkvY2xpZW50cy9nby9nZW4vbGxtZ2F0ZXdheS92MTtsbG1nYXRld2F5djGiAgNMWFiqAg1MbG1nYXRld2F5LlYxygINTGxtZ2F0ZXdheVxWMeICGUxsbWdhdGV3YXlcVjFcR1BCTWV0YWRhdGHqAg5MbG1nYXRld2F5OjpWMWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_llmgateway_v1_accounting, file_llmgateway_v1_content]);
 
 /**
  * Sampling and length settings. Unset fields take the provider's default. Values outside a
@@ -267,6 +267,13 @@ export type ChatRequest = Message<"llmgateway.v1.ChatRequest"> & {
    * @generated from field: llmgateway.v1.CacheOptions cache = 17;
    */
   cache?: CacheOptions | undefined;
+
+  /**
+   * With `model: "auto"`: how the gateway picks among the catalog's models (docs/routing.md).
+   *
+   * @generated from field: llmgateway.v1.RoutingOptions routing = 18;
+   */
+  routing?: RoutingOptions | undefined;
 };
 
 /**
@@ -275,6 +282,64 @@ export type ChatRequest = Message<"llmgateway.v1.ChatRequest"> & {
  */
 export const ChatRequestSchema: GenMessage<ChatRequest> = /*@__PURE__*/
   messageDesc(file_llmgateway_v1_chat, 2);
+
+/**
+ * Routing constraints and strategy for `model: "auto"`. Models that do not meet a constraint are
+ * passed over (and listed in the reply's `routing.considered` with why).
+ *
+ * @generated from message llmgateway.v1.RoutingOptions
+ */
+export type RoutingOptions = Message<"llmgateway.v1.RoutingOptions"> & {
+  /**
+   * How to rank the eligible models.
+   *
+   * @generated from field: llmgateway.v1.RoutingStrategy strategy = 1;
+   */
+  strategy: RoutingStrategy;
+
+  /**
+   * The most this call may cost per 1,000 tokens, USD as a decimal string.
+   *
+   * @generated from field: string max_cost_per_1k_tokens = 2;
+   */
+  maxCostPer1kTokens: string;
+
+  /**
+   * Pass over models whose recent observed latency is above this, in milliseconds, at least 1.
+   *
+   * @generated from field: optional int32 max_latency_ms = 3;
+   */
+  maxLatencyMs?: number | undefined;
+
+  /**
+   * Providers whose models rank before the others, in this order of preference.
+   *
+   * @generated from field: repeated string preferred_providers = 4;
+   */
+  preferredProviders: string[];
+
+  /**
+   * Capabilities every candidate must have ("tools", "vision", "json_schema", "json_object",
+   * "reasoning", "streaming"), beside those the request itself needs.
+   *
+   * @generated from field: repeated string required_capabilities = 5;
+   */
+  requiredCapabilities: string[];
+
+  /**
+   * Pass over models whose context window is smaller, in tokens, at least 1.
+   *
+   * @generated from field: optional int32 min_context_window = 6;
+   */
+  minContextWindow?: number | undefined;
+};
+
+/**
+ * Describes the message llmgateway.v1.RoutingOptions.
+ * Use `create(RoutingOptionsSchema)` to create a new message.
+ */
+export const RoutingOptionsSchema: GenMessage<RoutingOptions> = /*@__PURE__*/
+  messageDesc(file_llmgateway_v1_chat, 3);
 
 /**
  * A call's use of the response cache.
@@ -303,7 +368,7 @@ export type CacheOptions = Message<"llmgateway.v1.CacheOptions"> & {
  * Use `create(CacheOptionsSchema)` to create a new message.
  */
 export const CacheOptionsSchema: GenMessage<CacheOptions> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_chat, 3);
+  messageDesc(file_llmgateway_v1_chat, 4);
 
 /**
  * Reasoning settings. Set `effort`, `budget_tokens`, or both (providers that take a budget use
@@ -334,7 +399,7 @@ export type ReasoningConfig = Message<"llmgateway.v1.ReasoningConfig"> & {
  * Use `create(ReasoningConfigSchema)` to create a new message.
  */
 export const ReasoningConfigSchema: GenMessage<ReasoningConfig> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_chat, 4);
+  messageDesc(file_llmgateway_v1_chat, 5);
 
 /**
  * A chat completion.
@@ -454,7 +519,7 @@ export type ChatResponse = Message<"llmgateway.v1.ChatResponse"> & {
  * Use `create(ChatResponseSchema)` to create a new message.
  */
 export const ChatResponseSchema: GenMessage<ChatResponse> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_chat, 5);
+  messageDesc(file_llmgateway_v1_chat, 6);
 
 /**
  * A streaming chat completion request.
@@ -475,7 +540,7 @@ export type ChatStreamRequest = Message<"llmgateway.v1.ChatStreamRequest"> & {
  * Use `create(ChatStreamRequestSchema)` to create a new message.
  */
 export const ChatStreamRequestSchema: GenMessage<ChatStreamRequest> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_chat, 6);
+  messageDesc(file_llmgateway_v1_chat, 7);
 
 /**
  * One event of a streaming chat completion. A stream sends one `start`, then any number of
@@ -530,7 +595,7 @@ export type ChatStreamResponse = Message<"llmgateway.v1.ChatStreamResponse"> & {
  * Use `create(ChatStreamResponseSchema)` to create a new message.
  */
 export const ChatStreamResponseSchema: GenMessage<ChatStreamResponse> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_chat, 7);
+  messageDesc(file_llmgateway_v1_chat, 8);
 
 /**
  * The first event of a stream.
@@ -579,7 +644,7 @@ export type StreamStart = Message<"llmgateway.v1.StreamStart"> & {
  * Use `create(StreamStartSchema)` to create a new message.
  */
 export const StreamStartSchema: GenMessage<StreamStart> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_chat, 8);
+  messageDesc(file_llmgateway_v1_chat, 9);
 
 /**
  * A piece of the assistant's text. Concatenate all pieces in order to get the full text.
@@ -600,7 +665,7 @@ export type TextDelta = Message<"llmgateway.v1.TextDelta"> & {
  * Use `create(TextDeltaSchema)` to create a new message.
  */
 export const TextDeltaSchema: GenMessage<TextDelta> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_chat, 9);
+  messageDesc(file_llmgateway_v1_chat, 10);
 
 /**
  * A piece of a tool call. Pieces with the same `index` belong to the same call: the first carries
@@ -643,7 +708,7 @@ export type ToolCallDelta = Message<"llmgateway.v1.ToolCallDelta"> & {
  * Use `create(ToolCallDeltaSchema)` to create a new message.
  */
 export const ToolCallDeltaSchema: GenMessage<ToolCallDelta> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_chat, 10);
+  messageDesc(file_llmgateway_v1_chat, 11);
 
 /**
  * The last event of a successful stream.
@@ -722,7 +787,55 @@ export type StreamFinish = Message<"llmgateway.v1.StreamFinish"> & {
  * Use `create(StreamFinishSchema)` to create a new message.
  */
 export const StreamFinishSchema: GenMessage<StreamFinish> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_chat, 11);
+  messageDesc(file_llmgateway_v1_chat, 12);
+
+/**
+ * How `model: "auto"` ranks the models it may choose.
+ *
+ * @generated from enum llmgateway.v1.RoutingStrategy
+ */
+export enum RoutingStrategy {
+  /**
+   * Not set: AUTO when any other routing option is set.
+   *
+   * @generated from enum value: ROUTING_STRATEGY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The lowest expected cost for this call.
+   *
+   * @generated from enum value: ROUTING_STRATEGY_COST = 1;
+   */
+  COST = 1,
+
+  /**
+   * The lowest recent observed latency (models without recent calls are tried now and then).
+   *
+   * @generated from enum value: ROUTING_STRATEGY_SPEED = 2;
+   */
+  SPEED = 2,
+
+  /**
+   * The highest configured quality score.
+   *
+   * @generated from enum value: ROUTING_STRATEGY_QUALITY = 3;
+   */
+  QUALITY = 3,
+
+  /**
+   * A weighted score of the three (`routing.weights`).
+   *
+   * @generated from enum value: ROUTING_STRATEGY_AUTO = 4;
+   */
+  AUTO = 4,
+}
+
+/**
+ * Describes the enum llmgateway.v1.RoutingStrategy.
+ */
+export const RoutingStrategySchema: GenEnum<RoutingStrategy> = /*@__PURE__*/
+  enumDesc(file_llmgateway_v1_chat, 0);
 
 /**
  * Whether a call may be answered from the gateway's response cache, and may fill it.
@@ -770,7 +883,7 @@ export enum CacheMode {
  * Describes the enum llmgateway.v1.CacheMode.
  */
 export const CacheModeSchema: GenEnum<CacheMode> = /*@__PURE__*/
-  enumDesc(file_llmgateway_v1_chat, 0);
+  enumDesc(file_llmgateway_v1_chat, 1);
 
 /**
  * How hard a model should reason. Providers with a token budget get a documented budget per level
@@ -826,7 +939,7 @@ export enum ReasoningEffort {
  * Describes the enum llmgateway.v1.ReasoningEffort.
  */
 export const ReasoningEffortSchema: GenEnum<ReasoningEffort> = /*@__PURE__*/
-  enumDesc(file_llmgateway_v1_chat, 1);
+  enumDesc(file_llmgateway_v1_chat, 2);
 
 /**
  * What the gateway does with a request setting the serving model cannot honour (for example
@@ -862,7 +975,7 @@ export enum UnsupportedParameterPolicy {
  * Describes the enum llmgateway.v1.UnsupportedParameterPolicy.
  */
 export const UnsupportedParameterPolicySchema: GenEnum<UnsupportedParameterPolicy> = /*@__PURE__*/
-  enumDesc(file_llmgateway_v1_chat, 2);
+  enumDesc(file_llmgateway_v1_chat, 3);
 
 /**
  * Why the model stopped generating.
@@ -917,5 +1030,5 @@ export enum FinishReason {
  * Describes the enum llmgateway.v1.FinishReason.
  */
 export const FinishReasonSchema: GenEnum<FinishReason> = /*@__PURE__*/
-  enumDesc(file_llmgateway_v1_chat, 3);
+  enumDesc(file_llmgateway_v1_chat, 4);
 
