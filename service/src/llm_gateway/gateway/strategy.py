@@ -75,6 +75,8 @@ def choose(
         priced = est.expected_cost.status is not PricingStatus.UNKNOWN
         cost = est.expected_cost.total if priced else None
         per_1k = est.expected_cost.cost_per_1k_tokens if priced else None
+        if priced and per_1k is None:  # a free model, or no tokens at all
+            per_1k = Decimal(0)
         seen = latency(spec.id)
         quality = config.quality.get(spec.id)
         why = _passed_over(spec, est, options, needed, per_1k, seen, circuit_open(spec.id))
