@@ -107,3 +107,19 @@ async def test_forty_sessions_at_once_never_overspend(pool: asyncpg.Pool) -> Non
     assert final.spent <= LIMIT
     assert len(settled) > LIMIT / WORST
     assert LIMIT - final.spent < WORST
+
+
+async def test_a_settlement_retried_after_its_commit_adds_nothing_again(pool: asyncpg.Pool) -> None:
+    """The gateway retries a settlement whose commit it did not hear of (the connection dropped as
+    it committed): the call is already settled, and its cost is not counted twice."""
+    budget = Charge("retried", Decimal(10), DAY)
+    async with pool.acquire() as db:
+        await reserve(db, "r1", each([budget], Decimal("0.5")), now=NOW, expires_at=LATER)
+        first = await settle(db, [("r1", each([budget], Decimal("0.25")))])
+        again = await settle(
+            db, [("r1", each([budget], Decimal("0.25"))), ("r2", each([budget], Decimal("0.5")))]
+        )
+        (standing,) = await standings(db, [budget], now=NOW)
+    assert [(s.before, s.after) for s in first] == [(Decimal(0), Decimal("0.25"))]
+    assert [(s.before, s.after) for s in again] == [(Decimal("0.25"), Decimal("0.75"))]  # r2 only
+    assert (standing.spent, standing.reserved) == (Decimal("0.75"), Decimal(0))

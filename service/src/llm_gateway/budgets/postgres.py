@@ -5,6 +5,7 @@ budget, not for the whole database."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -38,7 +39,17 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS budget_reservations_by_window "
     "ON budget_reservations (budget_id, window_start)",
     "CREATE INDEX IF NOT EXISTS budget_reservations_by_expiry ON budget_reservations (expires_at)",
+    # The calls settled lately: a settlement retried after its commit was not acknowledged (the
+    # connection dropped as it committed) finds its call here and adds nothing again.
+    """CREATE TABLE IF NOT EXISTS budget_settled (
+        call_id text PRIMARY KEY,
+        settled_at timestamptz NOT NULL DEFAULT now()
+    )""",
+    "CREATE INDEX IF NOT EXISTS budget_settled_by_time ON budget_settled (settled_at)",
 )
+# Settled call ids are kept this long (far longer than any retry), pruned now and then.
+_SETTLED_KEPT = "2 days"
+_PRUNE_EVERY = 100
 
 
 async def migrate(connection: Db) -> None:
@@ -83,10 +94,22 @@ async def reserve(
 
 async def settle(connection: Db, settlements: Iterable[tuple[str, Sequence[Hold]]]) -> list[Spend]:
     """As `sqlite.settle`: releases each call's reservations and adds what it cost to the spend of
-    every budget it reserved against, in one transaction; returns the spend before and after."""
-    calls, added = summed(settlements)
+    every budget it reserved against, in one transaction; returns the spend before and after. A
+    call settled before (a retry of a settlement whose commit was not acknowledged) adds nothing."""
+    settlements = list(settlements)
     changes = []
     async with connection.transaction():
+        rows = await connection.fetch(
+            "INSERT INTO budget_settled (call_id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING "
+            "RETURNING call_id",
+            [call_id for call_id, _ in settlements],
+        )
+        fresh = {row[0] for row in rows}
+        calls, added = summed((call_id, holds) for call_id, holds in settlements if call_id in fresh)
+        if random.randrange(_PRUNE_EVERY) == 0:
+            await connection.execute(
+                f"DELETE FROM budget_settled WHERE settled_at < now() - interval '{_SETTLED_KEPT}'"
+            )
         await connection.execute("DELETE FROM budget_reservations WHERE call_id = ANY($1::text[])", calls)
         # In budget order, like reservations take their locks.
         for charge, amount in added:
