@@ -529,3 +529,18 @@ async def test_a_shared_value_that_is_not_a_gateways_is_skipped_and_watching_goe
     assert paused  # the second key still read after the first could not be
     assert 4.0 < paused[-1] <= 5.0
     assert "fleet_state_unreadable" in caplog.text
+
+
+async def test_closing_finishes_the_writes_under_way_and_ignores_later_ones(redis: RedisServer) -> None:
+    state = RedisState(fleet(redis.url))
+    await state.start(SCRIPTS)
+    limiter = SharedRateLimiter("provider", "up", RateLimitConfig(max_wait=0), _refuse, state, "local")
+    limiter.pause(5.0)  # told to the fleet in the background
+    await state.close()  # right away: the pause still reaches Redis
+    state.write_behind("limits", lambda: state.client.set("late", "1"))  # after close: nothing
+    reader = Redis.from_url(redis.url)
+    try:
+        assert await reader.get(f"{state.prefix}:{{provider:up}}:pause") is not None
+        assert await reader.get("late") is None
+    finally:
+        await reader.aclose()

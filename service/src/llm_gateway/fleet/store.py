@@ -71,6 +71,7 @@ class RedisState:
         self._watched: list[tuple[list[str], Callable[[int, list[bytes | None]], None]]] = []
         self._poller: asyncio.Task[None] | None = None
         self._writes: set[asyncio.Task[object]] = set()
+        self._closed = False
 
     async def call(self, feature: str, operation: Callable[[], Awaitable[T]]) -> T | _Down:
         """`operation`'s result, or DOWN when Redis failed it (or failed within the retry interval)."""
@@ -98,7 +99,10 @@ class RedisState:
 
     def write_behind(self, feature: str, operation: Callable[[], Awaitable[object]]) -> None:
         """Runs `operation` as `call` does, in the background: what a replica tells the fleet
-        (a pause, a failure, a probe's outcome) never holds up the call that learnt it."""
+        (a pause, a failure, a probe's outcome) never holds up the call that learnt it. Nothing
+        once the client is closed (a lease's give-back timer may still fire)."""
+        if self._closed:
+            return
         task = asyncio.get_running_loop().create_task(self.call(feature, operation))
         self._writes.add(task)  # kept until done: the loop holds tasks only weakly
         task.add_done_callback(self._writes.discard)
@@ -178,6 +182,11 @@ class RedisState:
         await self.call("warm_up", prepare)
 
     async def close(self) -> None:
+        """Stops the background reads, lets the writes under way finish (within one timeout), and
+        closes the client."""
+        self._closed = True
         poller, self._poller = self._poller, None
         await background.stop(poller)
+        if self._writes:
+            await asyncio.wait(self._writes, timeout=self._timeout)
         await self.client.aclose()
