@@ -32,6 +32,7 @@ _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 CapabilityName = Literal["streaming", "tools", "vision", "json_object", "json_schema", "reasoning"]
+CAPABILITIES: frozenset[str] = frozenset(get_args(CapabilityName))
 
 
 def _http_url(url: str) -> str:

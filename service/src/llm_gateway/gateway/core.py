@@ -15,7 +15,7 @@ import dataclasses
 import itertools
 import random
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import aclosing, contextmanager
 from decimal import Decimal
 from typing import TYPE_CHECKING, TypeVar
@@ -173,17 +173,15 @@ class Gateway:
         """`model: "auto"` with routing options: the catalog's models the key may use, ranked by
         the strategy (`gateway/strategy.py`), then the call's fallbacks."""
         specs = [spec for spec in self._catalog.listed() if principal.may_use(spec.id)]
-        counts: dict[str, TokenCount] = {}
-        for spec in specs:
-            if spec.tokenizer not in counts:
-                counts[spec.tokenizer] = await count_prompt(spec.tokenizer, request)
+        counts = await _prompt_counts(request, specs)
 
         def latency(model_id: str) -> float | None:
+            """A stream's time to its first token, a unary call's whole time (else the other)."""
             seen = self.live.of(model_id)
-            first, whole = seen.time_to_first_token_p50, seen.latency_p50
-            return (
-                (first if first is not None else whole) if stream else (whole if whole is not None else first)
-            )
+            preferred, other = seen.latency_p50, seen.time_to_first_token_p50
+            if stream:
+                preferred, other = other, preferred
+            return preferred if preferred is not None else other
 
         def circuit_open(model_id: str) -> bool:
             breaker = self.breakers.get(model_id.partition(":")[0])
@@ -357,10 +355,10 @@ class Gateway:
             return None
         assert self.cache is not None
         reply = await self.cache.lookup(use)
-        spec = (
-            None if reply is None else next((r.spec for r in plan.routes if r.spec.id == reply.model), None)
-        )
-        return None if reply is None or spec is None else (spec, reply)
+        if reply is None:
+            return None
+        spec = next((r.spec for r in plan.routes if r.spec.id == reply.model), None)
+        return None if spec is None else (spec, reply)
 
     def _from_cache(
         self, plan: CallPlan, spec: ModelSpec, reply: CachedReply, first_token: float | None = None
@@ -522,10 +520,7 @@ class Gateway:
         else:
             routes = self._router.resolve(request.model, "request.model", principal)
         unique = {route.spec.id: route.spec for route in routes}
-        counts: dict[str, TokenCount] = {}
-        for spec in unique.values():
-            if spec.tokenizer not in counts:
-                counts[spec.tokenizer] = await count_prompt(spec.tokenizer, request)
+        counts = await _prompt_counts(request, unique.values())
         return ranked(
             [estimate(request, spec, counts[spec.tokenizer], expected_output) for spec in unique.values()]
         )
@@ -542,6 +537,15 @@ class Gateway:
             and all(spec.supports(c) for c in capabilities)
             and principal.may_use(spec.id)
         ]
+
+
+async def _prompt_counts(request: ChatRequest, specs: Iterable[ModelSpec]) -> dict[str, TokenCount]:
+    """The request's prompt counted once per tokenizer among `specs`."""
+    counts: dict[str, TokenCount] = {}
+    for spec in specs:
+        if spec.tokenizer not in counts:
+            counts[spec.tokenizer] = await count_prompt(spec.tokenizer, request)
+    return counts
 
 
 async def _take_room(plan: CallPlan, spec: ModelSpec, limiter: Limiter) -> None:

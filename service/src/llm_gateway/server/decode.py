@@ -17,6 +17,7 @@ from typing import Any
 
 from google.protobuf import struct_pb2
 
+from llm_gateway.config.schema import CAPABILITIES
 from llm_gateway.domain.errors import Violations
 from llm_gateway.domain.limits import MESSAGES, PARTS, PARTS_IN_ALL, TAGS, TOOL_CALLS, TOOLS
 from llm_gateway.domain.messages import (
@@ -255,7 +256,6 @@ _STRATEGIES = {
     chat_pb2.ROUTING_STRATEGY_QUALITY: RoutingStrategy.QUALITY,
     chat_pb2.ROUTING_STRATEGY_AUTO: RoutingStrategy.AUTO,
 }
-_CAPABILITIES = frozenset({"streaming", "tools", "vision", "json_schema", "json_object", "reasoning"})
 
 
 def _routing(pb: chat_pb2.ChatRequest, wire: Violations) -> RoutingOptions | None:
@@ -266,9 +266,9 @@ def _routing(pb: chat_pb2.ChatRequest, wire: Violations) -> RoutingOptions | Non
     if r.strategy not in _STRATEGIES and r.strategy != chat_pb2.ROUTING_STRATEGY_UNSPECIFIED:
         wire.add("routing.strategy", "unknown routing strategy")
     for i, capability in enumerate(r.required_capabilities):
-        if capability not in _CAPABILITIES:
+        if capability not in CAPABILITIES:
             wire.add(
-                f"routing.required_capabilities[{i}]", f"must be one of {', '.join(sorted(_CAPABILITIES))}"
+                f"routing.required_capabilities[{i}]", f"must be one of {', '.join(sorted(CAPABILITIES))}"
             )
     latency = None
     if r.HasField("max_latency_ms"):
@@ -290,7 +290,7 @@ def _routing(pb: chat_pb2.ChatRequest, wire: Violations) -> RoutingOptions | Non
         per_1k,
         latency,
         tuple(r.preferred_providers),
-        frozenset(c for c in r.required_capabilities if c in _CAPABILITIES),
+        frozenset(c for c in r.required_capabilities if c in CAPABILITIES),
         window,
     )
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from llm_gateway.config.schema import CAPABILITIES
 from llm_gateway.domain.errors import FieldViolation, GatewayError, Violations, invalid_request
 from llm_gateway.domain.messages import (
     CacheMode,
@@ -174,7 +175,6 @@ def _request(body: dict[str, Any], wire: Violations) -> OpenAIRequest:
 
 _CACHE_MODES = {mode.value: mode for mode in CacheMode}
 _STRATEGIES = {strategy.value: strategy for strategy in RoutingStrategy}
-_CAPABILITIES = frozenset({"streaming", "tools", "vision", "json_schema", "json_object", "reasoning"})
 _STRATEGY_KEYS = (
     "strategy",
     "max_cost_per_1k_tokens",
@@ -198,9 +198,9 @@ def _routing_options(routing: Mapping[str, Any], wire: Violations) -> RoutingOpt
         strategy = found or strategy
     capabilities = strings(routing.get("required_capabilities"), "routing.required_capabilities", wire)
     for i, capability in enumerate(capabilities):
-        if capability not in _CAPABILITIES:
+        if capability not in CAPABILITIES:
             wire.add(
-                f"routing.required_capabilities[{i}]", f"must be one of {', '.join(sorted(_CAPABILITIES))}"
+                f"routing.required_capabilities[{i}]", f"must be one of {', '.join(sorted(CAPABILITIES))}"
             )
     latency = integer(routing.get("max_latency_ms"), "routing.max_latency_ms", wire)
     if latency is not None and latency < 1:
@@ -218,7 +218,7 @@ def _routing_options(routing: Mapping[str, Any], wire: Violations) -> RoutingOpt
         per_1k,
         None if latency is None else latency / 1000,
         tuple(strings(routing.get("preferred_providers"), "routing.preferred_providers", wire)),
-        frozenset(c for c in capabilities if c in _CAPABILITIES),
+        frozenset(c for c in capabilities if c in CAPABILITIES),
         window,
     )
 
