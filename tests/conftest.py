@@ -4,6 +4,7 @@ stub, and fake upstream providers that are real HTTP servers on loopback."""
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import json
 import logging
 import socket
@@ -168,6 +169,32 @@ class _Capture(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(self.format(record))
+
+
+# No test here needs this long; one that does is stuck, and its stacks say where.
+STUCK_AFTER = 180.0
+
+
+@pytest.fixture(autouse=True)
+async def stuck_test_watchdog(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Past STUCK_AFTER seconds, prints every asyncio task's stack and every thread's, then
+    cancels the test: one test waiting forever fails alone and shows what it waited on, instead of
+    waiting out a client's ten-minute timeout."""
+    handle = asyncio.get_running_loop().call_later(STUCK_AFTER, _stuck, request.node)
+    yield
+    handle.cancel()
+
+
+def _stuck(node: pytest.Item) -> None:
+    print(f"\n{node.nodeid} has run for {STUCK_AFTER:.0f} s; its tasks:", file=sys.stderr)
+    name = getattr(node, "originalname", node.name)
+    for task in asyncio.all_tasks():
+        task.print_stack(limit=30, file=sys.stderr)
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+    for task in asyncio.all_tasks():
+        code = getattr(task.get_coro(), "cr_code", None)
+        if code is not None and code.co_name == name:
+            task.cancel(f"stuck for {STUCK_AFTER:.0f} s")
 
 
 @pytest.fixture
