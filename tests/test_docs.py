@@ -62,3 +62,17 @@ def test_the_readme_configuration_example_is_a_valid_config(tmp_path: Path) -> N
     openai = config.providers["openai"]
     assert openai.rate_limit.requests_per_minute == 5000
     assert openai.models["gpt-4o-mini"].fallbacks == ("anthropic:claude-haiku-4-5",)
+
+
+def test_the_model_group_example_is_a_valid_config(tmp_path: Path) -> None:
+    text = (ROOT / "docs" / "routing.md").read_text()
+    section = text[text.index("## Model groups") :]
+    example = section[section.index("```toml\n") + len("```toml\n") :]
+    path = tmp_path / "gateway.toml"
+    path.write_text(example[: example.index("```")])
+    config = load_config(path, {"AZURE_EU_KEY": "k" * 32, "AZURE_US_KEY": "k" * 32})
+    group = config.groups["gpt-4o-prod"]
+    assert (group.policy, [(d.model, d.weight) for d in group.deployments]) == (
+        "weighted",
+        [("azure-eu:gpt-4o", 3), ("azure-us:gpt-4o", 1), ("openai:gpt-4o", 0)],
+    )

@@ -13,7 +13,8 @@ from the test: `<!-- readme-test: keys openai anthropic -->` starts its gateway 
 providers' API keys set (any value: the block never reaches them), `<!-- readme-test: fresh NAME -->`
 a gateway of its own on the embedded defaults (counts no other block adds to), and
 `<!-- readme-test: upstream <provider> <answer> -->` points the provider at a stand-in on loopback
-that gives that answer (`UPSTREAMS`), so what is checked is the gateway's side of it.
+that gives that answer (`UPSTREAMS`), so what is checked is the gateway's side of it, and
+`<!-- readme-test: config PATH -->` adds a config file of the checkout to the defaults.
 """
 
 from __future__ import annotations
@@ -185,6 +186,9 @@ def setup_env(setup: str, stack: ExitStack) -> dict[str, str]:
         return {f"{name.upper()}_API_KEY": f"readme-test-key-{name}" for name in words}
     if kind == "fresh":  # a gateway of its own, whose counts no other block's calls reach
         return {}
+    if kind == "config":  # a gateway on the embedded defaults plus a config file of the checkout
+        (path,) = words
+        return {"LLM_GATEWAY_CONFIG": str(ROOT / path)}
     assert kind == "upstream", f"unknown readme-test marker: {setup!r}"
     provider, answer = words
     status, body, path = UPSTREAMS[(provider, answer)]

@@ -75,6 +75,10 @@ class Catalog:
         self._aliases: dict[str, list[str]] = {}
         for alias, target in config.aliases.items():
             self._aliases.setdefault(target, []).append(alias)
+        self._groups: dict[str, list[str]] = {}
+        for group, settings in config.groups.items():
+            for deployment in settings.deployments:
+                self._groups.setdefault(deployment.model, []).append(group)
         self._load(read_price_file(self._price_file) if self._price_file is not None else {})
 
     def _load(self, overrides: Mapping[str, PriceConfig]) -> None:
@@ -121,6 +125,10 @@ class Catalog:
 
     def aliases_of(self, model_id: str) -> list[str]:
         return sorted(self._aliases.get(model_id, ()))
+
+    def groups_of(self, model_id: str) -> list[str]:
+        """The model groups `model_id` is a deployment of."""
+        return sorted(self._groups.get(model_id, ()))
 
     def is_enabled(self, provider: str) -> bool:
         return provider in self._enabled

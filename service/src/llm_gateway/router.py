@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from llm_gateway.catalog import Catalog, ModelSpec
+from llm_gateway.config.schema import ModelGroupConfig
 from llm_gateway.domain.errors import Code, GatewayError, invalid_field, model_not_found
 from llm_gateway.domain.principal import ANONYMOUS, Principal
 
@@ -16,7 +17,7 @@ _MAX_MODEL_LENGTH = 256
 @dataclass(frozen=True, slots=True)
 class Route:
     spec: ModelSpec
-    reason: str  # "requested", "alias", "auto" or "fallback"
+    reason: str  # "requested", "alias", "auto", "group" or "fallback"
 
 
 class Router:
@@ -26,9 +27,11 @@ class Router:
         aliases: Mapping[str, str],
         auto: Sequence[str],
         configured_providers: Sequence[str],
+        groups: Mapping[str, ModelGroupConfig] | None = None,
     ) -> None:
         self._catalog = catalog
         self._aliases = dict(aliases)
+        self._groups = dict(groups or {})
         self._auto = tuple(auto)
         self._configured = frozenset(configured_providers)
 
@@ -46,9 +49,11 @@ class Router:
         routes = self.resolve(model, field, principal)
         routes.extend(self.fallbacks(fallbacks, field, principal))
         for configured in [f for route in routes if route.reason != "fallback" for f in route.spec.fallbacks]:
-            spec = self._configured_fallback(configured)
-            if spec is not None and principal.may_use(spec.id):
-                routes.append(Route(spec, "fallback"))
+            routes.extend(
+                Route(spec, "fallback")
+                for spec in self._configured_fallback(configured)
+                if principal.may_use(spec.id)
+            )
         seen: set[str] = set()
         unique = []
         for route in routes:
@@ -66,12 +71,20 @@ class Router:
             routes.extend(Route(r.spec, "fallback") for r in self.resolve(fallback, path, principal))
         return routes
 
+    @property
+    def groups(self) -> Mapping[str, ModelGroupConfig]:
+        return self._groups
+
+    def group(self, name: str) -> ModelGroupConfig | None:
+        """The model group called `name`, if there is one."""
+        return self._groups.get(name)
+
     def resolve(self, model: str, field: str = "model", principal: Principal = ANONYMOUS) -> list[Route]:
         """The candidates `model` names (several for "auto"), those `principal` may use."""
         routes = self._resolve(model, field)
         allowed = [route for route in routes if principal.may_use(route.spec.id)]
         if not allowed:
-            refused = routes[0].spec.id if len(routes) == 1 else "any of the models 'auto' may choose"
+            refused = routes[0].spec.id if len(routes) == 1 else f"any of the models {model!r} may choose"
             raise GatewayError(
                 f"{field}: gateway key {principal.key!r} may not use {refused}",
                 code=Code.PERMISSION_DENIED,
@@ -89,6 +102,8 @@ class Router:
             return self._auto_routes(field)
         if model in self._aliases:
             return [Route(self._lookup(self._aliases[model], field), "alias")]
+        if model in self._groups:
+            return self._group_routes(model, field)
         if ":" in model:
             return [Route(self._lookup(model, field), "requested")]
         matches = self._catalog.find_by_name(model)
@@ -114,11 +129,26 @@ class Router:
             why = f"provider {provider!r} has no model {name!r}"
         raise model_not_found(model_id, field, why)
 
-    def _configured_fallback(self, model: str) -> ModelSpec | None:
-        """A configured fallback's model (the config checked its form), or None when its provider
-        is not enabled."""
-        provider, _, name = self._aliases.get(model, model).partition(":")
-        return self._catalog.get(provider, name)
+    def _configured_fallback(self, model: str) -> list[ModelSpec]:
+        """A configured fallback's models (the config checked its form): one, or a group's
+        deployments; none when their providers are not enabled."""
+        group = self._groups.get(model)
+        targets = [d.model for d in group.deployments] if group else [self._aliases.get(model, model)]
+        specs = (self._catalog.get(*target.split(":", 1)) for target in targets)
+        return [spec for spec in specs if spec is not None]
+
+    def _group_routes(self, name: str, field: str) -> list[Route]:
+        """The group's deployments of enabled providers, in configured order (the gateway's
+        balancer orders them per call)."""
+        routes = [Route(spec, "group") for spec in self._configured_fallback(name)]
+        if not routes:
+            raise GatewayError(
+                f"{field}: no deployment of group {name!r} is available (none of their providers is enabled)",
+                code=Code.FAILED_PRECONDITION,
+                reason="NO_MODEL_AVAILABLE",
+                metadata={"field": field, "model": name},
+            )
+        return routes
 
     def _auto_routes(self, field: str) -> list[Route]:
         routes = []

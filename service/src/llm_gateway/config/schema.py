@@ -352,6 +352,33 @@ class RoutingConfig(_Strict):
     exploration: float = Field(default=0.1, ge=0, le=1)
 
 
+class DeploymentConfig(_Strict):
+    # "provider:model": one deployment of the group's model (a provider entry has its own key,
+    # limits and circuit).
+    model: str = Field(min_length=3, max_length=256)
+    # Its share of the calls under the "weighted" policy; 0 is a standby, used only when every
+    # other deployment cannot take the call.
+    weight: int = Field(default=1, ge=0, le=1000)
+
+
+class ModelGroupConfig(_Strict):
+    """One model name for several deployments of the same model (docs/routing.md)."""
+
+    # weighted: random, in proportion to the weights; least_busy: the fewest calls in flight (in
+    # this process); latency: the faster of two chosen at random (power of two choices).
+    policy: Literal["weighted", "least_busy", "latency"] = "weighted"
+    deployments: tuple[DeploymentConfig, ...] = Field(min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ModelGroupConfig:
+        models = [d.model for d in self.deployments]
+        if len(models) != len(set(models)):
+            raise ValueError("deployments: each model may appear once")
+        if self.policy == "weighted" and not any(d.weight for d in self.deployments):
+            raise ValueError("deployments: at least one weight must be above 0")
+        return self
+
+
 class RateTierConfig(_Strict):
     # The whole call is charged `price` once its prompt has more than `start` tokens.
     start: int = Field(ge=0)
@@ -858,6 +885,8 @@ class GatewayConfig(_Strict):
     providers: dict[str, ProviderConfig] = {}
     # alias -> "provider:model"
     aliases: dict[str, str] = {}
+    # Model groups: a name callers use as `model`, served by several deployments.
+    groups: dict[str, ModelGroupConfig] = {}
 
     @field_validator("providers")
     @classmethod
@@ -896,10 +925,22 @@ class GatewayConfig(_Strict):
                 raise ValueError(f"aliases.{alias}: target must be 'provider:model', got {target!r}")
             if provider not in self.providers:
                 raise ValueError(f"aliases.{alias}: unknown provider {provider!r}")
+        for group, settings in self.groups.items():
+            if ":" in group or group == "auto" or not group or any(c.isspace() for c in group):
+                raise ValueError(f"groups.{group}: a group's name has no ':' or spaces and is not 'auto'")
+            if group in self.aliases:
+                raise ValueError(f"groups.{group}: the name is an alias too")
+            for i, deployment in enumerate(settings.deployments):
+                provider, sep, model = deployment.model.partition(":")
+                if not sep or not model or provider not in self.providers:
+                    raise ValueError(
+                        f"groups.{group}.deployments[{i}].model: {deployment.model!r} is not "
+                        "'provider:model' of a configured provider"
+                    )
         for provider_name, provider_config in self.providers.items():
             for model_name, model_config in provider_config.models.items():
                 for i, fallback in enumerate(model_config.fallbacks):
-                    if fallback in self.aliases:
+                    if fallback in self.aliases or fallback in self.groups:
                         continue
                     provider, sep, name = fallback.partition(":")
                     if not sep or not name or provider not in self.providers:

@@ -149,6 +149,7 @@ class SharedRateLimiter:
         self._since = time.monotonic()
         self._leasing = False  # a call is asking for units ahead: the others ask for their own only
         self._expiry: asyncio.TimerHandle | None = None
+        self._full_until = 0.0  # when Redis last said a bucket would have room again
         self._admit: AsyncScript = redis.client.register_script(_ADMIT)
         self._pause: AsyncScript = redis.client.register_script(_PAUSE)
         self._give_back: AsyncScript = redis.client.register_script(_GIVE_BACK)
@@ -178,6 +179,10 @@ class SharedRateLimiter:
         self._local.pause(seconds)
         length_us = round(min(seconds, MAX_PAUSE) * 1_000_000)
         self._redis.write_behind("limits", lambda: self._pause(keys=self._keys[:1], args=[length_us]))
+
+    def has_room(self) -> bool:
+        now = time.monotonic()
+        return self._local.paused_for(now) <= 0 and now >= self._full_until
 
     async def acquire(self, tokens: int, deadline: float | None) -> None:
         if not self._buckets:  # the pauses other replicas saw reach the local limiter (watch_pause)
@@ -217,6 +222,7 @@ class SharedRateLimiter:
             if self._from_lease(need, time.monotonic()):  # another call's lease came meanwhile
                 break
             what = PAUSED if which == 1 else self._buckets[which - 2][0]
+            self._full_until = time.monotonic() + wait_us / 1_000_000
             await self._wait_or_refuse(time.monotonic(), wait_us / 1_000_000, limit, what)
         for i, units in enumerate(need):
             self._used[i] += units

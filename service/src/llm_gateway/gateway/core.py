@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, TypeVar
 
 from llm_gateway.cache import CachedReply, CacheUse, ResponseCache
 from llm_gateway.catalog import Catalog, ModelSpec
-from llm_gateway.config.schema import RoutingConfig
+from llm_gateway.config.schema import DeploymentConfig, RoutingConfig
 from llm_gateway.domain.errors import Code, GatewayError, invalid_request
 from llm_gateway.domain.messages import ChatRequest, RoutingOptions
 from llm_gateway.domain.results import Completion, StreamDone, StreamEvent, TextDelta, ToolCallDelta, Usage
+from llm_gateway.gateway.balance import Balancer, InFlight
 from llm_gateway.gateway.breaker import Ticket
 from llm_gateway.gateway.estimate import Estimate, estimate, ranked
 from llm_gateway.gateway.guard import ProviderGuard
@@ -81,6 +82,8 @@ class Gateway:
         self.tracing: Tracing | None = None  # set with the tracing observer, when tracing is on
         self.routing = routing or RoutingConfig()
         self._rng = random.Random()
+        self.in_flight = InFlight()
+        self._balancer = Balancer(self.in_flight, self._latency, self._unready, self._rng)
 
     def rate_limiters(self) -> list[tuple[str, str, Limiter]]:
         """("provider" or "key", its name, its limiter), for the metrics."""
@@ -118,7 +121,10 @@ class Gateway:
         tracker = scope.call
         if tracker is not None:
             tracker.request = request
-            yield tracker
+            try:
+                yield tracker
+            finally:
+                self.in_flight.leave(tracker.id)
             return
         tracker = self.open_call(operation, scope.request_id, scope.principal, scope.received_at)
         tracker.request = request
@@ -134,6 +140,8 @@ class Gateway:
         except BaseException:
             tracker.end("INTERNAL")
             raise
+        finally:
+            self.in_flight.leave(tracker.id)
         tracker.end("OK")
 
     @property
@@ -147,6 +155,7 @@ class Gateway:
         its place in its gateway key's rate limit, if the key has one."""
         self._check_options(request)
         considered: list[Considered] = []
+        group = None
         if request.routing is not None and request.model == AUTO:
             fallbacks = self._router.fallbacks(request.fallback_models, "model", scope.principal)
             routes, considered = await self._ranked(
@@ -154,8 +163,14 @@ class Gateway:
             )
         else:
             routes = self._router.plan(request.model, request.fallback_models, principal=scope.principal)
-        plan = CallPlan(routes, request, scope, call_id)
+            group = self._router.group(request.model)
+            if group is not None:
+                routes, considered = self._balancer.order(group, routes, stream)
+                self.in_flight.enter(call_id, routes[0].spec.id)  # now: the next call sees it busy
+        plan = CallPlan(routes, request, scope, call_id, self.in_flight)
         plan.routing.considered = considered
+        if group is not None:
+            plan.routing.reason = f"group:{group.policy}"
         await plan.prepare()
         limiter = self._key_limiters.get(scope.principal.key)
         if limiter is not None and not request.dry_run:
@@ -174,27 +189,14 @@ class Gateway:
         the strategy (`gateway/strategy.py`), then the call's fallbacks."""
         specs = [spec for spec in self._catalog.listed() if principal.may_use(spec.id)]
         counts = await _prompt_counts(request, specs)
-
-        def latency(model_id: str) -> float | None:
-            """A stream's time to its first token, a unary call's whole time (else the other)."""
-            seen = self.live.of(model_id)
-            preferred, other = seen.latency_p50, seen.time_to_first_token_p50
-            if stream:
-                preferred, other = other, preferred
-            return preferred if preferred is not None else other
-
-        def circuit_open(model_id: str) -> bool:
-            breaker = self.breakers.get(model_id.partition(":")[0])
-            return breaker is not None and not breaker.available
-
         chosen, considered = choose(
             specs,
             lambda spec: estimate(request, spec, counts[spec.tokenizer]),
             options,
             self.routing,
             needed_capabilities(request, options, stream),
-            latency,
-            circuit_open,
+            lambda model_id: self._latency(model_id, stream),
+            self._unready,
             self._rng,
         )
         if not chosen:
@@ -209,6 +211,26 @@ class Gateway:
         ranked = [Route(spec, reason) for spec in chosen]
         ids = {spec.id for spec in chosen}
         return ranked + [r for r in fallbacks if r.spec.id not in ids], considered
+
+    def _latency(self, model_id: str, stream: bool) -> float | None:
+        """Recent latency: a stream's time to its first token, a unary call's whole time (else the
+        other)."""
+        seen = self.live.of(model_id)
+        preferred, other = seen.latency_p50, seen.time_to_first_token_p50
+        if stream:
+            preferred, other = other, preferred
+        return preferred if preferred is not None else other
+
+    def _unready(self, model_id: str) -> str:
+        """Why the model cannot take a call right now, or "" when it can."""
+        guard = self._guards.get(model_id.partition(":")[0])
+        if guard is None:
+            return ""
+        if not guard.breaker.available:
+            return "circuit open"
+        if not guard.limiter.has_room():
+            return "no rate-limit room now"
+        return ""
 
     def _check_options(self, request: ChatRequest) -> None:
         """Refuses provider options that would override what the gateway sets itself (the model,
@@ -269,10 +291,13 @@ class Gateway:
     ) -> bool:
         """Records a failed attempt (raising `err` when no other attempt may succeed) and, when the
         same model should be tried again, waits the backoff and returns True. A provider's 429
-        with Retry-After also holds back its other calls for that long."""
+        with Retry-After also holds back its other calls for that long. A group's deployment is
+        not retried while another deployment of the group is still to be tried."""
         previous = plan.failed(route, err)
         if err.reason == "UPSTREAM_RATE_LIMITED" and err.retry_after:
             guard.limiter.pause(err.retry_after)
+        if plan.another_deployment_after(route):  # a group's next deployment, not the same again
+            return False
         wait = guard.retry.delay(retries, err, plan.time_left(), previous)
         if wait is None:
             return False
@@ -537,6 +562,30 @@ class Gateway:
             and all(spec.supports(c) for c in capabilities)
             and principal.may_use(spec.id)
         ]
+
+    def list_groups(self, provider: str = "", principal: Principal = ANONYMOUS) -> list[GroupView]:
+        """The model groups with a deployment `principal` may use (of `provider`, when given),
+        showing only such deployments."""
+        views = []
+        for name, group in sorted(self._router.groups.items()):
+            shown = [
+                (d, self._catalog.get(*d.model.split(":", 1)))
+                for d in group.deployments
+                if principal.may_use(d.model) and (not provider or d.model.startswith(f"{provider}:"))
+            ]
+            if shown:
+                views.append(GroupView(name, group.policy, shown))
+        return views
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GroupView:
+    """A model group as ListModels shows it: its deployments, each with its model where its
+    provider is enabled."""
+
+    name: str
+    policy: str
+    deployments: list[tuple[DeploymentConfig, ModelSpec | None]]
 
 
 async def _prompt_counts(request: ChatRequest, specs: Iterable[ModelSpec]) -> dict[str, TokenCount]:

@@ -51,6 +51,11 @@ class Limiter(Protocol):
 
     def pause(self, seconds: float) -> None: ...
 
+    def has_room(self) -> bool:
+        """Whether a call would be admitted now without waiting (as far as this process knows,
+        without asking any store): a balancer's hint, not a reservation."""
+        ...
+
     async def acquire(self, tokens: int, deadline: float | None) -> None: ...
 
 
@@ -89,6 +94,11 @@ class RateLimiter:
         """Holds every call back for `seconds` (at most MAX_PAUSE), as a provider's 429 asked."""
         until = time.monotonic() + min(seconds, MAX_PAUSE)
         self._paused_until = max(self._paused_until, until)
+
+    def has_room(self) -> bool:
+        if self._paused_until > time.monotonic():
+            return False
+        return all(bucket is None or bucket.has_capacity(1) for bucket in (self._requests, self._tokens))
 
     async def acquire(self, tokens: int, deadline: float | None) -> None:
         """Waits for one request and `tokens` tokens of capacity (a call larger than a minute's

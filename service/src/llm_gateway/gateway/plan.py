@@ -10,6 +10,7 @@ from llm_gateway.config.schema import TimeoutConfig
 from llm_gateway.domain.errors import Code, GatewayError, deadline_exceeded
 from llm_gateway.domain.messages import ChatRequest, ToolCall
 from llm_gateway.domain.results import FinishReason, TextDelta, ToolCallDelta, Usage
+from llm_gateway.gateway.balance import InFlight
 from llm_gateway.gateway.breaker import TRIPPING_REASONS
 from llm_gateway.gateway.estimate import Estimate, budget_error, estimate
 from llm_gateway.gateway.fit import fit_request
@@ -51,8 +52,16 @@ class StreamOutput:
 
 
 class CallPlan:
-    def __init__(self, routes: list[Route], request: ChatRequest, scope: CallScope, call_id: str) -> None:
+    def __init__(
+        self,
+        routes: list[Route],
+        request: ChatRequest,
+        scope: CallScope,
+        call_id: str,
+        in_flight: InFlight | None = None,
+    ) -> None:
         self.call_id = call_id  # the reply's id, the same as the call's record
+        self._in_flight = in_flight
         self.started = _perf() if scope.received_at is None else scope.received_at
         self.created = time.time()
         self.request = request
@@ -122,6 +131,13 @@ class CallPlan:
             raise budget_error(self.estimate(self.routes[0].spec), budget)
         return allowed
 
+    def another_deployment_after(self, route: Route) -> bool:
+        """Whether `route` is a group's deployment with another of the group after it."""
+        if route.reason != "group":
+            return False
+        later = self.routes[self.routes.index(route) + 1 :]
+        return any(r.reason == "group" for r in later)
+
     def fit(self, spec: ModelSpec) -> ChatRequest:
         """The request as `spec` can take it (`gateway/fit.py`); what LENIENT left out is reported."""
         self._dropped = []
@@ -133,6 +149,8 @@ class CallPlan:
         if self.request.dry_run:
             raise AssertionError("a dry run never reaches a provider")
         request = self.fit(spec)
+        if self._in_flight is not None:
+            self._in_flight.enter(self.call_id, spec.id)
         self._timing = UpstreamTiming()
         current_timing.set(self._timing)
         self._attempt_started = _perf()

@@ -4,8 +4,8 @@ serve the call, and in what order (docs/routing.md).
 A model is passed over when it lacks a capability the call needs (its tools, images, response
 format, reasoning settings, or `required_capabilities`), its context window is too small (for the
 prompt, or under `min_context_window`), it costs more per 1,000 tokens than allowed, its recent
-latency is over `max_latency`, or its circuit is open. The rest are ranked, preferred providers
-first, then by the strategy's score (lower first):
+latency is over `max_latency`, its circuit is open, or its rate limit has no room right now. The
+rest are ranked, preferred providers first, then by the strategy's score (lower first):
 
 - cost: the call's expected cost on the model (unknown prices last);
 - speed: recent observed latency (unary calls: the whole call; streams: the first token); a model
@@ -17,6 +17,7 @@ first, then by the strategy's score (lower first):
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,13 +32,17 @@ from llm_gateway.pricing import PricingStatus
 
 @dataclass(frozen=True, slots=True)
 class Considered:
+    """A model a strategy, or a group's deployment the balancer, looked at for a call."""
+
     model: str
     passed_over: str  # "" when eligible
-    expected_cost: Decimal | None
-    cost_per_1k_tokens: Decimal | None
-    latency: float | None  # seconds
-    quality: float | None
+    expected_cost: Decimal | None = None
+    cost_per_1k_tokens: Decimal | None = None
+    latency: float | None = None  # seconds
+    quality: float | None = None
     score: float = 0.0
+    in_flight: int | None = None  # a group's deployment: calls on it in flight in this process
+    weight: int | None = None  # a group's deployment: its weight
 
 
 def needed_capabilities(request: ChatRequest, options: RoutingOptions, stream: bool) -> list[str]:
@@ -63,7 +68,7 @@ def choose(
     config: RoutingConfig,
     needed: Sequence[str],
     latency: Callable[[str], float | None],
-    circuit_open: Callable[[str], bool],
+    unready: Callable[[str], str],
     rng: random.Random,
 ) -> tuple[list[ModelSpec], list[Considered]]:
     """The eligible models in rank order, and every model considered (eligible first, in rank
@@ -79,7 +84,7 @@ def choose(
             per_1k = Decimal(0)
         seen = latency(spec.id)
         quality = config.quality.get(spec.id)
-        why = _passed_over(spec, est, options, needed, per_1k, seen, circuit_open(spec.id))
+        why = _passed_over(spec, est, options, needed, per_1k, seen) or unready(spec.id)
         considered = Considered(spec.id, why, cost, per_1k, seen, quality)
         if why:
             passed.append(considered)
@@ -103,7 +108,6 @@ def _passed_over(
     needed: Sequence[str],
     per_1k: Decimal | None,
     seen: float | None,
-    circuit_open: bool,
 ) -> str:
     lacking = [c for c in needed if not spec.supports(c)]
     if lacking:
@@ -121,8 +125,6 @@ def _passed_over(
             return f"over max_cost_per_1k_tokens ({per_1k} > {limit} USD)"
     if options.max_latency is not None and seen is not None and seen > options.max_latency:
         return f"recent latency over max_latency_ms ({seen * 1000:.0f} > {options.max_latency * 1000:.0f} ms)"
-    if circuit_open:
-        return "circuit open"
     return ""
 
 
@@ -168,12 +170,4 @@ def _scaled(values: list[float | None]) -> list[float]:
 
 
 def _scored(considered: Considered, score: float) -> Considered:
-    return Considered(
-        considered.model,
-        considered.passed_over,
-        considered.expected_cost,
-        considered.cost_per_1k_tokens,
-        considered.latency,
-        considered.quality,
-        score,
-    )
+    return dataclasses.replace(considered, score=score)

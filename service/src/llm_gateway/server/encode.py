@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from llm_gateway.catalog import ModelSpec
+from llm_gateway.catalog import Catalog, ModelSpec
 from llm_gateway.domain.results import Completion, FinishReason, TextDelta, ToolCallDelta, Usage
 from llm_gateway.gateway import Attempt, CallHeader, CallSummary, ChatOutcome, Estimate, Latency, RoutingInfo
 from llm_gateway.gateway.breaker import CircuitState, ProviderBreaker
+from llm_gateway.gateway.core import GroupView
 from llm_gateway.gateway.live import ModelLatency
-from llm_gateway.pricing import Cost, CostCapabilities, PriceSheet, PricingStatus, format_decimal
+from llm_gateway.pricing import Cost, PriceSheet, PricingStatus, format_decimal
 from llm_gateway.tokens import CountMethod
 from llmgateway.v1 import accounting_pb2, catalog_pb2, chat_pb2, content_pb2
 
@@ -208,6 +211,10 @@ def _routing_into(out: accounting_pb2.Routing, r: RoutingInfo) -> None:
             _duration_into(considered.latency, c.latency)
         if c.quality is not None:
             considered.quality = c.quality
+        if c.in_flight is not None:
+            considered.in_flight = c.in_flight
+        if c.weight is not None:
+            considered.weight = c.weight
 
 
 def attempt(a: Attempt) -> accounting_pb2.Attempt:
@@ -225,24 +232,20 @@ def _attempt_into(out: accounting_pb2.Attempt, a: Attempt) -> None:
     _duration_into(out.latency, a.latency)
 
 
-def model(
-    spec: ModelSpec,
-    aliases: list[str],
-    latency: ModelLatency,
-    costs: CostCapabilities,
-    breaker: ProviderBreaker,
-) -> catalog_pb2.Model:
+def model(spec: ModelSpec, catalog: Catalog, state: catalog_pb2.ModelState) -> catalog_pb2.Model:
+    costs = catalog.cost_capabilities(spec.provider)
     return catalog_pb2.Model(
         id=spec.id,
         provider=spec.provider,
         name=spec.name,
         display_name=spec.display_name,
-        aliases=aliases,
+        aliases=catalog.aliases_of(spec.id),
+        groups=catalog.groups_of(spec.id),
         context_window=spec.context_window or 0,
         max_output_tokens=spec.max_output_tokens or 0,
         capabilities=sorted(CAPABILITIES[c] for c in spec.capabilities or ()),
         pricing=pricing(spec.price),
-        state=model_state(latency, breaker),
+        state=state,
         cost_capabilities=catalog_pb2.CostCapabilities(
             tracks_tokens=costs.tracks_tokens,
             token_caching=costs.token_caching,
@@ -252,17 +255,37 @@ def model(
     )
 
 
-def model_state(latency: ModelLatency, breaker: ProviderBreaker) -> catalog_pb2.ModelState:
+def model_state(latency: ModelLatency, breaker: ProviderBreaker, in_flight: int) -> catalog_pb2.ModelState:
     state = catalog_pb2.ModelState(
         circuit_state=_CIRCUIT[breaker.state],
         available=breaker.available,
         recent_calls=latency.recent_calls,
+        in_flight=in_flight,
     )
     if latency.latency_p50 is not None:
         state.latency_p50.CopyFrom(duration(latency.latency_p50))
     if latency.time_to_first_token_p50 is not None:
         state.time_to_first_token_p50.CopyFrom(duration(latency.time_to_first_token_p50))
     return state
+
+
+_POLICIES = {
+    "weighted": catalog_pb2.LOAD_BALANCING_POLICY_WEIGHTED,
+    "least_busy": catalog_pb2.LOAD_BALANCING_POLICY_LEAST_BUSY,
+    "latency": catalog_pb2.LOAD_BALANCING_POLICY_LATENCY,
+}
+
+
+def model_group(
+    group: GroupView, state: Callable[[ModelSpec], catalog_pb2.ModelState]
+) -> catalog_pb2.ModelGroup:
+    out = catalog_pb2.ModelGroup(name=group.name, policy=_POLICIES[group.policy])
+    for deployment, spec in group.deployments:
+        enabled = spec is not None
+        shown = out.deployments.add(model=deployment.model, weight=deployment.weight, enabled=enabled)
+        if spec is not None:
+            shown.state.CopyFrom(state(spec))
+    return out
 
 
 def pricing(sheet: PriceSheet) -> catalog_pb2.ModelPricing:

@@ -11,6 +11,7 @@ from contextlib import aclosing
 from typing import TYPE_CHECKING
 
 from llm_gateway.budgets.trailers import call_headers
+from llm_gateway.catalog import ModelSpec
 from llm_gateway.domain.errors import Code, GatewayError, invalid_field
 from llm_gateway.domain.messages import ChatRequest
 from llm_gateway.domain.results import TextDelta, ToolCallDelta
@@ -131,23 +132,22 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
                     reason="PROVIDER_DISABLED",
                     metadata={"field": "provider", "provider": provider},
                 )
-            models = self._gateway.list_models(provider, capabilities, _scope(context).principal)
+            principal = _scope(context).principal
+            models = self._gateway.list_models(provider, capabilities, principal)
             page = models[offset : offset + size]
-            catalog, live = self._gateway.catalog, self._gateway.live
+            gateway = self._gateway
             end = offset + len(page)
+
+            def state(spec: ModelSpec) -> catalog_pb2.ModelState:
+                return encode.model_state(
+                    gateway.live.of(spec.id), gateway.breakers[spec.provider], gateway.in_flight.of(spec.id)
+                )
+
             return catalog_pb2.ListModelsResponse(
-                models=[
-                    encode.model(
-                        spec,
-                        catalog.aliases_of(spec.id),
-                        live.of(spec.id),
-                        catalog.cost_capabilities(spec.provider),
-                        self._gateway.breakers[spec.provider],
-                    )
-                    for spec in page
-                ],
+                models=[encode.model(spec, gateway.catalog, state(spec)) for spec in page],
                 next_page_token=page_token(end, fingerprint) if end < len(models) else "",
                 total_size=len(models),
+                groups=[encode.model_group(g, state) for g in gateway.list_groups(provider, principal)],
             )
 
     def _standing(self, context: Context, call_id: str, summary: CallSummary) -> None:

@@ -254,4 +254,5 @@ def _considered(c: Considered) -> dict[str, Any]:
         "latency_ms": None if c.latency is None else round(c.latency * 1000, 3),
         "quality": c.quality,
         "score": c.score,
+        **({"in_flight": c.in_flight, "weight": c.weight} if c.weight is not None else {}),
     }

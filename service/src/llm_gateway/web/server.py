@@ -33,6 +33,7 @@ from llm_gateway.domain.errors import Code, GatewayError, deadline_exceeded, inv
 from llm_gateway.edge import KeyCheck, cut_off, deadline, request_id
 from llm_gateway.gateway import StreamFinished, StreamStarted
 from llm_gateway.gateway.breaker import CircuitState
+from llm_gateway.gateway.core import GroupView
 from llm_gateway.gateway.record import CallTracker, Principal
 from llm_gateway.gateway.scope import CallScope
 from llm_gateway.metrics import CONTENT_TYPE, Metrics
@@ -239,7 +240,9 @@ class HttpDoor:
         if refusal is not None:
             return self._refused(refusal, request)
         listed = self._gateway.list_models(principal=principal)
-        return web.json_response({"object": "list", "data": [self._model(spec) for spec in listed]})
+        groups = self._gateway.list_groups(principal=principal)
+        data = [self._model(spec) for spec in listed] + [self._group(group) for group in groups]
+        return web.json_response({"object": "list", "data": data})
 
     async def model(self, request: web.Request) -> web.Response:
         principal, refusal = self._who(request)
@@ -249,6 +252,9 @@ class HttpDoor:
         for spec in self._gateway.list_models(principal=principal):
             if wanted in (spec.id, *self._gateway.catalog.aliases_of(spec.id)):
                 return web.json_response(self._model(spec))
+        for group in self._gateway.list_groups(principal=principal):
+            if wanted == group.name:
+                return web.json_response(self._group(group))
         err = GatewayError(
             f"unknown model {wanted!r}; GET /v1/models lists them",
             code=Code.NOT_FOUND,
@@ -258,8 +264,6 @@ class HttpDoor:
         return self._refused(err, request)
 
     def _model(self, spec: ModelSpec) -> dict[str, Any]:
-        breaker = self._gateway.breakers[spec.provider]
-        live = self._gateway.live.of(spec.id)
         sheet = spec.price
         pricing: dict[str, Any] = {"status": sheet.status.value, "currency": sheet.currency}
         if sheet.status is PricingStatus.PRICED:
@@ -274,16 +278,43 @@ class HttpDoor:
             "provider": spec.provider,
             "display_name": spec.display_name,
             "aliases": self._gateway.catalog.aliases_of(spec.id),
+            "groups": self._gateway.catalog.groups_of(spec.id),
             "context_window": spec.context_window,
             "max_output_tokens": spec.max_output_tokens,
             "capabilities": sorted(spec.capabilities or ()),
             "pricing": pricing,
-            "state": {
-                "circuit": breaker.state.value,
-                "available": breaker.available,
-                "latency_p50_ms": out.ms(live.latency_p50),
-                "recent_calls": live.recent_calls,
-            },
+            "state": self._state(spec),
+        }
+
+    def _state(self, spec: ModelSpec) -> dict[str, Any]:
+        breaker = self._gateway.breakers[spec.provider]
+        live = self._gateway.live.of(spec.id)
+        return {
+            "circuit": breaker.state.value,
+            "available": breaker.available,
+            "latency_p50_ms": out.ms(live.latency_p50),
+            "recent_calls": live.recent_calls,
+            "in_flight": self._gateway.in_flight.of(spec.id),
+        }
+
+    def _group(self, group: GroupView) -> dict[str, Any]:
+        """A model group, listed beside the models: callers use its name as `model`."""
+        return {
+            "id": group.name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "llm-gateway",
+            "type": "group",
+            "policy": group.policy,
+            "deployments": [
+                {
+                    "model": deployment.model,
+                    "weight": deployment.weight,
+                    "enabled": spec is not None,
+                    **({"state": self._state(spec)} if spec is not None else {}),
+                }
+                for deployment, spec in group.deployments
+            ],
         }
 
     async def metrics(self, request: web.Request) -> web.Response:

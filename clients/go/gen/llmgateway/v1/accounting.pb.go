@@ -531,8 +531,9 @@ type Routing struct {
 	SelectedModel string `protobuf:"bytes,2,opt,name=selected_model,json=selectedModel,proto3" json:"selected_model,omitempty"`
 	// Why this model: "requested" (named by `provider:model`), "alias" (a configured alias),
 	// "auto" (the gateway chose from `routing.auto`), "strategy:cost", "strategy:speed",
-	// "strategy:quality" or "strategy:auto" (ranked by `ChatRequest.routing`), "cache_hit", or
-	// "fallback" (an earlier candidate failed).
+	// "strategy:quality" or "strategy:auto" (ranked by `ChatRequest.routing`), "group:weighted",
+	// "group:least_busy" or "group:latency" (a model group's deployment, chosen by its balancing
+	// policy), "cache_hit", or "fallback" (an earlier candidate failed).
 	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
 	// The candidate models in the order they would be tried.
 	Candidates []string `protobuf:"bytes,4,rep,name=candidates,proto3" json:"candidates,omitempty"`
@@ -543,7 +544,8 @@ type Routing struct {
 	// True when the reply came from the gateway's response cache.
 	CacheHit bool `protobuf:"varint,7,opt,name=cache_hit,json=cacheHit,proto3" json:"cache_hit,omitempty"`
 	// With a routing strategy: every model considered, the eligible ones in rank order first, then
-	// those passed over with why.
+	// those passed over with why. For a model group: its deployments in the order they would be
+	// tried, those that could not take the call right now last, with why.
 	Considered    []*ConsideredModel `protobuf:"bytes,8,rep,name=considered,proto3" json:"considered,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -652,8 +654,12 @@ type ConsideredModel struct {
 	Latency *durationpb.Duration `protobuf:"bytes,5,opt,name=latency,proto3" json:"latency,omitempty"`
 	// The configured quality score (`routing.quality`, 0 to 1); unset when none is configured.
 	Quality *float64 `protobuf:"fixed64,6,opt,name=quality,proto3,oneof" json:"quality,omitempty"`
-	// The strategy's score; lower ranks first.
-	Score         float64 `protobuf:"fixed64,7,opt,name=score,proto3" json:"score,omitempty"`
+	// The strategy's score (for a group's deployment, the balancing policy's); lower ranks first.
+	Score float64 `protobuf:"fixed64,7,opt,name=score,proto3" json:"score,omitempty"`
+	// A model group's deployment: calls on it in flight in this replica when the call arrived.
+	InFlight *int32 `protobuf:"varint,8,opt,name=in_flight,json=inFlight,proto3,oneof" json:"in_flight,omitempty"`
+	// A model group's deployment: its configured weight.
+	Weight        *int32 `protobuf:"varint,9,opt,name=weight,proto3,oneof" json:"weight,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -737,6 +743,20 @@ func (x *ConsideredModel) GetScore() float64 {
 	return 0
 }
 
+func (x *ConsideredModel) GetInFlight() int32 {
+	if x != nil && x.InFlight != nil {
+		return *x.InFlight
+	}
+	return 0
+}
+
+func (x *ConsideredModel) GetWeight() int32 {
+	if x != nil && x.Weight != nil {
+		return *x.Weight
+	}
+	return 0
+}
+
 var File_llmgateway_v1_accounting_proto protoreflect.FileDescriptor
 
 const file_llmgateway_v1_accounting_proto_rawDesc = "" +
@@ -793,7 +813,7 @@ const file_llmgateway_v1_accounting_proto_rawDesc = "" +
 	"\tcache_hit\x18\a \x01(\bR\bcacheHit\x12>\n" +
 	"\n" +
 	"considered\x18\b \x03(\v2\x1e.llmgateway.v1.ConsideredModelR\n" +
-	"considered\"\x90\x02\n" +
+	"considered\"\xe8\x02\n" +
 	"\x0fConsideredModel\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x1f\n" +
 	"\vpassed_over\x18\x02 \x01(\tR\n" +
@@ -802,9 +822,14 @@ const file_llmgateway_v1_accounting_proto_rawDesc = "" +
 	"\x12cost_per_1k_tokens\x18\x04 \x01(\tR\x0fcostPer1kTokens\x123\n" +
 	"\alatency\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\alatency\x12\x1d\n" +
 	"\aquality\x18\x06 \x01(\x01H\x00R\aquality\x88\x01\x01\x12\x14\n" +
-	"\x05score\x18\a \x01(\x01R\x05scoreB\n" +
+	"\x05score\x18\a \x01(\x01R\x05score\x12 \n" +
+	"\tin_flight\x18\b \x01(\x05H\x01R\binFlight\x88\x01\x01\x12\x1b\n" +
+	"\x06weight\x18\t \x01(\x05H\x02R\x06weight\x88\x01\x01B\n" +
 	"\n" +
-	"\b_quality*\x7f\n" +
+	"\b_qualityB\f\n" +
+	"\n" +
+	"_in_flightB\t\n" +
+	"\a_weight*\x7f\n" +
 	"\rPricingStatus\x12\x1e\n" +
 	"\x1aPRICING_STATUS_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15PRICING_STATUS_PRICED\x10\x01\x12\x17\n" +

@@ -270,6 +270,63 @@ func (TokenCountMethod) EnumDescriptor() ([]byte, []int) {
 	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{3}
 }
 
+// How a model group spreads calls over its deployments.
+type LoadBalancingPolicy int32
+
+const (
+	// Not set.
+	LoadBalancingPolicy_LOAD_BALANCING_POLICY_UNSPECIFIED LoadBalancingPolicy = 0
+	// At random, in proportion to each deployment's weight.
+	LoadBalancingPolicy_LOAD_BALANCING_POLICY_WEIGHTED LoadBalancingPolicy = 1
+	// The deployment with the fewest calls in flight in this replica.
+	LoadBalancingPolicy_LOAD_BALANCING_POLICY_LEAST_BUSY LoadBalancingPolicy = 2
+	// The faster (by recent latency) of two deployments drawn at random.
+	LoadBalancingPolicy_LOAD_BALANCING_POLICY_LATENCY LoadBalancingPolicy = 3
+)
+
+// Enum value maps for LoadBalancingPolicy.
+var (
+	LoadBalancingPolicy_name = map[int32]string{
+		0: "LOAD_BALANCING_POLICY_UNSPECIFIED",
+		1: "LOAD_BALANCING_POLICY_WEIGHTED",
+		2: "LOAD_BALANCING_POLICY_LEAST_BUSY",
+		3: "LOAD_BALANCING_POLICY_LATENCY",
+	}
+	LoadBalancingPolicy_value = map[string]int32{
+		"LOAD_BALANCING_POLICY_UNSPECIFIED": 0,
+		"LOAD_BALANCING_POLICY_WEIGHTED":    1,
+		"LOAD_BALANCING_POLICY_LEAST_BUSY":  2,
+		"LOAD_BALANCING_POLICY_LATENCY":     3,
+	}
+)
+
+func (x LoadBalancingPolicy) Enum() *LoadBalancingPolicy {
+	p := new(LoadBalancingPolicy)
+	*p = x
+	return p
+}
+
+func (x LoadBalancingPolicy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (LoadBalancingPolicy) Descriptor() protoreflect.EnumDescriptor {
+	return file_llmgateway_v1_catalog_proto_enumTypes[4].Descriptor()
+}
+
+func (LoadBalancingPolicy) Type() protoreflect.EnumType {
+	return &file_llmgateway_v1_catalog_proto_enumTypes[4]
+}
+
+func (x LoadBalancingPolicy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use LoadBalancingPolicy.Descriptor instead.
+func (LoadBalancingPolicy) EnumDescriptor() ([]byte, []int) {
+	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{4}
+}
+
 // A model's list prices. Amounts are decimal strings in plain notation in `currency`.
 type ModelPricing struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -496,7 +553,9 @@ type ModelState struct {
 	// streams; unset before any.
 	TimeToFirstTokenP50 *durationpb.Duration `protobuf:"bytes,4,opt,name=time_to_first_token_p50,json=timeToFirstTokenP50,proto3" json:"time_to_first_token_p50,omitempty"`
 	// How many calls (unary and streamed) the medians are taken over.
-	RecentCalls   int32 `protobuf:"varint,5,opt,name=recent_calls,json=recentCalls,proto3" json:"recent_calls,omitempty"`
+	RecentCalls int32 `protobuf:"varint,5,opt,name=recent_calls,json=recentCalls,proto3" json:"recent_calls,omitempty"`
+	// Calls on the model in flight in this replica now.
+	InFlight      int32 `protobuf:"varint,6,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -566,6 +625,13 @@ func (x *ModelState) GetRecentCalls() int32 {
 	return 0
 }
 
+func (x *ModelState) GetInFlight() int32 {
+	if x != nil {
+		return x.InFlight
+	}
+	return 0
+}
+
 // A model the gateway can serve.
 type Model struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -591,8 +657,10 @@ type Model struct {
 	State *ModelState `protobuf:"bytes,10,opt,name=state,proto3" json:"state,omitempty"`
 	// The provider's cost capabilities.
 	CostCapabilities *CostCapabilities `protobuf:"bytes,11,opt,name=cost_capabilities,json=costCapabilities,proto3" json:"cost_capabilities,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Configured model groups the model is a deployment of.
+	Groups        []string `protobuf:"bytes,12,rep,name=groups,proto3" json:"groups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Model) Reset() {
@@ -702,6 +770,152 @@ func (x *Model) GetCostCapabilities() *CostCapabilities {
 	return nil
 }
 
+func (x *Model) GetGroups() []string {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+// One deployment of a model group.
+type Deployment struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The deployment's model, "provider:model".
+	Model string `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	// Its weight under the weighted policy; 0 is a standby, used only when the others cannot take
+	// a call.
+	Weight int32 `protobuf:"varint,2,opt,name=weight,proto3" json:"weight,omitempty"`
+	// False when its provider is not enabled (for example, its API key is not set): it is skipped.
+	Enabled bool `protobuf:"varint,3,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	// Its live state (unset when not enabled).
+	State         *ModelState `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Deployment) Reset() {
+	*x = Deployment{}
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Deployment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Deployment) ProtoMessage() {}
+
+func (x *Deployment) ProtoReflect() protoreflect.Message {
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Deployment.ProtoReflect.Descriptor instead.
+func (*Deployment) Descriptor() ([]byte, []int) {
+	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Deployment) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *Deployment) GetWeight() int32 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+func (x *Deployment) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *Deployment) GetState() *ModelState {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
+// A model group: one name callers use as `ChatRequest.model`, served by several deployments of
+// the same model (regions, organisations, replicas), each with its own key, limits and circuit.
+type ModelGroup struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The name to call it by.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// How calls are spread over the deployments.
+	Policy LoadBalancingPolicy `protobuf:"varint,2,opt,name=policy,proto3,enum=llmgateway.v1.LoadBalancingPolicy" json:"policy,omitempty"`
+	// The deployments, in configured order.
+	Deployments   []*Deployment `protobuf:"bytes,3,rep,name=deployments,proto3" json:"deployments,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ModelGroup) Reset() {
+	*x = ModelGroup{}
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModelGroup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModelGroup) ProtoMessage() {}
+
+func (x *ModelGroup) ProtoReflect() protoreflect.Message {
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModelGroup.ProtoReflect.Descriptor instead.
+func (*ModelGroup) Descriptor() ([]byte, []int) {
+	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ModelGroup) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ModelGroup) GetPolicy() LoadBalancingPolicy {
+	if x != nil {
+		return x.Policy
+	}
+	return LoadBalancingPolicy_LOAD_BALANCING_POLICY_UNSPECIFIED
+}
+
+func (x *ModelGroup) GetDeployments() []*Deployment {
+	if x != nil {
+		return x.Deployments
+	}
+	return nil
+}
+
 // Request for `ListModels` (AIP-158 pagination).
 type ListModelsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -720,7 +934,7 @@ type ListModelsRequest struct {
 
 func (x *ListModelsRequest) Reset() {
 	*x = ListModelsRequest{}
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[4]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -732,7 +946,7 @@ func (x *ListModelsRequest) String() string {
 func (*ListModelsRequest) ProtoMessage() {}
 
 func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[4]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -745,7 +959,7 @@ func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsRequest.ProtoReflect.Descriptor instead.
 func (*ListModelsRequest) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{4}
+	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListModelsRequest) GetPageSize() int32 {
@@ -784,14 +998,17 @@ type ListModelsResponse struct {
 	// The token for the next page; empty on the last page.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	// How many models match the filters over all pages.
-	TotalSize     int32 `protobuf:"varint,3,opt,name=total_size,json=totalSize,proto3" json:"total_size,omitempty"`
+	TotalSize int32 `protobuf:"varint,3,opt,name=total_size,json=totalSize,proto3" json:"total_size,omitempty"`
+	// The configured model groups with a deployment the caller may use (the same on every page;
+	// a provider filter keeps the groups with a deployment of that provider).
+	Groups        []*ModelGroup `protobuf:"bytes,4,rep,name=groups,proto3" json:"groups,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListModelsResponse) Reset() {
 	*x = ListModelsResponse{}
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[5]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -803,7 +1020,7 @@ func (x *ListModelsResponse) String() string {
 func (*ListModelsResponse) ProtoMessage() {}
 
 func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[5]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -816,7 +1033,7 @@ func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsResponse.ProtoReflect.Descriptor instead.
 func (*ListModelsResponse) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{5}
+	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListModelsResponse) GetModels() []*Model {
@@ -840,6 +1057,13 @@ func (x *ListModelsResponse) GetTotalSize() int32 {
 	return 0
 }
 
+func (x *ListModelsResponse) GetGroups() []*ModelGroup {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
 // Request for `EstimateCost`: what a chat call would cost, without making it.
 type EstimateCostRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -857,7 +1081,7 @@ type EstimateCostRequest struct {
 
 func (x *EstimateCostRequest) Reset() {
 	*x = EstimateCostRequest{}
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[6]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -869,7 +1093,7 @@ func (x *EstimateCostRequest) String() string {
 func (*EstimateCostRequest) ProtoMessage() {}
 
 func (x *EstimateCostRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[6]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -882,7 +1106,7 @@ func (x *EstimateCostRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EstimateCostRequest.ProtoReflect.Descriptor instead.
 func (*EstimateCostRequest) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{6}
+	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *EstimateCostRequest) GetRequest() *ChatRequest {
@@ -936,7 +1160,7 @@ type CostEstimate struct {
 
 func (x *CostEstimate) Reset() {
 	*x = CostEstimate{}
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[7]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -948,7 +1172,7 @@ func (x *CostEstimate) String() string {
 func (*CostEstimate) ProtoMessage() {}
 
 func (x *CostEstimate) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[7]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -961,7 +1185,7 @@ func (x *CostEstimate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CostEstimate.ProtoReflect.Descriptor instead.
 func (*CostEstimate) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{7}
+	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CostEstimate) GetModel() string {
@@ -1045,7 +1269,7 @@ type EstimateCostResponse struct {
 
 func (x *EstimateCostResponse) Reset() {
 	*x = EstimateCostResponse{}
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[8]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1057,7 +1281,7 @@ func (x *EstimateCostResponse) String() string {
 func (*EstimateCostResponse) ProtoMessage() {}
 
 func (x *EstimateCostResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[8]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1070,7 +1294,7 @@ func (x *EstimateCostResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EstimateCostResponse.ProtoReflect.Descriptor instead.
 func (*EstimateCostResponse) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{8}
+	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *EstimateCostResponse) GetEstimates() []*CostEstimate {
@@ -1103,7 +1327,7 @@ const file_llmgateway_v1_catalog_proto_rawDesc = "" +
 	"\rtracks_tokens\x18\x01 \x01(\bR\ftracksTokens\x12#\n" +
 	"\rtoken_caching\x18\x02 \x01(\bR\ftokenCaching\x12!\n" +
 	"\frequest_fees\x18\x03 \x01(\bR\vrequestFees\x12@\n" +
-	"\rbilling_model\x18\x04 \x01(\x0e2\x1b.llmgateway.v1.BillingModelR\fbillingModel\"\x9c\x02\n" +
+	"\rbilling_model\x18\x04 \x01(\x0e2\x1b.llmgateway.v1.BillingModelR\fbillingModel\"\xb9\x02\n" +
 	"\n" +
 	"ModelState\x12@\n" +
 	"\rcircuit_state\x18\x01 \x01(\x0e2\x1b.llmgateway.v1.CircuitStateR\fcircuitState\x12:\n" +
@@ -1111,7 +1335,8 @@ const file_llmgateway_v1_catalog_proto_rawDesc = "" +
 	"latencyP50\x12\x1c\n" +
 	"\tavailable\x18\x03 \x01(\bR\tavailable\x12O\n" +
 	"\x17time_to_first_token_p50\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x13timeToFirstTokenP50\x12!\n" +
-	"\frecent_calls\x18\x05 \x01(\x05R\vrecentCalls\"\xcc\x03\n" +
+	"\frecent_calls\x18\x05 \x01(\x05R\vrecentCalls\x12\x1b\n" +
+	"\tin_flight\x18\x06 \x01(\x05R\binFlight\"\xe4\x03\n" +
 	"\x05Model\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bprovider\x18\x02 \x01(\tR\bprovider\x12\x12\n" +
@@ -1124,18 +1349,31 @@ const file_llmgateway_v1_catalog_proto_rawDesc = "" +
 	"\apricing\x18\t \x01(\v2\x1b.llmgateway.v1.ModelPricingR\apricing\x12/\n" +
 	"\x05state\x18\n" +
 	" \x01(\v2\x19.llmgateway.v1.ModelStateR\x05state\x12L\n" +
-	"\x11cost_capabilities\x18\v \x01(\v2\x1f.llmgateway.v1.CostCapabilitiesR\x10costCapabilities\"\xaa\x01\n" +
+	"\x11cost_capabilities\x18\v \x01(\v2\x1f.llmgateway.v1.CostCapabilitiesR\x10costCapabilities\x12\x16\n" +
+	"\x06groups\x18\f \x03(\tR\x06groups\"\x85\x01\n" +
+	"\n" +
+	"Deployment\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x12\x16\n" +
+	"\x06weight\x18\x02 \x01(\x05R\x06weight\x12\x18\n" +
+	"\aenabled\x18\x03 \x01(\bR\aenabled\x12/\n" +
+	"\x05state\x18\x04 \x01(\v2\x19.llmgateway.v1.ModelStateR\x05state\"\x99\x01\n" +
+	"\n" +
+	"ModelGroup\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12:\n" +
+	"\x06policy\x18\x02 \x01(\x0e2\".llmgateway.v1.LoadBalancingPolicyR\x06policy\x12;\n" +
+	"\vdeployments\x18\x03 \x03(\v2\x19.llmgateway.v1.DeploymentR\vdeployments\"\xaa\x01\n" +
 	"\x11ListModelsRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\x12\x1a\n" +
 	"\bprovider\x18\x03 \x01(\tR\bprovider\x12=\n" +
-	"\fcapabilities\x18\x04 \x03(\x0e2\x19.llmgateway.v1.CapabilityR\fcapabilities\"\x89\x01\n" +
+	"\fcapabilities\x18\x04 \x03(\x0e2\x19.llmgateway.v1.CapabilityR\fcapabilities\"\xbc\x01\n" +
 	"\x12ListModelsResponse\x12,\n" +
 	"\x06models\x18\x01 \x03(\v2\x14.llmgateway.v1.ModelR\x06models\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1d\n" +
 	"\n" +
-	"total_size\x18\x03 \x01(\x05R\ttotalSize\"\xcc\x01\n" +
+	"total_size\x18\x03 \x01(\x05R\ttotalSize\x121\n" +
+	"\x06groups\x18\x04 \x03(\v2\x19.llmgateway.v1.ModelGroupR\x06groups\"\xcc\x01\n" +
 	"\x13EstimateCostRequest\x124\n" +
 	"\arequest\x18\x01 \x01(\v2\x1a.llmgateway.v1.ChatRequestR\arequest\x129\n" +
 	"\x16expected_output_tokens\x18\x02 \x01(\x05H\x00R\x14expectedOutputTokens\x88\x01\x01\x12)\n" +
@@ -1179,7 +1417,12 @@ const file_llmgateway_v1_catalog_proto_rawDesc = "" +
 	"\x1eTOKEN_COUNT_METHOD_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18TOKEN_COUNT_METHOD_EXACT\x10\x01\x12\"\n" +
 	"\x1eTOKEN_COUNT_METHOD_APPROXIMATE\x10\x02\x12\x1f\n" +
-	"\x1bTOKEN_COUNT_METHOD_PROVIDER\x10\x03B\xc4\x01\n" +
+	"\x1bTOKEN_COUNT_METHOD_PROVIDER\x10\x03*\xa9\x01\n" +
+	"\x13LoadBalancingPolicy\x12%\n" +
+	"!LOAD_BALANCING_POLICY_UNSPECIFIED\x10\x00\x12\"\n" +
+	"\x1eLOAD_BALANCING_POLICY_WEIGHTED\x10\x01\x12$\n" +
+	" LOAD_BALANCING_POLICY_LEAST_BUSY\x10\x02\x12!\n" +
+	"\x1dLOAD_BALANCING_POLICY_LATENCY\x10\x03B\xc4\x01\n" +
 	"\x11com.llmgateway.v1B\fCatalogProtoP\x01ZLgithub.com/llm-gateway/llm-gateway/clients/go/gen/llmgateway/v1;llmgatewayv1\xa2\x02\x03LXX\xaa\x02\rLlmgateway.V1\xca\x02\rLlmgateway\\V1\xe2\x02\x19Llmgateway\\V1\\GPBMetadata\xea\x02\x0eLlmgateway::V1b\x06proto3"
 
 var (
@@ -1194,50 +1437,57 @@ func file_llmgateway_v1_catalog_proto_rawDescGZIP() []byte {
 	return file_llmgateway_v1_catalog_proto_rawDescData
 }
 
-var file_llmgateway_v1_catalog_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_llmgateway_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_llmgateway_v1_catalog_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_llmgateway_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_llmgateway_v1_catalog_proto_goTypes = []any{
 	(Capability)(0),              // 0: llmgateway.v1.Capability
 	(BillingModel)(0),            // 1: llmgateway.v1.BillingModel
 	(CircuitState)(0),            // 2: llmgateway.v1.CircuitState
 	(TokenCountMethod)(0),        // 3: llmgateway.v1.TokenCountMethod
-	(*ModelPricing)(nil),         // 4: llmgateway.v1.ModelPricing
-	(*CostCapabilities)(nil),     // 5: llmgateway.v1.CostCapabilities
-	(*ModelState)(nil),           // 6: llmgateway.v1.ModelState
-	(*Model)(nil),                // 7: llmgateway.v1.Model
-	(*ListModelsRequest)(nil),    // 8: llmgateway.v1.ListModelsRequest
-	(*ListModelsResponse)(nil),   // 9: llmgateway.v1.ListModelsResponse
-	(*EstimateCostRequest)(nil),  // 10: llmgateway.v1.EstimateCostRequest
-	(*CostEstimate)(nil),         // 11: llmgateway.v1.CostEstimate
-	(*EstimateCostResponse)(nil), // 12: llmgateway.v1.EstimateCostResponse
-	(PricingStatus)(0),           // 13: llmgateway.v1.PricingStatus
-	(*durationpb.Duration)(nil),  // 14: google.protobuf.Duration
-	(*ChatRequest)(nil),          // 15: llmgateway.v1.ChatRequest
-	(*Cost)(nil),                 // 16: llmgateway.v1.Cost
+	(LoadBalancingPolicy)(0),     // 4: llmgateway.v1.LoadBalancingPolicy
+	(*ModelPricing)(nil),         // 5: llmgateway.v1.ModelPricing
+	(*CostCapabilities)(nil),     // 6: llmgateway.v1.CostCapabilities
+	(*ModelState)(nil),           // 7: llmgateway.v1.ModelState
+	(*Model)(nil),                // 8: llmgateway.v1.Model
+	(*Deployment)(nil),           // 9: llmgateway.v1.Deployment
+	(*ModelGroup)(nil),           // 10: llmgateway.v1.ModelGroup
+	(*ListModelsRequest)(nil),    // 11: llmgateway.v1.ListModelsRequest
+	(*ListModelsResponse)(nil),   // 12: llmgateway.v1.ListModelsResponse
+	(*EstimateCostRequest)(nil),  // 13: llmgateway.v1.EstimateCostRequest
+	(*CostEstimate)(nil),         // 14: llmgateway.v1.CostEstimate
+	(*EstimateCostResponse)(nil), // 15: llmgateway.v1.EstimateCostResponse
+	(PricingStatus)(0),           // 16: llmgateway.v1.PricingStatus
+	(*durationpb.Duration)(nil),  // 17: google.protobuf.Duration
+	(*ChatRequest)(nil),          // 18: llmgateway.v1.ChatRequest
+	(*Cost)(nil),                 // 19: llmgateway.v1.Cost
 }
 var file_llmgateway_v1_catalog_proto_depIdxs = []int32{
 	1,  // 0: llmgateway.v1.ModelPricing.billing_model:type_name -> llmgateway.v1.BillingModel
-	13, // 1: llmgateway.v1.ModelPricing.status:type_name -> llmgateway.v1.PricingStatus
+	16, // 1: llmgateway.v1.ModelPricing.status:type_name -> llmgateway.v1.PricingStatus
 	1,  // 2: llmgateway.v1.CostCapabilities.billing_model:type_name -> llmgateway.v1.BillingModel
 	2,  // 3: llmgateway.v1.ModelState.circuit_state:type_name -> llmgateway.v1.CircuitState
-	14, // 4: llmgateway.v1.ModelState.latency_p50:type_name -> google.protobuf.Duration
-	14, // 5: llmgateway.v1.ModelState.time_to_first_token_p50:type_name -> google.protobuf.Duration
+	17, // 4: llmgateway.v1.ModelState.latency_p50:type_name -> google.protobuf.Duration
+	17, // 5: llmgateway.v1.ModelState.time_to_first_token_p50:type_name -> google.protobuf.Duration
 	0,  // 6: llmgateway.v1.Model.capabilities:type_name -> llmgateway.v1.Capability
-	4,  // 7: llmgateway.v1.Model.pricing:type_name -> llmgateway.v1.ModelPricing
-	6,  // 8: llmgateway.v1.Model.state:type_name -> llmgateway.v1.ModelState
-	5,  // 9: llmgateway.v1.Model.cost_capabilities:type_name -> llmgateway.v1.CostCapabilities
-	0,  // 10: llmgateway.v1.ListModelsRequest.capabilities:type_name -> llmgateway.v1.Capability
-	7,  // 11: llmgateway.v1.ListModelsResponse.models:type_name -> llmgateway.v1.Model
-	15, // 12: llmgateway.v1.EstimateCostRequest.request:type_name -> llmgateway.v1.ChatRequest
-	3,  // 13: llmgateway.v1.CostEstimate.token_count_method:type_name -> llmgateway.v1.TokenCountMethod
-	16, // 14: llmgateway.v1.CostEstimate.expected_cost:type_name -> llmgateway.v1.Cost
-	16, // 15: llmgateway.v1.CostEstimate.worst_case_cost:type_name -> llmgateway.v1.Cost
-	11, // 16: llmgateway.v1.EstimateCostResponse.estimates:type_name -> llmgateway.v1.CostEstimate
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	5,  // 7: llmgateway.v1.Model.pricing:type_name -> llmgateway.v1.ModelPricing
+	7,  // 8: llmgateway.v1.Model.state:type_name -> llmgateway.v1.ModelState
+	6,  // 9: llmgateway.v1.Model.cost_capabilities:type_name -> llmgateway.v1.CostCapabilities
+	7,  // 10: llmgateway.v1.Deployment.state:type_name -> llmgateway.v1.ModelState
+	4,  // 11: llmgateway.v1.ModelGroup.policy:type_name -> llmgateway.v1.LoadBalancingPolicy
+	9,  // 12: llmgateway.v1.ModelGroup.deployments:type_name -> llmgateway.v1.Deployment
+	0,  // 13: llmgateway.v1.ListModelsRequest.capabilities:type_name -> llmgateway.v1.Capability
+	8,  // 14: llmgateway.v1.ListModelsResponse.models:type_name -> llmgateway.v1.Model
+	10, // 15: llmgateway.v1.ListModelsResponse.groups:type_name -> llmgateway.v1.ModelGroup
+	18, // 16: llmgateway.v1.EstimateCostRequest.request:type_name -> llmgateway.v1.ChatRequest
+	3,  // 17: llmgateway.v1.CostEstimate.token_count_method:type_name -> llmgateway.v1.TokenCountMethod
+	19, // 18: llmgateway.v1.CostEstimate.expected_cost:type_name -> llmgateway.v1.Cost
+	19, // 19: llmgateway.v1.CostEstimate.worst_case_cost:type_name -> llmgateway.v1.Cost
+	14, // 20: llmgateway.v1.EstimateCostResponse.estimates:type_name -> llmgateway.v1.CostEstimate
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_llmgateway_v1_catalog_proto_init() }
@@ -1247,14 +1497,14 @@ func file_llmgateway_v1_catalog_proto_init() {
 	}
 	file_llmgateway_v1_accounting_proto_init()
 	file_llmgateway_v1_chat_proto_init()
-	file_llmgateway_v1_catalog_proto_msgTypes[6].OneofWrappers = []any{}
+	file_llmgateway_v1_catalog_proto_msgTypes[8].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmgateway_v1_catalog_proto_rawDesc), len(file_llmgateway_v1_catalog_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   9,
+			NumEnums:      5,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -294,8 +294,9 @@ class Routing(_message.Message):
     reason: _builtins.str
     """Why this model: "requested" (named by `provider:model`), "alias" (a configured alias),
     "auto" (the gateway chose from `routing.auto`), "strategy:cost", "strategy:speed",
-    "strategy:quality" or "strategy:auto" (ranked by `ChatRequest.routing`), "cache_hit", or
-    "fallback" (an earlier candidate failed).
+    "strategy:quality" or "strategy:auto" (ranked by `ChatRequest.routing`), "group:weighted",
+    "group:least_busy" or "group:latency" (a model group's deployment, chosen by its balancing
+    policy), "cache_hit", or "fallback" (an earlier candidate failed).
     """
     fallback_used: _builtins.bool
     """True when a model other than the first candidate served the call."""
@@ -312,7 +313,8 @@ class Routing(_message.Message):
     @_builtins.property
     def considered(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConsideredModel]:
         """With a routing strategy: every model considered, the eligible ones in rank order first, then
-        those passed over with why.
+        those passed over with why. For a model group: its deployments in the order they would be
+        tried, those that could not take the call right now last, with why.
         """
 
     def __init__(
@@ -348,6 +350,8 @@ class ConsideredModel(_message.Message):
     LATENCY_FIELD_NUMBER: _builtins.int
     QUALITY_FIELD_NUMBER: _builtins.int
     SCORE_FIELD_NUMBER: _builtins.int
+    IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """"provider:model"."""
     passed_over: _builtins.str
@@ -361,7 +365,11 @@ class ConsideredModel(_message.Message):
     quality: _builtins.float
     """The configured quality score (`routing.quality`, 0 to 1); unset when none is configured."""
     score: _builtins.float
-    """The strategy's score; lower ranks first."""
+    """The strategy's score (for a group's deployment, the balancing policy's); lower ranks first."""
+    in_flight: _builtins.int
+    """A model group's deployment: calls on it in flight in this replica when the call arrived."""
+    weight: _builtins.int
+    """A model group's deployment: its configured weight."""
     @_builtins.property
     def latency(self) -> _duration_pb2.Duration:
         """Recent observed latency (unary: the whole call; stream: the first token); unset when the
@@ -378,13 +386,24 @@ class ConsideredModel(_message.Message):
         latency: _duration_pb2.Duration | None = ...,
         quality: _builtins.float | None = ...,
         score: _builtins.float = ...,
+        in_flight: _builtins.int | None = ...,
+        weight: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_quality", b"_quality", "latency", b"latency", "quality", b"quality"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_in_flight", b"_in_flight", "_quality", b"_quality", "_weight", b"_weight", "in_flight", b"in_flight", "latency", b"latency", "quality", b"quality", "weight", b"weight"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_quality", b"_quality", "cost_per_1k_tokens", b"cost_per_1k_tokens", "expected_cost", b"expected_cost", "latency", b"latency", "model", b"model", "passed_over", b"passed_over", "quality", b"quality", "score", b"score"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_in_flight", b"_in_flight", "_quality", b"_quality", "_weight", b"_weight", "cost_per_1k_tokens", b"cost_per_1k_tokens", "expected_cost", b"expected_cost", "in_flight", b"in_flight", "latency", b"latency", "model", b"model", "passed_over", b"passed_over", "quality", b"quality", "score", b"score", "weight", b"weight"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__in_flight: _TypeAlias = _typing.Literal["in_flight"]  # noqa: Y015
+    _WhichOneofArgType__in_flight: _TypeAlias = _typing.Literal["_in_flight", b"_in_flight"]  # noqa: Y015
     _WhichOneofReturnType__quality: _TypeAlias = _typing.Literal["quality"]  # noqa: Y015
     _WhichOneofArgType__quality: _TypeAlias = _typing.Literal["_quality", b"_quality"]  # noqa: Y015
+    _WhichOneofReturnType__weight: _TypeAlias = _typing.Literal["weight"]  # noqa: Y015
+    _WhichOneofArgType__weight: _TypeAlias = _typing.Literal["_weight", b"_weight"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__in_flight) -> _WhichOneofReturnType__in_flight | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__quality) -> _WhichOneofReturnType__quality | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__weight) -> _WhichOneofReturnType__weight | None: ...
 
 Global___ConsideredModel: _TypeAlias = ConsideredModel  # noqa: Y015

@@ -160,6 +160,34 @@ approximated). A server that cannot answer is not waited for: the count is then
 """
 Global___TokenCountMethod: _TypeAlias = TokenCountMethod  # noqa: Y015
 
+class _LoadBalancingPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LoadBalancingPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LoadBalancingPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LOAD_BALANCING_POLICY_UNSPECIFIED: _LoadBalancingPolicy.ValueType  # 0
+    """Not set."""
+    LOAD_BALANCING_POLICY_WEIGHTED: _LoadBalancingPolicy.ValueType  # 1
+    """At random, in proportion to each deployment's weight."""
+    LOAD_BALANCING_POLICY_LEAST_BUSY: _LoadBalancingPolicy.ValueType  # 2
+    """The deployment with the fewest calls in flight in this replica."""
+    LOAD_BALANCING_POLICY_LATENCY: _LoadBalancingPolicy.ValueType  # 3
+    """The faster (by recent latency) of two deployments drawn at random."""
+
+class LoadBalancingPolicy(_LoadBalancingPolicy, metaclass=_LoadBalancingPolicyEnumTypeWrapper):
+    """How a model group spreads calls over its deployments."""
+
+LOAD_BALANCING_POLICY_UNSPECIFIED: LoadBalancingPolicy.ValueType  # 0
+"""Not set."""
+LOAD_BALANCING_POLICY_WEIGHTED: LoadBalancingPolicy.ValueType  # 1
+"""At random, in proportion to each deployment's weight."""
+LOAD_BALANCING_POLICY_LEAST_BUSY: LoadBalancingPolicy.ValueType  # 2
+"""The deployment with the fewest calls in flight in this replica."""
+LOAD_BALANCING_POLICY_LATENCY: LoadBalancingPolicy.ValueType  # 3
+"""The faster (by recent latency) of two deployments drawn at random."""
+Global___LoadBalancingPolicy: _TypeAlias = LoadBalancingPolicy  # noqa: Y015
+
 @_typing.final
 class ModelPricing(_message.Message):
     """A model's list prices. Amounts are decimal strings in plain notation in `currency`."""
@@ -275,12 +303,15 @@ class ModelState(_message.Message):
     AVAILABLE_FIELD_NUMBER: _builtins.int
     TIME_TO_FIRST_TOKEN_P50_FIELD_NUMBER: _builtins.int
     RECENT_CALLS_FIELD_NUMBER: _builtins.int
+    IN_FLIGHT_FIELD_NUMBER: _builtins.int
     circuit_state: Global___CircuitState.ValueType
     """The provider's circuit breaker state."""
     available: _builtins.bool
     """True when the gateway would route a call to this model now."""
     recent_calls: _builtins.int
     """How many calls (unary and streamed) the medians are taken over."""
+    in_flight: _builtins.int
+    """Calls on the model in flight in this replica now."""
     @_builtins.property
     def latency_p50(self) -> _duration_pb2.Duration:
         """Median upstream latency of recent successful unary calls; unset before any."""
@@ -299,10 +330,11 @@ class ModelState(_message.Message):
         available: _builtins.bool = ...,
         time_to_first_token_p50: _duration_pb2.Duration | None = ...,
         recent_calls: _builtins.int = ...,
+        in_flight: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["latency_p50", b"latency_p50", "time_to_first_token_p50", b"time_to_first_token_p50"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "circuit_state", b"circuit_state", "latency_p50", b"latency_p50", "recent_calls", b"recent_calls", "time_to_first_token_p50", b"time_to_first_token_p50"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "circuit_state", b"circuit_state", "in_flight", b"in_flight", "latency_p50", b"latency_p50", "recent_calls", b"recent_calls", "time_to_first_token_p50", b"time_to_first_token_p50"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -325,6 +357,7 @@ class Model(_message.Message):
     PRICING_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     COST_CAPABILITIES_FIELD_NUMBER: _builtins.int
+    GROUPS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The model's id, "provider:model". Use it as `ChatRequest.model`."""
     provider: _builtins.str
@@ -357,6 +390,10 @@ class Model(_message.Message):
     def cost_capabilities(self) -> Global___CostCapabilities:
         """The provider's cost capabilities."""
 
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Configured model groups the model is a deployment of."""
+
     def __init__(
         self,
         *,
@@ -371,14 +408,87 @@ class Model(_message.Message):
         pricing: Global___ModelPricing | None = ...,
         state: Global___ModelState | None = ...,
         cost_capabilities: Global___CostCapabilities | None = ...,
+        groups: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cost_capabilities", b"cost_capabilities", "pricing", b"pricing", "state", b"state"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "capabilities", b"capabilities", "context_window", b"context_window", "cost_capabilities", b"cost_capabilities", "display_name", b"display_name", "id", b"id", "max_output_tokens", b"max_output_tokens", "name", b"name", "pricing", b"pricing", "provider", b"provider", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aliases", b"aliases", "capabilities", b"capabilities", "context_window", b"context_window", "cost_capabilities", b"cost_capabilities", "display_name", b"display_name", "groups", b"groups", "id", b"id", "max_output_tokens", b"max_output_tokens", "name", b"name", "pricing", b"pricing", "provider", b"provider", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Model: _TypeAlias = Model  # noqa: Y015
+
+@_typing.final
+class Deployment(_message.Message):
+    """One deployment of a model group."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """The deployment's model, "provider:model"."""
+    weight: _builtins.int
+    """Its weight under the weighted policy; 0 is a standby, used only when the others cannot take
+    a call.
+    """
+    enabled: _builtins.bool
+    """False when its provider is not enabled (for example, its API key is not set): it is skipped."""
+    @_builtins.property
+    def state(self) -> Global___ModelState:
+        """Its live state (unset when not enabled)."""
+
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        weight: _builtins.int = ...,
+        enabled: _builtins.bool = ...,
+        state: Global___ModelState | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["state", b"state"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enabled", b"enabled", "model", b"model", "state", b"state", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Deployment: _TypeAlias = Deployment  # noqa: Y015
+
+@_typing.final
+class ModelGroup(_message.Message):
+    """A model group: one name callers use as `ChatRequest.model`, served by several deployments of
+    the same model (regions, organisations, replicas), each with its own key, limits and circuit.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    DEPLOYMENTS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The name to call it by."""
+    policy: Global___LoadBalancingPolicy.ValueType
+    """How calls are spread over the deployments."""
+    @_builtins.property
+    def deployments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Deployment]:
+        """The deployments, in configured order."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        policy: Global___LoadBalancingPolicy.ValueType = ...,
+        deployments: _abc.Iterable[Global___Deployment] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployments", b"deployments", "name", b"name", "policy", b"policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelGroup: _TypeAlias = ModelGroup  # noqa: Y015
 
 @_typing.final
 class ListModelsRequest(_message.Message):
@@ -427,6 +537,7 @@ class ListModelsResponse(_message.Message):
     MODELS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     TOTAL_SIZE_FIELD_NUMBER: _builtins.int
+    GROUPS_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """The token for the next page; empty on the last page."""
     total_size: _builtins.int
@@ -435,16 +546,23 @@ class ListModelsResponse(_message.Message):
     def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___Model]:
         """The models of this page, sorted by id."""
 
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelGroup]:
+        """The configured model groups with a deployment the caller may use (the same on every page;
+        a provider filter keeps the groups with a deployment of that provider).
+        """
+
     def __init__(
         self,
         *,
         models: _abc.Iterable[Global___Model] | None = ...,
         next_page_token: _builtins.str = ...,
         total_size: _builtins.int = ...,
+        groups: _abc.Iterable[Global___ModelGroup] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["models", b"models", "next_page_token", b"next_page_token", "total_size", b"total_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["groups", b"groups", "models", b"models", "next_page_token", b"next_page_token", "total_size", b"total_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file llmgateway/v1/accounting.proto.
  */
 export const file_llmgateway_v1_accounting: GenFile = /*@__PURE__*/
-  fileDesc("Ch5sbG1nYXRld2F5L3YxL2FjY291bnRpbmcucHJvdG8SDWxsbWdhdGV3YXkudjEi0gEKBVVzYWdlEhUKDXByb21wdF90b2tlbnMYASABKAUSGQoRY29tcGxldGlvbl90b2tlbnMYAiABKAUSFAoMdG90YWxfdG9rZW5zGAMgASgFEhkKEWNhY2hlX3JlYWRfdG9rZW5zGAQgASgFEhoKEmNhY2hlX3dyaXRlX3Rva2VucxgFIAEoBRIYChByZWFzb25pbmdfdG9rZW5zGAYgASgFEhEKCWVzdGltYXRlZBgHIAEoCBIdChVjYWNoZV93cml0ZV8xaF90b2tlbnMYCCABKAUiqAIKBENvc3QSEAoIY3VycmVuY3kYASABKAkSDQoFaW5wdXQYAiABKAkSFAoMY2FjaGVkX2lucHV0GAMgASgJEhMKC2NhY2hlX3dyaXRlGAQgASgJEg4KBm91dHB1dBgFIAEoCRITCgtyZXF1ZXN0X2ZlZRgGIAEoCRINCgV0b3RhbBgHIAEoCRIaChJjb3N0X3Blcl8xa190b2tlbnMYCCABKAkSFQoNY2FjaGVfc2F2aW5ncxgJIAEoCRIRCgllc3RpbWF0ZWQYCiABKAgSLAoGc3RhdHVzGAsgASgOMhwubGxtZ2F0ZXdheS52MS5QcmljaW5nU3RhdHVzEhQKDHByaWNlX3NvdXJjZRgMIAEoCRIWCg5jYWNoZV93cml0ZV8xaBgNIAEoCSKEAgoHTGF0ZW5jeRIoCgV0b3RhbBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI1ChJ0aW1lX3RvX2ZpcnN0X2J5dGUYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SNgoTdGltZV90b19maXJzdF90b2tlbhgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIrCgh1cHN0cmVhbRgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIzChBnYXRld2F5X292ZXJoZWFkGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIoUBCgdBdHRlbXB0EhAKCHByb3ZpZGVyGAEgASgJEg0KBW1vZGVsGAIgASgJEgwKBGNvZGUYAyABKAkSDgoGcmVhc29uGAQgASgJEg8KB21lc3NhZ2UYBSABKAkSKgoHbGF0ZW5jeRgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiLoAQoHUm91dGluZxIZChFzZWxlY3RlZF9wcm92aWRlchgBIAEoCRIWCg5zZWxlY3RlZF9tb2RlbBgCIAEoCRIOCgZyZWFzb24YAyABKAkSEgoKY2FuZGlkYXRlcxgEIAMoCRIoCghhdHRlbXB0cxgFIAMoCzIWLmxsbWdhdGV3YXkudjEuQXR0ZW1wdBIVCg1mYWxsYmFja191c2VkGAYgASgIEhEKCWNhY2hlX2hpdBgHIAEoCBIyCgpjb25zaWRlcmVkGAggAygLMh4ubGxtZ2F0ZXdheS52MS5Db25zaWRlcmVkTW9kZWwixQEKD0NvbnNpZGVyZWRNb2RlbBINCgVtb2RlbBgBIAEoCRITCgtwYXNzZWRfb3ZlchgCIAEoCRIVCg1leHBlY3RlZF9jb3N0GAMgASgJEhoKEmNvc3RfcGVyXzFrX3Rva2VucxgEIAEoCRIqCgdsYXRlbmN5GAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhQKB3F1YWxpdHkYBiABKAFIAIgBARINCgVzY29yZRgHIAEoAUIKCghfcXVhbGl0eSp/Cg1QcmljaW5nU3RhdHVzEh4KGlBSSUNJTkdfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGQoVUFJJQ0lOR19TVEFUVVNfUFJJQ0VEEAESFwoTUFJJQ0lOR19TVEFUVVNfRlJFRRACEhoKFlBSSUNJTkdfU1RBVFVTX1VOS05PV04QA0LHAQoRY29tLmxsbWdhdGV3YXkudjFCD0FjY291bnRpbmdQcm90b1ABWkxnaXRodWIuY29tL2xsbS1nYXRld2F5L2xsbS1nYXRld2F5L2NsaWVudHMvZ28vZ2VuL2xsbWdhdGV3YXkvdjE7bGxtZ2F0ZXdheXYxogIDTFhYqgINTGxtZ2F0ZXdheS5WMcoCDUxsbWdhdGV3YXlcVjHiAhlMbG1nYXRld2F5XFYxXEdQQk1ldGFkYXRh6gIOTGxtZ2F0ZXdheTo6VjFiBnByb3RvMw", [file_google_protobuf_duration]);
+  fileDesc("Ch5sbG1nYXRld2F5L3YxL2FjY291bnRpbmcucHJvdG8SDWxsbWdhdGV3YXkudjEi0gEKBVVzYWdlEhUKDXByb21wdF90b2tlbnMYASABKAUSGQoRY29tcGxldGlvbl90b2tlbnMYAiABKAUSFAoMdG90YWxfdG9rZW5zGAMgASgFEhkKEWNhY2hlX3JlYWRfdG9rZW5zGAQgASgFEhoKEmNhY2hlX3dyaXRlX3Rva2VucxgFIAEoBRIYChByZWFzb25pbmdfdG9rZW5zGAYgASgFEhEKCWVzdGltYXRlZBgHIAEoCBIdChVjYWNoZV93cml0ZV8xaF90b2tlbnMYCCABKAUiqAIKBENvc3QSEAoIY3VycmVuY3kYASABKAkSDQoFaW5wdXQYAiABKAkSFAoMY2FjaGVkX2lucHV0GAMgASgJEhMKC2NhY2hlX3dyaXRlGAQgASgJEg4KBm91dHB1dBgFIAEoCRITCgtyZXF1ZXN0X2ZlZRgGIAEoCRINCgV0b3RhbBgHIAEoCRIaChJjb3N0X3Blcl8xa190b2tlbnMYCCABKAkSFQoNY2FjaGVfc2F2aW5ncxgJIAEoCRIRCgllc3RpbWF0ZWQYCiABKAgSLAoGc3RhdHVzGAsgASgOMhwubGxtZ2F0ZXdheS52MS5QcmljaW5nU3RhdHVzEhQKDHByaWNlX3NvdXJjZRgMIAEoCRIWCg5jYWNoZV93cml0ZV8xaBgNIAEoCSKEAgoHTGF0ZW5jeRIoCgV0b3RhbBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI1ChJ0aW1lX3RvX2ZpcnN0X2J5dGUYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SNgoTdGltZV90b19maXJzdF90b2tlbhgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIrCgh1cHN0cmVhbRgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIzChBnYXRld2F5X292ZXJoZWFkGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIoUBCgdBdHRlbXB0EhAKCHByb3ZpZGVyGAEgASgJEg0KBW1vZGVsGAIgASgJEgwKBGNvZGUYAyABKAkSDgoGcmVhc29uGAQgASgJEg8KB21lc3NhZ2UYBSABKAkSKgoHbGF0ZW5jeRgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiLoAQoHUm91dGluZxIZChFzZWxlY3RlZF9wcm92aWRlchgBIAEoCRIWCg5zZWxlY3RlZF9tb2RlbBgCIAEoCRIOCgZyZWFzb24YAyABKAkSEgoKY2FuZGlkYXRlcxgEIAMoCRIoCghhdHRlbXB0cxgFIAMoCzIWLmxsbWdhdGV3YXkudjEuQXR0ZW1wdBIVCg1mYWxsYmFja191c2VkGAYgASgIEhEKCWNhY2hlX2hpdBgHIAEoCBIyCgpjb25zaWRlcmVkGAggAygLMh4ubGxtZ2F0ZXdheS52MS5Db25zaWRlcmVkTW9kZWwiiwIKD0NvbnNpZGVyZWRNb2RlbBINCgVtb2RlbBgBIAEoCRITCgtwYXNzZWRfb3ZlchgCIAEoCRIVCg1leHBlY3RlZF9jb3N0GAMgASgJEhoKEmNvc3RfcGVyXzFrX3Rva2VucxgEIAEoCRIqCgdsYXRlbmN5GAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhQKB3F1YWxpdHkYBiABKAFIAIgBARINCgVzY29yZRgHIAEoARIWCglpbl9mbGlnaHQYCCABKAVIAYgBARITCgZ3ZWlnaHQYCSABKAVIAogBAUIKCghfcXVhbGl0eUIMCgpfaW5fZmxpZ2h0QgkKB193ZWlnaHQqfwoNUHJpY2luZ1N0YXR1cxIeChpQUklDSU5HX1NUQVRVU19VTlNQRUNJRklFRBAAEhkKFVBSSUNJTkdfU1RBVFVTX1BSSUNFRBABEhcKE1BSSUNJTkdfU1RBVFVTX0ZSRUUQAhIaChZQUklDSU5HX1NUQVRVU19VTktOT1dOEANCxwEKEWNvbS5sbG1nYXRld2F5LnYxQg9BY2NvdW50aW5nUHJvdG9QAVpMZ2l0aHViLmNvbS9sbG0tZ2F0ZXdheS9sbG0tZ2F0ZXdheS9jbGllbnRzL2dvL2dlbi9sbG1nYXRld2F5L3YxO2xsbWdhdGV3YXl2MaICA0xYWKoCDUxsbWdhdGV3YXkuVjHKAg1MbG1nYXRld2F5XFYx4gIZTGxtZ2F0ZXdheVxWMVxHUEJNZXRhZGF0YeoCDkxsbWdhdGV3YXk6OlYxYgZwcm90bzM", [file_google_protobuf_duration]);
 
 /**
  * Token usage of one call, normalised across providers.
@@ -324,8 +324,9 @@ export type Routing = Message<"llmgateway.v1.Routing"> & {
   /**
    * Why this model: "requested" (named by `provider:model`), "alias" (a configured alias),
    * "auto" (the gateway chose from `routing.auto`), "strategy:cost", "strategy:speed",
-   * "strategy:quality" or "strategy:auto" (ranked by `ChatRequest.routing`), "cache_hit", or
-   * "fallback" (an earlier candidate failed).
+   * "strategy:quality" or "strategy:auto" (ranked by `ChatRequest.routing`), "group:weighted",
+   * "group:least_busy" or "group:latency" (a model group's deployment, chosen by its balancing
+   * policy), "cache_hit", or "fallback" (an earlier candidate failed).
    *
    * @generated from field: string reason = 3;
    */
@@ -361,7 +362,8 @@ export type Routing = Message<"llmgateway.v1.Routing"> & {
 
   /**
    * With a routing strategy: every model considered, the eligible ones in rank order first, then
-   * those passed over with why.
+   * those passed over with why. For a model group: its deployments in the order they would be
+   * tried, those that could not take the call right now last, with why.
    *
    * @generated from field: repeated llmgateway.v1.ConsideredModel considered = 8;
    */
@@ -426,11 +428,25 @@ export type ConsideredModel = Message<"llmgateway.v1.ConsideredModel"> & {
   quality?: number | undefined;
 
   /**
-   * The strategy's score; lower ranks first.
+   * The strategy's score (for a group's deployment, the balancing policy's); lower ranks first.
    *
    * @generated from field: double score = 7;
    */
   score: number;
+
+  /**
+   * A model group's deployment: calls on it in flight in this replica when the call arrived.
+   *
+   * @generated from field: optional int32 in_flight = 8;
+   */
+  inFlight?: number | undefined;
+
+  /**
+   * A model group's deployment: its configured weight.
+   *
+   * @generated from field: optional int32 weight = 9;
+   */
+  weight?: number | undefined;
 };
 
 /**

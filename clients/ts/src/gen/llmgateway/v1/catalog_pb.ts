@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file llmgateway/v1/catalog.proto.
  */
 export const file_llmgateway_v1_catalog: GenFile = /*@__PURE__*/
-  fileDesc("ChtsbG1nYXRld2F5L3YxL2NhdGFsb2cucHJvdG8SDWxsbWdhdGV3YXkudjEi2wIKDE1vZGVsUHJpY2luZxIQCghjdXJyZW5jeRgBIAEoCRIZChFpbnB1dF9wZXJfbWlsbGlvbhgCIAEoCRIgChhjYWNoZWRfaW5wdXRfcGVyX21pbGxpb24YAyABKAkSHwoXY2FjaGVfd3JpdGVfcGVyX21pbGxpb24YBCABKAkSGgoSb3V0cHV0X3Blcl9taWxsaW9uGAUgASgJEhMKC3Blcl9yZXF1ZXN0GAYgASgJEjIKDWJpbGxpbmdfbW9kZWwYByABKA4yGy5sbG1nYXRld2F5LnYxLkJpbGxpbmdNb2RlbBIsCgZzdGF0dXMYCCABKA4yHC5sbG1nYXRld2F5LnYxLlByaWNpbmdTdGF0dXMSFAoMcHJpY2Vfc291cmNlGAkgASgJEg4KBnRpZXJlZBgKIAEoCBIiChpjYWNoZV93cml0ZV8xaF9wZXJfbWlsbGlvbhgLIAEoCSKKAQoQQ29zdENhcGFiaWxpdGllcxIVCg10cmFja3NfdG9rZW5zGAEgASgIEhUKDXRva2VuX2NhY2hpbmcYAiABKAgSFAoMcmVxdWVzdF9mZWVzGAMgASgIEjIKDWJpbGxpbmdfbW9kZWwYBCABKA4yGy5sbG1nYXRld2F5LnYxLkJpbGxpbmdNb2RlbCLVAQoKTW9kZWxTdGF0ZRIyCg1jaXJjdWl0X3N0YXRlGAEgASgOMhsubGxtZ2F0ZXdheS52MS5DaXJjdWl0U3RhdGUSLgoLbGF0ZW5jeV9wNTAYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEQoJYXZhaWxhYmxlGAMgASgIEjoKF3RpbWVfdG9fZmlyc3RfdG9rZW5fcDUwGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhQKDHJlY2VudF9jYWxscxgFIAEoBSLSAgoFTW9kZWwSCgoCaWQYASABKAkSEAoIcHJvdmlkZXIYAiABKAkSDAoEbmFtZRgDIAEoCRIUCgxkaXNwbGF5X25hbWUYBCABKAkSDwoHYWxpYXNlcxgFIAMoCRIWCg5jb250ZXh0X3dpbmRvdxgGIAEoBRIZChFtYXhfb3V0cHV0X3Rva2VucxgHIAEoBRIvCgxjYXBhYmlsaXRpZXMYCCADKA4yGS5sbG1nYXRld2F5LnYxLkNhcGFiaWxpdHkSLAoHcHJpY2luZxgJIAEoCzIbLmxsbWdhdGV3YXkudjEuTW9kZWxQcmljaW5nEigKBXN0YXRlGAogASgLMhkubGxtZ2F0ZXdheS52MS5Nb2RlbFN0YXRlEjoKEWNvc3RfY2FwYWJpbGl0aWVzGAsgASgLMh8ubGxtZ2F0ZXdheS52MS5Db3N0Q2FwYWJpbGl0aWVzIn0KEUxpc3RNb2RlbHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEhAKCHByb3ZpZGVyGAMgASgJEi8KDGNhcGFiaWxpdGllcxgEIAMoDjIZLmxsbWdhdGV3YXkudjEuQ2FwYWJpbGl0eSJnChJMaXN0TW9kZWxzUmVzcG9uc2USJAoGbW9kZWxzGAEgAygLMhQubGxtZ2F0ZXdheS52MS5Nb2RlbBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSEgoKdG90YWxfc2l6ZRgDIAEoBSKcAQoTRXN0aW1hdGVDb3N0UmVxdWVzdBIrCgdyZXF1ZXN0GAEgASgLMhoubGxtZ2F0ZXdheS52MS5DaGF0UmVxdWVzdBIjChZleHBlY3RlZF9vdXRwdXRfdG9rZW5zGAIgASgFSACIAQESGAoQY2FuZGlkYXRlX21vZGVscxgDIAMoCUIZChdfZXhwZWN0ZWRfb3V0cHV0X3Rva2VucyLTAgoMQ29zdEVzdGltYXRlEg0KBW1vZGVsGAEgASgJEhAKCHByb3ZpZGVyGAIgASgJEhUKDXByb21wdF90b2tlbnMYAyABKAUSOwoSdG9rZW5fY291bnRfbWV0aG9kGAQgASgOMh8ubGxtZ2F0ZXdheS52MS5Ub2tlbkNvdW50TWV0aG9kEh4KFmV4cGVjdGVkX291dHB1dF90b2tlbnMYBSABKAUSIAoYd29yc3RfY2FzZV9vdXRwdXRfdG9rZW5zGAYgASgFEioKDWV4cGVjdGVkX2Nvc3QYByABKAsyEy5sbG1nYXRld2F5LnYxLkNvc3QSLAoPd29yc3RfY2FzZV9jb3N0GAggASgLMhMubGxtZ2F0ZXdheS52MS5Db3N0EhsKE2ZpdHNfY29udGV4dF93aW5kb3cYCSABKAgSFQoNd2l0aGluX2J1ZGdldBgKIAEoCCJGChRFc3RpbWF0ZUNvc3RSZXNwb25zZRIuCgllc3RpbWF0ZXMYASADKAsyGy5sbG1nYXRld2F5LnYxLkNvc3RFc3RpbWF0ZSrBAQoKQ2FwYWJpbGl0eRIaChZDQVBBQklMSVRZX1VOU1BFQ0lGSUVEEAASGAoUQ0FQQUJJTElUWV9TVFJFQU1JTkcQARIUChBDQVBBQklMSVRZX1RPT0xTEAISFQoRQ0FQQUJJTElUWV9WSVNJT04QAxIaChZDQVBBQklMSVRZX0pTT05fU0NIRU1BEAQSGAoUQ0FQQUJJTElUWV9SRUFTT05JTkcQBRIaChZDQVBBQklMSVRZX0pTT05fT0JKRUNUEAYqmwEKDEJpbGxpbmdNb2RlbBIdChlCSUxMSU5HX01PREVMX1VOU1BFQ0lGSUVEEAASFgoSQklMTElOR19NT0RFTF9GUkVFEAESGwoXQklMTElOR19NT0RFTF9QRVJfVE9LRU4QAhIdChlCSUxMSU5HX01PREVMX1BFUl9SRVFVRVNUEAMSGAoUQklMTElOR19NT0RFTF9IWUJSSUQQBCp8CgxDaXJjdWl0U3RhdGUSHQoZQ0lSQ1VJVF9TVEFURV9VTlNQRUNJRklFRBAAEhgKFENJUkNVSVRfU1RBVEVfQ0xPU0VEEAESFgoSQ0lSQ1VJVF9TVEFURV9PUEVOEAISGwoXQ0lSQ1VJVF9TVEFURV9IQUxGX09QRU4QAyqZAQoQVG9rZW5Db3VudE1ldGhvZBIiCh5UT0tFTl9DT1VOVF9NRVRIT0RfVU5TUEVDSUZJRUQQABIcChhUT0tFTl9DT1VOVF9NRVRIT0RfRVhBQ1QQARIiCh5UT0tFTl9DT1VOVF9NRVRIT0RfQVBQUk9YSU1BVEUQAhIfChtUT0tFTl9DT1VOVF9NRVRIT0RfUFJPVklERVIQA0LEAQoRY29tLmxsbWdhdGV3YXkudjFCDENhdGFsb2dQcm90b1ABWkxnaXRodWIuY29tL2xsbS1nYXRld2F5L2xsbS1nYXRld2F5L2NsaWVudHMvZ28vZ2VuL2xsbWdhdGV3YXkvdjE7bGxtZ2F0ZXdheXYxogIDTFhYqgINTGxtZ2F0ZXdheS5WMcoCDUxsbWdhdGV3YXlcVjHiAhlMbG1nYXRld2F5XFYxXEdQQk1ldGFkYXRh6gIOTGxtZ2F0ZXdheTo6VjFiBnByb3RvMw", [file_google_protobuf_duration, file_llmgateway_v1_accounting, file_llmgateway_v1_chat]);
+  fileDesc("ChtsbG1nYXRld2F5L3YxL2NhdGFsb2cucHJvdG8SDWxsbWdhdGV3YXkudjEi2wIKDE1vZGVsUHJpY2luZxIQCghjdXJyZW5jeRgBIAEoCRIZChFpbnB1dF9wZXJfbWlsbGlvbhgCIAEoCRIgChhjYWNoZWRfaW5wdXRfcGVyX21pbGxpb24YAyABKAkSHwoXY2FjaGVfd3JpdGVfcGVyX21pbGxpb24YBCABKAkSGgoSb3V0cHV0X3Blcl9taWxsaW9uGAUgASgJEhMKC3Blcl9yZXF1ZXN0GAYgASgJEjIKDWJpbGxpbmdfbW9kZWwYByABKA4yGy5sbG1nYXRld2F5LnYxLkJpbGxpbmdNb2RlbBIsCgZzdGF0dXMYCCABKA4yHC5sbG1nYXRld2F5LnYxLlByaWNpbmdTdGF0dXMSFAoMcHJpY2Vfc291cmNlGAkgASgJEg4KBnRpZXJlZBgKIAEoCBIiChpjYWNoZV93cml0ZV8xaF9wZXJfbWlsbGlvbhgLIAEoCSKKAQoQQ29zdENhcGFiaWxpdGllcxIVCg10cmFja3NfdG9rZW5zGAEgASgIEhUKDXRva2VuX2NhY2hpbmcYAiABKAgSFAoMcmVxdWVzdF9mZWVzGAMgASgIEjIKDWJpbGxpbmdfbW9kZWwYBCABKA4yGy5sbG1nYXRld2F5LnYxLkJpbGxpbmdNb2RlbCLoAQoKTW9kZWxTdGF0ZRIyCg1jaXJjdWl0X3N0YXRlGAEgASgOMhsubGxtZ2F0ZXdheS52MS5DaXJjdWl0U3RhdGUSLgoLbGF0ZW5jeV9wNTAYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEQoJYXZhaWxhYmxlGAMgASgIEjoKF3RpbWVfdG9fZmlyc3RfdG9rZW5fcDUwGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhQKDHJlY2VudF9jYWxscxgFIAEoBRIRCglpbl9mbGlnaHQYBiABKAUi4gIKBU1vZGVsEgoKAmlkGAEgASgJEhAKCHByb3ZpZGVyGAIgASgJEgwKBG5hbWUYAyABKAkSFAoMZGlzcGxheV9uYW1lGAQgASgJEg8KB2FsaWFzZXMYBSADKAkSFgoOY29udGV4dF93aW5kb3cYBiABKAUSGQoRbWF4X291dHB1dF90b2tlbnMYByABKAUSLwoMY2FwYWJpbGl0aWVzGAggAygOMhkubGxtZ2F0ZXdheS52MS5DYXBhYmlsaXR5EiwKB3ByaWNpbmcYCSABKAsyGy5sbG1nYXRld2F5LnYxLk1vZGVsUHJpY2luZxIoCgVzdGF0ZRgKIAEoCzIZLmxsbWdhdGV3YXkudjEuTW9kZWxTdGF0ZRI6ChFjb3N0X2NhcGFiaWxpdGllcxgLIAEoCzIfLmxsbWdhdGV3YXkudjEuQ29zdENhcGFiaWxpdGllcxIOCgZncm91cHMYDCADKAkiZgoKRGVwbG95bWVudBINCgVtb2RlbBgBIAEoCRIOCgZ3ZWlnaHQYAiABKAUSDwoHZW5hYmxlZBgDIAEoCBIoCgVzdGF0ZRgEIAEoCzIZLmxsbWdhdGV3YXkudjEuTW9kZWxTdGF0ZSJ+CgpNb2RlbEdyb3VwEgwKBG5hbWUYASABKAkSMgoGcG9saWN5GAIgASgOMiIubGxtZ2F0ZXdheS52MS5Mb2FkQmFsYW5jaW5nUG9saWN5Ei4KC2RlcGxveW1lbnRzGAMgAygLMhkubGxtZ2F0ZXdheS52MS5EZXBsb3ltZW50In0KEUxpc3RNb2RlbHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEhAKCHByb3ZpZGVyGAMgASgJEi8KDGNhcGFiaWxpdGllcxgEIAMoDjIZLmxsbWdhdGV3YXkudjEuQ2FwYWJpbGl0eSKSAQoSTGlzdE1vZGVsc1Jlc3BvbnNlEiQKBm1vZGVscxgBIAMoCzIULmxsbWdhdGV3YXkudjEuTW9kZWwSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhIKCnRvdGFsX3NpemUYAyABKAUSKQoGZ3JvdXBzGAQgAygLMhkubGxtZ2F0ZXdheS52MS5Nb2RlbEdyb3VwIpwBChNFc3RpbWF0ZUNvc3RSZXF1ZXN0EisKB3JlcXVlc3QYASABKAsyGi5sbG1nYXRld2F5LnYxLkNoYXRSZXF1ZXN0EiMKFmV4cGVjdGVkX291dHB1dF90b2tlbnMYAiABKAVIAIgBARIYChBjYW5kaWRhdGVfbW9kZWxzGAMgAygJQhkKF19leHBlY3RlZF9vdXRwdXRfdG9rZW5zItMCCgxDb3N0RXN0aW1hdGUSDQoFbW9kZWwYASABKAkSEAoIcHJvdmlkZXIYAiABKAkSFQoNcHJvbXB0X3Rva2VucxgDIAEoBRI7ChJ0b2tlbl9jb3VudF9tZXRob2QYBCABKA4yHy5sbG1nYXRld2F5LnYxLlRva2VuQ291bnRNZXRob2QSHgoWZXhwZWN0ZWRfb3V0cHV0X3Rva2VucxgFIAEoBRIgChh3b3JzdF9jYXNlX291dHB1dF90b2tlbnMYBiABKAUSKgoNZXhwZWN0ZWRfY29zdBgHIAEoCzITLmxsbWdhdGV3YXkudjEuQ29zdBIsCg93b3JzdF9jYXNlX2Nvc3QYCCABKAsyEy5sbG1nYXRld2F5LnYxLkNvc3QSGwoTZml0c19jb250ZXh0X3dpbmRvdxgJIAEoCBIVCg13aXRoaW5fYnVkZ2V0GAogASgIIkYKFEVzdGltYXRlQ29zdFJlc3BvbnNlEi4KCWVzdGltYXRlcxgBIAMoCzIbLmxsbWdhdGV3YXkudjEuQ29zdEVzdGltYXRlKsEBCgpDYXBhYmlsaXR5EhoKFkNBUEFCSUxJVFlfVU5TUEVDSUZJRUQQABIYChRDQVBBQklMSVRZX1NUUkVBTUlORxABEhQKEENBUEFCSUxJVFlfVE9PTFMQAhIVChFDQVBBQklMSVRZX1ZJU0lPThADEhoKFkNBUEFCSUxJVFlfSlNPTl9TQ0hFTUEQBBIYChRDQVBBQklMSVRZX1JFQVNPTklORxAFEhoKFkNBUEFCSUxJVFlfSlNPTl9PQkpFQ1QQBiqbAQoMQmlsbGluZ01vZGVsEh0KGUJJTExJTkdfTU9ERUxfVU5TUEVDSUZJRUQQABIWChJCSUxMSU5HX01PREVMX0ZSRUUQARIbChdCSUxMSU5HX01PREVMX1BFUl9UT0tFThACEh0KGUJJTExJTkdfTU9ERUxfUEVSX1JFUVVFU1QQAxIYChRCSUxMSU5HX01PREVMX0hZQlJJRBAEKnwKDENpcmN1aXRTdGF0ZRIdChlDSVJDVUlUX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUQ0lSQ1VJVF9TVEFURV9DTE9TRUQQARIWChJDSVJDVUlUX1NUQVRFX09QRU4QAhIbChdDSVJDVUlUX1NUQVRFX0hBTEZfT1BFThADKpkBChBUb2tlbkNvdW50TWV0aG9kEiIKHlRPS0VOX0NPVU5UX01FVEhPRF9VTlNQRUNJRklFRBAAEhwKGFRPS0VOX0NPVU5UX01FVEhPRF9FWEFDVBABEiIKHlRPS0VOX0NPVU5UX01FVEhPRF9BUFBST1hJTUFURRACEh8KG1RPS0VOX0NPVU5UX01FVEhPRF9QUk9WSURFUhADKqkBChNMb2FkQmFsYW5jaW5nUG9saWN5EiUKIUxPQURfQkFMQU5DSU5HX1BPTElDWV9VTlNQRUNJRklFRBAAEiIKHkxPQURfQkFMQU5DSU5HX1BPTElDWV9XRUlHSFRFRBABEiQKIExPQURfQkFMQU5DSU5HX1BPTElDWV9MRUFTVF9CVVNZEAISIQodTE9BRF9CQUxBTkNJTkdfUE9MSUNZX0xBVEVOQ1kQA0LEAQoRY29tLmxsbWdhdGV3YXkudjFCDENhdGFsb2dQcm90b1ABWkxnaXRodWIuY29tL2xsbS1nYXRld2F5L2xsbS1nYXRld2F5L2NsaWVudHMvZ28vZ2VuL2xsbWdhdGV3YXkvdjE7bGxtZ2F0ZXdheXYxogIDTFhYqgINTGxtZ2F0ZXdheS5WMcoCDUxsbWdhdGV3YXlcVjHiAhlMbG1nYXRld2F5XFYxXEdQQk1ldGFkYXRh6gIOTGxtZ2F0ZXdheTo6VjFiBnByb3RvMw", [file_google_protobuf_duration, file_llmgateway_v1_accounting, file_llmgateway_v1_chat]);
 
 /**
  * A model's list prices. Amounts are decimal strings in plain notation in `currency`.
@@ -196,6 +196,13 @@ export type ModelState = Message<"llmgateway.v1.ModelState"> & {
    * @generated from field: int32 recent_calls = 5;
    */
   recentCalls: number;
+
+  /**
+   * Calls on the model in flight in this replica now.
+   *
+   * @generated from field: int32 in_flight = 6;
+   */
+  inFlight: number;
 };
 
 /**
@@ -287,6 +294,13 @@ export type Model = Message<"llmgateway.v1.Model"> & {
    * @generated from field: llmgateway.v1.CostCapabilities cost_capabilities = 11;
    */
   costCapabilities?: CostCapabilities | undefined;
+
+  /**
+   * Configured model groups the model is a deployment of.
+   *
+   * @generated from field: repeated string groups = 12;
+   */
+  groups: string[];
 };
 
 /**
@@ -295,6 +309,85 @@ export type Model = Message<"llmgateway.v1.Model"> & {
  */
 export const ModelSchema: GenMessage<Model> = /*@__PURE__*/
   messageDesc(file_llmgateway_v1_catalog, 3);
+
+/**
+ * One deployment of a model group.
+ *
+ * @generated from message llmgateway.v1.Deployment
+ */
+export type Deployment = Message<"llmgateway.v1.Deployment"> & {
+  /**
+   * The deployment's model, "provider:model".
+   *
+   * @generated from field: string model = 1;
+   */
+  model: string;
+
+  /**
+   * Its weight under the weighted policy; 0 is a standby, used only when the others cannot take
+   * a call.
+   *
+   * @generated from field: int32 weight = 2;
+   */
+  weight: number;
+
+  /**
+   * False when its provider is not enabled (for example, its API key is not set): it is skipped.
+   *
+   * @generated from field: bool enabled = 3;
+   */
+  enabled: boolean;
+
+  /**
+   * Its live state (unset when not enabled).
+   *
+   * @generated from field: llmgateway.v1.ModelState state = 4;
+   */
+  state?: ModelState | undefined;
+};
+
+/**
+ * Describes the message llmgateway.v1.Deployment.
+ * Use `create(DeploymentSchema)` to create a new message.
+ */
+export const DeploymentSchema: GenMessage<Deployment> = /*@__PURE__*/
+  messageDesc(file_llmgateway_v1_catalog, 4);
+
+/**
+ * A model group: one name callers use as `ChatRequest.model`, served by several deployments of
+ * the same model (regions, organisations, replicas), each with its own key, limits and circuit.
+ *
+ * @generated from message llmgateway.v1.ModelGroup
+ */
+export type ModelGroup = Message<"llmgateway.v1.ModelGroup"> & {
+  /**
+   * The name to call it by.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * How calls are spread over the deployments.
+   *
+   * @generated from field: llmgateway.v1.LoadBalancingPolicy policy = 2;
+   */
+  policy: LoadBalancingPolicy;
+
+  /**
+   * The deployments, in configured order.
+   *
+   * @generated from field: repeated llmgateway.v1.Deployment deployments = 3;
+   */
+  deployments: Deployment[];
+};
+
+/**
+ * Describes the message llmgateway.v1.ModelGroup.
+ * Use `create(ModelGroupSchema)` to create a new message.
+ */
+export const ModelGroupSchema: GenMessage<ModelGroup> = /*@__PURE__*/
+  messageDesc(file_llmgateway_v1_catalog, 5);
 
 /**
  * Request for `ListModels` (AIP-158 pagination).
@@ -337,7 +430,7 @@ export type ListModelsRequest = Message<"llmgateway.v1.ListModelsRequest"> & {
  * Use `create(ListModelsRequestSchema)` to create a new message.
  */
 export const ListModelsRequestSchema: GenMessage<ListModelsRequest> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_catalog, 4);
+  messageDesc(file_llmgateway_v1_catalog, 6);
 
 /**
  * Response of `ListModels`.
@@ -365,6 +458,14 @@ export type ListModelsResponse = Message<"llmgateway.v1.ListModelsResponse"> & {
    * @generated from field: int32 total_size = 3;
    */
   totalSize: number;
+
+  /**
+   * The configured model groups with a deployment the caller may use (the same on every page;
+   * a provider filter keeps the groups with a deployment of that provider).
+   *
+   * @generated from field: repeated llmgateway.v1.ModelGroup groups = 4;
+   */
+  groups: ModelGroup[];
 };
 
 /**
@@ -372,7 +473,7 @@ export type ListModelsResponse = Message<"llmgateway.v1.ListModelsResponse"> & {
  * Use `create(ListModelsResponseSchema)` to create a new message.
  */
 export const ListModelsResponseSchema: GenMessage<ListModelsResponse> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_catalog, 5);
+  messageDesc(file_llmgateway_v1_catalog, 7);
 
 /**
  * Request for `EstimateCost`: what a chat call would cost, without making it.
@@ -409,7 +510,7 @@ export type EstimateCostRequest = Message<"llmgateway.v1.EstimateCostRequest"> &
  * Use `create(EstimateCostRequestSchema)` to create a new message.
  */
 export const EstimateCostRequestSchema: GenMessage<EstimateCostRequest> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_catalog, 6);
+  messageDesc(file_llmgateway_v1_catalog, 8);
 
 /**
  * The estimate for one model.
@@ -494,7 +595,7 @@ export type CostEstimate = Message<"llmgateway.v1.CostEstimate"> & {
  * Use `create(CostEstimateSchema)` to create a new message.
  */
 export const CostEstimateSchema: GenMessage<CostEstimate> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_catalog, 7);
+  messageDesc(file_llmgateway_v1_catalog, 9);
 
 /**
  * Response of `EstimateCost`.
@@ -515,7 +616,7 @@ export type EstimateCostResponse = Message<"llmgateway.v1.EstimateCostResponse">
  * Use `create(EstimateCostResponseSchema)` to create a new message.
  */
 export const EstimateCostResponseSchema: GenMessage<EstimateCostResponse> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_catalog, 8);
+  messageDesc(file_llmgateway_v1_catalog, 10);
 
 /**
  * A feature a model supports.
@@ -712,4 +813,45 @@ export enum TokenCountMethod {
  */
 export const TokenCountMethodSchema: GenEnum<TokenCountMethod> = /*@__PURE__*/
   enumDesc(file_llmgateway_v1_catalog, 3);
+
+/**
+ * How a model group spreads calls over its deployments.
+ *
+ * @generated from enum llmgateway.v1.LoadBalancingPolicy
+ */
+export enum LoadBalancingPolicy {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: LOAD_BALANCING_POLICY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * At random, in proportion to each deployment's weight.
+   *
+   * @generated from enum value: LOAD_BALANCING_POLICY_WEIGHTED = 1;
+   */
+  WEIGHTED = 1,
+
+  /**
+   * The deployment with the fewest calls in flight in this replica.
+   *
+   * @generated from enum value: LOAD_BALANCING_POLICY_LEAST_BUSY = 2;
+   */
+  LEAST_BUSY = 2,
+
+  /**
+   * The faster (by recent latency) of two deployments drawn at random.
+   *
+   * @generated from enum value: LOAD_BALANCING_POLICY_LATENCY = 3;
+   */
+  LATENCY = 3,
+}
+
+/**
+ * Describes the enum llmgateway.v1.LoadBalancingPolicy.
+ */
+export const LoadBalancingPolicySchema: GenEnum<LoadBalancingPolicy> = /*@__PURE__*/
+  enumDesc(file_llmgateway_v1_catalog, 4);
 
