@@ -66,6 +66,7 @@ def record(
     attempts: Sequence[Attempt] = (),
     currency: str = "USD",
     call_id: str | None = None,
+    task_type: str = "",
 ) -> CallRecord:
     """A finished call; `cost` is its total (None: the call was never priced)."""
     provider = model.partition(":")[0]
@@ -100,4 +101,5 @@ def record(
             total=latency, time_to_first_byte=None, time_to_first_token=first_token, upstream=latency / 2
         ),
         attempts=tuple(attempts),
+        task_type=task_type,
     )

@@ -29,6 +29,8 @@ class AccessLog:
         if record.model:
             entry["model"] = record.model
             entry["provider"] = record.provider
+        if record.task_type:
+            entry["task_type"] = record.task_type
         usage, cost = record.usage, record.cost
         if usage is not None and cost is not None:
             entry["prompt_tokens"] = usage.prompt_tokens

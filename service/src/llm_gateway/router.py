@@ -75,6 +75,14 @@ class Router:
     def groups(self) -> Mapping[str, ModelGroupConfig]:
         return self._groups
 
+    def available(self, model: str) -> bool:
+        """Whether `model` names something that can serve a call now (its provider enabled)."""
+        try:
+            self._resolve(model, "model")
+        except GatewayError:
+            return False
+        return True
+
     def group(self, name: str) -> ModelGroupConfig | None:
         """The model group called `name`, if there is one."""
         return self._groups.get(name)

@@ -174,7 +174,9 @@ def build_runtime(config: GatewayConfig, observers: Sequence[CallObserver] = ())
     if config.cache.enabled:  # with mode "off", calls may still turn it on for themselves
         store = RedisCache(fleet) if fleet is not None and config.cache.backend == "redis" else None
         cache = ResponseCache(config.cache, store or MemoryCache(config.cache.max_bytes))
-    gateway = Gateway(router, catalog, providers, guards, key_limiters, told, budgets, cache, config.routing)
+    gateway = Gateway(
+        router, catalog, providers, guards, key_limiters, told, budgets, cache, config.routing, config.tasks
+    )
     principals = Principals.from_config(config.auth.keys)
     if not principals.enabled:
         _log.warning("authentication is off: no API keys are configured (auth.keys)")

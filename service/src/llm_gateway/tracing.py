@@ -233,6 +233,8 @@ class Tracing:
         self._usage(span, record)
         if record.principal.key:
             span.set_attribute("llm_gateway.api_key_name", record.principal.key)
+        if record.task_type:
+            span.set_attribute("llm_gateway.task_type", record.task_type)
         if record.fallback_used:
             span.set_attribute("llm_gateway.fallback_used", True)
         if record.status != "OK":

@@ -1,4 +1,5 @@
-"""`llm-gateway usage`: a running gateway's usage summary for a period, as a table.
+"""`llm-gateway usage`: a running gateway's usage summary for a period, as a table; with
+`--recommend`, the cheaper models each project's calls could have used instead.
 
 It asks the gateway's UsageService, so it sees what its key may see (an admin key everything, any
 other key its own calls) and works against any gateway it can reach, a fleet's included.
@@ -59,6 +60,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="KEY=VALUE",
         help="only the calls carrying this tag (repeat: all of them)",
     )
+    usage.add_argument("--task", default="", help="only the calls made for this task_type")
+    usage.add_argument(
+        "--recommend",
+        action="store_true",
+        help="print cost recommendations instead: cheaper models with the same capabilities",
+    )
     usage.add_argument("--timeout", type=float, default=10.0)
 
 
@@ -68,32 +75,82 @@ def run(args: argparse.Namespace) -> int:
     if last < first:
         print("--to is before --from", file=sys.stderr)
         return 2
-    request = usage_pb2.GetUsageSummaryRequest(
-        filter=usage_pb2.UsageFilter(
-            start_time=_timestamp(datetime.combine(first, time(), UTC)),
-            end_time=_timestamp(datetime.combine(last + timedelta(days=1), time(), UTC)),
-            api_key=args.key,
-            user=args.user,
-            project=args.project,
-            tenant=args.tenant,
-            provider=args.provider,
-            model=args.model,
-            tags=dict(args.tag),
-        ),
-        granularity=_GRANULARITIES[args.granularity],
-        group_by=[d.strip() for d in args.by.split(",") if d.strip()],
+    period = usage_pb2.UsageFilter(
+        start_time=_timestamp(datetime.combine(first, time(), UTC)),
+        end_time=_timestamp(datetime.combine(last + timedelta(days=1), time(), UTC)),
+        api_key=args.key,
+        user=args.user,
+        project=args.project,
+        tenant=args.tenant,
+        provider=args.provider,
+        model=args.model,
+        tags=dict(args.tag),
+        task_type=args.task,
     )
     metadata = (("authorization", f"Bearer {args.api_key}"),) if args.api_key else ()
     try:
         with grpc.insecure_channel(args.address) as channel:
-            reply = usage_service_pb2_grpc.UsageServiceStub(channel).GetUsageSummary(
-                request, metadata=metadata, timeout=args.timeout
+            stub = usage_service_pb2_grpc.UsageServiceStub(channel)
+            if args.recommend:
+                found = stub.GetCostRecommendations(
+                    usage_pb2.GetCostRecommendationsRequest(filter=period),
+                    metadata=metadata,
+                    timeout=args.timeout,
+                )
+                print(render_recommendations(found, first, last))
+                return 0
+            request = usage_pb2.GetUsageSummaryRequest(
+                filter=period,
+                granularity=_GRANULARITIES[args.granularity],
+                group_by=[d.strip() for d in args.by.split(",") if d.strip()],
             )
+            reply = stub.GetUsageSummary(request, metadata=metadata, timeout=args.timeout)
     except grpc.RpcError as exc:
         print(f"usage: {exc.code().name}: {exc.details()}", file=sys.stderr)
         return 1
     print(render(reply, first, last, args.granularity, list(request.group_by)))
     return 0
+
+
+def render_recommendations(reply: usage_pb2.GetCostRecommendationsResponse, first: date, last: date) -> str:
+    period = f"{first}" if first == last else f"{first} to {last}"
+    currency = reply.currency
+    lines = [
+        f"Cost recommendations {period} (UTC)",
+        f"{_money(reply.total_cost)} {currency} spent; {_money(reply.potential_savings)} {currency} less "
+        "on the cheapest alternative of each project and model",
+        "",
+    ]
+    header = [
+        "project",
+        "model",
+        "calls",
+        f"cost ({currency})",
+        "alternative",
+        f"cost ({currency})",
+        "saved",
+        "its p50",
+        "its errors",
+    ]
+    rows = []
+    for r in reply.recommendations:
+        mine = [r.project or "-", r.model, f"{r.requests:,}", _money(r.cost)]
+        if not r.alternatives:
+            rows.append([*mine, "(none cheaper)", "", "", "", ""])
+        for i, a in enumerate(r.alternatives):
+            seen = a.observed
+            rows.append(
+                [
+                    *(mine if i == 0 else [""] * len(mine)),
+                    a.model,
+                    _money(a.cost),
+                    f"{a.savings_fraction:.0%}",
+                    _seconds(seen.latency_p50) if seen.requests else "-",
+                    f"{seen.error_rate:.1%}" if seen.requests else "-",
+                ]
+            )
+    lines += _table(header, rows, text_columns=2) if rows else ["(no calls)"]
+    return "\n".join(lines)
 
 
 def render(

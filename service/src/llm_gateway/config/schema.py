@@ -379,6 +379,13 @@ class ModelGroupConfig(_Strict):
         return self
 
 
+class TaskConfig(_Strict):
+    """A task callers may name instead of a model (`ChatRequest.task_type`)."""
+
+    # What serves it, tried in order: "provider:model", aliases, model groups or "auto".
+    models: tuple[str, ...] = Field(min_length=1, max_length=16)
+
+
 class RateTierConfig(_Strict):
     # The whole call is charged `price` once its prompt has more than `start` tokens.
     start: int = Field(ge=0)
@@ -887,6 +894,8 @@ class GatewayConfig(_Strict):
     aliases: dict[str, str] = {}
     # Model groups: a name callers use as `model`, served by several deployments.
     groups: dict[str, ModelGroupConfig] = {}
+    # Tasks callers may name instead of a model, and the models that serve each.
+    tasks: dict[str, TaskConfig] = {}
 
     @field_validator("providers")
     @classmethod
@@ -948,6 +957,18 @@ class GatewayConfig(_Strict):
                             f"providers.{provider_name}.models.{model_name}.fallbacks[{i}]: {fallback!r} is "
                             "not an alias or 'provider:model' of a configured provider"
                         )
+        for task, served_by in self.tasks.items():
+            if not _NAME.match(task):
+                raise ValueError(f"tasks.{task}: a task's name must match {_NAME.pattern}")
+            for i, target in enumerate(served_by.models):
+                if target == "auto" or target in self.aliases or target in self.groups:
+                    continue
+                provider, sep, name = target.partition(":")
+                if not sep or not name or provider not in self.providers:
+                    raise ValueError(
+                        f"tasks.{task}.models[{i}]: {target!r} is not 'auto', an alias, a group or "
+                        "'provider:model' of a configured provider"
+                    )
         for i, candidate in enumerate(self.routing.auto):
             provider, sep, model = candidate.partition(":")
             if not sep or not model or provider not in self.providers:

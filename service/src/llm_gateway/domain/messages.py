@@ -208,6 +208,9 @@ class ChatRequest:
     lenient: bool = False
     cache: CacheOptions | None = None
     routing: RoutingOptions | None = None
+    # What the call is for ("summarization", ...): with no model, the task's configured models
+    # serve it.
+    task_type: str = ""
 
     def last_user_text(self) -> str:
         for message in reversed(self.messages):

@@ -84,6 +84,8 @@ _FIELD_ORDER = {
         )
     )
 }
+# A task's name, as `[tasks]` in the config spells it.
+TASK_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _LEADING = re.compile(r"(\w*)(?:\[(\d+)\])?")
 
 
@@ -106,6 +108,8 @@ def validate_chat_request(
     _tags(request.tags, v)
     _provider_options(request.provider_options, providers, v)
     _reasoning(request.reasoning, v)
+    if request.task_type and not TASK_NAME.match(request.task_type):
+        v.add("task_type", f"must match {TASK_NAME.pattern} (a task such as 'summarization')")
     v.note(FALLBACKS.exceeded("fallback_models", len(request.fallback_models)))
     if wire or v.items:
         # A stable sort: equal places keep the door's first, then the domain's in check order.

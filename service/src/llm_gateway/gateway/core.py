@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 from llm_gateway.cache import CachedReply, CacheUse, ResponseCache
 from llm_gateway.catalog import Catalog, ModelSpec
-from llm_gateway.config.schema import DeploymentConfig, RoutingConfig
-from llm_gateway.domain.errors import Code, GatewayError, invalid_request
+from llm_gateway.config.schema import DeploymentConfig, RoutingConfig, TaskConfig
+from llm_gateway.domain.errors import Code, GatewayError, invalid_field, invalid_request
 from llm_gateway.domain.messages import ChatRequest, RoutingOptions
 from llm_gateway.domain.results import Completion, StreamDone, StreamEvent, TextDelta, ToolCallDelta, Usage
 from llm_gateway.gateway.balance import Balancer, InFlight
@@ -67,8 +67,10 @@ class Gateway:
         budgets: BudgetKeeper | None = None,
         cache: ResponseCache | None = None,
         routing: RoutingConfig | None = None,
+        tasks: Mapping[str, TaskConfig] | None = None,
     ) -> None:
         self._router = router
+        self._tasks = dict(tasks or {})
         self.cache = cache
         self._catalog = catalog
         self._providers = dict(providers)
@@ -211,6 +213,30 @@ class Gateway:
         ranked = [Route(spec, reason) for spec in chosen]
         ids = {spec.id for spec in chosen}
         return ranked + [r for r in fallbacks if r.spec.id not in ids], considered
+
+    def _for_task(self, request: ChatRequest, prefix: str = "") -> ChatRequest:
+        """The request with its task's models when it names a task and no model: the first as
+        its model, the others as fallbacks before its own. An unknown task is refused."""
+        if not request.task_type:
+            return request
+        task = self._tasks.get(request.task_type)
+        if task is None:
+            known = ", ".join(sorted(self._tasks)) or "none"
+            why = f"unknown task {request.task_type!r}; configured: {known}"
+            raise invalid_field(f"{prefix}task_type", why)
+        if request.model:
+            return request
+        served_by = [target for target in task.models if self._router.available(target)]
+        if not served_by:
+            raise GatewayError(
+                f"{prefix}task_type: no model of task {request.task_type!r} is available "
+                f"({', '.join(task.models)}: their providers are not enabled)",
+                code=Code.FAILED_PRECONDITION,
+                reason="NO_MODEL_AVAILABLE",
+                metadata={"field": f"{prefix}task_type", "task_type": request.task_type},
+            )
+        first, *others = served_by
+        return dataclasses.replace(request, model=first, fallback_models=(*others, *request.fallback_models))
 
     def _latency(self, model_id: str, stream: bool) -> float | None:
         """Recent latency: a stream's time to its first token, a unary call's whole time (else the
@@ -409,6 +435,7 @@ class Gateway:
 
     async def chat(self, request: ChatRequest, scope: CallScope) -> ChatOutcome:
         with self._tracked(scope, "Chat", request) as tracker:
+            request = tracker.request = self._for_task(request)
             plan = await self._plan(request, scope, tracker.id)
             tracker.routing = plan.routing
             use = self._cache_use(plan)
@@ -458,6 +485,7 @@ class Gateway:
         accounted: what was produced so far is counted and priced, marked estimated, and kept in
         the call's record; an upstream failure also carries it in its error's metadata."""
         with self._tracked(scope, "ChatStream", request) as tracker:
+            request = tracker.request = self._for_task(request)
             plan = await self._plan(request, scope, tracker.id, stream=True)
             tracker.routing = plan.routing
             use = self._cache_use(plan)
@@ -536,12 +564,16 @@ class Gateway:
         candidates: Sequence[str],
         principal: Principal = ANONYMOUS,
     ) -> list[Estimate]:
+        by_task = request.task_type and not request.model
+        request = self._for_task(request, "request.")
         if candidates:
             routes = [
                 route
                 for i, model in enumerate(candidates)
                 for route in self._router.resolve(model, f"candidate_models[{i}]", principal)
             ]
+        elif by_task:  # every model the task may use
+            routes = self._router.plan(request.model, request.fallback_models, "request.model", principal)
         else:
             routes = self._router.resolve(request.model, "request.model", principal)
         unique = {route.spec.id: route.spec for route in routes}

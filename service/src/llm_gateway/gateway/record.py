@@ -71,6 +71,7 @@ class CallRecord:
     provider_model: str = ""  # the model id the provider said served the call
     provider_response_id: str = ""  # the provider's id of its reply
     cost_alert_threshold: Decimal | None = None  # the call's own alert threshold, USD
+    task_type: str = ""  # the task the caller named ("summarization", ...); "" for none
 
     @property
     def is_chat(self) -> bool:
@@ -250,4 +251,5 @@ class CallTracker:
             provider_model=summary.provider_model if summary is not None else "",
             provider_response_id=summary.provider_response_id if summary is not None else "",
             cost_alert_threshold=request.cost_alert_threshold if request is not None else None,
+            task_type=request.task_type if request is not None else "",
         )

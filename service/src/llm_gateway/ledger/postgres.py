@@ -27,6 +27,7 @@ from llm_gateway.ledger.rows import (
     MONEY_COLUMNS,
     TIME_COLUMNS,
     Row,
+    column_values,
     decode,
     micros,
 )
@@ -98,6 +99,7 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             f"CREATE INDEX {TABLE}_key ON {TABLE} (key_name, started_at, id)",
         ),
     ),
+    (2, (f"ALTER TABLE {TABLE} ADD COLUMN task_type text NOT NULL DEFAULT ''",)),
 )
 LATEST = MIGRATIONS[-1][0]
 
@@ -310,7 +312,7 @@ class PostgresStore:
 
 
 def _values(row: Row) -> tuple[Any, ...]:
-    values = [row[c] for c in COLUMNS]
+    values = column_values(row)
     for i in _TIME_AT:
         values[i] = moment(values[i])
     for i in _MONEY_AT:

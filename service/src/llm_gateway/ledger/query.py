@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 
+from llm_gateway.domain.results import Usage
 from llm_gateway.gateway.record import CallRecord
 
 MAX_PAGE_SIZE = 1000
@@ -60,6 +61,7 @@ class RecordFilter:
     provider: str | None = None
     model: str | None = None
     tags: tuple[tuple[str, str], ...] = ()
+    task_type: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("start", "end"):
@@ -86,6 +88,7 @@ class Dimension(StrEnum):
     TENANT = "tenant"
     PROVIDER = "provider"
     MODEL = "model"
+    TASK = "task"
     TAG = "tag"
 
 
@@ -170,6 +173,30 @@ class Bucket:
     start: datetime  # UTC, the bucket's first instant
     group: tuple[str, ...]  # one value per `group_by` dimension, in its order
     stats: Stats
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPeriod:
+    """One project's calls on one served model over a period, those whose prompts fall in one
+    price band (how many of the asked tier starts they are longer than)."""
+
+    project: str
+    model: str
+    band: int
+    requests: int
+    usage: Usage  # summed
+    longest_prompt: int
+    cost: Decimal  # as charged
+
+
+@dataclass(frozen=True, slots=True)
+class ModelHealth:
+    """How a model fared over a period: its calls, the failed ones, median total latency."""
+
+    model: str
+    requests: int
+    errors: int
+    latency_p50: float | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,6 +66,7 @@ COLUMNS = (
     "caller_tracking_id",
     "tags",
     "requested_model",
+    "task_type",
     "model",
     "provider",
     "status",
@@ -101,6 +102,16 @@ def money_text(value: Decimal) -> str:
     return format(value, "f")
 
 
+# Columns added since the first schema, with the value a row spooled by an older gateway (which
+# lacks them) takes when it is replayed.
+ADDED_COLUMNS: dict[str, Any] = {"task_type": ""}
+
+
+def column_values(row: Row) -> list[Any]:
+    """The row's values in `COLUMNS` order."""
+    return [row[c] if c in row else ADDED_COLUMNS[c] for c in COLUMNS]
+
+
 def encode(record: CallRecord) -> Row:
     usage, cost, latency = record.usage, record.cost, record.latency
     row: Row = {
@@ -116,6 +127,7 @@ def encode(record: CallRecord) -> Row:
         "caller_tracking_id": record.caller.tracking_id,
         "tags": dict(record.tags),
         "requested_model": record.requested_model,
+        "task_type": record.task_type,
         "model": record.model,
         "provider": record.provider,
         "status": record.status,
@@ -235,6 +247,7 @@ def decode(row: Mapping[str, Any]) -> CallRecord:
         ),
         tags=tags,
         requested_model=row["requested_model"],
+        task_type=row.get("task_type", ""),
         model=row["model"],
         provider=row["provider"],
         status=row["status"],

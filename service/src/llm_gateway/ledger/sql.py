@@ -35,6 +35,7 @@ _DIMENSION_COLUMNS = {
     Dimension.TENANT: "caller_tenant",
     Dimension.PROVIDER: "provider",
     Dimension.MODEL: "model",
+    Dimension.TASK: "task_type",
 }
 _FILTER_COLUMNS = (
     ("key", "key_name"),
@@ -43,6 +44,7 @@ _FILTER_COLUMNS = (
     ("tenant", "caller_tenant"),
     ("provider", "provider"),
     ("model", "model"),
+    ("task_type", "task_type"),
 )
 
 
@@ -190,6 +192,55 @@ def models_query(dialect: Dialect, request: SummaryRequest) -> Query:
     cost = dialect.money_sum(f"CASE WHEN currency = {p(request.currency)} THEN cost_total END")
     where = _where(request.filters, p, dialect)
     return Query(f"SELECT provider, model, count(*), {cost} FROM {TABLE} {where} GROUP BY 1, 2", p.values)
+
+
+# The calls a model served that recommendations weigh: real calls (not estimates) with usage.
+_SERVED = "NOT dry_run AND model <> ''"
+
+
+def _and(where: str, clause: str) -> str:
+    return f"{where} AND {clause}" if where else f"WHERE {clause}"
+
+
+def periods_query(
+    dialect: Dialect, filters: RecordFilter, currency: str, tier_starts: Sequence[int]
+) -> Query:
+    """Per project, served model and price band (how many of `tier_starts`, ascending, the prompt
+    is longer than), the calls that used tokens: project, model, band, calls, the six token sums
+    (as `_stats_columns`), the longest prompt, and their cost in `currency`."""
+    p = Params(dialect)
+    # The longest start first: a prompt past it is past every shorter one too.
+    whens = [f"WHEN prompt_tokens > {int(start)} THEN {i}" for i, start in enumerate(tier_starts, 1)]
+    band = f"CASE {' '.join(reversed(whens))} ELSE 0 END" if whens else "0"
+    tokens = ", ".join(
+        f"coalesce(sum({kind}), 0)"
+        for kind in (
+            "prompt_tokens",
+            "completion_tokens",
+            "cache_read_tokens",
+            "cache_write_tokens",
+            "cache_write_1h_tokens",
+            "reasoning_tokens",
+        )
+    )
+    cost = dialect.money_sum(f"CASE WHEN currency = {p(currency)} THEN cost_total END")
+    where = _and(_where(filters, p, dialect), f"{_SERVED} AND prompt_tokens IS NOT NULL")
+    sql = (
+        f"SELECT caller_project, model, {band}, count(*), {tokens}, max(prompt_tokens), {cost} "
+        f"FROM {TABLE} {where} GROUP BY 1, 2, 3"
+    )
+    return Query(sql, p.values)
+
+
+def health_query(dialect: Dialect, filters: RecordFilter) -> Query:
+    """Per model served or tried: model, calls, failed calls, median total latency."""
+    p = Params(dialect)
+    where = _and(_where(filters, p, dialect), _SERVED)
+    sql = (
+        f"SELECT model, count(*), count(*) FILTER (WHERE status <> 'OK'), "
+        f"{dialect.percentile('latency_total', 0.5)} FROM {TABLE} {where} GROUP BY 1"
+    )
+    return Query(sql, p.values)
 
 
 def stats_from(values: Sequence[Any]) -> Stats:

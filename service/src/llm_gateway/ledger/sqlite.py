@@ -35,6 +35,7 @@ from llm_gateway.ledger.rows import (
     EXACT,
     JSON_COLUMNS,
     Row,
+    column_values,
     decode,
     micros,
     money_text,
@@ -113,6 +114,7 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             f"CREATE INDEX {TABLE}_key ON {TABLE} (key_name, started_at, id)",
         ),
     ),
+    (2, (f"ALTER TABLE {TABLE} ADD COLUMN task_type TEXT NOT NULL DEFAULT ''",)),
 )
 LATEST = MIGRATIONS[-1][0]
 
@@ -304,7 +306,7 @@ class SqliteStore:
 
 
 def _values(row: Row) -> tuple[Any, ...]:
-    values = [row[c] for c in COLUMNS]
+    values = column_values(row)
     for i in _BOOLEAN_AT:
         if values[i] is not None:
             values[i] = int(values[i])

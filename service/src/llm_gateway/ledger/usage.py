@@ -9,11 +9,12 @@ import binascii
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 
+from llm_gateway.domain.results import Usage
 from llm_gateway.gateway.record import Principal
 from llm_gateway.ledger.query import (
     DEFAULT_PAGE_SIZE,
@@ -23,6 +24,8 @@ from llm_gateway.ledger.query import (
     Bucket,
     InvalidPageToken,
     LedgerQueryError,
+    ModelHealth,
+    ModelPeriod,
     ModelUsage,
     Position,
     ProviderCost,
@@ -32,7 +35,16 @@ from llm_gateway.ledger.query import (
     UsageSummary,
 )
 from llm_gateway.ledger.rows import EXACT, micros
-from llm_gateway.ledger.sql import buckets_query, list_query, models_query, money, stats_from, total_query
+from llm_gateway.ledger.sql import (
+    buckets_query,
+    health_query,
+    list_query,
+    models_query,
+    money,
+    periods_query,
+    stats_from,
+    total_query,
+)
 from llm_gateway.ledger.store import LedgerStore
 
 _TOKEN_VERSION = 1
@@ -136,6 +148,46 @@ class UsageQueries:
             ),
             currency=request.currency,
         )
+
+    async def model_periods(
+        self, principal: Principal, filters: RecordFilter, tier_starts: Sequence[int], currency: str = "USD"
+    ) -> tuple[list[ModelPeriod], list[ModelHealth]]:
+        """What `filters` selects per project, served model and price band (`periods_query`), and
+        how every model fared over the same period among the calls the principal may see."""
+        filters = scoped(principal, filters)
+        if filters.start is None or filters.end is None:
+            raise LedgerQueryError("start" if filters.start is None else "end", "is required")
+        await self._schema()
+        dialect = self._store.dialect
+        seen = RecordFilter(start=filters.start, end=filters.end, key=filters.key)
+        period_rows, health_rows = await asyncio.gather(
+            self._store.fetch(periods_query(dialect, filters, currency, sorted(tier_starts))),
+            self._store.fetch(health_query(dialect, seen)),
+        )
+        periods = [
+            ModelPeriod(
+                project=str(row[0]),
+                model=str(row[1]),
+                band=int(row[2]),
+                requests=int(row[3]),
+                usage=Usage(
+                    prompt_tokens=int(row[4]),
+                    completion_tokens=int(row[5]),
+                    cache_read_tokens=int(row[6]),
+                    cache_write_tokens=int(row[7]),
+                    cache_write_1h_tokens=int(row[8]),
+                    reasoning_tokens=int(row[9]),
+                ),
+                longest_prompt=int(row[10]),
+                cost=money(row[11]),
+            )
+            for row in period_rows
+        ]
+        health = [
+            ModelHealth(str(m), int(n), int(failed), None if p50 is None else float(p50))
+            for m, n, failed, p50 in health_rows
+        ]
+        return periods, health
 
 
 def _digest(filters: RecordFilter) -> str:

@@ -102,17 +102,26 @@ class PriceSheet:
 
     @property
     def tiered(self) -> bool:
-        rates = (self.input, self.cached_input, self.cache_write, self.cache_write_1h, self.output)
-        return any(r is not None and r.tiers for r in rates)
+        return bool(self.tier_starts)
 
-    def cost(self, usage: Usage) -> Cost:
+    @property
+    def tier_starts(self) -> frozenset[int]:
+        """The prompt lengths past which a price changes."""
+        rates = (self.input, self.cached_input, self.cache_write, self.cache_write_1h, self.output)
+        return frozenset(start for r in rates if r is not None for start, _ in r.tiers)
+
+    def cost(self, usage: Usage, *, calls: int = 1, tier_prompt: int | None = None) -> Cost:
         """Prices `usage`. Cache reads and writes are charged at their own rates (falling back to
         the input rate where the sheet has none; one-hour writes to the five-minute rate);
-        reasoning tokens are output tokens."""
+        reasoning tokens are output tokens.
+
+        `usage` may also be the sum of `calls` calls whose prompts all fall in the same price
+        tier, that of a `tier_prompt`-token prompt: each call pays the request fee, and the rates
+        are linear in the tokens, so the sum is priced exactly."""
         if self.status is not PricingStatus.PRICED:
             return Cost(status=self.status, source=self.source, estimated=usage.estimated)
-        prompt = usage.prompt_tokens
-        uncached = max(prompt - usage.cache_read_tokens - usage.cache_write_tokens, 0)
+        uncached = max(usage.prompt_tokens - usage.cache_read_tokens - usage.cache_write_tokens, 0)
+        prompt = usage.prompt_tokens if tier_prompt is None else tier_prompt  # picks the tier
         input_rate = _rate(self.input, prompt)
         cached_rate = _rate(self.cached_input, prompt, input_rate)
         write_rate = _rate(self.cache_write, prompt, input_rate)
@@ -123,7 +132,8 @@ class PriceSheet:
         write_1h_cost = written_1h * write_1h_rate / _MILLION
         write_cost = (usage.cache_write_tokens - written_1h) * write_rate / _MILLION + write_1h_cost
         output_cost = usage.completion_tokens * _rate(self.output, prompt) / _MILLION
-        total = input_cost + cached_cost + write_cost + output_cost + self.per_request
+        request_fee = self.per_request * calls
+        total = input_cost + cached_cost + write_cost + output_cost + request_fee
         tokens = usage.total_tokens
         return Cost(
             status=PricingStatus.PRICED,
@@ -134,7 +144,7 @@ class PriceSheet:
             cache_write=write_cost,
             cache_write_1h=write_1h_cost,
             output=output_cost,
-            request_fee=self.per_request,
+            request_fee=request_fee,
             total=total,
             cost_per_1k_tokens=(total * _THOUSAND / tokens).quantize(_RATE_QUANTUM) if tokens else None,
             cache_savings=usage.cache_read_tokens * (input_rate - cached_rate) / _MILLION,

@@ -158,7 +158,11 @@ async def create_server(
     )
     ledger = runtime.ledger
     usage_service_pb2_grpc.add_UsageServiceServicer_to_server(
-        UsageServicer(ledger.queries if ledger is not None else None), server
+        UsageServicer(
+            ledger.queries if ledger is not None else None,
+            lambda principal: gateway.list_models(principal=principal),
+        ),
+        server,
     )
     budget_service_pb2_grpc.add_BudgetServiceServicer_to_server(BudgetServicer(runtime.budgets), server)
     health = health_aio.HealthServicer()

@@ -113,6 +113,7 @@ def _chat_request(pb: chat_pb2.ChatRequest, wire: Violations) -> ChatRequest:
         lenient=_lenient(pb.unsupported_parameters, wire),
         cache=_cache(pb, wire),
         routing=_routing(pb, wire),
+        task_type=pb.task_type,
     )
 
 

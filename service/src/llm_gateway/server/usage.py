@@ -7,12 +7,14 @@ which the pipeline opened with the gateway key the auth gate recognised.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, TypeVar
 
 from google.protobuf import timestamp_pb2
 
+from llm_gateway.catalog import ModelSpec
 from llm_gateway.domain.errors import Code, GatewayError, invalid_field
 from llm_gateway.gateway.record import ANONYMOUS, CallRecord, Principal
 from llm_gateway.ledger import (
@@ -26,7 +28,9 @@ from llm_gateway.ledger import (
     SummaryRequest,
     UsageQueries,
 )
+from llm_gateway.ledger.query import ModelHealth
 from llm_gateway.pricing import format_decimal
+from llm_gateway.recommendations import Recommendation, recommend, tier_starts
 from llm_gateway.server import encode
 from llm_gateway.server.boundary import ErrorBoundary
 from llm_gateway.server.context import call_var
@@ -48,9 +52,17 @@ _GRANULARITIES = {
 _DIMENSION_NAMES = {"api_key": "key"}
 
 
+_MAX_ALTERNATIVES = 20
+
+
 class UsageServicer(usage_service_pb2_grpc.UsageServiceServicer):
-    def __init__(self, queries: UsageQueries | None) -> None:
+    def __init__(
+        self,
+        queries: UsageQueries | None,
+        models: Callable[[Principal], Sequence[ModelSpec]] = lambda _: (),
+    ) -> None:
         self._queries = queries  # None: the gateway keeps no ledger
+        self._models = models  # the catalog's models a principal may use
 
     async def GetUsageSummary(  # noqa: N802 (gRPC method name)
         self, request: usage_pb2.GetUsageSummaryRequest, context: Context
@@ -93,6 +105,29 @@ class UsageServicer(usage_service_pb2_grpc.UsageServiceServicer):
             )
             return usage_pb2.ListUsageRecordsResponse(
                 records=[usage_record(r) for r in page.records], next_page_token=page.next_page_token
+            )
+
+    async def GetCostRecommendations(  # noqa: N802
+        self, request: usage_pb2.GetCostRecommendationsRequest, context: Context
+    ) -> usage_pb2.GetCostRecommendationsResponse:
+        async with ErrorBoundary(context):
+            queries = self._ledger()
+            most = request.max_alternatives or 3
+            if not 1 <= most <= _MAX_ALTERNATIVES:
+                raise invalid_field("max_alternatives", f"must be 0 (3) to {_MAX_ALTERNATIVES}")
+            filters = _filters(request.filter, required=True)
+            principal = _principal()
+            candidates = self._models(principal)
+            starts = tier_starts(candidates)
+            periods, health = await _answer(queries.model_periods(principal, filters, starts))
+            found = recommend(periods, health, candidates, starts, most)
+            total = sum((r.cost for r in found), Decimal(0))
+            savings = sum((r.best_savings for r in found), Decimal(0))
+            return usage_pb2.GetCostRecommendationsResponse(
+                recommendations=[_recommendation(r) for r in found],
+                currency="USD",
+                total_cost=format_decimal(total),
+                potential_savings=format_decimal(savings),
             )
 
     def _ledger(self) -> UsageQueries:
@@ -154,6 +189,7 @@ def _filters(pb: usage_pb2.UsageFilter, *, required: bool) -> RecordFilter:
             tenant=pb.tenant or None,
             provider=pb.provider or None,
             model=pb.model or None,
+            task_type=pb.task_type or None,
             tags=tuple(sorted(pb.tags.items())),
         )
     except LedgerQueryError as bad:
@@ -199,6 +235,7 @@ def usage_record(record: CallRecord) -> usage_pb2.UsageRecord:
         ),
         tags=dict(record.tags),
         requested_model=record.requested_model,
+        task_type=record.task_type,
         model=record.model,
         provider=record.provider,
         status=record.status,
@@ -214,6 +251,41 @@ def usage_record(record: CallRecord) -> usage_pb2.UsageRecord:
         out.cost.CopyFrom(encode.cost(record.cost))
     if record.latency is not None:
         out.latency.CopyFrom(encode.latency(record.latency))
+    return out
+
+
+def _recommendation(r: Recommendation) -> usage_pb2.CostRecommendation:
+    return usage_pb2.CostRecommendation(
+        project=r.project,
+        model=r.model,
+        requests=r.requests,
+        prompt_tokens=r.usage.prompt_tokens,
+        completion_tokens=r.usage.completion_tokens,
+        cache_read_tokens=r.usage.cache_read_tokens,
+        cache_write_tokens=r.usage.cache_write_tokens,
+        cost=format_decimal(r.cost),
+        observed=_observation(r.observed),
+        alternatives=[
+            usage_pb2.CostAlternative(
+                model=a.model,
+                cost=format_decimal(a.cost),
+                savings=format_decimal(a.savings),
+                savings_fraction=float(a.savings / r.cost) if r.cost else 0.0,
+                observed=_observation(a.observed),
+            )
+            for a in r.alternatives
+        ],
+    )
+
+
+def _observation(seen: ModelHealth | None) -> usage_pb2.ModelObservation:
+    out = usage_pb2.ModelObservation()
+    if seen is None or not seen.requests:
+        return out
+    out.requests = seen.requests
+    out.error_rate = seen.errors / seen.requests
+    if seen.latency_p50 is not None:
+        out.latency_p50.CopyFrom(encode.duration(seen.latency_p50))
     return out
 
 

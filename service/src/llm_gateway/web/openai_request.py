@@ -80,6 +80,7 @@ _KNOWN = frozenset(
         "response",
         "unsupported_parameters",
         "dry_run",
+        "task_type",
         *_IGNORED,
         *_UNSUPPORTED,
     }
@@ -132,9 +133,10 @@ def _request(body: dict[str, Any], wire: Violations) -> OpenAIRequest:
     n = body.get("n")
     if n not in (None, 1):
         wire.add("n", "only 1 choice per request is supported")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        wire.add("model", "must be a non-empty string")
+    task_type = text(body.get("task_type"), "task_type", wire)
+    model = body.get("model", "" if task_type else None)
+    if not isinstance(model, str) or not (model or task_type):
+        wire.add("model", "must be a non-empty string (or empty with a task_type)")
         model = ""
     max_tokens_param = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
     stream = _bool(body, "stream", wire) or False
@@ -167,6 +169,7 @@ def _request(body: dict[str, Any], wire: Violations) -> OpenAIRequest:
         lenient=lenient,
         cache=_cache(routing, wire),
         routing=_routing_options(routing, wire),
+        task_type=task_type,
     )
     return OpenAIRequest(
         chat, stream, include_usage, max_tokens_param, tuple(dropped), _include(body.get("response"), wire)

@@ -520,8 +520,9 @@ func (x *CallerMetadata) GetTrackingId() string {
 // `Chat`, `ChatStream` (inside `ChatStreamRequest`) and `EstimateCost`.
 type ChatRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The model: "provider:model" (for example "openai:gpt-4o-mini"), a configured alias, or "auto"
-	// to let the gateway choose. Required. See `ListModels`.
+	// The model: "provider:model" (for example "openai:gpt-4o-mini"), a configured alias, a model
+	// group, or "auto" to let the gateway choose. Required unless `task_type` is set. See
+	// `ListModels`.
 	Model string `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
 	// The conversation, oldest first. Required: at least one message.
 	Messages []*Message `protobuf:"bytes,2,rep,name=messages,proto3" json:"messages,omitempty"`
@@ -565,7 +566,13 @@ type ChatRequest struct {
 	// `cache.mode`.
 	Cache *CacheOptions `protobuf:"bytes,17,opt,name=cache,proto3" json:"cache,omitempty"`
 	// With `model: "auto"`: how the gateway picks among the catalog's models (docs/routing.md).
-	Routing       *RoutingOptions `protobuf:"bytes,18,opt,name=routing,proto3" json:"routing,omitempty"`
+	Routing *RoutingOptions `protobuf:"bytes,18,opt,name=routing,proto3" json:"routing,omitempty"`
+	// What the call is for: "text_generation", "summarization", "sentiment_analysis",
+	// "question_answering", or a task the operator configured (`[tasks]`). With `model` empty, the
+	// task's configured models serve the call (the first, then the others as fallbacks); with
+	// `model` set, that model serves it. Either way the task is kept in the usage ledger. An
+	// unknown task is INVALID_ARGUMENT.
+	TaskType      string `protobuf:"bytes,19,opt,name=task_type,json=taskType,proto3" json:"task_type,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -724,6 +731,13 @@ func (x *ChatRequest) GetRouting() *RoutingOptions {
 		return x.Routing
 	}
 	return nil
+}
+
+func (x *ChatRequest) GetTaskType() string {
+	if x != nil {
+		return x.TaskType
+	}
+	return ""
 }
 
 // Routing constraints and strategy for `model: "auto"`. Models that do not meet a constraint are
@@ -1624,7 +1638,7 @@ const file_llmgateway_v1_chat_proto_rawDesc = "" +
 	"\aproject\x18\x02 \x01(\tR\aproject\x12\x16\n" +
 	"\x06tenant\x18\x03 \x01(\tR\x06tenant\x12\x1f\n" +
 	"\vtracking_id\x18\x04 \x01(\tR\n" +
-	"trackingId\"\x92\t\n" +
+	"trackingId\"\xaf\t\n" +
 	"\vChatRequest\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x122\n" +
 	"\bmessages\x18\x02 \x03(\v2\x16.llmgateway.v1.MessageR\bmessages\x12)\n" +
@@ -1647,7 +1661,8 @@ const file_llmgateway_v1_chat_proto_rawDesc = "" +
 	"\x16unsupported_parameters\x18\x0f \x01(\x0e2).llmgateway.v1.UnsupportedParameterPolicyR\x15unsupportedParameters\x120\n" +
 	"\x14cost_alert_threshold\x18\x10 \x01(\tR\x12costAlertThreshold\x121\n" +
 	"\x05cache\x18\x11 \x01(\v2\x1b.llmgateway.v1.CacheOptionsR\x05cache\x127\n" +
-	"\arouting\x18\x12 \x01(\v2\x1d.llmgateway.v1.RoutingOptionsR\arouting\x1a7\n" +
+	"\arouting\x18\x12 \x01(\v2\x1d.llmgateway.v1.RoutingOptionsR\arouting\x12\x1b\n" +
+	"\ttask_type\x18\x13 \x01(\tR\btaskType\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a[\n" +

@@ -102,7 +102,9 @@ type UsageFilter struct {
 	// Calls served by this model, as "provider:model".
 	Model string `protobuf:"bytes,8,opt,name=model,proto3" json:"model,omitempty"`
 	// Calls carrying all of these tags (`ChatRequest.tags`).
-	Tags          map[string]string `protobuf:"bytes,9,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Tags map[string]string `protobuf:"bytes,9,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Calls made for this task (`ChatRequest.task_type`).
+	TaskType      string `protobuf:"bytes,10,opt,name=task_type,json=taskType,proto3" json:"task_type,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -200,6 +202,13 @@ func (x *UsageFilter) GetTags() map[string]string {
 	return nil
 }
 
+func (x *UsageFilter) GetTaskType() string {
+	if x != nil {
+		return x.TaskType
+	}
+	return ""
+}
+
 // Asks for a summary of the calls a filter selects over a period.
 type GetUsageSummaryRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -208,7 +217,7 @@ type GetUsageSummaryRequest struct {
 	// The width of the time buckets; unset means a day.
 	Granularity Granularity `protobuf:"varint,2,opt,name=granularity,proto3,enum=llmgateway.v1.Granularity" json:"granularity,omitempty"`
 	// Dimensions that split each time bucket: "api_key", "user", "project", "tenant", "provider",
-	// "model", or "tag:<key>" for the values of one tag. At most 4.
+	// "model", "task" (the `task_type`), or "tag:<key>" for the values of one tag. At most 4.
 	GroupBy []string `protobuf:"bytes,3,rep,name=group_by,json=groupBy,proto3" json:"group_by,omitempty"`
 	// How many models the top-model lists hold: 1 to 1000; 0 means 10.
 	TopModels     int32 `protobuf:"varint,4,opt,name=top_models,json=topModels,proto3" json:"top_models,omitempty"`
@@ -860,7 +869,9 @@ type UsageRecord struct {
 	// Where the time went; unset when the call ended before a model was tried.
 	Latency *Latency `protobuf:"bytes,18,opt,name=latency,proto3" json:"latency,omitempty"`
 	// Every attempt, in order.
-	Attempts      []*Attempt `protobuf:"bytes,19,rep,name=attempts,proto3" json:"attempts,omitempty"`
+	Attempts []*Attempt `protobuf:"bytes,19,rep,name=attempts,proto3" json:"attempts,omitempty"`
+	// The task the caller named (`ChatRequest.task_type`); "" for none.
+	TaskType      string `protobuf:"bytes,20,opt,name=task_type,json=taskType,proto3" json:"task_type,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1028,6 +1039,13 @@ func (x *UsageRecord) GetAttempts() []*Attempt {
 	return nil
 }
 
+func (x *UsageRecord) GetTaskType() string {
+	if x != nil {
+		return x.TaskType
+	}
+	return ""
+}
+
 // A page of calls.
 type ListUsageRecordsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1083,11 +1101,415 @@ func (x *ListUsageRecordsResponse) GetNextPageToken() string {
 	return ""
 }
 
+// Asks which cheaper models could have served a period's calls.
+type GetCostRecommendationsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The calls to look at; `start_time` and `end_time` are required.
+	Filter *UsageFilter `protobuf:"bytes,1,opt,name=filter,proto3" json:"filter,omitempty"`
+	// The most alternatives per project and model, cheapest first: 1 to 20; 0 means 3.
+	MaxAlternatives int32 `protobuf:"varint,2,opt,name=max_alternatives,json=maxAlternatives,proto3" json:"max_alternatives,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *GetCostRecommendationsRequest) Reset() {
+	*x = GetCostRecommendationsRequest{}
+	mi := &file_llmgateway_v1_usage_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCostRecommendationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCostRecommendationsRequest) ProtoMessage() {}
+
+func (x *GetCostRecommendationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_llmgateway_v1_usage_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCostRecommendationsRequest.ProtoReflect.Descriptor instead.
+func (*GetCostRecommendationsRequest) Descriptor() ([]byte, []int) {
+	return file_llmgateway_v1_usage_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *GetCostRecommendationsRequest) GetFilter() *UsageFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *GetCostRecommendationsRequest) GetMaxAlternatives() int32 {
+	if x != nil {
+		return x.MaxAlternatives
+	}
+	return 0
+}
+
+// How a model fared over the period, from the ledger: every call it served or was tried for (dry
+// runs aside), by the caller's keys when the key is not an admin key.
+type ModelObservation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Its calls; 0 means it was not seen, so the rest is unset.
+	Requests int64 `protobuf:"varint,1,opt,name=requests,proto3" json:"requests,omitempty"`
+	// The share of them that failed, 0 to 1.
+	ErrorRate float64 `protobuf:"fixed64,2,opt,name=error_rate,json=errorRate,proto3" json:"error_rate,omitempty"`
+	// Median total latency.
+	LatencyP50    *durationpb.Duration `protobuf:"bytes,3,opt,name=latency_p50,json=latencyP50,proto3" json:"latency_p50,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ModelObservation) Reset() {
+	*x = ModelObservation{}
+	mi := &file_llmgateway_v1_usage_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModelObservation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModelObservation) ProtoMessage() {}
+
+func (x *ModelObservation) ProtoReflect() protoreflect.Message {
+	mi := &file_llmgateway_v1_usage_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModelObservation.ProtoReflect.Descriptor instead.
+func (*ModelObservation) Descriptor() ([]byte, []int) {
+	return file_llmgateway_v1_usage_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ModelObservation) GetRequests() int64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *ModelObservation) GetErrorRate() float64 {
+	if x != nil {
+		return x.ErrorRate
+	}
+	return 0
+}
+
+func (x *ModelObservation) GetLatencyP50() *durationpb.Duration {
+	if x != nil {
+		return x.LatencyP50
+	}
+	return nil
+}
+
+// A cheaper model for one project's calls.
+type CostAlternative struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "provider:model".
+	Model string `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
+	// What the same calls would have cost at its list prices (USD, exact decimal): each call's token
+	// counts (cache reads and writes at its cache prices), its per-request fee, its long-context tier.
+	Cost string `protobuf:"bytes,2,opt,name=cost,proto3" json:"cost,omitempty"`
+	// `CostRecommendation.cost` minus `cost`.
+	Savings string `protobuf:"bytes,3,opt,name=savings,proto3" json:"savings,omitempty"`
+	// `savings` over `CostRecommendation.cost`, 0 to 1.
+	SavingsFraction float64 `protobuf:"fixed64,4,opt,name=savings_fraction,json=savingsFraction,proto3" json:"savings_fraction,omitempty"`
+	// How it fared in the period.
+	Observed      *ModelObservation `protobuf:"bytes,5,opt,name=observed,proto3" json:"observed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CostAlternative) Reset() {
+	*x = CostAlternative{}
+	mi := &file_llmgateway_v1_usage_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CostAlternative) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CostAlternative) ProtoMessage() {}
+
+func (x *CostAlternative) ProtoReflect() protoreflect.Message {
+	mi := &file_llmgateway_v1_usage_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CostAlternative.ProtoReflect.Descriptor instead.
+func (*CostAlternative) Descriptor() ([]byte, []int) {
+	return file_llmgateway_v1_usage_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *CostAlternative) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *CostAlternative) GetCost() string {
+	if x != nil {
+		return x.Cost
+	}
+	return ""
+}
+
+func (x *CostAlternative) GetSavings() string {
+	if x != nil {
+		return x.Savings
+	}
+	return ""
+}
+
+func (x *CostAlternative) GetSavingsFraction() float64 {
+	if x != nil {
+		return x.SavingsFraction
+	}
+	return 0
+}
+
+func (x *CostAlternative) GetObserved() *ModelObservation {
+	if x != nil {
+		return x.Observed
+	}
+	return nil
+}
+
+// One project's calls on one model, and the cheaper models that have its capabilities.
+type CostRecommendation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The project (`CallerMetadata.project`); "" for calls without one.
+	Project string `protobuf:"bytes,1,opt,name=project,proto3" json:"project,omitempty"`
+	// The model that served the calls, "provider:model".
+	Model string `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
+	// Its calls in the period (dry runs aside) that used tokens.
+	Requests int64 `protobuf:"varint,3,opt,name=requests,proto3" json:"requests,omitempty"`
+	// Input tokens, cache reads and writes included.
+	PromptTokens int64 `protobuf:"varint,4,opt,name=prompt_tokens,json=promptTokens,proto3" json:"prompt_tokens,omitempty"`
+	// Output tokens, reasoning included.
+	CompletionTokens int64 `protobuf:"varint,5,opt,name=completion_tokens,json=completionTokens,proto3" json:"completion_tokens,omitempty"`
+	// Input tokens read from a prompt cache.
+	CacheReadTokens int64 `protobuf:"varint,6,opt,name=cache_read_tokens,json=cacheReadTokens,proto3" json:"cache_read_tokens,omitempty"`
+	// Input tokens written to a prompt cache.
+	CacheWriteTokens int64 `protobuf:"varint,7,opt,name=cache_write_tokens,json=cacheWriteTokens,proto3" json:"cache_write_tokens,omitempty"`
+	// What they cost (USD, exact decimal), as charged.
+	Cost string `protobuf:"bytes,8,opt,name=cost,proto3" json:"cost,omitempty"`
+	// How the model fared in the period.
+	Observed *ModelObservation `protobuf:"bytes,9,opt,name=observed,proto3" json:"observed,omitempty"`
+	// Cheaper models with every capability of this one and a context window that held the
+	// longest prompt, cheapest first; empty when there is none.
+	Alternatives  []*CostAlternative `protobuf:"bytes,10,rep,name=alternatives,proto3" json:"alternatives,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CostRecommendation) Reset() {
+	*x = CostRecommendation{}
+	mi := &file_llmgateway_v1_usage_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CostRecommendation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CostRecommendation) ProtoMessage() {}
+
+func (x *CostRecommendation) ProtoReflect() protoreflect.Message {
+	mi := &file_llmgateway_v1_usage_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CostRecommendation.ProtoReflect.Descriptor instead.
+func (*CostRecommendation) Descriptor() ([]byte, []int) {
+	return file_llmgateway_v1_usage_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *CostRecommendation) GetProject() string {
+	if x != nil {
+		return x.Project
+	}
+	return ""
+}
+
+func (x *CostRecommendation) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *CostRecommendation) GetRequests() int64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *CostRecommendation) GetPromptTokens() int64 {
+	if x != nil {
+		return x.PromptTokens
+	}
+	return 0
+}
+
+func (x *CostRecommendation) GetCompletionTokens() int64 {
+	if x != nil {
+		return x.CompletionTokens
+	}
+	return 0
+}
+
+func (x *CostRecommendation) GetCacheReadTokens() int64 {
+	if x != nil {
+		return x.CacheReadTokens
+	}
+	return 0
+}
+
+func (x *CostRecommendation) GetCacheWriteTokens() int64 {
+	if x != nil {
+		return x.CacheWriteTokens
+	}
+	return 0
+}
+
+func (x *CostRecommendation) GetCost() string {
+	if x != nil {
+		return x.Cost
+	}
+	return ""
+}
+
+func (x *CostRecommendation) GetObserved() *ModelObservation {
+	if x != nil {
+		return x.Observed
+	}
+	return nil
+}
+
+func (x *CostRecommendation) GetAlternatives() []*CostAlternative {
+	if x != nil {
+		return x.Alternatives
+	}
+	return nil
+}
+
+// The recommendations for a period.
+type GetCostRecommendationsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per project and model, the largest saving first (those without an alternative last).
+	Recommendations []*CostRecommendation `protobuf:"bytes,1,rep,name=recommendations,proto3" json:"recommendations,omitempty"`
+	// The ISO 4217 currency of every amount, "USD".
+	Currency string `protobuf:"bytes,2,opt,name=currency,proto3" json:"currency,omitempty"`
+	// What the period's calls cost.
+	TotalCost string `protobuf:"bytes,3,opt,name=total_cost,json=totalCost,proto3" json:"total_cost,omitempty"`
+	// What they would have cost less on the cheapest alternative of each project and model.
+	PotentialSavings string `protobuf:"bytes,4,opt,name=potential_savings,json=potentialSavings,proto3" json:"potential_savings,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *GetCostRecommendationsResponse) Reset() {
+	*x = GetCostRecommendationsResponse{}
+	mi := &file_llmgateway_v1_usage_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCostRecommendationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCostRecommendationsResponse) ProtoMessage() {}
+
+func (x *GetCostRecommendationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_llmgateway_v1_usage_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCostRecommendationsResponse.ProtoReflect.Descriptor instead.
+func (*GetCostRecommendationsResponse) Descriptor() ([]byte, []int) {
+	return file_llmgateway_v1_usage_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *GetCostRecommendationsResponse) GetRecommendations() []*CostRecommendation {
+	if x != nil {
+		return x.Recommendations
+	}
+	return nil
+}
+
+func (x *GetCostRecommendationsResponse) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
+}
+
+func (x *GetCostRecommendationsResponse) GetTotalCost() string {
+	if x != nil {
+		return x.TotalCost
+	}
+	return ""
+}
+
+func (x *GetCostRecommendationsResponse) GetPotentialSavings() string {
+	if x != nil {
+		return x.PotentialSavings
+	}
+	return ""
+}
+
 var File_llmgateway_v1_usage_proto protoreflect.FileDescriptor
 
 const file_llmgateway_v1_usage_proto_rawDesc = "" +
 	"\n" +
-	"\x19llmgateway/v1/usage.proto\x12\rllmgateway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ellmgateway/v1/accounting.proto\x1a\x18llmgateway/v1/chat.proto\"\x83\x03\n" +
+	"\x19llmgateway/v1/usage.proto\x12\rllmgateway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ellmgateway/v1/accounting.proto\x1a\x18llmgateway/v1/chat.proto\"\xa0\x03\n" +
 	"\vUsageFilter\x129\n" +
 	"\n" +
 	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
@@ -1098,7 +1520,9 @@ const file_llmgateway_v1_usage_proto_rawDesc = "" +
 	"\x06tenant\x18\x06 \x01(\tR\x06tenant\x12\x1a\n" +
 	"\bprovider\x18\a \x01(\tR\bprovider\x12\x14\n" +
 	"\x05model\x18\b \x01(\tR\x05model\x128\n" +
-	"\x04tags\x18\t \x03(\v2$.llmgateway.v1.UsageFilter.TagsEntryR\x04tags\x1a7\n" +
+	"\x04tags\x18\t \x03(\v2$.llmgateway.v1.UsageFilter.TagsEntryR\x04tags\x12\x1b\n" +
+	"\ttask_type\x18\n" +
+	" \x01(\tR\btaskType\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc4\x01\n" +
@@ -1157,7 +1581,7 @@ const file_llmgateway_v1_usage_proto_rawDesc = "" +
 	"\x06filter\x18\x01 \x01(\v2\x1a.llmgateway.v1.UsageFilterR\x06filter\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x03 \x01(\tR\tpageToken\"\x91\x06\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\xae\x06\n" +
 	"\vUsageRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -1180,13 +1604,47 @@ const file_llmgateway_v1_usage_proto_rawDesc = "" +
 	"\x05usage\x18\x10 \x01(\v2\x14.llmgateway.v1.UsageR\x05usage\x12'\n" +
 	"\x04cost\x18\x11 \x01(\v2\x13.llmgateway.v1.CostR\x04cost\x120\n" +
 	"\alatency\x18\x12 \x01(\v2\x16.llmgateway.v1.LatencyR\alatency\x122\n" +
-	"\battempts\x18\x13 \x03(\v2\x16.llmgateway.v1.AttemptR\battempts\x1a7\n" +
+	"\battempts\x18\x13 \x03(\v2\x16.llmgateway.v1.AttemptR\battempts\x12\x1b\n" +
+	"\ttask_type\x18\x14 \x01(\tR\btaskType\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"x\n" +
 	"\x18ListUsageRecordsResponse\x124\n" +
 	"\arecords\x18\x01 \x03(\v2\x1a.llmgateway.v1.UsageRecordR\arecords\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*l\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"~\n" +
+	"\x1dGetCostRecommendationsRequest\x122\n" +
+	"\x06filter\x18\x01 \x01(\v2\x1a.llmgateway.v1.UsageFilterR\x06filter\x12)\n" +
+	"\x10max_alternatives\x18\x02 \x01(\x05R\x0fmaxAlternatives\"\x89\x01\n" +
+	"\x10ModelObservation\x12\x1a\n" +
+	"\brequests\x18\x01 \x01(\x03R\brequests\x12\x1d\n" +
+	"\n" +
+	"error_rate\x18\x02 \x01(\x01R\terrorRate\x12:\n" +
+	"\vlatency_p50\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"latencyP50\"\xbd\x01\n" +
+	"\x0fCostAlternative\x12\x14\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\x12\x12\n" +
+	"\x04cost\x18\x02 \x01(\tR\x04cost\x12\x18\n" +
+	"\asavings\x18\x03 \x01(\tR\asavings\x12)\n" +
+	"\x10savings_fraction\x18\x04 \x01(\x01R\x0fsavingsFraction\x12;\n" +
+	"\bobserved\x18\x05 \x01(\v2\x1f.llmgateway.v1.ModelObservationR\bobserved\"\xa1\x03\n" +
+	"\x12CostRecommendation\x12\x18\n" +
+	"\aproject\x18\x01 \x01(\tR\aproject\x12\x14\n" +
+	"\x05model\x18\x02 \x01(\tR\x05model\x12\x1a\n" +
+	"\brequests\x18\x03 \x01(\x03R\brequests\x12#\n" +
+	"\rprompt_tokens\x18\x04 \x01(\x03R\fpromptTokens\x12+\n" +
+	"\x11completion_tokens\x18\x05 \x01(\x03R\x10completionTokens\x12*\n" +
+	"\x11cache_read_tokens\x18\x06 \x01(\x03R\x0fcacheReadTokens\x12,\n" +
+	"\x12cache_write_tokens\x18\a \x01(\x03R\x10cacheWriteTokens\x12\x12\n" +
+	"\x04cost\x18\b \x01(\tR\x04cost\x12;\n" +
+	"\bobserved\x18\t \x01(\v2\x1f.llmgateway.v1.ModelObservationR\bobserved\x12B\n" +
+	"\falternatives\x18\n" +
+	" \x03(\v2\x1e.llmgateway.v1.CostAlternativeR\falternatives\"\xd5\x01\n" +
+	"\x1eGetCostRecommendationsResponse\x12K\n" +
+	"\x0frecommendations\x18\x01 \x03(\v2!.llmgateway.v1.CostRecommendationR\x0frecommendations\x12\x1a\n" +
+	"\bcurrency\x18\x02 \x01(\tR\bcurrency\x12\x1d\n" +
+	"\n" +
+	"total_cost\x18\x03 \x01(\tR\ttotalCost\x12+\n" +
+	"\x11potential_savings\x18\x04 \x01(\tR\x10potentialSavings*l\n" +
 	"\vGranularity\x12\x1b\n" +
 	"\x17GRANULARITY_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10GRANULARITY_HOUR\x10\x01\x12\x13\n" +
@@ -1208,42 +1666,47 @@ func file_llmgateway_v1_usage_proto_rawDescGZIP() []byte {
 }
 
 var file_llmgateway_v1_usage_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_llmgateway_v1_usage_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_llmgateway_v1_usage_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_llmgateway_v1_usage_proto_goTypes = []any{
-	(Granularity)(0),                 // 0: llmgateway.v1.Granularity
-	(*UsageFilter)(nil),              // 1: llmgateway.v1.UsageFilter
-	(*GetUsageSummaryRequest)(nil),   // 2: llmgateway.v1.GetUsageSummaryRequest
-	(*UsageStats)(nil),               // 3: llmgateway.v1.UsageStats
-	(*UsageBucket)(nil),              // 4: llmgateway.v1.UsageBucket
-	(*ProviderUsage)(nil),            // 5: llmgateway.v1.ProviderUsage
-	(*ModelUsage)(nil),               // 6: llmgateway.v1.ModelUsage
-	(*GetUsageSummaryResponse)(nil),  // 7: llmgateway.v1.GetUsageSummaryResponse
-	(*ListUsageRecordsRequest)(nil),  // 8: llmgateway.v1.ListUsageRecordsRequest
-	(*UsageRecord)(nil),              // 9: llmgateway.v1.UsageRecord
-	(*ListUsageRecordsResponse)(nil), // 10: llmgateway.v1.ListUsageRecordsResponse
-	nil,                              // 11: llmgateway.v1.UsageFilter.TagsEntry
-	nil,                              // 12: llmgateway.v1.UsageRecord.TagsEntry
-	(*timestamppb.Timestamp)(nil),    // 13: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),      // 14: google.protobuf.Duration
-	(*CallerMetadata)(nil),           // 15: llmgateway.v1.CallerMetadata
-	(*Usage)(nil),                    // 16: llmgateway.v1.Usage
-	(*Cost)(nil),                     // 17: llmgateway.v1.Cost
-	(*Latency)(nil),                  // 18: llmgateway.v1.Latency
-	(*Attempt)(nil),                  // 19: llmgateway.v1.Attempt
+	(Granularity)(0),                       // 0: llmgateway.v1.Granularity
+	(*UsageFilter)(nil),                    // 1: llmgateway.v1.UsageFilter
+	(*GetUsageSummaryRequest)(nil),         // 2: llmgateway.v1.GetUsageSummaryRequest
+	(*UsageStats)(nil),                     // 3: llmgateway.v1.UsageStats
+	(*UsageBucket)(nil),                    // 4: llmgateway.v1.UsageBucket
+	(*ProviderUsage)(nil),                  // 5: llmgateway.v1.ProviderUsage
+	(*ModelUsage)(nil),                     // 6: llmgateway.v1.ModelUsage
+	(*GetUsageSummaryResponse)(nil),        // 7: llmgateway.v1.GetUsageSummaryResponse
+	(*ListUsageRecordsRequest)(nil),        // 8: llmgateway.v1.ListUsageRecordsRequest
+	(*UsageRecord)(nil),                    // 9: llmgateway.v1.UsageRecord
+	(*ListUsageRecordsResponse)(nil),       // 10: llmgateway.v1.ListUsageRecordsResponse
+	(*GetCostRecommendationsRequest)(nil),  // 11: llmgateway.v1.GetCostRecommendationsRequest
+	(*ModelObservation)(nil),               // 12: llmgateway.v1.ModelObservation
+	(*CostAlternative)(nil),                // 13: llmgateway.v1.CostAlternative
+	(*CostRecommendation)(nil),             // 14: llmgateway.v1.CostRecommendation
+	(*GetCostRecommendationsResponse)(nil), // 15: llmgateway.v1.GetCostRecommendationsResponse
+	nil,                                    // 16: llmgateway.v1.UsageFilter.TagsEntry
+	nil,                                    // 17: llmgateway.v1.UsageRecord.TagsEntry
+	(*timestamppb.Timestamp)(nil),          // 18: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),            // 19: google.protobuf.Duration
+	(*CallerMetadata)(nil),                 // 20: llmgateway.v1.CallerMetadata
+	(*Usage)(nil),                          // 21: llmgateway.v1.Usage
+	(*Cost)(nil),                           // 22: llmgateway.v1.Cost
+	(*Latency)(nil),                        // 23: llmgateway.v1.Latency
+	(*Attempt)(nil),                        // 24: llmgateway.v1.Attempt
 }
 var file_llmgateway_v1_usage_proto_depIdxs = []int32{
-	13, // 0: llmgateway.v1.UsageFilter.start_time:type_name -> google.protobuf.Timestamp
-	13, // 1: llmgateway.v1.UsageFilter.end_time:type_name -> google.protobuf.Timestamp
-	11, // 2: llmgateway.v1.UsageFilter.tags:type_name -> llmgateway.v1.UsageFilter.TagsEntry
+	18, // 0: llmgateway.v1.UsageFilter.start_time:type_name -> google.protobuf.Timestamp
+	18, // 1: llmgateway.v1.UsageFilter.end_time:type_name -> google.protobuf.Timestamp
+	16, // 2: llmgateway.v1.UsageFilter.tags:type_name -> llmgateway.v1.UsageFilter.TagsEntry
 	1,  // 3: llmgateway.v1.GetUsageSummaryRequest.filter:type_name -> llmgateway.v1.UsageFilter
 	0,  // 4: llmgateway.v1.GetUsageSummaryRequest.granularity:type_name -> llmgateway.v1.Granularity
-	14, // 5: llmgateway.v1.UsageStats.latency_avg:type_name -> google.protobuf.Duration
-	14, // 6: llmgateway.v1.UsageStats.latency_p50:type_name -> google.protobuf.Duration
-	14, // 7: llmgateway.v1.UsageStats.latency_p95:type_name -> google.protobuf.Duration
-	14, // 8: llmgateway.v1.UsageStats.first_token_avg:type_name -> google.protobuf.Duration
-	14, // 9: llmgateway.v1.UsageStats.first_token_p50:type_name -> google.protobuf.Duration
-	14, // 10: llmgateway.v1.UsageStats.first_token_p95:type_name -> google.protobuf.Duration
-	13, // 11: llmgateway.v1.UsageBucket.start_time:type_name -> google.protobuf.Timestamp
+	19, // 5: llmgateway.v1.UsageStats.latency_avg:type_name -> google.protobuf.Duration
+	19, // 6: llmgateway.v1.UsageStats.latency_p50:type_name -> google.protobuf.Duration
+	19, // 7: llmgateway.v1.UsageStats.latency_p95:type_name -> google.protobuf.Duration
+	19, // 8: llmgateway.v1.UsageStats.first_token_avg:type_name -> google.protobuf.Duration
+	19, // 9: llmgateway.v1.UsageStats.first_token_p50:type_name -> google.protobuf.Duration
+	19, // 10: llmgateway.v1.UsageStats.first_token_p95:type_name -> google.protobuf.Duration
+	18, // 11: llmgateway.v1.UsageBucket.start_time:type_name -> google.protobuf.Timestamp
 	3,  // 12: llmgateway.v1.UsageBucket.stats:type_name -> llmgateway.v1.UsageStats
 	4,  // 13: llmgateway.v1.GetUsageSummaryResponse.buckets:type_name -> llmgateway.v1.UsageBucket
 	3,  // 14: llmgateway.v1.GetUsageSummaryResponse.total:type_name -> llmgateway.v1.UsageStats
@@ -1251,20 +1714,26 @@ var file_llmgateway_v1_usage_proto_depIdxs = []int32{
 	6,  // 16: llmgateway.v1.GetUsageSummaryResponse.top_models_by_cost:type_name -> llmgateway.v1.ModelUsage
 	6,  // 17: llmgateway.v1.GetUsageSummaryResponse.top_models_by_calls:type_name -> llmgateway.v1.ModelUsage
 	1,  // 18: llmgateway.v1.ListUsageRecordsRequest.filter:type_name -> llmgateway.v1.UsageFilter
-	13, // 19: llmgateway.v1.UsageRecord.start_time:type_name -> google.protobuf.Timestamp
-	13, // 20: llmgateway.v1.UsageRecord.end_time:type_name -> google.protobuf.Timestamp
-	15, // 21: llmgateway.v1.UsageRecord.caller:type_name -> llmgateway.v1.CallerMetadata
-	12, // 22: llmgateway.v1.UsageRecord.tags:type_name -> llmgateway.v1.UsageRecord.TagsEntry
-	16, // 23: llmgateway.v1.UsageRecord.usage:type_name -> llmgateway.v1.Usage
-	17, // 24: llmgateway.v1.UsageRecord.cost:type_name -> llmgateway.v1.Cost
-	18, // 25: llmgateway.v1.UsageRecord.latency:type_name -> llmgateway.v1.Latency
-	19, // 26: llmgateway.v1.UsageRecord.attempts:type_name -> llmgateway.v1.Attempt
+	18, // 19: llmgateway.v1.UsageRecord.start_time:type_name -> google.protobuf.Timestamp
+	18, // 20: llmgateway.v1.UsageRecord.end_time:type_name -> google.protobuf.Timestamp
+	20, // 21: llmgateway.v1.UsageRecord.caller:type_name -> llmgateway.v1.CallerMetadata
+	17, // 22: llmgateway.v1.UsageRecord.tags:type_name -> llmgateway.v1.UsageRecord.TagsEntry
+	21, // 23: llmgateway.v1.UsageRecord.usage:type_name -> llmgateway.v1.Usage
+	22, // 24: llmgateway.v1.UsageRecord.cost:type_name -> llmgateway.v1.Cost
+	23, // 25: llmgateway.v1.UsageRecord.latency:type_name -> llmgateway.v1.Latency
+	24, // 26: llmgateway.v1.UsageRecord.attempts:type_name -> llmgateway.v1.Attempt
 	9,  // 27: llmgateway.v1.ListUsageRecordsResponse.records:type_name -> llmgateway.v1.UsageRecord
-	28, // [28:28] is the sub-list for method output_type
-	28, // [28:28] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	1,  // 28: llmgateway.v1.GetCostRecommendationsRequest.filter:type_name -> llmgateway.v1.UsageFilter
+	19, // 29: llmgateway.v1.ModelObservation.latency_p50:type_name -> google.protobuf.Duration
+	12, // 30: llmgateway.v1.CostAlternative.observed:type_name -> llmgateway.v1.ModelObservation
+	12, // 31: llmgateway.v1.CostRecommendation.observed:type_name -> llmgateway.v1.ModelObservation
+	13, // 32: llmgateway.v1.CostRecommendation.alternatives:type_name -> llmgateway.v1.CostAlternative
+	14, // 33: llmgateway.v1.GetCostRecommendationsResponse.recommendations:type_name -> llmgateway.v1.CostRecommendation
+	34, // [34:34] is the sub-list for method output_type
+	34, // [34:34] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_llmgateway_v1_usage_proto_init() }
@@ -1280,7 +1749,7 @@ func file_llmgateway_v1_usage_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmgateway_v1_usage_proto_rawDesc), len(file_llmgateway_v1_usage_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   12,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -24,25 +24,30 @@ var File_llmgateway_v1_usage_service_proto protoreflect.FileDescriptor
 
 const file_llmgateway_v1_usage_service_proto_rawDesc = "" +
 	"\n" +
-	"!llmgateway/v1/usage_service.proto\x12\rllmgateway.v1\x1a\x19llmgateway/v1/usage.proto2\xd5\x01\n" +
+	"!llmgateway/v1/usage_service.proto\x12\rllmgateway.v1\x1a\x19llmgateway/v1/usage.proto2\xcc\x02\n" +
 	"\fUsageService\x12`\n" +
 	"\x0fGetUsageSummary\x12%.llmgateway.v1.GetUsageSummaryRequest\x1a&.llmgateway.v1.GetUsageSummaryResponse\x12c\n" +
-	"\x10ListUsageRecords\x12&.llmgateway.v1.ListUsageRecordsRequest\x1a'.llmgateway.v1.ListUsageRecordsResponseB\xc9\x01\n" +
+	"\x10ListUsageRecords\x12&.llmgateway.v1.ListUsageRecordsRequest\x1a'.llmgateway.v1.ListUsageRecordsResponse\x12u\n" +
+	"\x16GetCostRecommendations\x12,.llmgateway.v1.GetCostRecommendationsRequest\x1a-.llmgateway.v1.GetCostRecommendationsResponseB\xc9\x01\n" +
 	"\x11com.llmgateway.v1B\x11UsageServiceProtoP\x01ZLgithub.com/llm-gateway/llm-gateway/clients/go/gen/llmgateway/v1;llmgatewayv1\xa2\x02\x03LXX\xaa\x02\rLlmgateway.V1\xca\x02\rLlmgateway\\V1\xe2\x02\x19Llmgateway\\V1\\GPBMetadata\xea\x02\x0eLlmgateway::V1b\x06proto3"
 
 var file_llmgateway_v1_usage_service_proto_goTypes = []any{
-	(*GetUsageSummaryRequest)(nil),   // 0: llmgateway.v1.GetUsageSummaryRequest
-	(*ListUsageRecordsRequest)(nil),  // 1: llmgateway.v1.ListUsageRecordsRequest
-	(*GetUsageSummaryResponse)(nil),  // 2: llmgateway.v1.GetUsageSummaryResponse
-	(*ListUsageRecordsResponse)(nil), // 3: llmgateway.v1.ListUsageRecordsResponse
+	(*GetUsageSummaryRequest)(nil),         // 0: llmgateway.v1.GetUsageSummaryRequest
+	(*ListUsageRecordsRequest)(nil),        // 1: llmgateway.v1.ListUsageRecordsRequest
+	(*GetCostRecommendationsRequest)(nil),  // 2: llmgateway.v1.GetCostRecommendationsRequest
+	(*GetUsageSummaryResponse)(nil),        // 3: llmgateway.v1.GetUsageSummaryResponse
+	(*ListUsageRecordsResponse)(nil),       // 4: llmgateway.v1.ListUsageRecordsResponse
+	(*GetCostRecommendationsResponse)(nil), // 5: llmgateway.v1.GetCostRecommendationsResponse
 }
 var file_llmgateway_v1_usage_service_proto_depIdxs = []int32{
 	0, // 0: llmgateway.v1.UsageService.GetUsageSummary:input_type -> llmgateway.v1.GetUsageSummaryRequest
 	1, // 1: llmgateway.v1.UsageService.ListUsageRecords:input_type -> llmgateway.v1.ListUsageRecordsRequest
-	2, // 2: llmgateway.v1.UsageService.GetUsageSummary:output_type -> llmgateway.v1.GetUsageSummaryResponse
-	3, // 3: llmgateway.v1.UsageService.ListUsageRecords:output_type -> llmgateway.v1.ListUsageRecordsResponse
-	2, // [2:4] is the sub-list for method output_type
-	0, // [0:2] is the sub-list for method input_type
+	2, // 2: llmgateway.v1.UsageService.GetCostRecommendations:input_type -> llmgateway.v1.GetCostRecommendationsRequest
+	3, // 3: llmgateway.v1.UsageService.GetUsageSummary:output_type -> llmgateway.v1.GetUsageSummaryResponse
+	4, // 4: llmgateway.v1.UsageService.ListUsageRecords:output_type -> llmgateway.v1.ListUsageRecordsResponse
+	5, // 5: llmgateway.v1.UsageService.GetCostRecommendations:output_type -> llmgateway.v1.GetCostRecommendationsResponse
+	3, // [3:6] is the sub-list for method output_type
+	0, // [0:3] is the sub-list for method input_type
 	0, // [0:0] is the sub-list for extension type_name
 	0, // [0:0] is the sub-list for extension extendee
 	0, // [0:0] is the sub-list for field type_name

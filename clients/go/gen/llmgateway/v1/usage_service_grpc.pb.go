@@ -19,8 +19,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	UsageService_GetUsageSummary_FullMethodName  = "/llmgateway.v1.UsageService/GetUsageSummary"
-	UsageService_ListUsageRecords_FullMethodName = "/llmgateway.v1.UsageService/ListUsageRecords"
+	UsageService_GetUsageSummary_FullMethodName        = "/llmgateway.v1.UsageService/GetUsageSummary"
+	UsageService_ListUsageRecords_FullMethodName       = "/llmgateway.v1.UsageService/ListUsageRecords"
+	UsageService_GetCostRecommendations_FullMethodName = "/llmgateway.v1.UsageService/GetCostRecommendations"
 )
 
 // UsageServiceClient is the client API for UsageService service.
@@ -42,6 +43,10 @@ type UsageServiceClient interface {
 	GetUsageSummary(ctx context.Context, in *GetUsageSummaryRequest, opts ...grpc.CallOption) (*GetUsageSummaryResponse, error)
 	// Lists the calls themselves, newest first, a page at a time.
 	ListUsageRecords(ctx context.Context, in *ListUsageRecordsRequest, opts ...grpc.CallOption) (*ListUsageRecordsResponse, error)
+	// For each project and model of a period's calls, the cheaper models with the same
+	// capabilities: what the same calls (their token counts and request fees) would have cost at
+	// their prices, and how they fared in the period (latency, error rate).
+	GetCostRecommendations(ctx context.Context, in *GetCostRecommendationsRequest, opts ...grpc.CallOption) (*GetCostRecommendationsResponse, error)
 }
 
 type usageServiceClient struct {
@@ -72,6 +77,16 @@ func (c *usageServiceClient) ListUsageRecords(ctx context.Context, in *ListUsage
 	return out, nil
 }
 
+func (c *usageServiceClient) GetCostRecommendations(ctx context.Context, in *GetCostRecommendationsRequest, opts ...grpc.CallOption) (*GetCostRecommendationsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetCostRecommendationsResponse)
+	err := c.cc.Invoke(ctx, UsageService_GetCostRecommendations_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // UsageServiceServer is the server API for UsageService service.
 // All implementations must embed UnimplementedUsageServiceServer
 // for forward compatibility.
@@ -91,6 +106,10 @@ type UsageServiceServer interface {
 	GetUsageSummary(context.Context, *GetUsageSummaryRequest) (*GetUsageSummaryResponse, error)
 	// Lists the calls themselves, newest first, a page at a time.
 	ListUsageRecords(context.Context, *ListUsageRecordsRequest) (*ListUsageRecordsResponse, error)
+	// For each project and model of a period's calls, the cheaper models with the same
+	// capabilities: what the same calls (their token counts and request fees) would have cost at
+	// their prices, and how they fared in the period (latency, error rate).
+	GetCostRecommendations(context.Context, *GetCostRecommendationsRequest) (*GetCostRecommendationsResponse, error)
 	mustEmbedUnimplementedUsageServiceServer()
 }
 
@@ -106,6 +125,9 @@ func (UnimplementedUsageServiceServer) GetUsageSummary(context.Context, *GetUsag
 }
 func (UnimplementedUsageServiceServer) ListUsageRecords(context.Context, *ListUsageRecordsRequest) (*ListUsageRecordsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListUsageRecords not implemented")
+}
+func (UnimplementedUsageServiceServer) GetCostRecommendations(context.Context, *GetCostRecommendationsRequest) (*GetCostRecommendationsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetCostRecommendations not implemented")
 }
 func (UnimplementedUsageServiceServer) mustEmbedUnimplementedUsageServiceServer() {}
 func (UnimplementedUsageServiceServer) testEmbeddedByValue()                      {}
@@ -164,6 +186,24 @@ func _UsageService_ListUsageRecords_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _UsageService_GetCostRecommendations_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetCostRecommendationsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(UsageServiceServer).GetCostRecommendations(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: UsageService_GetCostRecommendations_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(UsageServiceServer).GetCostRecommendations(ctx, req.(*GetCostRecommendationsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // UsageService_ServiceDesc is the grpc.ServiceDesc for UsageService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -178,6 +218,10 @@ var UsageService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListUsageRecords",
 			Handler:    _UsageService_ListUsageRecords_Handler,
+		},
+		{
+			MethodName: "GetCostRecommendations",
+			Handler:    _UsageService_GetCostRecommendations_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

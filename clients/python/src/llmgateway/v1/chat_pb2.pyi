@@ -376,9 +376,11 @@ class ChatRequest(_message.Message):
     COST_ALERT_THRESHOLD_FIELD_NUMBER: _builtins.int
     CACHE_FIELD_NUMBER: _builtins.int
     ROUTING_FIELD_NUMBER: _builtins.int
+    TASK_TYPE_FIELD_NUMBER: _builtins.int
     model: _builtins.str
-    """The model: "provider:model" (for example "openai:gpt-4o-mini"), a configured alias, or "auto"
-    to let the gateway choose. Required. See `ListModels`.
+    """The model: "provider:model" (for example "openai:gpt-4o-mini"), a configured alias, a model
+    group, or "auto" to let the gateway choose. Required unless `task_type` is set. See
+    `ListModels`.
     """
     parallel_tool_calls: _builtins.bool
     """Allow the model to request several tool calls in one turn, where the provider supports it."""
@@ -395,6 +397,13 @@ class ChatRequest(_message.Message):
     cost_alert_threshold: _builtins.str
     """Raise a `cost_alert` (log, ledger, webhooks) when this call ends up costing more than this
     many USD, as a decimal string like `max_cost`. The call itself is not stopped.
+    """
+    task_type: _builtins.str
+    """What the call is for: "text_generation", "summarization", "sentiment_analysis",
+    "question_answering", or a task the operator configured (`[tasks]`). With `model` empty, the
+    task's configured models serve the call (the first, then the others as fallbacks); with
+    `model` set, that model serves it. Either way the task is kept in the usage ledger. An
+    unknown task is INVALID_ARGUMENT.
     """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[_content_pb2.Message]:
@@ -474,10 +483,11 @@ class ChatRequest(_message.Message):
         cost_alert_threshold: _builtins.str = ...,
         cache: Global___CacheOptions | None = ...,
         routing: Global___RoutingOptions | None = ...,
+        task_type: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls", "cache", b"cache", "caller", b"caller", "generation", b"generation", "parallel_tool_calls", b"parallel_tool_calls", "reasoning", b"reasoning", "response_format", b"response_format", "routing", b"routing", "tool_choice", b"tool_choice"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls", "cache", b"cache", "caller", b"caller", "cost_alert_threshold", b"cost_alert_threshold", "dry_run", b"dry_run", "fallback_models", b"fallback_models", "generation", b"generation", "max_cost", b"max_cost", "messages", b"messages", "model", b"model", "parallel_tool_calls", b"parallel_tool_calls", "provider_options", b"provider_options", "reasoning", b"reasoning", "response_format", b"response_format", "routing", b"routing", "tags", b"tags", "tool_choice", b"tool_choice", "tools", b"tools", "unsupported_parameters", b"unsupported_parameters"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls", "cache", b"cache", "caller", b"caller", "cost_alert_threshold", b"cost_alert_threshold", "dry_run", b"dry_run", "fallback_models", b"fallback_models", "generation", b"generation", "max_cost", b"max_cost", "messages", b"messages", "model", b"model", "parallel_tool_calls", b"parallel_tool_calls", "provider_options", b"provider_options", "reasoning", b"reasoning", "response_format", b"response_format", "routing", b"routing", "tags", b"tags", "task_type", b"task_type", "tool_choice", b"tool_choice", "tools", b"tools", "unsupported_parameters", b"unsupported_parameters"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__parallel_tool_calls: _TypeAlias = _typing.Literal["parallel_tool_calls"]  # noqa: Y015
     _WhichOneofArgType__parallel_tool_calls: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls"]  # noqa: Y015

@@ -28,7 +28,7 @@ from llmgateway.v1 import accounting_pb2 as llmgateway_dot_v1_dot_accounting__pb
 from llmgateway.v1 import chat_pb2 as llmgateway_dot_v1_dot_chat__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19llmgateway/v1/usage.proto\x12\rllmgateway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ellmgateway/v1/accounting.proto\x1a\x18llmgateway/v1/chat.proto\"\xad\x02\n\x0bUsageFilter\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61pi_key\x18\x03 \x01(\t\x12\x0c\n\x04user\x18\x04 \x01(\t\x12\x0f\n\x07project\x18\x05 \x01(\t\x12\x0e\n\x06tenant\x18\x06 \x01(\t\x12\x10\n\x08provider\x18\x07 \x01(\t\x12\r\n\x05model\x18\x08 \x01(\t\x12\x32\n\x04tags\x18\t \x03(\x0b\x32$.llmgateway.v1.UsageFilter.TagsEntry\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9b\x01\n\x16GetUsageSummaryRequest\x12*\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1a.llmgateway.v1.UsageFilter\x12/\n\x0bgranularity\x18\x02 \x01(\x0e\x32\x1a.llmgateway.v1.Granularity\x12\x10\n\x08group_by\x18\x03 \x03(\t\x12\x12\n\ntop_models\x18\x04 \x01(\x05\"\xae\x04\n\nUsageStats\x12\x10\n\x08requests\x18\x01 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x02 \x01(\x03\x12\x10\n\x08\x64ry_runs\x18\x03 \x01(\x03\x12\x10\n\x08unpriced\x18\x04 \x01(\x03\x12\x15\n\rprompt_tokens\x18\x05 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x06 \x01(\x03\x12\x19\n\x11\x63\x61\x63he_read_tokens\x18\x07 \x01(\x03\x12\x1a\n\x12\x63\x61\x63he_write_tokens\x18\x08 \x01(\x03\x12\x1d\n\x15\x63\x61\x63he_write_1h_tokens\x18\t \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\n \x01(\x03\x12\x0c\n\x04\x63ost\x18\x0b \x01(\t\x12.\n\x0blatency_avg\x18\x0c \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0blatency_p50\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0blatency_p95\x18\x0e \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\x0f\x66irst_token_avg\x18\x0f \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\x0f\x66irst_token_p50\x18\x10 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\x0f\x66irst_token_p95\x18\x11 \x01(\x0b\x32\x19.google.protobuf.Duration\"v\n\x0bUsageBucket\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05group\x18\x02 \x03(\t\x12(\n\x05stats\x18\x03 \x01(\x0b\x32\x19.llmgateway.v1.UsageStats\"A\n\rProviderUsage\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x03\x12\x0c\n\x04\x63ost\x18\x03 \x01(\t\"M\n\nModelUsage\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x10\n\x08requests\x18\x03 \x01(\x03\x12\x0c\n\x04\x63ost\x18\x04 \x01(\t\"\xa9\x02\n\x17GetUsageSummaryResponse\x12+\n\x07\x62uckets\x18\x01 \x03(\x0b\x32\x1a.llmgateway.v1.UsageBucket\x12(\n\x05total\x18\x02 \x01(\x0b\x32\x19.llmgateway.v1.UsageStats\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x36\n\x10\x63ost_by_provider\x18\x04 \x03(\x0b\x32\x1c.llmgateway.v1.ProviderUsage\x12\x35\n\x12top_models_by_cost\x18\x05 \x03(\x0b\x32\x19.llmgateway.v1.ModelUsage\x12\x36\n\x13top_models_by_calls\x18\x06 \x03(\x0b\x32\x19.llmgateway.v1.ModelUsage\"l\n\x17ListUsageRecordsRequest\x12*\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1a.llmgateway.v1.UsageFilter\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xdb\x04\n\x0bUsageRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61pi_key\x18\x05 \x01(\t\x12-\n\x06\x63\x61ller\x18\x06 \x01(\x0b\x32\x1d.llmgateway.v1.CallerMetadata\x12\x32\n\x04tags\x18\x07 \x03(\x0b\x32$.llmgateway.v1.UsageRecord.TagsEntry\x12\x17\n\x0frequested_model\x18\x08 \x01(\t\x12\r\n\x05model\x18\t \x01(\t\x12\x10\n\x08provider\x18\n \x01(\t\x12\x0e\n\x06status\x18\x0b \x01(\t\x12\x0e\n\x06reason\x18\x0c \x01(\t\x12\x10\n\x08streamed\x18\r \x01(\x08\x12\x0f\n\x07\x64ry_run\x18\x0e \x01(\x08\x12\x15\n\rfallback_used\x18\x0f \x01(\x08\x12#\n\x05usage\x18\x10 \x01(\x0b\x32\x14.llmgateway.v1.Usage\x12!\n\x04\x63ost\x18\x11 \x01(\x0b\x32\x13.llmgateway.v1.Cost\x12\'\n\x07latency\x18\x12 \x01(\x0b\x32\x16.llmgateway.v1.Latency\x12(\n\x08\x61ttempts\x18\x13 \x03(\x0b\x32\x16.llmgateway.v1.Attempt\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"`\n\x18ListUsageRecordsResponse\x12+\n\x07records\x18\x01 \x03(\x0b\x32\x1a.llmgateway.v1.UsageRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*l\n\x0bGranularity\x12\x1b\n\x17GRANULARITY_UNSPECIFIED\x10\x00\x12\x14\n\x10GRANULARITY_HOUR\x10\x01\x12\x13\n\x0fGRANULARITY_DAY\x10\x02\x12\x15\n\x11GRANULARITY_MONTH\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19llmgateway/v1/usage.proto\x12\rllmgateway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ellmgateway/v1/accounting.proto\x1a\x18llmgateway/v1/chat.proto\"\xc0\x02\n\x0bUsageFilter\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61pi_key\x18\x03 \x01(\t\x12\x0c\n\x04user\x18\x04 \x01(\t\x12\x0f\n\x07project\x18\x05 \x01(\t\x12\x0e\n\x06tenant\x18\x06 \x01(\t\x12\x10\n\x08provider\x18\x07 \x01(\t\x12\r\n\x05model\x18\x08 \x01(\t\x12\x32\n\x04tags\x18\t \x03(\x0b\x32$.llmgateway.v1.UsageFilter.TagsEntry\x12\x11\n\ttask_type\x18\n \x01(\t\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9b\x01\n\x16GetUsageSummaryRequest\x12*\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1a.llmgateway.v1.UsageFilter\x12/\n\x0bgranularity\x18\x02 \x01(\x0e\x32\x1a.llmgateway.v1.Granularity\x12\x10\n\x08group_by\x18\x03 \x03(\t\x12\x12\n\ntop_models\x18\x04 \x01(\x05\"\xae\x04\n\nUsageStats\x12\x10\n\x08requests\x18\x01 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x02 \x01(\x03\x12\x10\n\x08\x64ry_runs\x18\x03 \x01(\x03\x12\x10\n\x08unpriced\x18\x04 \x01(\x03\x12\x15\n\rprompt_tokens\x18\x05 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x06 \x01(\x03\x12\x19\n\x11\x63\x61\x63he_read_tokens\x18\x07 \x01(\x03\x12\x1a\n\x12\x63\x61\x63he_write_tokens\x18\x08 \x01(\x03\x12\x1d\n\x15\x63\x61\x63he_write_1h_tokens\x18\t \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\n \x01(\x03\x12\x0c\n\x04\x63ost\x18\x0b \x01(\t\x12.\n\x0blatency_avg\x18\x0c \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0blatency_p50\x18\r \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0blatency_p95\x18\x0e \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\x0f\x66irst_token_avg\x18\x0f \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\x0f\x66irst_token_p50\x18\x10 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\x0f\x66irst_token_p95\x18\x11 \x01(\x0b\x32\x19.google.protobuf.Duration\"v\n\x0bUsageBucket\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05group\x18\x02 \x03(\t\x12(\n\x05stats\x18\x03 \x01(\x0b\x32\x19.llmgateway.v1.UsageStats\"A\n\rProviderUsage\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x03\x12\x0c\n\x04\x63ost\x18\x03 \x01(\t\"M\n\nModelUsage\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x10\n\x08requests\x18\x03 \x01(\x03\x12\x0c\n\x04\x63ost\x18\x04 \x01(\t\"\xa9\x02\n\x17GetUsageSummaryResponse\x12+\n\x07\x62uckets\x18\x01 \x03(\x0b\x32\x1a.llmgateway.v1.UsageBucket\x12(\n\x05total\x18\x02 \x01(\x0b\x32\x19.llmgateway.v1.UsageStats\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x36\n\x10\x63ost_by_provider\x18\x04 \x03(\x0b\x32\x1c.llmgateway.v1.ProviderUsage\x12\x35\n\x12top_models_by_cost\x18\x05 \x03(\x0b\x32\x19.llmgateway.v1.ModelUsage\x12\x36\n\x13top_models_by_calls\x18\x06 \x03(\x0b\x32\x19.llmgateway.v1.ModelUsage\"l\n\x17ListUsageRecordsRequest\x12*\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1a.llmgateway.v1.UsageFilter\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xee\x04\n\x0bUsageRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61pi_key\x18\x05 \x01(\t\x12-\n\x06\x63\x61ller\x18\x06 \x01(\x0b\x32\x1d.llmgateway.v1.CallerMetadata\x12\x32\n\x04tags\x18\x07 \x03(\x0b\x32$.llmgateway.v1.UsageRecord.TagsEntry\x12\x17\n\x0frequested_model\x18\x08 \x01(\t\x12\r\n\x05model\x18\t \x01(\t\x12\x10\n\x08provider\x18\n \x01(\t\x12\x0e\n\x06status\x18\x0b \x01(\t\x12\x0e\n\x06reason\x18\x0c \x01(\t\x12\x10\n\x08streamed\x18\r \x01(\x08\x12\x0f\n\x07\x64ry_run\x18\x0e \x01(\x08\x12\x15\n\rfallback_used\x18\x0f \x01(\x08\x12#\n\x05usage\x18\x10 \x01(\x0b\x32\x14.llmgateway.v1.Usage\x12!\n\x04\x63ost\x18\x11 \x01(\x0b\x32\x13.llmgateway.v1.Cost\x12\'\n\x07latency\x18\x12 \x01(\x0b\x32\x16.llmgateway.v1.Latency\x12(\n\x08\x61ttempts\x18\x13 \x03(\x0b\x32\x16.llmgateway.v1.Attempt\x12\x11\n\ttask_type\x18\x14 \x01(\t\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"`\n\x18ListUsageRecordsResponse\x12+\n\x07records\x18\x01 \x03(\x0b\x32\x1a.llmgateway.v1.UsageRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"e\n\x1dGetCostRecommendationsRequest\x12*\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1a.llmgateway.v1.UsageFilter\x12\x18\n\x10max_alternatives\x18\x02 \x01(\x05\"h\n\x10ModelObservation\x12\x10\n\x08requests\x18\x01 \x01(\x03\x12\x12\n\nerror_rate\x18\x02 \x01(\x01\x12.\n\x0blatency_p50\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x8c\x01\n\x0f\x43ostAlternative\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04\x63ost\x18\x02 \x01(\t\x12\x0f\n\x07savings\x18\x03 \x01(\t\x12\x18\n\x10savings_fraction\x18\x04 \x01(\x01\x12\x31\n\x08observed\x18\x05 \x01(\x0b\x32\x1f.llmgateway.v1.ModelObservation\"\xa6\x02\n\x12\x43ostRecommendation\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08requests\x18\x03 \x01(\x03\x12\x15\n\rprompt_tokens\x18\x04 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x05 \x01(\x03\x12\x19\n\x11\x63\x61\x63he_read_tokens\x18\x06 \x01(\x03\x12\x1a\n\x12\x63\x61\x63he_write_tokens\x18\x07 \x01(\x03\x12\x0c\n\x04\x63ost\x18\x08 \x01(\t\x12\x31\n\x08observed\x18\t \x01(\x0b\x32\x1f.llmgateway.v1.ModelObservation\x12\x34\n\x0c\x61lternatives\x18\n \x03(\x0b\x32\x1e.llmgateway.v1.CostAlternative\"\x9d\x01\n\x1eGetCostRecommendationsResponse\x12:\n\x0frecommendations\x18\x01 \x03(\x0b\x32!.llmgateway.v1.CostRecommendation\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x12\n\ntotal_cost\x18\x03 \x01(\t\x12\x19\n\x11potential_savings\x18\x04 \x01(\t*l\n\x0bGranularity\x12\x1b\n\x17GRANULARITY_UNSPECIFIED\x10\x00\x12\x14\n\x10GRANULARITY_HOUR\x10\x01\x12\x13\n\x0fGRANULARITY_DAY\x10\x02\x12\x15\n\x11GRANULARITY_MONTH\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,30 +39,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USAGEFILTER_TAGSENTRY']._serialized_options = b'8\001'
   _globals['_USAGERECORD_TAGSENTRY']._loaded_options = None
   _globals['_USAGERECORD_TAGSENTRY']._serialized_options = b'8\001'
-  _globals['_GRANULARITY']._serialized_start=2570
-  _globals['_GRANULARITY']._serialized_end=2678
+  _globals['_GRANULARITY']._serialized_start=3417
+  _globals['_GRANULARITY']._serialized_end=3525
   _globals['_USAGEFILTER']._serialized_start=168
-  _globals['_USAGEFILTER']._serialized_end=469
-  _globals['_USAGEFILTER_TAGSENTRY']._serialized_start=426
-  _globals['_USAGEFILTER_TAGSENTRY']._serialized_end=469
-  _globals['_GETUSAGESUMMARYREQUEST']._serialized_start=472
-  _globals['_GETUSAGESUMMARYREQUEST']._serialized_end=627
-  _globals['_USAGESTATS']._serialized_start=630
-  _globals['_USAGESTATS']._serialized_end=1188
-  _globals['_USAGEBUCKET']._serialized_start=1190
-  _globals['_USAGEBUCKET']._serialized_end=1308
-  _globals['_PROVIDERUSAGE']._serialized_start=1310
-  _globals['_PROVIDERUSAGE']._serialized_end=1375
-  _globals['_MODELUSAGE']._serialized_start=1377
-  _globals['_MODELUSAGE']._serialized_end=1454
-  _globals['_GETUSAGESUMMARYRESPONSE']._serialized_start=1457
-  _globals['_GETUSAGESUMMARYRESPONSE']._serialized_end=1754
-  _globals['_LISTUSAGERECORDSREQUEST']._serialized_start=1756
-  _globals['_LISTUSAGERECORDSREQUEST']._serialized_end=1864
-  _globals['_USAGERECORD']._serialized_start=1867
-  _globals['_USAGERECORD']._serialized_end=2470
-  _globals['_USAGERECORD_TAGSENTRY']._serialized_start=426
-  _globals['_USAGERECORD_TAGSENTRY']._serialized_end=469
-  _globals['_LISTUSAGERECORDSRESPONSE']._serialized_start=2472
-  _globals['_LISTUSAGERECORDSRESPONSE']._serialized_end=2568
+  _globals['_USAGEFILTER']._serialized_end=488
+  _globals['_USAGEFILTER_TAGSENTRY']._serialized_start=445
+  _globals['_USAGEFILTER_TAGSENTRY']._serialized_end=488
+  _globals['_GETUSAGESUMMARYREQUEST']._serialized_start=491
+  _globals['_GETUSAGESUMMARYREQUEST']._serialized_end=646
+  _globals['_USAGESTATS']._serialized_start=649
+  _globals['_USAGESTATS']._serialized_end=1207
+  _globals['_USAGEBUCKET']._serialized_start=1209
+  _globals['_USAGEBUCKET']._serialized_end=1327
+  _globals['_PROVIDERUSAGE']._serialized_start=1329
+  _globals['_PROVIDERUSAGE']._serialized_end=1394
+  _globals['_MODELUSAGE']._serialized_start=1396
+  _globals['_MODELUSAGE']._serialized_end=1473
+  _globals['_GETUSAGESUMMARYRESPONSE']._serialized_start=1476
+  _globals['_GETUSAGESUMMARYRESPONSE']._serialized_end=1773
+  _globals['_LISTUSAGERECORDSREQUEST']._serialized_start=1775
+  _globals['_LISTUSAGERECORDSREQUEST']._serialized_end=1883
+  _globals['_USAGERECORD']._serialized_start=1886
+  _globals['_USAGERECORD']._serialized_end=2508
+  _globals['_USAGERECORD_TAGSENTRY']._serialized_start=445
+  _globals['_USAGERECORD_TAGSENTRY']._serialized_end=488
+  _globals['_LISTUSAGERECORDSRESPONSE']._serialized_start=2510
+  _globals['_LISTUSAGERECORDSRESPONSE']._serialized_end=2606
+  _globals['_GETCOSTRECOMMENDATIONSREQUEST']._serialized_start=2608
+  _globals['_GETCOSTRECOMMENDATIONSREQUEST']._serialized_end=2709
+  _globals['_MODELOBSERVATION']._serialized_start=2711
+  _globals['_MODELOBSERVATION']._serialized_end=2815
+  _globals['_COSTALTERNATIVE']._serialized_start=2818
+  _globals['_COSTALTERNATIVE']._serialized_end=2958
+  _globals['_COSTRECOMMENDATION']._serialized_start=2961
+  _globals['_COSTRECOMMENDATION']._serialized_end=3255
+  _globals['_GETCOSTRECOMMENDATIONSRESPONSE']._serialized_start=3258
+  _globals['_GETCOSTRECOMMENDATIONSRESPONSE']._serialized_end=3415
 # @@protoc_insertion_point(module_scope)

@@ -88,6 +88,7 @@ class UsageFilter(_message.Message):
     PROVIDER_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
+    TASK_TYPE_FIELD_NUMBER: _builtins.int
     api_key: _builtins.str
     """Calls made with this gateway key, by its configured name. A key that is not an admin key
     sees only its own calls, whatever it asks.
@@ -102,6 +103,8 @@ class UsageFilter(_message.Message):
     """Calls served by this provider."""
     model: _builtins.str
     """Calls served by this model, as "provider:model"."""
+    task_type: _builtins.str
+    """Calls made for this task (`ChatRequest.task_type`)."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """The first instant covered (inclusive), on the time the gateway received each call."""
@@ -126,10 +129,11 @@ class UsageFilter(_message.Message):
         provider: _builtins.str = ...,
         model: _builtins.str = ...,
         tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        task_type: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "end_time", b"end_time", "model", b"model", "project", b"project", "provider", b"provider", "start_time", b"start_time", "tags", b"tags", "tenant", b"tenant", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "end_time", b"end_time", "model", b"model", "project", b"project", "provider", b"provider", "start_time", b"start_time", "tags", b"tags", "task_type", b"task_type", "tenant", b"tenant", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -156,7 +160,7 @@ class GetUsageSummaryRequest(_message.Message):
     @_builtins.property
     def group_by(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Dimensions that split each time bucket: "api_key", "user", "project", "tenant", "provider",
-        "model", or "tag:<key>" for the values of one tag. At most 4.
+        "model", "task" (the `task_type`), or "tag:<key>" for the values of one tag. At most 4.
         """
 
     def __init__(
@@ -502,6 +506,7 @@ class UsageRecord(_message.Message):
     COST_FIELD_NUMBER: _builtins.int
     LATENCY_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
+    TASK_TYPE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The call's id ("chat_...")."""
     request_id: _builtins.str
@@ -524,6 +529,8 @@ class UsageRecord(_message.Message):
     """True for a dry run (an estimate; nothing was charged)."""
     fallback_used: _builtins.bool
     """True when a model other than the first candidate served it."""
+    task_type: _builtins.str
+    """The task the caller named (`ChatRequest.task_type`); "" for none."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """When the gateway received it."""
@@ -578,10 +585,11 @@ class UsageRecord(_message.Message):
         cost: _accounting_pb2.Cost | None = ...,
         latency: _accounting_pb2.Latency | None = ...,
         attempts: _abc.Iterable[_accounting_pb2.Attempt] | None = ...,
+        task_type: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "cost", b"cost", "end_time", b"end_time", "latency", b"latency", "start_time", b"start_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "attempts", b"attempts", "caller", b"caller", "cost", b"cost", "dry_run", b"dry_run", "end_time", b"end_time", "fallback_used", b"fallback_used", "id", b"id", "latency", b"latency", "model", b"model", "provider", b"provider", "reason", b"reason", "request_id", b"request_id", "requested_model", b"requested_model", "start_time", b"start_time", "status", b"status", "streamed", b"streamed", "tags", b"tags", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "attempts", b"attempts", "caller", b"caller", "cost", b"cost", "dry_run", b"dry_run", "end_time", b"end_time", "fallback_used", b"fallback_used", "id", b"id", "latency", b"latency", "model", b"model", "provider", b"provider", "reason", b"reason", "request_id", b"request_id", "requested_model", b"requested_model", "start_time", b"start_time", "status", b"status", "streamed", b"streamed", "tags", b"tags", "task_type", b"task_type", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -614,3 +622,207 @@ class ListUsageRecordsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListUsageRecordsResponse: _TypeAlias = ListUsageRecordsResponse  # noqa: Y015
+
+@_typing.final
+class GetCostRecommendationsRequest(_message.Message):
+    """Asks which cheaper models could have served a period's calls."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILTER_FIELD_NUMBER: _builtins.int
+    MAX_ALTERNATIVES_FIELD_NUMBER: _builtins.int
+    max_alternatives: _builtins.int
+    """The most alternatives per project and model, cheapest first: 1 to 20; 0 means 3."""
+    @_builtins.property
+    def filter(self) -> Global___UsageFilter:
+        """The calls to look at; `start_time` and `end_time` are required."""
+
+    def __init__(
+        self,
+        *,
+        filter: Global___UsageFilter | None = ...,
+        max_alternatives: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "max_alternatives", b"max_alternatives"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCostRecommendationsRequest: _TypeAlias = GetCostRecommendationsRequest  # noqa: Y015
+
+@_typing.final
+class ModelObservation(_message.Message):
+    """How a model fared over the period, from the ledger: every call it served or was tried for (dry
+    runs aside), by the caller's keys when the key is not an admin key.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    ERROR_RATE_FIELD_NUMBER: _builtins.int
+    LATENCY_P50_FIELD_NUMBER: _builtins.int
+    requests: _builtins.int
+    """Its calls; 0 means it was not seen, so the rest is unset."""
+    error_rate: _builtins.float
+    """The share of them that failed, 0 to 1."""
+    @_builtins.property
+    def latency_p50(self) -> _duration_pb2.Duration:
+        """Median total latency."""
+
+    def __init__(
+        self,
+        *,
+        requests: _builtins.int = ...,
+        error_rate: _builtins.float = ...,
+        latency_p50: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["latency_p50", b"latency_p50"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_rate", b"error_rate", "latency_p50", b"latency_p50", "requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelObservation: _TypeAlias = ModelObservation  # noqa: Y015
+
+@_typing.final
+class CostAlternative(_message.Message):
+    """A cheaper model for one project's calls."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    COST_FIELD_NUMBER: _builtins.int
+    SAVINGS_FIELD_NUMBER: _builtins.int
+    SAVINGS_FRACTION_FIELD_NUMBER: _builtins.int
+    OBSERVED_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """"provider:model"."""
+    cost: _builtins.str
+    """What the same calls would have cost at its list prices (USD, exact decimal): each call's token
+    counts (cache reads and writes at its cache prices), its per-request fee, its long-context tier.
+    """
+    savings: _builtins.str
+    """`CostRecommendation.cost` minus `cost`."""
+    savings_fraction: _builtins.float
+    """`savings` over `CostRecommendation.cost`, 0 to 1."""
+    @_builtins.property
+    def observed(self) -> Global___ModelObservation:
+        """How it fared in the period."""
+
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        cost: _builtins.str = ...,
+        savings: _builtins.str = ...,
+        savings_fraction: _builtins.float = ...,
+        observed: Global___ModelObservation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["observed", b"observed"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "model", b"model", "observed", b"observed", "savings", b"savings", "savings_fraction", b"savings_fraction"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CostAlternative: _TypeAlias = CostAlternative  # noqa: Y015
+
+@_typing.final
+class CostRecommendation(_message.Message):
+    """One project's calls on one model, and the cheaper models that have its capabilities."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
+    COMPLETION_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHE_READ_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_TOKENS_FIELD_NUMBER: _builtins.int
+    COST_FIELD_NUMBER: _builtins.int
+    OBSERVED_FIELD_NUMBER: _builtins.int
+    ALTERNATIVES_FIELD_NUMBER: _builtins.int
+    project: _builtins.str
+    """The project (`CallerMetadata.project`); "" for calls without one."""
+    model: _builtins.str
+    """The model that served the calls, "provider:model"."""
+    requests: _builtins.int
+    """Its calls in the period (dry runs aside) that used tokens."""
+    prompt_tokens: _builtins.int
+    """Input tokens, cache reads and writes included."""
+    completion_tokens: _builtins.int
+    """Output tokens, reasoning included."""
+    cache_read_tokens: _builtins.int
+    """Input tokens read from a prompt cache."""
+    cache_write_tokens: _builtins.int
+    """Input tokens written to a prompt cache."""
+    cost: _builtins.str
+    """What they cost (USD, exact decimal), as charged."""
+    @_builtins.property
+    def observed(self) -> Global___ModelObservation:
+        """How the model fared in the period."""
+
+    @_builtins.property
+    def alternatives(self) -> _containers.RepeatedCompositeFieldContainer[Global___CostAlternative]:
+        """Cheaper models with every capability of this one and a context window that held the
+        longest prompt, cheapest first; empty when there is none.
+        """
+
+    def __init__(
+        self,
+        *,
+        project: _builtins.str = ...,
+        model: _builtins.str = ...,
+        requests: _builtins.int = ...,
+        prompt_tokens: _builtins.int = ...,
+        completion_tokens: _builtins.int = ...,
+        cache_read_tokens: _builtins.int = ...,
+        cache_write_tokens: _builtins.int = ...,
+        cost: _builtins.str = ...,
+        observed: Global___ModelObservation | None = ...,
+        alternatives: _abc.Iterable[Global___CostAlternative] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["observed", b"observed"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternatives", b"alternatives", "cache_read_tokens", b"cache_read_tokens", "cache_write_tokens", b"cache_write_tokens", "completion_tokens", b"completion_tokens", "cost", b"cost", "model", b"model", "observed", b"observed", "project", b"project", "prompt_tokens", b"prompt_tokens", "requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CostRecommendation: _TypeAlias = CostRecommendation  # noqa: Y015
+
+@_typing.final
+class GetCostRecommendationsResponse(_message.Message):
+    """The recommendations for a period."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECOMMENDATIONS_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    TOTAL_COST_FIELD_NUMBER: _builtins.int
+    POTENTIAL_SAVINGS_FIELD_NUMBER: _builtins.int
+    currency: _builtins.str
+    """The ISO 4217 currency of every amount, "USD"."""
+    total_cost: _builtins.str
+    """What the period's calls cost."""
+    potential_savings: _builtins.str
+    """What they would have cost less on the cheapest alternative of each project and model."""
+    @_builtins.property
+    def recommendations(self) -> _containers.RepeatedCompositeFieldContainer[Global___CostRecommendation]:
+        """One per project and model, the largest saving first (those without an alternative last)."""
+
+    def __init__(
+        self,
+        *,
+        recommendations: _abc.Iterable[Global___CostRecommendation] | None = ...,
+        currency: _builtins.str = ...,
+        total_cost: _builtins.str = ...,
+        potential_savings: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency", b"currency", "potential_savings", b"potential_savings", "recommendations", b"recommendations", "total_cost", b"total_cost"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCostRecommendationsResponse: _TypeAlias = GetCostRecommendationsResponse  # noqa: Y015

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from llmgateway.v1 import usage_pb2 as llmgateway_dot_v1_dot_usage__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!llmgateway/v1/usage_service.proto\x12\rllmgateway.v1\x1a\x19llmgateway/v1/usage.proto2\xd5\x01\n\x0cUsageService\x12`\n\x0fGetUsageSummary\x12%.llmgateway.v1.GetUsageSummaryRequest\x1a&.llmgateway.v1.GetUsageSummaryResponse\x12\x63\n\x10ListUsageRecords\x12&.llmgateway.v1.ListUsageRecordsRequest\x1a\'.llmgateway.v1.ListUsageRecordsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!llmgateway/v1/usage_service.proto\x12\rllmgateway.v1\x1a\x19llmgateway/v1/usage.proto2\xcc\x02\n\x0cUsageService\x12`\n\x0fGetUsageSummary\x12%.llmgateway.v1.GetUsageSummaryRequest\x1a&.llmgateway.v1.GetUsageSummaryResponse\x12\x63\n\x10ListUsageRecords\x12&.llmgateway.v1.ListUsageRecordsRequest\x1a\'.llmgateway.v1.ListUsageRecordsResponse\x12u\n\x16GetCostRecommendations\x12,.llmgateway.v1.GetCostRecommendationsRequest\x1a-.llmgateway.v1.GetCostRecommendationsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llmgateway.v1.usage_service
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_USAGESERVICE']._serialized_start=80
-  _globals['_USAGESERVICE']._serialized_end=293
+  _globals['_USAGESERVICE']._serialized_end=412
 # @@protoc_insertion_point(module_scope)

@@ -54,6 +54,11 @@ class UsageServiceStub:
                 request_serializer=llmgateway_dot_v1_dot_usage__pb2.ListUsageRecordsRequest.SerializeToString,
                 response_deserializer=llmgateway_dot_v1_dot_usage__pb2.ListUsageRecordsResponse.FromString,
                 _registered_method=True)
+        self.GetCostRecommendations = channel.unary_unary(
+                '/llmgateway.v1.UsageService/GetCostRecommendations',
+                request_serializer=llmgateway_dot_v1_dot_usage__pb2.GetCostRecommendationsRequest.SerializeToString,
+                response_deserializer=llmgateway_dot_v1_dot_usage__pb2.GetCostRecommendationsResponse.FromString,
+                _registered_method=True)
 
 
 class UsageServiceServicer:
@@ -83,6 +88,15 @@ class UsageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCostRecommendations(self, request, context):
+        """For each project and model of a period's calls, the cheaper models with the same
+        capabilities: what the same calls (their token counts and request fees) would have cost at
+        their prices, and how they fared in the period (latency, error rate).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UsageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +109,11 @@ def add_UsageServiceServicer_to_server(servicer, server):
                     servicer.ListUsageRecords,
                     request_deserializer=llmgateway_dot_v1_dot_usage__pb2.ListUsageRecordsRequest.FromString,
                     response_serializer=llmgateway_dot_v1_dot_usage__pb2.ListUsageRecordsResponse.SerializeToString,
+            ),
+            'GetCostRecommendations': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCostRecommendations,
+                    request_deserializer=llmgateway_dot_v1_dot_usage__pb2.GetCostRecommendationsRequest.FromString,
+                    response_serializer=llmgateway_dot_v1_dot_usage__pb2.GetCostRecommendationsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -161,6 +180,33 @@ class UsageService:
             '/llmgateway.v1.UsageService/ListUsageRecords',
             llmgateway_dot_v1_dot_usage__pb2.ListUsageRecordsRequest.SerializeToString,
             llmgateway_dot_v1_dot_usage__pb2.ListUsageRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCostRecommendations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmgateway.v1.UsageService/GetCostRecommendations',
+            llmgateway_dot_v1_dot_usage__pb2.GetCostRecommendationsRequest.SerializeToString,
+            llmgateway_dot_v1_dot_usage__pb2.GetCostRecommendationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,11 @@ class UsageServiceStub:
     """Sums up usage and spend over a period, per time bucket and group."""
     ListUsageRecords: _grpc.UnaryUnaryMultiCallable[_usage_pb2.ListUsageRecordsRequest, _usage_pb2.ListUsageRecordsResponse]
     """Lists the calls themselves, newest first, a page at a time."""
+    GetCostRecommendations: _grpc.UnaryUnaryMultiCallable[_usage_pb2.GetCostRecommendationsRequest, _usage_pb2.GetCostRecommendationsResponse]
+    """For each project and model of a period's calls, the cheaper models with the same
+    capabilities: what the same calls (their token counts and request fees) would have cost at
+    their prices, and how they fared in the period (latency, error rate).
+    """
 
 @_typing.type_check_only
 class UsageServiceAsyncStub(UsageServiceStub):
@@ -67,6 +72,11 @@ class UsageServiceAsyncStub(UsageServiceStub):
     """Sums up usage and spend over a period, per time bucket and group."""
     ListUsageRecords: _aio.UnaryUnaryMultiCallable[_usage_pb2.ListUsageRecordsRequest, _usage_pb2.ListUsageRecordsResponse]  # type: ignore[assignment]
     """Lists the calls themselves, newest first, a page at a time."""
+    GetCostRecommendations: _aio.UnaryUnaryMultiCallable[_usage_pb2.GetCostRecommendationsRequest, _usage_pb2.GetCostRecommendationsResponse]  # type: ignore[assignment]
+    """For each project and model of a period's calls, the cheaper models with the same
+    capabilities: what the same calls (their token counts and request fees) would have cost at
+    their prices, and how they fared in the period (latency, error rate).
+    """
 
 class UsageServiceServicer(metaclass=_abc_1.ABCMeta):
     """Who spent what, on which model: the gateway's usage ledger, summed up or call by call.
@@ -96,5 +106,16 @@ class UsageServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_usage_pb2.ListUsageRecordsResponse, _abc.Awaitable[_usage_pb2.ListUsageRecordsResponse]]:
         """Lists the calls themselves, newest first, a page at a time."""
+
+    @_abc_1.abstractmethod
+    def GetCostRecommendations(
+        self,
+        request: _usage_pb2.GetCostRecommendationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_usage_pb2.GetCostRecommendationsResponse, _abc.Awaitable[_usage_pb2.GetCostRecommendationsResponse]]:
+        """For each project and model of a period's calls, the cheaper models with the same
+        capabilities: what the same calls (their token counts and request fees) would have cost at
+        their prices, and how they fared in the period (latency, error rate).
+        """
 
 def add_UsageServiceServicer_to_server(servicer: UsageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

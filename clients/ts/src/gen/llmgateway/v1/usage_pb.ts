@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file llmgateway/v1/usage.proto.
  */
 export const file_llmgateway_v1_usage: GenFile = /*@__PURE__*/
-  fileDesc("ChlsbG1nYXRld2F5L3YxL3VzYWdlLnByb3RvEg1sbG1nYXRld2F5LnYxIq0CCgtVc2FnZUZpbHRlchIuCgpzdGFydF90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHYXBpX2tleRgDIAEoCRIMCgR1c2VyGAQgASgJEg8KB3Byb2plY3QYBSABKAkSDgoGdGVuYW50GAYgASgJEhAKCHByb3ZpZGVyGAcgASgJEg0KBW1vZGVsGAggASgJEjIKBHRhZ3MYCSADKAsyJC5sbG1nYXRld2F5LnYxLlVzYWdlRmlsdGVyLlRhZ3NFbnRyeRorCglUYWdzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKbAQoWR2V0VXNhZ2VTdW1tYXJ5UmVxdWVzdBIqCgZmaWx0ZXIYASABKAsyGi5sbG1nYXRld2F5LnYxLlVzYWdlRmlsdGVyEi8KC2dyYW51bGFyaXR5GAIgASgOMhoubGxtZ2F0ZXdheS52MS5HcmFudWxhcml0eRIQCghncm91cF9ieRgDIAMoCRISCgp0b3BfbW9kZWxzGAQgASgFIq4ECgpVc2FnZVN0YXRzEhAKCHJlcXVlc3RzGAEgASgDEg4KBmVycm9ycxgCIAEoAxIQCghkcnlfcnVucxgDIAEoAxIQCgh1bnByaWNlZBgEIAEoAxIVCg1wcm9tcHRfdG9rZW5zGAUgASgDEhkKEWNvbXBsZXRpb25fdG9rZW5zGAYgASgDEhkKEWNhY2hlX3JlYWRfdG9rZW5zGAcgASgDEhoKEmNhY2hlX3dyaXRlX3Rva2VucxgIIAEoAxIdChVjYWNoZV93cml0ZV8xaF90b2tlbnMYCSABKAMSGAoQcmVhc29uaW5nX3Rva2VucxgKIAEoAxIMCgRjb3N0GAsgASgJEi4KC2xhdGVuY3lfYXZnGAwgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi4KC2xhdGVuY3lfcDUwGA0gASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEi4KC2xhdGVuY3lfcDk1GA4gASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjIKD2ZpcnN0X3Rva2VuX2F2ZxgPIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIyCg9maXJzdF90b2tlbl9wNTAYECABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMgoPZmlyc3RfdG9rZW5fcDk1GBEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uInYKC1VzYWdlQnVja2V0Ei4KCnN0YXJ0X3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWdyb3VwGAIgAygJEigKBXN0YXRzGAMgASgLMhkubGxtZ2F0ZXdheS52MS5Vc2FnZVN0YXRzIkEKDVByb3ZpZGVyVXNhZ2USEAoIcHJvdmlkZXIYASABKAkSEAoIcmVxdWVzdHMYAiABKAMSDAoEY29zdBgDIAEoCSJNCgpNb2RlbFVzYWdlEg0KBW1vZGVsGAEgASgJEhAKCHByb3ZpZGVyGAIgASgJEhAKCHJlcXVlc3RzGAMgASgDEgwKBGNvc3QYBCABKAkiqQIKF0dldFVzYWdlU3VtbWFyeVJlc3BvbnNlEisKB2J1Y2tldHMYASADKAsyGi5sbG1nYXRld2F5LnYxLlVzYWdlQnVja2V0EigKBXRvdGFsGAIgASgLMhkubGxtZ2F0ZXdheS52MS5Vc2FnZVN0YXRzEhAKCGN1cnJlbmN5GAMgASgJEjYKEGNvc3RfYnlfcHJvdmlkZXIYBCADKAsyHC5sbG1nYXRld2F5LnYxLlByb3ZpZGVyVXNhZ2USNQoSdG9wX21vZGVsc19ieV9jb3N0GAUgAygLMhkubGxtZ2F0ZXdheS52MS5Nb2RlbFVzYWdlEjYKE3RvcF9tb2RlbHNfYnlfY2FsbHMYBiADKAsyGS5sbG1nYXRld2F5LnYxLk1vZGVsVXNhZ2UibAoXTGlzdFVzYWdlUmVjb3Jkc1JlcXVlc3QSKgoGZmlsdGVyGAEgASgLMhoubGxtZ2F0ZXdheS52MS5Vc2FnZUZpbHRlchIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSLbBAoLVXNhZ2VSZWNvcmQSCgoCaWQYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCRIuCgpzdGFydF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHYXBpX2tleRgFIAEoCRItCgZjYWxsZXIYBiABKAsyHS5sbG1nYXRld2F5LnYxLkNhbGxlck1ldGFkYXRhEjIKBHRhZ3MYByADKAsyJC5sbG1nYXRld2F5LnYxLlVzYWdlUmVjb3JkLlRhZ3NFbnRyeRIXCg9yZXF1ZXN0ZWRfbW9kZWwYCCABKAkSDQoFbW9kZWwYCSABKAkSEAoIcHJvdmlkZXIYCiABKAkSDgoGc3RhdHVzGAsgASgJEg4KBnJlYXNvbhgMIAEoCRIQCghzdHJlYW1lZBgNIAEoCBIPCgdkcnlfcnVuGA4gASgIEhUKDWZhbGxiYWNrX3VzZWQYDyABKAgSIwoFdXNhZ2UYECABKAsyFC5sbG1nYXRld2F5LnYxLlVzYWdlEiEKBGNvc3QYESABKAsyEy5sbG1nYXRld2F5LnYxLkNvc3QSJwoHbGF0ZW5jeRgSIAEoCzIWLmxsbWdhdGV3YXkudjEuTGF0ZW5jeRIoCghhdHRlbXB0cxgTIAMoCzIWLmxsbWdhdGV3YXkudjEuQXR0ZW1wdBorCglUYWdzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJgChhMaXN0VXNhZ2VSZWNvcmRzUmVzcG9uc2USKwoHcmVjb3JkcxgBIAMoCzIaLmxsbWdhdGV3YXkudjEuVXNhZ2VSZWNvcmQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJKmwKC0dyYW51bGFyaXR5EhsKF0dSQU5VTEFSSVRZX1VOU1BFQ0lGSUVEEAASFAoQR1JBTlVMQVJJVFlfSE9VUhABEhMKD0dSQU5VTEFSSVRZX0RBWRACEhUKEUdSQU5VTEFSSVRZX01PTlRIEANCwgEKEWNvbS5sbG1nYXRld2F5LnYxQgpVc2FnZVByb3RvUAFaTGdpdGh1Yi5jb20vbGxtLWdhdGV3YXkvbGxtLWdhdGV3YXkvY2xpZW50cy9nby9nZW4vbGxtZ2F0ZXdheS92MTtsbG1nYXRld2F5djGiAgNMWFiqAg1MbG1nYXRld2F5LlYxygINTGxtZ2F0ZXdheVxWMeICGUxsbWdhdGV3YXlcVjFcR1BCTWV0YWRhdGHqAg5MbG1nYXRld2F5OjpWMWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_llmgateway_v1_accounting, file_llmgateway_v1_chat]);
+  fileDesc("ChlsbG1nYXRld2F5L3YxL3VzYWdlLnByb3RvEg1sbG1nYXRld2F5LnYxIsACCgtVc2FnZUZpbHRlchIuCgpzdGFydF90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHYXBpX2tleRgDIAEoCRIMCgR1c2VyGAQgASgJEg8KB3Byb2plY3QYBSABKAkSDgoGdGVuYW50GAYgASgJEhAKCHByb3ZpZGVyGAcgASgJEg0KBW1vZGVsGAggASgJEjIKBHRhZ3MYCSADKAsyJC5sbG1nYXRld2F5LnYxLlVzYWdlRmlsdGVyLlRhZ3NFbnRyeRIRCgl0YXNrX3R5cGUYCiABKAkaKwoJVGFnc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEimwEKFkdldFVzYWdlU3VtbWFyeVJlcXVlc3QSKgoGZmlsdGVyGAEgASgLMhoubGxtZ2F0ZXdheS52MS5Vc2FnZUZpbHRlchIvCgtncmFudWxhcml0eRgCIAEoDjIaLmxsbWdhdGV3YXkudjEuR3JhbnVsYXJpdHkSEAoIZ3JvdXBfYnkYAyADKAkSEgoKdG9wX21vZGVscxgEIAEoBSKuBAoKVXNhZ2VTdGF0cxIQCghyZXF1ZXN0cxgBIAEoAxIOCgZlcnJvcnMYAiABKAMSEAoIZHJ5X3J1bnMYAyABKAMSEAoIdW5wcmljZWQYBCABKAMSFQoNcHJvbXB0X3Rva2VucxgFIAEoAxIZChFjb21wbGV0aW9uX3Rva2VucxgGIAEoAxIZChFjYWNoZV9yZWFkX3Rva2VucxgHIAEoAxIaChJjYWNoZV93cml0ZV90b2tlbnMYCCABKAMSHQoVY2FjaGVfd3JpdGVfMWhfdG9rZW5zGAkgASgDEhgKEHJlYXNvbmluZ190b2tlbnMYCiABKAMSDAoEY29zdBgLIAEoCRIuCgtsYXRlbmN5X2F2ZxgMIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIuCgtsYXRlbmN5X3A1MBgNIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIuCgtsYXRlbmN5X3A5NRgOIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIyCg9maXJzdF90b2tlbl9hdmcYDyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMgoPZmlyc3RfdG9rZW5fcDUwGBAgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjIKD2ZpcnN0X3Rva2VuX3A5NRgRIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJ2CgtVc2FnZUJ1Y2tldBIuCgpzdGFydF90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVncm91cBgCIAMoCRIoCgVzdGF0cxgDIAEoCzIZLmxsbWdhdGV3YXkudjEuVXNhZ2VTdGF0cyJBCg1Qcm92aWRlclVzYWdlEhAKCHByb3ZpZGVyGAEgASgJEhAKCHJlcXVlc3RzGAIgASgDEgwKBGNvc3QYAyABKAkiTQoKTW9kZWxVc2FnZRINCgVtb2RlbBgBIAEoCRIQCghwcm92aWRlchgCIAEoCRIQCghyZXF1ZXN0cxgDIAEoAxIMCgRjb3N0GAQgASgJIqkCChdHZXRVc2FnZVN1bW1hcnlSZXNwb25zZRIrCgdidWNrZXRzGAEgAygLMhoubGxtZ2F0ZXdheS52MS5Vc2FnZUJ1Y2tldBIoCgV0b3RhbBgCIAEoCzIZLmxsbWdhdGV3YXkudjEuVXNhZ2VTdGF0cxIQCghjdXJyZW5jeRgDIAEoCRI2ChBjb3N0X2J5X3Byb3ZpZGVyGAQgAygLMhwubGxtZ2F0ZXdheS52MS5Qcm92aWRlclVzYWdlEjUKEnRvcF9tb2RlbHNfYnlfY29zdBgFIAMoCzIZLmxsbWdhdGV3YXkudjEuTW9kZWxVc2FnZRI2ChN0b3BfbW9kZWxzX2J5X2NhbGxzGAYgAygLMhkubGxtZ2F0ZXdheS52MS5Nb2RlbFVzYWdlImwKF0xpc3RVc2FnZVJlY29yZHNSZXF1ZXN0EioKBmZpbHRlchgBIAEoCzIaLmxsbWdhdGV3YXkudjEuVXNhZ2VGaWx0ZXISEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAki7gQKC1VzYWdlUmVjb3JkEgoKAmlkGAEgASgJEhIKCnJlcXVlc3RfaWQYAiABKAkSLgoKc3RhcnRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB2FwaV9rZXkYBSABKAkSLQoGY2FsbGVyGAYgASgLMh0ubGxtZ2F0ZXdheS52MS5DYWxsZXJNZXRhZGF0YRIyCgR0YWdzGAcgAygLMiQubGxtZ2F0ZXdheS52MS5Vc2FnZVJlY29yZC5UYWdzRW50cnkSFwoPcmVxdWVzdGVkX21vZGVsGAggASgJEg0KBW1vZGVsGAkgASgJEhAKCHByb3ZpZGVyGAogASgJEg4KBnN0YXR1cxgLIAEoCRIOCgZyZWFzb24YDCABKAkSEAoIc3RyZWFtZWQYDSABKAgSDwoHZHJ5X3J1bhgOIAEoCBIVCg1mYWxsYmFja191c2VkGA8gASgIEiMKBXVzYWdlGBAgASgLMhQubGxtZ2F0ZXdheS52MS5Vc2FnZRIhCgRjb3N0GBEgASgLMhMubGxtZ2F0ZXdheS52MS5Db3N0EicKB2xhdGVuY3kYEiABKAsyFi5sbG1nYXRld2F5LnYxLkxhdGVuY3kSKAoIYXR0ZW1wdHMYEyADKAsyFi5sbG1nYXRld2F5LnYxLkF0dGVtcHQSEQoJdGFza190eXBlGBQgASgJGisKCVRhZ3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBImAKGExpc3RVc2FnZVJlY29yZHNSZXNwb25zZRIrCgdyZWNvcmRzGAEgAygLMhoubGxtZ2F0ZXdheS52MS5Vc2FnZVJlY29yZBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiZQodR2V0Q29zdFJlY29tbWVuZGF0aW9uc1JlcXVlc3QSKgoGZmlsdGVyGAEgASgLMhoubGxtZ2F0ZXdheS52MS5Vc2FnZUZpbHRlchIYChBtYXhfYWx0ZXJuYXRpdmVzGAIgASgFImgKEE1vZGVsT2JzZXJ2YXRpb24SEAoIcmVxdWVzdHMYASABKAMSEgoKZXJyb3JfcmF0ZRgCIAEoARIuCgtsYXRlbmN5X3A1MBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKMAQoPQ29zdEFsdGVybmF0aXZlEg0KBW1vZGVsGAEgASgJEgwKBGNvc3QYAiABKAkSDwoHc2F2aW5ncxgDIAEoCRIYChBzYXZpbmdzX2ZyYWN0aW9uGAQgASgBEjEKCG9ic2VydmVkGAUgASgLMh8ubGxtZ2F0ZXdheS52MS5Nb2RlbE9ic2VydmF0aW9uIqYCChJDb3N0UmVjb21tZW5kYXRpb24SDwoHcHJvamVjdBgBIAEoCRINCgVtb2RlbBgCIAEoCRIQCghyZXF1ZXN0cxgDIAEoAxIVCg1wcm9tcHRfdG9rZW5zGAQgASgDEhkKEWNvbXBsZXRpb25fdG9rZW5zGAUgASgDEhkKEWNhY2hlX3JlYWRfdG9rZW5zGAYgASgDEhoKEmNhY2hlX3dyaXRlX3Rva2VucxgHIAEoAxIMCgRjb3N0GAggASgJEjEKCG9ic2VydmVkGAkgASgLMh8ubGxtZ2F0ZXdheS52MS5Nb2RlbE9ic2VydmF0aW9uEjQKDGFsdGVybmF0aXZlcxgKIAMoCzIeLmxsbWdhdGV3YXkudjEuQ29zdEFsdGVybmF0aXZlIp0BCh5HZXRDb3N0UmVjb21tZW5kYXRpb25zUmVzcG9uc2USOgoPcmVjb21tZW5kYXRpb25zGAEgAygLMiEubGxtZ2F0ZXdheS52MS5Db3N0UmVjb21tZW5kYXRpb24SEAoIY3VycmVuY3kYAiABKAkSEgoKdG90YWxfY29zdBgDIAEoCRIZChFwb3RlbnRpYWxfc2F2aW5ncxgEIAEoCSpsCgtHcmFudWxhcml0eRIbChdHUkFOVUxBUklUWV9VTlNQRUNJRklFRBAAEhQKEEdSQU5VTEFSSVRZX0hPVVIQARITCg9HUkFOVUxBUklUWV9EQVkQAhIVChFHUkFOVUxBUklUWV9NT05USBADQsIBChFjb20ubGxtZ2F0ZXdheS52MUIKVXNhZ2VQcm90b1ABWkxnaXRodWIuY29tL2xsbS1nYXRld2F5L2xsbS1nYXRld2F5L2NsaWVudHMvZ28vZ2VuL2xsbWdhdGV3YXkvdjE7bGxtZ2F0ZXdheXYxogIDTFhYqgINTGxtZ2F0ZXdheS5WMcoCDUxsbWdhdGV3YXlcVjHiAhlMbG1nYXRld2F5XFYxXEdQQk1ldGFkYXRh6gIOTGxtZ2F0ZXdheTo6VjFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_llmgateway_v1_accounting, file_llmgateway_v1_chat]);
 
 /**
  * Which calls a usage query covers. Every field that is set narrows the selection; an unset one
@@ -88,6 +88,13 @@ export type UsageFilter = Message<"llmgateway.v1.UsageFilter"> & {
    * @generated from field: map<string, string> tags = 9;
    */
   tags: { [key: string]: string };
+
+  /**
+   * Calls made for this task (`ChatRequest.task_type`).
+   *
+   * @generated from field: string task_type = 10;
+   */
+  taskType: string;
 };
 
 /**
@@ -119,7 +126,7 @@ export type GetUsageSummaryRequest = Message<"llmgateway.v1.GetUsageSummaryReque
 
   /**
    * Dimensions that split each time bucket: "api_key", "user", "project", "tenant", "provider",
-   * "model", or "tag:<key>" for the values of one tag. At most 4.
+   * "model", "task" (the `task_type`), or "tag:<key>" for the values of one tag. At most 4.
    *
    * @generated from field: repeated string group_by = 3;
    */
@@ -614,6 +621,13 @@ export type UsageRecord = Message<"llmgateway.v1.UsageRecord"> & {
    * @generated from field: repeated llmgateway.v1.Attempt attempts = 19;
    */
   attempts: Attempt[];
+
+  /**
+   * The task the caller named (`ChatRequest.task_type`); "" for none.
+   *
+   * @generated from field: string task_type = 20;
+   */
+  taskType: string;
 };
 
 /**
@@ -650,6 +664,247 @@ export type ListUsageRecordsResponse = Message<"llmgateway.v1.ListUsageRecordsRe
  */
 export const ListUsageRecordsResponseSchema: GenMessage<ListUsageRecordsResponse> = /*@__PURE__*/
   messageDesc(file_llmgateway_v1_usage, 9);
+
+/**
+ * Asks which cheaper models could have served a period's calls.
+ *
+ * @generated from message llmgateway.v1.GetCostRecommendationsRequest
+ */
+export type GetCostRecommendationsRequest = Message<"llmgateway.v1.GetCostRecommendationsRequest"> & {
+  /**
+   * The calls to look at; `start_time` and `end_time` are required.
+   *
+   * @generated from field: llmgateway.v1.UsageFilter filter = 1;
+   */
+  filter?: UsageFilter | undefined;
+
+  /**
+   * The most alternatives per project and model, cheapest first: 1 to 20; 0 means 3.
+   *
+   * @generated from field: int32 max_alternatives = 2;
+   */
+  maxAlternatives: number;
+};
+
+/**
+ * Describes the message llmgateway.v1.GetCostRecommendationsRequest.
+ * Use `create(GetCostRecommendationsRequestSchema)` to create a new message.
+ */
+export const GetCostRecommendationsRequestSchema: GenMessage<GetCostRecommendationsRequest> = /*@__PURE__*/
+  messageDesc(file_llmgateway_v1_usage, 10);
+
+/**
+ * How a model fared over the period, from the ledger: every call it served or was tried for (dry
+ * runs aside), by the caller's keys when the key is not an admin key.
+ *
+ * @generated from message llmgateway.v1.ModelObservation
+ */
+export type ModelObservation = Message<"llmgateway.v1.ModelObservation"> & {
+  /**
+   * Its calls; 0 means it was not seen, so the rest is unset.
+   *
+   * @generated from field: int64 requests = 1;
+   */
+  requests: bigint;
+
+  /**
+   * The share of them that failed, 0 to 1.
+   *
+   * @generated from field: double error_rate = 2;
+   */
+  errorRate: number;
+
+  /**
+   * Median total latency.
+   *
+   * @generated from field: google.protobuf.Duration latency_p50 = 3;
+   */
+  latencyP50?: Duration | undefined;
+};
+
+/**
+ * Describes the message llmgateway.v1.ModelObservation.
+ * Use `create(ModelObservationSchema)` to create a new message.
+ */
+export const ModelObservationSchema: GenMessage<ModelObservation> = /*@__PURE__*/
+  messageDesc(file_llmgateway_v1_usage, 11);
+
+/**
+ * A cheaper model for one project's calls.
+ *
+ * @generated from message llmgateway.v1.CostAlternative
+ */
+export type CostAlternative = Message<"llmgateway.v1.CostAlternative"> & {
+  /**
+   * "provider:model".
+   *
+   * @generated from field: string model = 1;
+   */
+  model: string;
+
+  /**
+   * What the same calls would have cost at its list prices (USD, exact decimal): each call's token
+   * counts (cache reads and writes at its cache prices), its per-request fee, its long-context tier.
+   *
+   * @generated from field: string cost = 2;
+   */
+  cost: string;
+
+  /**
+   * `CostRecommendation.cost` minus `cost`.
+   *
+   * @generated from field: string savings = 3;
+   */
+  savings: string;
+
+  /**
+   * `savings` over `CostRecommendation.cost`, 0 to 1.
+   *
+   * @generated from field: double savings_fraction = 4;
+   */
+  savingsFraction: number;
+
+  /**
+   * How it fared in the period.
+   *
+   * @generated from field: llmgateway.v1.ModelObservation observed = 5;
+   */
+  observed?: ModelObservation | undefined;
+};
+
+/**
+ * Describes the message llmgateway.v1.CostAlternative.
+ * Use `create(CostAlternativeSchema)` to create a new message.
+ */
+export const CostAlternativeSchema: GenMessage<CostAlternative> = /*@__PURE__*/
+  messageDesc(file_llmgateway_v1_usage, 12);
+
+/**
+ * One project's calls on one model, and the cheaper models that have its capabilities.
+ *
+ * @generated from message llmgateway.v1.CostRecommendation
+ */
+export type CostRecommendation = Message<"llmgateway.v1.CostRecommendation"> & {
+  /**
+   * The project (`CallerMetadata.project`); "" for calls without one.
+   *
+   * @generated from field: string project = 1;
+   */
+  project: string;
+
+  /**
+   * The model that served the calls, "provider:model".
+   *
+   * @generated from field: string model = 2;
+   */
+  model: string;
+
+  /**
+   * Its calls in the period (dry runs aside) that used tokens.
+   *
+   * @generated from field: int64 requests = 3;
+   */
+  requests: bigint;
+
+  /**
+   * Input tokens, cache reads and writes included.
+   *
+   * @generated from field: int64 prompt_tokens = 4;
+   */
+  promptTokens: bigint;
+
+  /**
+   * Output tokens, reasoning included.
+   *
+   * @generated from field: int64 completion_tokens = 5;
+   */
+  completionTokens: bigint;
+
+  /**
+   * Input tokens read from a prompt cache.
+   *
+   * @generated from field: int64 cache_read_tokens = 6;
+   */
+  cacheReadTokens: bigint;
+
+  /**
+   * Input tokens written to a prompt cache.
+   *
+   * @generated from field: int64 cache_write_tokens = 7;
+   */
+  cacheWriteTokens: bigint;
+
+  /**
+   * What they cost (USD, exact decimal), as charged.
+   *
+   * @generated from field: string cost = 8;
+   */
+  cost: string;
+
+  /**
+   * How the model fared in the period.
+   *
+   * @generated from field: llmgateway.v1.ModelObservation observed = 9;
+   */
+  observed?: ModelObservation | undefined;
+
+  /**
+   * Cheaper models with every capability of this one and a context window that held the
+   * longest prompt, cheapest first; empty when there is none.
+   *
+   * @generated from field: repeated llmgateway.v1.CostAlternative alternatives = 10;
+   */
+  alternatives: CostAlternative[];
+};
+
+/**
+ * Describes the message llmgateway.v1.CostRecommendation.
+ * Use `create(CostRecommendationSchema)` to create a new message.
+ */
+export const CostRecommendationSchema: GenMessage<CostRecommendation> = /*@__PURE__*/
+  messageDesc(file_llmgateway_v1_usage, 13);
+
+/**
+ * The recommendations for a period.
+ *
+ * @generated from message llmgateway.v1.GetCostRecommendationsResponse
+ */
+export type GetCostRecommendationsResponse = Message<"llmgateway.v1.GetCostRecommendationsResponse"> & {
+  /**
+   * One per project and model, the largest saving first (those without an alternative last).
+   *
+   * @generated from field: repeated llmgateway.v1.CostRecommendation recommendations = 1;
+   */
+  recommendations: CostRecommendation[];
+
+  /**
+   * The ISO 4217 currency of every amount, "USD".
+   *
+   * @generated from field: string currency = 2;
+   */
+  currency: string;
+
+  /**
+   * What the period's calls cost.
+   *
+   * @generated from field: string total_cost = 3;
+   */
+  totalCost: string;
+
+  /**
+   * What they would have cost less on the cheapest alternative of each project and model.
+   *
+   * @generated from field: string potential_savings = 4;
+   */
+  potentialSavings: string;
+};
+
+/**
+ * Describes the message llmgateway.v1.GetCostRecommendationsResponse.
+ * Use `create(GetCostRecommendationsResponseSchema)` to create a new message.
+ */
+export const GetCostRecommendationsResponseSchema: GenMessage<GetCostRecommendationsResponse> = /*@__PURE__*/
+  messageDesc(file_llmgateway_v1_usage, 14);
 
 /**
  * The width of a summary's time buckets, in UTC.

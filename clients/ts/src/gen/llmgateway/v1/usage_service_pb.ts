@@ -4,14 +4,14 @@
 
 import type { GenFile, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { GetUsageSummaryRequestSchema, GetUsageSummaryResponseSchema, ListUsageRecordsRequestSchema, ListUsageRecordsResponseSchema } from "./usage_pb.js";
+import type { GetCostRecommendationsRequestSchema, GetCostRecommendationsResponseSchema, GetUsageSummaryRequestSchema, GetUsageSummaryResponseSchema, ListUsageRecordsRequestSchema, ListUsageRecordsResponseSchema } from "./usage_pb.js";
 import { file_llmgateway_v1_usage } from "./usage_pb.js";
 
 /**
  * Describes the file llmgateway/v1/usage_service.proto.
  */
 export const file_llmgateway_v1_usage_service: GenFile = /*@__PURE__*/
-  fileDesc("CiFsbG1nYXRld2F5L3YxL3VzYWdlX3NlcnZpY2UucHJvdG8SDWxsbWdhdGV3YXkudjEy1QEKDFVzYWdlU2VydmljZRJgCg9HZXRVc2FnZVN1bW1hcnkSJS5sbG1nYXRld2F5LnYxLkdldFVzYWdlU3VtbWFyeVJlcXVlc3QaJi5sbG1nYXRld2F5LnYxLkdldFVzYWdlU3VtbWFyeVJlc3BvbnNlEmMKEExpc3RVc2FnZVJlY29yZHMSJi5sbG1nYXRld2F5LnYxLkxpc3RVc2FnZVJlY29yZHNSZXF1ZXN0GicubGxtZ2F0ZXdheS52MS5MaXN0VXNhZ2VSZWNvcmRzUmVzcG9uc2VCyQEKEWNvbS5sbG1nYXRld2F5LnYxQhFVc2FnZVNlcnZpY2VQcm90b1ABWkxnaXRodWIuY29tL2xsbS1nYXRld2F5L2xsbS1nYXRld2F5L2NsaWVudHMvZ28vZ2VuL2xsbWdhdGV3YXkvdjE7bGxtZ2F0ZXdheXYxogIDTFhYqgINTGxtZ2F0ZXdheS5WMcoCDUxsbWdhdGV3YXlcVjHiAhlMbG1nYXRld2F5XFYxXEdQQk1ldGFkYXRh6gIOTGxtZ2F0ZXdheTo6VjFiBnByb3RvMw", [file_llmgateway_v1_usage]);
+  fileDesc("CiFsbG1nYXRld2F5L3YxL3VzYWdlX3NlcnZpY2UucHJvdG8SDWxsbWdhdGV3YXkudjEyzAIKDFVzYWdlU2VydmljZRJgCg9HZXRVc2FnZVN1bW1hcnkSJS5sbG1nYXRld2F5LnYxLkdldFVzYWdlU3VtbWFyeVJlcXVlc3QaJi5sbG1nYXRld2F5LnYxLkdldFVzYWdlU3VtbWFyeVJlc3BvbnNlEmMKEExpc3RVc2FnZVJlY29yZHMSJi5sbG1nYXRld2F5LnYxLkxpc3RVc2FnZVJlY29yZHNSZXF1ZXN0GicubGxtZ2F0ZXdheS52MS5MaXN0VXNhZ2VSZWNvcmRzUmVzcG9uc2USdQoWR2V0Q29zdFJlY29tbWVuZGF0aW9ucxIsLmxsbWdhdGV3YXkudjEuR2V0Q29zdFJlY29tbWVuZGF0aW9uc1JlcXVlc3QaLS5sbG1nYXRld2F5LnYxLkdldENvc3RSZWNvbW1lbmRhdGlvbnNSZXNwb25zZULJAQoRY29tLmxsbWdhdGV3YXkudjFCEVVzYWdlU2VydmljZVByb3RvUAFaTGdpdGh1Yi5jb20vbGxtLWdhdGV3YXkvbGxtLWdhdGV3YXkvY2xpZW50cy9nby9nZW4vbGxtZ2F0ZXdheS92MTtsbG1nYXRld2F5djGiAgNMWFiqAg1MbG1nYXRld2F5LlYxygINTGxtZ2F0ZXdheVxWMeICGUxsbWdhdGV3YXlcVjFcR1BCTWV0YWRhdGHqAg5MbG1nYXRld2F5OjpWMWIGcHJvdG8z", [file_llmgateway_v1_usage]);
 
 /**
  * Who spent what, on which model: the gateway's usage ledger, summed up or call by call.
@@ -47,6 +47,18 @@ export const UsageService: GenService<{
     methodKind: "unary";
     input: typeof ListUsageRecordsRequestSchema;
     output: typeof ListUsageRecordsResponseSchema;
+  },
+  /**
+   * For each project and model of a period's calls, the cheaper models with the same
+   * capabilities: what the same calls (their token counts and request fees) would have cost at
+   * their prices, and how they fared in the period (latency, error rate).
+   *
+   * @generated from rpc llmgateway.v1.UsageService.GetCostRecommendations
+   */
+  getCostRecommendations: {
+    methodKind: "unary";
+    input: typeof GetCostRecommendationsRequestSchema;
+    output: typeof GetCostRecommendationsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_llmgateway_v1_usage_service, 0);
