@@ -377,3 +377,48 @@ async def test_list_models_shows_the_one_hour_cache_write_price(gateway: Running
     reply = await gateway.stub.ListModels(catalog_pb2.ListModelsRequest(provider="anthropic"))
     haiku = next(m for m in reply.models if m.id == "anthropic:claude-haiku-4-5")
     assert (haiku.pricing.cache_write_per_million, haiku.pricing.cache_write_1h_per_million) == ("1.25", "2")
+
+
+@pytest.mark.parametrize("lifetime", ["off", "5m", "1h"])
+async def test_prompt_caching_marks_the_tools_and_system_prompt_and_shows_the_saving(
+    fake_anthropic: FakeAnthropic, lifetime: str
+) -> None:
+    toml = anthropic_toml(fake_anthropic.base_url) + f'prompt_caching = "{lifetime}"\n'
+    system = "You are the support assistant of a large company. " * 200
+    request = chat(
+        "anthropic:claude-haiku-4-5",
+        "Where is my order?",
+        tools=[
+            content_pb2.Tool(name="find_order", description="Finds an order"),
+            content_pb2.Tool(name="refund", description="Refunds an order"),
+        ],
+    )
+    request.messages.insert(
+        0, content_pb2.Message(role=content_pb2.ROLE_SYSTEM, content=[content_pb2.Part(text=system)])
+    )
+    fake_anthropic.script(
+        Reply(
+            json_body=message(
+                [text_block("Looking.")], usage_=usage(40, 10, cache_creation=3000, cache_creation_1h=3000)
+            )
+        ),
+        Reply(json_body=message([text_block("Found it.")], usage_=usage(40, 10, cache_read=3000))),
+    )
+    async with running_gateway(toml) as gw:
+        first = await gw.stub.Chat(request)
+        second = await gw.stub.Chat(request)
+    sent = fake_anthropic.requests[-1].body
+    if lifetime == "off":
+        assert sent["system"] == system
+        assert all("cache_control" not in tool for tool in sent["tools"])
+    else:
+        mark = {"type": "ephemeral", **({"ttl": "1h"} if lifetime == "1h" else {})}
+        assert sent["system"] == [{"type": "text", "text": system, "cache_control": mark}]
+        assert "cache_control" not in sent["tools"][0]
+        assert sent["tools"][-1]["cache_control"] == mark
+    # Priced from what the provider reports: the write at the one-hour price (2 USD per million
+    # for Haiku 4.5), then the read at 0.10 instead of 1, the difference shown as saved.
+    assert Decimal(first.cost.cache_write) == Decimal(3000) * 2 / 1_000_000
+    assert Decimal(second.cost.cached_input) == Decimal(3000) * Decimal("0.1") / 1_000_000
+    assert Decimal(second.cost.cache_savings) == Decimal(3000) * Decimal("0.9") / 1_000_000
+    assert Decimal(second.cost.total) < Decimal(first.cost.total)

@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from llm_gateway.domain.messages import CapabilityName
+
 # Presets of the openai_compatible kind, by name (presets.toml).
 COMPATIBLE_PRESETS: dict[str, dict[str, Any]] = tomllib.loads(
     files("llm_gateway.config").joinpath("presets.toml").read_text("utf-8")
@@ -30,9 +32,6 @@ COMPATIBLE_PRESETS: dict[str, dict[str, Any]] = tomllib.loads(
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-CapabilityName = Literal["streaming", "tools", "vision", "json_object", "json_schema", "reasoning"]
-CAPABILITIES: frozenset[str] = frozenset(get_args(CapabilityName))
 
 
 def _http_url(url: str) -> str:
@@ -760,6 +759,9 @@ class AnthropicProviderConfig(_ProviderBase):
     api_key: SecretStr | None = None
     token_caching: bool = True
     anthropic_version: str = "2023-06-01"
+    # Anthropic's prompt caching: "5m" or "1h" marks the cacheable prefix of every call (the tools
+    # and the system prompt) with `cache_control` of that lifetime; "off" leaves it to the caller.
+    prompt_caching: Literal["off", "5m", "1h"] = "off"
 
 
 class GeminiProviderConfig(_ProviderBase):

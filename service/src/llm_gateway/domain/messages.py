@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 MAX_URL = 8192
@@ -148,6 +148,11 @@ class RoutingStrategy(StrEnum):
     AUTO = "auto"
 
 
+# What a model may support (the catalog's `capabilities`, a strategy's `required_capabilities`).
+CapabilityName = Literal["streaming", "tools", "vision", "json_object", "json_schema", "reasoning"]
+CAPABILITIES: frozenset[str] = frozenset(get_args(CapabilityName))
+
+
 @dataclass(frozen=True, slots=True)
 class RoutingOptions:
     """How `model: "auto"` ranks the catalog's models, and what passes a model over."""
@@ -156,7 +161,7 @@ class RoutingOptions:
     max_cost_per_1k_tokens: Decimal | None = None  # USD
     max_latency: float | None = None  # seconds
     preferred_providers: tuple[str, ...] = ()
-    required_capabilities: frozenset[str] = frozenset()
+    required_capabilities: tuple[str, ...] = ()  # as the caller gave them; validation checks each
     min_context_window: int | None = None
 
 

@@ -38,6 +38,7 @@ from llm_gateway.domain.limits import (
     TOOLS,
 )
 from llm_gateway.domain.messages import (
+    CAPABILITIES,
     Caller,
     ChatRequest,
     GenerationConfig,
@@ -48,6 +49,7 @@ from llm_gateway.domain.messages import (
     ResponseFormat,
     ResponseFormatType,
     Role,
+    RoutingOptions,
     Tool,
     ToolCall,
     ToolChoice,
@@ -108,12 +110,30 @@ def validate_chat_request(
     _tags(request.tags, v)
     _provider_options(request.provider_options, providers, v)
     _reasoning(request.reasoning, v)
+    _routing(request.routing, v)
+    if request.cache is not None and request.cache.ttl is not None and request.cache.ttl <= 0:
+        v.add("cache.ttl", "must be positive")
     if request.task_type and not TASK_NAME.match(request.task_type):
         v.add("task_type", f"must match {TASK_NAME.pattern} (a task such as 'summarization')")
     v.note(FALLBACKS.exceeded("fallback_models", len(request.fallback_models)))
     if wire or v.items:
         # A stable sort: equal places keep the door's first, then the domain's in check order.
         raise invalid_request(sorted([*wire, *v.items], key=_request_order))
+
+
+def _routing(options: RoutingOptions | None, v: _Checks) -> None:
+    if options is None:
+        return
+    for i, capability in enumerate(options.required_capabilities):
+        if capability not in CAPABILITIES:
+            v.add(f"routing.required_capabilities[{i}]", f"must be one of {', '.join(sorted(CAPABILITIES))}")
+    if options.max_latency is not None and options.max_latency < 0.001:
+        v.add("routing.max_latency_ms", "must be at least 1")
+    if options.min_context_window is not None and options.min_context_window < 1:
+        v.add("routing.min_context_window", "must be at least 1")
+    per_1k = options.max_cost_per_1k_tokens
+    if per_1k is not None and per_1k < 0:
+        v.add("routing.max_cost_per_1k_tokens", "must not be negative")
 
 
 class _Checks(Violations):

@@ -17,7 +17,6 @@ from typing import Any
 
 from google.protobuf import struct_pb2
 
-from llm_gateway.config.schema import CAPABILITIES
 from llm_gateway.domain.errors import Violations
 from llm_gateway.domain.limits import MESSAGES, PARTS, PARTS_IN_ALL, TAGS, TOOL_CALLS, TOOLS
 from llm_gateway.domain.messages import (
@@ -266,33 +265,13 @@ def _routing(pb: chat_pb2.ChatRequest, wire: Violations) -> RoutingOptions | Non
     strategy = _STRATEGIES.get(r.strategy, RoutingStrategy.AUTO)
     if r.strategy not in _STRATEGIES and r.strategy != chat_pb2.ROUTING_STRATEGY_UNSPECIFIED:
         wire.add("routing.strategy", "unknown routing strategy")
-    for i, capability in enumerate(r.required_capabilities):
-        if capability not in CAPABILITIES:
-            wire.add(
-                f"routing.required_capabilities[{i}]", f"must be one of {', '.join(sorted(CAPABILITIES))}"
-            )
-    latency = None
-    if r.HasField("max_latency_ms"):
-        if r.max_latency_ms < 1:
-            wire.add("routing.max_latency_ms", "must be at least 1")
-        else:
-            latency = r.max_latency_ms / 1000
-    window = None
-    if r.HasField("min_context_window"):
-        if r.min_context_window < 1:
-            wire.add("routing.min_context_window", "must be at least 1")
-        else:
-            window = r.min_context_window
-    per_1k = _budget(r.max_cost_per_1k_tokens, wire, "routing.max_cost_per_1k_tokens")
-    if per_1k is not None and per_1k < 0:
-        wire.add("routing.max_cost_per_1k_tokens", "must not be negative")
     return RoutingOptions(
         strategy,
-        per_1k,
-        latency,
+        _budget(r.max_cost_per_1k_tokens, wire, "routing.max_cost_per_1k_tokens"),
+        r.max_latency_ms / 1000 if r.HasField("max_latency_ms") else None,
         tuple(r.preferred_providers),
-        frozenset(c for c in r.required_capabilities if c in CAPABILITIES),
-        window,
+        tuple(r.required_capabilities),
+        r.min_context_window if r.HasField("min_context_window") else None,
     )
 
 
@@ -310,12 +289,7 @@ def _cache(pb: chat_pb2.ChatRequest, wire: Violations) -> CacheOptions | None:
     mode = _CACHE_MODES.get(pb.cache.mode)
     if mode is None and pb.cache.mode != chat_pb2.CACHE_MODE_UNSPECIFIED:
         wire.add("cache.mode", "unknown cache mode")
-    ttl = None
-    if pb.cache.HasField("ttl"):
-        ttl = pb.cache.ttl.seconds + pb.cache.ttl.nanos / 1e9
-        if ttl <= 0:
-            wire.add("cache.ttl", "must be positive")
-            ttl = None
+    ttl = pb.cache.ttl.seconds + pb.cache.ttl.nanos / 1e9 if pb.cache.HasField("ttl") else None
     return CacheOptions(mode, ttl)
 
 

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from llm_gateway.config.schema import CAPABILITIES
 from llm_gateway.domain.errors import FieldViolation, GatewayError, Violations, invalid_request
 from llm_gateway.domain.messages import (
     CacheMode,
@@ -199,30 +198,14 @@ def _routing_options(routing: Mapping[str, Any], wire: Violations) -> RoutingOpt
         if found is None:
             wire.add("routing.strategy", f"must be one of {', '.join(_STRATEGIES)}")
         strategy = found or strategy
-    capabilities = strings(routing.get("required_capabilities"), "routing.required_capabilities", wire)
-    for i, capability in enumerate(capabilities):
-        if capability not in CAPABILITIES:
-            wire.add(
-                f"routing.required_capabilities[{i}]", f"must be one of {', '.join(sorted(CAPABILITIES))}"
-            )
     latency = integer(routing.get("max_latency_ms"), "routing.max_latency_ms", wire)
-    if latency is not None and latency < 1:
-        wire.add("routing.max_latency_ms", "must be at least 1")
-        latency = None
-    window = integer(routing.get("min_context_window"), "routing.min_context_window", wire)
-    if window is not None and window < 1:
-        wire.add("routing.min_context_window", "must be at least 1")
-        window = None
-    per_1k = _decimal(routing.get("max_cost_per_1k_tokens"), "routing.max_cost_per_1k_tokens", wire)
-    if per_1k is not None and per_1k < 0:
-        wire.add("routing.max_cost_per_1k_tokens", "must not be negative")
     return RoutingOptions(
         strategy,
-        per_1k,
+        _decimal(routing.get("max_cost_per_1k_tokens"), "routing.max_cost_per_1k_tokens", wire),
         None if latency is None else latency / 1000,
         tuple(strings(routing.get("preferred_providers"), "routing.preferred_providers", wire)),
-        frozenset(c for c in capabilities if c in CAPABILITIES),
-        window,
+        tuple(strings(routing.get("required_capabilities"), "routing.required_capabilities", wire)),
+        integer(routing.get("min_context_window"), "routing.min_context_window", wire),
     )
 
 
@@ -244,8 +227,8 @@ def _cache(routing: Mapping[str, Any], wire: Violations) -> CacheOptions | None:
             wire.add("routing.cache_mode", f"must be one of {', '.join(_CACHE_MODES)}")
     ttl = None
     if ttl_value is not None:
-        if isinstance(ttl_value, bool) or not isinstance(ttl_value, int | Decimal) or ttl_value <= 0:
-            wire.add("routing.cache_ttl_seconds", "must be a positive number of seconds")
+        if isinstance(ttl_value, bool) or not isinstance(ttl_value, int | Decimal):
+            wire.add("routing.cache_ttl_seconds", "must be a number of seconds")
         else:
             ttl = float(ttl_value)
     return None if mode is None and ttl is None else CacheOptions(mode, ttl)

@@ -35,9 +35,10 @@ class AnthropicProvider(HttpAdapter):
         api_key = config.api_key.get_secret_value() if config.api_key else ""
         headers = {"x-api-key": api_key, "anthropic-version": config.anthropic_version}
         super().__init__(name, http, headers, (api_key,), config.timeout, f"{config.base_url}/v1/messages")
+        self._prompt_caching = config.prompt_caching
 
     def _body(self, call: UpstreamCall, *, stream: bool) -> dict[str, Any]:
-        return build_body(call, stream=stream)
+        return build_body(call, stream=stream, prompt_caching=self._prompt_caching)
 
     def _parse(self, reply: Any) -> Completion:
         return parse_message(reply)

@@ -66,7 +66,11 @@ def map_usage(usage: dict[str, Any] | None) -> Usage | None:
     )
 
 
-def build_body(call: UpstreamCall, *, stream: bool) -> dict[str, Any]:
+def build_body(call: UpstreamCall, *, stream: bool, prompt_caching: str = "off") -> dict[str, Any]:
+    """The Messages API body for `call`. With `prompt_caching` ("5m", "1h"), the prefix every call
+    with the same tools and system prompt shares is marked cacheable: the last tool and the system
+    prompt (Anthropic caches everything up to a marked block; a prefix shorter than the model's
+    minimum is simply not cached)."""
     request = call.request
     gen = request.generation
     checks = Checks.of(call)
@@ -140,8 +144,20 @@ def build_body(call: UpstreamCall, *, stream: bool) -> dict[str, Any]:
     if request.caller.user:
         body["metadata"] = {"user_id": request.caller.user}
     checks.raise_any()
+    if prompt_caching != "off":
+        _mark_cacheable(body, prompt_caching)
     body.update(call.options)
     return body
+
+
+def _mark_cacheable(body: dict[str, Any], ttl: str) -> None:
+    mark = {"type": "ephemeral", **({"ttl": ttl} if ttl != "5m" else {})}
+    tools = body.get("tools")
+    if tools:
+        tools[-1] = {**tools[-1], "cache_control": mark}
+    system = body.get("system")
+    if system:
+        body["system"] = [{"type": "text", "text": system, "cache_control": mark}]
 
 
 def _thinking(call: UpstreamCall, checks: Checks) -> dict[str, Any]:
