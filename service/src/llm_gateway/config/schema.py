@@ -616,8 +616,19 @@ class MockProviderConfig(_ProviderBase):
     chunk_delay: float = Field(default=0.0, ge=0, le=60)
 
 
+# Which of OpenAI's APIs serves a model: Chat Completions, or the Responses API (`/responses`).
+OpenAIApi = Literal["chat_completions", "responses"]
+
+
+class OpenAIModelConfig(ModelConfig):
+    """An OpenAI catalog entry; `api` overrides the provider's for this model."""
+
+    api: OpenAIApi | None = None
+
+
 class OpenAIProviderConfig(_ProviderBase):
-    """OpenAI Chat Completions (`POST {base_url}/chat/completions`)."""
+    """OpenAI: Chat Completions (`POST {base_url}/chat/completions`) or the Responses API
+    (`POST {base_url}/responses`)."""
 
     kind: Literal["openai"]
     base_url: BaseUrl = "https://api.openai.com/v1"
@@ -625,6 +636,9 @@ class OpenAIProviderConfig(_ProviderBase):
     token_caching: bool = True
     organization: str | None = None
     project: str | None = None
+    # The API for models that set none; models only the Responses API serves use it regardless.
+    api: OpenAIApi = "chat_completions"
+    models: dict[str, OpenAIModelConfig] = {}  # type: ignore[assignment]
 
 
 # What a Chat Completions server may not accept; see ChatCompletionsDialect.unsupported.
@@ -690,7 +704,7 @@ class ChatCompletionsDialect(_Strict):
     checked_against: str = ""
 
 
-class AzureModelConfig(ModelConfig):
+class AzureModelConfig(OpenAIModelConfig):
     """An Azure OpenAI catalog entry: `name` is the underlying OpenAI model (it sets the price),
     `deployment` the deployment that serves it (defaults to `name`)."""
 
@@ -709,6 +723,8 @@ class AzureOpenAIProviderConfig(_ProviderBase):
     api_version: str = Field(default="2024-10-21", pattern=r"^\d{4}-\d{2}-\d{2}(-preview)?$")
     # genai-prices lists Azure's own prices under "azure".
     price_catalog_provider: str | None = "azure"
+    # As OpenAI's; the Responses API is Azure's v1 API (`{endpoint}/openai/v1/responses`).
+    api: OpenAIApi = "chat_completions"
     models: dict[str, AzureModelConfig] = {}  # type: ignore[assignment]
 
     @model_validator(mode="after")

@@ -23,7 +23,13 @@ import aiohttp
 
 from llm_gateway.catalog import ModelSpec
 from llm_gateway.config import load_config
-from llm_gateway.config.schema import COMPATIBLE_PRESETS, ChatCompletionsDialect, GatewayConfig
+from llm_gateway.config.schema import (
+    COMPATIBLE_PRESETS,
+    ChatCompletionsDialect,
+    GatewayConfig,
+    OpenAIProviderConfig,
+    ProviderConfig,
+)
 from llm_gateway.domain.errors import GatewayError
 from llm_gateway.domain.messages import (
     ChatRequest,
@@ -108,9 +114,21 @@ FEATURES: dict[str, Callable[[], ChatRequest]] = {
 _ENV = {"AZURE_OPENAI_ENDPOINT": "https://example.openai.azure.com"}
 
 
-def adapters(config: GatewayConfig) -> dict[str, HttpAdapter]:
-    """One adapter per provider of `config`, the mock aside."""
-    configs = {name: p for name, p in config.providers.items() if p.kind != "mock"}
+# The column of OpenAI's Responses API: the `openai` provider with `api = "responses"`.
+RESPONSES_COLUMN = "openai-responses"
+
+
+def provider_configs(config: GatewayConfig) -> dict[str, ProviderConfig]:
+    """Every provider of `config` but the mock, and OpenAI once more on its Responses API."""
+    configs: dict[str, ProviderConfig] = {n: p for n, p in config.providers.items() if p.kind != "mock"}
+    openai = configs.get("openai")
+    if isinstance(openai, OpenAIProviderConfig):
+        configs[RESPONSES_COLUMN] = openai.model_copy(update={"api": "responses"})
+    return configs
+
+
+def adapters(configs: dict[str, ProviderConfig]) -> dict[str, HttpAdapter]:
+    """One adapter per provider config."""
     built = build_providers(configs, cast(aiohttp.ClientSession, None), token_counters=False)
     return {name: cast(HttpAdapter, adapter) for name, adapter in built.items()}
 
@@ -135,9 +153,8 @@ def supports(adapter: HttpAdapter, request: ChatRequest) -> bool:
 
 
 def render_matrix() -> str:
-    config = load_config(None, _ENV)
-    kinds = config.providers
-    found = adapters(config)
+    kinds = provider_configs(load_config(None, _ENV))
+    found = adapters(kinds)
     names = sorted(found, key=lambda n: (kinds[n].kind != "openai", kinds[n].kind, n))
     lines = [
         "| Feature | " + " | ".join(f"`{n}`" for n in names) + " |",
