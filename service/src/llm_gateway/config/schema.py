@@ -811,6 +811,32 @@ class CohereProviderConfig(_ProviderBase):
     api_key: SecretStr | None = None
 
 
+_OptionalSecret = Annotated[SecretStr | None, BeforeValidator(lambda value: value or None)]
+
+
+class BedrockProviderConfig(_ProviderBase):
+    """AWS Bedrock's Converse API (`POST {endpoint_url}/model/{modelId}/converse`), signed with
+    SigV4 (or a Bedrock API key as a bearer token)."""
+
+    kind: Literal["bedrock"]
+    region: str = Field(default="us-east-1", pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$")
+    # Default: https://bedrock-runtime.{region}.amazonaws.com
+    endpoint_url: Annotated[BaseUrl | None, BeforeValidator(lambda url: url or None)] = None
+    # Static credentials; without them, `profile` names a profile of the shared AWS files. An
+    # empty value (an unset "${AWS_...:-}") counts as unset.
+    access_key_id: _OptionalSecret = None
+    secret_access_key: _OptionalSecret = None
+    session_token: _OptionalSecret = None
+    profile: Annotated[str | None, BeforeValidator(lambda name: name or None)] = None
+    # A Bedrock API key, sent as a bearer token instead of a signature.
+    api_key: _OptionalSecret = None
+    token_caching: bool = True
+    price_catalog_provider: str | None = "aws"
+    # Bedrock's prompt caching: "5m" or "1h" puts a cache point after the system prompt and the
+    # tools of every call (models without prompt caching ignore it).
+    prompt_caching: Literal["off", "5m", "1h"] = "off"
+
+
 _PROVIDER_CLASSES = (
     MockProviderConfig,
     OpenAIProviderConfig,
@@ -820,6 +846,7 @@ _PROVIDER_CLASSES = (
     GeminiProviderConfig,
     OllamaProviderConfig,
     CohereProviderConfig,
+    BedrockProviderConfig,
 )
 ProviderConfig = Annotated[
     MockProviderConfig
@@ -829,7 +856,8 @@ ProviderConfig = Annotated[
     | AnthropicProviderConfig
     | GeminiProviderConfig
     | OllamaProviderConfig
-    | CohereProviderConfig,
+    | CohereProviderConfig
+    | BedrockProviderConfig,
     Field(discriminator="kind"),
 ]
 PROVIDER_KINDS = frozenset(

@@ -68,10 +68,18 @@ def http_error(ctx: UpstreamContext, status: int, body: bytes, headers: Mapping[
     """The gateway error for an upstream HTTP error reply."""
     detail, upstream_code = _error_detail(body)
     google_retry, google_reasons = _google_details(body)
+    # AWS names the error in a header ("ThrottlingException:http://internal.amazon.com/...").
+    aws_type = (headers.get("x-amzn-ErrorType") or "").partition(":")[0]
+    upstream_code = upstream_code or aws_type
     extra = {"upstream_code": upstream_code} if upstream_code else {}
     where = f"provider {ctx.provider!r} (HTTP {status})"
-    # Google answers a wrong API key with 400 INVALID_ARGUMENT, reason API_KEY_INVALID.
-    key_rejected = status == 401 or (status == 400 and "API_KEY_INVALID" in google_reasons)
+    # Google answers a wrong API key with 400 INVALID_ARGUMENT, reason API_KEY_INVALID; AWS a
+    # wrong or expired signature with 403.
+    key_rejected = (
+        status == 401
+        or (status == 400 and "API_KEY_INVALID" in google_reasons)
+        or aws_type in _AWS_AUTH_ERRORS
+    )
     if status in (400, 413, 422) and not key_rejected:
         return ctx.error(
             f"{where} rejected the request: {detail}",
@@ -149,6 +157,17 @@ def http_error(ctx: UpstreamContext, status: int, body: bytes, headers: Mapping[
         retryable=True,
         extra=extra,
     )
+
+
+_AWS_AUTH_ERRORS = frozenset(
+    {
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "IncompleteSignatureException",
+        "ExpiredTokenException",
+        "MissingAuthenticationTokenException",
+    }
+)
 
 
 def _first(*values: float | None) -> float | None:

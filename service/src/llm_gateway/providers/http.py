@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from aiohttp.typedefs import StrOrURL
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -85,7 +86,7 @@ def client_timeout(t: TimeoutConfig) -> aiohttp.ClientTimeout:
 
 async def post_json(
     http: aiohttp.ClientSession,
-    url: str,
+    url: StrOrURL,
     content: bytes,
     *,
     headers: Mapping[str, str],
@@ -105,7 +106,7 @@ async def post_json(
 
 async def post_sse(
     http: aiohttp.ClientSession,
-    url: str,
+    url: StrOrURL,
     content: bytes,
     *,
     headers: Mapping[str, str],
@@ -128,9 +129,30 @@ async def post_sse(
                         yield sse
 
 
+async def post_bytes(
+    http: aiohttp.ClientSession,
+    url: StrOrURL,
+    content: bytes,
+    *,
+    headers: Mapping[str, str],
+    timeouts: aiohttp.ClientTimeout,
+    ctx: UpstreamContext,
+) -> AsyncGenerator[bytes, None]:
+    """POSTs a JSON body and yields the reply's bytes as they arrive, for a binary stream (AWS's
+    event-stream framing); closing the generator early closes the upstream connection."""
+    with upstream_errors(ctx):
+        async with http.post(url, data=content, headers=traced(headers), timeout=timeouts) as response:
+            mark_first_byte()
+            if response.status >= 400:
+                raise http_error(ctx, response.status, await response.read(), response.headers)
+            with stream_body_errors(ctx):
+                async for chunk in response.content.iter_any():
+                    yield chunk
+
+
 async def post_ndjson(
     http: aiohttp.ClientSession,
-    url: str,
+    url: StrOrURL,
     content: bytes,
     *,
     headers: Mapping[str, str],

@@ -10,6 +10,7 @@ import aiohttp
 from llm_gateway.config.schema import (
     AnthropicProviderConfig,
     AzureOpenAIProviderConfig,
+    BedrockProviderConfig,
     CohereProviderConfig,
     GatewayConfig,
     GeminiProviderConfig,
@@ -22,6 +23,7 @@ from llm_gateway.config.schema import (
 from llm_gateway.providers.adapter import bearer
 from llm_gateway.providers.anthropic import AnthropicProvider
 from llm_gateway.providers.base import Provider
+from llm_gateway.providers.bedrock import BedrockProvider
 from llm_gateway.providers.cohere import CohereProvider
 from llm_gateway.providers.gemini import GeminiProvider
 from llm_gateway.providers.mock import MockProvider
@@ -48,6 +50,8 @@ def is_enabled(config: ProviderConfig) -> bool:
         return True
     if isinstance(config, AzureOpenAIProviderConfig):
         return bool(config.endpoint and config.api_key and config.api_key.get_secret_value())
+    if isinstance(config, BedrockProviderConfig):  # a key pair, an API key or a profile
+        return bool((config.access_key_id and config.secret_access_key) or config.api_key or config.profile)
     return True
 
 
@@ -79,6 +83,8 @@ def build_providers(
             providers[name] = OllamaProvider(name, config, http)
         elif isinstance(config, CohereProviderConfig):
             providers[name] = CohereProvider(name, config, http)
+        elif isinstance(config, BedrockProviderConfig):
+            providers[name] = BedrockProvider(name, config, http)
         else:
             providers[name] = OpenAIProvider(name, config, http)
     return providers
