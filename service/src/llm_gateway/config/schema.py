@@ -837,6 +837,26 @@ class BedrockProviderConfig(_ProviderBase):
     prompt_caching: Literal["off", "5m", "1h"] = "off"
 
 
+class VertexProviderConfig(_ProviderBase):
+    """Google Vertex AI: Gemini models (`…/publishers/google/models/{model}:generateContent`) and
+    Anthropic's Claude (`…/publishers/anthropic/models/{model}:rawPredict`), with OAuth2 tokens."""
+
+    kind: Literal["vertex"]
+    # An empty value (an unset "${GOOGLE_CLOUD_PROJECT:-}") counts as unset: the provider is off.
+    project: Annotated[str | None, BeforeValidator(lambda name: name or None)] = None
+    # A region ("us-central1", "europe-west4") or "global".
+    location: str = Field(default="us-central1", pattern=r"^(global|[a-z]+-[a-z]+\d+)$")
+    # Default: https://{location}-aiplatform.googleapis.com (https://aiplatform.googleapis.com
+    # for "global").
+    base_url: Annotated[BaseUrl | None, BeforeValidator(lambda url: url or None)] = None
+    # A service-account key or authorized-user file; unset: application-default credentials.
+    credentials_file: Annotated[str | None, BeforeValidator(lambda path: path or None)] = None
+    token_caching: bool = True
+    price_catalog_provider: str | None = "google"
+    # For Claude models: as Anthropic's `prompt_caching`.
+    prompt_caching: Literal["off", "5m", "1h"] = "off"
+
+
 _PROVIDER_CLASSES = (
     MockProviderConfig,
     OpenAIProviderConfig,
@@ -847,6 +867,7 @@ _PROVIDER_CLASSES = (
     OllamaProviderConfig,
     CohereProviderConfig,
     BedrockProviderConfig,
+    VertexProviderConfig,
 )
 ProviderConfig = Annotated[
     MockProviderConfig
@@ -857,7 +878,8 @@ ProviderConfig = Annotated[
     | GeminiProviderConfig
     | OllamaProviderConfig
     | CohereProviderConfig
-    | BedrockProviderConfig,
+    | BedrockProviderConfig
+    | VertexProviderConfig,
     Field(discriminator="kind"),
 ]
 PROVIDER_KINDS = frozenset(

@@ -19,6 +19,7 @@ from llm_gateway.config.schema import (
     OpenAICompatibleProviderConfig,
     OpenAIProviderConfig,
     ProviderConfig,
+    VertexProviderConfig,
 )
 from llm_gateway.providers.adapter import bearer
 from llm_gateway.providers.anthropic import AnthropicProvider
@@ -30,6 +31,7 @@ from llm_gateway.providers.mock import MockProvider
 from llm_gateway.providers.ollama import OllamaProvider
 from llm_gateway.providers.openai import AzureOpenAIProvider, OpenAICompatibleProvider, OpenAIProvider
 from llm_gateway.providers.openai.mapping import prompt_body
+from llm_gateway.providers.vertex import VertexProvider
 from llm_gateway.tokens import server as token_server
 
 # Hosted APIs that are enabled by default only when their key is set.
@@ -50,6 +52,8 @@ def is_enabled(config: ProviderConfig) -> bool:
         return True
     if isinstance(config, AzureOpenAIProviderConfig):
         return bool(config.endpoint and config.api_key and config.api_key.get_secret_value())
+    if isinstance(config, VertexProviderConfig):
+        return config.project is not None
     if isinstance(config, BedrockProviderConfig):  # a key pair, an API key or a profile
         return bool((config.access_key_id and config.secret_access_key) or config.api_key or config.profile)
     return True
@@ -85,6 +89,8 @@ def build_providers(
             providers[name] = CohereProvider(name, config, http)
         elif isinstance(config, BedrockProviderConfig):
             providers[name] = BedrockProvider(name, config, http)
+        elif isinstance(config, VertexProviderConfig):
+            providers[name] = VertexProvider(name, config, http)
         else:
             providers[name] = OpenAIProvider(name, config, http)
     return providers

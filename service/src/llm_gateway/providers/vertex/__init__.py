@@ -1,0 +1,5 @@
+"""Google Vertex AI: Gemini and Anthropic's Claude."""
+
+from llm_gateway.providers.vertex.adapter import VertexProvider
+
+__all__ = ["VertexProvider"]
