@@ -182,8 +182,12 @@ async def test_refused_credentials_and_an_expired_token_are_auth_failures(
         fake.expire()  # revoked or expired at Google while the gateway still holds it
         with pytest.raises(grpc.aio.AioRpcError) as expired:
             await gw.stub.Chat(chat(f"vertex:{GEMINI_MODEL}", "x"))
+        # The refused token is dropped: the next call exchanges for a new one and is served.
+        served = await gw.stub.Chat(chat(f"vertex:{GEMINI_MODEL}", "again"))
     assert error_details(expired.value).info.reason == "PROVIDER_AUTH_FAILED"
-    assert fake.calls[-1].refused == "ACCESS_TOKEN_EXPIRED"
+    assert [c.refused for c in fake.calls[-2:]] == ["ACCESS_TOKEN_EXPIRED", None]
+    assert reply_text(served.message) == "again"
+    assert fake.calls[-1].token != fake.calls[-2].token
 
 
 async def test_the_openai_door_serves_claude_on_vertex(fake: FakeVertex, key_file: Path) -> None:

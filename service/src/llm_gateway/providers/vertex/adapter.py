@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-from collections.abc import AsyncGenerator
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import aclosing, contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -88,6 +88,12 @@ class AccessTokens:
         finally:
             if asyncio.current_task() is self._background:
                 self._background = None
+
+    def forget(self) -> None:
+        """Drops the token Google refused (revoked, or expired by Google's clock): the next call
+        gets a new one."""
+        if self._credentials is not None:
+            self._credentials.token = None
 
     async def aclose(self) -> None:
         if self._background is not None:
@@ -188,13 +194,24 @@ class VertexProvider:
         return adapter
 
     async def chat(self, call: UpstreamCall) -> Completion:
-        return await (await self._authorized(call)).chat(call)
+        with self._refused_token():
+            return await (await self._authorized(call)).chat(call)
 
     async def stream(self, call: UpstreamCall) -> AsyncGenerator[StreamEvent, None]:
         adapter = await self._authorized(call)
-        async with aclosing(adapter.stream(call)) as events:
-            async for event in events:
-                yield event
+        with self._refused_token():
+            async with aclosing(adapter.stream(call)) as events:
+                async for event in events:
+                    yield event
+
+    @contextmanager
+    def _refused_token(self) -> Iterator[None]:
+        try:
+            yield
+        except GatewayError as err:
+            if err.reason == "PROVIDER_AUTH_FAILED":
+                self._tokens.forget()
+            raise
 
     async def aclose(self) -> None:
         await self._tokens.aclose()
