@@ -399,3 +399,18 @@ retry = {{ max_retries = 0 }}
     ) / Decimal(1_000_000)
     assert Decimal(reply.cost.total) == expected
     assert reply.cost.price_source.startswith("genai-prices")
+
+
+async def test_a_profile_that_does_not_exist_is_an_auth_failure(
+    fake: FakeBedrock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    async with running_gateway(toml(fake, 'profile = "nobody"')) as gw:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await gw.stub.Chat(chat(MODEL, "x"))
+    assert (refused.value.code(), error_details(refused.value).info.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "PROVIDER_AUTH_FAILED",
+    )
+    assert fake.calls == []

@@ -201,3 +201,19 @@ async def test_the_openai_door_serves_claude_on_vertex(fake: FakeVertex, key_fil
         pieces = [c.choices[0].delta.content or "" async for c in stream if c.choices]
     assert "".join(pieces) == "Streamed from Vertex"
     assert fake.calls[-1].api_method == "streamRawPredict"
+
+
+async def test_a_credentials_file_that_cannot_be_read_is_an_auth_failure(
+    fake: FakeVertex, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text("{ not json")
+    for path in (tmp_path / "missing.json", broken):
+        async with running_gateway(toml(fake, path)) as gw:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await gw.stub.Chat(chat(f"vertex:{GEMINI_MODEL}", "x"))
+        assert (refused.value.code(), error_details(refused.value).info.reason) == (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "PROVIDER_AUTH_FAILED",
+        )
+    assert fake.calls == []

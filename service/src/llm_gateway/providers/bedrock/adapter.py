@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+import botocore.exceptions
 import botocore.session
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -104,7 +105,10 @@ class BedrockProvider(HttpAdapter):
             if self._credentials is None:
                 self._credentials = await asyncio.to_thread(_resolve, self._profile)
             resolved: Credentials = self._credentials
-            return await asyncio.to_thread(resolved.get_frozen_credentials)
+            try:
+                return await asyncio.to_thread(resolved.get_frozen_credentials)
+            except botocore.exceptions.BotoCoreError as exc:  # an SSO session ended, a role refused
+                raise _unreadable(exc) from None
 
     async def chat(self, call: UpstreamCall) -> Completion:
         ctx = self._context(call)
@@ -158,7 +162,10 @@ def _needs_refresh(credentials: Credentials) -> bool:
 def _resolve(profile: str | None) -> Credentials:
     """botocore's credential chain for `profile` (its environment variables, shared files, SSO,
     container and instance roles)."""
-    found = botocore.session.Session(profile=profile).get_credentials()
+    try:
+        found = botocore.session.Session(profile=profile).get_credentials()
+    except botocore.exceptions.BotoCoreError as exc:
+        raise _unreadable(exc) from None
     if found is None:
         raise GatewayError(
             f"no AWS credentials found for profile {profile!r}" if profile else "no AWS credentials found",
@@ -166,3 +173,12 @@ def _resolve(profile: str | None) -> Credentials:
             reason="PROVIDER_AUTH_FAILED",
         )
     return found
+
+
+def _unreadable(exc: Exception) -> GatewayError:
+    return GatewayError(
+        f"AWS credentials could not be read or refreshed ({type(exc).__name__}); an operator must fix "
+        "the provider's profile or keys",
+        code=Code.FAILED_PRECONDITION,
+        reason="PROVIDER_AUTH_FAILED",
+    )

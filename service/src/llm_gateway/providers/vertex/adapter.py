@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import logging
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import aclosing, contextmanager
 from pathlib import Path
@@ -36,6 +37,7 @@ from llm_gateway.providers.anthropic import AnthropicProvider
 from llm_gateway.providers.base import OptionRules, UpstreamCall
 from llm_gateway.providers.gemini import GeminiProvider
 
+_log = logging.getLogger("llm_gateway.providers")
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 ANTHROPIC_VERSION = "vertex-2023-10-16"
 # A token with less left than this is not sent: the call waits for a fresh one.
@@ -56,7 +58,7 @@ class AccessTokens:
         if credentials is not None and credentials.token and _left(credentials) > _MARGIN:
             # google-auth counts a token as expired minutes before it is: renew it meanwhile.
             if credentials.expired and self._background is None:
-                self._background = asyncio.create_task(self._renew())
+                self._background = asyncio.create_task(self._renew_meanwhile())
             return str(credentials.token)
         await self._renew()
         assert self._credentials is not None
@@ -78,16 +80,31 @@ class AccessTokens:
                 reason="UPSTREAM_UNAVAILABLE",
                 retryable=True,
             ) from None
-        except google.auth.exceptions.GoogleAuthError as exc:
+        except (google.auth.exceptions.GoogleAuthError, OSError, ValueError) as exc:
+            what = (
+                str(exc)[:200]
+                if isinstance(exc, google.auth.exceptions.GoogleAuthError)
+                else type(exc).__name__
+            )
             raise GatewayError(
-                f"Google refused the gateway's credentials for Vertex AI: {str(exc)[:200]}; an operator "
-                "must fix the provider's credentials_file or application-default credentials",
+                f"the gateway has no usable credentials for Vertex AI ({what}); an operator must fix the "
+                "provider's credentials_file or application-default credentials",
                 code=Code.FAILED_PRECONDITION,
                 reason="PROVIDER_AUTH_FAILED",
             ) from None
         finally:
             if asyncio.current_task() is self._background:
                 self._background = None
+
+    async def _renew_meanwhile(self) -> None:
+        """A renewal no call waits for: its failure is logged, and the next call that needs a
+        token tries again."""
+        try:
+            await self._renew()
+        except GatewayError as err:
+            _log.warning(
+                {"event": "vertex_token_refresh_failed", "reason": err.reason, "detail": err.message}
+            )
 
     def forget(self) -> None:
         """Drops the token Google refused (revoked, or expired by Google's clock): the next call
