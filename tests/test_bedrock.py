@@ -272,6 +272,7 @@ async def test_a_wrong_secret_is_refused_as_an_auth_failure_and_never_shown(fake
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert error_details(refused.value).info.reason == "PROVIDER_AUTH_FAILED"
     assert "wrong-secret" not in str(refused.value)
+    assert "must fix providers.bedrock's AWS credentials" in (refused.value.details() or "")
     assert fake.calls[-1].auth_error == "InvalidSignatureException"
 
 

@@ -185,6 +185,7 @@ async def test_refused_credentials_and_an_expired_token_are_auth_failures(
         # The refused token is dropped: the next call exchanges for a new one and is served.
         served = await gw.stub.Chat(chat(f"vertex:{GEMINI_MODEL}", "again"))
     assert error_details(expired.value).info.reason == "PROVIDER_AUTH_FAILED"
+    assert "must fix providers.vertex's Google credentials" in (expired.value.details() or "")
     assert [c.refused for c in fake.calls[-2:]] == ["ACCESS_TOKEN_EXPIRED", None]
     assert reply_text(served.message) == "again"
     assert fake.calls[-1].token != fake.calls[-2].token

@@ -89,9 +89,14 @@ def http_error(ctx: UpstreamContext, status: int, body: bytes, headers: Mapping[
             extra=extra,
         )
     if key_rejected:
+        if aws_type in _AWS_AUTH_ERRORS:
+            fix = f"providers.{ctx.provider}'s AWS credentials"
+        elif any(r.startswith("ACCESS_TOKEN") or r == "CREDENTIALS_MISSING" for r in google_reasons):
+            fix = f"providers.{ctx.provider}'s Google credentials"
+        else:
+            fix = f"providers.{ctx.provider}.api_key"
         return ctx.error(
-            f"{where} rejected the gateway's API key for this provider; an operator must fix "
-            f"providers.{ctx.provider}.api_key",
+            f"{where} rejected the gateway's credentials for this provider; an operator must fix {fix}",
             code=Code.FAILED_PRECONDITION,
             reason="PROVIDER_AUTH_FAILED",
             status=status,
