@@ -230,3 +230,14 @@ limits_when_down = "refuse"
         refused = run_cli("check-config", "--config", str(write(tmp_path, bad)))
         assert refused.returncode == 2, bad
         assert where in refused.stderr, refused.stderr
+
+
+def test_a_provider_of_another_kind_under_a_default_name_replaces_the_default(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.toml"
+    path.write_text('[providers.vertex]\nkind = "gemini"\napi_key = "key-for-this-test-only"\n')
+    config = load_config(path, {})
+    vertex = config.providers["vertex"]
+    assert vertex.kind == "gemini"
+    assert vertex.models == {}  # none of the default Vertex provider's models
+    path.write_text('[providers.vertex]\nlocation = "europe-west4"\n')
+    assert load_config(path, {}).providers["vertex"].models  # same kind: merged over the default

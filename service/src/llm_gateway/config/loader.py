@@ -38,6 +38,7 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        _drop_replaced_providers(data, user)
         data = _merge(data, user)
     data = _interpolate(data, env, ())
     _apply_overrides(data, env)
@@ -45,6 +46,23 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
         return GatewayConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+
+
+def _drop_replaced_providers(defaults: dict[str, Any], user: Mapping[str, Any]) -> None:
+    """A provider of another kind under a name the defaults use ("vertex" as a Gemini API
+    provider) replaces the default's table instead of merging into it: the two kinds' keys differ."""
+    ours = defaults.get("providers")
+    theirs = user.get("providers")
+    if not isinstance(ours, dict) or not isinstance(theirs, Mapping):
+        return
+    for name, table in theirs.items():
+        default = ours.get(name)
+        if (
+            isinstance(table, Mapping)
+            and isinstance(default, dict)
+            and table.get("kind", default.get("kind")) != default.get("kind")
+        ):
+            del ours[name]
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
