@@ -24,7 +24,7 @@ from llm_gateway.ledger.query import (
     Stats,
     SummaryRequest,
 )
-from llm_gateway.ledger.rows import COLUMNS, micros
+from llm_gateway.ledger.rows import COLUMNS, USAGE_COLUMNS, micros
 
 TABLE = "ledger_calls"
 
@@ -132,17 +132,7 @@ def list_query(dialect: Dialect, filters: RecordFilter, after: Position | None, 
 
 def _stats_columns(dialect: Dialect, p: Params, currency: str) -> list[str]:
     """The aggregates of `Stats`, in its field order."""
-    tokens = [
-        f"coalesce(sum({kind}), 0)"
-        for kind in (
-            "prompt_tokens",
-            "completion_tokens",
-            "cache_read_tokens",
-            "cache_write_tokens",
-            "cache_write_1h_tokens",
-            "reasoning_tokens",
-        )
-    ]
+    tokens = [f"coalesce(sum({kind}), 0)" for kind in USAGE_COLUMNS]
     return [
         "count(*)",
         "count(*) FILTER (WHERE status <> 'OK')",
@@ -212,17 +202,7 @@ def periods_query(
     # The longest start first: a prompt past it is past every shorter one too.
     whens = [f"WHEN prompt_tokens > {int(start)} THEN {i}" for i, start in enumerate(tier_starts, 1)]
     band = f"CASE {' '.join(reversed(whens))} ELSE 0 END" if whens else "0"
-    tokens = ", ".join(
-        f"coalesce(sum({kind}), 0)"
-        for kind in (
-            "prompt_tokens",
-            "completion_tokens",
-            "cache_read_tokens",
-            "cache_write_tokens",
-            "cache_write_1h_tokens",
-            "reasoning_tokens",
-        )
-    )
+    tokens = ", ".join(f"coalesce(sum({kind}), 0)" for kind in USAGE_COLUMNS)
     cost = dialect.money_sum(f"CASE WHEN currency = {p(currency)} THEN cost_total END")
     where = _and(_where(filters, p, dialect), f"{_SERVED} AND prompt_tokens IS NOT NULL")
     sql = (

@@ -76,7 +76,7 @@ def build_body(call: UpstreamCall, *, stream: bool, prompt_caching: str = "off")
     checks = Checks.of(call)
     system, messages = _conversation(request.messages, checks)
     max_tokens = gen.max_tokens or call.model.max_output_tokens or DEFAULT_MAX_TOKENS
-    thinking = _thinking(call, checks)
+    thinking = thinking_setting(call, checks)
     budget = thinking.get("budget_tokens", 0)
     if budget >= max_tokens:
         if gen.max_tokens is not None:
@@ -160,8 +160,9 @@ def _mark_cacheable(body: dict[str, Any], ttl: str) -> None:
         body["system"] = [{"type": "text", "text": system, "cache_control": mark}]
 
 
-def _thinking(call: UpstreamCall, checks: Checks) -> dict[str, Any]:
-    """The `thinking` setting: a budget when the request sets one or a level, `disabled` for NONE."""
+def thinking_setting(call: UpstreamCall, checks: Checks) -> dict[str, Any]:
+    """Claude's `thinking` setting (on Anthropic's API, and on Bedrock and Vertex): a budget when
+    the request sets one or a level, `disabled` for NONE."""
     reasoning = call.request.reasoning
     if reasoning is None:
         return {}

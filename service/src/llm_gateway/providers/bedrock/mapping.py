@@ -17,7 +17,6 @@ from typing import Any
 from llm_gateway.domain.messages import (
     ImagePart,
     Message,
-    ReasoningEffort,
     ResponseFormatType,
     Role,
     TextPart,
@@ -33,8 +32,8 @@ from llm_gateway.domain.results import (
     ToolCallDelta,
     Usage,
 )
-from llm_gateway.providers.anthropic.mapping import DEFAULT_MAX_TOKENS, MIN_THINKING_BUDGET
-from llm_gateway.providers.base import THINKING_BUDGETS, Checks, UpstreamCall
+from llm_gateway.providers.anthropic.mapping import DEFAULT_MAX_TOKENS, thinking_setting
+from llm_gateway.providers.base import Checks, UpstreamCall
 
 _STOP_REASONS = {
     "end_turn": FinishReason.STOP,
@@ -92,7 +91,7 @@ def build_body(call: UpstreamCall, *, prompt_caching: str = "off") -> dict[str, 
         inference["topP"] = gen.top_p
     if gen.stop:
         inference["stopSequences"] = list(gen.stop)
-    thinking = _thinking(call, checks)
+    thinking = thinking_setting(call, checks)
     budget = thinking.get("budget_tokens", 0)
     if budget and inference.get("maxTokens", 0) <= budget:
         if gen.max_tokens is not None:
@@ -165,26 +164,6 @@ def _tools(
             "parallel_tool_calls", "Bedrock's Converse API cannot turn parallel tool calls off"
         )
     body["toolConfig"] = config
-
-
-def _thinking(call: UpstreamCall, checks: Checks) -> dict[str, Any]:
-    """Claude's extended thinking, through `additionalModelRequestFields`."""
-    reasoning = call.request.reasoning
-    if reasoning is None:
-        return {}
-    if reasoning.effort is ReasoningEffort.NONE:
-        return {"type": "disabled"}
-    budget = reasoning.budget_tokens
-    if budget is None and reasoning.effort is not None:
-        budget = THINKING_BUDGETS[reasoning.effort]
-    if budget is None:
-        return {}
-    if budget < MIN_THINKING_BUDGET:
-        checks.unsupported(
-            "reasoning.budget_tokens", f"Bedrock's Claude models think with at least {MIN_THINKING_BUDGET}"
-        )
-        return {}
-    return {"type": "enabled", "budget_tokens": budget}
 
 
 def _messages(messages: tuple[Message, ...], checks: Checks) -> list[dict[str, Any]]:
