@@ -51,7 +51,7 @@ class Router:
         for configured in [f for route in routes if route.reason != "fallback" for f in route.spec.fallbacks]:
             routes.extend(
                 Route(spec, "fallback")
-                for spec in self._configured_fallback(configured)
+                for spec in self._enabled_specs(configured)
                 if principal.may_use(spec.id)
             )
         seen: set[str] = set()
@@ -137,9 +137,9 @@ class Router:
             why = f"provider {provider!r} has no model {name!r}"
         raise model_not_found(model_id, field, why)
 
-    def _configured_fallback(self, model: str) -> list[ModelSpec]:
-        """A configured fallback's models (the config checked its form): one, or a group's
-        deployments; none when their providers are not enabled."""
+    def _enabled_specs(self, model: str) -> list[ModelSpec]:
+        """The models a configured name stands for (the config checked its form): one model or
+        alias, or a group's deployments; those of providers that are not enabled left out."""
         group = self._groups.get(model)
         targets = [d.model for d in group.deployments] if group else [self._aliases.get(model, model)]
         specs = (self._catalog.get(*target.split(":", 1)) for target in targets)
@@ -148,7 +148,7 @@ class Router:
     def _group_routes(self, name: str, field: str) -> list[Route]:
         """The group's deployments of enabled providers, in configured order (the gateway's
         balancer orders them per call)."""
-        routes = [Route(spec, "group") for spec in self._configured_fallback(name)]
+        routes = [Route(spec, "group") for spec in self._enabled_specs(name)]
         if not routes:
             raise GatewayError(
                 f"{field}: no deployment of group {name!r} is available (none of their providers is enabled)",

@@ -33,6 +33,7 @@ __all__ = [
     "build_body",
     "content_part",
     "finish_reason",
+    "image_url",
     "map_usage",
     "parse_completion",
     "prompt_body",
@@ -261,15 +262,18 @@ def prompt_body(request: ChatRequest, dialect: Dialect = _DEFAULT_DIALECT) -> di
     return body
 
 
+def image_url(part: ImagePart) -> str:
+    """The image's URL, its inline bytes as a data: URL (Chat Completions and Responses alike)."""
+    if part.data is not None:
+        return f"data:{part.mime_type};base64,{base64.b64encode(part.data).decode('ascii')}"
+    return part.url or ""
+
+
 def content_part(part: TextPart | ImagePart) -> dict[str, Any]:
-    """A text or `image_url` content part; inline bytes become a data: URL."""
+    """A text or `image_url` content part."""
     if isinstance(part, TextPart):
         return {"type": "text", "text": part.text}
-    if part.data is not None:
-        url = f"data:{part.mime_type};base64,{base64.b64encode(part.data).decode('ascii')}"
-    else:
-        url = part.url or ""
-    image: dict[str, Any] = {"url": url}
+    image: dict[str, Any] = {"url": image_url(part)}
     if part.detail:
         image["detail"] = part.detail
     return {"type": "image_url", "image_url": image}

@@ -10,7 +10,6 @@ Structured output is `text.format`, reasoning `reasoning.effort`. Nothing is sto
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 from llm_gateway.domain.messages import (
@@ -32,6 +31,7 @@ from llm_gateway.domain.results import (
     Usage,
 )
 from llm_gateway.providers.base import Checks, UpstreamCall
+from llm_gateway.providers.openai.mapping import image_url
 
 # Models the Responses API serves and Chat Completions does not (OpenAI's model pages): they use it
 # whatever the provider's `api`. A dated snapshot matches its family.
@@ -145,11 +145,7 @@ def _input(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
 def _part(part: TextPart | ImagePart) -> dict[str, Any]:
     if isinstance(part, TextPart):
         return {"type": "input_text", "text": part.text}
-    if part.data is not None:
-        url = f"data:{part.mime_type};base64,{base64.b64encode(part.data).decode('ascii')}"
-    else:
-        url = part.url or ""
-    return {"type": "input_image", "image_url": url, "detail": part.detail or "auto"}
+    return {"type": "input_image", "image_url": image_url(part), "detail": part.detail or "auto"}
 
 
 def map_usage(usage: dict[str, Any] | None) -> Usage | None:
