@@ -134,6 +134,10 @@ def test_check_config_command(tmp_path: Path) -> None:
     assert "provider openai (openai): enabled" in ok.stdout
     assert "sk-secret-value-123" not in ok.stdout + ok.stderr
 
+    plan = write(tmp_path, '[providers.mock.subscription]\nfee_usd = "2500"\nincluded_tokens = 50000000\n')
+    planned = run_cli("check-config", "--config", str(plan))
+    assert "subscription of mock: 2500 USD per month, covering 50,000,000 tokens" in planned.stdout
+
     bad = run_cli("check-config", "--config", str(write(tmp_path, "[server]\nport = -1\n")))
     assert bad.returncode == 2
     assert "config error at server.port" in bad.stderr

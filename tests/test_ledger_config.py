@@ -92,7 +92,7 @@ def test_ledger_migrate_and_prune_from_the_command_line(
     assert cli.main(["ledger", "migrate", "--config", str(sqlite)]) == 0
     assert cli.main(["ledger", "migrate", "--config", str(sqlite)]) == 0
     out = capsys.readouterr().out
-    assert out.count(f"ledger sqlite:///{tmp_path}/ledger.db: schema version 2") == 2
+    assert out.count(f"ledger sqlite:///{tmp_path}/ledger.db: schema version 3") == 2
     assert cli.main(["ledger", "prune", "--config", str(sqlite)]) == 0
     assert "removed 0 call(s)" in capsys.readouterr().out
 
@@ -100,7 +100,7 @@ def test_ledger_migrate_and_prune_from_the_command_line(
     postgres = config_file(tmp_path, f'url = "{database}"')
     assert cli.main(["ledger", "migrate", "--config", str(postgres)]) == 0
     out = capsys.readouterr().out
-    assert "schema version 2" in out
+    assert "schema version 3" in out
     assert SECRET not in out
 
 

@@ -241,7 +241,9 @@ def _cost_capabilities(pconf: ProviderConfig, listed: list[ModelSpec]) -> CostCa
     and the billing model read from its models' prices."""
     fees = any(spec.price.per_request > 0 for spec in listed)
     models = {spec.price.billing_model for spec in listed} - {None, BillingModel.FREE}
-    if pconf.free:
+    if pconf.subscription is not None:
+        billing = BillingModel.SUBSCRIPTION
+    elif pconf.free:
         billing = BillingModel.FREE
     elif models == {BillingModel.PER_REQUEST}:
         billing = BillingModel.PER_REQUEST

@@ -122,6 +122,9 @@ def _summarise(config: GatewayConfig) -> None:
     for name, provider in sorted(config.providers.items()):
         state = "enabled" if is_enabled(provider) else "disabled"
         print(f"provider {name} ({provider.kind}): {state}, {len(provider.models)} listed model(s)")
+        if (plan := provider.subscription) is not None:
+            covered = f"{plan.included_tokens:,} tokens" if plan.included_tokens else "every call"
+            print(f"subscription of {name}: {plan.fee_usd} USD per {plan.period}, covering {covered}")
     for alias, target in sorted(config.aliases.items()):
         print(f"alias {alias} -> {target}")
     print(f"auto: {', '.join(config.routing.auto)}")

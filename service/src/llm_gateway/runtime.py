@@ -26,6 +26,7 @@ from llm_gateway.gateway import Gateway
 from llm_gateway.gateway.guard import ProviderGuard, key_limiter
 from llm_gateway.gateway.limits import local_limiter
 from llm_gateway.gateway.record import ANONYMOUS, CallObserver, CallRecord, Principal
+from llm_gateway.gateway.subscriptions import SubscriptionMeter, plans_from_config
 from llm_gateway.ledger import Ledger
 from llm_gateway.metrics import Metrics, Sampler
 from llm_gateway.providers import Provider, build_providers, enabled_providers
@@ -94,6 +95,8 @@ class Runtime:
             await self.ledger.start()
         if self.budgets is not None:
             await self.budgets.start()
+        if self.gateway.subscriptions is not None:
+            await self.gateway.subscriptions.refresh()
         if self.metrics is not None and self.sampler is None:
             self.sampler = Sampler(self.metrics, self.gateway, self.ledger, self.budgets, self.fleet)
             self.sampler.start()
@@ -105,6 +108,8 @@ class Runtime:
             await self.sampler.close()
         if self.tracing is not None:  # after the doors: the last calls' spans are ended
             await asyncio.to_thread(self.tracing.shutdown)
+        if self.gateway.subscriptions is not None:  # before the store it counts in closes
+            await self.gateway.subscriptions.close()
         if self.budgets is not None:
             await self.budgets.close()
         if self.ledger is not None:
@@ -162,6 +167,7 @@ def build_runtime(config: GatewayConfig, observers: Sequence[CallObserver] = ())
         told.append(_Chats(ledger))
         budgets = _budget_keeper(config, ledger, http)
         told.append(_Chats(budgets))
+        ledger.queries.plan_periods = budgets.store.plan_periods  # the subscription periods' fees
     metrics = None
     if config.metrics.enabled:
         metrics = Metrics(catalog.is_listed, list(config.providers), [k.name for k in config.auth.keys])
@@ -174,8 +180,20 @@ def build_runtime(config: GatewayConfig, observers: Sequence[CallObserver] = ())
     if config.cache.enabled:  # with mode "off", calls may still turn it on for themselves
         store = RedisCache(fleet) if fleet is not None and config.cache.backend == "redis" else None
         cache = ResponseCache(config.cache, store or MemoryCache(config.cache.max_bytes))
+    plans = plans_from_config(config)
+    meter = SubscriptionMeter(plans, None if budgets is None else budgets.store) if plans else None
     gateway = Gateway(
-        router, catalog, providers, guards, key_limiters, told, budgets, cache, config.routing, config.tasks
+        router,
+        catalog,
+        providers,
+        guards,
+        key_limiters,
+        told,
+        budgets,
+        cache,
+        config.routing,
+        config.tasks,
+        meter,
     )
     principals = Principals.from_config(config.auth.keys)
     if not principals.enabled:

@@ -162,14 +162,18 @@ def render(
 ) -> str:
     total, currency = reply.total, reply.currency
     period = f"{first}" if first == last else f"{first} to {last}"
+    # Subscription fees spread over the calls, shown where there are any (docs/subscriptions.md).
+    amortized = bool(Decimal(total.amortized_cost or "0"))
+    fees = f" (and {_money(total.amortized_cost)} {currency} of subscription fees)" if amortized else ""
     lines = [
         f"Usage {period} (UTC), by {granularity}",
-        f"{total.requests:,} calls, {total.errors:,} failed; {_money(total.cost)} {currency}; "
+        f"{total.requests:,} calls, {total.errors:,} failed; {_money(total.cost)} {currency}{fees}; "
         f"{total.prompt_tokens:,} tokens in, {total.completion_tokens:,} out; "
         f"latency p50 {_seconds(total.latency_p50)}, p95 {_seconds(total.latency_p95)}",
         "",
     ]
-    figures = ["calls", "failed", "tokens in", "tokens out", f"cost ({currency})", "p50"]
+    shares = [f"fees ({currency})"] if amortized else []
+    figures = ["calls", "failed", "tokens in", "tokens out", f"cost ({currency})", *shares, "p50"]
     header = [granularity, *group_by, *figures]
     rows = [
         [
@@ -180,6 +184,7 @@ def render(
             f"{bucket.stats.prompt_tokens:,}",
             f"{bucket.stats.completion_tokens:,}",
             _money(bucket.stats.cost),
+            *([_money(bucket.stats.amortized_cost)] if amortized else []),
             _seconds(bucket.stats.latency_p50),
         ]
         for bucket in reply.buckets
@@ -188,8 +193,16 @@ def render(
     if reply.top_models_by_cost:
         lines += ["", "Top models by cost"]
         lines += _table(
-            ["model", "calls", f"cost ({currency})"],
-            [[m.model or "-", f"{m.requests:,}", _money(m.cost)] for m in reply.top_models_by_cost],
+            ["model", "calls", f"cost ({currency})", *shares],
+            [
+                [
+                    m.model or "-",
+                    f"{m.requests:,}",
+                    _money(m.cost),
+                    *([_money(m.amortized_cost)] if amortized else []),
+                ]
+                for m in reply.top_models_by_cost
+            ],
             text_columns=1,
         )
     return "\n".join(lines)

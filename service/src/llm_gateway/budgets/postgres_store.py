@@ -20,7 +20,7 @@ from llm_gateway.budgets.counters import ZERO, Charge, Hold, Standing
 from llm_gateway.budgets.model import Alert, Budget, Quota
 from llm_gateway.budgets.periods import Period
 from llm_gateway.budgets.scope import Scope, ScopeKind, parse_scope
-from llm_gateway.budgets.store import BudgetExistsError, RaiseAlerts, Rebuilt, StoredAlert
+from llm_gateway.budgets.store import BudgetExistsError, PlanPeriod, RaiseAlerts, Rebuilt, StoredAlert
 from llm_gateway.budgets.webhooks import OutboxItem
 from llm_gateway.ledger.sql import TABLE
 
@@ -63,6 +63,14 @@ SCHEMA = (
     )""",
     "CREATE INDEX IF NOT EXISTS webhook_outbox_due ON webhook_outbox (next_at) "
     "WHERE delivered_at IS NULL AND NOT gave_up",
+    """CREATE TABLE IF NOT EXISTS plan_usage (
+        plan text NOT NULL,
+        period_start text NOT NULL,
+        fee numeric NOT NULL,
+        tokens bigint NOT NULL,
+        calls bigint NOT NULL,
+        PRIMARY KEY (plan, period_start)
+    )""",
 )
 
 _BUDGET_COLUMNS = "id, scope, limit_usd, period, thresholds, created_at, updated_at"
@@ -152,6 +160,34 @@ class PostgresBudgetStore:
                         ],
                     )
         return [alert for alert in candidates if alert.id in kept]
+
+    async def add_plan_tokens(
+        self, plan: str, period_key: str, tokens: int, fee: Decimal, calls: int = 1
+    ) -> int:
+        pool = await self._connections()
+        # The conflicting row's lock orders every replica's increments.
+        after = await pool.fetchval(
+            "INSERT INTO plan_usage (plan, period_start, fee, tokens, calls) VALUES ($1, $2, $3, $4, $5) "
+            "ON CONFLICT (plan, period_start) DO UPDATE SET fee = excluded.fee, "
+            "tokens = plan_usage.tokens + excluded.tokens, calls = plan_usage.calls + excluded.calls "
+            "RETURNING tokens",
+            plan,
+            period_key,
+            fee,
+            tokens,
+            calls,
+        )
+        return int(after)
+
+    async def plan_periods(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], PlanPeriod]:
+        pool = await self._connections()
+        rows = await pool.fetch(
+            "SELECT plan, period_start, fee, tokens, calls FROM plan_usage "
+            "WHERE (plan, period_start) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+            [plan for plan, _ in keys],
+            [period for _, period in keys],
+        )
+        return {(r[0], r[1]): PlanPeriod(Decimal(r[2]), int(r[3]), int(r[4])) for r in rows}
 
     async def standings(self, charges: Sequence[Charge], *, now: datetime) -> list[Standing]:
         pool = await self._connections()

@@ -22,7 +22,7 @@ from llm_gateway.budgets.counters import ZERO, Charge, Hold, Spend, Standing
 from llm_gateway.budgets.model import Alert, Budget, Quota
 from llm_gateway.budgets.periods import Period
 from llm_gateway.budgets.scope import Scope, ScopeKind, parse_scope
-from llm_gateway.budgets.store import BudgetExistsError, RaiseAlerts, Rebuilt, StoredAlert
+from llm_gateway.budgets.store import BudgetExistsError, PlanPeriod, RaiseAlerts, Rebuilt, StoredAlert
 from llm_gateway.budgets.webhooks import OutboxItem
 from llm_gateway.ledger.rows import EXACT, micros
 from llm_gateway.ledger.sql import TABLE
@@ -70,6 +70,14 @@ SCHEMA = (
     ) STRICT""",
     "CREATE INDEX IF NOT EXISTS webhook_outbox_due ON webhook_outbox (next_at) "
     "WHERE delivered_at IS NULL AND gave_up = 0",
+    """CREATE TABLE IF NOT EXISTS plan_usage (
+        plan TEXT NOT NULL,
+        period_start TEXT NOT NULL,
+        fee TEXT NOT NULL,
+        tokens INTEGER NOT NULL,
+        calls INTEGER NOT NULL,
+        PRIMARY KEY (plan, period_start)
+    ) STRICT""",
 )
 
 
@@ -139,6 +147,35 @@ class SqliteBudgetStore:
         return await self._on_loop(
             lambda c: counters.reserve(c, call_id, holds, now=now, expires_at=expires_at)
         )
+
+    async def add_plan_tokens(
+        self, plan: str, period_key: str, tokens: int, fee: Decimal, calls: int = 1
+    ) -> int:
+        # One statement: SQLite's write lock orders every process's increments.
+        return await self._on_loop(
+            lambda c: int(
+                c.execute(
+                    "INSERT INTO plan_usage (plan, period_start, fee, tokens, calls) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (plan, period_start) DO UPDATE SET fee = excluded.fee, "
+                    "tokens = tokens + excluded.tokens, calls = calls + excluded.calls RETURNING tokens",
+                    (plan, period_key, str(fee), tokens, calls),
+                ).fetchone()[0]
+            )
+        )
+
+    async def plan_periods(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], PlanPeriod]:
+        def run(connection: sqlite3.Connection) -> dict[tuple[str, str], PlanPeriod]:
+            found = {}
+            for plan, period_key in keys:
+                row = connection.execute(
+                    "SELECT fee, tokens, calls FROM plan_usage WHERE plan = ? AND period_start = ?",
+                    (plan, period_key),
+                ).fetchone()
+                if row is not None:
+                    found[plan, period_key] = PlanPeriod(Decimal(row[0]), int(row[1]), int(row[2]))
+            return found
+
+        return await self._run(run)
 
     async def _on_loop(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """`work` on the event loop's own connection. Reservations and settlements are short

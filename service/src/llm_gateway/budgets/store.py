@@ -36,6 +36,15 @@ class Rebuilt:
     after: Decimal
 
 
+@dataclass(frozen=True, slots=True)
+class PlanPeriod:
+    """A subscription plan's period as charged so far: its fee, tokens and calls."""
+
+    fee: Decimal
+    tokens: int
+    calls: int
+
+
 # Builds the alerts a settlement's spend changes raise; runs inside the settling transaction.
 RaiseAlerts = Callable[[list[Spend]], list[Alert]]
 
@@ -90,6 +99,17 @@ class BudgetStore(Outbox, Protocol):
         self, budgets: Sequence[tuple[Budget, Charge]], quotas: Sequence[tuple[Quota, Charge]]
     ) -> list[Rebuilt]:
         """Sets each window's counter to what the ledger's calls add up to."""
+        ...
+
+    async def add_plan_tokens(
+        self, plan: str, period_key: str, tokens: int, fee: Decimal, calls: int = 1
+    ) -> int:
+        """Adds `calls` calls of `tokens` tokens in all to a subscription plan's period,
+        atomically across every process; returns the period's tokens after them."""
+        ...
+
+    async def plan_periods(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], PlanPeriod]:
+        """The periods of `keys` (plan, period key) charged so far."""
         ...
 
     async def close(self) -> None: ...

@@ -564,6 +564,18 @@ class CircuitBreakerConfig(_Strict):
     caller_window: float = Field(default=60.0, ge=0, le=86_400)
 
 
+class SubscriptionConfig(_Strict):
+    """A flat fee per period for everything the provider serves (provisioned throughput, a
+    flat-rate plan), optionally with a token quota past which calls pay the models' own prices
+    (docs/subscriptions.md)."""
+
+    fee_usd: Decimal = Field(ge=0, max_digits=30, decimal_places=18)
+    # Calendar periods in budgets.time_zone, as budgets count them.
+    period: Literal["hour", "day", "week", "month"] = "month"
+    # Tokens (input and output) the fee covers each period; unset: every call is covered.
+    included_tokens: int | None = Field(default=None, ge=1)
+
+
 class _ProviderBase(_Strict):
     # None: on when the provider needs no API key or its key is set.
     enabled: bool | None = None
@@ -582,6 +594,8 @@ class _ProviderBase(_Strict):
     # caches prompts and reports cached tokens. Each kind and preset sets what its API does.
     tracks_tokens: bool = True
     token_caching: bool = False
+    # Billed by a flat fee per period instead of per call (docs/subscriptions.md).
+    subscription: SubscriptionConfig | None = None
     models: dict[str, ModelConfig] = {}
 
     @field_validator("models")

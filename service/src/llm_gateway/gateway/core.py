@@ -28,7 +28,7 @@ from llm_gateway.domain.messages import ChatRequest, RoutingOptions
 from llm_gateway.domain.results import Completion, StreamDone, StreamEvent, TextDelta, ToolCallDelta, Usage
 from llm_gateway.gateway.balance import Balancer, InFlight
 from llm_gateway.gateway.breaker import Ticket
-from llm_gateway.gateway.estimate import Estimate, estimate, ranked
+from llm_gateway.gateway.estimate import Estimate, Pricer, estimate, list_price, ranked
 from llm_gateway.gateway.guard import ProviderGuard
 from llm_gateway.gateway.limits import Limiter
 from llm_gateway.gateway.live import LiveLatency
@@ -44,6 +44,7 @@ from llm_gateway.tokens import TokenCount, count_prompt
 
 if TYPE_CHECKING:
     from llm_gateway.budgets.keeper import BudgetKeeper
+    from llm_gateway.gateway.subscriptions import SubscriptionMeter
     from llm_gateway.tracing import Tracing
 
 # A budget's refusals that another (cheaper, priced) candidate may not meet.
@@ -68,8 +69,11 @@ class Gateway:
         cache: ResponseCache | None = None,
         routing: RoutingConfig | None = None,
         tasks: Mapping[str, TaskConfig] | None = None,
+        subscriptions: SubscriptionMeter | None = None,
     ) -> None:
         self._router = router
+        self.subscriptions = subscriptions
+        self._price: Pricer = list_price if subscriptions is None else subscriptions.price
         self._tasks = dict(tasks or {})
         self.cache = cache
         self._catalog = catalog
@@ -169,7 +173,7 @@ class Gateway:
             if group is not None:
                 routes, considered = self._balancer.order(group, routes, stream)
                 self.in_flight.enter(call_id, routes[0].spec.id)  # now: the next call sees it busy
-        plan = CallPlan(routes, request, scope, call_id, self.in_flight)
+        plan = CallPlan(routes, request, scope, call_id, self.in_flight, self._price)
         plan.routing.considered = considered
         if group is not None:
             plan.routing.reason = f"group:{group.policy}"
@@ -193,7 +197,7 @@ class Gateway:
         counts = await _prompt_counts(request, specs)
         chosen, considered = choose(
             specs,
-            lambda spec: estimate(request, spec, counts[spec.tokenizer]),
+            lambda spec: estimate(request, spec, counts[spec.tokenizer], price=self._price),
             options,
             self.routing,
             needed_capabilities(request, options, stream),
@@ -453,8 +457,15 @@ class Gateway:
                 usage = completion.usage or await plan.estimated_usage(
                     spec, completion.text, completion.tool_calls
                 )
-                summary = plan.summary(
-                    spec, usage, completion.finish_reason, completion.provider_model, completion.response_id
+                summary = await self._billed(
+                    spec,
+                    plan.summary(
+                        spec,
+                        usage,
+                        completion.finish_reason,
+                        completion.provider_model,
+                        completion.response_id,
+                    ),
                 )
                 outcome = ChatOutcome(plan.header(spec), completion, summary)
                 if self.tracing is not None:
@@ -523,20 +534,23 @@ class Gateway:
                     if plan.may_count_failure(spec.provider):
                         guard.breaker.record_failure(exc, plan.caller)
                     if isinstance(exc, GatewayError):
-                        tracker.summary = plan.cut_short(route, output, exc)
+                        tracker.summary = await self._billed(spec, plan.cut_short(route, output, exc))
                         exc.metadata.update(tracker.summary.spent())
                     elif isinstance(exc, asyncio.CancelledError | GeneratorExit):
-                        tracker.summary = plan.cut_short(route, output)
+                        tracker.summary = self._billed_soon(spec, plan.cut_short(route, output))
                     raise
                 plan.succeeded(route, output.first_token)
                 usage = event.usage or await plan.estimated_usage(spec, output.text(), output.tool_calls())
-                tracker.summary = summary = plan.summary(
+                tracker.summary = summary = await self._billed(
                     spec,
-                    usage,
-                    event.finish_reason,
-                    event.provider_model,
-                    event.response_id,
-                    output.first_token,
+                    plan.summary(
+                        spec,
+                        usage,
+                        event.finish_reason,
+                        event.provider_model,
+                        event.response_id,
+                        output.first_token,
+                    ),
                 )
                 if self.tracing is not None:
                     self.tracing.replied(
@@ -556,6 +570,20 @@ class Gateway:
                     )
                     await self.cache.keep(use, reply)
                 yield StreamFinished(summary)
+
+    async def _billed(self, spec: ModelSpec, summary: CallSummary) -> CallSummary:
+        """A served call's summary, charged to its provider's subscription plan if it has one."""
+        meter = self.subscriptions
+        if meter is None or meter.plan(spec.provider) is None:
+            return summary
+        return dataclasses.replace(summary, cost=await meter.charge(spec, summary.usage))
+
+    def _billed_soon(self, spec: ModelSpec, summary: CallSummary) -> CallSummary:
+        """`_billed` for a stream whose task is being cancelled: nothing can be awaited."""
+        meter = self.subscriptions
+        if meter is None or meter.plan(spec.provider) is None:
+            return summary
+        return dataclasses.replace(summary, cost=meter.charge_soon(spec, summary.usage))
 
     async def estimate_cost(
         self,
@@ -579,7 +607,10 @@ class Gateway:
         unique = {route.spec.id: route.spec for route in routes}
         counts = await _prompt_counts(request, unique.values())
         return ranked(
-            [estimate(request, spec, counts[spec.tokenizer], expected_output) for spec in unique.values()]
+            [
+                estimate(request, spec, counts[spec.tokenizer], expected_output, self._price)
+                for spec in unique.values()
+            ]
         )
 
     def list_models(

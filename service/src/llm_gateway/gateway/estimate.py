@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Protocol
 
 from llm_gateway.catalog import ModelSpec
 from llm_gateway.domain.errors import Code, GatewayError
@@ -16,6 +17,17 @@ from llm_gateway.tokens import CountMethod, TokenCount
 DEFAULT_EXPECTED_OUTPUT_TOKENS = 256
 # Worst-case output when neither the request (max_tokens) nor the catalog bounds it.
 UNBOUNDED_OUTPUT_TOKENS = 4096
+
+
+class Pricer(Protocol):
+    def __call__(self, model: ModelSpec, usage: Usage, /, *, worst: bool = False) -> Cost:
+        """What a call of `usage` on `model` would cost now; `worst`: at most (a subscription's
+        quota may run out before it ends)."""
+        ...
+
+
+def list_price(model: ModelSpec, usage: Usage, *, worst: bool = False) -> Cost:
+    return model.price.cost(usage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,13 +44,17 @@ class Estimate:
 
 
 def estimate(
-    request: ChatRequest, model: ModelSpec, prompt: TokenCount, expected_output: int | None = None
+    request: ChatRequest,
+    model: ModelSpec,
+    prompt: TokenCount,
+    expected_output: int | None = None,
+    price: Pricer = list_price,
 ) -> Estimate:
     prompt_tokens = prompt.tokens
     worst = request.generation.max_tokens or model.max_output_tokens or UNBOUNDED_OUTPUT_TOKENS
     expected = min(DEFAULT_EXPECTED_OUTPUT_TOKENS if expected_output is None else expected_output, worst)
-    expected_cost = model.price.cost(Usage(prompt_tokens, expected, estimated=True))
-    worst_cost = model.price.cost(Usage(prompt_tokens, worst, estimated=True))
+    expected_cost = price(model, Usage(prompt_tokens, expected, estimated=True))
+    worst_cost = price(model, Usage(prompt_tokens, worst, estimated=True), worst=True)
     window = model.context_window
     return Estimate(
         model=model,

@@ -12,7 +12,7 @@ from llm_gateway.domain.messages import ChatRequest, ToolCall
 from llm_gateway.domain.results import FinishReason, TextDelta, ToolCallDelta, Usage
 from llm_gateway.gateway.balance import InFlight
 from llm_gateway.gateway.breaker import TRIPPING_REASONS
-from llm_gateway.gateway.estimate import Estimate, budget_error, estimate
+from llm_gateway.gateway.estimate import Estimate, Pricer, budget_error, estimate, list_price
 from llm_gateway.gateway.fit import fit_request
 from llm_gateway.gateway.outcome import Attempt, CallHeader, CallSummary, Latency, RoutingInfo
 from llm_gateway.gateway.scope import CallScope
@@ -59,8 +59,10 @@ class CallPlan:
         scope: CallScope,
         call_id: str,
         in_flight: InFlight | None = None,
+        price: Pricer = list_price,
     ) -> None:
         self.call_id = call_id  # the reply's id, the same as the call's record
+        self._price = price
         self._in_flight = in_flight
         self.started = _perf() if scope.received_at is None else scope.received_at
         self.created = time.time()
@@ -110,7 +112,9 @@ class CallPlan:
         """The model's cost estimate for this request, computed once per model."""
         found = self._estimates.get(spec.id)
         if found is None:
-            found = self._estimates[spec.id] = estimate(self.request, spec, self.prompt_tokens(spec))
+            found = self._estimates[spec.id] = estimate(
+                self.request, spec, self.prompt_tokens(spec), price=self._price
+            )
         return found
 
     def runnable(self) -> list[Route]:
@@ -296,7 +300,7 @@ class CallPlan:
         return CallSummary(
             finish_reason=finish_reason,
             usage=usage,
-            cost=spec.price.cost(usage),
+            cost=self._price(spec, usage),
             latency=Latency(
                 total=_perf() - self.started,
                 time_to_first_byte=None if first_byte is None else first_byte - self.started,

@@ -100,6 +100,7 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
         ),
     ),
     (2, (f"ALTER TABLE {TABLE} ADD COLUMN task_type text NOT NULL DEFAULT ''",)),
+    (3, (f"ALTER TABLE {TABLE} ADD COLUMN plan_period text NOT NULL DEFAULT ''",)),
 )
 LATEST = MIGRATIONS[-1][0]
 

@@ -160,6 +160,8 @@ class Stats:
     cache_write_1h_tokens: int = 0
     reasoning_tokens: int = 0
     cost: Decimal = Decimal(0)
+    # Subscription fees spread over the calls of each plan period (docs/subscriptions.md).
+    amortized_cost: Decimal = Decimal(0)
     latency_avg: float | None = None
     latency_p50: float | None = None
     latency_p95: float | None = None
@@ -205,6 +207,7 @@ class ModelUsage:
     model: str  # "provider:model"; "" for calls no model served
     requests: int
     cost: Decimal
+    amortized_cost: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +215,7 @@ class ProviderCost:
     provider: str
     requests: int
     cost: Decimal
+    amortized_cost: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,6 +81,7 @@ COLUMNS = (
     "currency",
     *MONEY_COLUMNS,
     "cost_estimated",
+    "plan_period",
     *LATENCY_COLUMNS,
     "attempts",
 )
@@ -104,7 +105,7 @@ def money_text(value: Decimal) -> str:
 
 # Columns added since the first schema, with the value a row spooled by an older gateway (which
 # lacks them) takes when it is replayed.
-ADDED_COLUMNS: dict[str, Any] = {"task_type": ""}
+ADDED_COLUMNS: dict[str, Any] = {"task_type": "", "plan_period": ""}
 
 
 def column_values(row: Row) -> list[Any]:
@@ -159,6 +160,9 @@ def encode(record: CallRecord) -> Row:
             reasoning_tokens=usage.reasoning_tokens,
             usage_estimated=usage.estimated,
         )
+    # The subscription period the call was charged to ("" for none): usage summaries spread the
+    # period's fee over its calls.
+    row["plan_period"] = "" if cost is None or cost.plan is None else cost.plan.period_key
     if cost is None:
         row.update(dict.fromkeys(MONEY_COLUMNS), cost_status=None, cost_source=None, currency=None)
         row["cost_estimated"] = None

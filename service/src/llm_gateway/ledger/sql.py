@@ -170,6 +170,20 @@ def buckets_query(dialect: Dialect, request: SummaryRequest) -> Query:
     return Query(sql, p.values)
 
 
+def shares_query(dialect: Dialect, request: SummaryRequest) -> Query:
+    """Calls charged to a subscription period, per bucket and group (as `buckets_query`), model
+    and period: bucket start (µs), the group's values, provider, model, period, calls."""
+    p = Params(dialect)
+    groups = [_group_column(dialect, p, g) for g in request.group_by]
+    where = _and(_where(request.filters, p, dialect), "plan_period <> ''")
+    keys = ", ".join(str(i) for i in range(1, len(groups) + 5))
+    sql = (
+        f"SELECT {dialect.bucket(request.granularity)}, {''.join(f'{g}, ' for g in groups)}"
+        f"provider, model, plan_period, count(*) FROM {TABLE} {where} GROUP BY {keys}"
+    )
+    return Query(sql, p.values)
+
+
 def total_query(dialect: Dialect, request: SummaryRequest) -> Query:
     p = Params(dialect)
     stats = _stats_columns(dialect, p, request.currency)

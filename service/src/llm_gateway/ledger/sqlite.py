@@ -115,6 +115,7 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
         ),
     ),
     (2, (f"ALTER TABLE {TABLE} ADD COLUMN task_type TEXT NOT NULL DEFAULT ''",)),
+    (3, (f"ALTER TABLE {TABLE} ADD COLUMN plan_period TEXT NOT NULL DEFAULT ''",)),
 )
 LATEST = MIGRATIONS[-1][0]
 

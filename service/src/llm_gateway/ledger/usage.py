@@ -9,10 +9,12 @@ import binascii
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
-from decimal import Decimal
+from decimal import Context, Decimal
+from fractions import Fraction
+from typing import Protocol
 
 from llm_gateway.domain.results import Usage
 from llm_gateway.gateway.record import Principal
@@ -42,12 +44,30 @@ from llm_gateway.ledger.sql import (
     models_query,
     money,
     periods_query,
+    shares_query,
     stats_from,
     total_query,
 )
 from llm_gateway.ledger.store import LedgerStore
 
 _TOKEN_VERSION = 1
+# An amortized share is an allocation, not an amount charged: rounded to a pico-dollar.
+_SHARE_QUANTUM = Decimal("1e-12")
+_WIDE = Context(prec=60)
+
+
+class PeriodFee(Protocol):
+    """A subscription period as charged so far (`budgets.store.PlanPeriod`)."""
+
+    @property
+    def fee(self) -> Decimal: ...
+
+    @property
+    def calls(self) -> int: ...
+
+
+# Reads subscription periods by (plan, period key) from the store that counts them.
+PlanPeriods = Callable[[Sequence[tuple[str, str]]], Awaitable[Mapping[tuple[str, str], PeriodFee]]]
 
 
 def scoped(principal: Principal, filters: RecordFilter) -> RecordFilter:
@@ -66,6 +86,7 @@ class UsageQueries:
     def __init__(self, store: LedgerStore, before_read: Callable[[], Awaitable[None]] | None = None) -> None:
         self._store = store
         self._before_read = before_read
+        self.plan_periods: PlanPeriods | None = None  # set where subscriptions are counted
         self._ready = False
         self._lock = asyncio.Lock()
 
@@ -108,22 +129,23 @@ class UsageQueries:
         request = replace(request, filters=scoped(principal, request.filters))
         await self._schema()
         dialect = self._store.dialect
-        bucket_rows, total_rows, model_rows = await asyncio.gather(
+        bucket_rows, total_rows, model_rows, shares = await asyncio.gather(
             self._store.fetch(buckets_query(dialect, request)),
             self._store.fetch(total_query(dialect, request)),
             self._store.fetch(models_query(dialect, request)),
+            self._shares(request),
         )
         width = len(request.group_by)
-        buckets = [
-            Bucket(
-                start=EPOCH + timedelta(microseconds=int(row[0])),
-                group=tuple(str(value) for value in row[1 : 1 + width]),
-                stats=stats_from(row[1 + width :]),
-            )
-            for row in bucket_rows
-        ]
+        buckets = []
+        for row in bucket_rows:
+            start, group = int(row[0]), tuple(str(value) for value in row[1 : 1 + width])
+            stats = replace(stats_from(row[1 + width :]), amortized_cost=shares.amount((start, group)))
+            buckets.append(Bucket(EPOCH + timedelta(microseconds=start), group, stats))
         buckets.sort(key=lambda b: (b.start, b.group))
-        models = [ModelUsage(str(p), str(m), int(n), money(cost)) for p, m, n, cost in model_rows]
+        models = [
+            ModelUsage(str(p), str(m), int(n), money(cost), shares.amount((str(p), str(m))))
+            for p, m, n, cost in model_rows
+        ]
         requests: dict[str, int] = defaultdict(int)
         costs: dict[str, Decimal] = defaultdict(Decimal)
         for usage in models:
@@ -131,14 +153,14 @@ class UsageQueries:
             costs[usage.provider] = EXACT.add(costs[usage.provider], usage.cost)
         cost_by_provider = tuple(
             sorted(
-                (ProviderCost(name, requests[name], costs[name]) for name in requests),
+                (ProviderCost(name, requests[name], costs[name], shares.amount(name)) for name in requests),
                 key=lambda p: (-p.cost, -p.requests, p.provider),
             )
         )
         served = [m for m in models if m.model]
         return UsageSummary(
             buckets=tuple(buckets),
-            total=stats_from(total_rows[0]),
+            total=replace(stats_from(total_rows[0]), amortized_cost=shares.amount(())),
             cost_by_provider=cost_by_provider,
             top_models_by_cost=tuple(
                 sorted(served, key=lambda m: (-m.cost, -m.requests, m.model))[: request.top]
@@ -148,6 +170,29 @@ class UsageQueries:
             ),
             currency=request.currency,
         )
+
+    async def _shares(self, request: SummaryRequest) -> _Shares:
+        """Each subscription period's fee spread evenly over the period's calls (as the plan's
+        counter counts them, across every process), added up per bucket and group, provider,
+        model and in total, for the calls `request` selects."""
+        shares = _Shares()
+        if self.plan_periods is None or request.currency != "USD":  # plan fees are in USD
+            return shares
+        width = len(request.group_by)
+        rows = await self._store.fetch(shares_query(self._store.dialect, request))
+        if not rows:
+            return shares
+        periods = await self.plan_periods(sorted({(str(r[1 + width]), str(r[3 + width])) for r in rows}))
+        for row in rows:
+            provider, model, period = str(row[1 + width]), str(row[2 + width]), str(row[3 + width])
+            found = periods.get((provider, period))
+            if found is None or not found.calls:
+                continue
+            share = Fraction(found.fee) * int(row[4 + width]) / found.calls
+            bucket = (int(row[0]), tuple(str(value) for value in row[1 : 1 + width]))
+            for key in (bucket, (provider, model), provider, ()):
+                shares.add(key, share)
+        return shares
 
     async def model_periods(
         self, principal: Principal, filters: RecordFilter, tier_starts: Sequence[int], currency: str = "USD"
@@ -188,6 +233,22 @@ class UsageQueries:
             for m, n, failed, p50 in health_rows
         ]
         return periods, health
+
+
+class _Shares:
+    """Amortized fees by key, kept as exact fractions until they are read."""
+
+    def __init__(self) -> None:
+        self._by: dict[object, Fraction] = defaultdict(Fraction)
+
+    def add(self, key: object, share: Fraction) -> None:
+        self._by[key] += share
+
+    def amount(self, key: object) -> Decimal:
+        found = self._by.get(key)
+        if not found:
+            return Decimal(0)
+        return _WIDE.divide(Decimal(found.numerator), Decimal(found.denominator)).quantize(_SHARE_QUANTUM)
 
 
 def _digest(filters: RecordFilter) -> str:

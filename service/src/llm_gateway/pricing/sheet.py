@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
@@ -26,6 +27,7 @@ class BillingModel(StrEnum):
     PER_TOKEN = "per_token"
     PER_REQUEST = "per_request"
     HYBRID = "hybrid"
+    SUBSCRIPTION = "subscription"  # a flat fee per period (docs/subscriptions.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,24 @@ class Rate:
 
 
 @dataclass(frozen=True, slots=True)
+class PlanCharge:
+    """Where one call fell in its provider's subscription period: the period's tokens before it,
+    and how many of its own tokens the fee covered and how many went past the quota."""
+
+    plan: str  # the provider
+    period_start: datetime
+    period_end: datetime
+    before: int
+    included: int
+    overage: int
+    estimated: bool = False  # the period's count could not be read: `before` is this process's guess
+
+    @property
+    def period_key(self) -> str:
+        return self.period_start.isoformat()
+
+
+@dataclass(frozen=True, slots=True)
 class Cost:
     """The cost of one call, in exact decimals."""
 
@@ -73,6 +93,7 @@ class Cost:
     cost_per_1k_tokens: Decimal | None = None
     cache_savings: Decimal = ZERO
     estimated: bool = False
+    plan: PlanCharge | None = None  # set on a subscription provider's calls
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,9 @@ from llm_gateway.gateway import Attempt, CallHeader, CallSummary, ChatOutcome, E
 from llm_gateway.gateway.breaker import CircuitState, ProviderBreaker
 from llm_gateway.gateway.core import GroupView
 from llm_gateway.gateway.live import ModelLatency
+from llm_gateway.gateway.subscriptions import PlanStanding
 from llm_gateway.pricing import Cost, PriceSheet, PricingStatus, format_decimal
+from llm_gateway.pricing.sheet import PlanCharge
 from llm_gateway.tokens import CountMethod
 from llmgateway.v1 import accounting_pb2, catalog_pb2, chat_pb2, content_pb2
 
@@ -33,6 +35,7 @@ _BILLING = {
     "per_token": catalog_pb2.BILLING_MODEL_PER_TOKEN,
     "per_request": catalog_pb2.BILLING_MODEL_PER_REQUEST,
     "hybrid": catalog_pb2.BILLING_MODEL_HYBRID,
+    "subscription": catalog_pb2.BILLING_MODEL_SUBSCRIPTION,
 }
 _CIRCUIT = {
     CircuitState.CLOSED: catalog_pb2.CIRCUIT_STATE_CLOSED,
@@ -166,6 +169,16 @@ def _cost_into(out: accounting_pb2.Cost, c: Cost) -> None:
     out.cache_savings = format_decimal(c.cache_savings)
     if c.cost_per_1k_tokens is not None:
         out.cost_per_1k_tokens = format_decimal(c.cost_per_1k_tokens)
+    if c.plan is not None:
+        _charge_into(out.subscription, c.plan)
+
+
+def _charge_into(out: accounting_pb2.SubscriptionCharge, charge: PlanCharge) -> None:
+    out.plan = charge.plan
+    out.period_start.FromDatetime(charge.period_start)
+    out.tokens_before = charge.before
+    out.included_tokens = charge.included
+    out.overage_tokens = charge.overage
 
 
 def latency(lat: Latency) -> accounting_pb2.Latency:
@@ -232,8 +245,14 @@ def _attempt_into(out: accounting_pb2.Attempt, a: Attempt) -> None:
     _duration_into(out.latency, a.latency)
 
 
-def model(spec: ModelSpec, catalog: Catalog, state: catalog_pb2.ModelState) -> catalog_pb2.Model:
+def model(
+    spec: ModelSpec, catalog: Catalog, state: catalog_pb2.ModelState, plan: PlanStanding | None = None
+) -> catalog_pb2.Model:
     costs = catalog.cost_capabilities(spec.provider)
+    prices = pricing(spec.price)
+    if plan is not None:
+        prices.billing_model = catalog_pb2.BILLING_MODEL_SUBSCRIPTION
+        prices.subscription.CopyFrom(subscription_plan(plan))
     return catalog_pb2.Model(
         id=spec.id,
         provider=spec.provider,
@@ -244,7 +263,7 @@ def model(spec: ModelSpec, catalog: Catalog, state: catalog_pb2.ModelState) -> c
         context_window=spec.context_window or 0,
         max_output_tokens=spec.max_output_tokens or 0,
         capabilities=sorted(CAPABILITIES[c] for c in spec.capabilities or ()),
-        pricing=pricing(spec.price),
+        pricing=prices,
         state=state,
         cost_capabilities=catalog_pb2.CostCapabilities(
             tracks_tokens=costs.tracks_tokens,
@@ -253,6 +272,20 @@ def model(spec: ModelSpec, catalog: Catalog, state: catalog_pb2.ModelState) -> c
             billing_model=_BILLING[costs.billing_model.value],
         ),
     )
+
+
+def subscription_plan(standing: PlanStanding) -> catalog_pb2.SubscriptionPlan:
+    plan = standing.plan
+    out = catalog_pb2.SubscriptionPlan(
+        fee=format_decimal(plan.fee),
+        period=plan.period.value,
+        included_tokens=plan.included_tokens or 0,
+        used_tokens=standing.tokens,
+        calls=standing.calls,
+    )
+    out.period_start.FromDatetime(standing.period.start)
+    out.period_end.FromDatetime(standing.period.end)
+    return out
 
 
 def model_state(latency: ModelLatency, breaker: ProviderBreaker, in_flight: int) -> catalog_pb2.ModelState:

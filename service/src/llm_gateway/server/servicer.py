@@ -19,6 +19,7 @@ from llm_gateway.gateway import ChatOutcome, Gateway, StreamFinished, StreamStar
 from llm_gateway.gateway.outcome import CallSummary
 from llm_gateway.gateway.record import ANONYMOUS
 from llm_gateway.gateway.scope import CallScope
+from llm_gateway.gateway.subscriptions import PlanStanding
 from llm_gateway.server import encode
 from llm_gateway.server.boundary import ErrorBoundary
 from llm_gateway.server.context import (
@@ -143,8 +144,15 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
                     gateway.live.of(spec.id), gateway.breakers[spec.provider], gateway.in_flight.of(spec.id)
                 )
 
+            meter = gateway.subscriptions
+            if meter is not None:  # the plans' periods as every process has counted them
+                await meter.refresh()
+
+            def plan(spec: ModelSpec) -> PlanStanding | None:
+                return None if meter is None else meter.standing(spec.provider)
+
             return catalog_pb2.ListModelsResponse(
-                models=[encode.model(spec, gateway.catalog, state(spec)) for spec in page],
+                models=[encode.model(spec, gateway.catalog, state(spec), plan(spec)) for spec in page],
                 next_page_token=page_token(end, fingerprint) if end < len(models) else "",
                 total_size=len(models),
                 groups=[encode.model_group(g, state) for g in gateway.list_groups(provider, principal)],

@@ -84,7 +84,10 @@ class UsageServicer(usage_service_pb2_grpc.UsageServiceServicer):
                 currency=summary.currency,
                 cost_by_provider=[
                     usage_pb2.ProviderUsage(
-                        provider=p.provider, requests=p.requests, cost=format_decimal(p.cost)
+                        provider=p.provider,
+                        requests=p.requests,
+                        cost=format_decimal(p.cost),
+                        amortized_cost=format_decimal(p.amortized_cost),
                     )
                     for p in summary.cost_by_provider
                 ],
@@ -302,6 +305,7 @@ def _stats(s: Stats) -> usage_pb2.UsageStats:
         cache_write_1h_tokens=s.cache_write_1h_tokens,
         reasoning_tokens=s.reasoning_tokens,
         cost=format_decimal(s.cost),
+        amortized_cost=format_decimal(s.amortized_cost),
     )
     for name in (
         "latency_avg",
@@ -319,7 +323,11 @@ def _stats(s: Stats) -> usage_pb2.UsageStats:
 
 def _model_usage(m: ModelUsage) -> usage_pb2.ModelUsage:
     return usage_pb2.ModelUsage(
-        model=m.model, provider=m.provider, requests=m.requests, cost=format_decimal(m.cost)
+        model=m.model,
+        provider=m.provider,
+        requests=m.requests,
+        cost=format_decimal(m.cost),
+        amortized_cost=format_decimal(m.amortized_cost),
     )
 
 

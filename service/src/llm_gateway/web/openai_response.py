@@ -193,10 +193,21 @@ def extensions(
 
 def cost(spent: Cost, used: Usage) -> dict[str, Any]:
     """The seed documents' cost object; every amount exact decimal text (never a float)."""
+    plan = None
+    if spent.plan is not None:
+        charge = spent.plan
+        plan = {
+            "plan": charge.plan,
+            "period_start": charge.period_start.isoformat(),
+            "tokens_before": charge.before,
+            "included_tokens": charge.included,
+            "overage_tokens": charge.overage,
+        }
     if spent.status is PricingStatus.UNKNOWN:
-        return {"status": spent.status.value, "currency": spent.currency, "total_cost": None}
+        found: dict[str, Any] = {"status": spent.status.value, "currency": spent.currency, "total_cost": None}
+        return found if plan is None else {**found, "subscription": plan}
     per_1k = spent.cost_per_1k_tokens
-    return {
+    priced = {
         "status": spent.status.value,
         "currency": spent.currency,
         "input_cost": format_decimal(spent.input),
@@ -209,6 +220,7 @@ def cost(spent: Cost, used: Usage) -> dict[str, Any]:
         "cache_savings": format_decimal(spent.cache_savings),
         "estimated": spent.estimated or used.estimated,
     }
+    return priced if plan is None else {**priced, "subscription": plan}
 
 
 def error(err: GatewayError, request_id: str) -> tuple[int, dict[str, Any]]:

@@ -241,6 +241,8 @@ class HttpDoor:
             return self._refused(refusal, request)
         listed = self._gateway.list_models(principal=principal)
         groups = self._gateway.list_groups(principal=principal)
+        if self._gateway.subscriptions is not None:
+            await self._gateway.subscriptions.refresh()
         data = [self._model(spec) for spec in listed] + [self._group(group) for group in groups]
         return web.json_response({"object": "list", "data": data})
 
@@ -249,6 +251,8 @@ class HttpDoor:
         if refusal is not None:
             return self._refused(refusal, request)
         wanted = request.match_info["model_id"]
+        if self._gateway.subscriptions is not None:
+            await self._gateway.subscriptions.refresh()
         for spec in self._gateway.list_models(principal=principal):
             if wanted in (spec.id, *self._gateway.catalog.aliases_of(spec.id)):
                 return web.json_response(self._model(spec))
@@ -270,6 +274,19 @@ class HttpDoor:
             for name, rate in (("input_per_million", sheet.input), ("output_per_million", sheet.output)):
                 if rate is not None:
                     pricing[name] = format_decimal(rate.base)
+        meter = self._gateway.subscriptions
+        standing = None if meter is None else meter.standing(spec.provider)
+        if standing is not None:
+            pricing["billing_model"] = "subscription"
+            pricing["subscription"] = {
+                "fee": format_decimal(standing.plan.fee),
+                "period": standing.plan.period.value,
+                "included_tokens": standing.plan.included_tokens,
+                "period_start": standing.period.start.isoformat(),
+                "period_end": standing.period.end.isoformat(),
+                "used_tokens": standing.tokens,
+                "calls": standing.calls,
+            }
         return {
             "id": spec.id,
             "object": "model",

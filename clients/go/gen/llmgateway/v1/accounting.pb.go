@@ -10,6 +10,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -223,6 +224,10 @@ type Cost struct {
 	PriceSource string `protobuf:"bytes,12,opt,name=price_source,json=priceSource,proto3" json:"price_source,omitempty"`
 	// The part of `cache_write` paid for one-hour cache writes (`Usage.cache_write_1h_tokens`).
 	CacheWrite_1H string `protobuf:"bytes,13,opt,name=cache_write_1h,json=cacheWrite1h,proto3" json:"cache_write_1h,omitempty"`
+	// Set when the serving provider is billed by subscription: where the call fell in the plan's
+	// period. The amounts above are then the call's marginal cost: zero for the tokens the fee
+	// covers, the model's prices for those past the quota.
+	Subscription  *SubscriptionCharge `protobuf:"bytes,14,opt,name=subscription,proto3" json:"subscription,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -348,6 +353,95 @@ func (x *Cost) GetCacheWrite_1H() string {
 	return ""
 }
 
+func (x *Cost) GetSubscription() *SubscriptionCharge {
+	if x != nil {
+		return x.Subscription
+	}
+	return nil
+}
+
+// Where one call fell in its provider's subscription period.
+type SubscriptionCharge struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The plan's provider.
+	Plan string `protobuf:"bytes,1,opt,name=plan,proto3" json:"plan,omitempty"`
+	// The period's first instant.
+	PeriodStart *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=period_start,json=periodStart,proto3" json:"period_start,omitempty"`
+	// Tokens the period had used before this call.
+	TokensBefore int64 `protobuf:"varint,3,opt,name=tokens_before,json=tokensBefore,proto3" json:"tokens_before,omitempty"`
+	// The call's tokens the fee covered.
+	IncludedTokens int64 `protobuf:"varint,4,opt,name=included_tokens,json=includedTokens,proto3" json:"included_tokens,omitempty"`
+	// The call's tokens past the quota, priced at the model's prices.
+	OverageTokens int64 `protobuf:"varint,5,opt,name=overage_tokens,json=overageTokens,proto3" json:"overage_tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubscriptionCharge) Reset() {
+	*x = SubscriptionCharge{}
+	mi := &file_llmgateway_v1_accounting_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscriptionCharge) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscriptionCharge) ProtoMessage() {}
+
+func (x *SubscriptionCharge) ProtoReflect() protoreflect.Message {
+	mi := &file_llmgateway_v1_accounting_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscriptionCharge.ProtoReflect.Descriptor instead.
+func (*SubscriptionCharge) Descriptor() ([]byte, []int) {
+	return file_llmgateway_v1_accounting_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *SubscriptionCharge) GetPlan() string {
+	if x != nil {
+		return x.Plan
+	}
+	return ""
+}
+
+func (x *SubscriptionCharge) GetPeriodStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PeriodStart
+	}
+	return nil
+}
+
+func (x *SubscriptionCharge) GetTokensBefore() int64 {
+	if x != nil {
+		return x.TokensBefore
+	}
+	return 0
+}
+
+func (x *SubscriptionCharge) GetIncludedTokens() int64 {
+	if x != nil {
+		return x.IncludedTokens
+	}
+	return 0
+}
+
+func (x *SubscriptionCharge) GetOverageTokens() int64 {
+	if x != nil {
+		return x.OverageTokens
+	}
+	return 0
+}
+
 // Where the time of one call went.
 type Latency struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -368,7 +462,7 @@ type Latency struct {
 
 func (x *Latency) Reset() {
 	*x = Latency{}
-	mi := &file_llmgateway_v1_accounting_proto_msgTypes[2]
+	mi := &file_llmgateway_v1_accounting_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -380,7 +474,7 @@ func (x *Latency) String() string {
 func (*Latency) ProtoMessage() {}
 
 func (x *Latency) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_accounting_proto_msgTypes[2]
+	mi := &file_llmgateway_v1_accounting_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -393,7 +487,7 @@ func (x *Latency) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Latency.ProtoReflect.Descriptor instead.
 func (*Latency) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_accounting_proto_rawDescGZIP(), []int{2}
+	return file_llmgateway_v1_accounting_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Latency) GetTotal() *durationpb.Duration {
@@ -452,7 +546,7 @@ type Attempt struct {
 
 func (x *Attempt) Reset() {
 	*x = Attempt{}
-	mi := &file_llmgateway_v1_accounting_proto_msgTypes[3]
+	mi := &file_llmgateway_v1_accounting_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -464,7 +558,7 @@ func (x *Attempt) String() string {
 func (*Attempt) ProtoMessage() {}
 
 func (x *Attempt) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_accounting_proto_msgTypes[3]
+	mi := &file_llmgateway_v1_accounting_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -477,7 +571,7 @@ func (x *Attempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attempt.ProtoReflect.Descriptor instead.
 func (*Attempt) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_accounting_proto_rawDescGZIP(), []int{3}
+	return file_llmgateway_v1_accounting_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Attempt) GetProvider() string {
@@ -553,7 +647,7 @@ type Routing struct {
 
 func (x *Routing) Reset() {
 	*x = Routing{}
-	mi := &file_llmgateway_v1_accounting_proto_msgTypes[4]
+	mi := &file_llmgateway_v1_accounting_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -565,7 +659,7 @@ func (x *Routing) String() string {
 func (*Routing) ProtoMessage() {}
 
 func (x *Routing) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_accounting_proto_msgTypes[4]
+	mi := &file_llmgateway_v1_accounting_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -578,7 +672,7 @@ func (x *Routing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Routing.ProtoReflect.Descriptor instead.
 func (*Routing) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_accounting_proto_rawDescGZIP(), []int{4}
+	return file_llmgateway_v1_accounting_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Routing) GetSelectedProvider() string {
@@ -666,7 +760,7 @@ type ConsideredModel struct {
 
 func (x *ConsideredModel) Reset() {
 	*x = ConsideredModel{}
-	mi := &file_llmgateway_v1_accounting_proto_msgTypes[5]
+	mi := &file_llmgateway_v1_accounting_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -678,7 +772,7 @@ func (x *ConsideredModel) String() string {
 func (*ConsideredModel) ProtoMessage() {}
 
 func (x *ConsideredModel) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_accounting_proto_msgTypes[5]
+	mi := &file_llmgateway_v1_accounting_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -691,7 +785,7 @@ func (x *ConsideredModel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsideredModel.ProtoReflect.Descriptor instead.
 func (*ConsideredModel) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_accounting_proto_rawDescGZIP(), []int{5}
+	return file_llmgateway_v1_accounting_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ConsideredModel) GetModel() string {
@@ -761,7 +855,7 @@ var File_llmgateway_v1_accounting_proto protoreflect.FileDescriptor
 
 const file_llmgateway_v1_accounting_proto_rawDesc = "" +
 	"\n" +
-	"\x1ellmgateway/v1/accounting.proto\x12\rllmgateway.v1\x1a\x1egoogle/protobuf/duration.proto\"\xd2\x02\n" +
+	"\x1ellmgateway/v1/accounting.proto\x12\rllmgateway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd2\x02\n" +
 	"\x05Usage\x12#\n" +
 	"\rprompt_tokens\x18\x01 \x01(\x05R\fpromptTokens\x12+\n" +
 	"\x11completion_tokens\x18\x02 \x01(\x05R\x10completionTokens\x12!\n" +
@@ -770,7 +864,7 @@ const file_llmgateway_v1_accounting_proto_rawDesc = "" +
 	"\x12cache_write_tokens\x18\x05 \x01(\x05R\x10cacheWriteTokens\x12)\n" +
 	"\x10reasoning_tokens\x18\x06 \x01(\x05R\x0freasoningTokens\x12\x1c\n" +
 	"\testimated\x18\a \x01(\bR\testimated\x121\n" +
-	"\x15cache_write_1h_tokens\x18\b \x01(\x05R\x12cacheWrite1hTokens\"\xba\x03\n" +
+	"\x15cache_write_1h_tokens\x18\b \x01(\x05R\x12cacheWrite1hTokens\"\x81\x04\n" +
 	"\x04Cost\x12\x1a\n" +
 	"\bcurrency\x18\x01 \x01(\tR\bcurrency\x12\x14\n" +
 	"\x05input\x18\x02 \x01(\tR\x05input\x12!\n" +
@@ -787,7 +881,14 @@ const file_llmgateway_v1_accounting_proto_rawDesc = "" +
 	" \x01(\bR\testimated\x124\n" +
 	"\x06status\x18\v \x01(\x0e2\x1c.llmgateway.v1.PricingStatusR\x06status\x12!\n" +
 	"\fprice_source\x18\f \x01(\tR\vpriceSource\x12$\n" +
-	"\x0ecache_write_1h\x18\r \x01(\tR\fcacheWrite1h\"\xc9\x02\n" +
+	"\x0ecache_write_1h\x18\r \x01(\tR\fcacheWrite1h\x12E\n" +
+	"\fsubscription\x18\x0e \x01(\v2!.llmgateway.v1.SubscriptionChargeR\fsubscription\"\xdc\x01\n" +
+	"\x12SubscriptionCharge\x12\x12\n" +
+	"\x04plan\x18\x01 \x01(\tR\x04plan\x12=\n" +
+	"\fperiod_start\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vperiodStart\x12#\n" +
+	"\rtokens_before\x18\x03 \x01(\x03R\ftokensBefore\x12'\n" +
+	"\x0fincluded_tokens\x18\x04 \x01(\x03R\x0eincludedTokens\x12%\n" +
+	"\x0eoverage_tokens\x18\x05 \x01(\x03R\roverageTokens\"\xc9\x02\n" +
 	"\aLatency\x12/\n" +
 	"\x05total\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x05total\x12F\n" +
 	"\x12time_to_first_byte\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0ftimeToFirstByte\x12H\n" +
@@ -850,33 +951,37 @@ func file_llmgateway_v1_accounting_proto_rawDescGZIP() []byte {
 }
 
 var file_llmgateway_v1_accounting_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_llmgateway_v1_accounting_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_llmgateway_v1_accounting_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_llmgateway_v1_accounting_proto_goTypes = []any{
-	(PricingStatus)(0),          // 0: llmgateway.v1.PricingStatus
-	(*Usage)(nil),               // 1: llmgateway.v1.Usage
-	(*Cost)(nil),                // 2: llmgateway.v1.Cost
-	(*Latency)(nil),             // 3: llmgateway.v1.Latency
-	(*Attempt)(nil),             // 4: llmgateway.v1.Attempt
-	(*Routing)(nil),             // 5: llmgateway.v1.Routing
-	(*ConsideredModel)(nil),     // 6: llmgateway.v1.ConsideredModel
-	(*durationpb.Duration)(nil), // 7: google.protobuf.Duration
+	(PricingStatus)(0),            // 0: llmgateway.v1.PricingStatus
+	(*Usage)(nil),                 // 1: llmgateway.v1.Usage
+	(*Cost)(nil),                  // 2: llmgateway.v1.Cost
+	(*SubscriptionCharge)(nil),    // 3: llmgateway.v1.SubscriptionCharge
+	(*Latency)(nil),               // 4: llmgateway.v1.Latency
+	(*Attempt)(nil),               // 5: llmgateway.v1.Attempt
+	(*Routing)(nil),               // 6: llmgateway.v1.Routing
+	(*ConsideredModel)(nil),       // 7: llmgateway.v1.ConsideredModel
+	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 9: google.protobuf.Duration
 }
 var file_llmgateway_v1_accounting_proto_depIdxs = []int32{
 	0,  // 0: llmgateway.v1.Cost.status:type_name -> llmgateway.v1.PricingStatus
-	7,  // 1: llmgateway.v1.Latency.total:type_name -> google.protobuf.Duration
-	7,  // 2: llmgateway.v1.Latency.time_to_first_byte:type_name -> google.protobuf.Duration
-	7,  // 3: llmgateway.v1.Latency.time_to_first_token:type_name -> google.protobuf.Duration
-	7,  // 4: llmgateway.v1.Latency.upstream:type_name -> google.protobuf.Duration
-	7,  // 5: llmgateway.v1.Latency.gateway_overhead:type_name -> google.protobuf.Duration
-	7,  // 6: llmgateway.v1.Attempt.latency:type_name -> google.protobuf.Duration
-	4,  // 7: llmgateway.v1.Routing.attempts:type_name -> llmgateway.v1.Attempt
-	6,  // 8: llmgateway.v1.Routing.considered:type_name -> llmgateway.v1.ConsideredModel
-	7,  // 9: llmgateway.v1.ConsideredModel.latency:type_name -> google.protobuf.Duration
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	3,  // 1: llmgateway.v1.Cost.subscription:type_name -> llmgateway.v1.SubscriptionCharge
+	8,  // 2: llmgateway.v1.SubscriptionCharge.period_start:type_name -> google.protobuf.Timestamp
+	9,  // 3: llmgateway.v1.Latency.total:type_name -> google.protobuf.Duration
+	9,  // 4: llmgateway.v1.Latency.time_to_first_byte:type_name -> google.protobuf.Duration
+	9,  // 5: llmgateway.v1.Latency.time_to_first_token:type_name -> google.protobuf.Duration
+	9,  // 6: llmgateway.v1.Latency.upstream:type_name -> google.protobuf.Duration
+	9,  // 7: llmgateway.v1.Latency.gateway_overhead:type_name -> google.protobuf.Duration
+	9,  // 8: llmgateway.v1.Attempt.latency:type_name -> google.protobuf.Duration
+	5,  // 9: llmgateway.v1.Routing.attempts:type_name -> llmgateway.v1.Attempt
+	7,  // 10: llmgateway.v1.Routing.considered:type_name -> llmgateway.v1.ConsideredModel
+	9,  // 11: llmgateway.v1.ConsideredModel.latency:type_name -> google.protobuf.Duration
+	12, // [12:12] is the sub-list for method output_type
+	12, // [12:12] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_llmgateway_v1_accounting_proto_init() }
@@ -884,14 +989,14 @@ func file_llmgateway_v1_accounting_proto_init() {
 	if File_llmgateway_v1_accounting_proto != nil {
 		return
 	}
-	file_llmgateway_v1_accounting_proto_msgTypes[5].OneofWrappers = []any{}
+	file_llmgateway_v1_accounting_proto_msgTypes[6].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmgateway_v1_accounting_proto_rawDesc), len(file_llmgateway_v1_accounting_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

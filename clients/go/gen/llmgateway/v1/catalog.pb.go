@@ -10,6 +10,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -105,6 +106,9 @@ const (
 	BillingModel_BILLING_MODEL_PER_REQUEST BillingModel = 3
 	// Charged per token plus a fee per request.
 	BillingModel_BILLING_MODEL_HYBRID BillingModel = 4
+	// A flat fee per period, optionally with a token quota past which calls pay the model's own
+	// prices (`ModelPricing.subscription`).
+	BillingModel_BILLING_MODEL_SUBSCRIPTION BillingModel = 5
 )
 
 // Enum value maps for BillingModel.
@@ -115,13 +119,15 @@ var (
 		2: "BILLING_MODEL_PER_TOKEN",
 		3: "BILLING_MODEL_PER_REQUEST",
 		4: "BILLING_MODEL_HYBRID",
+		5: "BILLING_MODEL_SUBSCRIPTION",
 	}
 	BillingModel_value = map[string]int32{
-		"BILLING_MODEL_UNSPECIFIED": 0,
-		"BILLING_MODEL_FREE":        1,
-		"BILLING_MODEL_PER_TOKEN":   2,
-		"BILLING_MODEL_PER_REQUEST": 3,
-		"BILLING_MODEL_HYBRID":      4,
+		"BILLING_MODEL_UNSPECIFIED":  0,
+		"BILLING_MODEL_FREE":         1,
+		"BILLING_MODEL_PER_TOKEN":    2,
+		"BILLING_MODEL_PER_REQUEST":  3,
+		"BILLING_MODEL_HYBRID":       4,
+		"BILLING_MODEL_SUBSCRIPTION": 5,
 	}
 )
 
@@ -327,6 +333,108 @@ func (LoadBalancingPolicy) EnumDescriptor() ([]byte, []int) {
 	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{4}
 }
 
+// A provider's subscription plan and where its current period stands.
+type SubscriptionPlan struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The flat fee per period, a decimal string in `ModelPricing.currency`.
+	Fee string `protobuf:"bytes,1,opt,name=fee,proto3" json:"fee,omitempty"`
+	// The period the fee is paid for: "hour", "day", "week" or "month" (calendar, in the budgets'
+	// time zone).
+	Period string `protobuf:"bytes,2,opt,name=period,proto3" json:"period,omitempty"`
+	// Tokens (input and output) the fee covers each period; 0 when it covers every call.
+	IncludedTokens int64 `protobuf:"varint,3,opt,name=included_tokens,json=includedTokens,proto3" json:"included_tokens,omitempty"`
+	// The current period's first instant.
+	PeriodStart *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=period_start,json=periodStart,proto3" json:"period_start,omitempty"`
+	// The current period's end (the next one's start).
+	PeriodEnd *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=period_end,json=periodEnd,proto3" json:"period_end,omitempty"`
+	// Tokens charged to the current period so far, by every process sharing the ledger (as this
+	// replica last read them).
+	UsedTokens int64 `protobuf:"varint,6,opt,name=used_tokens,json=usedTokens,proto3" json:"used_tokens,omitempty"`
+	// Calls charged to the current period so far (as this replica last read them).
+	Calls         int64 `protobuf:"varint,7,opt,name=calls,proto3" json:"calls,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubscriptionPlan) Reset() {
+	*x = SubscriptionPlan{}
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscriptionPlan) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscriptionPlan) ProtoMessage() {}
+
+func (x *SubscriptionPlan) ProtoReflect() protoreflect.Message {
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscriptionPlan.ProtoReflect.Descriptor instead.
+func (*SubscriptionPlan) Descriptor() ([]byte, []int) {
+	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *SubscriptionPlan) GetFee() string {
+	if x != nil {
+		return x.Fee
+	}
+	return ""
+}
+
+func (x *SubscriptionPlan) GetPeriod() string {
+	if x != nil {
+		return x.Period
+	}
+	return ""
+}
+
+func (x *SubscriptionPlan) GetIncludedTokens() int64 {
+	if x != nil {
+		return x.IncludedTokens
+	}
+	return 0
+}
+
+func (x *SubscriptionPlan) GetPeriodStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PeriodStart
+	}
+	return nil
+}
+
+func (x *SubscriptionPlan) GetPeriodEnd() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PeriodEnd
+	}
+	return nil
+}
+
+func (x *SubscriptionPlan) GetUsedTokens() int64 {
+	if x != nil {
+		return x.UsedTokens
+	}
+	return 0
+}
+
+func (x *SubscriptionPlan) GetCalls() int64 {
+	if x != nil {
+		return x.Calls
+	}
+	return 0
+}
+
 // A model's list prices. Amounts are decimal strings in plain notation in `currency`.
 type ModelPricing struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -354,13 +462,16 @@ type ModelPricing struct {
 	// Price per million input tokens written to a one-hour prompt cache (Anthropic); empty when the
 	// model has no such cache.
 	CacheWrite_1HPerMillion string `protobuf:"bytes,11,opt,name=cache_write_1h_per_million,json=cacheWrite1hPerMillion,proto3" json:"cache_write_1h_per_million,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// The provider's subscription plan, when `billing_model` is BILLING_MODEL_SUBSCRIPTION; the
+	// prices above are then what tokens past its quota cost.
+	Subscription  *SubscriptionPlan `protobuf:"bytes,12,opt,name=subscription,proto3" json:"subscription,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ModelPricing) Reset() {
 	*x = ModelPricing{}
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[0]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -372,7 +483,7 @@ func (x *ModelPricing) String() string {
 func (*ModelPricing) ProtoMessage() {}
 
 func (x *ModelPricing) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[0]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -385,7 +496,7 @@ func (x *ModelPricing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelPricing.ProtoReflect.Descriptor instead.
 func (*ModelPricing) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{0}
+	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *ModelPricing) GetCurrency() string {
@@ -465,6 +576,13 @@ func (x *ModelPricing) GetCacheWrite_1HPerMillion() string {
 	return ""
 }
 
+func (x *ModelPricing) GetSubscription() *SubscriptionPlan {
+	if x != nil {
+		return x.Subscription
+	}
+	return nil
+}
+
 // What a provider reports and charges, as it declares it: how fully its calls can be costed.
 type CostCapabilities struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -483,7 +601,7 @@ type CostCapabilities struct {
 
 func (x *CostCapabilities) Reset() {
 	*x = CostCapabilities{}
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[1]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -495,7 +613,7 @@ func (x *CostCapabilities) String() string {
 func (*CostCapabilities) ProtoMessage() {}
 
 func (x *CostCapabilities) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[1]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -508,7 +626,7 @@ func (x *CostCapabilities) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CostCapabilities.ProtoReflect.Descriptor instead.
 func (*CostCapabilities) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{1}
+	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *CostCapabilities) GetTracksTokens() bool {
@@ -562,7 +680,7 @@ type ModelState struct {
 
 func (x *ModelState) Reset() {
 	*x = ModelState{}
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[2]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -574,7 +692,7 @@ func (x *ModelState) String() string {
 func (*ModelState) ProtoMessage() {}
 
 func (x *ModelState) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[2]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -587,7 +705,7 @@ func (x *ModelState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelState.ProtoReflect.Descriptor instead.
 func (*ModelState) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{2}
+	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ModelState) GetCircuitState() CircuitState {
@@ -665,7 +783,7 @@ type Model struct {
 
 func (x *Model) Reset() {
 	*x = Model{}
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[3]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -677,7 +795,7 @@ func (x *Model) String() string {
 func (*Model) ProtoMessage() {}
 
 func (x *Model) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[3]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -690,7 +808,7 @@ func (x *Model) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Model.ProtoReflect.Descriptor instead.
 func (*Model) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{3}
+	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Model) GetId() string {
@@ -795,7 +913,7 @@ type Deployment struct {
 
 func (x *Deployment) Reset() {
 	*x = Deployment{}
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[4]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -807,7 +925,7 @@ func (x *Deployment) String() string {
 func (*Deployment) ProtoMessage() {}
 
 func (x *Deployment) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[4]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -820,7 +938,7 @@ func (x *Deployment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Deployment.ProtoReflect.Descriptor instead.
 func (*Deployment) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{4}
+	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Deployment) GetModel() string {
@@ -867,7 +985,7 @@ type ModelGroup struct {
 
 func (x *ModelGroup) Reset() {
 	*x = ModelGroup{}
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[5]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -879,7 +997,7 @@ func (x *ModelGroup) String() string {
 func (*ModelGroup) ProtoMessage() {}
 
 func (x *ModelGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[5]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -892,7 +1010,7 @@ func (x *ModelGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelGroup.ProtoReflect.Descriptor instead.
 func (*ModelGroup) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{5}
+	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ModelGroup) GetName() string {
@@ -934,7 +1052,7 @@ type ListModelsRequest struct {
 
 func (x *ListModelsRequest) Reset() {
 	*x = ListModelsRequest{}
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[6]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -946,7 +1064,7 @@ func (x *ListModelsRequest) String() string {
 func (*ListModelsRequest) ProtoMessage() {}
 
 func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[6]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -959,7 +1077,7 @@ func (x *ListModelsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsRequest.ProtoReflect.Descriptor instead.
 func (*ListModelsRequest) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{6}
+	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListModelsRequest) GetPageSize() int32 {
@@ -1008,7 +1126,7 @@ type ListModelsResponse struct {
 
 func (x *ListModelsResponse) Reset() {
 	*x = ListModelsResponse{}
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[7]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1020,7 +1138,7 @@ func (x *ListModelsResponse) String() string {
 func (*ListModelsResponse) ProtoMessage() {}
 
 func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[7]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1033,7 +1151,7 @@ func (x *ListModelsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListModelsResponse.ProtoReflect.Descriptor instead.
 func (*ListModelsResponse) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{7}
+	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListModelsResponse) GetModels() []*Model {
@@ -1081,7 +1199,7 @@ type EstimateCostRequest struct {
 
 func (x *EstimateCostRequest) Reset() {
 	*x = EstimateCostRequest{}
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[8]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1093,7 +1211,7 @@ func (x *EstimateCostRequest) String() string {
 func (*EstimateCostRequest) ProtoMessage() {}
 
 func (x *EstimateCostRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[8]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1106,7 +1224,7 @@ func (x *EstimateCostRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EstimateCostRequest.ProtoReflect.Descriptor instead.
 func (*EstimateCostRequest) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{8}
+	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *EstimateCostRequest) GetRequest() *ChatRequest {
@@ -1160,7 +1278,7 @@ type CostEstimate struct {
 
 func (x *CostEstimate) Reset() {
 	*x = CostEstimate{}
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[9]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1172,7 +1290,7 @@ func (x *CostEstimate) String() string {
 func (*CostEstimate) ProtoMessage() {}
 
 func (x *CostEstimate) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[9]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1185,7 +1303,7 @@ func (x *CostEstimate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CostEstimate.ProtoReflect.Descriptor instead.
 func (*CostEstimate) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{9}
+	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CostEstimate) GetModel() string {
@@ -1269,7 +1387,7 @@ type EstimateCostResponse struct {
 
 func (x *EstimateCostResponse) Reset() {
 	*x = EstimateCostResponse{}
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[10]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1281,7 +1399,7 @@ func (x *EstimateCostResponse) String() string {
 func (*EstimateCostResponse) ProtoMessage() {}
 
 func (x *EstimateCostResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_catalog_proto_msgTypes[10]
+	mi := &file_llmgateway_v1_catalog_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1294,7 +1412,7 @@ func (x *EstimateCostResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EstimateCostResponse.ProtoReflect.Descriptor instead.
 func (*EstimateCostResponse) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{10}
+	return file_llmgateway_v1_catalog_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *EstimateCostResponse) GetEstimates() []*CostEstimate {
@@ -1308,7 +1426,17 @@ var File_llmgateway_v1_catalog_proto protoreflect.FileDescriptor
 
 const file_llmgateway_v1_catalog_proto_rawDesc = "" +
 	"\n" +
-	"\x1bllmgateway/v1/catalog.proto\x12\rllmgateway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1ellmgateway/v1/accounting.proto\x1a\x18llmgateway/v1/chat.proto\"\x84\x04\n" +
+	"\x1bllmgateway/v1/catalog.proto\x12\rllmgateway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ellmgateway/v1/accounting.proto\x1a\x18llmgateway/v1/chat.proto\"\x96\x02\n" +
+	"\x10SubscriptionPlan\x12\x10\n" +
+	"\x03fee\x18\x01 \x01(\tR\x03fee\x12\x16\n" +
+	"\x06period\x18\x02 \x01(\tR\x06period\x12'\n" +
+	"\x0fincluded_tokens\x18\x03 \x01(\x03R\x0eincludedTokens\x12=\n" +
+	"\fperiod_start\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vperiodStart\x129\n" +
+	"\n" +
+	"period_end\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tperiodEnd\x12\x1f\n" +
+	"\vused_tokens\x18\x06 \x01(\x03R\n" +
+	"usedTokens\x12\x14\n" +
+	"\x05calls\x18\a \x01(\x03R\x05calls\"\xc9\x04\n" +
 	"\fModelPricing\x12\x1a\n" +
 	"\bcurrency\x18\x01 \x01(\tR\bcurrency\x12*\n" +
 	"\x11input_per_million\x18\x02 \x01(\tR\x0finputPerMillion\x127\n" +
@@ -1322,7 +1450,8 @@ const file_llmgateway_v1_catalog_proto_rawDesc = "" +
 	"\fprice_source\x18\t \x01(\tR\vpriceSource\x12\x16\n" +
 	"\x06tiered\x18\n" +
 	" \x01(\bR\x06tiered\x12:\n" +
-	"\x1acache_write_1h_per_million\x18\v \x01(\tR\x16cacheWrite1hPerMillion\"\xc1\x01\n" +
+	"\x1acache_write_1h_per_million\x18\v \x01(\tR\x16cacheWrite1hPerMillion\x12C\n" +
+	"\fsubscription\x18\f \x01(\v2\x1f.llmgateway.v1.SubscriptionPlanR\fsubscription\"\xc1\x01\n" +
 	"\x10CostCapabilities\x12#\n" +
 	"\rtracks_tokens\x18\x01 \x01(\bR\ftracksTokens\x12#\n" +
 	"\rtoken_caching\x18\x02 \x01(\bR\ftokenCaching\x12!\n" +
@@ -1401,13 +1530,14 @@ const file_llmgateway_v1_catalog_proto_rawDesc = "" +
 	"\x11CAPABILITY_VISION\x10\x03\x12\x1a\n" +
 	"\x16CAPABILITY_JSON_SCHEMA\x10\x04\x12\x18\n" +
 	"\x14CAPABILITY_REASONING\x10\x05\x12\x1a\n" +
-	"\x16CAPABILITY_JSON_OBJECT\x10\x06*\x9b\x01\n" +
+	"\x16CAPABILITY_JSON_OBJECT\x10\x06*\xbb\x01\n" +
 	"\fBillingModel\x12\x1d\n" +
 	"\x19BILLING_MODEL_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12BILLING_MODEL_FREE\x10\x01\x12\x1b\n" +
 	"\x17BILLING_MODEL_PER_TOKEN\x10\x02\x12\x1d\n" +
 	"\x19BILLING_MODEL_PER_REQUEST\x10\x03\x12\x18\n" +
-	"\x14BILLING_MODEL_HYBRID\x10\x04*|\n" +
+	"\x14BILLING_MODEL_HYBRID\x10\x04\x12\x1e\n" +
+	"\x1aBILLING_MODEL_SUBSCRIPTION\x10\x05*|\n" +
 	"\fCircuitState\x12\x1d\n" +
 	"\x19CIRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14CIRCUIT_STATE_CLOSED\x10\x01\x12\x16\n" +
@@ -1438,56 +1568,61 @@ func file_llmgateway_v1_catalog_proto_rawDescGZIP() []byte {
 }
 
 var file_llmgateway_v1_catalog_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_llmgateway_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_llmgateway_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_llmgateway_v1_catalog_proto_goTypes = []any{
-	(Capability)(0),              // 0: llmgateway.v1.Capability
-	(BillingModel)(0),            // 1: llmgateway.v1.BillingModel
-	(CircuitState)(0),            // 2: llmgateway.v1.CircuitState
-	(TokenCountMethod)(0),        // 3: llmgateway.v1.TokenCountMethod
-	(LoadBalancingPolicy)(0),     // 4: llmgateway.v1.LoadBalancingPolicy
-	(*ModelPricing)(nil),         // 5: llmgateway.v1.ModelPricing
-	(*CostCapabilities)(nil),     // 6: llmgateway.v1.CostCapabilities
-	(*ModelState)(nil),           // 7: llmgateway.v1.ModelState
-	(*Model)(nil),                // 8: llmgateway.v1.Model
-	(*Deployment)(nil),           // 9: llmgateway.v1.Deployment
-	(*ModelGroup)(nil),           // 10: llmgateway.v1.ModelGroup
-	(*ListModelsRequest)(nil),    // 11: llmgateway.v1.ListModelsRequest
-	(*ListModelsResponse)(nil),   // 12: llmgateway.v1.ListModelsResponse
-	(*EstimateCostRequest)(nil),  // 13: llmgateway.v1.EstimateCostRequest
-	(*CostEstimate)(nil),         // 14: llmgateway.v1.CostEstimate
-	(*EstimateCostResponse)(nil), // 15: llmgateway.v1.EstimateCostResponse
-	(PricingStatus)(0),           // 16: llmgateway.v1.PricingStatus
-	(*durationpb.Duration)(nil),  // 17: google.protobuf.Duration
-	(*ChatRequest)(nil),          // 18: llmgateway.v1.ChatRequest
-	(*Cost)(nil),                 // 19: llmgateway.v1.Cost
+	(Capability)(0),               // 0: llmgateway.v1.Capability
+	(BillingModel)(0),             // 1: llmgateway.v1.BillingModel
+	(CircuitState)(0),             // 2: llmgateway.v1.CircuitState
+	(TokenCountMethod)(0),         // 3: llmgateway.v1.TokenCountMethod
+	(LoadBalancingPolicy)(0),      // 4: llmgateway.v1.LoadBalancingPolicy
+	(*SubscriptionPlan)(nil),      // 5: llmgateway.v1.SubscriptionPlan
+	(*ModelPricing)(nil),          // 6: llmgateway.v1.ModelPricing
+	(*CostCapabilities)(nil),      // 7: llmgateway.v1.CostCapabilities
+	(*ModelState)(nil),            // 8: llmgateway.v1.ModelState
+	(*Model)(nil),                 // 9: llmgateway.v1.Model
+	(*Deployment)(nil),            // 10: llmgateway.v1.Deployment
+	(*ModelGroup)(nil),            // 11: llmgateway.v1.ModelGroup
+	(*ListModelsRequest)(nil),     // 12: llmgateway.v1.ListModelsRequest
+	(*ListModelsResponse)(nil),    // 13: llmgateway.v1.ListModelsResponse
+	(*EstimateCostRequest)(nil),   // 14: llmgateway.v1.EstimateCostRequest
+	(*CostEstimate)(nil),          // 15: llmgateway.v1.CostEstimate
+	(*EstimateCostResponse)(nil),  // 16: llmgateway.v1.EstimateCostResponse
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(PricingStatus)(0),            // 18: llmgateway.v1.PricingStatus
+	(*durationpb.Duration)(nil),   // 19: google.protobuf.Duration
+	(*ChatRequest)(nil),           // 20: llmgateway.v1.ChatRequest
+	(*Cost)(nil),                  // 21: llmgateway.v1.Cost
 }
 var file_llmgateway_v1_catalog_proto_depIdxs = []int32{
-	1,  // 0: llmgateway.v1.ModelPricing.billing_model:type_name -> llmgateway.v1.BillingModel
-	16, // 1: llmgateway.v1.ModelPricing.status:type_name -> llmgateway.v1.PricingStatus
-	1,  // 2: llmgateway.v1.CostCapabilities.billing_model:type_name -> llmgateway.v1.BillingModel
-	2,  // 3: llmgateway.v1.ModelState.circuit_state:type_name -> llmgateway.v1.CircuitState
-	17, // 4: llmgateway.v1.ModelState.latency_p50:type_name -> google.protobuf.Duration
-	17, // 5: llmgateway.v1.ModelState.time_to_first_token_p50:type_name -> google.protobuf.Duration
-	0,  // 6: llmgateway.v1.Model.capabilities:type_name -> llmgateway.v1.Capability
-	5,  // 7: llmgateway.v1.Model.pricing:type_name -> llmgateway.v1.ModelPricing
-	7,  // 8: llmgateway.v1.Model.state:type_name -> llmgateway.v1.ModelState
-	6,  // 9: llmgateway.v1.Model.cost_capabilities:type_name -> llmgateway.v1.CostCapabilities
-	7,  // 10: llmgateway.v1.Deployment.state:type_name -> llmgateway.v1.ModelState
-	4,  // 11: llmgateway.v1.ModelGroup.policy:type_name -> llmgateway.v1.LoadBalancingPolicy
-	9,  // 12: llmgateway.v1.ModelGroup.deployments:type_name -> llmgateway.v1.Deployment
-	0,  // 13: llmgateway.v1.ListModelsRequest.capabilities:type_name -> llmgateway.v1.Capability
-	8,  // 14: llmgateway.v1.ListModelsResponse.models:type_name -> llmgateway.v1.Model
-	10, // 15: llmgateway.v1.ListModelsResponse.groups:type_name -> llmgateway.v1.ModelGroup
-	18, // 16: llmgateway.v1.EstimateCostRequest.request:type_name -> llmgateway.v1.ChatRequest
-	3,  // 17: llmgateway.v1.CostEstimate.token_count_method:type_name -> llmgateway.v1.TokenCountMethod
-	19, // 18: llmgateway.v1.CostEstimate.expected_cost:type_name -> llmgateway.v1.Cost
-	19, // 19: llmgateway.v1.CostEstimate.worst_case_cost:type_name -> llmgateway.v1.Cost
-	14, // 20: llmgateway.v1.EstimateCostResponse.estimates:type_name -> llmgateway.v1.CostEstimate
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	17, // 0: llmgateway.v1.SubscriptionPlan.period_start:type_name -> google.protobuf.Timestamp
+	17, // 1: llmgateway.v1.SubscriptionPlan.period_end:type_name -> google.protobuf.Timestamp
+	1,  // 2: llmgateway.v1.ModelPricing.billing_model:type_name -> llmgateway.v1.BillingModel
+	18, // 3: llmgateway.v1.ModelPricing.status:type_name -> llmgateway.v1.PricingStatus
+	5,  // 4: llmgateway.v1.ModelPricing.subscription:type_name -> llmgateway.v1.SubscriptionPlan
+	1,  // 5: llmgateway.v1.CostCapabilities.billing_model:type_name -> llmgateway.v1.BillingModel
+	2,  // 6: llmgateway.v1.ModelState.circuit_state:type_name -> llmgateway.v1.CircuitState
+	19, // 7: llmgateway.v1.ModelState.latency_p50:type_name -> google.protobuf.Duration
+	19, // 8: llmgateway.v1.ModelState.time_to_first_token_p50:type_name -> google.protobuf.Duration
+	0,  // 9: llmgateway.v1.Model.capabilities:type_name -> llmgateway.v1.Capability
+	6,  // 10: llmgateway.v1.Model.pricing:type_name -> llmgateway.v1.ModelPricing
+	8,  // 11: llmgateway.v1.Model.state:type_name -> llmgateway.v1.ModelState
+	7,  // 12: llmgateway.v1.Model.cost_capabilities:type_name -> llmgateway.v1.CostCapabilities
+	8,  // 13: llmgateway.v1.Deployment.state:type_name -> llmgateway.v1.ModelState
+	4,  // 14: llmgateway.v1.ModelGroup.policy:type_name -> llmgateway.v1.LoadBalancingPolicy
+	10, // 15: llmgateway.v1.ModelGroup.deployments:type_name -> llmgateway.v1.Deployment
+	0,  // 16: llmgateway.v1.ListModelsRequest.capabilities:type_name -> llmgateway.v1.Capability
+	9,  // 17: llmgateway.v1.ListModelsResponse.models:type_name -> llmgateway.v1.Model
+	11, // 18: llmgateway.v1.ListModelsResponse.groups:type_name -> llmgateway.v1.ModelGroup
+	20, // 19: llmgateway.v1.EstimateCostRequest.request:type_name -> llmgateway.v1.ChatRequest
+	3,  // 20: llmgateway.v1.CostEstimate.token_count_method:type_name -> llmgateway.v1.TokenCountMethod
+	21, // 21: llmgateway.v1.CostEstimate.expected_cost:type_name -> llmgateway.v1.Cost
+	21, // 22: llmgateway.v1.CostEstimate.worst_case_cost:type_name -> llmgateway.v1.Cost
+	15, // 23: llmgateway.v1.EstimateCostResponse.estimates:type_name -> llmgateway.v1.CostEstimate
+	24, // [24:24] is the sub-list for method output_type
+	24, // [24:24] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_llmgateway_v1_catalog_proto_init() }
@@ -1497,14 +1632,14 @@ func file_llmgateway_v1_catalog_proto_init() {
 	}
 	file_llmgateway_v1_accounting_proto_init()
 	file_llmgateway_v1_chat_proto_init()
-	file_llmgateway_v1_catalog_proto_msgTypes[8].OneofWrappers = []any{}
+	file_llmgateway_v1_catalog_proto_msgTypes[9].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmgateway_v1_catalog_proto_rawDesc), len(file_llmgateway_v1_catalog_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -320,6 +320,10 @@ type UsageStats struct {
 	FirstTokenP50 *durationpb.Duration `protobuf:"bytes,16,opt,name=first_token_p50,json=firstTokenP50,proto3" json:"first_token_p50,omitempty"`
 	// 95th percentile of the time to the first token.
 	FirstTokenP95 *durationpb.Duration `protobuf:"bytes,17,opt,name=first_token_p95,json=firstTokenP95,proto3" json:"first_token_p95,omitempty"`
+	// Subscription fees spread over the calls: each call charged to a plan's period carries the
+	// period's fee divided by the period's calls so far (all of them, whatever the filter), rounded
+	// to 12 decimal places. An allocation beside `cost` (the marginal cost), not part of it.
+	AmortizedCost string `protobuf:"bytes,18,opt,name=amortized_cost,json=amortizedCost,proto3" json:"amortized_cost,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -473,6 +477,13 @@ func (x *UsageStats) GetFirstTokenP95() *durationpb.Duration {
 	return nil
 }
 
+func (x *UsageStats) GetAmortizedCost() string {
+	if x != nil {
+		return x.AmortizedCost
+	}
+	return ""
+}
+
 // One time bucket of a summary, for one combination of the group-by values.
 type UsageBucket struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -545,7 +556,9 @@ type ProviderUsage struct {
 	// Its calls.
 	Requests int64 `protobuf:"varint,2,opt,name=requests,proto3" json:"requests,omitempty"`
 	// What they cost, an exact decimal string.
-	Cost          string `protobuf:"bytes,3,opt,name=cost,proto3" json:"cost,omitempty"`
+	Cost string `protobuf:"bytes,3,opt,name=cost,proto3" json:"cost,omitempty"`
+	// Its subscription fee spread over these calls (see `UsageStats.amortized_cost`).
+	AmortizedCost string `protobuf:"bytes,4,opt,name=amortized_cost,json=amortizedCost,proto3" json:"amortized_cost,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -601,6 +614,13 @@ func (x *ProviderUsage) GetCost() string {
 	return ""
 }
 
+func (x *ProviderUsage) GetAmortizedCost() string {
+	if x != nil {
+		return x.AmortizedCost
+	}
+	return ""
+}
+
 // What one model's calls cost.
 type ModelUsage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -611,7 +631,9 @@ type ModelUsage struct {
 	// Its calls.
 	Requests int64 `protobuf:"varint,3,opt,name=requests,proto3" json:"requests,omitempty"`
 	// What they cost, an exact decimal string.
-	Cost          string `protobuf:"bytes,4,opt,name=cost,proto3" json:"cost,omitempty"`
+	Cost string `protobuf:"bytes,4,opt,name=cost,proto3" json:"cost,omitempty"`
+	// Its provider's subscription fee spread over these calls (see `UsageStats.amortized_cost`).
+	AmortizedCost string `protobuf:"bytes,5,opt,name=amortized_cost,json=amortizedCost,proto3" json:"amortized_cost,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -670,6 +692,13 @@ func (x *ModelUsage) GetRequests() int64 {
 func (x *ModelUsage) GetCost() string {
 	if x != nil {
 		return x.Cost
+	}
+	return ""
+}
+
+func (x *ModelUsage) GetAmortizedCost() string {
+	if x != nil {
+		return x.AmortizedCost
 	}
 	return ""
 }
@@ -1531,7 +1560,7 @@ const file_llmgateway_v1_usage_proto_rawDesc = "" +
 	"\vgranularity\x18\x02 \x01(\x0e2\x1a.llmgateway.v1.GranularityR\vgranularity\x12\x19\n" +
 	"\bgroup_by\x18\x03 \x03(\tR\agroupBy\x12\x1d\n" +
 	"\n" +
-	"top_models\x18\x04 \x01(\x05R\ttopModels\"\x92\x06\n" +
+	"top_models\x18\x04 \x01(\x05R\ttopModels\"\xb9\x06\n" +
 	"\n" +
 	"UsageStats\x12\x1a\n" +
 	"\brequests\x18\x01 \x01(\x03R\brequests\x12\x16\n" +
@@ -1554,22 +1583,25 @@ const file_llmgateway_v1_usage_proto_rawDesc = "" +
 	"latencyP95\x12A\n" +
 	"\x0ffirst_token_avg\x18\x0f \x01(\v2\x19.google.protobuf.DurationR\rfirstTokenAvg\x12A\n" +
 	"\x0ffirst_token_p50\x18\x10 \x01(\v2\x19.google.protobuf.DurationR\rfirstTokenP50\x12A\n" +
-	"\x0ffirst_token_p95\x18\x11 \x01(\v2\x19.google.protobuf.DurationR\rfirstTokenP95\"\x8f\x01\n" +
+	"\x0ffirst_token_p95\x18\x11 \x01(\v2\x19.google.protobuf.DurationR\rfirstTokenP95\x12%\n" +
+	"\x0eamortized_cost\x18\x12 \x01(\tR\ramortizedCost\"\x8f\x01\n" +
 	"\vUsageBucket\x129\n" +
 	"\n" +
 	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12\x14\n" +
 	"\x05group\x18\x02 \x03(\tR\x05group\x12/\n" +
-	"\x05stats\x18\x03 \x01(\v2\x19.llmgateway.v1.UsageStatsR\x05stats\"[\n" +
+	"\x05stats\x18\x03 \x01(\v2\x19.llmgateway.v1.UsageStatsR\x05stats\"\x82\x01\n" +
 	"\rProviderUsage\x12\x1a\n" +
 	"\bprovider\x18\x01 \x01(\tR\bprovider\x12\x1a\n" +
 	"\brequests\x18\x02 \x01(\x03R\brequests\x12\x12\n" +
-	"\x04cost\x18\x03 \x01(\tR\x04cost\"n\n" +
+	"\x04cost\x18\x03 \x01(\tR\x04cost\x12%\n" +
+	"\x0eamortized_cost\x18\x04 \x01(\tR\ramortizedCost\"\x95\x01\n" +
 	"\n" +
 	"ModelUsage\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x1a\n" +
 	"\bprovider\x18\x02 \x01(\tR\bprovider\x12\x1a\n" +
 	"\brequests\x18\x03 \x01(\x03R\brequests\x12\x12\n" +
-	"\x04cost\x18\x04 \x01(\tR\x04cost\"\xf6\x02\n" +
+	"\x04cost\x18\x04 \x01(\tR\x04cost\x12%\n" +
+	"\x0eamortized_cost\x18\x05 \x01(\tR\ramortizedCost\"\xf6\x02\n" +
 	"\x17GetUsageSummaryResponse\x124\n" +
 	"\abuckets\x18\x01 \x03(\v2\x1a.llmgateway.v1.UsageBucketR\abuckets\x12/\n" +
 	"\x05total\x18\x02 \x01(\v2\x19.llmgateway.v1.UsageStatsR\x05total\x12\x1a\n" +

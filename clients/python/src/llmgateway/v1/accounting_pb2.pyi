@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -124,6 +125,7 @@ class Cost(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     PRICE_SOURCE_FIELD_NUMBER: _builtins.int
     CACHE_WRITE_1H_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_FIELD_NUMBER: _builtins.int
     currency: _builtins.str
     """ISO 4217 currency code of every amount, for example "USD"."""
     input: _builtins.str
@@ -154,6 +156,13 @@ class Cost(_message.Message):
     """
     cache_write_1h: _builtins.str
     """The part of `cache_write` paid for one-hour cache writes (`Usage.cache_write_1h_tokens`)."""
+    @_builtins.property
+    def subscription(self) -> Global___SubscriptionCharge:
+        """Set when the serving provider is billed by subscription: where the call fell in the plan's
+        period. The amounts above are then the call's marginal cost: zero for the tokens the fee
+        covers, the model's prices for those past the quota.
+        """
+
     def __init__(
         self,
         *,
@@ -170,14 +179,55 @@ class Cost(_message.Message):
         status: Global___PricingStatus.ValueType = ...,
         price_source: _builtins.str = ...,
         cache_write_1h: _builtins.str = ...,
+        subscription: Global___SubscriptionCharge | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["subscription", b"subscription"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_savings", b"cache_savings", "cache_write", b"cache_write", "cache_write_1h", b"cache_write_1h", "cached_input", b"cached_input", "cost_per_1k_tokens", b"cost_per_1k_tokens", "currency", b"currency", "estimated", b"estimated", "input", b"input", "output", b"output", "price_source", b"price_source", "request_fee", b"request_fee", "status", b"status", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_savings", b"cache_savings", "cache_write", b"cache_write", "cache_write_1h", b"cache_write_1h", "cached_input", b"cached_input", "cost_per_1k_tokens", b"cost_per_1k_tokens", "currency", b"currency", "estimated", b"estimated", "input", b"input", "output", b"output", "price_source", b"price_source", "request_fee", b"request_fee", "status", b"status", "subscription", b"subscription", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Cost: _TypeAlias = Cost  # noqa: Y015
+
+@_typing.final
+class SubscriptionCharge(_message.Message):
+    """Where one call fell in its provider's subscription period."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLAN_FIELD_NUMBER: _builtins.int
+    PERIOD_START_FIELD_NUMBER: _builtins.int
+    TOKENS_BEFORE_FIELD_NUMBER: _builtins.int
+    INCLUDED_TOKENS_FIELD_NUMBER: _builtins.int
+    OVERAGE_TOKENS_FIELD_NUMBER: _builtins.int
+    plan: _builtins.str
+    """The plan's provider."""
+    tokens_before: _builtins.int
+    """Tokens the period had used before this call."""
+    included_tokens: _builtins.int
+    """The call's tokens the fee covered."""
+    overage_tokens: _builtins.int
+    """The call's tokens past the quota, priced at the model's prices."""
+    @_builtins.property
+    def period_start(self) -> _timestamp_pb2.Timestamp:
+        """The period's first instant."""
+
+    def __init__(
+        self,
+        *,
+        plan: _builtins.str = ...,
+        period_start: _timestamp_pb2.Timestamp | None = ...,
+        tokens_before: _builtins.int = ...,
+        included_tokens: _builtins.int = ...,
+        overage_tokens: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["period_start", b"period_start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["included_tokens", b"included_tokens", "overage_tokens", b"overage_tokens", "period_start", b"period_start", "plan", b"plan", "tokens_before", b"tokens_before"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubscriptionCharge: _TypeAlias = SubscriptionCharge  # noqa: Y015
 
 @_typing.final
 class Latency(_message.Message):

@@ -23,47 +23,50 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from llmgateway.v1 import accounting_pb2 as llmgateway_dot_v1_dot_accounting__pb2
 from llmgateway.v1 import chat_pb2 as llmgateway_dot_v1_dot_chat__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bllmgateway/v1/catalog.proto\x12\rllmgateway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1ellmgateway/v1/accounting.proto\x1a\x18llmgateway/v1/chat.proto\"\xdb\x02\n\x0cModelPricing\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\x19\n\x11input_per_million\x18\x02 \x01(\t\x12 \n\x18\x63\x61\x63hed_input_per_million\x18\x03 \x01(\t\x12\x1f\n\x17\x63\x61\x63he_write_per_million\x18\x04 \x01(\t\x12\x1a\n\x12output_per_million\x18\x05 \x01(\t\x12\x13\n\x0bper_request\x18\x06 \x01(\t\x12\x32\n\rbilling_model\x18\x07 \x01(\x0e\x32\x1b.llmgateway.v1.BillingModel\x12,\n\x06status\x18\x08 \x01(\x0e\x32\x1c.llmgateway.v1.PricingStatus\x12\x14\n\x0cprice_source\x18\t \x01(\t\x12\x0e\n\x06tiered\x18\n \x01(\x08\x12\"\n\x1a\x63\x61\x63he_write_1h_per_million\x18\x0b \x01(\t\"\x8a\x01\n\x10\x43ostCapabilities\x12\x15\n\rtracks_tokens\x18\x01 \x01(\x08\x12\x15\n\rtoken_caching\x18\x02 \x01(\x08\x12\x14\n\x0crequest_fees\x18\x03 \x01(\x08\x12\x32\n\rbilling_model\x18\x04 \x01(\x0e\x32\x1b.llmgateway.v1.BillingModel\"\xe8\x01\n\nModelState\x12\x32\n\rcircuit_state\x18\x01 \x01(\x0e\x32\x1b.llmgateway.v1.CircuitState\x12.\n\x0blatency_p50\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tavailable\x18\x03 \x01(\x08\x12:\n\x17time_to_first_token_p50\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0crecent_calls\x18\x05 \x01(\x05\x12\x11\n\tin_flight\x18\x06 \x01(\x05\"\xe2\x02\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\x12\x0f\n\x07\x61liases\x18\x05 \x03(\t\x12\x16\n\x0e\x63ontext_window\x18\x06 \x01(\x05\x12\x19\n\x11max_output_tokens\x18\x07 \x01(\x05\x12/\n\x0c\x63\x61pabilities\x18\x08 \x03(\x0e\x32\x19.llmgateway.v1.Capability\x12,\n\x07pricing\x18\t \x01(\x0b\x32\x1b.llmgateway.v1.ModelPricing\x12(\n\x05state\x18\n \x01(\x0b\x32\x19.llmgateway.v1.ModelState\x12:\n\x11\x63ost_capabilities\x18\x0b \x01(\x0b\x32\x1f.llmgateway.v1.CostCapabilities\x12\x0e\n\x06groups\x18\x0c \x03(\t\"f\n\nDeployment\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x05\x12\x0f\n\x07\x65nabled\x18\x03 \x01(\x08\x12(\n\x05state\x18\x04 \x01(\x0b\x32\x19.llmgateway.v1.ModelState\"~\n\nModelGroup\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x32\n\x06policy\x18\x02 \x01(\x0e\x32\".llmgateway.v1.LoadBalancingPolicy\x12.\n\x0b\x64\x65ployments\x18\x03 \x03(\x0b\x32\x19.llmgateway.v1.Deployment\"}\n\x11ListModelsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12/\n\x0c\x63\x61pabilities\x18\x04 \x03(\x0e\x32\x19.llmgateway.v1.Capability\"\x92\x01\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.llmgateway.v1.Model\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\x12)\n\x06groups\x18\x04 \x03(\x0b\x32\x19.llmgateway.v1.ModelGroup\"\x9c\x01\n\x13\x45stimateCostRequest\x12+\n\x07request\x18\x01 \x01(\x0b\x32\x1a.llmgateway.v1.ChatRequest\x12#\n\x16\x65xpected_output_tokens\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x10\x63\x61ndidate_models\x18\x03 \x03(\tB\x19\n\x17_expected_output_tokens\"\xd3\x02\n\x0c\x43ostEstimate\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x15\n\rprompt_tokens\x18\x03 \x01(\x05\x12;\n\x12token_count_method\x18\x04 \x01(\x0e\x32\x1f.llmgateway.v1.TokenCountMethod\x12\x1e\n\x16\x65xpected_output_tokens\x18\x05 \x01(\x05\x12 \n\x18worst_case_output_tokens\x18\x06 \x01(\x05\x12*\n\rexpected_cost\x18\x07 \x01(\x0b\x32\x13.llmgateway.v1.Cost\x12,\n\x0fworst_case_cost\x18\x08 \x01(\x0b\x32\x13.llmgateway.v1.Cost\x12\x1b\n\x13\x66its_context_window\x18\t \x01(\x08\x12\x15\n\rwithin_budget\x18\n \x01(\x08\"F\n\x14\x45stimateCostResponse\x12.\n\testimates\x18\x01 \x03(\x0b\x32\x1b.llmgateway.v1.CostEstimate*\xc1\x01\n\nCapability\x12\x1a\n\x16\x43\x41PABILITY_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43\x41PABILITY_STREAMING\x10\x01\x12\x14\n\x10\x43\x41PABILITY_TOOLS\x10\x02\x12\x15\n\x11\x43\x41PABILITY_VISION\x10\x03\x12\x1a\n\x16\x43\x41PABILITY_JSON_SCHEMA\x10\x04\x12\x18\n\x14\x43\x41PABILITY_REASONING\x10\x05\x12\x1a\n\x16\x43\x41PABILITY_JSON_OBJECT\x10\x06*\x9b\x01\n\x0c\x42illingModel\x12\x1d\n\x19\x42ILLING_MODEL_UNSPECIFIED\x10\x00\x12\x16\n\x12\x42ILLING_MODEL_FREE\x10\x01\x12\x1b\n\x17\x42ILLING_MODEL_PER_TOKEN\x10\x02\x12\x1d\n\x19\x42ILLING_MODEL_PER_REQUEST\x10\x03\x12\x18\n\x14\x42ILLING_MODEL_HYBRID\x10\x04*|\n\x0c\x43ircuitState\x12\x1d\n\x19\x43IRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43IRCUIT_STATE_CLOSED\x10\x01\x12\x16\n\x12\x43IRCUIT_STATE_OPEN\x10\x02\x12\x1b\n\x17\x43IRCUIT_STATE_HALF_OPEN\x10\x03*\x99\x01\n\x10TokenCountMethod\x12\"\n\x1eTOKEN_COUNT_METHOD_UNSPECIFIED\x10\x00\x12\x1c\n\x18TOKEN_COUNT_METHOD_EXACT\x10\x01\x12\"\n\x1eTOKEN_COUNT_METHOD_APPROXIMATE\x10\x02\x12\x1f\n\x1bTOKEN_COUNT_METHOD_PROVIDER\x10\x03*\xa9\x01\n\x13LoadBalancingPolicy\x12%\n!LOAD_BALANCING_POLICY_UNSPECIFIED\x10\x00\x12\"\n\x1eLOAD_BALANCING_POLICY_WEIGHTED\x10\x01\x12$\n LOAD_BALANCING_POLICY_LEAST_BUSY\x10\x02\x12!\n\x1dLOAD_BALANCING_POLICY_LATENCY\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bllmgateway/v1/catalog.proto\x12\rllmgateway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ellmgateway/v1/accounting.proto\x1a\x18llmgateway/v1/chat.proto\"\xce\x01\n\x10SubscriptionPlan\x12\x0b\n\x03\x66\x65\x65\x18\x01 \x01(\t\x12\x0e\n\x06period\x18\x02 \x01(\t\x12\x17\n\x0fincluded_tokens\x18\x03 \x01(\x03\x12\x30\n\x0cperiod_start\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nperiod_end\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bused_tokens\x18\x06 \x01(\x03\x12\r\n\x05\x63\x61lls\x18\x07 \x01(\x03\"\x92\x03\n\x0cModelPricing\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\x19\n\x11input_per_million\x18\x02 \x01(\t\x12 \n\x18\x63\x61\x63hed_input_per_million\x18\x03 \x01(\t\x12\x1f\n\x17\x63\x61\x63he_write_per_million\x18\x04 \x01(\t\x12\x1a\n\x12output_per_million\x18\x05 \x01(\t\x12\x13\n\x0bper_request\x18\x06 \x01(\t\x12\x32\n\rbilling_model\x18\x07 \x01(\x0e\x32\x1b.llmgateway.v1.BillingModel\x12,\n\x06status\x18\x08 \x01(\x0e\x32\x1c.llmgateway.v1.PricingStatus\x12\x14\n\x0cprice_source\x18\t \x01(\t\x12\x0e\n\x06tiered\x18\n \x01(\x08\x12\"\n\x1a\x63\x61\x63he_write_1h_per_million\x18\x0b \x01(\t\x12\x35\n\x0csubscription\x18\x0c \x01(\x0b\x32\x1f.llmgateway.v1.SubscriptionPlan\"\x8a\x01\n\x10\x43ostCapabilities\x12\x15\n\rtracks_tokens\x18\x01 \x01(\x08\x12\x15\n\rtoken_caching\x18\x02 \x01(\x08\x12\x14\n\x0crequest_fees\x18\x03 \x01(\x08\x12\x32\n\rbilling_model\x18\x04 \x01(\x0e\x32\x1b.llmgateway.v1.BillingModel\"\xe8\x01\n\nModelState\x12\x32\n\rcircuit_state\x18\x01 \x01(\x0e\x32\x1b.llmgateway.v1.CircuitState\x12.\n\x0blatency_p50\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tavailable\x18\x03 \x01(\x08\x12:\n\x17time_to_first_token_p50\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0crecent_calls\x18\x05 \x01(\x05\x12\x11\n\tin_flight\x18\x06 \x01(\x05\"\xe2\x02\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\x12\x0f\n\x07\x61liases\x18\x05 \x03(\t\x12\x16\n\x0e\x63ontext_window\x18\x06 \x01(\x05\x12\x19\n\x11max_output_tokens\x18\x07 \x01(\x05\x12/\n\x0c\x63\x61pabilities\x18\x08 \x03(\x0e\x32\x19.llmgateway.v1.Capability\x12,\n\x07pricing\x18\t \x01(\x0b\x32\x1b.llmgateway.v1.ModelPricing\x12(\n\x05state\x18\n \x01(\x0b\x32\x19.llmgateway.v1.ModelState\x12:\n\x11\x63ost_capabilities\x18\x0b \x01(\x0b\x32\x1f.llmgateway.v1.CostCapabilities\x12\x0e\n\x06groups\x18\x0c \x03(\t\"f\n\nDeployment\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x05\x12\x0f\n\x07\x65nabled\x18\x03 \x01(\x08\x12(\n\x05state\x18\x04 \x01(\x0b\x32\x19.llmgateway.v1.ModelState\"~\n\nModelGroup\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x32\n\x06policy\x18\x02 \x01(\x0e\x32\".llmgateway.v1.LoadBalancingPolicy\x12.\n\x0b\x64\x65ployments\x18\x03 \x03(\x0b\x32\x19.llmgateway.v1.Deployment\"}\n\x11ListModelsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12/\n\x0c\x63\x61pabilities\x18\x04 \x03(\x0e\x32\x19.llmgateway.v1.Capability\"\x92\x01\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.llmgateway.v1.Model\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\x12)\n\x06groups\x18\x04 \x03(\x0b\x32\x19.llmgateway.v1.ModelGroup\"\x9c\x01\n\x13\x45stimateCostRequest\x12+\n\x07request\x18\x01 \x01(\x0b\x32\x1a.llmgateway.v1.ChatRequest\x12#\n\x16\x65xpected_output_tokens\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x10\x63\x61ndidate_models\x18\x03 \x03(\tB\x19\n\x17_expected_output_tokens\"\xd3\x02\n\x0c\x43ostEstimate\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x15\n\rprompt_tokens\x18\x03 \x01(\x05\x12;\n\x12token_count_method\x18\x04 \x01(\x0e\x32\x1f.llmgateway.v1.TokenCountMethod\x12\x1e\n\x16\x65xpected_output_tokens\x18\x05 \x01(\x05\x12 \n\x18worst_case_output_tokens\x18\x06 \x01(\x05\x12*\n\rexpected_cost\x18\x07 \x01(\x0b\x32\x13.llmgateway.v1.Cost\x12,\n\x0fworst_case_cost\x18\x08 \x01(\x0b\x32\x13.llmgateway.v1.Cost\x12\x1b\n\x13\x66its_context_window\x18\t \x01(\x08\x12\x15\n\rwithin_budget\x18\n \x01(\x08\"F\n\x14\x45stimateCostResponse\x12.\n\testimates\x18\x01 \x03(\x0b\x32\x1b.llmgateway.v1.CostEstimate*\xc1\x01\n\nCapability\x12\x1a\n\x16\x43\x41PABILITY_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43\x41PABILITY_STREAMING\x10\x01\x12\x14\n\x10\x43\x41PABILITY_TOOLS\x10\x02\x12\x15\n\x11\x43\x41PABILITY_VISION\x10\x03\x12\x1a\n\x16\x43\x41PABILITY_JSON_SCHEMA\x10\x04\x12\x18\n\x14\x43\x41PABILITY_REASONING\x10\x05\x12\x1a\n\x16\x43\x41PABILITY_JSON_OBJECT\x10\x06*\xbb\x01\n\x0c\x42illingModel\x12\x1d\n\x19\x42ILLING_MODEL_UNSPECIFIED\x10\x00\x12\x16\n\x12\x42ILLING_MODEL_FREE\x10\x01\x12\x1b\n\x17\x42ILLING_MODEL_PER_TOKEN\x10\x02\x12\x1d\n\x19\x42ILLING_MODEL_PER_REQUEST\x10\x03\x12\x18\n\x14\x42ILLING_MODEL_HYBRID\x10\x04\x12\x1e\n\x1a\x42ILLING_MODEL_SUBSCRIPTION\x10\x05*|\n\x0c\x43ircuitState\x12\x1d\n\x19\x43IRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43IRCUIT_STATE_CLOSED\x10\x01\x12\x16\n\x12\x43IRCUIT_STATE_OPEN\x10\x02\x12\x1b\n\x17\x43IRCUIT_STATE_HALF_OPEN\x10\x03*\x99\x01\n\x10TokenCountMethod\x12\"\n\x1eTOKEN_COUNT_METHOD_UNSPECIFIED\x10\x00\x12\x1c\n\x18TOKEN_COUNT_METHOD_EXACT\x10\x01\x12\"\n\x1eTOKEN_COUNT_METHOD_APPROXIMATE\x10\x02\x12\x1f\n\x1bTOKEN_COUNT_METHOD_PROVIDER\x10\x03*\xa9\x01\n\x13LoadBalancingPolicy\x12%\n!LOAD_BALANCING_POLICY_UNSPECIFIED\x10\x00\x12\"\n\x1eLOAD_BALANCING_POLICY_WEIGHTED\x10\x01\x12$\n LOAD_BALANCING_POLICY_LEAST_BUSY\x10\x02\x12!\n\x1dLOAD_BALANCING_POLICY_LATENCY\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llmgateway.v1.catalog_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CAPABILITY']._serialized_start=2301
-  _globals['_CAPABILITY']._serialized_end=2494
-  _globals['_BILLINGMODEL']._serialized_start=2497
-  _globals['_BILLINGMODEL']._serialized_end=2652
-  _globals['_CIRCUITSTATE']._serialized_start=2654
-  _globals['_CIRCUITSTATE']._serialized_end=2778
-  _globals['_TOKENCOUNTMETHOD']._serialized_start=2781
-  _globals['_TOKENCOUNTMETHOD']._serialized_end=2934
-  _globals['_LOADBALANCINGPOLICY']._serialized_start=2937
-  _globals['_LOADBALANCINGPOLICY']._serialized_end=3106
-  _globals['_MODELPRICING']._serialized_start=137
-  _globals['_MODELPRICING']._serialized_end=484
-  _globals['_COSTCAPABILITIES']._serialized_start=487
-  _globals['_COSTCAPABILITIES']._serialized_end=625
-  _globals['_MODELSTATE']._serialized_start=628
-  _globals['_MODELSTATE']._serialized_end=860
-  _globals['_MODEL']._serialized_start=863
-  _globals['_MODEL']._serialized_end=1217
-  _globals['_DEPLOYMENT']._serialized_start=1219
-  _globals['_DEPLOYMENT']._serialized_end=1321
-  _globals['_MODELGROUP']._serialized_start=1323
-  _globals['_MODELGROUP']._serialized_end=1449
-  _globals['_LISTMODELSREQUEST']._serialized_start=1451
-  _globals['_LISTMODELSREQUEST']._serialized_end=1576
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1579
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1725
-  _globals['_ESTIMATECOSTREQUEST']._serialized_start=1728
-  _globals['_ESTIMATECOSTREQUEST']._serialized_end=1884
-  _globals['_COSTESTIMATE']._serialized_start=1887
-  _globals['_COSTESTIMATE']._serialized_end=2226
-  _globals['_ESTIMATECOSTRESPONSE']._serialized_start=2228
-  _globals['_ESTIMATECOSTRESPONSE']._serialized_end=2298
+  _globals['_CAPABILITY']._serialized_start=2598
+  _globals['_CAPABILITY']._serialized_end=2791
+  _globals['_BILLINGMODEL']._serialized_start=2794
+  _globals['_BILLINGMODEL']._serialized_end=2981
+  _globals['_CIRCUITSTATE']._serialized_start=2983
+  _globals['_CIRCUITSTATE']._serialized_end=3107
+  _globals['_TOKENCOUNTMETHOD']._serialized_start=3110
+  _globals['_TOKENCOUNTMETHOD']._serialized_end=3263
+  _globals['_LOADBALANCINGPOLICY']._serialized_start=3266
+  _globals['_LOADBALANCINGPOLICY']._serialized_end=3435
+  _globals['_SUBSCRIPTIONPLAN']._serialized_start=170
+  _globals['_SUBSCRIPTIONPLAN']._serialized_end=376
+  _globals['_MODELPRICING']._serialized_start=379
+  _globals['_MODELPRICING']._serialized_end=781
+  _globals['_COSTCAPABILITIES']._serialized_start=784
+  _globals['_COSTCAPABILITIES']._serialized_end=922
+  _globals['_MODELSTATE']._serialized_start=925
+  _globals['_MODELSTATE']._serialized_end=1157
+  _globals['_MODEL']._serialized_start=1160
+  _globals['_MODEL']._serialized_end=1514
+  _globals['_DEPLOYMENT']._serialized_start=1516
+  _globals['_DEPLOYMENT']._serialized_end=1618
+  _globals['_MODELGROUP']._serialized_start=1620
+  _globals['_MODELGROUP']._serialized_end=1746
+  _globals['_LISTMODELSREQUEST']._serialized_start=1748
+  _globals['_LISTMODELSREQUEST']._serialized_end=1873
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1876
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2022
+  _globals['_ESTIMATECOSTREQUEST']._serialized_start=2025
+  _globals['_ESTIMATECOSTREQUEST']._serialized_end=2181
+  _globals['_COSTESTIMATE']._serialized_start=2184
+  _globals['_COSTESTIMATE']._serialized_end=2523
+  _globals['_ESTIMATECOSTRESPONSE']._serialized_start=2525
+  _globals['_ESTIMATECOSTRESPONSE']._serialized_end=2595
 # @@protoc_insertion_point(module_scope)

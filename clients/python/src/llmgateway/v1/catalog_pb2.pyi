@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from llmgateway.v1 import accounting_pb2 as _accounting_pb2
@@ -78,6 +79,10 @@ class _BillingModelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BillingM
     """Charged a fixed fee per request."""
     BILLING_MODEL_HYBRID: _BillingModel.ValueType  # 4
     """Charged per token plus a fee per request."""
+    BILLING_MODEL_SUBSCRIPTION: _BillingModel.ValueType  # 5
+    """A flat fee per period, optionally with a token quota past which calls pay the model's own
+    prices (`ModelPricing.subscription`).
+    """
 
 class BillingModel(_BillingModel, metaclass=_BillingModelEnumTypeWrapper):
     """How a model is billed."""
@@ -92,6 +97,10 @@ BILLING_MODEL_PER_REQUEST: BillingModel.ValueType  # 3
 """Charged a fixed fee per request."""
 BILLING_MODEL_HYBRID: BillingModel.ValueType  # 4
 """Charged per token plus a fee per request."""
+BILLING_MODEL_SUBSCRIPTION: BillingModel.ValueType  # 5
+"""A flat fee per period, optionally with a token quota past which calls pay the model's own
+prices (`ModelPricing.subscription`).
+"""
 Global___BillingModel: _TypeAlias = BillingModel  # noqa: Y015
 
 class _CircuitState:
@@ -189,6 +198,60 @@ LOAD_BALANCING_POLICY_LATENCY: LoadBalancingPolicy.ValueType  # 3
 Global___LoadBalancingPolicy: _TypeAlias = LoadBalancingPolicy  # noqa: Y015
 
 @_typing.final
+class SubscriptionPlan(_message.Message):
+    """A provider's subscription plan and where its current period stands."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEE_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    INCLUDED_TOKENS_FIELD_NUMBER: _builtins.int
+    PERIOD_START_FIELD_NUMBER: _builtins.int
+    PERIOD_END_FIELD_NUMBER: _builtins.int
+    USED_TOKENS_FIELD_NUMBER: _builtins.int
+    CALLS_FIELD_NUMBER: _builtins.int
+    fee: _builtins.str
+    """The flat fee per period, a decimal string in `ModelPricing.currency`."""
+    period: _builtins.str
+    """The period the fee is paid for: "hour", "day", "week" or "month" (calendar, in the budgets'
+    time zone).
+    """
+    included_tokens: _builtins.int
+    """Tokens (input and output) the fee covers each period; 0 when it covers every call."""
+    used_tokens: _builtins.int
+    """Tokens charged to the current period so far, by every process sharing the ledger (as this
+    replica last read them).
+    """
+    calls: _builtins.int
+    """Calls charged to the current period so far (as this replica last read them)."""
+    @_builtins.property
+    def period_start(self) -> _timestamp_pb2.Timestamp:
+        """The current period's first instant."""
+
+    @_builtins.property
+    def period_end(self) -> _timestamp_pb2.Timestamp:
+        """The current period's end (the next one's start)."""
+
+    def __init__(
+        self,
+        *,
+        fee: _builtins.str = ...,
+        period: _builtins.str = ...,
+        included_tokens: _builtins.int = ...,
+        period_start: _timestamp_pb2.Timestamp | None = ...,
+        period_end: _timestamp_pb2.Timestamp | None = ...,
+        used_tokens: _builtins.int = ...,
+        calls: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["period_end", b"period_end", "period_start", b"period_start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "fee", b"fee", "included_tokens", b"included_tokens", "period", b"period", "period_end", b"period_end", "period_start", b"period_start", "used_tokens", b"used_tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubscriptionPlan: _TypeAlias = SubscriptionPlan  # noqa: Y015
+
+@_typing.final
 class ModelPricing(_message.Message):
     """A model's list prices. Amounts are decimal strings in plain notation in `currency`."""
 
@@ -205,6 +268,7 @@ class ModelPricing(_message.Message):
     PRICE_SOURCE_FIELD_NUMBER: _builtins.int
     TIERED_FIELD_NUMBER: _builtins.int
     CACHE_WRITE_1H_PER_MILLION_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_FIELD_NUMBER: _builtins.int
     currency: _builtins.str
     """ISO 4217 currency code, for example "USD"."""
     input_per_million: _builtins.str
@@ -231,6 +295,12 @@ class ModelPricing(_message.Message):
     """Price per million input tokens written to a one-hour prompt cache (Anthropic); empty when the
     model has no such cache.
     """
+    @_builtins.property
+    def subscription(self) -> Global___SubscriptionPlan:
+        """The provider's subscription plan, when `billing_model` is BILLING_MODEL_SUBSCRIPTION; the
+        prices above are then what tokens past its quota cost.
+        """
+
     def __init__(
         self,
         *,
@@ -245,10 +315,11 @@ class ModelPricing(_message.Message):
         price_source: _builtins.str = ...,
         tiered: _builtins.bool = ...,
         cache_write_1h_per_million: _builtins.str = ...,
+        subscription: Global___SubscriptionPlan | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["subscription", b"subscription"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["billing_model", b"billing_model", "cache_write_1h_per_million", b"cache_write_1h_per_million", "cache_write_per_million", b"cache_write_per_million", "cached_input_per_million", b"cached_input_per_million", "currency", b"currency", "input_per_million", b"input_per_million", "output_per_million", b"output_per_million", "per_request", b"per_request", "price_source", b"price_source", "status", b"status", "tiered", b"tiered"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billing_model", b"billing_model", "cache_write_1h_per_million", b"cache_write_1h_per_million", "cache_write_per_million", b"cache_write_per_million", "cached_input_per_million", b"cached_input_per_million", "currency", b"currency", "input_per_million", b"input_per_million", "output_per_million", b"output_per_million", "per_request", b"per_request", "price_source", b"price_source", "status", b"status", "subscription", b"subscription", "tiered", b"tiered"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

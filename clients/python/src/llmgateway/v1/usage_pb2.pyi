@@ -202,6 +202,7 @@ class UsageStats(_message.Message):
     FIRST_TOKEN_AVG_FIELD_NUMBER: _builtins.int
     FIRST_TOKEN_P50_FIELD_NUMBER: _builtins.int
     FIRST_TOKEN_P95_FIELD_NUMBER: _builtins.int
+    AMORTIZED_COST_FIELD_NUMBER: _builtins.int
     requests: _builtins.int
     """Calls made, including failed ones and dry runs."""
     errors: _builtins.int
@@ -224,6 +225,11 @@ class UsageStats(_message.Message):
     """Reasoning tokens, inside `completion_tokens`."""
     cost: _builtins.str
     """What the calls cost, an exact decimal string in the summary's currency ("0.0123")."""
+    amortized_cost: _builtins.str
+    """Subscription fees spread over the calls: each call charged to a plan's period carries the
+    period's fee divided by the period's calls so far (all of them, whatever the filter), rounded
+    to 12 decimal places. An allocation beside `cost` (the marginal cost), not part of it.
+    """
     @_builtins.property
     def latency_avg(self) -> _duration_pb2.Duration:
         """Mean time from receipt to the end of the calls that have a latency."""
@@ -268,10 +274,11 @@ class UsageStats(_message.Message):
         first_token_avg: _duration_pb2.Duration | None = ...,
         first_token_p50: _duration_pb2.Duration | None = ...,
         first_token_p95: _duration_pb2.Duration | None = ...,
+        amortized_cost: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["first_token_avg", b"first_token_avg", "first_token_p50", b"first_token_p50", "first_token_p95", b"first_token_p95", "latency_avg", b"latency_avg", "latency_p50", b"latency_p50", "latency_p95", b"latency_p95"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_read_tokens", b"cache_read_tokens", "cache_write_1h_tokens", b"cache_write_1h_tokens", "cache_write_tokens", b"cache_write_tokens", "completion_tokens", b"completion_tokens", "cost", b"cost", "dry_runs", b"dry_runs", "errors", b"errors", "first_token_avg", b"first_token_avg", "first_token_p50", b"first_token_p50", "first_token_p95", b"first_token_p95", "latency_avg", b"latency_avg", "latency_p50", b"latency_p50", "latency_p95", b"latency_p95", "prompt_tokens", b"prompt_tokens", "reasoning_tokens", b"reasoning_tokens", "requests", b"requests", "unpriced", b"unpriced"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amortized_cost", b"amortized_cost", "cache_read_tokens", b"cache_read_tokens", "cache_write_1h_tokens", b"cache_write_1h_tokens", "cache_write_tokens", b"cache_write_tokens", "completion_tokens", b"completion_tokens", "cost", b"cost", "dry_runs", b"dry_runs", "errors", b"errors", "first_token_avg", b"first_token_avg", "first_token_p50", b"first_token_p50", "first_token_p95", b"first_token_p95", "latency_avg", b"latency_avg", "latency_p50", b"latency_p50", "latency_p95", b"latency_p95", "prompt_tokens", b"prompt_tokens", "reasoning_tokens", b"reasoning_tokens", "requests", b"requests", "unpriced", b"unpriced"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -322,22 +329,26 @@ class ProviderUsage(_message.Message):
     PROVIDER_FIELD_NUMBER: _builtins.int
     REQUESTS_FIELD_NUMBER: _builtins.int
     COST_FIELD_NUMBER: _builtins.int
+    AMORTIZED_COST_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
     """The provider."""
     requests: _builtins.int
     """Its calls."""
     cost: _builtins.str
     """What they cost, an exact decimal string."""
+    amortized_cost: _builtins.str
+    """Its subscription fee spread over these calls (see `UsageStats.amortized_cost`)."""
     def __init__(
         self,
         *,
         provider: _builtins.str = ...,
         requests: _builtins.int = ...,
         cost: _builtins.str = ...,
+        amortized_cost: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "provider", b"provider", "requests", b"requests"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amortized_cost", b"amortized_cost", "cost", b"cost", "provider", b"provider", "requests", b"requests"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -353,6 +364,7 @@ class ModelUsage(_message.Message):
     PROVIDER_FIELD_NUMBER: _builtins.int
     REQUESTS_FIELD_NUMBER: _builtins.int
     COST_FIELD_NUMBER: _builtins.int
+    AMORTIZED_COST_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """The model, as "provider:model" ("" for calls no model served)."""
     provider: _builtins.str
@@ -361,6 +373,8 @@ class ModelUsage(_message.Message):
     """Its calls."""
     cost: _builtins.str
     """What they cost, an exact decimal string."""
+    amortized_cost: _builtins.str
+    """Its provider's subscription fee spread over these calls (see `UsageStats.amortized_cost`)."""
     def __init__(
         self,
         *,
@@ -368,10 +382,11 @@ class ModelUsage(_message.Message):
         provider: _builtins.str = ...,
         requests: _builtins.int = ...,
         cost: _builtins.str = ...,
+        amortized_cost: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "model", b"model", "provider", b"provider", "requests", b"requests"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amortized_cost", b"amortized_cost", "cost", b"cost", "model", b"model", "provider", b"provider", "requests", b"requests"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

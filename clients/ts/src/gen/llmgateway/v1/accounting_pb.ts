@@ -4,15 +4,15 @@
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Duration } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_duration } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file llmgateway/v1/accounting.proto.
  */
 export const file_llmgateway_v1_accounting: GenFile = /*@__PURE__*/
-  fileDesc("Ch5sbG1nYXRld2F5L3YxL2FjY291bnRpbmcucHJvdG8SDWxsbWdhdGV3YXkudjEi0gEKBVVzYWdlEhUKDXByb21wdF90b2tlbnMYASABKAUSGQoRY29tcGxldGlvbl90b2tlbnMYAiABKAUSFAoMdG90YWxfdG9rZW5zGAMgASgFEhkKEWNhY2hlX3JlYWRfdG9rZW5zGAQgASgFEhoKEmNhY2hlX3dyaXRlX3Rva2VucxgFIAEoBRIYChByZWFzb25pbmdfdG9rZW5zGAYgASgFEhEKCWVzdGltYXRlZBgHIAEoCBIdChVjYWNoZV93cml0ZV8xaF90b2tlbnMYCCABKAUiqAIKBENvc3QSEAoIY3VycmVuY3kYASABKAkSDQoFaW5wdXQYAiABKAkSFAoMY2FjaGVkX2lucHV0GAMgASgJEhMKC2NhY2hlX3dyaXRlGAQgASgJEg4KBm91dHB1dBgFIAEoCRITCgtyZXF1ZXN0X2ZlZRgGIAEoCRINCgV0b3RhbBgHIAEoCRIaChJjb3N0X3Blcl8xa190b2tlbnMYCCABKAkSFQoNY2FjaGVfc2F2aW5ncxgJIAEoCRIRCgllc3RpbWF0ZWQYCiABKAgSLAoGc3RhdHVzGAsgASgOMhwubGxtZ2F0ZXdheS52MS5QcmljaW5nU3RhdHVzEhQKDHByaWNlX3NvdXJjZRgMIAEoCRIWCg5jYWNoZV93cml0ZV8xaBgNIAEoCSKEAgoHTGF0ZW5jeRIoCgV0b3RhbBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI1ChJ0aW1lX3RvX2ZpcnN0X2J5dGUYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SNgoTdGltZV90b19maXJzdF90b2tlbhgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIrCgh1cHN0cmVhbRgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIzChBnYXRld2F5X292ZXJoZWFkGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIoUBCgdBdHRlbXB0EhAKCHByb3ZpZGVyGAEgASgJEg0KBW1vZGVsGAIgASgJEgwKBGNvZGUYAyABKAkSDgoGcmVhc29uGAQgASgJEg8KB21lc3NhZ2UYBSABKAkSKgoHbGF0ZW5jeRgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiLoAQoHUm91dGluZxIZChFzZWxlY3RlZF9wcm92aWRlchgBIAEoCRIWCg5zZWxlY3RlZF9tb2RlbBgCIAEoCRIOCgZyZWFzb24YAyABKAkSEgoKY2FuZGlkYXRlcxgEIAMoCRIoCghhdHRlbXB0cxgFIAMoCzIWLmxsbWdhdGV3YXkudjEuQXR0ZW1wdBIVCg1mYWxsYmFja191c2VkGAYgASgIEhEKCWNhY2hlX2hpdBgHIAEoCBIyCgpjb25zaWRlcmVkGAggAygLMh4ubGxtZ2F0ZXdheS52MS5Db25zaWRlcmVkTW9kZWwiiwIKD0NvbnNpZGVyZWRNb2RlbBINCgVtb2RlbBgBIAEoCRITCgtwYXNzZWRfb3ZlchgCIAEoCRIVCg1leHBlY3RlZF9jb3N0GAMgASgJEhoKEmNvc3RfcGVyXzFrX3Rva2VucxgEIAEoCRIqCgdsYXRlbmN5GAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhQKB3F1YWxpdHkYBiABKAFIAIgBARINCgVzY29yZRgHIAEoARIWCglpbl9mbGlnaHQYCCABKAVIAYgBARITCgZ3ZWlnaHQYCSABKAVIAogBAUIKCghfcXVhbGl0eUIMCgpfaW5fZmxpZ2h0QgkKB193ZWlnaHQqfwoNUHJpY2luZ1N0YXR1cxIeChpQUklDSU5HX1NUQVRVU19VTlNQRUNJRklFRBAAEhkKFVBSSUNJTkdfU1RBVFVTX1BSSUNFRBABEhcKE1BSSUNJTkdfU1RBVFVTX0ZSRUUQAhIaChZQUklDSU5HX1NUQVRVU19VTktOT1dOEANCxwEKEWNvbS5sbG1nYXRld2F5LnYxQg9BY2NvdW50aW5nUHJvdG9QAVpMZ2l0aHViLmNvbS9sbG0tZ2F0ZXdheS9sbG0tZ2F0ZXdheS9jbGllbnRzL2dvL2dlbi9sbG1nYXRld2F5L3YxO2xsbWdhdGV3YXl2MaICA0xYWKoCDUxsbWdhdGV3YXkuVjHKAg1MbG1nYXRld2F5XFYx4gIZTGxtZ2F0ZXdheVxWMVxHUEJNZXRhZGF0YeoCDkxsbWdhdGV3YXk6OlYxYgZwcm90bzM", [file_google_protobuf_duration]);
+  fileDesc("Ch5sbG1nYXRld2F5L3YxL2FjY291bnRpbmcucHJvdG8SDWxsbWdhdGV3YXkudjEi0gEKBVVzYWdlEhUKDXByb21wdF90b2tlbnMYASABKAUSGQoRY29tcGxldGlvbl90b2tlbnMYAiABKAUSFAoMdG90YWxfdG9rZW5zGAMgASgFEhkKEWNhY2hlX3JlYWRfdG9rZW5zGAQgASgFEhoKEmNhY2hlX3dyaXRlX3Rva2VucxgFIAEoBRIYChByZWFzb25pbmdfdG9rZW5zGAYgASgFEhEKCWVzdGltYXRlZBgHIAEoCBIdChVjYWNoZV93cml0ZV8xaF90b2tlbnMYCCABKAUi4QIKBENvc3QSEAoIY3VycmVuY3kYASABKAkSDQoFaW5wdXQYAiABKAkSFAoMY2FjaGVkX2lucHV0GAMgASgJEhMKC2NhY2hlX3dyaXRlGAQgASgJEg4KBm91dHB1dBgFIAEoCRITCgtyZXF1ZXN0X2ZlZRgGIAEoCRINCgV0b3RhbBgHIAEoCRIaChJjb3N0X3Blcl8xa190b2tlbnMYCCABKAkSFQoNY2FjaGVfc2F2aW5ncxgJIAEoCRIRCgllc3RpbWF0ZWQYCiABKAgSLAoGc3RhdHVzGAsgASgOMhwubGxtZ2F0ZXdheS52MS5QcmljaW5nU3RhdHVzEhQKDHByaWNlX3NvdXJjZRgMIAEoCRIWCg5jYWNoZV93cml0ZV8xaBgNIAEoCRI3CgxzdWJzY3JpcHRpb24YDiABKAsyIS5sbG1nYXRld2F5LnYxLlN1YnNjcmlwdGlvbkNoYXJnZSKcAQoSU3Vic2NyaXB0aW9uQ2hhcmdlEgwKBHBsYW4YASABKAkSMAoMcGVyaW9kX3N0YXJ0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg10b2tlbnNfYmVmb3JlGAMgASgDEhcKD2luY2x1ZGVkX3Rva2VucxgEIAEoAxIWCg5vdmVyYWdlX3Rva2VucxgFIAEoAyKEAgoHTGF0ZW5jeRIoCgV0b3RhbBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI1ChJ0aW1lX3RvX2ZpcnN0X2J5dGUYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SNgoTdGltZV90b19maXJzdF90b2tlbhgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIrCgh1cHN0cmVhbRgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIzChBnYXRld2F5X292ZXJoZWFkGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIoUBCgdBdHRlbXB0EhAKCHByb3ZpZGVyGAEgASgJEg0KBW1vZGVsGAIgASgJEgwKBGNvZGUYAyABKAkSDgoGcmVhc29uGAQgASgJEg8KB21lc3NhZ2UYBSABKAkSKgoHbGF0ZW5jeRgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiLoAQoHUm91dGluZxIZChFzZWxlY3RlZF9wcm92aWRlchgBIAEoCRIWCg5zZWxlY3RlZF9tb2RlbBgCIAEoCRIOCgZyZWFzb24YAyABKAkSEgoKY2FuZGlkYXRlcxgEIAMoCRIoCghhdHRlbXB0cxgFIAMoCzIWLmxsbWdhdGV3YXkudjEuQXR0ZW1wdBIVCg1mYWxsYmFja191c2VkGAYgASgIEhEKCWNhY2hlX2hpdBgHIAEoCBIyCgpjb25zaWRlcmVkGAggAygLMh4ubGxtZ2F0ZXdheS52MS5Db25zaWRlcmVkTW9kZWwiiwIKD0NvbnNpZGVyZWRNb2RlbBINCgVtb2RlbBgBIAEoCRITCgtwYXNzZWRfb3ZlchgCIAEoCRIVCg1leHBlY3RlZF9jb3N0GAMgASgJEhoKEmNvc3RfcGVyXzFrX3Rva2VucxgEIAEoCRIqCgdsYXRlbmN5GAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhQKB3F1YWxpdHkYBiABKAFIAIgBARINCgVzY29yZRgHIAEoARIWCglpbl9mbGlnaHQYCCABKAVIAYgBARITCgZ3ZWlnaHQYCSABKAVIAogBAUIKCghfcXVhbGl0eUIMCgpfaW5fZmxpZ2h0QgkKB193ZWlnaHQqfwoNUHJpY2luZ1N0YXR1cxIeChpQUklDSU5HX1NUQVRVU19VTlNQRUNJRklFRBAAEhkKFVBSSUNJTkdfU1RBVFVTX1BSSUNFRBABEhcKE1BSSUNJTkdfU1RBVFVTX0ZSRUUQAhIaChZQUklDSU5HX1NUQVRVU19VTktOT1dOEANCxwEKEWNvbS5sbG1nYXRld2F5LnYxQg9BY2NvdW50aW5nUHJvdG9QAVpMZ2l0aHViLmNvbS9sbG0tZ2F0ZXdheS9sbG0tZ2F0ZXdheS9jbGllbnRzL2dvL2dlbi9sbG1nYXRld2F5L3YxO2xsbWdhdGV3YXl2MaICA0xYWKoCDUxsbWdhdGV3YXkuVjHKAg1MbG1nYXRld2F5XFYx4gIZTGxtZ2F0ZXdheVxWMVxHUEJNZXRhZGF0YeoCDkxsbWdhdGV3YXk6OlYxYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Token usage of one call, normalised across providers.
@@ -186,6 +186,15 @@ export type Cost = Message<"llmgateway.v1.Cost"> & {
    * @generated from field: string cache_write_1h = 13;
    */
   cacheWrite1h: string;
+
+  /**
+   * Set when the serving provider is billed by subscription: where the call fell in the plan's
+   * period. The amounts above are then the call's marginal cost: zero for the tokens the fee
+   * covers, the model's prices for those past the quota.
+   *
+   * @generated from field: llmgateway.v1.SubscriptionCharge subscription = 14;
+   */
+  subscription?: SubscriptionCharge | undefined;
 };
 
 /**
@@ -194,6 +203,55 @@ export type Cost = Message<"llmgateway.v1.Cost"> & {
  */
 export const CostSchema: GenMessage<Cost> = /*@__PURE__*/
   messageDesc(file_llmgateway_v1_accounting, 1);
+
+/**
+ * Where one call fell in its provider's subscription period.
+ *
+ * @generated from message llmgateway.v1.SubscriptionCharge
+ */
+export type SubscriptionCharge = Message<"llmgateway.v1.SubscriptionCharge"> & {
+  /**
+   * The plan's provider.
+   *
+   * @generated from field: string plan = 1;
+   */
+  plan: string;
+
+  /**
+   * The period's first instant.
+   *
+   * @generated from field: google.protobuf.Timestamp period_start = 2;
+   */
+  periodStart?: Timestamp | undefined;
+
+  /**
+   * Tokens the period had used before this call.
+   *
+   * @generated from field: int64 tokens_before = 3;
+   */
+  tokensBefore: bigint;
+
+  /**
+   * The call's tokens the fee covered.
+   *
+   * @generated from field: int64 included_tokens = 4;
+   */
+  includedTokens: bigint;
+
+  /**
+   * The call's tokens past the quota, priced at the model's prices.
+   *
+   * @generated from field: int64 overage_tokens = 5;
+   */
+  overageTokens: bigint;
+};
+
+/**
+ * Describes the message llmgateway.v1.SubscriptionCharge.
+ * Use `create(SubscriptionChargeSchema)` to create a new message.
+ */
+export const SubscriptionChargeSchema: GenMessage<SubscriptionCharge> = /*@__PURE__*/
+  messageDesc(file_llmgateway_v1_accounting, 2);
 
 /**
  * Where the time of one call went.
@@ -243,7 +301,7 @@ export type Latency = Message<"llmgateway.v1.Latency"> & {
  * Use `create(LatencySchema)` to create a new message.
  */
 export const LatencySchema: GenMessage<Latency> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_accounting, 2);
+  messageDesc(file_llmgateway_v1_accounting, 3);
 
 /**
  * One attempt to serve a call with one model.
@@ -299,7 +357,7 @@ export type Attempt = Message<"llmgateway.v1.Attempt"> & {
  * Use `create(AttemptSchema)` to create a new message.
  */
 export const AttemptSchema: GenMessage<Attempt> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_accounting, 3);
+  messageDesc(file_llmgateway_v1_accounting, 4);
 
 /**
  * How the gateway chose the model that served a call.
@@ -375,7 +433,7 @@ export type Routing = Message<"llmgateway.v1.Routing"> & {
  * Use `create(RoutingSchema)` to create a new message.
  */
 export const RoutingSchema: GenMessage<Routing> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_accounting, 4);
+  messageDesc(file_llmgateway_v1_accounting, 5);
 
 /**
  * A model a routing strategy looked at.
@@ -454,7 +512,7 @@ export type ConsideredModel = Message<"llmgateway.v1.ConsideredModel"> & {
  * Use `create(ConsideredModelSchema)` to create a new message.
  */
 export const ConsideredModelSchema: GenMessage<ConsideredModel> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_accounting, 5);
+  messageDesc(file_llmgateway_v1_accounting, 6);
 
 /**
  * Whether a cost could be computed.

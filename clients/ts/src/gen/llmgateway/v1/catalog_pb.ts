@@ -4,8 +4,8 @@
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Duration } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_duration } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Cost, PricingStatus } from "./accounting_pb.js";
 import { file_llmgateway_v1_accounting } from "./accounting_pb.js";
 import type { ChatRequest } from "./chat_pb.js";
@@ -16,7 +16,72 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file llmgateway/v1/catalog.proto.
  */
 export const file_llmgateway_v1_catalog: GenFile = /*@__PURE__*/
-  fileDesc("ChtsbG1nYXRld2F5L3YxL2NhdGFsb2cucHJvdG8SDWxsbWdhdGV3YXkudjEi2wIKDE1vZGVsUHJpY2luZxIQCghjdXJyZW5jeRgBIAEoCRIZChFpbnB1dF9wZXJfbWlsbGlvbhgCIAEoCRIgChhjYWNoZWRfaW5wdXRfcGVyX21pbGxpb24YAyABKAkSHwoXY2FjaGVfd3JpdGVfcGVyX21pbGxpb24YBCABKAkSGgoSb3V0cHV0X3Blcl9taWxsaW9uGAUgASgJEhMKC3Blcl9yZXF1ZXN0GAYgASgJEjIKDWJpbGxpbmdfbW9kZWwYByABKA4yGy5sbG1nYXRld2F5LnYxLkJpbGxpbmdNb2RlbBIsCgZzdGF0dXMYCCABKA4yHC5sbG1nYXRld2F5LnYxLlByaWNpbmdTdGF0dXMSFAoMcHJpY2Vfc291cmNlGAkgASgJEg4KBnRpZXJlZBgKIAEoCBIiChpjYWNoZV93cml0ZV8xaF9wZXJfbWlsbGlvbhgLIAEoCSKKAQoQQ29zdENhcGFiaWxpdGllcxIVCg10cmFja3NfdG9rZW5zGAEgASgIEhUKDXRva2VuX2NhY2hpbmcYAiABKAgSFAoMcmVxdWVzdF9mZWVzGAMgASgIEjIKDWJpbGxpbmdfbW9kZWwYBCABKA4yGy5sbG1nYXRld2F5LnYxLkJpbGxpbmdNb2RlbCLoAQoKTW9kZWxTdGF0ZRIyCg1jaXJjdWl0X3N0YXRlGAEgASgOMhsubGxtZ2F0ZXdheS52MS5DaXJjdWl0U3RhdGUSLgoLbGF0ZW5jeV9wNTAYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEQoJYXZhaWxhYmxlGAMgASgIEjoKF3RpbWVfdG9fZmlyc3RfdG9rZW5fcDUwGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhQKDHJlY2VudF9jYWxscxgFIAEoBRIRCglpbl9mbGlnaHQYBiABKAUi4gIKBU1vZGVsEgoKAmlkGAEgASgJEhAKCHByb3ZpZGVyGAIgASgJEgwKBG5hbWUYAyABKAkSFAoMZGlzcGxheV9uYW1lGAQgASgJEg8KB2FsaWFzZXMYBSADKAkSFgoOY29udGV4dF93aW5kb3cYBiABKAUSGQoRbWF4X291dHB1dF90b2tlbnMYByABKAUSLwoMY2FwYWJpbGl0aWVzGAggAygOMhkubGxtZ2F0ZXdheS52MS5DYXBhYmlsaXR5EiwKB3ByaWNpbmcYCSABKAsyGy5sbG1nYXRld2F5LnYxLk1vZGVsUHJpY2luZxIoCgVzdGF0ZRgKIAEoCzIZLmxsbWdhdGV3YXkudjEuTW9kZWxTdGF0ZRI6ChFjb3N0X2NhcGFiaWxpdGllcxgLIAEoCzIfLmxsbWdhdGV3YXkudjEuQ29zdENhcGFiaWxpdGllcxIOCgZncm91cHMYDCADKAkiZgoKRGVwbG95bWVudBINCgVtb2RlbBgBIAEoCRIOCgZ3ZWlnaHQYAiABKAUSDwoHZW5hYmxlZBgDIAEoCBIoCgVzdGF0ZRgEIAEoCzIZLmxsbWdhdGV3YXkudjEuTW9kZWxTdGF0ZSJ+CgpNb2RlbEdyb3VwEgwKBG5hbWUYASABKAkSMgoGcG9saWN5GAIgASgOMiIubGxtZ2F0ZXdheS52MS5Mb2FkQmFsYW5jaW5nUG9saWN5Ei4KC2RlcGxveW1lbnRzGAMgAygLMhkubGxtZ2F0ZXdheS52MS5EZXBsb3ltZW50In0KEUxpc3RNb2RlbHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEhAKCHByb3ZpZGVyGAMgASgJEi8KDGNhcGFiaWxpdGllcxgEIAMoDjIZLmxsbWdhdGV3YXkudjEuQ2FwYWJpbGl0eSKSAQoSTGlzdE1vZGVsc1Jlc3BvbnNlEiQKBm1vZGVscxgBIAMoCzIULmxsbWdhdGV3YXkudjEuTW9kZWwSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhIKCnRvdGFsX3NpemUYAyABKAUSKQoGZ3JvdXBzGAQgAygLMhkubGxtZ2F0ZXdheS52MS5Nb2RlbEdyb3VwIpwBChNFc3RpbWF0ZUNvc3RSZXF1ZXN0EisKB3JlcXVlc3QYASABKAsyGi5sbG1nYXRld2F5LnYxLkNoYXRSZXF1ZXN0EiMKFmV4cGVjdGVkX291dHB1dF90b2tlbnMYAiABKAVIAIgBARIYChBjYW5kaWRhdGVfbW9kZWxzGAMgAygJQhkKF19leHBlY3RlZF9vdXRwdXRfdG9rZW5zItMCCgxDb3N0RXN0aW1hdGUSDQoFbW9kZWwYASABKAkSEAoIcHJvdmlkZXIYAiABKAkSFQoNcHJvbXB0X3Rva2VucxgDIAEoBRI7ChJ0b2tlbl9jb3VudF9tZXRob2QYBCABKA4yHy5sbG1nYXRld2F5LnYxLlRva2VuQ291bnRNZXRob2QSHgoWZXhwZWN0ZWRfb3V0cHV0X3Rva2VucxgFIAEoBRIgChh3b3JzdF9jYXNlX291dHB1dF90b2tlbnMYBiABKAUSKgoNZXhwZWN0ZWRfY29zdBgHIAEoCzITLmxsbWdhdGV3YXkudjEuQ29zdBIsCg93b3JzdF9jYXNlX2Nvc3QYCCABKAsyEy5sbG1nYXRld2F5LnYxLkNvc3QSGwoTZml0c19jb250ZXh0X3dpbmRvdxgJIAEoCBIVCg13aXRoaW5fYnVkZ2V0GAogASgIIkYKFEVzdGltYXRlQ29zdFJlc3BvbnNlEi4KCWVzdGltYXRlcxgBIAMoCzIbLmxsbWdhdGV3YXkudjEuQ29zdEVzdGltYXRlKsEBCgpDYXBhYmlsaXR5EhoKFkNBUEFCSUxJVFlfVU5TUEVDSUZJRUQQABIYChRDQVBBQklMSVRZX1NUUkVBTUlORxABEhQKEENBUEFCSUxJVFlfVE9PTFMQAhIVChFDQVBBQklMSVRZX1ZJU0lPThADEhoKFkNBUEFCSUxJVFlfSlNPTl9TQ0hFTUEQBBIYChRDQVBBQklMSVRZX1JFQVNPTklORxAFEhoKFkNBUEFCSUxJVFlfSlNPTl9PQkpFQ1QQBiqbAQoMQmlsbGluZ01vZGVsEh0KGUJJTExJTkdfTU9ERUxfVU5TUEVDSUZJRUQQABIWChJCSUxMSU5HX01PREVMX0ZSRUUQARIbChdCSUxMSU5HX01PREVMX1BFUl9UT0tFThACEh0KGUJJTExJTkdfTU9ERUxfUEVSX1JFUVVFU1QQAxIYChRCSUxMSU5HX01PREVMX0hZQlJJRBAEKnwKDENpcmN1aXRTdGF0ZRIdChlDSVJDVUlUX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUQ0lSQ1VJVF9TVEFURV9DTE9TRUQQARIWChJDSVJDVUlUX1NUQVRFX09QRU4QAhIbChdDSVJDVUlUX1NUQVRFX0hBTEZfT1BFThADKpkBChBUb2tlbkNvdW50TWV0aG9kEiIKHlRPS0VOX0NPVU5UX01FVEhPRF9VTlNQRUNJRklFRBAAEhwKGFRPS0VOX0NPVU5UX01FVEhPRF9FWEFDVBABEiIKHlRPS0VOX0NPVU5UX01FVEhPRF9BUFBST1hJTUFURRACEh8KG1RPS0VOX0NPVU5UX01FVEhPRF9QUk9WSURFUhADKqkBChNMb2FkQmFsYW5jaW5nUG9saWN5EiUKIUxPQURfQkFMQU5DSU5HX1BPTElDWV9VTlNQRUNJRklFRBAAEiIKHkxPQURfQkFMQU5DSU5HX1BPTElDWV9XRUlHSFRFRBABEiQKIExPQURfQkFMQU5DSU5HX1BPTElDWV9MRUFTVF9CVVNZEAISIQodTE9BRF9CQUxBTkNJTkdfUE9MSUNZX0xBVEVOQ1kQA0LEAQoRY29tLmxsbWdhdGV3YXkudjFCDENhdGFsb2dQcm90b1ABWkxnaXRodWIuY29tL2xsbS1nYXRld2F5L2xsbS1nYXRld2F5L2NsaWVudHMvZ28vZ2VuL2xsbWdhdGV3YXkvdjE7bGxtZ2F0ZXdheXYxogIDTFhYqgINTGxtZ2F0ZXdheS5WMcoCDUxsbWdhdGV3YXlcVjHiAhlMbG1nYXRld2F5XFYxXEdQQk1ldGFkYXRh6gIOTGxtZ2F0ZXdheTo6VjFiBnByb3RvMw", [file_google_protobuf_duration, file_llmgateway_v1_accounting, file_llmgateway_v1_chat]);
+  fileDesc("ChtsbG1nYXRld2F5L3YxL2NhdGFsb2cucHJvdG8SDWxsbWdhdGV3YXkudjEizgEKEFN1YnNjcmlwdGlvblBsYW4SCwoDZmVlGAEgASgJEg4KBnBlcmlvZBgCIAEoCRIXCg9pbmNsdWRlZF90b2tlbnMYAyABKAMSMAoMcGVyaW9kX3N0YXJ0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpwZXJpb2RfZW5kGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgt1c2VkX3Rva2VucxgGIAEoAxINCgVjYWxscxgHIAEoAyKSAwoMTW9kZWxQcmljaW5nEhAKCGN1cnJlbmN5GAEgASgJEhkKEWlucHV0X3Blcl9taWxsaW9uGAIgASgJEiAKGGNhY2hlZF9pbnB1dF9wZXJfbWlsbGlvbhgDIAEoCRIfChdjYWNoZV93cml0ZV9wZXJfbWlsbGlvbhgEIAEoCRIaChJvdXRwdXRfcGVyX21pbGxpb24YBSABKAkSEwoLcGVyX3JlcXVlc3QYBiABKAkSMgoNYmlsbGluZ19tb2RlbBgHIAEoDjIbLmxsbWdhdGV3YXkudjEuQmlsbGluZ01vZGVsEiwKBnN0YXR1cxgIIAEoDjIcLmxsbWdhdGV3YXkudjEuUHJpY2luZ1N0YXR1cxIUCgxwcmljZV9zb3VyY2UYCSABKAkSDgoGdGllcmVkGAogASgIEiIKGmNhY2hlX3dyaXRlXzFoX3Blcl9taWxsaW9uGAsgASgJEjUKDHN1YnNjcmlwdGlvbhgMIAEoCzIfLmxsbWdhdGV3YXkudjEuU3Vic2NyaXB0aW9uUGxhbiKKAQoQQ29zdENhcGFiaWxpdGllcxIVCg10cmFja3NfdG9rZW5zGAEgASgIEhUKDXRva2VuX2NhY2hpbmcYAiABKAgSFAoMcmVxdWVzdF9mZWVzGAMgASgIEjIKDWJpbGxpbmdfbW9kZWwYBCABKA4yGy5sbG1nYXRld2F5LnYxLkJpbGxpbmdNb2RlbCLoAQoKTW9kZWxTdGF0ZRIyCg1jaXJjdWl0X3N0YXRlGAEgASgOMhsubGxtZ2F0ZXdheS52MS5DaXJjdWl0U3RhdGUSLgoLbGF0ZW5jeV9wNTAYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEQoJYXZhaWxhYmxlGAMgASgIEjoKF3RpbWVfdG9fZmlyc3RfdG9rZW5fcDUwGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhQKDHJlY2VudF9jYWxscxgFIAEoBRIRCglpbl9mbGlnaHQYBiABKAUi4gIKBU1vZGVsEgoKAmlkGAEgASgJEhAKCHByb3ZpZGVyGAIgASgJEgwKBG5hbWUYAyABKAkSFAoMZGlzcGxheV9uYW1lGAQgASgJEg8KB2FsaWFzZXMYBSADKAkSFgoOY29udGV4dF93aW5kb3cYBiABKAUSGQoRbWF4X291dHB1dF90b2tlbnMYByABKAUSLwoMY2FwYWJpbGl0aWVzGAggAygOMhkubGxtZ2F0ZXdheS52MS5DYXBhYmlsaXR5EiwKB3ByaWNpbmcYCSABKAsyGy5sbG1nYXRld2F5LnYxLk1vZGVsUHJpY2luZxIoCgVzdGF0ZRgKIAEoCzIZLmxsbWdhdGV3YXkudjEuTW9kZWxTdGF0ZRI6ChFjb3N0X2NhcGFiaWxpdGllcxgLIAEoCzIfLmxsbWdhdGV3YXkudjEuQ29zdENhcGFiaWxpdGllcxIOCgZncm91cHMYDCADKAkiZgoKRGVwbG95bWVudBINCgVtb2RlbBgBIAEoCRIOCgZ3ZWlnaHQYAiABKAUSDwoHZW5hYmxlZBgDIAEoCBIoCgVzdGF0ZRgEIAEoCzIZLmxsbWdhdGV3YXkudjEuTW9kZWxTdGF0ZSJ+CgpNb2RlbEdyb3VwEgwKBG5hbWUYASABKAkSMgoGcG9saWN5GAIgASgOMiIubGxtZ2F0ZXdheS52MS5Mb2FkQmFsYW5jaW5nUG9saWN5Ei4KC2RlcGxveW1lbnRzGAMgAygLMhkubGxtZ2F0ZXdheS52MS5EZXBsb3ltZW50In0KEUxpc3RNb2RlbHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEhAKCHByb3ZpZGVyGAMgASgJEi8KDGNhcGFiaWxpdGllcxgEIAMoDjIZLmxsbWdhdGV3YXkudjEuQ2FwYWJpbGl0eSKSAQoSTGlzdE1vZGVsc1Jlc3BvbnNlEiQKBm1vZGVscxgBIAMoCzIULmxsbWdhdGV3YXkudjEuTW9kZWwSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhIKCnRvdGFsX3NpemUYAyABKAUSKQoGZ3JvdXBzGAQgAygLMhkubGxtZ2F0ZXdheS52MS5Nb2RlbEdyb3VwIpwBChNFc3RpbWF0ZUNvc3RSZXF1ZXN0EisKB3JlcXVlc3QYASABKAsyGi5sbG1nYXRld2F5LnYxLkNoYXRSZXF1ZXN0EiMKFmV4cGVjdGVkX291dHB1dF90b2tlbnMYAiABKAVIAIgBARIYChBjYW5kaWRhdGVfbW9kZWxzGAMgAygJQhkKF19leHBlY3RlZF9vdXRwdXRfdG9rZW5zItMCCgxDb3N0RXN0aW1hdGUSDQoFbW9kZWwYASABKAkSEAoIcHJvdmlkZXIYAiABKAkSFQoNcHJvbXB0X3Rva2VucxgDIAEoBRI7ChJ0b2tlbl9jb3VudF9tZXRob2QYBCABKA4yHy5sbG1nYXRld2F5LnYxLlRva2VuQ291bnRNZXRob2QSHgoWZXhwZWN0ZWRfb3V0cHV0X3Rva2VucxgFIAEoBRIgChh3b3JzdF9jYXNlX291dHB1dF90b2tlbnMYBiABKAUSKgoNZXhwZWN0ZWRfY29zdBgHIAEoCzITLmxsbWdhdGV3YXkudjEuQ29zdBIsCg93b3JzdF9jYXNlX2Nvc3QYCCABKAsyEy5sbG1nYXRld2F5LnYxLkNvc3QSGwoTZml0c19jb250ZXh0X3dpbmRvdxgJIAEoCBIVCg13aXRoaW5fYnVkZ2V0GAogASgIIkYKFEVzdGltYXRlQ29zdFJlc3BvbnNlEi4KCWVzdGltYXRlcxgBIAMoCzIbLmxsbWdhdGV3YXkudjEuQ29zdEVzdGltYXRlKsEBCgpDYXBhYmlsaXR5EhoKFkNBUEFCSUxJVFlfVU5TUEVDSUZJRUQQABIYChRDQVBBQklMSVRZX1NUUkVBTUlORxABEhQKEENBUEFCSUxJVFlfVE9PTFMQAhIVChFDQVBBQklMSVRZX1ZJU0lPThADEhoKFkNBUEFCSUxJVFlfSlNPTl9TQ0hFTUEQBBIYChRDQVBBQklMSVRZX1JFQVNPTklORxAFEhoKFkNBUEFCSUxJVFlfSlNPTl9PQkpFQ1QQBiq7AQoMQmlsbGluZ01vZGVsEh0KGUJJTExJTkdfTU9ERUxfVU5TUEVDSUZJRUQQABIWChJCSUxMSU5HX01PREVMX0ZSRUUQARIbChdCSUxMSU5HX01PREVMX1BFUl9UT0tFThACEh0KGUJJTExJTkdfTU9ERUxfUEVSX1JFUVVFU1QQAxIYChRCSUxMSU5HX01PREVMX0hZQlJJRBAEEh4KGkJJTExJTkdfTU9ERUxfU1VCU0NSSVBUSU9OEAUqfAoMQ2lyY3VpdFN0YXRlEh0KGUNJUkNVSVRfU1RBVEVfVU5TUEVDSUZJRUQQABIYChRDSVJDVUlUX1NUQVRFX0NMT1NFRBABEhYKEkNJUkNVSVRfU1RBVEVfT1BFThACEhsKF0NJUkNVSVRfU1RBVEVfSEFMRl9PUEVOEAMqmQEKEFRva2VuQ291bnRNZXRob2QSIgoeVE9LRU5fQ09VTlRfTUVUSE9EX1VOU1BFQ0lGSUVEEAASHAoYVE9LRU5fQ09VTlRfTUVUSE9EX0VYQUNUEAESIgoeVE9LRU5fQ09VTlRfTUVUSE9EX0FQUFJPWElNQVRFEAISHwobVE9LRU5fQ09VTlRfTUVUSE9EX1BST1ZJREVSEAMqqQEKE0xvYWRCYWxhbmNpbmdQb2xpY3kSJQohTE9BRF9CQUxBTkNJTkdfUE9MSUNZX1VOU1BFQ0lGSUVEEAASIgoeTE9BRF9CQUxBTkNJTkdfUE9MSUNZX1dFSUdIVEVEEAESJAogTE9BRF9CQUxBTkNJTkdfUE9MSUNZX0xFQVNUX0JVU1kQAhIhCh1MT0FEX0JBTEFOQ0lOR19QT0xJQ1lfTEFURU5DWRADQsQBChFjb20ubGxtZ2F0ZXdheS52MUIMQ2F0YWxvZ1Byb3RvUAFaTGdpdGh1Yi5jb20vbGxtLWdhdGV3YXkvbGxtLWdhdGV3YXkvY2xpZW50cy9nby9nZW4vbGxtZ2F0ZXdheS92MTtsbG1nYXRld2F5djGiAgNMWFiqAg1MbG1nYXRld2F5LlYxygINTGxtZ2F0ZXdheVxWMeICGUxsbWdhdGV3YXlcVjFcR1BCTWV0YWRhdGHqAg5MbG1nYXRld2F5OjpWMWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_llmgateway_v1_accounting, file_llmgateway_v1_chat]);
+
+/**
+ * A provider's subscription plan and where its current period stands.
+ *
+ * @generated from message llmgateway.v1.SubscriptionPlan
+ */
+export type SubscriptionPlan = Message<"llmgateway.v1.SubscriptionPlan"> & {
+  /**
+   * The flat fee per period, a decimal string in `ModelPricing.currency`.
+   *
+   * @generated from field: string fee = 1;
+   */
+  fee: string;
+
+  /**
+   * The period the fee is paid for: "hour", "day", "week" or "month" (calendar, in the budgets'
+   * time zone).
+   *
+   * @generated from field: string period = 2;
+   */
+  period: string;
+
+  /**
+   * Tokens (input and output) the fee covers each period; 0 when it covers every call.
+   *
+   * @generated from field: int64 included_tokens = 3;
+   */
+  includedTokens: bigint;
+
+  /**
+   * The current period's first instant.
+   *
+   * @generated from field: google.protobuf.Timestamp period_start = 4;
+   */
+  periodStart?: Timestamp | undefined;
+
+  /**
+   * The current period's end (the next one's start).
+   *
+   * @generated from field: google.protobuf.Timestamp period_end = 5;
+   */
+  periodEnd?: Timestamp | undefined;
+
+  /**
+   * Tokens charged to the current period so far, by every process sharing the ledger (as this
+   * replica last read them).
+   *
+   * @generated from field: int64 used_tokens = 6;
+   */
+  usedTokens: bigint;
+
+  /**
+   * Calls charged to the current period so far (as this replica last read them).
+   *
+   * @generated from field: int64 calls = 7;
+   */
+  calls: bigint;
+};
+
+/**
+ * Describes the message llmgateway.v1.SubscriptionPlan.
+ * Use `create(SubscriptionPlanSchema)` to create a new message.
+ */
+export const SubscriptionPlanSchema: GenMessage<SubscriptionPlan> = /*@__PURE__*/
+  messageDesc(file_llmgateway_v1_catalog, 0);
 
 /**
  * A model's list prices. Amounts are decimal strings in plain notation in `currency`.
@@ -102,6 +167,14 @@ export type ModelPricing = Message<"llmgateway.v1.ModelPricing"> & {
    * @generated from field: string cache_write_1h_per_million = 11;
    */
   cacheWrite1hPerMillion: string;
+
+  /**
+   * The provider's subscription plan, when `billing_model` is BILLING_MODEL_SUBSCRIPTION; the
+   * prices above are then what tokens past its quota cost.
+   *
+   * @generated from field: llmgateway.v1.SubscriptionPlan subscription = 12;
+   */
+  subscription?: SubscriptionPlan | undefined;
 };
 
 /**
@@ -109,7 +182,7 @@ export type ModelPricing = Message<"llmgateway.v1.ModelPricing"> & {
  * Use `create(ModelPricingSchema)` to create a new message.
  */
 export const ModelPricingSchema: GenMessage<ModelPricing> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_catalog, 0);
+  messageDesc(file_llmgateway_v1_catalog, 1);
 
 /**
  * What a provider reports and charges, as it declares it: how fully its calls can be costed.
@@ -152,7 +225,7 @@ export type CostCapabilities = Message<"llmgateway.v1.CostCapabilities"> & {
  * Use `create(CostCapabilitiesSchema)` to create a new message.
  */
 export const CostCapabilitiesSchema: GenMessage<CostCapabilities> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_catalog, 1);
+  messageDesc(file_llmgateway_v1_catalog, 2);
 
 /**
  * Live state of the model and the provider behind it. Latencies are medians over the model's
@@ -210,7 +283,7 @@ export type ModelState = Message<"llmgateway.v1.ModelState"> & {
  * Use `create(ModelStateSchema)` to create a new message.
  */
 export const ModelStateSchema: GenMessage<ModelState> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_catalog, 2);
+  messageDesc(file_llmgateway_v1_catalog, 3);
 
 /**
  * A model the gateway can serve.
@@ -308,7 +381,7 @@ export type Model = Message<"llmgateway.v1.Model"> & {
  * Use `create(ModelSchema)` to create a new message.
  */
 export const ModelSchema: GenMessage<Model> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_catalog, 3);
+  messageDesc(file_llmgateway_v1_catalog, 4);
 
 /**
  * One deployment of a model group.
@@ -351,7 +424,7 @@ export type Deployment = Message<"llmgateway.v1.Deployment"> & {
  * Use `create(DeploymentSchema)` to create a new message.
  */
 export const DeploymentSchema: GenMessage<Deployment> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_catalog, 4);
+  messageDesc(file_llmgateway_v1_catalog, 5);
 
 /**
  * A model group: one name callers use as `ChatRequest.model`, served by several deployments of
@@ -387,7 +460,7 @@ export type ModelGroup = Message<"llmgateway.v1.ModelGroup"> & {
  * Use `create(ModelGroupSchema)` to create a new message.
  */
 export const ModelGroupSchema: GenMessage<ModelGroup> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_catalog, 5);
+  messageDesc(file_llmgateway_v1_catalog, 6);
 
 /**
  * Request for `ListModels` (AIP-158 pagination).
@@ -430,7 +503,7 @@ export type ListModelsRequest = Message<"llmgateway.v1.ListModelsRequest"> & {
  * Use `create(ListModelsRequestSchema)` to create a new message.
  */
 export const ListModelsRequestSchema: GenMessage<ListModelsRequest> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_catalog, 6);
+  messageDesc(file_llmgateway_v1_catalog, 7);
 
 /**
  * Response of `ListModels`.
@@ -473,7 +546,7 @@ export type ListModelsResponse = Message<"llmgateway.v1.ListModelsResponse"> & {
  * Use `create(ListModelsResponseSchema)` to create a new message.
  */
 export const ListModelsResponseSchema: GenMessage<ListModelsResponse> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_catalog, 7);
+  messageDesc(file_llmgateway_v1_catalog, 8);
 
 /**
  * Request for `EstimateCost`: what a chat call would cost, without making it.
@@ -510,7 +583,7 @@ export type EstimateCostRequest = Message<"llmgateway.v1.EstimateCostRequest"> &
  * Use `create(EstimateCostRequestSchema)` to create a new message.
  */
 export const EstimateCostRequestSchema: GenMessage<EstimateCostRequest> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_catalog, 8);
+  messageDesc(file_llmgateway_v1_catalog, 9);
 
 /**
  * The estimate for one model.
@@ -595,7 +668,7 @@ export type CostEstimate = Message<"llmgateway.v1.CostEstimate"> & {
  * Use `create(CostEstimateSchema)` to create a new message.
  */
 export const CostEstimateSchema: GenMessage<CostEstimate> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_catalog, 9);
+  messageDesc(file_llmgateway_v1_catalog, 10);
 
 /**
  * Response of `EstimateCost`.
@@ -616,7 +689,7 @@ export type EstimateCostResponse = Message<"llmgateway.v1.EstimateCostResponse">
  * Use `create(EstimateCostResponseSchema)` to create a new message.
  */
 export const EstimateCostResponseSchema: GenMessage<EstimateCostResponse> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_catalog, 10);
+  messageDesc(file_llmgateway_v1_catalog, 11);
 
 /**
  * A feature a model supports.
@@ -720,6 +793,14 @@ export enum BillingModel {
    * @generated from enum value: BILLING_MODEL_HYBRID = 4;
    */
   HYBRID = 4,
+
+  /**
+   * A flat fee per period, optionally with a token quota past which calls pay the model's own
+   * prices (`ModelPricing.subscription`).
+   *
+   * @generated from enum value: BILLING_MODEL_SUBSCRIPTION = 5;
+   */
+  SUBSCRIPTION = 5,
 }
 
 /**
