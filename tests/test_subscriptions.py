@@ -131,6 +131,7 @@ chunk_delay = 0.001
 fee_usd = "100"
 period = "month"
 included_tokens = {included}
+overage = {{ input_per_million = "3", output_per_million = "12" }}
 """
 
 
@@ -173,9 +174,13 @@ async def _summary_of(
     raise AssertionError(f"{summary.total.requests} of {calls} calls reached the ledger")
 
 
-def _price(usage: Usage) -> Decimal:
-    """mock:echo's configured prices (defaults.toml)."""
-    return (usage.prompt_tokens * Decimal("0.15") + usage.completion_tokens * Decimal("0.60")) / MILLION
+def _price(usage: Usage, per_million: tuple[str, str] = ("0.15", "0.60")) -> Decimal:
+    """At mock:echo's configured prices (defaults.toml), or others (input, output per million)."""
+    rate_in, rate_out = (Decimal(rate) for rate in per_million)
+    return (usage.prompt_tokens * rate_in + usage.completion_tokens * rate_out) / MILLION
+
+
+OVERAGE = ("3", "12")  # the plan's own price past its quota
 
 
 async def test_two_workers_cross_the_quota_exactly_once_and_the_summary_spreads_the_fee(
@@ -219,9 +224,11 @@ async def test_two_workers_cross_the_quota_exactly_once_and_the_summary_spreads_
         if not cost.subscription.overage_tokens:
             assert _decimal(cost.total) == 0
         elif not cost.subscription.included_tokens:
-            assert _decimal(cost.total) == _price(mine)
+            assert _decimal(cost.total) == _price(mine, OVERAGE)
         else:
-            assert _decimal(cost.total) == _price(overage_usage(mine, cost.subscription.overage_tokens))
+            assert _decimal(cost.total) == _price(
+                overage_usage(mine, cost.subscription.overage_tokens), OVERAGE
+            )
     reply_total = sum((_decimal(c.total) for _, _, c in charges), Decimal(0))
     past = position - included
     assert reply_total > 0
@@ -230,6 +237,7 @@ async def test_two_workers_cross_the_quota_exactly_once_and_the_summary_spreads_
     # ListModels shows the plan and the period's count as every worker added to it.
     echo = next(m for m in listed.models if m.id == "mock:echo")
     assert echo.pricing.billing_model == catalog_pb2.BILLING_MODEL_SUBSCRIPTION
+    assert (echo.pricing.input_per_million, echo.pricing.output_per_million) == OVERAGE
     assert echo.cost_capabilities.billing_model == catalog_pb2.BILLING_MODEL_SUBSCRIPTION
     shown = echo.pricing.subscription
     assert (shown.fee, shown.period, shown.included_tokens) == ("100", "month", included)
@@ -279,6 +287,8 @@ included_tokens = 2000
 
 async def test_a_plan_is_validated() -> None:
     for bad, field in (
+        ('fee_usd = "1"\noverage = { input_per_million = "1" }', "included_tokens"),
+        ('fee_usd = "1"\nincluded_tokens = 5\noverage = { input_per_million = "-1" }', "input_per_million"),
         ('fee_usd = "-1"', "fee_usd"),
         ('fee_usd = "1"\nincluded_tokens = 0', "included_tokens"),
         ('fee_usd = "1"\nperiod = "fortnight"', "period"),

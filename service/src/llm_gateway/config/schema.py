@@ -574,6 +574,14 @@ class SubscriptionConfig(_Strict):
     period: Literal["hour", "day", "week", "month"] = "month"
     # Tokens (input and output) the fee covers each period; unset: every call is covered.
     included_tokens: int | None = Field(default=None, ge=1)
+    # What tokens past the quota cost, for every model of the provider; unset: each model's own price.
+    overage: PriceConfig | None = None
+
+    @model_validator(mode="after")
+    def _overage_needs_a_quota(self) -> SubscriptionConfig:
+        if self.overage is not None and self.included_tokens is None:
+            raise ValueError("overage prices the tokens past included_tokens: set included_tokens too")
+        return self
 
 
 class _ProviderBase(_Strict):

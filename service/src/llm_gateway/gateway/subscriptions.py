@@ -24,8 +24,9 @@ from llm_gateway.budgets.store import PlanPeriod
 from llm_gateway.catalog import ModelSpec
 from llm_gateway.config.schema import GatewayConfig
 from llm_gateway.domain.results import Usage
+from llm_gateway.pricing.catalog_prices import sheet_from_config
 from llm_gateway.pricing.sheet import Cost
-from llm_gateway.pricing.subscription import Plan, marginal_cost
+from llm_gateway.pricing.subscription import OVERAGE_SOURCE, Plan, marginal_cost
 
 _log = logging.getLogger("llm_gateway.subscriptions")
 
@@ -51,7 +52,14 @@ class PlanStanding:
 def plans_from_config(config: GatewayConfig) -> dict[str, Plan]:
     zone = ZoneInfo(config.budgets.time_zone)
     return {
-        name: Plan(name, sub.fee_usd, Period(sub.period), sub.included_tokens, zone)
+        name: Plan(
+            name,
+            sub.fee_usd,
+            Period(sub.period),
+            sub.included_tokens,
+            zone,
+            None if sub.overage is None else sheet_from_config(sub.overage, OVERAGE_SOURCE),
+        )
         for name, provider in config.providers.items()
         if (sub := provider.subscription) is not None
     }
@@ -100,7 +108,7 @@ class SubscriptionMeter:
             _log.info({"event": "subscription_store_recovered"})
         seen, calls = self._seen.get(key, (0, 0))
         self._seen[key] = (max(after, seen), calls + 1)
-        return marginal_cost(spec.price, usage, plan.charge(period, after - tokens, tokens))
+        return marginal_cost(plan.prices(spec.price), usage, plan.charge(period, after - tokens, tokens))
 
     def charge_soon(self, spec: ModelSpec, usage: Usage) -> Cost:
         """For a call that cannot wait (its task is being cancelled): priced from the last known
@@ -125,7 +133,7 @@ class SubscriptionMeter:
         if worst and plan.included_tokens is not None:
             before = plan.included_tokens
         charge = plan.charge(period, before, usage.total_tokens, estimated=True)
-        return marginal_cost(spec.price, usage, charge)
+        return marginal_cost(plan.prices(spec.price), usage, charge)
 
     def price(self, spec: ModelSpec, usage: Usage, *, worst: bool = False) -> Cost:
         """A `Pricer`: the estimate on a plan's provider, the model's own price elsewhere."""
@@ -184,7 +192,7 @@ class SubscriptionMeter:
             pending[0] += tokens
             pending[1] += 1
         charge = plan.charge(period, before, tokens, estimated=unsent or estimated)
-        return marginal_cost(spec.price, usage, charge)
+        return marginal_cost(plan.prices(spec.price), usage, charge)
 
     async def _send_later(self) -> None:
         try:

@@ -19,6 +19,7 @@ from llm_gateway.domain.results import Usage
 from llm_gateway.pricing.sheet import ZERO, Cost, PlanCharge, PriceSheet, PricingStatus
 
 SUBSCRIPTION_SOURCE = "subscription"
+OVERAGE_SOURCE = "subscription overage"
 _THOUSAND = Decimal(1000)
 _RATE_QUANTUM = Decimal("1e-12")
 
@@ -33,6 +34,11 @@ class Plan:
     period: Period
     included_tokens: int | None
     zone: ZoneInfo
+    overage: PriceSheet | None = None  # what tokens past the quota cost; None: the model's own price
+
+    def prices(self, model: PriceSheet) -> PriceSheet:
+        """What tokens past the quota cost on a model whose own prices are `model`."""
+        return model if self.overage is None else self.overage
 
     def window(self, now: datetime) -> Window:
         return window(self.period, self.zone, now)
@@ -49,9 +55,9 @@ class Plan:
 
 
 def marginal_cost(sheet: PriceSheet, usage: Usage, charge: PlanCharge) -> Cost:
-    """What the call adds to the bill: nothing for its covered tokens, the model's prices (at the
-    tier its whole prompt picks) for those past the quota, and the model's request fee when none of
-    its tokens were covered."""
+    """What the call adds to the bill: nothing for its covered tokens, `sheet`'s prices (the plan's
+    overage price or the model's own, at the tier the call's whole prompt picks) for those past the
+    quota, and `sheet`'s request fee when none of its tokens were covered."""
     tokens = usage.total_tokens
     if not charge.overage:
         return Cost(

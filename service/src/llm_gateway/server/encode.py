@@ -249,7 +249,8 @@ def model(
     spec: ModelSpec, catalog: Catalog, state: catalog_pb2.ModelState, plan: PlanStanding | None = None
 ) -> catalog_pb2.Model:
     costs = catalog.cost_capabilities(spec.provider)
-    prices = pricing(spec.price)
+    # A plan's models show what tokens past its quota cost.
+    prices = pricing(spec.price if plan is None else plan.plan.prices(spec.price))
     if plan is not None:
         prices.billing_model = catalog_pb2.BILLING_MODEL_SUBSCRIPTION
         prices.subscription.CopyFrom(subscription_plan(plan))

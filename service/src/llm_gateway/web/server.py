@@ -268,14 +268,15 @@ class HttpDoor:
         return self._refused(err, request)
 
     def _model(self, spec: ModelSpec) -> dict[str, Any]:
-        sheet = spec.price
+        meter = self._gateway.subscriptions
+        standing = None if meter is None else meter.standing(spec.provider)
+        # A plan's models show what tokens past its quota cost.
+        sheet = spec.price if standing is None else standing.plan.prices(spec.price)
         pricing: dict[str, Any] = {"status": sheet.status.value, "currency": sheet.currency}
         if sheet.status is PricingStatus.PRICED:
             for name, rate in (("input_per_million", sheet.input), ("output_per_million", sheet.output)):
                 if rate is not None:
                     pricing[name] = format_decimal(rate.base)
-        meter = self._gateway.subscriptions
-        standing = None if meter is None else meter.standing(spec.provider)
         if standing is not None:
             pricing["billing_model"] = "subscription"
             pricing["subscription"] = {
