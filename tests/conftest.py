@@ -8,6 +8,7 @@ import faulthandler
 import json
 import logging
 import os
+import resource
 import socket
 import sys
 import tempfile
@@ -48,6 +49,16 @@ class RunningGateway:
         """The HTTP door's base URL ("http://127.0.0.1:PORT")."""
         assert self.server.http is not None
         return f"http://127.0.0.1:{self.server.http.port}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The in-process gateways get the open-file limit `llm-gateway serve` gives itself (the soft
+    limit raised to the hard one): a process near a soft limit of 1,024 cannot accept a connection,
+    and its caller waits out its whole timeout."""
+    del config
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def free_port() -> int:

@@ -189,4 +189,5 @@ class RedisState:
         await background.stop(poller)
         if self._writes:
             await asyncio.wait(self._writes, timeout=self._timeout)
-        await self.client.aclose()
+        # The client was given its pool, so closing it leaves the pool's connections open.
+        await self.client.aclose(close_connection_pool=True)
