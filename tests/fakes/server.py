@@ -33,6 +33,8 @@ class FakeServer(Generic[ReplyT]):
     def __init__(self, routes: Sequence[str]) -> None:
         self.requests: list[Recorded] = []
         self.disconnects = 0  # replies the client left before they ended (streaming or hanging)
+        self.in_flight = 0  # requests being answered now
+        self.most_in_flight = 0  # the most at once so far
         self.port = 0
         self._routes = tuple(routes)
         self._script: deque[ReplyT] = deque()
@@ -68,7 +70,12 @@ class FakeServer(Generic[ReplyT]):
         self.requests.append(Recorded(request.method, request.path, headers, body, dict(request.query)))
         self._arrived.set()
         reply = self._script.popleft() if self._script else self._echo(body)
-        return await self._reply(request, reply)
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            return await self._reply(request, reply)
+        finally:
+            self.in_flight -= 1
 
     def _echo(self, body: dict[str, Any]) -> ReplyT:
         raise NotImplementedError

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from llm_gateway.access_log import AccessLog
+from llm_gateway.batches.runner import BatchRunner
+from llm_gateway.batches.store import open_batch_store
 from llm_gateway.budgets.keeper import BudgetKeeper
 from llm_gateway.budgets.store import open_budget_store
 from llm_gateway.budgets.webhooks import WebhookSender
@@ -84,6 +86,7 @@ class Runtime:
     sampler: Sampler | None = None  # started with the runtime when there are metrics
     tracing: Tracing | None = None
     fleet: RedisState | None = None  # the state shared with other replicas (fleet.redis_url)
+    batches: BatchRunner | None = None  # runs batches' items (with a ledger only)
     # The calls in flight on every door of this process, drained together at shutdown.
     drain: Drain = field(default_factory=Drain)
 
@@ -97,6 +100,8 @@ class Runtime:
             await self.budgets.start()
         if self.gateway.subscriptions is not None:
             await self.gateway.subscriptions.refresh()
+        if self.batches is not None:
+            self.batches.start()
         if self.metrics is not None and self.sampler is None:
             self.sampler = Sampler(self.metrics, self.gateway, self.ledger, self.budgets, self.fleet)
             self.sampler.start()
@@ -104,6 +109,9 @@ class Runtime:
     async def aclose(self) -> None:
         """After every door has stopped: settles the budgets and writes out the ledger, then releases
         the providers and the upstream connections."""
+        if self.batches is not None:  # items under way finish, or run again once their leases end
+            await self.batches.close()
+            await self.batches.store.close()
         if self.sampler is not None:
             await self.sampler.close()
         if self.tracing is not None:  # after the doors: the last calls' spans are ended
@@ -196,6 +204,22 @@ def build_runtime(config: GatewayConfig, observers: Sequence[CallObserver] = ())
         meter,
     )
     principals = Principals.from_config(config.auth.keys)
+    batches = None
+    if ledger is not None:
+        batch_store = open_batch_store(
+            ledger.url, timeout=config.ledger.write_timeout, pool_size=config.ledger.pool_size
+        )
+        runs = config.batches
+        batches = BatchRunner(
+            batch_store,
+            gateway,
+            list(config.providers),
+            principals.of,
+            poll_interval=runs.poll_interval,
+            lease=runs.lease,
+            pause=runs.budget_pause,
+            most_at_once=runs.max_running,
+        )
     if not principals.enabled:
         _log.warning("authentication is off: no API keys are configured (auth.keys)")
     gateway.tracing = tracing
@@ -211,6 +235,7 @@ def build_runtime(config: GatewayConfig, observers: Sequence[CallObserver] = ())
         metrics,
         tracing=tracing,
         fleet=fleet,
+        batches=batches,
     )
 
 
@@ -219,6 +244,8 @@ def _budget_keeper(config: GatewayConfig, ledger: Ledger, http: aiohttp.ClientSe
     store = open_budget_store(
         ledger.url, timeout=config.ledger.write_timeout, pool_size=config.ledger.pool_size
     )
-    webhooks = [w for w in config.webhooks if "cost_alert" in w.events]
+    # Cost alerts and batch completions wait in the same outbox.
+    webhooks = list(config.webhooks)
     sender = WebhookSender(store, webhooks, http) if webhooks else None
-    return BudgetKeeper(config.budgets, config.auth.keys, store, [w.name for w in webhooks], sender)
+    alerted = [w.name for w in webhooks if "cost_alert" in w.events]
+    return BudgetKeeper(config.budgets, config.auth.keys, store, alerted, sender)

@@ -119,12 +119,12 @@ class SqliteBudgetStore:
         to the busy timeout. SQLite's own busy handler sleeps a whole millisecond and more between
         tries, which two workers reserving for every call run into all the time; a transaction here
         lasts about 0.1 ms, so the first tries come much sooner."""
-        pauses = _pauses(self._busy_timeout)
+        waits = pauses(self._busy_timeout)
         while True:
             try:
                 return work(self._connect())
             except sqlite3.OperationalError as exc:
-                pause = _pause_after(exc, pauses)
+                pause = pause_after(exc, waits)
             time.sleep(pause)
 
     async def migrate(self) -> None:
@@ -188,12 +188,12 @@ class SqliteBudgetStore:
             if not self._migrated:
                 return await self._run(work)
             self._quick = self._open(checkpoints=False)
-        pauses = _pauses(self._busy_timeout)
+        waits = pauses(self._busy_timeout)
         while True:
             try:
                 return work(self._quick)
             except sqlite3.OperationalError as exc:
-                pause = _pause_after(exc, pauses)
+                pause = pause_after(exc, waits)
             await asyncio.sleep(pause)
 
     async def settle(
@@ -376,7 +376,7 @@ class SqliteBudgetStore:
         self._thread.shutdown(wait=False)
 
 
-def _pauses(timeout: float) -> Iterator[float]:
+def pauses(timeout: float) -> Iterator[float]:
     """The waits between tries for the write lock, doubling, until `timeout` has passed."""
     deadline = time.monotonic() + timeout
     pause = _FIRST_PAUSE
@@ -385,7 +385,7 @@ def _pauses(timeout: float) -> Iterator[float]:
         pause = min(pause * 2, _MAX_PAUSE)
 
 
-def _pause_after(error: sqlite3.OperationalError, pauses: Iterator[float]) -> float:
+def pause_after(error: sqlite3.OperationalError, pauses: Iterator[float]) -> float:
     """How long to wait before trying again after `error`; re-raises it unless another writer
     holds the lock and the busy timeout has time left."""
     pause = next(pauses, None) if error.sqlite_errorcode & 0xFF in _BUSY else None

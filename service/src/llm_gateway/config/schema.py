@@ -313,7 +313,8 @@ class WebhookConfig(_Strict):
     name: str = Field(pattern=_NAME.pattern)
     url: SecretStr  # may carry a token in its path or query: never logged
     secret: SecretStr
-    events: tuple[Literal["cost_alert"], ...] = ("cost_alert",)
+    # What it is told of: budget and call cost alerts, and batches that ended (docs/batches.md).
+    events: tuple[Literal["cost_alert", "batch_completed"], ...] = ("cost_alert",)
     # A delivery still failing this long after the alert is given up (logged as an error).
     max_age: float = Field(default=3 * 86_400.0, gt=0, le=30 * 86_400)
 
@@ -939,6 +940,20 @@ class FleetConfig(_Strict):
         return url
 
 
+class BatchesConfig(_Strict):
+    """How each process runs batches' items (docs/batches.md)."""
+
+    # An item a process runs is held this long, renewed every third of it: when the process dies,
+    # the item runs again elsewhere (or after a restart) once its lease has run out.
+    lease: float = Field(default=30.0, ge=1, le=3600)
+    # How often a process looks for items to start when nothing woke it.
+    poll_interval: float = Field(default=0.25, gt=0, le=60)
+    # A batch whose next item a budget refused waits this long before it tries again.
+    budget_pause: float = Field(default=5.0, gt=0, le=3600)
+    # The most items one process runs at once, over every batch.
+    max_running: int = Field(default=256, ge=1, le=10_000)
+
+
 class CacheConfig(_Strict):
     """The response cache (docs/cache.md): exact repeats of a call answered without the provider."""
 
@@ -979,6 +994,7 @@ class GatewayConfig(_Strict):
     pricing: PricingConfig = PricingConfig()
     fleet: FleetConfig = FleetConfig()
     cache: CacheConfig = CacheConfig()
+    batches: BatchesConfig = BatchesConfig()
     providers: dict[str, ProviderConfig] = {}
     # alias -> "provider:model"
     aliases: dict[str, str] = {}

@@ -17,6 +17,7 @@ from llm_gateway.config.schema import GatewayConfig
 from llm_gateway.edge import Drain, KeyCheck
 from llm_gateway.providers import Provider
 from llm_gateway.runtime import Runtime, build_runtime
+from llm_gateway.server.batches import BatchServicer
 from llm_gateway.server.budgets import BudgetServicer
 from llm_gateway.server.health import CircuitHealth
 from llm_gateway.server.interceptors import (
@@ -33,6 +34,8 @@ from llm_gateway.server.servicer import GatewayServicer
 from llm_gateway.server.usage import UsageServicer
 from llm_gateway.web.server import HttpDoor, MetricsDoor
 from llmgateway.v1 import (
+    batch_service_pb2,
+    batch_service_pb2_grpc,
     budget_service_pb2,
     budget_service_pb2_grpc,
     gateway_service_pb2,
@@ -44,6 +47,7 @@ from llmgateway.v1 import (
 SERVICE_NAME = gateway_service_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
 USAGE_SERVICE_NAME = usage_service_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name
 BUDGET_SERVICE_NAME = budget_service_pb2.DESCRIPTOR.services_by_name["BudgetService"].full_name
+BATCH_SERVICE_NAME = batch_service_pb2.DESCRIPTOR.services_by_name["BatchService"].full_name
 _log = logging.getLogger("llm_gateway.server")
 
 
@@ -165,6 +169,10 @@ async def create_server(
         server,
     )
     budget_service_pb2_grpc.add_BudgetServiceServicer_to_server(BudgetServicer(runtime.budgets), server)
+    batch_webhooks = [w.name for w in config.webhooks if "batch_completed" in w.events]
+    batch_service_pb2_grpc.add_BatchServiceServicer_to_server(
+        BatchServicer(runtime.batches, list(config.providers), batch_webhooks), server
+    )
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     enable_reflection(
@@ -173,6 +181,7 @@ async def create_server(
             SERVICE_NAME,
             USAGE_SERVICE_NAME,
             BUDGET_SERVICE_NAME,
+            BATCH_SERVICE_NAME,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         ],
     )

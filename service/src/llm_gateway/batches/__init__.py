@@ -1,0 +1,1 @@
+"""Batches: many chat calls as one durable job (docs/batches.md)."""

@@ -1,0 +1,401 @@
+"""The batch store on the ledger's SQLite file, through one connection in a thread of its own.
+Every change is one `BEGIN IMMEDIATE` transaction: SQLite's write lock orders the claims and
+outcomes of every worker process sharing the file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+
+from llm_gateway.batches.model import (
+    BatchStatus,
+    BatchView,
+    Claim,
+    ItemError,
+    ItemStatus,
+    ItemView,
+    NewBatch,
+    Outcome,
+)
+from llm_gateway.batches.store import BatchFinishedError, completed_event, counted
+from llm_gateway.budgets.sqlite_store import SCHEMA as BUDGET_SCHEMA
+from llm_gateway.budgets.sqlite_store import pause_after, pauses
+from llm_gateway.ledger.rows import EXACT
+
+T = TypeVar("T")
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS batches (
+        id TEXT PRIMARY KEY,
+        key_name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        max_concurrent INTEGER NOT NULL,
+        return_costs INTEGER NOT NULL,
+        webhook TEXT NOT NULL,
+        caller BLOB NOT NULL,
+        tags TEXT NOT NULL,
+        total INTEGER NOT NULL,
+        cost TEXT NOT NULL DEFAULT '0',
+        created_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        paused_reason TEXT NOT NULL DEFAULT '',
+        paused_until REAL NOT NULL DEFAULT 0
+    ) STRICT""",
+    "CREATE INDEX IF NOT EXISTS batches_by_key ON batches (key_name, created_at)",
+    "CREATE INDEX IF NOT EXISTS batches_by_time ON batches (created_at)",
+    """CREATE TABLE IF NOT EXISTS batch_items (
+        batch_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        custom_id TEXT NOT NULL,
+        request BLOB NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        lease_until REAL NOT NULL DEFAULT 0,
+        response BLOB,
+        error_code TEXT NOT NULL DEFAULT '',
+        error_reason TEXT NOT NULL DEFAULT '',
+        error_message TEXT NOT NULL DEFAULT '',
+        cost TEXT NOT NULL DEFAULT '0',
+        finished_at REAL,
+        PRIMARY KEY (batch_id, seq)
+    ) STRICT""",
+    "CREATE INDEX IF NOT EXISTS batch_items_open ON batch_items (batch_id, status, seq)",
+)
+_BATCH_COLUMNS = (
+    "id, key_name, status, max_concurrent, return_costs, webhook, caller, tags, total, cost, "
+    "created_at, started_at, finished_at, paused_reason"
+)
+# Items that still hold the batch open: not started, or started (the lease may have run out).
+_OPEN = "status IN ('pending', 'running')"
+_OUTBOX = (
+    "INSERT INTO webhook_outbox (webhook, event_id, event_type, body, created_at, next_at) "
+    "VALUES (?, ?, 'batch_completed', ?, ?, ?) ON CONFLICT (event_id, webhook) DO NOTHING"
+)
+
+
+class SqliteBatchStore:
+    def __init__(self, path: Path, *, busy_timeout: float) -> None:
+        self._path = path
+        self._busy_timeout = busy_timeout
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batches")
+        self._connection: sqlite3.Connection | None = None
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._connection is None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(self._path, timeout=0, isolation_level=None, check_same_thread=False)
+            try:
+                connection.execute("PRAGMA journal_mode = WAL")
+                connection.execute("PRAGMA synchronous = NORMAL")
+            except sqlite3.Error:
+                connection.close()
+                raise
+            self._connection = connection
+        return self._connection
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._patiently, work)
+
+    def _patiently(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        waits = pauses(self._busy_timeout)
+        while True:
+            try:
+                return work(self._connect())
+            except sqlite3.OperationalError as exc:
+                pause = pause_after(exc, waits)
+            time.sleep(pause)
+
+    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work` in one write transaction."""
+
+        def run(connection: sqlite3.Connection) -> T:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                done = work(connection)
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+            return done
+
+        return await self._run(run)
+
+    async def migrate(self) -> None:
+        def run(connection: sqlite3.Connection) -> None:
+            # The outbox the completion webhooks go through is the budget alerts' one.
+            for statement in (*SCHEMA, *BUDGET_SCHEMA):
+                connection.execute(statement)
+
+        await self._write(run)
+
+    async def create(self, batch: NewBatch) -> None:
+        def run(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                f"INSERT INTO batches ({_BATCH_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '0', ?, NULL, NULL, '')",
+                (
+                    batch.id,
+                    batch.key_name,
+                    BatchStatus.QUEUED.value,
+                    batch.max_concurrent,
+                    int(batch.return_costs),
+                    batch.webhook,
+                    batch.caller,
+                    json.dumps(batch.tags, sort_keys=True),
+                    len(batch.items),
+                    batch.created_at,
+                ),
+            )
+            connection.executemany(
+                "INSERT INTO batch_items (batch_id, seq, custom_id, request, status) "
+                "VALUES (?, ?, ?, ?, 'pending')",
+                [(batch.id, seq, item.custom_id, item.request) for seq, item in enumerate(batch.items)],
+            )
+
+        await self._write(run)
+
+    async def get(self, batch_id: str) -> BatchView | None:
+        return await self._run(lambda c: _view(c, batch_id))
+
+    async def batches(
+        self, key_name: str | None, before: tuple[float, str] | None, limit: int
+    ) -> list[BatchView]:
+        def run(connection: sqlite3.Connection) -> list[BatchView]:
+            where: list[str] = []
+            args: list[object] = []
+            if key_name is not None:
+                where.append("key_name = ?")
+                args.append(key_name)
+            if before is not None:
+                where.append("(created_at, id) < (?, ?)")
+                args.extend(before)
+            clause = f"WHERE {' AND '.join(where)}" if where else ""
+            ids = connection.execute(
+                f"SELECT id FROM batches {clause} ORDER BY created_at DESC, id DESC LIMIT ?", (*args, limit)
+            ).fetchall()
+            return [view for (found,) in ids if (view := _view(connection, found)) is not None]
+
+        return await self._run(run)
+
+    async def results(self, batch_id: str, after_seq: int, limit: int) -> list[ItemView]:
+        rows = await self._run(
+            lambda c: c.execute(
+                "SELECT seq, custom_id, status, attempts, response, error_code, error_reason, error_message "
+                "FROM batch_items WHERE batch_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (batch_id, after_seq, limit),
+            ).fetchall()
+        )
+        return [_item(row) for row in rows]
+
+    async def active(self, now: float) -> list[str]:
+        rows = await self._run(
+            lambda c: c.execute(
+                "SELECT id FROM batches WHERE status IN ('queued', 'running', 'paused', 'cancelling') "
+                "AND paused_until <= ? ORDER BY created_at",
+                (now,),
+            ).fetchall()
+        )
+        return [row[0] for row in rows]
+
+    async def claim(self, batch_id: str, now: float, lease: float, most: int) -> list[Claim]:
+        def run(connection: sqlite3.Connection) -> list[Claim]:
+            row = connection.execute(
+                "SELECT status, max_concurrent, paused_until FROM batches WHERE id = ?", (batch_id,)
+            ).fetchone()
+            if row is None:
+                return []
+            status, cap, paused_until = BatchStatus(row[0]), int(row[1]), float(row[2])
+            if status is BatchStatus.CANCELLING:
+                # Items a process died running will not run again: the batch ends without them.
+                connection.execute(
+                    "UPDATE batch_items SET status = 'cancelled', lease_until = 0 "
+                    "WHERE batch_id = ? AND status = 'running' AND lease_until <= ?",
+                    (batch_id, now),
+                )
+                _end_if_done(connection, batch_id, now)
+                return []
+            if not status.active or paused_until > now:
+                return []
+            (running,) = connection.execute(
+                "SELECT count(*) FROM batch_items "
+                "WHERE batch_id = ? AND status = 'running' AND lease_until > ?",
+                (batch_id, now),
+            ).fetchone()
+            slots = min(most, cap - int(running))
+            if slots <= 0:
+                return []
+            rows = connection.execute(
+                "SELECT seq, custom_id, request, attempts FROM batch_items WHERE batch_id = ? AND "
+                "(status = 'pending' OR (status = 'running' AND lease_until <= ?)) ORDER BY seq LIMIT ?",
+                (batch_id, now, slots),
+            ).fetchall()
+            if not rows:
+                _end_if_done(connection, batch_id, now)
+                return []
+            connection.executemany(
+                "UPDATE batch_items SET status = 'running', attempts = attempts + 1, lease_until = ? "
+                "WHERE batch_id = ? AND seq = ?",
+                [(now + lease, batch_id, seq) for seq, *_ in rows],
+            )
+            connection.execute(
+                "UPDATE batches SET status = 'running', started_at = coalesce(started_at, ?), "
+                "paused_reason = '' WHERE id = ?",
+                (now, batch_id),
+            )
+            return [Claim(batch_id, seq, custom, request, tries + 1) for seq, custom, request, tries in rows]
+
+        return await self._write(run)
+
+    async def renew(self, claims: Sequence[Claim], until: float) -> None:
+        if not claims:
+            return
+        await self._write(
+            lambda c: c.executemany(
+                "UPDATE batch_items SET lease_until = ? WHERE batch_id = ? AND seq = ? AND attempts = ? "
+                "AND status = 'running'",
+                [(until, claim.batch_id, claim.seq, claim.attempt) for claim in claims],
+            )
+        )
+
+    async def finish(self, claim: Claim, outcome: Outcome, now: float) -> bool:
+        def run(connection: sqlite3.Connection) -> bool:
+            error = outcome.error or ItemError("", "", "")
+            kept = connection.execute(
+                "UPDATE batch_items SET status = ?, response = ?, error_code = ?, error_reason = ?, "
+                "error_message = ?, cost = ?, finished_at = ?, lease_until = 0 "
+                "WHERE batch_id = ? AND seq = ? AND attempts = ? AND status = 'running'",
+                (
+                    outcome.status.value,
+                    outcome.response,
+                    error.code,
+                    error.reason,
+                    error.message,
+                    str(outcome.cost),
+                    now,
+                    claim.batch_id,
+                    claim.seq,
+                    claim.attempt,
+                ),
+            ).rowcount
+            if not kept:
+                return False
+            (cost,) = connection.execute(
+                "SELECT cost FROM batches WHERE id = ?", (claim.batch_id,)
+            ).fetchone()
+            connection.execute(
+                "UPDATE batches SET cost = ? WHERE id = ?",
+                (str(EXACT.add(Decimal(cost), outcome.cost)), claim.batch_id),
+            )
+            _end_if_done(connection, claim.batch_id, now)
+            return True
+
+        return await self._write(run)
+
+    async def pause(self, claim: Claim, reason: str, until: float) -> None:
+        def run(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                "UPDATE batch_items SET status = 'pending', attempts = attempts - 1, lease_until = 0 "
+                "WHERE batch_id = ? AND seq = ? AND attempts = ? AND status = 'running'",
+                (claim.batch_id, claim.seq, claim.attempt),
+            )
+            connection.execute(
+                "UPDATE batches SET status = 'paused', paused_reason = ?, paused_until = ? "
+                "WHERE id = ? AND status IN ('queued', 'running', 'paused')",
+                (reason, until, claim.batch_id),
+            )
+
+        await self._write(run)
+
+    async def cancel(self, batch_id: str, now: float) -> BatchView | None:
+        def run(connection: sqlite3.Connection) -> BatchView | None:
+            found = connection.execute("SELECT status FROM batches WHERE id = ?", (batch_id,)).fetchone()
+            if found is None:
+                return None
+            if not BatchStatus(found[0]).active:
+                raise BatchFinishedError(batch_id)
+            connection.execute(
+                "UPDATE batch_items SET status = 'cancelled', lease_until = 0 WHERE batch_id = ? "
+                "AND (status = 'pending' OR (status = 'running' AND lease_until <= ?))",
+                (batch_id, now),
+            )
+            connection.execute(
+                "UPDATE batches SET status = 'cancelling', paused_reason = '' WHERE id = ?", (batch_id,)
+            )
+            _end_if_done(connection, batch_id, now)
+            return _view(connection, batch_id)
+
+        return await self._write(run)
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await asyncio.get_running_loop().run_in_executor(self._thread, connection.close)
+        self._thread.shutdown(wait=False)
+
+
+def _end_if_done(connection: sqlite3.Connection, batch_id: str, now: float) -> None:
+    """Ends the batch when none of its items is open: completed, or cancelled when it was being
+    cancelled; queues its webhook event in the same transaction."""
+    (still,) = connection.execute(
+        f"SELECT count(*) FROM batch_items WHERE batch_id = ? AND {_OPEN}", (batch_id,)
+    ).fetchone()
+    if still:
+        return
+    ended = connection.execute(
+        "UPDATE batches SET status = CASE status WHEN 'cancelling' THEN 'cancelled' ELSE 'completed' END, "
+        "finished_at = ? WHERE id = ? AND status IN ('queued', 'running', 'paused', 'cancelling')",
+        (now, batch_id),
+    ).rowcount
+    view = _view(connection, batch_id)
+    if ended and view is not None and view.webhook:
+        event_id, body = completed_event(view, now)
+        connection.execute(_OUTBOX, (view.webhook, event_id, body, now, now))
+
+
+def _view(connection: sqlite3.Connection, batch_id: str) -> BatchView | None:
+    row = connection.execute(f"SELECT {_BATCH_COLUMNS} FROM batches WHERE id = ?", (batch_id,)).fetchone()
+    if row is None:
+        return None
+    statuses = connection.execute(
+        "SELECT status, count(*) FROM batch_items WHERE batch_id = ? GROUP BY status", (batch_id,)
+    ).fetchall()
+    return _batch(row, counted(statuses, int(row[8])))
+
+
+def _batch(row: Sequence[Any], counts: Any) -> BatchView:
+    return BatchView(
+        id=row[0],
+        key_name=row[1],
+        status=BatchStatus(row[2]),
+        max_concurrent=int(row[3]),
+        return_costs=bool(row[4]),
+        webhook=row[5],
+        caller=bytes(row[6]),
+        tags=json.loads(row[7]),
+        created_at=float(row[10]),
+        started_at=None if row[11] is None else float(row[11]),
+        finished_at=None if row[12] is None else float(row[12]),
+        paused_reason=row[13],
+        cost=Decimal(row[9]),
+        counts=counts,
+    )
+
+
+def _item(row: Sequence[Any]) -> ItemView:
+    seq, custom_id, status, attempts, response, code, reason, message = row
+    return ItemView(
+        seq=int(seq),
+        custom_id=custom_id,
+        status=ItemStatus(status),
+        attempts=int(attempts),
+        response=None if response is None else bytes(response),
+        error=ItemError(code, reason, message) if code else None,
+    )

@@ -1,0 +1,115 @@
+"""What a batch store does, and opening the one the ledger's URL names: batches and their items
+live in the ledger's database (SQLite on one machine, PostgreSQL for a fleet), where every worker
+and replica claims items under a lease, so an item runs in one process at a time and one that was
+running in a process that died runs again."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Protocol
+
+from llm_gateway.batches.model import BatchView, Claim, Counts, ItemView, NewBatch, Outcome
+from llm_gateway.ledger.url import Backend, LedgerUrl
+from llm_gateway.pricing import format_decimal
+
+
+class BatchFinishedError(Exception):
+    """The batch has completed or been cancelled already."""
+
+
+class BatchStore(Protocol):
+    """Every method may raise the driver's errors (the database is down or locked)."""
+
+    async def migrate(self) -> None: ...
+
+    async def create(self, batch: NewBatch) -> None: ...
+
+    async def get(self, batch_id: str) -> BatchView | None: ...
+
+    async def batches(
+        self, key_name: str | None, before: tuple[float, str] | None, limit: int
+    ) -> list[BatchView]:
+        """Newest first, created before `before` (created_at, id); of one key unless None."""
+        ...
+
+    async def results(self, batch_id: str, after_seq: int, limit: int) -> list[ItemView]:
+        """The batch's items after `after_seq`, in order."""
+        ...
+
+    async def active(self, now: float) -> list[str]:
+        """Batches that may have items to start now (not paused, not ended)."""
+        ...
+
+    async def claim(self, batch_id: str, now: float, lease: float, most: int) -> list[Claim]:
+        """Up to `most` of the batch's items to run, within its concurrency cap counted across
+        every process; items whose lease ran out are claimed again (their attempt counted)."""
+        ...
+
+    async def renew(self, claims: Sequence[Claim], until: float) -> None: ...
+
+    async def finish(self, claim: Claim, outcome: Outcome, now: float) -> bool:
+        """Keeps the item's outcome unless another attempt took it over; ends the batch (and
+        queues its webhook) when it was the last open item. False when the outcome was not kept."""
+        ...
+
+    async def pause(self, claim: Claim, reason: str, until: float) -> None:
+        """Puts the item back (this attempt not counted) and pauses the batch until `until`."""
+        ...
+
+    async def cancel(self, batch_id: str, now: float) -> BatchView | None:
+        """Cancels items not started; None when there is no such batch; `BatchFinishedError`."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def completed_event(batch: BatchView, now: float) -> tuple[str, bytes]:
+    """The `batch_completed` webhook event of a batch that has ended: its id and body."""
+    counts = batch.counts
+    event_id = f"evt_batch_{batch.id.removeprefix('batch_')}"
+    payload = {
+        "type": "batch_completed",
+        "event_id": event_id,
+        "batch_id": batch.id,
+        "status": batch.status.value,
+        "total_requests": counts.total,
+        "successful_requests": counts.succeeded,
+        "failed_requests": counts.failed,
+        "cancelled_requests": counts.cancelled,
+        "total_cost": format_decimal(batch.cost),
+        "currency": "USD",
+        "created_at": datetime.fromtimestamp(batch.created_at, UTC).isoformat(),
+        "finished_at": datetime.fromtimestamp(now, UTC).isoformat(),
+    }
+    return event_id, json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+
+
+def counted(rows: Sequence[tuple[str, int]], total: int) -> Counts:
+    """Counts from (item status, how many) rows."""
+    found = dict(rows)
+    return Counts(
+        total=total,
+        succeeded=found.get("succeeded", 0),
+        failed=found.get("failed", 0),
+        pending=found.get("pending", 0),
+        running=found.get("running", 0),
+        cancelled=found.get("cancelled", 0),
+    )
+
+
+ZERO = Decimal(0)
+
+
+def open_batch_store(url: LedgerUrl, *, timeout: float, pool_size: int = 4) -> BatchStore:
+    """The batch store in the ledger's database, not yet connected."""
+    if url.backend is Backend.SQLITE:
+        from llm_gateway.batches.sqlite import SqliteBatchStore
+
+        assert url.path is not None
+        return SqliteBatchStore(url.path, busy_timeout=timeout)
+    from llm_gateway.batches.postgres import PostgresBatchStore
+
+    return PostgresBatchStore(url.url, timeout=timeout, pool_size=pool_size)
