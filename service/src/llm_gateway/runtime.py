@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from llm_gateway.access_log import AccessLog
+from llm_gateway.batches.book import BatchBook
 from llm_gateway.batches.runner import BatchRunner
 from llm_gateway.batches.store import open_batch_store
 from llm_gateway.budgets.keeper import BudgetKeeper
@@ -87,6 +88,8 @@ class Runtime:
     tracing: Tracing | None = None
     fleet: RedisState | None = None  # the state shared with other replicas (fleet.redis_url)
     batches: BatchRunner | None = None  # runs batches' items (with a ledger only)
+    # What the doors do with batches (refusing every request without a ledger).
+    batch_book: BatchBook = field(default_factory=lambda: BatchBook(None, ()))
     # The calls in flight on every door of this process, drained together at shutdown.
     drain: Drain = field(default_factory=Drain)
 
@@ -236,6 +239,7 @@ def build_runtime(config: GatewayConfig, observers: Sequence[CallObserver] = ())
         tracing=tracing,
         fleet=fleet,
         batches=batches,
+        batch_book=BatchBook(batches, [w.name for w in config.webhooks if "batch_completed" in w.events]),
     )
 
 

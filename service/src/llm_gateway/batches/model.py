@@ -4,9 +4,12 @@ an item (which process runs it, until when), and how an item ended."""
 from __future__ import annotations
 
 import enum
+import json
 import secrets
 from dataclasses import dataclass, field
 from decimal import Decimal
+
+from llm_gateway.domain.messages import Caller
 
 
 class BatchStatus(enum.StrEnum):
@@ -33,14 +36,39 @@ class ItemStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
+def caller_text(caller: Caller) -> str:
+    return json.dumps(
+        {
+            "user": caller.user,
+            "project": caller.project,
+            "tenant": caller.tenant,
+            "tracking_id": caller.tracking_id,
+        },
+        sort_keys=True,
+    )
+
+
+def caller_of(text: str) -> Caller:
+    found = json.loads(text) if text else {}
+    return Caller(**{name: str(found.get(name, "")) for name in ("user", "project", "tenant", "tracking_id")})
+
+
 def new_batch_id() -> str:
     return f"batch_{secrets.token_hex(12)}"
+
+
+class ItemFormat(enum.StrEnum):
+    """How an item's request is kept: as the door it came through took it."""
+
+    GRPC = "grpc"  # a serialized `llmgateway.v1.ChatRequest`
+    OPENAI = "openai"  # a Chat Completions body, JSON
 
 
 @dataclass(frozen=True, slots=True)
 class NewItem:
     custom_id: str
-    request: bytes  # the item's `ChatRequest`, serialized as the caller sent it
+    request: bytes  # as the caller sent it, in `format`
+    format: ItemFormat = ItemFormat.GRPC
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +78,7 @@ class NewBatch:
     max_concurrent: int
     return_costs: bool
     webhook: str
-    caller: bytes  # `CallerMetadata`, serialized
+    caller: Caller  # for items that name none of their own
     tags: dict[str, str]
     created_at: float
     items: tuple[NewItem, ...]
@@ -74,7 +102,7 @@ class BatchView:
     max_concurrent: int
     return_costs: bool
     webhook: str
-    caller: bytes
+    caller: Caller
     tags: dict[str, str]
     created_at: float
     started_at: float | None
@@ -93,6 +121,7 @@ class Claim:
     custom_id: str
     request: bytes
     attempt: int
+    format: ItemFormat = ItemFormat.GRPC
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,10 +18,13 @@ from llm_gateway.batches.model import (
     BatchView,
     Claim,
     ItemError,
+    ItemFormat,
     ItemStatus,
     ItemView,
     NewBatch,
     Outcome,
+    caller_of,
+    caller_text,
 )
 from llm_gateway.batches.store import BatchFinishedError, completed_event, counted
 from llm_gateway.budgets.postgres_store import SCHEMA as BUDGET_SCHEMA
@@ -37,7 +40,7 @@ SCHEMA = (
         max_concurrent integer NOT NULL,
         return_costs boolean NOT NULL,
         webhook text NOT NULL,
-        caller bytea NOT NULL,
+        caller text NOT NULL,
         tags jsonb NOT NULL,
         total integer NOT NULL,
         cost numeric NOT NULL DEFAULT 0,
@@ -54,6 +57,7 @@ SCHEMA = (
         seq integer NOT NULL,
         custom_id text NOT NULL,
         request bytea NOT NULL,
+        format text NOT NULL DEFAULT 'grpc',
         status text NOT NULL,
         attempts integer NOT NULL DEFAULT 0,
         lease_until double precision NOT NULL DEFAULT 0,
@@ -120,16 +124,17 @@ class PostgresBatchStore:
                 batch.max_concurrent,
                 batch.return_costs,
                 batch.webhook,
-                batch.caller,
+                caller_text(batch.caller),
                 json.dumps(batch.tags, sort_keys=True),
                 len(batch.items),
                 batch.created_at,
             )
             await connection.copy_records_to_table(
                 "batch_items",
-                columns=["batch_id", "seq", "custom_id", "request", "status"],
+                columns=["batch_id", "seq", "custom_id", "request", "format", "status"],
                 records=[
-                    (batch.id, seq, i.custom_id, i.request, "pending") for seq, i in enumerate(batch.items)
+                    (batch.id, seq, i.custom_id, i.request, i.format.value, "pending")
+                    for seq, i in enumerate(batch.items)
                 ],
             )
 
@@ -210,7 +215,7 @@ class PostgresBatchStore:
                 "UPDATE batch_items SET status = 'running', attempts = attempts + 1, lease_until = $3 "
                 "WHERE batch_id = $1 AND seq IN (SELECT seq FROM batch_items WHERE batch_id = $1 AND "
                 "(status = 'pending' OR (status = 'running' AND lease_until <= $2)) ORDER BY seq LIMIT $4) "
-                "RETURNING seq, custom_id, request, attempts",
+                "RETURNING seq, custom_id, request, attempts, format",
                 batch_id,
                 now,
                 now + lease,
@@ -226,7 +231,8 @@ class PostgresBatchStore:
                 now,
             )
             return sorted(
-                (Claim(batch_id, r[0], r[1], bytes(r[2]), int(r[3])) for r in rows), key=lambda c: c.seq
+                (Claim(batch_id, r[0], r[1], bytes(r[2]), int(r[3]), ItemFormat(r[4])) for r in rows),
+                key=lambda c: c.seq,
             )
 
     async def renew(self, claims: Sequence[Claim], until: float) -> None:
@@ -353,7 +359,7 @@ def _batch(row: Any, counts: Any) -> BatchView:
         max_concurrent=int(row[3]),
         return_costs=bool(row[4]),
         webhook=row[5],
-        caller=bytes(row[6]),
+        caller=caller_of(row[6]),
         tags=json.loads(tags) if isinstance(tags, str) else dict(tags),
         created_at=float(row[10]),
         started_at=None if row[11] is None else float(row[11]),

@@ -11,6 +11,8 @@ batch paused for a while, not failed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 import secrets
 import time
@@ -18,15 +20,17 @@ from collections.abc import Callable, Collection
 from decimal import Decimal
 
 from llm_gateway import background
-from llm_gateway.batches.model import BatchView, Claim, ItemError, Outcome
+from llm_gateway.batches.model import BatchView, Claim, ItemError, ItemFormat, Outcome
 from llm_gateway.batches.store import BatchStore
 from llm_gateway.domain.errors import GatewayError
+from llm_gateway.domain.messages import Caller, ChatRequest
 from llm_gateway.gateway.core import Gateway
 from llm_gateway.gateway.record import Principal
 from llm_gateway.gateway.scope import CallScope
 from llm_gateway.pricing import PricingStatus
 from llm_gateway.server.decode import decode_chat_request
 from llm_gateway.server.encode import chat_response
+from llm_gateway.web.dialects import OPENAI
 from llmgateway.v1 import chat_pb2
 
 _log = logging.getLogger("llm_gateway.batches")
@@ -164,6 +168,13 @@ class BatchRunner:
             self._running.pop((claim.batch_id, claim.seq), None)
             self._wake.set()  # its place is free: the next item starts now, not at the next poll
 
+    def _decoded(self, claim: Claim) -> ChatRequest:
+        """The item's request as the core takes it (checked when the batch was created)."""
+        if claim.format is ItemFormat.OPENAI:
+            request, _, _ = OPENAI.decode(json.loads(claim.request), self._providers)
+            return request
+        return decode_chat_request(chat_pb2.ChatRequest.FromString(claim.request), self._providers)
+
     async def _call(self, claim: Claim) -> Outcome | None:
         """The item's call through the gateway; None when a budget refused it (the batch is
         paused and the item put back)."""
@@ -172,17 +183,16 @@ class BatchRunner:
             self._settings[batch.id] = batch  # its caller, tags and key never change
         if batch is None:
             return Outcome(None, ItemError("NOT_FOUND", "BATCH_NOT_FOUND", "the batch is gone"), ZERO)
-        request = chat_pb2.ChatRequest.FromString(claim.request)
-        if not request.HasField("caller") and batch.caller:
-            request.caller.ParseFromString(batch.caller)
-        request.tags.update({**batch.tags, "batch_id": batch.id, "batch_item": claim.custom_id})
         scope = CallScope(
             request_id=secrets.token_hex(16),
             received_at=time.perf_counter(),
             principal=self._principal_of(batch.key_name),
         )
         try:
-            outcome = await self._gateway.chat(decode_chat_request(request, self._providers), scope)
+            request = self._decoded(claim)
+            caller = request.caller if request.caller != Caller() else batch.caller
+            tags = {**request.tags, **batch.tags, "batch_id": batch.id, "batch_item": claim.custom_id}
+            outcome = await self._gateway.chat(dataclasses.replace(request, caller=caller, tags=tags), scope)
         except GatewayError as err:
             if err.reason in _BUDGET_REASONS:
                 await self.store.pause(claim, err.message, self._clock() + self._pause)

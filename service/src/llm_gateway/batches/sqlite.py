@@ -19,10 +19,13 @@ from llm_gateway.batches.model import (
     BatchView,
     Claim,
     ItemError,
+    ItemFormat,
     ItemStatus,
     ItemView,
     NewBatch,
     Outcome,
+    caller_of,
+    caller_text,
 )
 from llm_gateway.batches.store import BatchFinishedError, completed_event, counted
 from llm_gateway.budgets.sqlite_store import SCHEMA as BUDGET_SCHEMA
@@ -39,7 +42,7 @@ SCHEMA = (
         max_concurrent INTEGER NOT NULL,
         return_costs INTEGER NOT NULL,
         webhook TEXT NOT NULL,
-        caller BLOB NOT NULL,
+        caller TEXT NOT NULL,
         tags TEXT NOT NULL,
         total INTEGER NOT NULL,
         cost TEXT NOT NULL DEFAULT '0',
@@ -56,6 +59,7 @@ SCHEMA = (
         seq INTEGER NOT NULL,
         custom_id TEXT NOT NULL,
         request BLOB NOT NULL,
+        format TEXT NOT NULL DEFAULT 'grpc',
         status TEXT NOT NULL,
         attempts INTEGER NOT NULL DEFAULT 0,
         lease_until REAL NOT NULL DEFAULT 0,
@@ -148,16 +152,19 @@ class SqliteBatchStore:
                     batch.max_concurrent,
                     int(batch.return_costs),
                     batch.webhook,
-                    batch.caller,
+                    caller_text(batch.caller),
                     json.dumps(batch.tags, sort_keys=True),
                     len(batch.items),
                     batch.created_at,
                 ),
             )
             connection.executemany(
-                "INSERT INTO batch_items (batch_id, seq, custom_id, request, status) "
-                "VALUES (?, ?, ?, ?, 'pending')",
-                [(batch.id, seq, item.custom_id, item.request) for seq, item in enumerate(batch.items)],
+                "INSERT INTO batch_items (batch_id, seq, custom_id, request, format, status) "
+                "VALUES (?, ?, ?, ?, ?, 'pending')",
+                [
+                    (batch.id, seq, item.custom_id, item.request, item.format.value)
+                    for seq, item in enumerate(batch.items)
+                ],
             )
 
         await self._write(run)
@@ -233,7 +240,7 @@ class SqliteBatchStore:
             if slots <= 0:
                 return []
             rows = connection.execute(
-                "SELECT seq, custom_id, request, attempts FROM batch_items WHERE batch_id = ? AND "
+                "SELECT seq, custom_id, request, attempts, format FROM batch_items WHERE batch_id = ? AND "
                 "(status = 'pending' OR (status = 'running' AND lease_until <= ?)) ORDER BY seq LIMIT ?",
                 (batch_id, now, slots),
             ).fetchall()
@@ -243,14 +250,17 @@ class SqliteBatchStore:
             connection.executemany(
                 "UPDATE batch_items SET status = 'running', attempts = attempts + 1, lease_until = ? "
                 "WHERE batch_id = ? AND seq = ?",
-                [(now + lease, batch_id, seq) for seq, *_ in rows],
+                [(now + lease, batch_id, row[0]) for row in rows],
             )
             connection.execute(
                 "UPDATE batches SET status = 'running', started_at = coalesce(started_at, ?), "
                 "paused_reason = '' WHERE id = ?",
                 (now, batch_id),
             )
-            return [Claim(batch_id, seq, custom, request, tries + 1) for seq, custom, request, tries in rows]
+            return [
+                Claim(batch_id, seq, custom, request, tries + 1, ItemFormat(form))
+                for seq, custom, request, tries, form in rows
+            ]
 
         return await self._write(run)
 
@@ -378,7 +388,7 @@ def _batch(row: Sequence[Any], counts: Any) -> BatchView:
         max_concurrent=int(row[3]),
         return_costs=bool(row[4]),
         webhook=row[5],
-        caller=bytes(row[6]),
+        caller=caller_of(row[6]),
         tags=json.loads(row[7]),
         created_at=float(row[10]),
         started_at=None if row[11] is None else float(row[11]),

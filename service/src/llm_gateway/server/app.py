@@ -169,9 +169,8 @@ async def create_server(
         server,
     )
     budget_service_pb2_grpc.add_BudgetServiceServicer_to_server(BudgetServicer(runtime.budgets), server)
-    batch_webhooks = [w.name for w in config.webhooks if "batch_completed" in w.events]
     batch_service_pb2_grpc.add_BatchServiceServicer_to_server(
-        BatchServicer(runtime.batches, list(config.providers), batch_webhooks), server
+        BatchServicer(runtime.batch_book, list(config.providers)), server
     )
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

@@ -231,9 +231,10 @@ def _generation(request: chat_pb2.ChatRequest) -> GenerationConfig:
 
 
 def _caller(pb: chat_pb2.ChatRequest) -> Caller:
-    if not pb.HasField("caller"):
-        return _NO_CALLER
-    caller = pb.caller
+    return decode_caller(pb.caller) if pb.HasField("caller") else _NO_CALLER
+
+
+def decode_caller(caller: chat_pb2.CallerMetadata) -> Caller:
     return Caller(caller.user, caller.project, caller.tenant, caller.tracking_id)
 
 
