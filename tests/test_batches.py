@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 
+import aiohttp
 import grpc
 import pytest
 
@@ -475,3 +476,68 @@ budget_pause = 0.3
     assert batch.status == batches_pb2.BATCH_STATUS_COMPLETED
     assert (batch.counts.succeeded, batch.counts.failed) == (12, 0)
     assert batch.paused_reason == ""
+
+
+async def test_the_http_door_takes_a_batch_in_the_seed_documents_shape(gw: RunningGateway) -> None:
+    headers = {"authorization": TEAM[0][1]}
+    body = {
+        "requests": [
+            {"model": "mock:echo", "messages": [{"role": "user", "content": "Summarize this: batches"}]},
+            {
+                "custom_id": "translate",
+                "model": "mock:echo-large",
+                "messages": [{"role": "user", "content": "Translate this: hello"}],
+                "temperature": 0.2,
+            },
+        ],
+        "max_concurrent_requests": 5,
+        "return_individual_costs": True,
+        "metadata": {"project": "docs"},
+    }
+    async with aiohttp.ClientSession(base_url=gw.http_url, headers=headers) as http:
+        async with http.post("/api/v1/batches", json=body) as created:
+            assert created.status == 200, await created.text()
+            batch = await created.json()
+        assert (batch["object"], batch["total_requests"], batch["metadata"]) == (
+            "batch",
+            2,
+            {"project": "docs"},
+        )
+        async with asyncio.timeout(30):
+            while batch["status"] != "completed":
+                await asyncio.sleep(0.05)
+                async with http.get(f"/api/v1/batches/{batch['id']}") as polled:
+                    batch = await polled.json()
+        async with http.get(f"/api/v1/batches/{batch['id']}/results", params={"page_size": "1"}) as first:
+            page = await first.json()
+        async with http.get(
+            f"/v1/batches/{batch['id']}/results", params={"page_token": page["next_page_token"]}
+        ) as second:
+            rest = await second.json()
+        results = page["data"] + rest["data"]
+        assert rest["next_page_token"] is None
+        assert [r["custom_id"] for r in results] == ["0", "translate"]
+        assert [r["response"]["message"]["content"][0]["text"] for r in results] == [
+            "Summarize this: batches",
+            "Translate this: hello",
+        ]
+        assert Decimal(batch["total_cost"]) == sum((Decimal(r["cost"]["total"]) for r in results), Decimal(0))
+        async with http.get("/api/v1/batches") as listed:
+            assert batch["id"] in {b["id"] for b in (await listed.json())["data"]}
+        async with http.post(f"/api/v1/batches/{batch['id']}/cancel") as late:
+            assert late.status == 400
+            assert (await late.json())["error"]["code"] == "batch_finished"
+        bad = {
+            "requests": [{"model": "mock:echo", "messages": [], "stream": True}],
+            "max_concurrent_requests": "x",
+        }
+        async with http.post("/api/v1/batches", json=bad) as refused:
+            assert refused.status == 400
+            error = (await refused.json())["error"]
+        for named in ("requests[0].stream", "requests[0].messages", "max_concurrent_requests"):
+            assert named in error["message"]
+    async with (
+        aiohttp.ClientSession(base_url=gw.http_url) as anonymous,
+        anonymous.get("/api/v1/batches") as denied,
+    ):
+        assert denied.status == 401

@@ -43,7 +43,12 @@ MARKER = re.compile(r"<!-- readme-test: (.+) -->")
 # Values that differ on every call: only their shape is checked.
 # Instants (RFC 3339, UTC) depend on the day the test runs.
 INSTANT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?Z")
-VOLATILE = [re.compile(r"chat_[0-9a-f.]+"), re.compile(r"[0-9]+(\.[0-9]+)?s"), INSTANT]
+VOLATILE = [
+    re.compile(r"chat_[0-9a-f.]+"),
+    re.compile(r"batch_[0-9a-f]{24}"),
+    re.compile(r"[0-9]+(\.[0-9]+)?s"),
+    INSTANT,
+]
 # The same in a table: days and durations of seconds only need their shape.
 VOLATILE_IN_LINES = [re.compile(r"\b[0-9]{4}-[0-9]{2}-[0-9]{2}\b"), re.compile(r"\b[0-9]+\.[0-9]{3} s\b")]
 REQUEST_ID = re.compile(r"[0-9a-f]{32}")

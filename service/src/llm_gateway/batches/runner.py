@@ -171,7 +171,7 @@ class BatchRunner:
     def _decoded(self, claim: Claim) -> ChatRequest:
         """The item's request as the core takes it (checked when the batch was created)."""
         if claim.format is ItemFormat.OPENAI:
-            request, _, _ = OPENAI.decode(json.loads(claim.request), self._providers)
+            request, _, _ = OPENAI.decode(json.loads(claim.request, parse_float=Decimal), self._providers)
             return request
         return decode_chat_request(chat_pb2.ChatRequest.FromString(claim.request), self._providers)
 

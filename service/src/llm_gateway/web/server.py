@@ -7,6 +7,7 @@ Routes (each also under `/api/v1/...`, as the seed documents write them):
     GET  /v1/models/{id}        one model
     GET  /health                liveness, with each provider's circuit and recent latency
     GET  /ready                 readiness: 503 while draining or while every circuit is open
+    POST /api/v1/batches ...    batches (`web/batches.py`)
 
 A call goes through the same edge as a gRPC call (`llm_gateway.edge`: request id, gateway key,
 drain) and the same core, so it is limited, budgeted, recorded and observed alike; this module
@@ -41,6 +42,7 @@ from llm_gateway.pricing import PricingStatus, format_decimal
 from llm_gateway.runtime import Runtime
 from llm_gateway.web import anthropic
 from llm_gateway.web import openai_response as out
+from llm_gateway.web.batches import BatchRoutes
 from llm_gateway.web.dialects import ANTHROPIC, OPENAI, Dialect
 
 _log = logging.getLogger("llm_gateway.http")
@@ -79,6 +81,7 @@ class HttpDoor:
             app.router.add_get(f"{prefix}/ready", self.ready)
         if runtime.metrics is not None and runtime.config.metrics.port is None:
             app.router.add_get("/metrics", self.metrics)
+        BatchRoutes(runtime.batch_book, self._providers, self._who, self._refused).add_to(app)
         self.app = app
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
