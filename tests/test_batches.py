@@ -541,3 +541,37 @@ async def test_the_http_door_takes_a_batch_in_the_seed_documents_shape(gw: Runni
         anonymous.get("/api/v1/batches") as denied,
     ):
         assert denied.status == 401
+
+
+async def test_batches_keep_to_their_share_of_a_providers_limit(fake_openai: FakeOpenAI) -> None:
+    """A provider limited to 60 calls a minute, batches to half of it: a batch of 50 items takes
+    30 at once and then trickles, while 28 interactive calls right after all find room."""
+    limits = "rate_limit = { requests_per_minute = 60, max_wait = 0 }"
+    toml = KEYS + openai_toml(fake_openai.base_url, extra=limits) + "\n[batches]\nprovider_share = 0.5\n"
+    async with running_gateway(toml) as gw:
+        batches = stub(gw)
+        created = await batches.CreateBatch(
+            batch_service_pb2.CreateBatchRequest(
+                requests=[item(f"r{i}", "openai:gpt-4o-mini") for i in range(50)], max_concurrent_requests=50
+            ),
+            metadata=TEAM,
+        )
+        async with asyncio.timeout(20):
+            while True:
+                batch = await batches.GetBatch(
+                    batch_service_pb2.GetBatchRequest(id=created.id), metadata=TEAM
+                )
+                if batch.counts.succeeded >= 30:
+                    break
+                await asyncio.sleep(0.02)
+        interactive = await asyncio.gather(
+            *(gw.stub.Chat(chat("openai:gpt-4o-mini", f"now {n}"), metadata=TEAM) for n in range(28)),
+            return_exceptions=True,
+        )
+        batch = await batches.GetBatch(batch_service_pb2.GetBatchRequest(id=created.id), metadata=TEAM)
+        await batches.CancelBatch(batch_service_pb2.CancelBatchRequest(id=created.id), metadata=TEAM)
+    refused = [r for r in interactive if isinstance(r, BaseException)]
+    assert not refused, refused[:1]
+    # Its share, and what dripped back since (one every 2 s).
+    assert 30 <= batch.counts.succeeded <= 34
+    assert batch.counts.failed == 0

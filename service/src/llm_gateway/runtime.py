@@ -153,7 +153,8 @@ def build_runtime(config: GatewayConfig, observers: Sequence[CallObserver] = ())
     router = Router(catalog, config.aliases, config.routing.auto, list(config.providers), config.groups)
     fleet = RedisState(config.fleet) if config.fleet.redis_url is not None else None
     limiter_of = local_limiter if fleet is None else shared_limiters(fleet, config.fleet.limits_when_down)
-    guards = {name: ProviderGuard.from_config(name, p, limiter_of) for name, p in enabled.items()}
+    share = config.batches.provider_share
+    guards = {name: ProviderGuard.from_config(name, p, limiter_of, share) for name, p in enabled.items()}
     if fleet is not None:  # each provider's circuit shared with the other replicas
         for name, guard in guards.items():
             settings = enabled[name].circuit_breaker

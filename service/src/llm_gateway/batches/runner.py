@@ -187,6 +187,7 @@ class BatchRunner:
             request_id=secrets.token_hex(16),
             received_at=time.perf_counter(),
             principal=self._principal_of(batch.key_name),
+            batch=True,
         )
         try:
             request = self._decoded(claim)
@@ -196,6 +197,10 @@ class BatchRunner:
         except GatewayError as err:
             if err.reason in _BUDGET_REASONS:
                 await self.store.pause(claim, err.message, self._clock() + self._pause)
+                return None
+            if err.reason == "BATCH_RATE_LIMITED":  # the batches' share is used up for now
+                wait = err.retry_after if err.retry_after is not None else self._pause
+                await self.store.pause(claim, err.message, self._clock() + wait)
                 return None
             return Outcome(None, ItemError(str(err.code), err.reason, err.message), ZERO)
         cost = outcome.summary.cost

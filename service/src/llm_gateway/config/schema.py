@@ -952,6 +952,8 @@ class BatchesConfig(_Strict):
     budget_pause: float = Field(default=5.0, gt=0, le=3600)
     # The most items one process runs at once, over every batch.
     max_running: int = Field(default=256, ge=1, le=10_000)
+    # The part of each provider's rate limit batches may use, so interactive calls keep the rest.
+    provider_share: float = Field(default=0.5, gt=0, le=1)
 
 
 class CacheConfig(_Strict):

@@ -283,6 +283,8 @@ class Gateway:
         shared = guard.breaker.shared
         if shared is not None:
             shared.check()
+        if plan.batch and guard.batch_limiter is not None:  # batches keep to their share
+            await _take_room(plan, spec, guard.batch_limiter)
         await _take_room(plan, spec, guard.limiter)
         ticket = guard.breaker.admit(plan.caller, counts=plan.may_count_failure(spec.provider))
         if ticket.probe and shared is not None and not await shared.claim_probe():

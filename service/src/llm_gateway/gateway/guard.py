@@ -3,6 +3,7 @@ timeouts, built from the provider's config."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from llm_gateway.config.schema import ProviderConfig, RateLimitConfig, TimeoutConfig
@@ -18,10 +19,16 @@ class ProviderGuard:
     limiter: Limiter
     retry: RetryPolicy
     timeouts: TimeoutConfig
+    # Batches' items pass this too: their share of the provider's limit (None: no limit to share).
+    batch_limiter: Limiter | None = None
 
     @classmethod
     def from_config(
-        cls, name: str, config: ProviderConfig, limiter_of: LimiterFactory = local_limiter
+        cls,
+        name: str,
+        config: ProviderConfig,
+        limiter_of: LimiterFactory = local_limiter,
+        batch_share: float = 1.0,
     ) -> ProviderGuard:
         # Retryable: another candidate may have room.
         refusal = _refusal(
@@ -35,7 +42,36 @@ class ProviderGuard:
             limiter=limiter_of("provider", name, config.rate_limit, refusal),
             retry=RetryPolicy(config.retry),
             timeouts=config.timeout,
+            batch_limiter=_batch_limiter(name, config.rate_limit, batch_share, limiter_of),
         )
+
+
+# How long a batch's item waits in line for its share before its batch waits instead.
+BATCH_WAIT = 30.0
+
+
+def _batch_limiter(
+    name: str, limits: RateLimitConfig, share: float, limiter_of: LimiterFactory
+) -> Limiter | None:
+    """Batches' share of a provider's limit, so that interactive calls keep the rest of it."""
+    if share >= 1 or not (limits.requests_per_minute or limits.tokens_per_minute):
+        return None
+
+    def part(per_minute: int | None) -> int | None:
+        return None if per_minute is None else max(1, math.floor(per_minute * share))
+
+    scaled = RateLimitConfig(
+        requests_per_minute=part(limits.requests_per_minute),
+        tokens_per_minute=part(limits.tokens_per_minute),
+        max_wait=BATCH_WAIT,
+    )
+    refusal = _refusal(
+        f"batches' share of provider {name!r}",
+        reason="BATCH_RATE_LIMITED",
+        metadata={"provider": name},
+        retryable=False,
+    )
+    return limiter_of("batch", name, scaled, refusal)
 
 
 def key_limiter(

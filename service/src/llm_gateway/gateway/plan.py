@@ -70,6 +70,7 @@ class CallPlan:
         self.request_id = scope.request_id
         self.deadline = scope.deadline
         self.principal = scope.principal
+        self.batch = scope.batch
         self.routes = routes
         self.routing = RoutingInfo(reason=routes[0].reason, candidates=[r.spec.id for r in routes])
         self.upstream = 0.0  # seconds spent in upstream attempts

@@ -19,3 +19,5 @@ class CallScope:
     # The call's record, opened by the front door (which ends it with what the caller got); None
     # when the gateway is called directly, which then keeps the record itself.
     call: CallTracker | None = None
+    # A batch's item: it also waits for the batches' share of its provider's rate limit.
+    batch: bool = False

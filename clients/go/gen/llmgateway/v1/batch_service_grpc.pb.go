@@ -38,6 +38,9 @@ const (
 // A key sees and cancels the batches it created; an admin key sees every batch. With
 // authentication off, everyone is an admin.
 //
+// An item that a budget or the batches' share of its provider's rate limit (BATCH_RATE_LIMITED)
+// has no room for waits, its batch BATCH_STATUS_PAUSED meanwhile; it does not fail.
+//
 // Errors: INVALID_ARGUMENT / INVALID_REQUEST naming the field (`requests[3].request.messages`),
 // NOT_FOUND / BATCH_NOT_FOUND, FAILED_PRECONDITION / LEDGER_DISABLED (no database to keep batches
 // in), FAILED_PRECONDITION / BATCH_FINISHED (cancelling a batch that has ended), UNAVAILABLE /
@@ -124,6 +127,9 @@ func (c *batchServiceClient) ListBatchResults(ctx context.Context, in *ListBatch
 //
 // A key sees and cancels the batches it created; an admin key sees every batch. With
 // authentication off, everyone is an admin.
+//
+// An item that a budget or the batches' share of its provider's rate limit (BATCH_RATE_LIMITED)
+// has no room for waits, its batch BATCH_STATUS_PAUSED meanwhile; it does not fail.
 //
 // Errors: INVALID_ARGUMENT / INVALID_REQUEST naming the field (`requests[3].request.messages`),
 // NOT_FOUND / BATCH_NOT_FOUND, FAILED_PRECONDITION / LEDGER_DISABLED (no database to keep batches
