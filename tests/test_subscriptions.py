@@ -6,6 +6,7 @@ summaries spread the fee over the period's calls."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -34,6 +35,7 @@ from tests.conftest import chat, gateway_process, openai_toml, running_gateway
 from tests.fakes.openai import FakeOpenAI
 from tests.ledger_traffic import own_channel
 from tests.ledgers import backend_url  # noqa: F401 (a fixture)
+from tests.postgres import PostgresCluster
 from tests.test_usage_service import llm_gateway_usage
 
 MILLION = Decimal(1_000_000)
@@ -387,3 +389,45 @@ included_tokens = 15
     ]
     assert (row[1], row[2], row[7]) == ("mock:echo", "3", "7.5")
     assert Decimal(row[6]) == spent
+
+
+async def test_with_the_database_down_calls_are_priced_here_and_counted_once_it_is_back(
+    log_lines: list[str],
+) -> None:
+    """PostgreSQL stopped mid-period: calls are served without waiting on it, priced from this
+    process's count and marked estimated; once it is back, the period holds every call's tokens."""
+    server = PostgresCluster()
+    try:
+        url = server.new_database()
+        toml = f"""
+[ledger]
+url = "{url}"
+write_timeout = 0.5
+
+[providers.mock.subscription]
+fee_usd = "10"
+included_tokens = 1000000
+"""
+        async with running_gateway(toml) as gw:
+            first = await gw.stub.Chat(chat("mock:echo", "before the outage"), timeout=10)
+            await asyncio.to_thread(server.stop)
+            during = [await gw.stub.Chat(chat("mock:echo", f"outage call {n}"), timeout=10) for n in range(5)]
+            await asyncio.to_thread(server.start)
+            await asyncio.sleep(1.1)  # past the one try a second while it was down
+            after = await gw.stub.Chat(chat("mock:echo", "after the outage"), timeout=10)
+            listed = await gw.stub.ListModels(catalog_pb2.ListModelsRequest(provider="mock"), timeout=10)
+    finally:
+        server.destroy()
+    assert not first.cost.estimated
+    assert all(reply.cost.estimated for reply in during)
+    events = [json.loads(line).get("event") for line in log_lines if "subscription_store" in line]
+    assert events == ["subscription_store_unreachable", "subscription_store_recovered"]  # once each
+    assert not after.cost.estimated
+    replies = [first, *during, after]
+    total = sum(r.usage.prompt_tokens + r.usage.completion_tokens for r in replies)
+    # The call after the outage was counted after the outage's calls, which reached the database first.
+    assert after.cost.subscription.tokens_before == total - (
+        after.usage.prompt_tokens + after.usage.completion_tokens
+    )
+    echo = next(m for m in listed.models if m.id == "mock:echo")
+    assert (echo.pricing.subscription.used_tokens, echo.pricing.subscription.calls) == (total, 7)

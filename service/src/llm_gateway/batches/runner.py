@@ -38,6 +38,7 @@ _log = logging.getLogger("llm_gateway.batches")
 # A budget's refusals: the batch waits for room instead of failing its items.
 _BUDGET_REASONS = frozenset({"BUDGET_EXHAUSTED", "KEY_QUOTA_EXCEEDED"})
 ZERO = Decimal(0)
+_SETTINGS_KEPT = 1024  # batches whose settings a process keeps at hand
 
 
 class BatchRunner:
@@ -180,6 +181,8 @@ class BatchRunner:
         paused and the item put back)."""
         batch = self._settings.get(claim.batch_id) or await self.store.get(claim.batch_id)
         if batch is not None:
+            if len(self._settings) >= _SETTINGS_KEPT:  # the oldest batch's go first
+                del self._settings[next(iter(self._settings))]
             self._settings[batch.id] = batch  # its caller, tags and key never change
         if batch is None:
             return Outcome(None, ItemError("NOT_FOUND", "BATCH_NOT_FOUND", "the batch is gone"), ZERO)

@@ -29,6 +29,7 @@ from llm_gateway.pricing.sheet import Cost
 from llm_gateway.pricing.subscription import OVERAGE_SOURCE, Plan, marginal_cost
 
 _log = logging.getLogger("llm_gateway.subscriptions")
+_RETRY = 1.0  # seconds between tries of a database that failed
 
 
 class PlanCounters(Protocol):
@@ -81,6 +82,7 @@ class SubscriptionMeter:
         # Tokens and calls charged while the database could not be reached, to add once it can.
         self._unsent: dict[tuple[str, str], list[int]] = {}
         self._down = False
+        self._retry_at = 0.0  # time.monotonic() when a database that failed is tried again
         self._background: set[asyncio.Task[None]] = set()
 
     def plan(self, provider: str) -> Plan | None:
@@ -97,6 +99,8 @@ class SubscriptionMeter:
         tokens = usage.total_tokens
         if self._counters is None:
             return self._counted_here(plan, period, key, spec, usage)
+        if self._down and time.monotonic() < self._retry_at:  # one try a second while it is down
+            return self._counted_here(plan, period, key, spec, usage, unsent=True)
         try:
             await self._send_unsent()
             after = await self._counters.add_plan_tokens(key[0], key[1], tokens, plan.fee)
@@ -125,8 +129,8 @@ class SubscriptionMeter:
 
     def estimate(self, spec: ModelSpec, usage: Usage, *, worst: bool = False) -> Cost:
         """What a call of `usage` would cost now, from the last known count (nothing is counted).
-        The worst case of a plan with a quota is the model's own price: calls in flight elsewhere
-        may use up the quota before this one ends."""
+        The worst case of a plan with a quota is the overage price of every token: calls in flight
+        elsewhere may use up the quota before this one ends."""
         plan = self.plans[spec.provider]
         period, key = self._period(plan)
         before = self._seen.get(key, (0, 0))[0]
@@ -213,6 +217,7 @@ class SubscriptionMeter:
                 raise
 
     def _went_down(self, exc: Exception) -> None:
+        self._retry_at = time.monotonic() + _RETRY
         if not self._down:
             self._down = True
             _log.warning(
