@@ -32,6 +32,7 @@ from tests.conftest import RunningGateway, chat, error_details, gateway_process,
 from tests.fakes.openai import FakeOpenAI, Reply
 from tests.ledger_traffic import own_channel
 from tests.ledgers import backend_url  # noqa: F401 (a fixture)
+from tests.postgres import PostgresCluster
 from tests.test_budgets_e2e import SECRET, Receiver
 
 ADMIN = (("authorization", "Bearer batch-admin-key-0123456789"),)
@@ -575,3 +576,34 @@ async def test_batches_keep_to_their_share_of_a_providers_limit(fake_openai: Fak
     # Its share, and what dripped back since (one every 2 s).
     assert 30 <= batch.counts.succeeded <= 34
     assert batch.counts.failed == 0
+
+
+async def test_a_database_that_cannot_be_reached_is_unavailable_and_an_unknown_batch_not_found() -> None:
+    server = PostgresCluster()
+    try:
+        toml = KEYS + f'\n[ledger]\nurl = "{server.new_database()}"\nwrite_timeout = 0.5\n'
+        async with running_gateway(toml) as gw, aiohttp.ClientSession(base_url=gw.http_url) as http:
+            batches = stub(gw)
+            created = await batches.CreateBatch(
+                batch_service_pb2.CreateBatchRequest(requests=[item("u")]), metadata=TEAM
+            )
+            headers = {"authorization": TEAM[0][1]}
+            async with http.get("/api/v1/batches/batch_000000000000000000000000", headers=headers) as missing:
+                assert missing.status == 404
+                assert (await missing.json())["error"]["code"] == "batch_not_found"
+            await asyncio.to_thread(server.stop)
+            with pytest.raises(grpc.aio.AioRpcError) as down:
+                await batches.GetBatch(batch_service_pb2.GetBatchRequest(id=created.id), metadata=TEAM)
+            details = error_details(down.value)
+            assert (details.code, details.info.reason) == (
+                grpc.StatusCode.UNAVAILABLE,
+                "BATCH_STORE_UNAVAILABLE",
+            )
+            async with http.get(f"/api/v1/batches/{created.id}", headers=headers) as refused:
+                assert refused.status == 503
+                assert (await refused.json())["error"]["code"] == "batch_store_unavailable"
+            await asyncio.to_thread(server.start)
+            batch = await finished(batches, created.id, within=30)
+        assert batch.counts.succeeded == 1
+    finally:
+        server.destroy()

@@ -181,6 +181,7 @@ async def test_reflection_v1alpha_and_v1(gateway: RunningGateway) -> None:
         "llmgateway.v1.GatewayService",
         "llmgateway.v1.UsageService",
         "llmgateway.v1.BudgetService",
+        "llmgateway.v1.BatchService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
         V1_SERVICE,

@@ -48,7 +48,8 @@ limit_usd = "1000"
         finally:
             await watcher.close()
     held = {row["application_name"]: row["n"] for row in rows}
-    assert set(held) == {"llm-gateway ledger", "llm-gateway budgets"}, held
+    # Each of the process's pools: the ledger's writer, the budgets', and the batch runner's.
+    assert set(held) == {"llm-gateway ledger", "llm-gateway budgets", "llm-gateway batches"}, held
     assert all(1 <= n <= 2 for n in held.values()), held
     assert kept == 200
 

@@ -181,6 +181,7 @@ async def test_grpcurl_session(gateway: RunningGateway) -> None:
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
+        "llmgateway.v1.BatchService",
         "llmgateway.v1.BudgetService",
         "llmgateway.v1.GatewayService",
         "llmgateway.v1.UsageService",
