@@ -5,7 +5,6 @@ the attempt that holds the item."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Sequence
 from decimal import Decimal
@@ -28,6 +27,7 @@ from llm_gateway.batches.model import (
 )
 from llm_gateway.batches.store import BatchFinishedError, completed_event, counted
 from llm_gateway.budgets.postgres_store import SCHEMA as BUDGET_SCHEMA
+from llm_gateway.ledger.pg_pool import LazyPool
 
 if TYPE_CHECKING:
     from llm_gateway.budgets.postgres import Db
@@ -84,25 +84,10 @@ _OUTBOX = (
 
 class PostgresBatchStore:
     def __init__(self, url: str, *, timeout: float, pool_size: int = 4) -> None:
-        self._url = url
-        self._timeout = timeout
-        self._pool_size = pool_size
-        self._pool: asyncpg.Pool | None = None
-        self._opening = asyncio.Lock()
+        self._pool = LazyPool(url, timeout=timeout, size=pool_size, name="llm-gateway batches")
 
     async def _connections(self) -> asyncpg.Pool:
-        async with self._opening:
-            if self._pool is None:
-                self._pool = await asyncpg.create_pool(
-                    self._url,
-                    min_size=1,
-                    max_size=self._pool_size,
-                    timeout=self._timeout,
-                    command_timeout=self._timeout,
-                    max_inactive_connection_lifetime=60,
-                    server_settings={"application_name": "llm-gateway batches"},
-                )
-            return self._pool
+        return await self._pool.get()
 
     async def migrate(self) -> None:
         pool = await self._connections()
@@ -317,9 +302,7 @@ class PostgresBatchStore:
             return await _view(connection, batch_id)
 
     async def close(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
+        await self._pool.close()
 
 
 async def _end_if_done(connection: Db, batch_id: str, now: float) -> None:

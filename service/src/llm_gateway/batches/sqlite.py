@@ -4,12 +4,9 @@ outcomes of every worker process sharing the file."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
-import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,8 +26,8 @@ from llm_gateway.batches.model import (
 )
 from llm_gateway.batches.store import BatchFinishedError, completed_event, counted
 from llm_gateway.budgets.sqlite_store import SCHEMA as BUDGET_SCHEMA
-from llm_gateway.budgets.sqlite_store import pause_after, pauses
 from llm_gateway.ledger.rows import EXACT
+from llm_gateway.ledger.sqlite_thread import SqliteThread
 
 T = TypeVar("T")
 
@@ -88,34 +85,21 @@ _OUTBOX = (
 class SqliteBatchStore:
     def __init__(self, path: Path, *, busy_timeout: float) -> None:
         self._path = path
-        self._busy_timeout = busy_timeout
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batches")
-        self._connection: sqlite3.Connection | None = None
+        self._worker = SqliteThread(self._connect, busy_timeout=busy_timeout, name="batches")
 
     def _connect(self) -> sqlite3.Connection:
-        if self._connection is None:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(self._path, timeout=0, isolation_level=None, check_same_thread=False)
-            try:
-                connection.execute("PRAGMA journal_mode = WAL")
-                connection.execute("PRAGMA synchronous = NORMAL")
-            except sqlite3.Error:
-                connection.close()
-                raise
-            self._connection = connection
-        return self._connection
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self._path, timeout=0, isolation_level=None, check_same_thread=False)
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error:
+            connection.close()
+            raise
+        return connection
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, self._patiently, work)
-
-    def _patiently(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        waits = pauses(self._busy_timeout)
-        while True:
-            try:
-                return work(self._connect())
-            except sqlite3.OperationalError as exc:
-                pause = pause_after(exc, waits)
-            time.sleep(pause)
+        return await self._worker.run(work)
 
     async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """`work` in one write transaction."""
@@ -345,10 +329,7 @@ class SqliteBatchStore:
         return await self._write(run)
 
     async def close(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            await asyncio.get_running_loop().run_in_executor(self._thread, connection.close)
-        self._thread.shutdown(wait=False)
+        await self._worker.close()
 
 
 def _end_if_done(connection: sqlite3.Connection, batch_id: str, now: float) -> None:

@@ -6,7 +6,6 @@ alert raised, an outbox item sent) is decided by the database: a unique key, a r
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Sequence
 from datetime import datetime
@@ -22,6 +21,7 @@ from llm_gateway.budgets.periods import Period
 from llm_gateway.budgets.scope import Scope, ScopeKind, parse_scope
 from llm_gateway.budgets.store import BudgetExistsError, PlanPeriod, RaiseAlerts, Rebuilt, StoredAlert
 from llm_gateway.budgets.webhooks import OutboxItem
+from llm_gateway.ledger.pg_pool import LazyPool
 from llm_gateway.ledger.sql import TABLE
 
 if TYPE_CHECKING:
@@ -82,28 +82,10 @@ _QUEUE = (
 
 class PostgresBudgetStore:
     def __init__(self, url: str, *, timeout: float, pool_size: int = 4) -> None:
-        self._url = url
-        self._timeout = timeout
-        self._pool_size = pool_size
-        self._pool: asyncpg.Pool | None = None
-        self._opening = asyncio.Lock()
+        self._pool = LazyPool(url, timeout=timeout, size=pool_size, name="llm-gateway budgets")
 
     async def _connections(self) -> asyncpg.Pool:
-        async with self._opening:
-            if self._pool is None:
-                # Opened on first use, so a database that is down at start is retried by the
-                # next call; small, because every worker process of every replica has one.
-                # `command_timeout` bounds a wait on a budget's row lock as well as a slow query.
-                self._pool = await asyncpg.create_pool(
-                    self._url,
-                    min_size=1,
-                    max_size=self._pool_size,
-                    timeout=self._timeout,
-                    command_timeout=self._timeout,
-                    max_inactive_connection_lifetime=60,
-                    server_settings={"application_name": "llm-gateway budgets"},
-                )
-            return self._pool
+        return await self._pool.get()
 
     async def migrate(self) -> None:
         pool = await self._connections()
@@ -325,12 +307,7 @@ class PostgresBudgetStore:
             )
 
     async def close(self) -> None:
-        if self._pool is not None:
-            try:
-                await asyncio.wait_for(self._pool.close(), self._timeout)
-            except TimeoutError:
-                self._pool.terminate()
-            self._pool = None
+        await self._pool.close()
 
 
 def _id(item: OutboxItem) -> int:

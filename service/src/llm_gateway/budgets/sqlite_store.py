@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -26,12 +24,10 @@ from llm_gateway.budgets.store import BudgetExistsError, PlanPeriod, RaiseAlerts
 from llm_gateway.budgets.webhooks import OutboxItem
 from llm_gateway.ledger.rows import EXACT, micros
 from llm_gateway.ledger.sql import TABLE
+from llm_gateway.ledger.sqlite_thread import SqliteThread, pause_after, pauses
 
 T = TypeVar("T")
 
-# Waits between tries for the write lock: from 100 µs, doubling up to 5 ms.
-_FIRST_PAUSE, _MAX_PAUSE = 0.0001, 0.005
-_BUSY = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 
 SCHEMA = (
     *counters.SCHEMA,
@@ -85,15 +81,11 @@ class SqliteBudgetStore:
     def __init__(self, path: Path, *, busy_timeout: float) -> None:
         self._path = path
         self._busy_timeout = busy_timeout
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="budgets")
-        self._connection: sqlite3.Connection | None = None  # the thread's
+        self._worker = SqliteThread(
+            lambda: self._open(checkpoints=True), busy_timeout=busy_timeout, name="budgets"
+        )
         self._quick: sqlite3.Connection | None = None  # the event loop's, for reservations
         self._migrated = False
-
-    def _connect(self) -> sqlite3.Connection:
-        if self._connection is None:
-            self._connection = self._open(checkpoints=True)
-        return self._connection
 
     def _open(self, *, checkpoints: bool) -> sqlite3.Connection:
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,20 +104,8 @@ class SqliteBudgetStore:
         return connection
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, self._patiently, work)
-
-    def _patiently(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """`work` in its own transaction, retried while another process holds the write lock, for up
-        to the busy timeout. SQLite's own busy handler sleeps a whole millisecond and more between
-        tries, which two workers reserving for every call run into all the time; a transaction here
-        lasts about 0.1 ms, so the first tries come much sooner."""
-        waits = pauses(self._busy_timeout)
-        while True:
-            try:
-                return work(self._connect())
-            except sqlite3.OperationalError as exc:
-                pause = pause_after(exc, waits)
-            time.sleep(pause)
+        """`work` in its own transaction on the store's thread (`SqliteThread`)."""
+        return await self._worker.run(work)
 
     async def migrate(self) -> None:
         def run(connection: sqlite3.Connection) -> None:
@@ -365,33 +345,7 @@ class SqliteBudgetStore:
         if self._quick is not None:
             self._quick.close()
             self._quick = None
-
-        def run() -> None:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
-
-        if self._connection is not None:
-            await asyncio.get_running_loop().run_in_executor(self._thread, run)
-        self._thread.shutdown(wait=False)
-
-
-def pauses(timeout: float) -> Iterator[float]:
-    """The waits between tries for the write lock, doubling, until `timeout` has passed."""
-    deadline = time.monotonic() + timeout
-    pause = _FIRST_PAUSE
-    while time.monotonic() + pause <= deadline:
-        yield pause
-        pause = min(pause * 2, _MAX_PAUSE)
-
-
-def pause_after(error: sqlite3.OperationalError, pauses: Iterator[float]) -> float:
-    """How long to wait before trying again after `error`; re-raises it unless another writer
-    holds the lock and the busy timeout has time left."""
-    pause = next(pauses, None) if error.sqlite_errorcode & 0xFF in _BUSY else None
-    if pause is None:
-        raise error
-    return pause
+        await self._worker.close()
 
 
 def _id(item: OutboxItem) -> int:
