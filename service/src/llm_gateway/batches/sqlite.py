@@ -27,7 +27,7 @@ from llm_gateway.batches.model import (
 from llm_gateway.batches.store import BatchFinishedError, completed_event, counted
 from llm_gateway.budgets.sqlite_store import SCHEMA as BUDGET_SCHEMA
 from llm_gateway.ledger.rows import EXACT
-from llm_gateway.ledger.sqlite_thread import SqliteThread
+from llm_gateway.ledger.sqlite_thread import SqliteThread, connect
 
 T = TypeVar("T")
 
@@ -84,19 +84,7 @@ _OUTBOX = (
 
 class SqliteBatchStore:
     def __init__(self, path: Path, *, busy_timeout: float) -> None:
-        self._path = path
-        self._worker = SqliteThread(self._connect, busy_timeout=busy_timeout, name="batches")
-
-    def _connect(self) -> sqlite3.Connection:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self._path, timeout=0, isolation_level=None, check_same_thread=False)
-        try:
-            connection.execute("PRAGMA journal_mode = WAL")
-            connection.execute("PRAGMA synchronous = NORMAL")
-        except sqlite3.Error:
-            connection.close()
-            raise
-        return connection
+        self._worker = SqliteThread(lambda: connect(path), busy_timeout=busy_timeout, name="batches")
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         return await self._worker.run(work)

@@ -24,7 +24,7 @@ from llm_gateway.budgets.store import BudgetExistsError, PlanPeriod, RaiseAlerts
 from llm_gateway.budgets.webhooks import OutboxItem
 from llm_gateway.ledger.rows import EXACT, micros
 from llm_gateway.ledger.sql import TABLE
-from llm_gateway.ledger.sqlite_thread import SqliteThread, pause_after, pauses
+from llm_gateway.ledger.sqlite_thread import SqliteThread, connect, pause_after, pauses
 
 T = TypeVar("T")
 
@@ -81,27 +81,9 @@ class SqliteBudgetStore:
     def __init__(self, path: Path, *, busy_timeout: float) -> None:
         self._path = path
         self._busy_timeout = busy_timeout
-        self._worker = SqliteThread(
-            lambda: self._open(checkpoints=True), busy_timeout=busy_timeout, name="budgets"
-        )
+        self._worker = SqliteThread(lambda: connect(path), busy_timeout=busy_timeout, name="budgets")
         self._quick: sqlite3.Connection | None = None  # the event loop's, for reservations
         self._migrated = False
-
-    def _open(self, *, checkpoints: bool) -> sqlite3.Connection:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self._path, timeout=0, isolation_level=None, check_same_thread=False)
-        try:
-            if connection.execute("PRAGMA page_count").fetchone()[0] == 0:
-                # As the ledger sets a new file up, whichever of the two opens it first.
-                connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
-            connection.execute("PRAGMA journal_mode = WAL")
-            connection.execute("PRAGMA synchronous = NORMAL")
-            if not checkpoints:  # a checkpoint writes and syncs the database file: not on the loop
-                connection.execute("PRAGMA wal_autocheckpoint = 0")
-        except sqlite3.Error:
-            connection.close()
-            raise
-        return connection
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """`work` in its own transaction on the store's thread (`SqliteThread`)."""
@@ -167,7 +149,7 @@ class SqliteBudgetStore:
         if self._quick is None:
             if not self._migrated:
                 return await self._run(work)
-            self._quick = self._open(checkpoints=False)
+            self._quick = connect(self._path, checkpoints=False)
         waits = pauses(self._busy_timeout)
         while True:
             try:

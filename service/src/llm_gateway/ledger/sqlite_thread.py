@@ -14,6 +14,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -53,6 +54,26 @@ class SqliteThread:
         if self._connection is not None:
             await asyncio.get_running_loop().run_in_executor(self._thread, run)
         self._thread.shutdown(wait=False)
+
+
+def connect(path: Path, *, checkpoints: bool = True) -> sqlite3.Connection:
+    """A connection to the ledger's file as its stores share it: WAL, `synchronous=NORMAL` (a commit
+    survives a crash of the process), autocommit unless a transaction is begun. Without
+    `checkpoints`, it never writes the database file itself (for connections on the event loop)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
+    try:
+        if connection.execute("PRAGMA page_count").fetchone()[0] == 0:
+            # As the ledger sets a new file up, whichever store opens it first.
+            connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute("PRAGMA synchronous = NORMAL")
+        if not checkpoints:  # a checkpoint writes and syncs the database file: not on the loop
+            connection.execute("PRAGMA wal_autocheckpoint = 0")
+    except sqlite3.Error:
+        connection.close()
+        raise
+    return connection
 
 
 def pauses(timeout: float) -> Iterator[float]:
