@@ -198,16 +198,19 @@ async def stuck_test_watchdog(request: pytest.FixtureRequest) -> AsyncIterator[N
 
 
 def _stuck(node: pytest.Item) -> None:
-    print(f"\n{node.nodeid} has run for {STUCK_AFTER:.0f} s; its tasks:", file=sys.stderr)
+    # To the process's own stderr: pytest captures the test's, and shows it only for a failure,
+    # which a test stuck in a fixture's teardown never becomes.
+    out = sys.__stderr__ or sys.stderr
+    print(f"\n{node.nodeid} has run for {STUCK_AFTER:.0f} s; its tasks:", file=out)
     name = getattr(node, "originalname", node.name)
     tasks = asyncio.all_tasks()
     for task in tasks:
         try:
-            task.print_stack(limit=30, file=sys.stderr)
+            task.print_stack(limit=30, file=out)
         except Exception as error:  # a frame without a line number (3.11) must not stop the dump
             frames = [f"{f.f_code.co_filename}:{f.f_code.co_name}" for f in task.get_stack(limit=30)]
-            print(f"{task!r}: {frames} ({error!r})", file=sys.stderr)
-    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+            print(f"{task!r}: {frames} ({error!r})", file=out)
+    faulthandler.dump_traceback(file=out, all_threads=True)
     for task in tasks:
         code = getattr(task.get_coro(), "cr_code", None)
         if code is not None and code.co_name == name:

@@ -21,6 +21,7 @@ from llm_gateway.config.schema import FleetConfig
 from llm_gateway.ledger.url import redacted
 
 _log = logging.getLogger("llm_gateway.fleet")
+_CLOSE_WITHIN = 2.0  # seconds a process's shutdown waits for its Redis connections to close
 # How often a process reads the state it watches (`RedisState.watch`), in seconds.
 POLL = 0.25
 T = TypeVar("T")
@@ -189,5 +190,11 @@ class RedisState:
         await background.stop(poller)
         if self._writes:
             await asyncio.wait(self._writes, timeout=self._timeout)
-        # The client was given its pool, so closing it leaves the pool's connections open.
-        await self.client.aclose(close_connection_pool=True)
+        # The client was given its pool, so closing it alone would leave the pool's connections
+        # open. A Redis that is down or hung must not hold a shutdown up: the close is bounded,
+        # and what it leaves is dropped with the process.
+        try:
+            async with asyncio.timeout(_CLOSE_WITHIN):
+                await self.client.aclose(close_connection_pool=True)
+        except (TimeoutError, RedisError, OSError) as exc:
+            _log.warning({"event": "fleet_store_close_incomplete", "error": type(exc).__name__})
