@@ -9,6 +9,10 @@ object, or (when the body has `"stream": true`) the full event sequence Anthropi
 Each SSE event is written as Anthropic writes it: `event: <name>\\ndata: <compact json>\\n\\n`, the
 JSON carrying a `type` equal to the event name. Builders return plain dicts of Anthropic's exact
 shapes (checked against the official SDK's pydantic types in tests/test_fake_anthropic.py).
+
+It also speaks the Message Batches API, in memory: a batch stays in progress for one retrieve and
+ends at the next, answering every request as /v1/messages would answer it live (scripted replies,
+or the echo); its results are JSONL at its results_url; it can be canceled or made to expire.
 """
 
 from __future__ import annotations
@@ -16,8 +20,12 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import re
+import secrets
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -321,12 +329,63 @@ def _frame(event: ScriptedEvent) -> bytes:
     return f"event: {name}\ndata: {payload}\n\n".encode()
 
 
+# --- Message Batches ----------------------------------------------------------------------------
+
+CUSTOM_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+DAY = 24 * 3600
+
+
+def rfc3339(seconds: float) -> str:
+    """A time as Anthropic writes it: RFC 3339 in UTC, to the microsecond."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def batch_counts(processing: int = 0) -> dict[str, int]:
+    return {"processing": processing, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
+
+
+def invalid_batch(requests: object) -> str | None:
+    """Why Anthropic would refuse to create a batch of `requests`, or None."""
+    if not isinstance(requests, list) or not requests:
+        return "requests: a batch has at least one request"
+    seen: set[str] = set()
+    for i, request in enumerate(requests):
+        custom_id = request.get("custom_id") if isinstance(request, dict) else None
+        if not isinstance(custom_id, str) or not CUSTOM_ID.fullmatch(custom_id):
+            return f"requests.{i}.custom_id: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'"
+        if custom_id in seen:
+            return f"requests.{i}.custom_id: custom_id {custom_id!r} is not unique in the batch"
+        seen.add(custom_id)
+        if not isinstance(request.get("params"), dict):
+            return f"requests.{i}.params: Field required"
+    return None
+
+
+def not_run(requests: Sequence[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    """The results of requests a batch never ran: "canceled" or "expired"."""
+    return [{"custom_id": r["custom_id"], "result": {"type": kind}} for r in requests]
+
+
+@dataclass
+class StoredMessageBatch:
+    batch: dict[str, Any]  # the MessageBatch, as retrieving it returns it
+    requests: list[dict[str, Any]]  # as created: custom_id and params
+    results: list[dict[str, Any]] = field(default_factory=list)  # its results file's lines, once ended
+    retrieves: int = 0
+    expire: bool = False  # its next step ends it with its requests expired
+
+
 # --- Server -------------------------------------------------------------------------------------
 
 
 class FakeAnthropic(FakeServer[Reply]):
     def __init__(self) -> None:
         super().__init__(["/v1/messages"])
+        self.batches: dict[str, StoredMessageBatch] = {}
+        # A batch request's reply by its custom_id, used once, before the script (requests of a
+        # batch a gateway wrote may come in any order).
+        self.batch_replies: dict[str, Reply] = {}
+        self.hold_batches = False  # while True, retrieving a batch does not move it on
 
     @property
     def base_url(self) -> str:
@@ -363,3 +422,127 @@ class FakeAnthropic(FakeServer[Reply]):
         if body.get("stream"):
             return Reply(events=text_events(words(text), use))
         return Reply(json_body=message([text_block(text)], usage_=use))
+
+    # --- Message Batches ------------------------------------------------------------------------
+
+    def expire_batch(self, batch_id: str) -> None:
+        """The batch's next step ends it, its requests expired."""
+        self.batches[batch_id].expire = True
+
+    def _extra_routes(self, app: web.Application) -> None:
+        app.router.add_post("/v1/messages/batches", self._create_batch)
+        app.router.add_get("/v1/messages/batches/{batch_id}", self._retrieve_batch)
+        app.router.add_get("/v1/messages/batches/{batch_id}/results", self._batch_results)
+        app.router.add_post("/v1/messages/batches/{batch_id}/cancel", self._cancel_batch)
+
+    async def _create_batch(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self._record(request, body)
+        problem = invalid_batch(body.get("requests"))
+        if problem is not None:
+            return self._error("invalid_request_error", problem)
+        now = time.time()
+        batch: dict[str, Any] = {
+            "id": f"msgbatch_01{secrets.token_hex(11)}",
+            "type": "message_batch",
+            "processing_status": "in_progress",
+            "request_counts": batch_counts(len(body["requests"])),
+            "ended_at": None,
+            "created_at": rfc3339(now),
+            "expires_at": rfc3339(now + DAY),
+            "archived_at": None,
+            "cancel_initiated_at": None,
+            "results_url": None,
+        }
+        self.batches[batch["id"]] = StoredMessageBatch(batch, body["requests"])
+        return self._json(batch)
+
+    async def _retrieve_batch(self, request: web.Request) -> web.Response:
+        self._record(request, {})
+        stored = self.batches.get(request.match_info["batch_id"])
+        if stored is None:
+            return self._not_found(request.match_info["batch_id"])
+        if not self.hold_batches:
+            self._step(stored)
+        return self._json(stored.batch)
+
+    async def _batch_results(self, request: web.Request) -> web.Response:
+        self._record(request, {})
+        stored = self.batches.get(request.match_info["batch_id"])
+        if stored is None:
+            return self._not_found(request.match_info["batch_id"])
+        if stored.batch["processing_status"] != "ended":
+            return self._error("invalid_request_error", "The batch has not ended: it has no results yet.")
+        content = "".join(_dumps(line) + "\n" for line in stored.results)
+        return web.Response(
+            body=content.encode(), content_type="application/binary", headers={"request-id": REQUEST_ID}
+        )
+
+    async def _cancel_batch(self, request: web.Request) -> web.Response:
+        self._record(request, {})
+        stored = self.batches.get(request.match_info["batch_id"])
+        if stored is None:
+            return self._not_found(request.match_info["batch_id"])
+        batch = stored.batch
+        if batch["processing_status"] == "in_progress":
+            batch.update(processing_status="canceling", cancel_initiated_at=rfc3339(time.time()))
+        elif batch["processing_status"] == "ended" and batch["cancel_initiated_at"] is None:
+            return self._error("invalid_request_error", "The batch has ended: it cannot be canceled.")
+        return self._json(batch)
+
+    def _step(self, stored: StoredMessageBatch) -> None:
+        """Moves a batch on, as Anthropic's moves between two looks at it: one look in progress,
+        ended at the next."""
+        status = stored.batch["processing_status"]
+        stored.retrieves += 1
+        if status == "canceling":
+            self._end(stored, not_run(stored.requests, "canceled"))
+        elif stored.expire and status == "in_progress":
+            self._end(stored, not_run(stored.requests, "expired"))
+        elif status == "in_progress" and stored.retrieves > 1:
+            self._end(stored, [self._answer(r) for r in stored.requests])
+
+    def _answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A request's result, answered as /v1/messages answers its params live (whole: a batch
+        does not stream)."""
+        params = {k: v for k, v in request["params"].items() if k != "stream"}
+        reply = self.batch_replies.pop(request["custom_id"], None) or self._next_reply(params)
+        if reply.json_body is None:
+            raise ValueError(f"a batch request is answered with a JSON body, not {reply}")
+        if reply.status < 400:
+            return {
+                "custom_id": request["custom_id"],
+                "result": {"type": "succeeded", "message": reply.json_body},
+            }
+        error = reply.json_body.get("error") if isinstance(reply.json_body, dict) else None
+        if not isinstance(error, dict):
+            error = {"type": "api_error", "message": str(reply.json_body)}
+        errored = {"type": "errored", "error": {"type": "error", "error": error}}
+        return {"custom_id": request["custom_id"], "result": errored}
+
+    def _end(self, stored: StoredMessageBatch, results: list[dict[str, Any]]) -> None:
+        stored.results = results
+        counts = batch_counts()
+        for line in results:
+            counts[line["result"]["type"]] += 1
+        batch_id = stored.batch["id"]
+        stored.batch.update(
+            processing_status="ended",
+            request_counts=counts,
+            ended_at=rfc3339(time.time()),
+            results_url=f"{self.base_url}/v1/messages/batches/{batch_id}/results",
+        )
+
+    def _json(self, body: dict[str, Any]) -> web.Response:
+        return web.json_response(body, headers={"request-id": REQUEST_ID}, dumps=_dumps)
+
+    def _error(self, kind: str, message: str) -> web.Response:
+        return web.json_response(
+            error_body(kind, message),
+            status=ERROR_STATUS[kind],
+            headers={"request-id": REQUEST_ID},
+            dumps=_dumps,
+        )
+
+    def _not_found(self, batch_id: str) -> web.Response:
+        return self._error("not_found_error", f"No message batch with id {batch_id!r}.")

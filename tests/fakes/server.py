@@ -48,10 +48,14 @@ class FakeServer(Generic[ReplyT]):
         app = web.Application()
         for route in self._routes:
             app.router.add_post(route, self._handle)
+        self._extra_routes(app)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
         self.port = self._runner.addresses[0][1]
+
+    def _extra_routes(self, app: web.Application) -> None:
+        """Where a fake adds routes of its own (any method, its own handlers) beside the scripted ones."""
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -66,16 +70,23 @@ class FakeServer(Generic[ReplyT]):
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        self.requests.append(Recorded(request.method, request.path, headers, body, dict(request.query)))
-        self._arrived.set()
-        reply = self._script.popleft() if self._script else self._echo(body)
+        self._record(request, body)
+        reply = self._next_reply(body)
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
             return await self._reply(request, reply)
         finally:
             self.in_flight -= 1
+
+    def _record(self, request: web.Request, body: dict[str, Any]) -> None:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        self.requests.append(Recorded(request.method, request.path, headers, body, dict(request.query)))
+        self._arrived.set()
+
+    def _next_reply(self, body: dict[str, Any]) -> ReplyT:
+        """The next scripted reply, or the echo of `body` when none is left."""
+        return self._script.popleft() if self._script else self._echo(body)
 
     def _echo(self, body: dict[str, Any]) -> ReplyT:
         raise NotImplementedError
