@@ -607,3 +607,28 @@ async def test_a_database_that_cannot_be_reached_is_unavailable_and_an_unknown_b
         assert batch.counts.succeeded == 1
     finally:
         server.destroy()
+
+
+async def test_an_item_the_gateway_itself_keeps_failing_on_ends_failed_after_three_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fault of the gateway's own (not an upstream's) leaves the item to its lease, so another
+    start may succeed; one that recurs on every start fails the item rather than running it forever."""
+    async with running_gateway(KEYS + "\n[batches]\nlease = 1.0\npoll_interval = 0.05\n") as gw:
+        starts = []
+
+        async def broken(*args: object, **kwargs: object) -> None:
+            starts.append(args)
+            raise RuntimeError("a fault of the gateway's own")
+
+        monkeypatch.setattr(gw.server.runtime.gateway, "chat", broken)
+        batches = stub(gw)
+        created = await batches.CreateBatch(
+            batch_service_pb2.CreateBatchRequest(requests=[item("z")]), metadata=TEAM
+        )
+        batch = await finished(batches, created.id, within=30)
+        (result,) = await every_result(batches, created.id, page_size=10)
+    assert batch.status == batches_pb2.BATCH_STATUS_COMPLETED
+    assert (batch.counts.failed, len(starts), result.attempts) == (1, 3, 3)
+    assert (result.error.code, result.error.reason) == ("INTERNAL", "INTERNAL")
+    assert created.id in result.error.message

@@ -39,6 +39,7 @@ _log = logging.getLogger("llm_gateway.batches")
 _BUDGET_REASONS = frozenset({"BUDGET_EXHAUSTED", "KEY_QUOTA_EXCEEDED"})
 ZERO = Decimal(0)
 _SETTINGS_KEPT = 1024  # batches whose settings a process keeps at hand
+_MOST_ATTEMPTS = 3  # starts of an item the gateway itself fails on before it is failed for good
 
 
 class BatchRunner:
@@ -148,7 +149,19 @@ class BatchRunner:
 
     async def _run(self, claim: Claim) -> None:
         try:
-            outcome = await self._call(claim)
+            try:
+                outcome = await self._call(claim)
+            except Exception as exc:  # the store down mid-call, or a fault of the gateway's own
+                _log.exception(
+                    {"event": "batch_item_not_run", "batch_id": claim.batch_id, "error": type(exc).__name__}
+                )
+                if claim.attempt < _MOST_ATTEMPTS:
+                    return  # the item runs again once its lease runs out
+                # A fault that recurs on every attempt ends the item instead of running it forever.
+                internal = ItemError(
+                    "INTERNAL", "INTERNAL", f"internal error; quote batch id {claim.batch_id}"
+                )
+                outcome = Outcome(None, internal, ZERO)
             if outcome is None:
                 return
             for _ in range(10):  # the outcome is kept whatever happens to the database meanwhile
@@ -179,11 +192,13 @@ class BatchRunner:
     async def _call(self, claim: Claim) -> Outcome | None:
         """The item's call through the gateway; None when a budget refused it (the batch is
         paused and the item put back)."""
-        batch = self._settings.get(claim.batch_id) or await self.store.get(claim.batch_id)
-        if batch is not None:
-            if len(self._settings) >= _SETTINGS_KEPT:  # the oldest batch's go first
-                del self._settings[next(iter(self._settings))]
-            self._settings[batch.id] = batch  # its caller, tags and key never change
+        batch = self._settings.get(claim.batch_id)
+        if batch is None:
+            batch = await self.store.get(claim.batch_id)
+            if batch is not None:  # its caller, tags and key never change
+                if len(self._settings) >= _SETTINGS_KEPT:  # the oldest batch's go first
+                    del self._settings[next(iter(self._settings))]
+                self._settings[batch.id] = batch
         if batch is None:
             return Outcome(None, ItemError("NOT_FOUND", "BATCH_NOT_FOUND", "the batch is gone"), ZERO)
         scope = CallScope(
