@@ -537,6 +537,9 @@ async def test_the_http_door_takes_a_batch_in_the_seed_documents_shape(gw: Runni
             error = (await refused.json())["error"]
         for named in ("requests[0].stream", "requests[0].messages", "max_concurrent_requests"):
             assert named in error["message"]
+        async with http.post("/api/v1/batches", json={"requests": "all of them"}) as not_a_list:
+            assert not_a_list.status == 400
+            assert (await not_a_list.json())["error"]["param"] == "requests"
     async with (
         aiohttp.ClientSession(base_url=gw.http_url) as anonymous,
         anonymous.get("/api/v1/batches") as denied,

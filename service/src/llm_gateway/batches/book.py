@@ -57,10 +57,11 @@ class BatchBook:
         self._runner = runner  # None: the gateway keeps no ledger, so no batches
         self._webhooks = frozenset(webhooks)  # those that take "batch_completed" events
 
-    def violations(self, order: BatchOrder, count: int) -> list[FieldViolation]:
-        """The settings' problems, for a batch of `count` items."""
+    def violations(self, order: BatchOrder, count: int | None) -> list[FieldViolation]:
+        """The settings' problems, for a batch the caller gave `count` items (None: what it gave
+        is not a list, which the door has said)."""
         found = []
-        if not 1 <= count <= MAX_ITEMS:
+        if count is not None and not 1 <= count <= MAX_ITEMS:
             found.append(FieldViolation("requests", f"must hold 1 to {MAX_ITEMS:,} items"))
         if not 0 <= order.max_concurrent <= MAX_CONCURRENT:
             found.append(FieldViolation("max_concurrent_requests", f"must be 0 to {MAX_CONCURRENT}"))
@@ -76,10 +77,16 @@ class BatchBook:
         return found
 
     async def create(
-        self, principal: Principal, order: BatchOrder, item_violations: list[FieldViolation]
+        self,
+        principal: Principal,
+        order: BatchOrder,
+        given: int | None,
+        item_violations: list[FieldViolation],
     ) -> BatchView:
+        """Keeps a new batch of the `given` items the caller sent (`order.items`, those decoded),
+        or refuses it with every problem its door and its settings have."""
         runner = self._enabled()
-        violations = [*self.violations(order, len(order.items) + len(item_violations)), *item_violations]
+        violations = [*self.violations(order, given), *item_violations]
         if violations:
             raise invalid_request(violations[:MAX_VIOLATIONS])
         batch = NewBatch(

@@ -58,7 +58,7 @@ class BatchServicer(batch_service_pb2_grpc.BatchServiceServicer):
                 caller=caller,
                 tags=dict(request.tags),
             )
-            return _batch(await self._book.create(_principal(), order, violations))
+            return _batch(await self._book.create(_principal(), order, len(request.requests), violations))
 
     async def GetBatch(  # noqa: N802
         self, request: batch_service_pb2.GetBatchRequest, context: Context

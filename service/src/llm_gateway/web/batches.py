@@ -72,7 +72,8 @@ class BatchRoutes:
             raise invalid_field("", "the body is not JSON") from None
         if not isinstance(body, dict):
             raise invalid_field("", "the body must be a JSON object")
-        items, violations = self._items(body.get("requests"))
+        given = body.get("requests")
+        items, violations = self._items(given)
         order = BatchOrder(
             items=tuple(items),
             max_concurrent=_integer(body, "max_concurrent_requests", violations),
@@ -81,7 +82,8 @@ class BatchRoutes:
             caller=_caller(body.get("metadata"), violations),
             tags=_tags(body.get("tags"), violations),
         )
-        return _batch(await self._book.create(principal, order, violations))
+        count = len(given) if isinstance(given, list) else None
+        return _batch(await self._book.create(principal, order, count, violations))
 
     async def listing(self, request: web.Request, principal: Principal) -> dict[str, Any]:
         size = _query_size(request)
