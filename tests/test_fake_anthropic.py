@@ -5,12 +5,10 @@ field the SDK does not know, no value it would have to coerce)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import aiohttp
 import anthropic
 import httpx2
-import pydantic
 import pytest
 from anthropic.types import (
     ErrorResponse,
@@ -51,6 +49,7 @@ from tests.fakes.anthropic import (
     tool_use_events,
     usage,
 )
+from tests.sdk_shapes import strictly
 
 # A current model id: the SDK warns about deprecated ones (claude-sonnet-4-5 among them).
 REQUEST_MODEL = "claude-sonnet-4-6"
@@ -76,25 +75,6 @@ async def read_stream(client: anthropic.AsyncAnthropic, seen: list[str]) -> None
     async with client.messages.stream(model=REQUEST_MODEL, max_tokens=64, messages=USER) as stream:
         async for event in stream:
             seen.append(event.type)
-
-
-def assert_known_fields(value: object, where: str = "$") -> None:
-    """Every key the fake sent is a field the SDK's types declare (its models allow extras)."""
-    if isinstance(value, pydantic.BaseModel):
-        assert not value.model_extra, f"{where}: fields unknown to the SDK: {value.model_extra}"
-        for name in type(value).model_fields:
-            assert_known_fields(getattr(value, name), f"{where}.{name}")
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            assert_known_fields(item, f"{where}[{i}]")
-
-
-def strictly(type_: Any, data: dict[str, Any]) -> Any:
-    """`data` validated by the SDK's pydantic type, with no unknown field and no coerced value."""
-    parsed = pydantic.TypeAdapter(type_).validate_python(data)
-    assert_known_fields(parsed)
-    assert parsed.model_dump(mode="json", exclude_unset=True) == data
-    return parsed
 
 
 # --- Shapes, validated by the SDK's types -------------------------------------------------------

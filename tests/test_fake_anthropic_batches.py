@@ -6,15 +6,14 @@ value it would have to coerce)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import anthropic
-import pydantic
 import pytest
 from anthropic.types.messages import MessageBatch, MessageBatchIndividualResponse
 from anthropic.types.messages.batch_create_params import Request
 
 from tests.fakes.anthropic import FakeAnthropic, Reply, error_reply, message, text_block, usage
+from tests.sdk_shapes import strictly
 
 # A current model id: the SDK warns about deprecated ones.
 REQUEST_MODEL = "claude-sonnet-4-6"
@@ -28,25 +27,6 @@ async def client(fake_anthropic: FakeAnthropic) -> AsyncIterator[anthropic.Async
         yield sdk
     finally:
         await sdk.close()
-
-
-def assert_known_fields(value: object, where: str = "$") -> None:
-    """Every key the fake sent is a field the SDK's types declare (its models allow extras)."""
-    if isinstance(value, pydantic.BaseModel):
-        assert not value.model_extra, f"{where}: fields unknown to the SDK: {value.model_extra}"
-        for name in type(value).model_fields:
-            assert_known_fields(getattr(value, name), f"{where}.{name}")
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            assert_known_fields(item, f"{where}[{i}]")
-
-
-def strictly(type_: Any, data: dict[str, Any]) -> Any:
-    """`data` validated by the SDK's pydantic type, with no unknown field and no coerced value."""
-    parsed = pydantic.TypeAdapter(type_).validate_python(data)
-    assert_known_fields(parsed)
-    assert parsed.model_dump(mode="json", exclude_unset=True) == data
-    return parsed
 
 
 def request(custom_id: str, text: str) -> Request:

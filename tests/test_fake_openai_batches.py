@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator
 from typing import Any, Final
 
 import openai
-import pydantic
 import pytest
 from openai.types import Batch, FileObject
 from openai.types.chat import ChatCompletion
 
 from tests.fakes.openai import FakeOpenAI, Reply, error_body
+from tests.sdk_shapes import strictly
 
 MODEL = "gpt-4o-mini"
 TEXTS = {"a": "Hello there, batch", "b": "Second request in the batch", "c": "Third"}
@@ -29,25 +29,6 @@ async def client(fake_openai: FakeOpenAI) -> AsyncIterator[openai.AsyncOpenAI]:
         yield sdk
     finally:
         await sdk.close()
-
-
-def assert_known_fields(value: object, where: str = "$") -> None:
-    """Every key the fake sent is a field the SDK's types declare (its models allow extras)."""
-    if isinstance(value, pydantic.BaseModel):
-        assert not value.model_extra, f"{where}: fields unknown to the SDK: {value.model_extra}"
-        for name in type(value).model_fields:
-            assert_known_fields(getattr(value, name), f"{where}.{name}")
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            assert_known_fields(item, f"{where}[{i}]")
-
-
-def strictly(type_: Any, data: dict[str, Any]) -> Any:
-    """`data` validated by the SDK's pydantic type, with no unknown field and no coerced value."""
-    parsed = pydantic.TypeAdapter(type_).validate_python(data)
-    assert_known_fields(parsed)
-    assert parsed.model_dump(mode="json", exclude_unset=True) == data
-    return parsed
 
 
 def line(custom_id: str, text: str, url: str = ENDPOINT) -> dict[str, Any]:

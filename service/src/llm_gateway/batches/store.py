@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Protocol
 
 from llm_gateway.batches.model import BatchView, Claim, Counts, ItemView, NewBatch, Outcome
@@ -98,9 +97,6 @@ def counted(rows: Sequence[tuple[str, int]], total: int) -> Counts:
         running=found.get("running", 0),
         cancelled=found.get("cancelled", 0),
     )
-
-
-ZERO = Decimal(0)
 
 
 def open_batch_store(url: LedgerUrl, *, timeout: float, pool_size: int = 4) -> BatchStore:

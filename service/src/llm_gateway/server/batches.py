@@ -14,6 +14,7 @@ from llm_gateway.domain.errors import FieldViolation, GatewayError
 from llm_gateway.domain.messages import Caller
 from llm_gateway.domain.principal import ANONYMOUS, Principal
 from llm_gateway.pricing import format_decimal
+from llm_gateway.server import encode
 from llm_gateway.server.boundary import ErrorBoundary
 from llm_gateway.server.context import call_var
 from llm_gateway.server.decode import decode_caller, decode_chat_request
@@ -135,11 +136,7 @@ def _principal() -> Principal:
 
 
 def _timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
-    if seconds is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromNanoseconds(round(seconds * 1e9))
-    return stamp
+    return None if seconds is None else encode.timestamp(seconds)
 
 
 def _batch(view: BatchView) -> batches_pb2.Batch:

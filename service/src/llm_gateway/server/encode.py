@@ -381,5 +381,11 @@ def _duration_into(out: duration_pb2.Duration, seconds: float) -> None:
     out.seconds, out.nanos = divmod(round(seconds * 1e9), 1_000_000_000)
 
 
+def timestamp(unix: float) -> timestamp_pb2.Timestamp:
+    out = timestamp_pb2.Timestamp()
+    _time_into(out, unix)
+    return out
+
+
 def _time_into(out: timestamp_pb2.Timestamp, unix: float) -> None:
     out.seconds, out.nanos = divmod(round(unix * 1e9), 1_000_000_000)
