@@ -223,6 +223,8 @@ def build_runtime(config: GatewayConfig, observers: Sequence[CallObserver] = ())
             lease=runs.lease,
             pause=runs.budget_pause,
             most_at_once=runs.max_running,
+            upstream_poll=runs.upstream_poll,
+            batch_price=runs.batch_price,
         )
     if not principals.enabled:
         _log.warning("authentication is off: no API keys are configured (auth.keys)")

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Collection
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from llm_gateway.batches.model import BatchView, ItemView, NewBatch, NewItem, new_batch_id
+from llm_gateway.batches.model import BatchMode, BatchView, ItemView, NewBatch, NewItem, new_batch_id
 from llm_gateway.batches.runner import BatchRunner
 from llm_gateway.batches.store import BatchFinishedError
 from llm_gateway.domain.errors import Code, FieldViolation, GatewayError, invalid_field, invalid_request
@@ -26,7 +27,7 @@ MAX_ITEMS = 50_000
 MAX_CONCURRENT = 1_000
 DEFAULT_CONCURRENT = 5
 DEFAULT_PAGE, MAX_PAGE = 50, 1000
-RESERVED_TAGS = frozenset({"batch_id", "batch_item"})
+RESERVED_TAGS = frozenset({"batch_id", "batch_item", "provider_batch"})
 MAX_VIOLATIONS = 20  # a batch of thousands of bad items names the first few
 
 
@@ -40,6 +41,9 @@ class BatchOrder:
     webhook: str = ""
     caller: Caller = field(default_factory=Caller)
     tags: dict[str, str] = field(default_factory=dict)
+    mode: BatchMode = BatchMode.LIVE
+    # Where an item's request is in the door's body, for the problems provider mode finds.
+    item_path: str = "requests[{}].request"
 
 
 def custom_id_violation(custom: str, where: str, seen: set[str]) -> FieldViolation | None:
@@ -87,6 +91,9 @@ class BatchBook:
         or refuses it with every problem its door and its settings have."""
         runner = self._enabled()
         violations = [*self.violations(order, given), *item_violations]
+        items = order.items
+        if order.mode is BatchMode.PROVIDER and not violations:
+            items = _with_providers(runner, principal, order, violations)
         if violations:
             raise invalid_request(violations[:MAX_VIOLATIONS])
         batch = NewBatch(
@@ -98,7 +105,8 @@ class BatchBook:
             caller=order.caller,
             tags=dict(order.tags),
             created_at=time.time(),
-            items=order.items,
+            items=items,
+            mode=order.mode,
         )
         await _answer(runner.ready())
         await _answer(runner.store.create(batch))
@@ -168,6 +176,25 @@ class BatchBook:
                 reason="LEDGER_DISABLED",
             )
         return self._runner
+
+
+def _with_providers(
+    runner: BatchRunner, principal: Principal, order: BatchOrder, violations: list[FieldViolation]
+) -> tuple[NewItem, ...]:
+    """The items, each with the provider whose batch API answers it; what provider mode cannot
+    send is added to `violations`, named from the door's body."""
+    items = []
+    for i, item in enumerate(order.items):
+        try:
+            items.append(dataclasses.replace(item, provider=runner.provider_of(item, principal)))
+        except GatewayError as err:
+            where = order.item_path.format(i)
+            for problem in err.violations or (FieldViolation(err.metadata.get("field", ""), err.message),):
+                path = f"{where}.{problem.field}" if problem.field else where
+                violations.append(FieldViolation(path, problem.description))
+            if len(violations) >= MAX_VIOLATIONS:
+                break
+    return tuple(items)
 
 
 def _page_size(size: int, default: int = DEFAULT_PAGE) -> int:

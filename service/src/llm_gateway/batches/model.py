@@ -57,6 +57,20 @@ def new_batch_id() -> str:
     return f"batch_{secrets.token_hex(12)}"
 
 
+class BatchMode(enum.StrEnum):
+    LIVE = "live"  # each item a live call through the gateway
+    PROVIDER = "provider"  # items submitted to their providers' own batch APIs
+
+
+class JobState(enum.StrEnum):
+    """A provider-mode job: its lines being built and submitted (under a lease), submitted (its
+    upstream id kept, polled), or done (its results kept)."""
+
+    PREPARING = "preparing"
+    SUBMITTED = "submitted"
+    DONE = "done"
+
+
 class ItemFormat(enum.StrEnum):
     """How an item's request is kept: as the door it came through took it."""
 
@@ -69,6 +83,7 @@ class NewItem:
     custom_id: str
     request: bytes  # as the caller sent it, in `format`
     format: ItemFormat = ItemFormat.GRPC
+    provider: str = ""  # in provider mode, the provider whose batch API answers it
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +97,7 @@ class NewBatch:
     tags: dict[str, str]
     created_at: float
     items: tuple[NewItem, ...]
+    mode: BatchMode = BatchMode.LIVE
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +126,16 @@ class BatchView:
     paused_reason: str
     cost: Decimal
     counts: Counts = field(default_factory=Counts)
+    mode: BatchMode = BatchMode.LIVE
+    jobs: tuple[JobView, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    provider: str
+    upstream_id: str  # "" until submitted
+    upstream_status: str
+    items: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,10 +164,31 @@ class Outcome:
     response: bytes | None
     error: ItemError | None
     cost: Decimal
+    cancelled: bool = False  # never run: its batch was cancelled first
 
     @property
     def status(self) -> ItemStatus:
+        if self.cancelled:
+            return ItemStatus.CANCELLED
         return ItemStatus.SUCCEEDED if self.error is None else ItemStatus.FAILED
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A provider-mode job a process works on now: its items to submit (`claims`, when
+    preparing) or its upstream job to poll."""
+
+    batch_id: str
+    number: int
+    provider: str
+    key_name: str
+    state: JobState
+    attempt: int  # fences it: a job whose lease ran out is taken over by another attempt
+    upstream_id: str = ""
+    submitted_at: float = 0.0
+    cancelling: bool = False  # the batch is being cancelled: the upstream job is to be cancelled
+    cancel_sent: bool = False
+    claims: tuple[Claim, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

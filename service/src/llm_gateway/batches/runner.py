@@ -20,8 +20,9 @@ from collections.abc import Callable, Collection
 from decimal import Decimal
 
 from llm_gateway import background
-from llm_gateway.batches.model import BatchView, Claim, ItemError, ItemFormat, Outcome
+from llm_gateway.batches.model import BatchView, Claim, ItemError, ItemFormat, NewItem, Outcome
 from llm_gateway.batches.store import BatchStore
+from llm_gateway.batches.upstream import ProviderJobs
 from llm_gateway.domain.errors import GatewayError
 from llm_gateway.domain.messages import Caller, ChatRequest
 from llm_gateway.gateway.core import Gateway
@@ -54,6 +55,8 @@ class BatchRunner:
         lease: float = 30.0,
         pause: float = 5.0,
         most_at_once: int = 256,
+        upstream_poll: float = 60.0,
+        batch_price: Decimal = Decimal("0.5"),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -73,6 +76,20 @@ class BatchRunner:
         self._migrated = False
         self._migrating = asyncio.Lock()
         self._settings: dict[str, BatchView] = {}  # what items need of their batch, by id
+        # Batches in provider mode: their items go to the providers' own batch APIs.
+        self.jobs = ProviderJobs(
+            store,
+            gateway,
+            principal_of,
+            self.settings,
+            self.request_of,
+            clock,
+            poll_interval=poll_interval,
+            upstream_poll=upstream_poll,
+            lease=lease,
+            pause=pause,
+            price=batch_price,
+        )
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -80,16 +97,19 @@ class BatchRunner:
             loop.create_task(self._claim_forever(), name="batch-claims"),
             loop.create_task(self._renew_forever(), name="batch-leases"),
         ]
+        self.jobs.start()
 
     def wake(self) -> None:
         """A batch was created or resumed: look for items now, not at the next poll."""
         self._wake.set()
+        self.jobs.wake()
 
     async def close(self, grace: float = 5.0) -> None:
         """Stops claiming; lets the items under way finish within `grace` seconds (the others run
         again elsewhere once their leases run out)."""
         for task in self._loops:
             await background.stop(task)
+        await self.jobs.close()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=grace)
         for task in list(self._tasks):
@@ -182,23 +202,40 @@ class BatchRunner:
             self._running.pop((claim.batch_id, claim.seq), None)
             self._wake.set()  # its place is free: the next item starts now, not at the next poll
 
-    def _decoded(self, claim: Claim) -> ChatRequest:
-        """The item's request as the core takes it (checked when the batch was created)."""
-        if claim.format is ItemFormat.OPENAI:
-            request, _, _ = OPENAI.decode(json.loads(claim.request, parse_float=Decimal), self._providers)
-            return request
-        return decode_chat_request(chat_pb2.ChatRequest.FromString(claim.request), self._providers)
+    async def settings(self, batch_id: str) -> BatchView | None:
+        """What items need of their batch (its caller, tags and key never change)."""
+        batch = self._settings.get(batch_id)
+        if batch is None:
+            batch = await self.store.get(batch_id)
+            if batch is not None:
+                if len(self._settings) >= _SETTINGS_KEPT:  # the oldest batch's go first
+                    del self._settings[next(iter(self._settings))]
+                self._settings[batch.id] = batch
+        return batch
+
+    def decoded(self, request: bytes, form: ItemFormat) -> ChatRequest:
+        """An item's request as the core takes it (checked when the batch was created)."""
+        if form is ItemFormat.OPENAI:
+            decoded, _, _ = OPENAI.decode(json.loads(request, parse_float=Decimal), self._providers)
+            return decoded
+        return decode_chat_request(chat_pb2.ChatRequest.FromString(request), self._providers)
+
+    def provider_of(self, item: NewItem, principal: Principal) -> str:
+        """The provider whose batch API answers `item` in provider mode; raises what is wrong."""
+        return self._gateway.batch_call(self.decoded(item.request, item.format), principal)[1].model.provider
+
+    def request_of(self, claim: Claim, batch: BatchView) -> ChatRequest:
+        """The item's request as the core takes it (checked when the batch was created), with the
+        batch's caller unless it has its own, and the batch's tags and its own place in it."""
+        request = self.decoded(claim.request, claim.format)
+        caller = request.caller if request.caller != Caller() else batch.caller
+        tags = {**request.tags, **batch.tags, "batch_id": batch.id, "batch_item": claim.custom_id}
+        return dataclasses.replace(request, caller=caller, tags=tags)
 
     async def _call(self, claim: Claim) -> Outcome | None:
         """The item's call through the gateway; None when a budget refused it (the batch is
         paused and the item put back)."""
-        batch = self._settings.get(claim.batch_id)
-        if batch is None:
-            batch = await self.store.get(claim.batch_id)
-            if batch is not None:  # its caller, tags and key never change
-                if len(self._settings) >= _SETTINGS_KEPT:  # the oldest batch's go first
-                    del self._settings[next(iter(self._settings))]
-                self._settings[batch.id] = batch
+        batch = await self.settings(claim.batch_id)
         if batch is None:
             return Outcome(None, ItemError("NOT_FOUND", "BATCH_NOT_FOUND", "the batch is gone"), ZERO)
         scope = CallScope(
@@ -208,10 +245,7 @@ class BatchRunner:
             batch=True,
         )
         try:
-            request = self._decoded(claim)
-            caller = request.caller if request.caller != Caller() else batch.caller
-            tags = {**request.tags, **batch.tags, "batch_id": batch.id, "batch_item": claim.custom_id}
-            outcome = await self._gateway.chat(dataclasses.replace(request, caller=caller, tags=tags), scope)
+            outcome = await self._gateway.chat(self.request_of(claim, batch), scope)
         except GatewayError as err:
             if err.reason in _BUDGET_REASONS:
                 await self.store.pause(claim, err.message, self._clock() + self._pause)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from llm_gateway.batches.model import (
+    BatchMode,
     BatchStatus,
     BatchView,
     Claim,
@@ -19,17 +20,41 @@ from llm_gateway.batches.model import (
     ItemFormat,
     ItemStatus,
     ItemView,
+    Job,
+    JobView,
     NewBatch,
     Outcome,
     caller_of,
     caller_text,
 )
-from llm_gateway.batches.store import BatchFinishedError, completed_event, counted
+from llm_gateway.batches.store import (
+    HELD_BY_JOB,
+    BatchFinishedError,
+    completed_event,
+    counted,
+    job_of,
+)
 from llm_gateway.budgets.sqlite_store import SCHEMA as BUDGET_SCHEMA
 from llm_gateway.ledger.rows import EXACT
 from llm_gateway.ledger.sqlite_thread import SqliteThread, connect
 
 T = TypeVar("T")
+
+JOBS_TABLE = """CREATE TABLE IF NOT EXISTS batch_jobs (
+        batch_id TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        provider TEXT NOT NULL,
+        state TEXT NOT NULL,
+        items INTEGER NOT NULL,
+        attempt INTEGER NOT NULL DEFAULT 0,
+        lease_until REAL NOT NULL DEFAULT 0,
+        upstream_id TEXT NOT NULL DEFAULT '',
+        upstream_status TEXT NOT NULL DEFAULT '',
+        submitted_at REAL NOT NULL DEFAULT 0,
+        next_poll REAL NOT NULL DEFAULT 0,
+        cancel_sent INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (batch_id, number)
+    ) STRICT"""
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS batches (
@@ -47,7 +72,8 @@ SCHEMA = (
         started_at REAL,
         finished_at REAL,
         paused_reason TEXT NOT NULL DEFAULT '',
-        paused_until REAL NOT NULL DEFAULT 0
+        paused_until REAL NOT NULL DEFAULT 0,
+        mode TEXT NOT NULL DEFAULT 'live'
     ) STRICT""",
     "CREATE INDEX IF NOT EXISTS batches_by_key ON batches (key_name, created_at)",
     "CREATE INDEX IF NOT EXISTS batches_by_time ON batches (created_at)",
@@ -66,13 +92,17 @@ SCHEMA = (
         error_message TEXT NOT NULL DEFAULT '',
         cost TEXT NOT NULL DEFAULT '0',
         finished_at REAL,
+        provider TEXT NOT NULL DEFAULT '',
+        job INTEGER,
         PRIMARY KEY (batch_id, seq)
     ) STRICT""",
     "CREATE INDEX IF NOT EXISTS batch_items_open ON batch_items (batch_id, status, seq)",
+    "CREATE INDEX IF NOT EXISTS batch_items_by_job ON batch_items (batch_id, job)",
+    JOBS_TABLE,
 )
 _BATCH_COLUMNS = (
     "id, key_name, status, max_concurrent, return_costs, webhook, caller, tags, total, cost, "
-    "created_at, started_at, finished_at, paused_reason"
+    "created_at, started_at, finished_at, paused_reason, mode"
 )
 # Items that still hold the batch open: not started, or started (the lease may have run out).
 _OPEN = "status IN ('pending', 'running')"
@@ -116,7 +146,7 @@ class SqliteBatchStore:
         def run(connection: sqlite3.Connection) -> None:
             connection.execute(
                 f"INSERT INTO batches ({_BATCH_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '0', ?, NULL, NULL, '')",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '0', ?, NULL, NULL, '', ?)",
                 (
                     batch.id,
                     batch.key_name,
@@ -128,13 +158,14 @@ class SqliteBatchStore:
                     json.dumps(batch.tags, sort_keys=True),
                     len(batch.items),
                     batch.created_at,
+                    batch.mode.value,
                 ),
             )
             connection.executemany(
-                "INSERT INTO batch_items (batch_id, seq, custom_id, request, format, status) "
-                "VALUES (?, ?, ?, ?, ?, 'pending')",
+                "INSERT INTO batch_items (batch_id, seq, custom_id, request, format, status, provider) "
+                "VALUES (?, ?, ?, ?, ?, 'pending', ?)",
                 [
-                    (batch.id, seq, item.custom_id, item.request, item.format.value)
+                    (batch.id, seq, item.custom_id, item.request, item.format.value, item.provider)
                     for seq, item in enumerate(batch.items)
                 ],
             )
@@ -178,7 +209,7 @@ class SqliteBatchStore:
         rows = await self._run(
             lambda c: c.execute(
                 "SELECT id FROM batches WHERE status IN ('queued', 'running', 'paused', 'cancelling') "
-                "AND paused_until <= ? ORDER BY created_at",
+                "AND paused_until <= ? AND mode = 'live' ORDER BY created_at",
                 (now,),
             ).fetchall()
         )
@@ -316,8 +347,224 @@ class SqliteBatchStore:
 
         return await self._write(run)
 
+    # -- provider mode ---------------------------------------------------------------------------
+
+    async def claim_job(self, now: float, lease: float) -> Job | None:
+        def run(connection: sqlite3.Connection) -> Job | None:
+            while True:  # a stale job of a batch being cancelled is ended, and the next one looked at
+                stale = connection.execute(
+                    "SELECT j.batch_id, j.number, j.provider, b.status FROM batch_jobs j "
+                    "JOIN batches b ON b.id = j.batch_id "
+                    "WHERE j.state = 'preparing' AND j.lease_until <= ? LIMIT 1",
+                    (now,),
+                ).fetchone()
+                if stale is None:
+                    break
+                batch_id, number, provider, status = stale
+                if BatchStatus(status) is BatchStatus.CANCELLING:
+                    connection.execute(
+                        "UPDATE batch_items SET status = 'cancelled', lease_until = 0 "
+                        "WHERE batch_id = ? AND job = ? AND status = 'running'",
+                        (batch_id, number),
+                    )
+                    connection.execute(
+                        "UPDATE batch_jobs SET state = 'done' WHERE batch_id = ? AND number = ?",
+                        (batch_id, number),
+                    )
+                    _end_if_done(connection, batch_id, now)
+                    continue
+                connection.execute(
+                    "UPDATE batch_items SET attempts = attempts + 1 "
+                    "WHERE batch_id = ? AND job = ? AND status = 'running'",
+                    (batch_id, number),
+                )
+                return _lease_job(connection, batch_id, int(number), now + lease)
+            fresh = connection.execute(
+                "SELECT i.batch_id, i.provider FROM batches b JOIN batch_items i ON i.batch_id = b.id "
+                "WHERE b.mode = 'provider' AND b.status IN ('queued', 'running', 'paused') "
+                "AND b.paused_until <= ? AND i.status = 'pending' AND i.job IS NULL "
+                "ORDER BY b.created_at LIMIT 1",
+                (now,),
+            ).fetchone()
+            if fresh is None:
+                return None
+            batch_id, provider = fresh
+            (number,) = connection.execute(
+                "SELECT coalesce(max(number), 0) + 1 FROM batch_jobs WHERE batch_id = ?", (batch_id,)
+            ).fetchone()
+            items = connection.execute(
+                "UPDATE batch_items SET job = ?, status = 'running', attempts = attempts + 1, "
+                "lease_until = ? WHERE batch_id = ? AND provider = ? AND status = 'pending' "
+                "AND job IS NULL",
+                (number, HELD_BY_JOB, batch_id, provider),
+            ).rowcount
+            connection.execute(
+                "INSERT INTO batch_jobs (batch_id, number, provider, state, items, lease_until) "
+                "VALUES (?, ?, ?, 'preparing', ?, 0)",
+                (batch_id, number, provider, items),
+            )
+            connection.execute(
+                "UPDATE batches SET status = 'running', started_at = coalesce(started_at, ?), "
+                "paused_reason = '' WHERE id = ?",
+                (now, batch_id),
+            )
+            return _lease_job(connection, batch_id, int(number), now + lease)
+
+        return await self._write(run)
+
+    async def renew_job(self, job: Job, until: float) -> None:
+        await self._write(
+            lambda c: c.execute(
+                "UPDATE batch_jobs SET lease_until = ? WHERE batch_id = ? AND number = ? "
+                "AND state = 'preparing' AND attempt = ?",
+                (until, job.batch_id, job.number, job.attempt),
+            )
+        )
+
+    async def submitted(self, job: Job, upstream_id: str, status: str, now: float, poll_at: float) -> bool:
+        def run(connection: sqlite3.Connection) -> bool:
+            return bool(
+                connection.execute(
+                    "UPDATE batch_jobs SET state = 'submitted', upstream_id = ?, upstream_status = ?, "
+                    "submitted_at = ?, next_poll = ? WHERE batch_id = ? AND number = ? "
+                    "AND state = 'preparing' AND attempt = ?",
+                    (upstream_id, status, now, poll_at, job.batch_id, job.number, job.attempt),
+                ).rowcount
+            )
+
+        return await self._write(run)
+
+    async def release_job(self, job: Job, reason: str, until: float) -> None:
+        def run(connection: sqlite3.Connection) -> None:
+            gone = connection.execute(
+                "DELETE FROM batch_jobs WHERE batch_id = ? AND number = ? AND state = 'preparing' "
+                "AND attempt = ?",
+                (job.batch_id, job.number, job.attempt),
+            ).rowcount
+            if not gone:
+                return
+            connection.execute(
+                "UPDATE batch_items SET status = 'pending', job = NULL, attempts = attempts - 1, "
+                "lease_until = 0 WHERE batch_id = ? AND job = ? AND status = 'running'",
+                (job.batch_id, job.number),
+            )
+            connection.execute(
+                "UPDATE batches SET status = 'paused', paused_reason = ?, paused_until = ? "
+                "WHERE id = ? AND status IN ('queued', 'running', 'paused')",
+                (reason, until, job.batch_id),
+            )
+
+        await self._write(run)
+
+    async def due_jobs(self, now: float, poll_at: float, most: int) -> list[Job]:
+        def run(connection: sqlite3.Connection) -> list[Job]:
+            rows = connection.execute(
+                f"SELECT {_JOB_COLUMNS} FROM batch_jobs j JOIN batches b ON b.id = j.batch_id "
+                "WHERE j.state = 'submitted' AND j.next_poll <= ? ORDER BY j.next_poll LIMIT ?",
+                (now, most),
+            ).fetchall()
+            connection.executemany(
+                "UPDATE batch_jobs SET next_poll = ? WHERE batch_id = ? AND number = ?",
+                [(poll_at, row[0], row[1]) for row in rows],
+            )
+            return [job_of(row) for row in rows]
+
+        return await self._write(run)
+
+    async def polled(self, job: Job, status: str, cancel_sent: bool, poll_at: float) -> None:
+        await self._write(
+            lambda c: c.execute(
+                "UPDATE batch_jobs SET upstream_status = coalesce(nullif(?, ''), upstream_status), "
+                "cancel_sent = ?, next_poll = ? "
+                "WHERE batch_id = ? AND number = ? AND state = 'submitted'",
+                (status, int(cancel_sent), poll_at, job.batch_id, job.number),
+            )
+        )
+
+    async def job_items(self, job: Job) -> list[Claim]:
+        rows = await self._run(
+            lambda c: c.execute(
+                "SELECT seq, custom_id, request, attempts, format FROM batch_items "
+                "WHERE batch_id = ? AND job = ? AND status = 'running' ORDER BY seq",
+                (job.batch_id, job.number),
+            ).fetchall()
+        )
+        return [
+            Claim(job.batch_id, seq, custom, bytes(req), tries, ItemFormat(form))
+            for seq, custom, req, tries, form in rows
+        ]
+
+    async def finish_job(self, job: Job, outcomes: dict[int, Outcome], now: float) -> bool:
+        def run(connection: sqlite3.Connection) -> bool:
+            if not connection.execute(
+                "UPDATE batch_jobs SET state = 'done' WHERE batch_id = ? AND number = ? "
+                "AND state = 'submitted'",
+                (job.batch_id, job.number),
+            ).rowcount:
+                return False
+            total = Decimal(0)
+            for seq, outcome in outcomes.items():
+                error = outcome.error or ItemError("", "", "")
+                kept = connection.execute(
+                    "UPDATE batch_items SET status = ?, response = ?, error_code = ?, error_reason = ?, "
+                    "error_message = ?, cost = ?, finished_at = ?, lease_until = 0 "
+                    "WHERE batch_id = ? AND seq = ? AND job = ? AND status = 'running'",
+                    (
+                        outcome.status.value,
+                        outcome.response,
+                        error.code,
+                        error.reason,
+                        error.message,
+                        str(outcome.cost),
+                        now,
+                        job.batch_id,
+                        seq,
+                        job.number,
+                    ),
+                ).rowcount
+                if kept:
+                    total = EXACT.add(total, outcome.cost)
+            (cost,) = connection.execute("SELECT cost FROM batches WHERE id = ?", (job.batch_id,)).fetchone()
+            connection.execute(
+                "UPDATE batches SET cost = ? WHERE id = ?",
+                (str(EXACT.add(Decimal(cost), total)), job.batch_id),
+            )
+            _end_if_done(connection, job.batch_id, now)
+            return True
+
+        return await self._write(run)
+
     async def close(self) -> None:
         await self._worker.close()
+
+
+_JOB_COLUMNS = (
+    "j.batch_id, j.number, j.provider, b.key_name, j.state, j.attempt, j.upstream_id, j.submitted_at, "
+    "b.status = 'cancelling', j.cancel_sent"
+)
+
+
+def _lease_job(connection: sqlite3.Connection, batch_id: str, number: int, until: float) -> Job:
+    """The job, leased to this process until `until` (its attempt counted), with its items."""
+    connection.execute(
+        "UPDATE batch_jobs SET lease_until = ?, attempt = attempt + 1 WHERE batch_id = ? AND number = ?",
+        (until, batch_id, number),
+    )
+    row = connection.execute(
+        f"SELECT {_JOB_COLUMNS} FROM batch_jobs j JOIN batches b ON b.id = j.batch_id "
+        "WHERE j.batch_id = ? AND j.number = ?",
+        (batch_id, number),
+    ).fetchone()
+    items = connection.execute(
+        "SELECT seq, custom_id, request, attempts, format FROM batch_items "
+        "WHERE batch_id = ? AND job = ? AND status = 'running' ORDER BY seq",
+        (batch_id, number),
+    ).fetchall()
+    claims = tuple(
+        Claim(batch_id, seq, custom, bytes(req), tries, ItemFormat(form))
+        for seq, custom, req, tries, form in items
+    )
+    return job_of(row, claims)
 
 
 def _end_if_done(connection: sqlite3.Connection, batch_id: str, now: float) -> None:
@@ -346,10 +593,15 @@ def _view(connection: sqlite3.Connection, batch_id: str) -> BatchView | None:
     statuses = connection.execute(
         "SELECT status, count(*) FROM batch_items WHERE batch_id = ? GROUP BY status", (batch_id,)
     ).fetchall()
-    return _batch(row, counted(statuses, int(row[8])))
+    jobs = connection.execute(
+        "SELECT provider, upstream_id, upstream_status, items FROM batch_jobs "
+        "WHERE batch_id = ? ORDER BY number",
+        (batch_id,),
+    ).fetchall()
+    return _batch(row, counted(statuses, int(row[8])), tuple(JobView(*job) for job in jobs))
 
 
-def _batch(row: Sequence[Any], counts: Any) -> BatchView:
+def _batch(row: Sequence[Any], counts: Any, jobs: tuple[JobView, ...] = ()) -> BatchView:
     return BatchView(
         id=row[0],
         key_name=row[1],
@@ -365,6 +617,8 @@ def _batch(row: Sequence[Any], counts: Any) -> BatchView:
         paused_reason=row[13],
         cost=Decimal(row[9]),
         counts=counts,
+        mode=BatchMode(row[14]),
+        jobs=jobs,
     )
 
 

@@ -8,11 +8,23 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
-from llm_gateway.batches.model import BatchView, Claim, Counts, ItemView, NewBatch, Outcome
+from llm_gateway.batches.model import (
+    BatchView,
+    Claim,
+    Counts,
+    ItemView,
+    Job,
+    JobState,
+    NewBatch,
+    Outcome,
+)
 from llm_gateway.ledger.url import Backend, LedgerUrl
 from llm_gateway.pricing import format_decimal
+
+# An item in a provider-mode job: its lease is the job's, so the live claims never take it.
+HELD_BY_JOB = 1e15
 
 
 class BatchFinishedError(Exception):
@@ -62,7 +74,63 @@ class BatchStore(Protocol):
         """Cancels items not started; None when there is no such batch; `BatchFinishedError`."""
         ...
 
+    # Provider mode: items go to their provider's batch API as jobs, one per provider and batch.
+
+    async def claim_job(self, now: float, lease: float) -> Job | None:
+        """A provider-mode batch's pending items of one provider, as a new job leased to this
+        process for preparing and submitting; or a job whose preparing process stopped, again
+        (its items' attempts counted)."""
+        ...
+
+    async def renew_job(self, job: Job, until: float) -> None: ...
+
+    async def submitted(self, job: Job, upstream_id: str, status: str, now: float, poll_at: float) -> bool:
+        """Keeps the job's upstream id (first polled at `poll_at`); False when another attempt
+        took the job over meanwhile."""
+        ...
+
+    async def release_job(self, job: Job, reason: str, until: float) -> None:
+        """Puts a job not submitted back (its items pending, attempts not counted) and pauses
+        its batch until `until`."""
+        ...
+
+    async def due_jobs(self, now: float, poll_at: float, most: int) -> list[Job]:
+        """Submitted jobs due a poll now, each set to be polled next at `poll_at` (so one process
+        polls each)."""
+        ...
+
+    async def polled(self, job: Job, status: str, cancel_sent: bool, poll_at: float) -> None:
+        """Keeps what the provider said of the job; it is polled next at `poll_at`."""
+        ...
+
+    async def job_items(self, job: Job) -> list[Claim]:
+        """The job's items still waiting for their outcome."""
+        ...
+
+    async def finish_job(self, job: Job, outcomes: dict[int, Outcome], now: float) -> bool:
+        """Keeps every item's outcome (by seq) and ends the job, in one transaction; ends the batch
+        when nothing is left open. False when the job had been finished already."""
+        ...
+
     async def close(self) -> None: ...
+
+
+def job_of(row: Any, claims: tuple[Claim, ...] = ()) -> Job:
+    """A job from (batch_id, number, provider, key_name, state, attempt, upstream_id, submitted_at,
+    cancelling, cancel_sent)."""
+    return Job(
+        batch_id=row[0],
+        number=int(row[1]),
+        provider=row[2],
+        key_name=row[3],
+        state=JobState(row[4]),
+        attempt=int(row[5]),
+        upstream_id=row[6],
+        submitted_at=float(row[7]),
+        cancelling=bool(row[8]),
+        cancel_sent=bool(row[9]),
+        claims=claims,
+    )
 
 
 def completed_event(batch: BatchView, now: float) -> tuple[str, bytes]:

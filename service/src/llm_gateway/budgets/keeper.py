@@ -317,6 +317,8 @@ class BudgetKeeper:
 
     def call_ended(self, record: CallRecord) -> None:
         held = self._held.pop(record.id, None)
+        if held is None and record.deferred:  # held nothing: counted now, whatever is left
+            held = self._unheld(record)
         cost = counted(record.cost)
         if held is not None and held.outage is not None:  # its allowance: the worst case becomes the cost
             for budget, _ in held.budgets:
@@ -332,6 +334,16 @@ class BudgetKeeper:
         self._pending.append((record.id, held.settled(cost, tokens) if held else [], alert))
         self._queued += 1
         self._wake.set()
+
+    def _unheld(self, record: CallRecord) -> Reservation | None:
+        """What a call that reserved nothing (answered through a provider's batch API) counts
+        against: the budgets covering it and its key's quotas, in the current windows."""
+        now = self.now()
+        budgets = [
+            (b, b.charge(self.zone, now)) for b in self.covering(record.principal, record.caller, record.tags)
+        ]
+        quotas = [(q, self._quota_charge(q, now)) for q in self.quotas(record.principal.key)]
+        return Reservation(budgets, quotas, ZERO, 0) if budgets or quotas else None
 
     async def flush(self) -> None:
         """Returns once every settlement queued so far is written (or the keeper is closing)."""

@@ -954,6 +954,10 @@ class BatchesConfig(_Strict):
     max_running: int = Field(default=256, ge=1, le=10_000)
     # The part of each provider's rate limit batches may use, so interactive calls keep the rest.
     provider_share: float = Field(default=0.5, gt=0, le=1)
+    # Provider mode: how often a job submitted to a provider's batch API is asked where it stands,
+    # and its price as a fraction of the list price (OpenAI's and Anthropic's batch prices are half).
+    upstream_poll: float = Field(default=60.0, gt=0, le=3600)
+    batch_price: Decimal = Field(default=Decimal("0.5"), gt=0, le=1)
 
 
 class CacheConfig(_Strict):

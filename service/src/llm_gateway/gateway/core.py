@@ -29,18 +29,30 @@ from llm_gateway.domain.results import Completion, StreamDone, StreamEvent, Text
 from llm_gateway.gateway.balance import Balancer, InFlight
 from llm_gateway.gateway.breaker import Ticket
 from llm_gateway.gateway.estimate import Estimate, Pricer, estimate, list_price, ranked
+from llm_gateway.gateway.fit import fit_request
 from llm_gateway.gateway.guard import ProviderGuard
 from llm_gateway.gateway.limits import Limiter
 from llm_gateway.gateway.live import LiveLatency
-from llm_gateway.gateway.outcome import CallSummary, ChatOutcome, GatewayEvent, StreamFinished, StreamStarted
+from llm_gateway.gateway.outcome import (
+    Attempt,
+    CallHeader,
+    CallSummary,
+    ChatOutcome,
+    GatewayEvent,
+    Latency,
+    RoutingInfo,
+    StreamFinished,
+    StreamStarted,
+)
 from llm_gateway.gateway.plan import CallPlan, StreamOutput
 from llm_gateway.gateway.record import ANONYMOUS, CallObserver, CallTracker, Observers, Principal
 from llm_gateway.gateway.scope import CallScope
 from llm_gateway.gateway.strategy import Considered, choose, needed_capabilities
 from llm_gateway.pricing import Cost, PricingStatus
 from llm_gateway.providers.base import Provider, UpstreamCall
+from llm_gateway.providers.batch_api import BatchApi, BatchCapable
 from llm_gateway.router import AUTO, Route, Router
-from llm_gateway.tokens import TokenCount, count_prompt
+from llm_gateway.tokens import TokenCount, count_completion, count_prompt
 
 if TYPE_CHECKING:
     from llm_gateway.budgets.keeper import BudgetKeeper
@@ -106,6 +118,7 @@ class Gateway:
         door: str = "",
         route: str = "",
         traceparent: str | None = None,
+        started_at: float | None = None,
     ) -> CallTracker:
         """The record of a call that has just arrived through `door` at `route`; its front door
         ends it (`CallTracker.end`) with the status the caller got, however the call ends."""
@@ -118,6 +131,7 @@ class Gateway:
             door=door,
             route=route,
             traceparent=traceparent,
+            started_at=started_at,
         )
 
     @contextmanager
@@ -586,6 +600,110 @@ class Gateway:
         if meter is None or meter.plan(spec.provider) is None:
             return summary
         return dataclasses.replace(summary, cost=meter.charge_soon(spec, summary.usage))
+
+    # -- provider batch APIs (a batch in provider mode) -------------------------------------------
+
+    def batch_api(self, provider: str) -> BatchApi | None:
+        """The provider's batch API, if the gateway uses one for it."""
+        adapter = self._providers.get(provider)
+        return adapter.batch_api() if isinstance(adapter, BatchCapable) else None
+
+    def batch_call(self, request: ChatRequest, principal: Principal) -> tuple[BatchApi, UpstreamCall]:
+        """A provider-mode batch item's call, through its provider's batch API: the one model the
+        request names (no "auto", group or fallbacks: the provider answers within its window or
+        the item fails), fitted to the model as a live call is. Raises what a live call would for
+        a bad request, and for a model whose provider has no batch API the gateway uses."""
+        self._check_options(request)
+        request = self._for_task(request)
+        for name, given in (("fallback_models", request.fallback_models), ("routing", request.routing)):
+            if given:
+                raise invalid_field(name, "a batch in provider mode runs each item on its one model")
+        if request.dry_run:
+            raise invalid_field("dry_run", "a batch in provider mode sends every item")
+        if request.model == AUTO or self._router.group(request.model) is not None:
+            raise invalid_field("model", "a batch in provider mode needs one model, not 'auto' or a group")
+        spec = self._router.resolve(request.model, "model", principal)[0].spec
+        api = self.batch_api(spec.provider)
+        if api is None:
+            raise invalid_field(
+                "model",
+                f"provider {spec.provider!r} has no batch API the gateway uses (provider mode serves "
+                "OpenAI's and Anthropic's models)",
+            )
+        dropped: list[str] = []
+        call = UpstreamCall(
+            fit_request(request, spec, dropped),
+            spec,
+            request.provider_options.get(spec.provider, {}),
+            dropped,
+        )
+        why = api.refuses(call)
+        if why:
+            raise invalid_field("model", why)
+        return api, call
+
+    async def batch_worst_case(self, call: UpstreamCall, factor: Decimal) -> Decimal | None:
+        """The most `call` can cost at its provider's batch price (None: its price is unknown)."""
+        prompt = await count_prompt(call.model.tokenizer, call.request)
+        worst = estimate(call.request, call.model, prompt).worst_case_cost
+        return None if worst.status is PricingStatus.UNKNOWN else worst.total * factor
+
+    async def batch_answered(
+        self,
+        call: UpstreamCall,
+        answer: Completion | GatewayError,
+        principal: Principal,
+        *,
+        request_id: str,
+        submitted_at: float,
+        factor: Decimal,
+    ) -> ChatOutcome:
+        """A provider-mode item's answer, priced at the batch price (`factor` of the list price),
+        told to the observers as a call of its own (ledger, budgets, metrics); raises its error."""
+        now = time.time()
+        spec = call.model
+        tracker = self.open_call(
+            "Chat",
+            request_id,
+            principal,
+            _perf() - (now - submitted_at),
+            door="batch",
+            started_at=submitted_at,
+        )
+        tracker.deferred = True
+        tracker.request = call.request
+        routing = RoutingInfo(reason="provider_batch", candidates=[spec.id])
+        tracker.routing = routing
+        waited = max(now - submitted_at, 0.0)
+        if isinstance(answer, GatewayError):
+            routing.attempts.append(
+                Attempt(spec.provider, spec.id, answer.code.value, answer.reason, answer.message, waited)
+            )
+            tracker.fail(answer)
+            tracker.end()
+            raise answer
+        routing.attempts.append(Attempt(spec.provider, spec.id, "OK", "", "", waited))
+        routing.selected = spec
+        usage = answer.usage
+        if usage is None:
+            prompt = await count_prompt(spec.tokenizer, call.request)
+            completion = await count_completion(spec.tokenizer, answer.text, answer.tool_calls)
+            usage = Usage(prompt.tokens, completion, estimated=True)
+        source = f"{spec.price.source}; batch price {factor:%}"
+        summary = CallSummary(
+            finish_reason=answer.finish_reason,
+            usage=usage,
+            cost=list_price(spec, usage).scaled(factor, source),
+            latency=Latency(total=waited, time_to_first_byte=None, time_to_first_token=None, upstream=waited),
+            routing=routing,
+            provider_model=answer.provider_model,
+            provider_response_id=answer.response_id,
+            dropped_parameters=tuple(call.dropped),
+        )
+        header = CallHeader(tracker.id, request_id, spec, now)
+        tracker.header, tracker.summary = header, summary
+        tracker.end("OK")
+        return ChatOutcome(header, answer, summary)
 
     async def estimate_cost(
         self,

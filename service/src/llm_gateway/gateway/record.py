@@ -72,6 +72,9 @@ class CallRecord:
     provider_response_id: str = ""  # the provider's id of its reply
     cost_alert_threshold: Decimal | None = None  # the call's own alert threshold, USD
     task_type: str = ""  # the task the caller named ("summarization", ...); "" for none
+    # Answered through a provider's batch API: nothing was held against budgets for it, which
+    # count its cost when it ends.
+    deferred: bool = False
 
     @property
     def is_chat(self) -> bool:
@@ -144,6 +147,7 @@ class CallTracker:
         "_observers",
         "_received",
         "_started",
+        "deferred",
         "door",
         "error",
         "header",
@@ -170,9 +174,10 @@ class CallTracker:
         door: str = "",
         route: str = "",
         traceparent: str | None = None,
+        started_at: float | None = None,
     ) -> None:
         self._observers = observers
-        self._started = time.time()
+        self._started = time.time() if started_at is None else started_at
         # time.perf_counter() at receipt: durations are measured on the same clock as latency.
         self._received = time.perf_counter() if received_at is None else received_at
         self._ended = False
@@ -188,6 +193,7 @@ class CallTracker:
         self.summary: CallSummary | None = None
         self.streamed = operation == "ChatStream"
         self.error: GatewayError | None = None  # the error the caller was answered with
+        self.deferred = False
         observers.call_started(self)
 
     @property
@@ -252,4 +258,5 @@ class CallTracker:
             provider_response_id=summary.provider_response_id if summary is not None else "",
             cost_alert_threshold=request.cost_alert_threshold if request is not None else None,
             task_type=request.task_type if request is not None else "",
+            deferred=self.deferred,
         )

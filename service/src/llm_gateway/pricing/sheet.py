@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -94,6 +94,26 @@ class Cost:
     cache_savings: Decimal = ZERO
     estimated: bool = False
     plan: PlanCharge | None = None  # set on a subscription provider's calls
+
+    def scaled(self, factor: Decimal, source: str) -> Cost:
+        """Every amount times `factor`, exactly (a provider's batch price is a fraction of its
+        list price); `source` says where the price came from."""
+        if self.status is PricingStatus.UNKNOWN:
+            return self
+        per_1k = self.cost_per_1k_tokens
+        return replace(
+            self,
+            source=source,
+            input=self.input * factor,
+            cached_input=self.cached_input * factor,
+            cache_write=self.cache_write * factor,
+            cache_write_1h=self.cache_write_1h * factor,
+            output=self.output * factor,
+            request_fee=self.request_fee * factor,
+            total=self.total * factor,
+            cost_per_1k_tokens=None if per_1k is None else per_1k * factor,
+            cache_savings=self.cache_savings * factor,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""The one pooled HTTP client every adapter shares, the two exchanges adapters make with it, and
+"""The one pooled HTTP client every adapter shares, the exchanges adapters make with it, and
 per-attempt upstream timing.
 
 aiohttp, not httpx: on this workload (many concurrent calls over kept-alive connections to a few
@@ -101,6 +101,38 @@ async def post_json(
             body = await response.read()
             if response.status >= 400:
                 raise http_error(ctx, response.status, body, response.headers)
+        return json_codec.loads(body)
+
+
+async def get_bytes(
+    http: aiohttp.ClientSession,
+    url: StrOrURL,
+    *,
+    headers: Mapping[str, str],
+    timeouts: aiohttp.ClientTimeout,
+    ctx: UpstreamContext,
+) -> bytes:
+    """GETs a resource (a batch's state, a results file) and returns its body; HTTP and transport
+    failures become gateway errors."""
+    with upstream_errors(ctx):
+        async with http.get(url, headers=traced(headers), timeout=timeouts) as response:
+            body = await response.read()
+            if response.status >= 400:
+                raise http_error(ctx, response.status, body, response.headers)
+            return body
+
+
+async def get_json(
+    http: aiohttp.ClientSession,
+    url: StrOrURL,
+    *,
+    headers: Mapping[str, str],
+    timeouts: aiohttp.ClientTimeout,
+    ctx: UpstreamContext,
+) -> Any:
+    """GETs a JSON resource and returns it parsed; an unparseable body is a bad response."""
+    body = await get_bytes(http, url, headers=headers, timeouts=timeouts, ctx=ctx)
+    with upstream_errors(ctx):
         return json_codec.loads(body)
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from google.protobuf import timestamp_pb2
 
 from llm_gateway.batches.book import MAX_VIOLATIONS, BatchBook, BatchOrder, custom_id_violation
-from llm_gateway.batches.model import BatchStatus, BatchView, ItemStatus, ItemView, NewItem
+from llm_gateway.batches.model import BatchMode, BatchStatus, BatchView, ItemStatus, ItemView, NewItem
 from llm_gateway.domain.errors import FieldViolation, GatewayError
 from llm_gateway.domain.messages import Caller
 from llm_gateway.domain.principal import ANONYMOUS, Principal
@@ -31,6 +31,9 @@ _STATUS = {
     BatchStatus.COMPLETED: batches_pb2.BATCH_STATUS_COMPLETED,
     BatchStatus.CANCELLED: batches_pb2.BATCH_STATUS_CANCELLED,
 }
+_MODES = frozenset(
+    {batches_pb2.BATCH_MODE_UNSPECIFIED, batches_pb2.BATCH_MODE_LIVE, batches_pb2.BATCH_MODE_PROVIDER}
+)
 _ITEM_STATUS = {
     ItemStatus.PENDING: batches_pb2.BATCH_ITEM_STATUS_PENDING,
     ItemStatus.RUNNING: batches_pb2.BATCH_ITEM_STATUS_RUNNING,
@@ -58,7 +61,12 @@ class BatchServicer(batch_service_pb2_grpc.BatchServiceServicer):
                 webhook=request.webhook,
                 caller=caller,
                 tags=dict(request.tags),
+                mode=BatchMode.PROVIDER
+                if request.mode == batches_pb2.BATCH_MODE_PROVIDER
+                else BatchMode.LIVE,
             )
+            if request.mode not in _MODES:
+                violations.append(FieldViolation("mode", "unknown mode"))
             return _batch(await self._book.create(_principal(), order, len(request.requests), violations))
 
     async def GetBatch(  # noqa: N802
@@ -163,6 +171,18 @@ def _batch(view: BatchView) -> batches_pb2.Batch:
         create_time=_timestamp(view.created_at),
         start_time=_timestamp(view.started_at),
         end_time=_timestamp(view.finished_at),
+        mode=batches_pb2.BATCH_MODE_PROVIDER
+        if view.mode is BatchMode.PROVIDER
+        else batches_pb2.BATCH_MODE_LIVE,
+        provider_jobs=[
+            batches_pb2.ProviderJob(
+                provider=job.provider,
+                upstream_id=job.upstream_id,
+                upstream_status=job.upstream_status,
+                items=job.items,
+            )
+            for job in view.jobs
+        ],
     )
     caller = view.caller
     if caller != Caller():

@@ -23,7 +23,7 @@ from aiohttp import web
 from google.protobuf import json_format
 
 from llm_gateway.batches.book import MAX_VIOLATIONS, BatchBook, BatchOrder, custom_id_violation
-from llm_gateway.batches.model import BatchView, ItemFormat, ItemView, NewItem
+from llm_gateway.batches.model import BatchMode, BatchView, ItemFormat, ItemView, NewItem
 from llm_gateway.domain.errors import FieldViolation, GatewayError, invalid_field, invalid_request
 from llm_gateway.domain.messages import Caller
 from llm_gateway.domain.principal import Principal
@@ -81,6 +81,8 @@ class BatchRoutes:
             webhook=_text(body, "webhook", violations),
             caller=_caller(body.get("metadata"), violations),
             tags=_tags(body.get("tags"), violations),
+            mode=_mode(body.get("mode"), violations),
+            item_path="requests[{}]",
         )
         count = len(given) if isinstance(given, list) else None
         return _batch(await self._book.create(principal, order, count, violations))
@@ -144,6 +146,15 @@ class BatchRoutes:
                 )
             items.append(NewItem(str(custom), json.dumps(body).encode(), ItemFormat.OPENAI))
         return items, found
+
+
+def _mode(given: object, violations: list[FieldViolation]) -> BatchMode:
+    if given is None:
+        return BatchMode.LIVE
+    if given not in ("live", "provider"):
+        violations.append(FieldViolation("mode", 'must be "live" or "provider"'))
+        return BatchMode.LIVE
+    return BatchMode(given)
 
 
 def _integer(body: dict[str, Any], name: str, violations: list[FieldViolation]) -> int:
@@ -225,6 +236,16 @@ def _batch(view: BatchView) -> dict[str, Any]:
         "metadata": {name: getattr(caller, name) for name in _CALLER_FIELDS if getattr(caller, name)},
         "tags": view.tags,
         "paused_reason": view.paused_reason or None,
+        "mode": view.mode.value,
+        "provider_jobs": [
+            {
+                "provider": j.provider,
+                "upstream_id": j.upstream_id or None,
+                "status": j.upstream_status,
+                "items": j.items,
+            }
+            for j in view.jobs
+        ],
         "created_at": _time(view.created_at),
         "started_at": _time(view.started_at),
         "finished_at": _time(view.finished_at),

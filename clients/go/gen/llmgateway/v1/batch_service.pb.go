@@ -91,7 +91,10 @@ type CreateBatchRequest struct {
 	// Who the calls are for: set on every item that sets none of its own.
 	Caller *CallerMetadata `protobuf:"bytes,5,opt,name=caller,proto3" json:"caller,omitempty"`
 	// Tags added to every item's call ("batch_id" is reserved).
-	Tags          map[string]string `protobuf:"bytes,6,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Tags map[string]string `protobuf:"bytes,6,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// How the items run: through the gateway as live calls (the default), or through the
+	// providers' own batch APIs at their batch price.
+	Mode          BatchMode `protobuf:"varint,7,opt,name=mode,proto3,enum=llmgateway.v1.BatchMode" json:"mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -166,6 +169,13 @@ func (x *CreateBatchRequest) GetTags() map[string]string {
 		return x.Tags
 	}
 	return nil
+}
+
+func (x *CreateBatchRequest) GetMode() BatchMode {
+	if x != nil {
+		return x.Mode
+	}
+	return BatchMode_BATCH_MODE_UNSPECIFIED
 }
 
 // The request of `GetBatch`.
@@ -496,14 +506,15 @@ const file_llmgateway_v1_batch_service_proto_rawDesc = "" +
 	"!llmgateway/v1/batch_service.proto\x12\rllmgateway.v1\x1a\x1bllmgateway/v1/batches.proto\x1a\x18llmgateway/v1/chat.proto\"e\n" +
 	"\x10BatchRequestItem\x12\x1b\n" +
 	"\tcustom_id\x18\x01 \x01(\tR\bcustomId\x124\n" +
-	"\arequest\x18\x02 \x01(\v2\x1a.llmgateway.v1.ChatRequestR\arequest\"\x8c\x03\n" +
+	"\arequest\x18\x02 \x01(\v2\x1a.llmgateway.v1.ChatRequestR\arequest\"\xba\x03\n" +
 	"\x12CreateBatchRequest\x12;\n" +
 	"\brequests\x18\x01 \x03(\v2\x1f.llmgateway.v1.BatchRequestItemR\brequests\x126\n" +
 	"\x17max_concurrent_requests\x18\x02 \x01(\x05R\x15maxConcurrentRequests\x126\n" +
 	"\x17return_individual_costs\x18\x03 \x01(\bR\x15returnIndividualCosts\x12\x18\n" +
 	"\awebhook\x18\x04 \x01(\tR\awebhook\x125\n" +
 	"\x06caller\x18\x05 \x01(\v2\x1d.llmgateway.v1.CallerMetadataR\x06caller\x12?\n" +
-	"\x04tags\x18\x06 \x03(\v2+.llmgateway.v1.CreateBatchRequest.TagsEntryR\x04tags\x1a7\n" +
+	"\x04tags\x18\x06 \x03(\v2+.llmgateway.v1.CreateBatchRequest.TagsEntryR\x04tags\x12,\n" +
+	"\x04mode\x18\a \x01(\x0e2\x18.llmgateway.v1.BatchModeR\x04mode\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"!\n" +
@@ -559,31 +570,33 @@ var file_llmgateway_v1_batch_service_proto_goTypes = []any{
 	nil,                              // 8: llmgateway.v1.CreateBatchRequest.TagsEntry
 	(*ChatRequest)(nil),              // 9: llmgateway.v1.ChatRequest
 	(*CallerMetadata)(nil),           // 10: llmgateway.v1.CallerMetadata
-	(*Batch)(nil),                    // 11: llmgateway.v1.Batch
-	(*BatchResult)(nil),              // 12: llmgateway.v1.BatchResult
+	(BatchMode)(0),                   // 11: llmgateway.v1.BatchMode
+	(*Batch)(nil),                    // 12: llmgateway.v1.Batch
+	(*BatchResult)(nil),              // 13: llmgateway.v1.BatchResult
 }
 var file_llmgateway_v1_batch_service_proto_depIdxs = []int32{
 	9,  // 0: llmgateway.v1.BatchRequestItem.request:type_name -> llmgateway.v1.ChatRequest
 	0,  // 1: llmgateway.v1.CreateBatchRequest.requests:type_name -> llmgateway.v1.BatchRequestItem
 	10, // 2: llmgateway.v1.CreateBatchRequest.caller:type_name -> llmgateway.v1.CallerMetadata
 	8,  // 3: llmgateway.v1.CreateBatchRequest.tags:type_name -> llmgateway.v1.CreateBatchRequest.TagsEntry
-	11, // 4: llmgateway.v1.ListBatchesResponse.batches:type_name -> llmgateway.v1.Batch
-	12, // 5: llmgateway.v1.ListBatchResultsResponse.results:type_name -> llmgateway.v1.BatchResult
-	1,  // 6: llmgateway.v1.BatchService.CreateBatch:input_type -> llmgateway.v1.CreateBatchRequest
-	2,  // 7: llmgateway.v1.BatchService.GetBatch:input_type -> llmgateway.v1.GetBatchRequest
-	3,  // 8: llmgateway.v1.BatchService.ListBatches:input_type -> llmgateway.v1.ListBatchesRequest
-	5,  // 9: llmgateway.v1.BatchService.CancelBatch:input_type -> llmgateway.v1.CancelBatchRequest
-	6,  // 10: llmgateway.v1.BatchService.ListBatchResults:input_type -> llmgateway.v1.ListBatchResultsRequest
-	11, // 11: llmgateway.v1.BatchService.CreateBatch:output_type -> llmgateway.v1.Batch
-	11, // 12: llmgateway.v1.BatchService.GetBatch:output_type -> llmgateway.v1.Batch
-	4,  // 13: llmgateway.v1.BatchService.ListBatches:output_type -> llmgateway.v1.ListBatchesResponse
-	11, // 14: llmgateway.v1.BatchService.CancelBatch:output_type -> llmgateway.v1.Batch
-	7,  // 15: llmgateway.v1.BatchService.ListBatchResults:output_type -> llmgateway.v1.ListBatchResultsResponse
-	11, // [11:16] is the sub-list for method output_type
-	6,  // [6:11] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	11, // 4: llmgateway.v1.CreateBatchRequest.mode:type_name -> llmgateway.v1.BatchMode
+	12, // 5: llmgateway.v1.ListBatchesResponse.batches:type_name -> llmgateway.v1.Batch
+	13, // 6: llmgateway.v1.ListBatchResultsResponse.results:type_name -> llmgateway.v1.BatchResult
+	1,  // 7: llmgateway.v1.BatchService.CreateBatch:input_type -> llmgateway.v1.CreateBatchRequest
+	2,  // 8: llmgateway.v1.BatchService.GetBatch:input_type -> llmgateway.v1.GetBatchRequest
+	3,  // 9: llmgateway.v1.BatchService.ListBatches:input_type -> llmgateway.v1.ListBatchesRequest
+	5,  // 10: llmgateway.v1.BatchService.CancelBatch:input_type -> llmgateway.v1.CancelBatchRequest
+	6,  // 11: llmgateway.v1.BatchService.ListBatchResults:input_type -> llmgateway.v1.ListBatchResultsRequest
+	12, // 12: llmgateway.v1.BatchService.CreateBatch:output_type -> llmgateway.v1.Batch
+	12, // 13: llmgateway.v1.BatchService.GetBatch:output_type -> llmgateway.v1.Batch
+	4,  // 14: llmgateway.v1.BatchService.ListBatches:output_type -> llmgateway.v1.ListBatchesResponse
+	12, // 15: llmgateway.v1.BatchService.CancelBatch:output_type -> llmgateway.v1.Batch
+	7,  // 16: llmgateway.v1.BatchService.ListBatchResults:output_type -> llmgateway.v1.ListBatchResultsResponse
+	12, // [12:17] is the sub-list for method output_type
+	7,  // [7:12] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_llmgateway_v1_batch_service_proto_init() }

@@ -45,6 +45,12 @@ const (
 // NOT_FOUND / BATCH_NOT_FOUND, FAILED_PRECONDITION / LEDGER_DISABLED (no database to keep batches
 // in), FAILED_PRECONDITION / BATCH_FINISHED (cancelling a batch that has ended), UNAVAILABLE /
 // BATCH_STORE_UNAVAILABLE.
+//
+// In provider mode (`BATCH_MODE_PROVIDER`) the items go to their providers' own batch APIs; an
+// item the provider never ran fails DEADLINE_EXCEEDED / PROVIDER_BATCH_EXPIRED (its window ended),
+// UNAVAILABLE / PROVIDER_BATCH_FAILED (the provider refused the whole job) or UNAVAILABLE /
+// UPSTREAM_BATCH_ERROR (another reason the provider gave); one it cancelled is CANCELLED /
+// PROVIDER_BATCH_CANCELLED, or simply cancelled when the batch was.
 type BatchServiceClient interface {
 	// Creates a batch; its items start at once, in order, at most `max_concurrent_requests` at a time.
 	CreateBatch(ctx context.Context, in *CreateBatchRequest, opts ...grpc.CallOption) (*Batch, error)
@@ -135,6 +141,12 @@ func (c *batchServiceClient) ListBatchResults(ctx context.Context, in *ListBatch
 // NOT_FOUND / BATCH_NOT_FOUND, FAILED_PRECONDITION / LEDGER_DISABLED (no database to keep batches
 // in), FAILED_PRECONDITION / BATCH_FINISHED (cancelling a batch that has ended), UNAVAILABLE /
 // BATCH_STORE_UNAVAILABLE.
+//
+// In provider mode (`BATCH_MODE_PROVIDER`) the items go to their providers' own batch APIs; an
+// item the provider never ran fails DEADLINE_EXCEEDED / PROVIDER_BATCH_EXPIRED (its window ended),
+// UNAVAILABLE / PROVIDER_BATCH_FAILED (the provider refused the whole job) or UNAVAILABLE /
+// UPSTREAM_BATCH_ERROR (another reason the provider gave); one it cancelled is CANCELLED /
+// PROVIDER_BATCH_CANCELLED, or simply cancelled when the batch was.
 type BatchServiceServer interface {
 	// Creates a batch; its items start at once, in order, at most `max_concurrent_requests` at a time.
 	CreateBatch(context.Context, *CreateBatchRequest) (*Batch, error)

@@ -156,6 +156,62 @@ func (BatchItemStatus) EnumDescriptor() ([]byte, []int) {
 	return file_llmgateway_v1_batches_proto_rawDescGZIP(), []int{1}
 }
 
+// How a batch's items run.
+type BatchMode int32
+
+const (
+	// Not set: live.
+	BatchMode_BATCH_MODE_UNSPECIFIED BatchMode = 0
+	// Each item is a live call through the gateway: routing, retries, fallbacks, breakers, rate
+	// limits (the batches' share), budgets.
+	BatchMode_BATCH_MODE_LIVE BatchMode = 1
+	// Items go to their provider's own batch API (OpenAI's Batch API, Anthropic's Message Batches):
+	// answered within the provider's window (up to 24 hours), at its batch price (half the list
+	// price). Only models of OpenAI (Chat Completions) and Anthropic providers; no fallbacks.
+	BatchMode_BATCH_MODE_PROVIDER BatchMode = 2
+)
+
+// Enum value maps for BatchMode.
+var (
+	BatchMode_name = map[int32]string{
+		0: "BATCH_MODE_UNSPECIFIED",
+		1: "BATCH_MODE_LIVE",
+		2: "BATCH_MODE_PROVIDER",
+	}
+	BatchMode_value = map[string]int32{
+		"BATCH_MODE_UNSPECIFIED": 0,
+		"BATCH_MODE_LIVE":        1,
+		"BATCH_MODE_PROVIDER":    2,
+	}
+)
+
+func (x BatchMode) Enum() *BatchMode {
+	p := new(BatchMode)
+	*p = x
+	return p
+}
+
+func (x BatchMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (BatchMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_llmgateway_v1_batches_proto_enumTypes[2].Descriptor()
+}
+
+func (BatchMode) Type() protoreflect.EnumType {
+	return &file_llmgateway_v1_batches_proto_enumTypes[2]
+}
+
+func (x BatchMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use BatchMode.Descriptor instead.
+func (BatchMode) EnumDescriptor() ([]byte, []int) {
+	return file_llmgateway_v1_batches_proto_rawDescGZIP(), []int{2}
+}
+
 // How many of a batch's items are where.
 type BatchCounts struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -279,7 +335,11 @@ type Batch struct {
 	// When its first item started.
 	StartTime *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
 	// When it completed or was cancelled.
-	EndTime       *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	EndTime *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// How its items run.
+	Mode BatchMode `protobuf:"varint,16,opt,name=mode,proto3,enum=llmgateway.v1.BatchMode" json:"mode,omitempty"`
+	// In provider mode, the jobs submitted to the providers' batch APIs.
+	ProviderJobs  []*ProviderJob `protobuf:"bytes,17,rep,name=provider_jobs,json=providerJobs,proto3" json:"provider_jobs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -419,6 +479,93 @@ func (x *Batch) GetEndTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Batch) GetMode() BatchMode {
+	if x != nil {
+		return x.Mode
+	}
+	return BatchMode_BATCH_MODE_UNSPECIFIED
+}
+
+func (x *Batch) GetProviderJobs() []*ProviderJob {
+	if x != nil {
+		return x.ProviderJobs
+	}
+	return nil
+}
+
+// One job a provider-mode batch submitted to a provider's batch API.
+type ProviderJob struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The gateway's provider name.
+	Provider string `protobuf:"bytes,1,opt,name=provider,proto3" json:"provider,omitempty"`
+	// The provider's id of the job ("batch_...", "msgbatch_..."); empty until it is submitted.
+	UpstreamId string `protobuf:"bytes,2,opt,name=upstream_id,json=upstreamId,proto3" json:"upstream_id,omitempty"`
+	// The provider's word for where the job stands ("in_progress", "ended", ...), as last polled.
+	UpstreamStatus string `protobuf:"bytes,3,opt,name=upstream_status,json=upstreamStatus,proto3" json:"upstream_status,omitempty"`
+	// How many of the batch's items it holds.
+	Items         int32 `protobuf:"varint,4,opt,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProviderJob) Reset() {
+	*x = ProviderJob{}
+	mi := &file_llmgateway_v1_batches_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProviderJob) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProviderJob) ProtoMessage() {}
+
+func (x *ProviderJob) ProtoReflect() protoreflect.Message {
+	mi := &file_llmgateway_v1_batches_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProviderJob.ProtoReflect.Descriptor instead.
+func (*ProviderJob) Descriptor() ([]byte, []int) {
+	return file_llmgateway_v1_batches_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ProviderJob) GetProvider() string {
+	if x != nil {
+		return x.Provider
+	}
+	return ""
+}
+
+func (x *ProviderJob) GetUpstreamId() string {
+	if x != nil {
+		return x.UpstreamId
+	}
+	return ""
+}
+
+func (x *ProviderJob) GetUpstreamStatus() string {
+	if x != nil {
+		return x.UpstreamStatus
+	}
+	return ""
+}
+
+func (x *ProviderJob) GetItems() int32 {
+	if x != nil {
+		return x.Items
+	}
+	return 0
+}
+
 // Why an item failed.
 type BatchItemError struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -434,7 +581,7 @@ type BatchItemError struct {
 
 func (x *BatchItemError) Reset() {
 	*x = BatchItemError{}
-	mi := &file_llmgateway_v1_batches_proto_msgTypes[2]
+	mi := &file_llmgateway_v1_batches_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -446,7 +593,7 @@ func (x *BatchItemError) String() string {
 func (*BatchItemError) ProtoMessage() {}
 
 func (x *BatchItemError) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_batches_proto_msgTypes[2]
+	mi := &file_llmgateway_v1_batches_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -459,7 +606,7 @@ func (x *BatchItemError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchItemError.ProtoReflect.Descriptor instead.
 func (*BatchItemError) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_batches_proto_rawDescGZIP(), []int{2}
+	return file_llmgateway_v1_batches_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *BatchItemError) GetCode() string {
@@ -507,7 +654,7 @@ type BatchResult struct {
 
 func (x *BatchResult) Reset() {
 	*x = BatchResult{}
-	mi := &file_llmgateway_v1_batches_proto_msgTypes[3]
+	mi := &file_llmgateway_v1_batches_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -519,7 +666,7 @@ func (x *BatchResult) String() string {
 func (*BatchResult) ProtoMessage() {}
 
 func (x *BatchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_llmgateway_v1_batches_proto_msgTypes[3]
+	mi := &file_llmgateway_v1_batches_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -532,7 +679,7 @@ func (x *BatchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResult.ProtoReflect.Descriptor instead.
 func (*BatchResult) Descriptor() ([]byte, []int) {
-	return file_llmgateway_v1_batches_proto_rawDescGZIP(), []int{3}
+	return file_llmgateway_v1_batches_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *BatchResult) GetCustomId() string {
@@ -595,7 +742,7 @@ const file_llmgateway_v1_batches_proto_rawDesc = "" +
 	"\x06failed\x18\x03 \x01(\x03R\x06failed\x12\x18\n" +
 	"\apending\x18\x04 \x01(\x03R\apending\x12\x18\n" +
 	"\arunning\x18\x05 \x01(\x03R\arunning\x12\x1c\n" +
-	"\tcancelled\x18\x06 \x01(\x03R\tcancelled\"\xcc\x05\n" +
+	"\tcancelled\x18\x06 \x01(\x03R\tcancelled\"\xbb\x06\n" +
 	"\x05Batch\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x122\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x1a.llmgateway.v1.BatchStatusR\x06status\x122\n" +
@@ -614,10 +761,18 @@ const file_llmgateway_v1_batches_proto_rawDesc = "" +
 	"createTime\x129\n" +
 	"\n" +
 	"start_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
-	"\bend_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x1a7\n" +
+	"\bend_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12,\n" +
+	"\x04mode\x18\x10 \x01(\x0e2\x18.llmgateway.v1.BatchModeR\x04mode\x12?\n" +
+	"\rprovider_jobs\x18\x11 \x03(\v2\x1a.llmgateway.v1.ProviderJobR\fproviderJobs\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"V\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x89\x01\n" +
+	"\vProviderJob\x12\x1a\n" +
+	"\bprovider\x18\x01 \x01(\tR\bprovider\x12\x1f\n" +
+	"\vupstream_id\x18\x02 \x01(\tR\n" +
+	"upstreamId\x12'\n" +
+	"\x0fupstream_status\x18\x03 \x01(\tR\x0eupstreamStatus\x12\x14\n" +
+	"\x05items\x18\x04 \x01(\x05R\x05items\"V\n" +
 	"\x0eBatchItemError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n" +
@@ -644,7 +799,11 @@ const file_llmgateway_v1_batches_proto_rawDesc = "" +
 	"\x19BATCH_ITEM_STATUS_RUNNING\x10\x02\x12\x1f\n" +
 	"\x1bBATCH_ITEM_STATUS_SUCCEEDED\x10\x03\x12\x1c\n" +
 	"\x18BATCH_ITEM_STATUS_FAILED\x10\x04\x12\x1f\n" +
-	"\x1bBATCH_ITEM_STATUS_CANCELLED\x10\x05B\xc4\x01\n" +
+	"\x1bBATCH_ITEM_STATUS_CANCELLED\x10\x05*U\n" +
+	"\tBatchMode\x12\x1a\n" +
+	"\x16BATCH_MODE_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fBATCH_MODE_LIVE\x10\x01\x12\x17\n" +
+	"\x13BATCH_MODE_PROVIDER\x10\x02B\xc4\x01\n" +
 	"\x11com.llmgateway.v1B\fBatchesProtoP\x01ZLgithub.com/llm-gateway/llm-gateway/clients/go/gen/llmgateway/v1;llmgatewayv1\xa2\x02\x03LXX\xaa\x02\rLlmgateway.V1\xca\x02\rLlmgateway\\V1\xe2\x02\x19Llmgateway\\V1\\GPBMetadata\xea\x02\x0eLlmgateway::V1b\x06proto3"
 
 var (
@@ -659,40 +818,44 @@ func file_llmgateway_v1_batches_proto_rawDescGZIP() []byte {
 	return file_llmgateway_v1_batches_proto_rawDescData
 }
 
-var file_llmgateway_v1_batches_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_llmgateway_v1_batches_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_llmgateway_v1_batches_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_llmgateway_v1_batches_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_llmgateway_v1_batches_proto_goTypes = []any{
 	(BatchStatus)(0),              // 0: llmgateway.v1.BatchStatus
 	(BatchItemStatus)(0),          // 1: llmgateway.v1.BatchItemStatus
-	(*BatchCounts)(nil),           // 2: llmgateway.v1.BatchCounts
-	(*Batch)(nil),                 // 3: llmgateway.v1.Batch
-	(*BatchItemError)(nil),        // 4: llmgateway.v1.BatchItemError
-	(*BatchResult)(nil),           // 5: llmgateway.v1.BatchResult
-	nil,                           // 6: llmgateway.v1.Batch.TagsEntry
-	(*CallerMetadata)(nil),        // 7: llmgateway.v1.CallerMetadata
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
-	(*ChatResponse)(nil),          // 9: llmgateway.v1.ChatResponse
-	(*Usage)(nil),                 // 10: llmgateway.v1.Usage
-	(*Cost)(nil),                  // 11: llmgateway.v1.Cost
+	(BatchMode)(0),                // 2: llmgateway.v1.BatchMode
+	(*BatchCounts)(nil),           // 3: llmgateway.v1.BatchCounts
+	(*Batch)(nil),                 // 4: llmgateway.v1.Batch
+	(*ProviderJob)(nil),           // 5: llmgateway.v1.ProviderJob
+	(*BatchItemError)(nil),        // 6: llmgateway.v1.BatchItemError
+	(*BatchResult)(nil),           // 7: llmgateway.v1.BatchResult
+	nil,                           // 8: llmgateway.v1.Batch.TagsEntry
+	(*CallerMetadata)(nil),        // 9: llmgateway.v1.CallerMetadata
+	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(*ChatResponse)(nil),          // 11: llmgateway.v1.ChatResponse
+	(*Usage)(nil),                 // 12: llmgateway.v1.Usage
+	(*Cost)(nil),                  // 13: llmgateway.v1.Cost
 }
 var file_llmgateway_v1_batches_proto_depIdxs = []int32{
 	0,  // 0: llmgateway.v1.Batch.status:type_name -> llmgateway.v1.BatchStatus
-	2,  // 1: llmgateway.v1.Batch.counts:type_name -> llmgateway.v1.BatchCounts
-	7,  // 2: llmgateway.v1.Batch.caller:type_name -> llmgateway.v1.CallerMetadata
-	6,  // 3: llmgateway.v1.Batch.tags:type_name -> llmgateway.v1.Batch.TagsEntry
-	8,  // 4: llmgateway.v1.Batch.create_time:type_name -> google.protobuf.Timestamp
-	8,  // 5: llmgateway.v1.Batch.start_time:type_name -> google.protobuf.Timestamp
-	8,  // 6: llmgateway.v1.Batch.end_time:type_name -> google.protobuf.Timestamp
-	1,  // 7: llmgateway.v1.BatchResult.status:type_name -> llmgateway.v1.BatchItemStatus
-	9,  // 8: llmgateway.v1.BatchResult.response:type_name -> llmgateway.v1.ChatResponse
-	4,  // 9: llmgateway.v1.BatchResult.error:type_name -> llmgateway.v1.BatchItemError
-	10, // 10: llmgateway.v1.BatchResult.usage:type_name -> llmgateway.v1.Usage
-	11, // 11: llmgateway.v1.BatchResult.cost:type_name -> llmgateway.v1.Cost
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	3,  // 1: llmgateway.v1.Batch.counts:type_name -> llmgateway.v1.BatchCounts
+	9,  // 2: llmgateway.v1.Batch.caller:type_name -> llmgateway.v1.CallerMetadata
+	8,  // 3: llmgateway.v1.Batch.tags:type_name -> llmgateway.v1.Batch.TagsEntry
+	10, // 4: llmgateway.v1.Batch.create_time:type_name -> google.protobuf.Timestamp
+	10, // 5: llmgateway.v1.Batch.start_time:type_name -> google.protobuf.Timestamp
+	10, // 6: llmgateway.v1.Batch.end_time:type_name -> google.protobuf.Timestamp
+	2,  // 7: llmgateway.v1.Batch.mode:type_name -> llmgateway.v1.BatchMode
+	5,  // 8: llmgateway.v1.Batch.provider_jobs:type_name -> llmgateway.v1.ProviderJob
+	1,  // 9: llmgateway.v1.BatchResult.status:type_name -> llmgateway.v1.BatchItemStatus
+	11, // 10: llmgateway.v1.BatchResult.response:type_name -> llmgateway.v1.ChatResponse
+	6,  // 11: llmgateway.v1.BatchResult.error:type_name -> llmgateway.v1.BatchItemError
+	12, // 12: llmgateway.v1.BatchResult.usage:type_name -> llmgateway.v1.Usage
+	13, // 13: llmgateway.v1.BatchResult.cost:type_name -> llmgateway.v1.Cost
+	14, // [14:14] is the sub-list for method output_type
+	14, // [14:14] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_llmgateway_v1_batches_proto_init() }
@@ -707,8 +870,8 @@ func file_llmgateway_v1_batches_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_llmgateway_v1_batches_proto_rawDesc), len(file_llmgateway_v1_batches_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   5,
+			NumEnums:      3,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

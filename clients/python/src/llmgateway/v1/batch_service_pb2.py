@@ -26,7 +26,7 @@ from llmgateway.v1 import batches_pb2 as llmgateway_dot_v1_dot_batches__pb2
 from llmgateway.v1 import chat_pb2 as llmgateway_dot_v1_dot_chat__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!llmgateway/v1/batch_service.proto\x12\rllmgateway.v1\x1a\x1bllmgateway/v1/batches.proto\x1a\x18llmgateway/v1/chat.proto\"R\n\x10\x42\x61tchRequestItem\x12\x11\n\tcustom_id\x18\x01 \x01(\t\x12+\n\x07request\x18\x02 \x01(\x0b\x32\x1a.llmgateway.v1.ChatRequest\"\xb1\x02\n\x12\x43reateBatchRequest\x12\x31\n\x08requests\x18\x01 \x03(\x0b\x32\x1f.llmgateway.v1.BatchRequestItem\x12\x1f\n\x17max_concurrent_requests\x18\x02 \x01(\x05\x12\x1f\n\x17return_individual_costs\x18\x03 \x01(\x08\x12\x0f\n\x07webhook\x18\x04 \x01(\t\x12-\n\x06\x63\x61ller\x18\x05 \x01(\x0b\x32\x1d.llmgateway.v1.CallerMetadata\x12\x39\n\x04tags\x18\x06 \x03(\x0b\x32+.llmgateway.v1.CreateBatchRequest.TagsEntry\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1d\n\x0fGetBatchRequest\x12\n\n\x02id\x18\x01 \x01(\t\";\n\x12ListBatchesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"U\n\x13ListBatchesResponse\x12%\n\x07\x62\x61tches\x18\x01 \x03(\x0b\x32\x14.llmgateway.v1.Batch\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x12\x43\x61ncelBatchRequest\x12\n\n\x02id\x18\x01 \x01(\t\"L\n\x17ListBatchResultsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"`\n\x18ListBatchResultsResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.llmgateway.v1.BatchResult\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x9b\x03\n\x0c\x42\x61tchService\x12\x46\n\x0b\x43reateBatch\x12!.llmgateway.v1.CreateBatchRequest\x1a\x14.llmgateway.v1.Batch\x12@\n\x08GetBatch\x12\x1e.llmgateway.v1.GetBatchRequest\x1a\x14.llmgateway.v1.Batch\x12T\n\x0bListBatches\x12!.llmgateway.v1.ListBatchesRequest\x1a\".llmgateway.v1.ListBatchesResponse\x12\x46\n\x0b\x43\x61ncelBatch\x12!.llmgateway.v1.CancelBatchRequest\x1a\x14.llmgateway.v1.Batch\x12\x63\n\x10ListBatchResults\x12&.llmgateway.v1.ListBatchResultsRequest\x1a\'.llmgateway.v1.ListBatchResultsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!llmgateway/v1/batch_service.proto\x12\rllmgateway.v1\x1a\x1bllmgateway/v1/batches.proto\x1a\x18llmgateway/v1/chat.proto\"R\n\x10\x42\x61tchRequestItem\x12\x11\n\tcustom_id\x18\x01 \x01(\t\x12+\n\x07request\x18\x02 \x01(\x0b\x32\x1a.llmgateway.v1.ChatRequest\"\xd9\x02\n\x12\x43reateBatchRequest\x12\x31\n\x08requests\x18\x01 \x03(\x0b\x32\x1f.llmgateway.v1.BatchRequestItem\x12\x1f\n\x17max_concurrent_requests\x18\x02 \x01(\x05\x12\x1f\n\x17return_individual_costs\x18\x03 \x01(\x08\x12\x0f\n\x07webhook\x18\x04 \x01(\t\x12-\n\x06\x63\x61ller\x18\x05 \x01(\x0b\x32\x1d.llmgateway.v1.CallerMetadata\x12\x39\n\x04tags\x18\x06 \x03(\x0b\x32+.llmgateway.v1.CreateBatchRequest.TagsEntry\x12&\n\x04mode\x18\x07 \x01(\x0e\x32\x18.llmgateway.v1.BatchMode\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1d\n\x0fGetBatchRequest\x12\n\n\x02id\x18\x01 \x01(\t\";\n\x12ListBatchesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"U\n\x13ListBatchesResponse\x12%\n\x07\x62\x61tches\x18\x01 \x03(\x0b\x32\x14.llmgateway.v1.Batch\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x12\x43\x61ncelBatchRequest\x12\n\n\x02id\x18\x01 \x01(\t\"L\n\x17ListBatchResultsRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"`\n\x18ListBatchResultsResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.llmgateway.v1.BatchResult\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x9b\x03\n\x0c\x42\x61tchService\x12\x46\n\x0b\x43reateBatch\x12!.llmgateway.v1.CreateBatchRequest\x1a\x14.llmgateway.v1.Batch\x12@\n\x08GetBatch\x12\x1e.llmgateway.v1.GetBatchRequest\x1a\x14.llmgateway.v1.Batch\x12T\n\x0bListBatches\x12!.llmgateway.v1.ListBatchesRequest\x1a\".llmgateway.v1.ListBatchesResponse\x12\x46\n\x0b\x43\x61ncelBatch\x12!.llmgateway.v1.CancelBatchRequest\x1a\x14.llmgateway.v1.Batch\x12\x63\n\x10ListBatchResults\x12&.llmgateway.v1.ListBatchResultsRequest\x1a\'.llmgateway.v1.ListBatchResultsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,21 +38,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BATCHREQUESTITEM']._serialized_start=107
   _globals['_BATCHREQUESTITEM']._serialized_end=189
   _globals['_CREATEBATCHREQUEST']._serialized_start=192
-  _globals['_CREATEBATCHREQUEST']._serialized_end=497
-  _globals['_CREATEBATCHREQUEST_TAGSENTRY']._serialized_start=454
-  _globals['_CREATEBATCHREQUEST_TAGSENTRY']._serialized_end=497
-  _globals['_GETBATCHREQUEST']._serialized_start=499
-  _globals['_GETBATCHREQUEST']._serialized_end=528
-  _globals['_LISTBATCHESREQUEST']._serialized_start=530
-  _globals['_LISTBATCHESREQUEST']._serialized_end=589
-  _globals['_LISTBATCHESRESPONSE']._serialized_start=591
-  _globals['_LISTBATCHESRESPONSE']._serialized_end=676
-  _globals['_CANCELBATCHREQUEST']._serialized_start=678
-  _globals['_CANCELBATCHREQUEST']._serialized_end=710
-  _globals['_LISTBATCHRESULTSREQUEST']._serialized_start=712
-  _globals['_LISTBATCHRESULTSREQUEST']._serialized_end=788
-  _globals['_LISTBATCHRESULTSRESPONSE']._serialized_start=790
-  _globals['_LISTBATCHRESULTSRESPONSE']._serialized_end=886
-  _globals['_BATCHSERVICE']._serialized_start=889
-  _globals['_BATCHSERVICE']._serialized_end=1300
+  _globals['_CREATEBATCHREQUEST']._serialized_end=537
+  _globals['_CREATEBATCHREQUEST_TAGSENTRY']._serialized_start=494
+  _globals['_CREATEBATCHREQUEST_TAGSENTRY']._serialized_end=537
+  _globals['_GETBATCHREQUEST']._serialized_start=539
+  _globals['_GETBATCHREQUEST']._serialized_end=568
+  _globals['_LISTBATCHESREQUEST']._serialized_start=570
+  _globals['_LISTBATCHESREQUEST']._serialized_end=629
+  _globals['_LISTBATCHESRESPONSE']._serialized_start=631
+  _globals['_LISTBATCHESRESPONSE']._serialized_end=716
+  _globals['_CANCELBATCHREQUEST']._serialized_start=718
+  _globals['_CANCELBATCHREQUEST']._serialized_end=750
+  _globals['_LISTBATCHRESULTSREQUEST']._serialized_start=752
+  _globals['_LISTBATCHRESULTSREQUEST']._serialized_end=828
+  _globals['_LISTBATCHRESULTSRESPONSE']._serialized_start=830
+  _globals['_LISTBATCHRESULTSRESPONSE']._serialized_end=926
+  _globals['_BATCHSERVICE']._serialized_start=929
+  _globals['_BATCHSERVICE']._serialized_end=1340
 # @@protoc_insertion_point(module_scope)

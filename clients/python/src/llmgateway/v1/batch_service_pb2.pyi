@@ -80,6 +80,7 @@ class CreateBatchRequest(_message.Message):
     WEBHOOK_FIELD_NUMBER: _builtins.int
     CALLER_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
     max_concurrent_requests: _builtins.int
     """At most this many items run at once (1 to 1,000; 0: 5)."""
     return_individual_costs: _builtins.bool
@@ -87,6 +88,10 @@ class CreateBatchRequest(_message.Message):
     webhook: _builtins.str
     """The name of a configured webhook (`[[webhooks]]` with event "batch_completed") to tell when
     the batch ends; empty for none.
+    """
+    mode: _batches_pb2.BatchMode.ValueType
+    """How the items run: through the gateway as live calls (the default), or through the
+    providers' own batch APIs at their batch price.
     """
     @_builtins.property
     def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchRequestItem]:
@@ -109,10 +114,11 @@ class CreateBatchRequest(_message.Message):
         webhook: _builtins.str = ...,
         caller: _chat_pb2.CallerMetadata | None = ...,
         tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        mode: _batches_pb2.BatchMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "max_concurrent_requests", b"max_concurrent_requests", "requests", b"requests", "return_individual_costs", b"return_individual_costs", "tags", b"tags", "webhook", b"webhook"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "max_concurrent_requests", b"max_concurrent_requests", "mode", b"mode", "requests", b"requests", "return_individual_costs", b"return_individual_costs", "tags", b"tags", "webhook", b"webhook"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

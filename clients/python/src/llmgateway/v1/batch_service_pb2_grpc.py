@@ -42,6 +42,12 @@ class BatchServiceStub:
     NOT_FOUND / BATCH_NOT_FOUND, FAILED_PRECONDITION / LEDGER_DISABLED (no database to keep batches
     in), FAILED_PRECONDITION / BATCH_FINISHED (cancelling a batch that has ended), UNAVAILABLE /
     BATCH_STORE_UNAVAILABLE.
+
+    In provider mode (`BATCH_MODE_PROVIDER`) the items go to their providers' own batch APIs; an
+    item the provider never ran fails DEADLINE_EXCEEDED / PROVIDER_BATCH_EXPIRED (its window ended),
+    UNAVAILABLE / PROVIDER_BATCH_FAILED (the provider refused the whole job) or UNAVAILABLE /
+    UPSTREAM_BATCH_ERROR (another reason the provider gave); one it cancelled is CANCELLED /
+    PROVIDER_BATCH_CANCELLED, or simply cancelled when the batch was.
     """
 
     def __init__(self, channel):
@@ -93,6 +99,12 @@ class BatchServiceServicer:
     NOT_FOUND / BATCH_NOT_FOUND, FAILED_PRECONDITION / LEDGER_DISABLED (no database to keep batches
     in), FAILED_PRECONDITION / BATCH_FINISHED (cancelling a batch that has ended), UNAVAILABLE /
     BATCH_STORE_UNAVAILABLE.
+
+    In provider mode (`BATCH_MODE_PROVIDER`) the items go to their providers' own batch APIs; an
+    item the provider never ran fails DEADLINE_EXCEEDED / PROVIDER_BATCH_EXPIRED (its window ended),
+    UNAVAILABLE / PROVIDER_BATCH_FAILED (the provider refused the whole job) or UNAVAILABLE /
+    UPSTREAM_BATCH_ERROR (another reason the provider gave); one it cancelled is CANCELLED /
+    PROVIDER_BATCH_CANCELLED, or simply cancelled when the batch was.
     """
 
     def CreateBatch(self, request, context):
@@ -182,6 +194,12 @@ class BatchService:
     NOT_FOUND / BATCH_NOT_FOUND, FAILED_PRECONDITION / LEDGER_DISABLED (no database to keep batches
     in), FAILED_PRECONDITION / BATCH_FINISHED (cancelling a batch that has ended), UNAVAILABLE /
     BATCH_STORE_UNAVAILABLE.
+
+    In provider mode (`BATCH_MODE_PROVIDER`) the items go to their providers' own batch APIs; an
+    item the provider never ran fails DEADLINE_EXCEEDED / PROVIDER_BATCH_EXPIRED (its window ended),
+    UNAVAILABLE / PROVIDER_BATCH_FAILED (the provider refused the whole job) or UNAVAILABLE /
+    UPSTREAM_BATCH_ERROR (another reason the provider gave); one it cancelled is CANCELLED /
+    PROVIDER_BATCH_CANCELLED, or simply cancelled when the batch was.
     """
 
     @staticmethod

@@ -43,6 +43,12 @@ class BatchServiceStub:
     NOT_FOUND / BATCH_NOT_FOUND, FAILED_PRECONDITION / LEDGER_DISABLED (no database to keep batches
     in), FAILED_PRECONDITION / BATCH_FINISHED (cancelling a batch that has ended), UNAVAILABLE /
     BATCH_STORE_UNAVAILABLE.
+
+    In provider mode (`BATCH_MODE_PROVIDER`) the items go to their providers' own batch APIs; an
+    item the provider never ran fails DEADLINE_EXCEEDED / PROVIDER_BATCH_EXPIRED (its window ended),
+    UNAVAILABLE / PROVIDER_BATCH_FAILED (the provider refused the whole job) or UNAVAILABLE /
+    UPSTREAM_BATCH_ERROR (another reason the provider gave); one it cancelled is CANCELLED /
+    PROVIDER_BATCH_CANCELLED, or simply cancelled when the batch was.
     """
 
     @_typing.overload
@@ -77,6 +83,12 @@ class BatchServiceAsyncStub(BatchServiceStub):
     NOT_FOUND / BATCH_NOT_FOUND, FAILED_PRECONDITION / LEDGER_DISABLED (no database to keep batches
     in), FAILED_PRECONDITION / BATCH_FINISHED (cancelling a batch that has ended), UNAVAILABLE /
     BATCH_STORE_UNAVAILABLE.
+
+    In provider mode (`BATCH_MODE_PROVIDER`) the items go to their providers' own batch APIs; an
+    item the provider never ran fails DEADLINE_EXCEEDED / PROVIDER_BATCH_EXPIRED (its window ended),
+    UNAVAILABLE / PROVIDER_BATCH_FAILED (the provider refused the whole job) or UNAVAILABLE /
+    UPSTREAM_BATCH_ERROR (another reason the provider gave); one it cancelled is CANCELLED /
+    PROVIDER_BATCH_CANCELLED, or simply cancelled when the batch was.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -107,6 +119,12 @@ class BatchServiceServicer(metaclass=_abc_1.ABCMeta):
     NOT_FOUND / BATCH_NOT_FOUND, FAILED_PRECONDITION / LEDGER_DISABLED (no database to keep batches
     in), FAILED_PRECONDITION / BATCH_FINISHED (cancelling a batch that has ended), UNAVAILABLE /
     BATCH_STORE_UNAVAILABLE.
+
+    In provider mode (`BATCH_MODE_PROVIDER`) the items go to their providers' own batch APIs; an
+    item the provider never ran fails DEADLINE_EXCEEDED / PROVIDER_BATCH_EXPIRED (its window ended),
+    UNAVAILABLE / PROVIDER_BATCH_FAILED (the provider refused the whole job) or UNAVAILABLE /
+    UPSTREAM_BATCH_ERROR (another reason the provider gave); one it cancelled is CANCELLED /
+    PROVIDER_BATCH_CANCELLED, or simply cancelled when the batch was.
     """
 
     @_abc_1.abstractmethod

@@ -27,7 +27,7 @@ from llmgateway.v1 import accounting_pb2 as llmgateway_dot_v1_dot_accounting__pb
 from llmgateway.v1 import chat_pb2 as llmgateway_dot_v1_dot_chat__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bllmgateway/v1/batches.proto\x12\rllmgateway.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ellmgateway/v1/accounting.proto\x1a\x18llmgateway/v1/chat.proto\"t\n\x0b\x42\x61tchCounts\x12\r\n\x05total\x18\x01 \x01(\x03\x12\x11\n\tsucceeded\x18\x02 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x03\x12\x0f\n\x07pending\x18\x04 \x01(\x03\x12\x0f\n\x07running\x18\x05 \x01(\x03\x12\x11\n\tcancelled\x18\x06 \x01(\x03\"\xa0\x04\n\x05\x42\x61tch\x12\n\n\x02id\x18\x01 \x01(\t\x12*\n\x06status\x18\x02 \x01(\x0e\x32\x1a.llmgateway.v1.BatchStatus\x12*\n\x06\x63ounts\x18\x03 \x01(\x0b\x32\x1a.llmgateway.v1.BatchCounts\x12\x0c\n\x04\x63ost\x18\x04 \x01(\t\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x1f\n\x17max_concurrent_requests\x18\x06 \x01(\x05\x12\x1f\n\x17return_individual_costs\x18\x07 \x01(\x08\x12\x0f\n\x07webhook\x18\x08 \x01(\t\x12-\n\x06\x63\x61ller\x18\t \x01(\x0b\x32\x1d.llmgateway.v1.CallerMetadata\x12,\n\x04tags\x18\n \x03(\x0b\x32\x1e.llmgateway.v1.Batch.TagsEntry\x12\x15\n\rpaused_reason\x18\x0b \x01(\t\x12\x10\n\x08key_name\x18\x0c \x01(\t\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"?\n\x0e\x42\x61tchItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x87\x02\n\x0b\x42\x61tchResult\x12\x11\n\tcustom_id\x18\x01 \x01(\t\x12.\n\x06status\x18\x02 \x01(\x0e\x32\x1e.llmgateway.v1.BatchItemStatus\x12-\n\x08response\x18\x03 \x01(\x0b\x32\x1b.llmgateway.v1.ChatResponse\x12,\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1d.llmgateway.v1.BatchItemError\x12#\n\x05usage\x18\x05 \x01(\x0b\x32\x14.llmgateway.v1.Usage\x12!\n\x04\x63ost\x18\x06 \x01(\x0b\x32\x13.llmgateway.v1.Cost\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05*\xcc\x01\n\x0b\x42\x61tchStatus\x12\x1c\n\x18\x42\x41TCH_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13\x42\x41TCH_STATUS_QUEUED\x10\x01\x12\x18\n\x14\x42\x41TCH_STATUS_RUNNING\x10\x02\x12\x17\n\x13\x42\x41TCH_STATUS_PAUSED\x10\x03\x12\x1a\n\x16\x42\x41TCH_STATUS_COMPLETED\x10\x04\x12\x1a\n\x16\x42\x41TCH_STATUS_CANCELLED\x10\x05\x12\x1b\n\x17\x42\x41TCH_STATUS_CANCELLING\x10\x06*\xd2\x01\n\x0f\x42\x61tchItemStatus\x12!\n\x1d\x42\x41TCH_ITEM_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x42\x41TCH_ITEM_STATUS_PENDING\x10\x01\x12\x1d\n\x19\x42\x41TCH_ITEM_STATUS_RUNNING\x10\x02\x12\x1f\n\x1b\x42\x41TCH_ITEM_STATUS_SUCCEEDED\x10\x03\x12\x1c\n\x18\x42\x41TCH_ITEM_STATUS_FAILED\x10\x04\x12\x1f\n\x1b\x42\x41TCH_ITEM_STATUS_CANCELLED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bllmgateway/v1/batches.proto\x12\rllmgateway.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ellmgateway/v1/accounting.proto\x1a\x18llmgateway/v1/chat.proto\"t\n\x0b\x42\x61tchCounts\x12\r\n\x05total\x18\x01 \x01(\x03\x12\x11\n\tsucceeded\x18\x02 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x03\x12\x0f\n\x07pending\x18\x04 \x01(\x03\x12\x0f\n\x07running\x18\x05 \x01(\x03\x12\x11\n\tcancelled\x18\x06 \x01(\x03\"\xfb\x04\n\x05\x42\x61tch\x12\n\n\x02id\x18\x01 \x01(\t\x12*\n\x06status\x18\x02 \x01(\x0e\x32\x1a.llmgateway.v1.BatchStatus\x12*\n\x06\x63ounts\x18\x03 \x01(\x0b\x32\x1a.llmgateway.v1.BatchCounts\x12\x0c\n\x04\x63ost\x18\x04 \x01(\t\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x1f\n\x17max_concurrent_requests\x18\x06 \x01(\x05\x12\x1f\n\x17return_individual_costs\x18\x07 \x01(\x08\x12\x0f\n\x07webhook\x18\x08 \x01(\t\x12-\n\x06\x63\x61ller\x18\t \x01(\x0b\x32\x1d.llmgateway.v1.CallerMetadata\x12,\n\x04tags\x18\n \x03(\x0b\x32\x1e.llmgateway.v1.Batch.TagsEntry\x12\x15\n\rpaused_reason\x18\x0b \x01(\t\x12\x10\n\x08key_name\x18\x0c \x01(\t\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x04mode\x18\x10 \x01(\x0e\x32\x18.llmgateway.v1.BatchMode\x12\x31\n\rprovider_jobs\x18\x11 \x03(\x0b\x32\x1a.llmgateway.v1.ProviderJob\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\\\n\x0bProviderJob\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x13\n\x0bupstream_id\x18\x02 \x01(\t\x12\x17\n\x0fupstream_status\x18\x03 \x01(\t\x12\r\n\x05items\x18\x04 \x01(\x05\"?\n\x0e\x42\x61tchItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x87\x02\n\x0b\x42\x61tchResult\x12\x11\n\tcustom_id\x18\x01 \x01(\t\x12.\n\x06status\x18\x02 \x01(\x0e\x32\x1e.llmgateway.v1.BatchItemStatus\x12-\n\x08response\x18\x03 \x01(\x0b\x32\x1b.llmgateway.v1.ChatResponse\x12,\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1d.llmgateway.v1.BatchItemError\x12#\n\x05usage\x18\x05 \x01(\x0b\x32\x14.llmgateway.v1.Usage\x12!\n\x04\x63ost\x18\x06 \x01(\x0b\x32\x13.llmgateway.v1.Cost\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05*\xcc\x01\n\x0b\x42\x61tchStatus\x12\x1c\n\x18\x42\x41TCH_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13\x42\x41TCH_STATUS_QUEUED\x10\x01\x12\x18\n\x14\x42\x41TCH_STATUS_RUNNING\x10\x02\x12\x17\n\x13\x42\x41TCH_STATUS_PAUSED\x10\x03\x12\x1a\n\x16\x42\x41TCH_STATUS_COMPLETED\x10\x04\x12\x1a\n\x16\x42\x41TCH_STATUS_CANCELLED\x10\x05\x12\x1b\n\x17\x42\x41TCH_STATUS_CANCELLING\x10\x06*\xd2\x01\n\x0f\x42\x61tchItemStatus\x12!\n\x1d\x42\x41TCH_ITEM_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x42\x41TCH_ITEM_STATUS_PENDING\x10\x01\x12\x1d\n\x19\x42\x41TCH_ITEM_STATUS_RUNNING\x10\x02\x12\x1f\n\x1b\x42\x41TCH_ITEM_STATUS_SUCCEEDED\x10\x03\x12\x1c\n\x18\x42\x41TCH_ITEM_STATUS_FAILED\x10\x04\x12\x1f\n\x1b\x42\x41TCH_ITEM_STATUS_CANCELLED\x10\x05*U\n\tBatchMode\x12\x1a\n\x16\x42\x41TCH_MODE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x42\x41TCH_MODE_LIVE\x10\x01\x12\x17\n\x13\x42\x41TCH_MODE_PROVIDER\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,18 +36,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_BATCH_TAGSENTRY']._loaded_options = None
   _globals['_BATCH_TAGSENTRY']._serialized_options = b'8\001'
-  _globals['_BATCHSTATUS']._serialized_start=1134
-  _globals['_BATCHSTATUS']._serialized_end=1338
-  _globals['_BATCHITEMSTATUS']._serialized_start=1341
-  _globals['_BATCHITEMSTATUS']._serialized_end=1551
+  _globals['_BATCHSTATUS']._serialized_start=1319
+  _globals['_BATCHSTATUS']._serialized_end=1523
+  _globals['_BATCHITEMSTATUS']._serialized_start=1526
+  _globals['_BATCHITEMSTATUS']._serialized_end=1736
+  _globals['_BATCHMODE']._serialized_start=1738
+  _globals['_BATCHMODE']._serialized_end=1823
   _globals['_BATCHCOUNTS']._serialized_start=137
   _globals['_BATCHCOUNTS']._serialized_end=253
   _globals['_BATCH']._serialized_start=256
-  _globals['_BATCH']._serialized_end=800
-  _globals['_BATCH_TAGSENTRY']._serialized_start=757
-  _globals['_BATCH_TAGSENTRY']._serialized_end=800
-  _globals['_BATCHITEMERROR']._serialized_start=802
-  _globals['_BATCHITEMERROR']._serialized_end=865
-  _globals['_BATCHRESULT']._serialized_start=868
-  _globals['_BATCHRESULT']._serialized_end=1131
+  _globals['_BATCH']._serialized_end=891
+  _globals['_BATCH_TAGSENTRY']._serialized_start=848
+  _globals['_BATCH_TAGSENTRY']._serialized_end=891
+  _globals['_PROVIDERJOB']._serialized_start=893
+  _globals['_PROVIDERJOB']._serialized_end=985
+  _globals['_BATCHITEMERROR']._serialized_start=987
+  _globals['_BATCHITEMERROR']._serialized_end=1050
+  _globals['_BATCHRESULT']._serialized_start=1053
+  _globals['_BATCHRESULT']._serialized_end=1316
 # @@protoc_insertion_point(module_scope)

@@ -98,6 +98,40 @@ BATCH_ITEM_STATUS_CANCELLED: BatchItemStatus.ValueType  # 5
 """Not run: the batch was cancelled first."""
 Global___BatchItemStatus: _TypeAlias = BatchItemStatus  # noqa: Y015
 
+class _BatchMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BatchModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BatchMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BATCH_MODE_UNSPECIFIED: _BatchMode.ValueType  # 0
+    """Not set: live."""
+    BATCH_MODE_LIVE: _BatchMode.ValueType  # 1
+    """Each item is a live call through the gateway: routing, retries, fallbacks, breakers, rate
+    limits (the batches' share), budgets.
+    """
+    BATCH_MODE_PROVIDER: _BatchMode.ValueType  # 2
+    """Items go to their provider's own batch API (OpenAI's Batch API, Anthropic's Message Batches):
+    answered within the provider's window (up to 24 hours), at its batch price (half the list
+    price). Only models of OpenAI (Chat Completions) and Anthropic providers; no fallbacks.
+    """
+
+class BatchMode(_BatchMode, metaclass=_BatchModeEnumTypeWrapper):
+    """How a batch's items run."""
+
+BATCH_MODE_UNSPECIFIED: BatchMode.ValueType  # 0
+"""Not set: live."""
+BATCH_MODE_LIVE: BatchMode.ValueType  # 1
+"""Each item is a live call through the gateway: routing, retries, fallbacks, breakers, rate
+limits (the batches' share), budgets.
+"""
+BATCH_MODE_PROVIDER: BatchMode.ValueType  # 2
+"""Items go to their provider's own batch API (OpenAI's Batch API, Anthropic's Message Batches):
+answered within the provider's window (up to 24 hours), at its batch price (half the list
+price). Only models of OpenAI (Chat Completions) and Anthropic providers; no fallbacks.
+"""
+Global___BatchMode: _TypeAlias = BatchMode  # noqa: Y015
+
 @_typing.final
 class BatchCounts(_message.Message):
     """How many of a batch's items are where."""
@@ -181,6 +215,8 @@ class Batch(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    PROVIDER_JOBS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The batch's id ("batch_" and 24 hex digits)."""
     status: Global___BatchStatus.ValueType
@@ -199,6 +235,8 @@ class Batch(_message.Message):
     """Why the batch is paused, when it is."""
     key_name: _builtins.str
     """The gateway key that created it."""
+    mode: Global___BatchMode.ValueType
+    """How its items run."""
     @_builtins.property
     def counts(self) -> Global___BatchCounts:
         """Where its items stand."""
@@ -223,6 +261,10 @@ class Batch(_message.Message):
     def end_time(self) -> _timestamp_pb2.Timestamp:
         """When it completed or was cancelled."""
 
+    @_builtins.property
+    def provider_jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProviderJob]:
+        """In provider mode, the jobs submitted to the providers' batch APIs."""
+
     def __init__(
         self,
         *,
@@ -241,14 +283,50 @@ class Batch(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
+        mode: Global___BatchMode.ValueType = ...,
+        provider_jobs: _abc.Iterable[Global___ProviderJob] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "counts", b"counts", "create_time", b"create_time", "end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "cost", b"cost", "counts", b"counts", "create_time", b"create_time", "currency", b"currency", "end_time", b"end_time", "id", b"id", "key_name", b"key_name", "max_concurrent_requests", b"max_concurrent_requests", "paused_reason", b"paused_reason", "return_individual_costs", b"return_individual_costs", "start_time", b"start_time", "status", b"status", "tags", b"tags", "webhook", b"webhook"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "cost", b"cost", "counts", b"counts", "create_time", b"create_time", "currency", b"currency", "end_time", b"end_time", "id", b"id", "key_name", b"key_name", "max_concurrent_requests", b"max_concurrent_requests", "mode", b"mode", "paused_reason", b"paused_reason", "provider_jobs", b"provider_jobs", "return_individual_costs", b"return_individual_costs", "start_time", b"start_time", "status", b"status", "tags", b"tags", "webhook", b"webhook"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Batch: _TypeAlias = Batch  # noqa: Y015
+
+@_typing.final
+class ProviderJob(_message.Message):
+    """One job a provider-mode batch submitted to a provider's batch API."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    UPSTREAM_ID_FIELD_NUMBER: _builtins.int
+    UPSTREAM_STATUS_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    """The gateway's provider name."""
+    upstream_id: _builtins.str
+    """The provider's id of the job ("batch_...", "msgbatch_..."); empty until it is submitted."""
+    upstream_status: _builtins.str
+    """The provider's word for where the job stands ("in_progress", "ended", ...), as last polled."""
+    items: _builtins.int
+    """How many of the batch's items it holds."""
+    def __init__(
+        self,
+        *,
+        provider: _builtins.str = ...,
+        upstream_id: _builtins.str = ...,
+        upstream_status: _builtins.str = ...,
+        items: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "provider", b"provider", "upstream_id", b"upstream_id", "upstream_status", b"upstream_status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProviderJob: _TypeAlias = ProviderJob  # noqa: Y015
 
 @_typing.final
 class BatchItemError(_message.Message):

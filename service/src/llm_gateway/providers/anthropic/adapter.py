@@ -12,6 +12,7 @@ from llm_gateway import json_codec
 from llm_gateway.config.schema import AnthropicProviderConfig
 from llm_gateway.domain.results import Completion, StreamEvent
 from llm_gateway.providers.adapter import HttpAdapter
+from llm_gateway.providers.anthropic.batches import AnthropicBatches
 from llm_gateway.providers.anthropic.mapping import build_body, parse_message
 from llm_gateway.providers.anthropic.stream import EventDecoder
 from llm_gateway.providers.base import OptionRules, UpstreamCall
@@ -42,6 +43,9 @@ class AnthropicProvider(HttpAdapter):
 
     def _parse(self, reply: Any) -> Completion:
         return parse_message(reply)
+
+    def batch_api(self) -> AnthropicBatches:
+        return AnthropicBatches(self)
 
     async def stream(self, call: UpstreamCall) -> AsyncGenerator[StreamEvent, None]:
         ctx = self._context(call)

@@ -24,6 +24,7 @@ from llm_gateway.providers.base import OptionRules, UpstreamCall
 from llm_gateway.providers.errors import stream_interrupted, upstream_errors
 from llm_gateway.providers.http import post_json
 from llm_gateway.providers.openai import responses
+from llm_gateway.providers.openai.batches import OpenAIBatches
 from llm_gateway.providers.openai.mapping import Dialect, build_body, parse_completion
 from llm_gateway.providers.openai.stream import ChunkDecoder
 
@@ -201,3 +202,6 @@ class OpenAIProvider(EitherApiProvider):
             api=config.api,
             models=config.models,
         )
+
+    def batch_api(self) -> OpenAIBatches:
+        return OpenAIBatches(self)

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file llmgateway/v1/batches.proto.
  */
 export const file_llmgateway_v1_batches: GenFile = /*@__PURE__*/
-  fileDesc("ChtsbG1nYXRld2F5L3YxL2JhdGNoZXMucHJvdG8SDWxsbWdhdGV3YXkudjEidAoLQmF0Y2hDb3VudHMSDQoFdG90YWwYASABKAMSEQoJc3VjY2VlZGVkGAIgASgDEg4KBmZhaWxlZBgDIAEoAxIPCgdwZW5kaW5nGAQgASgDEg8KB3J1bm5pbmcYBSABKAMSEQoJY2FuY2VsbGVkGAYgASgDIqAECgVCYXRjaBIKCgJpZBgBIAEoCRIqCgZzdGF0dXMYAiABKA4yGi5sbG1nYXRld2F5LnYxLkJhdGNoU3RhdHVzEioKBmNvdW50cxgDIAEoCzIaLmxsbWdhdGV3YXkudjEuQmF0Y2hDb3VudHMSDAoEY29zdBgEIAEoCRIQCghjdXJyZW5jeRgFIAEoCRIfChdtYXhfY29uY3VycmVudF9yZXF1ZXN0cxgGIAEoBRIfChdyZXR1cm5faW5kaXZpZHVhbF9jb3N0cxgHIAEoCBIPCgd3ZWJob29rGAggASgJEi0KBmNhbGxlchgJIAEoCzIdLmxsbWdhdGV3YXkudjEuQ2FsbGVyTWV0YWRhdGESLAoEdGFncxgKIAMoCzIeLmxsbWdhdGV3YXkudjEuQmF0Y2guVGFnc0VudHJ5EhUKDXBhdXNlZF9yZWFzb24YCyABKAkSEAoIa2V5X25hbWUYDCABKAkSLwoLY3JlYXRlX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBorCglUYWdzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI/Cg5CYXRjaEl0ZW1FcnJvchIMCgRjb2RlGAEgASgJEg4KBnJlYXNvbhgCIAEoCRIPCgdtZXNzYWdlGAMgASgJIocCCgtCYXRjaFJlc3VsdBIRCgljdXN0b21faWQYASABKAkSLgoGc3RhdHVzGAIgASgOMh4ubGxtZ2F0ZXdheS52MS5CYXRjaEl0ZW1TdGF0dXMSLQoIcmVzcG9uc2UYAyABKAsyGy5sbG1nYXRld2F5LnYxLkNoYXRSZXNwb25zZRIsCgVlcnJvchgEIAEoCzIdLmxsbWdhdGV3YXkudjEuQmF0Y2hJdGVtRXJyb3ISIwoFdXNhZ2UYBSABKAsyFC5sbG1nYXRld2F5LnYxLlVzYWdlEiEKBGNvc3QYBiABKAsyEy5sbG1nYXRld2F5LnYxLkNvc3QSEAoIYXR0ZW1wdHMYByABKAUqzAEKC0JhdGNoU3RhdHVzEhwKGEJBVENIX1NUQVRVU19VTlNQRUNJRklFRBAAEhcKE0JBVENIX1NUQVRVU19RVUVVRUQQARIYChRCQVRDSF9TVEFUVVNfUlVOTklORxACEhcKE0JBVENIX1NUQVRVU19QQVVTRUQQAxIaChZCQVRDSF9TVEFUVVNfQ09NUExFVEVEEAQSGgoWQkFUQ0hfU1RBVFVTX0NBTkNFTExFRBAFEhsKF0JBVENIX1NUQVRVU19DQU5DRUxMSU5HEAYq0gEKD0JhdGNoSXRlbVN0YXR1cxIhCh1CQVRDSF9JVEVNX1NUQVRVU19VTlNQRUNJRklFRBAAEh0KGUJBVENIX0lURU1fU1RBVFVTX1BFTkRJTkcQARIdChlCQVRDSF9JVEVNX1NUQVRVU19SVU5OSU5HEAISHwobQkFUQ0hfSVRFTV9TVEFUVVNfU1VDQ0VFREVEEAMSHAoYQkFUQ0hfSVRFTV9TVEFUVVNfRkFJTEVEEAQSHwobQkFUQ0hfSVRFTV9TVEFUVVNfQ0FOQ0VMTEVEEAVCxAEKEWNvbS5sbG1nYXRld2F5LnYxQgxCYXRjaGVzUHJvdG9QAVpMZ2l0aHViLmNvbS9sbG0tZ2F0ZXdheS9sbG0tZ2F0ZXdheS9jbGllbnRzL2dvL2dlbi9sbG1nYXRld2F5L3YxO2xsbWdhdGV3YXl2MaICA0xYWKoCDUxsbWdhdGV3YXkuVjHKAg1MbG1nYXRld2F5XFYx4gIZTGxtZ2F0ZXdheVxWMVxHUEJNZXRhZGF0YeoCDkxsbWdhdGV3YXk6OlYxYgZwcm90bzM", [file_google_protobuf_timestamp, file_llmgateway_v1_accounting, file_llmgateway_v1_chat]);
+  fileDesc("ChtsbG1nYXRld2F5L3YxL2JhdGNoZXMucHJvdG8SDWxsbWdhdGV3YXkudjEidAoLQmF0Y2hDb3VudHMSDQoFdG90YWwYASABKAMSEQoJc3VjY2VlZGVkGAIgASgDEg4KBmZhaWxlZBgDIAEoAxIPCgdwZW5kaW5nGAQgASgDEg8KB3J1bm5pbmcYBSABKAMSEQoJY2FuY2VsbGVkGAYgASgDIvsECgVCYXRjaBIKCgJpZBgBIAEoCRIqCgZzdGF0dXMYAiABKA4yGi5sbG1nYXRld2F5LnYxLkJhdGNoU3RhdHVzEioKBmNvdW50cxgDIAEoCzIaLmxsbWdhdGV3YXkudjEuQmF0Y2hDb3VudHMSDAoEY29zdBgEIAEoCRIQCghjdXJyZW5jeRgFIAEoCRIfChdtYXhfY29uY3VycmVudF9yZXF1ZXN0cxgGIAEoBRIfChdyZXR1cm5faW5kaXZpZHVhbF9jb3N0cxgHIAEoCBIPCgd3ZWJob29rGAggASgJEi0KBmNhbGxlchgJIAEoCzIdLmxsbWdhdGV3YXkudjEuQ2FsbGVyTWV0YWRhdGESLAoEdGFncxgKIAMoCzIeLmxsbWdhdGV3YXkudjEuQmF0Y2guVGFnc0VudHJ5EhUKDXBhdXNlZF9yZWFzb24YCyABKAkSEAoIa2V5X25hbWUYDCABKAkSLwoLY3JlYXRlX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBImCgRtb2RlGBAgASgOMhgubGxtZ2F0ZXdheS52MS5CYXRjaE1vZGUSMQoNcHJvdmlkZXJfam9icxgRIAMoCzIaLmxsbWdhdGV3YXkudjEuUHJvdmlkZXJKb2IaKwoJVGFnc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiXAoLUHJvdmlkZXJKb2ISEAoIcHJvdmlkZXIYASABKAkSEwoLdXBzdHJlYW1faWQYAiABKAkSFwoPdXBzdHJlYW1fc3RhdHVzGAMgASgJEg0KBWl0ZW1zGAQgASgFIj8KDkJhdGNoSXRlbUVycm9yEgwKBGNvZGUYASABKAkSDgoGcmVhc29uGAIgASgJEg8KB21lc3NhZ2UYAyABKAkihwIKC0JhdGNoUmVzdWx0EhEKCWN1c3RvbV9pZBgBIAEoCRIuCgZzdGF0dXMYAiABKA4yHi5sbG1nYXRld2F5LnYxLkJhdGNoSXRlbVN0YXR1cxItCghyZXNwb25zZRgDIAEoCzIbLmxsbWdhdGV3YXkudjEuQ2hhdFJlc3BvbnNlEiwKBWVycm9yGAQgASgLMh0ubGxtZ2F0ZXdheS52MS5CYXRjaEl0ZW1FcnJvchIjCgV1c2FnZRgFIAEoCzIULmxsbWdhdGV3YXkudjEuVXNhZ2USIQoEY29zdBgGIAEoCzITLmxsbWdhdGV3YXkudjEuQ29zdBIQCghhdHRlbXB0cxgHIAEoBSrMAQoLQmF0Y2hTdGF0dXMSHAoYQkFUQ0hfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFwoTQkFUQ0hfU1RBVFVTX1FVRVVFRBABEhgKFEJBVENIX1NUQVRVU19SVU5OSU5HEAISFwoTQkFUQ0hfU1RBVFVTX1BBVVNFRBADEhoKFkJBVENIX1NUQVRVU19DT01QTEVURUQQBBIaChZCQVRDSF9TVEFUVVNfQ0FOQ0VMTEVEEAUSGwoXQkFUQ0hfU1RBVFVTX0NBTkNFTExJTkcQBirSAQoPQmF0Y2hJdGVtU3RhdHVzEiEKHUJBVENIX0lURU1fU1RBVFVTX1VOU1BFQ0lGSUVEEAASHQoZQkFUQ0hfSVRFTV9TVEFUVVNfUEVORElORxABEh0KGUJBVENIX0lURU1fU1RBVFVTX1JVTk5JTkcQAhIfChtCQVRDSF9JVEVNX1NUQVRVU19TVUNDRUVERUQQAxIcChhCQVRDSF9JVEVNX1NUQVRVU19GQUlMRUQQBBIfChtCQVRDSF9JVEVNX1NUQVRVU19DQU5DRUxMRUQQBSpVCglCYXRjaE1vZGUSGgoWQkFUQ0hfTU9ERV9VTlNQRUNJRklFRBAAEhMKD0JBVENIX01PREVfTElWRRABEhcKE0JBVENIX01PREVfUFJPVklERVIQAkLEAQoRY29tLmxsbWdhdGV3YXkudjFCDEJhdGNoZXNQcm90b1ABWkxnaXRodWIuY29tL2xsbS1nYXRld2F5L2xsbS1nYXRld2F5L2NsaWVudHMvZ28vZ2VuL2xsbWdhdGV3YXkvdjE7bGxtZ2F0ZXdheXYxogIDTFhYqgINTGxtZ2F0ZXdheS5WMcoCDUxsbWdhdGV3YXlcVjHiAhlMbG1nYXRld2F5XFYxXEdQQk1ldGFkYXRh6gIOTGxtZ2F0ZXdheTo6VjFiBnByb3RvMw", [file_google_protobuf_timestamp, file_llmgateway_v1_accounting, file_llmgateway_v1_chat]);
 
 /**
  * How many of a batch's items are where.
@@ -184,6 +184,20 @@ export type Batch = Message<"llmgateway.v1.Batch"> & {
    * @generated from field: google.protobuf.Timestamp end_time = 15;
    */
   endTime?: Timestamp | undefined;
+
+  /**
+   * How its items run.
+   *
+   * @generated from field: llmgateway.v1.BatchMode mode = 16;
+   */
+  mode: BatchMode;
+
+  /**
+   * In provider mode, the jobs submitted to the providers' batch APIs.
+   *
+   * @generated from field: repeated llmgateway.v1.ProviderJob provider_jobs = 17;
+   */
+  providerJobs: ProviderJob[];
 };
 
 /**
@@ -192,6 +206,48 @@ export type Batch = Message<"llmgateway.v1.Batch"> & {
  */
 export const BatchSchema: GenMessage<Batch> = /*@__PURE__*/
   messageDesc(file_llmgateway_v1_batches, 1);
+
+/**
+ * One job a provider-mode batch submitted to a provider's batch API.
+ *
+ * @generated from message llmgateway.v1.ProviderJob
+ */
+export type ProviderJob = Message<"llmgateway.v1.ProviderJob"> & {
+  /**
+   * The gateway's provider name.
+   *
+   * @generated from field: string provider = 1;
+   */
+  provider: string;
+
+  /**
+   * The provider's id of the job ("batch_...", "msgbatch_..."); empty until it is submitted.
+   *
+   * @generated from field: string upstream_id = 2;
+   */
+  upstreamId: string;
+
+  /**
+   * The provider's word for where the job stands ("in_progress", "ended", ...), as last polled.
+   *
+   * @generated from field: string upstream_status = 3;
+   */
+  upstreamStatus: string;
+
+  /**
+   * How many of the batch's items it holds.
+   *
+   * @generated from field: int32 items = 4;
+   */
+  items: number;
+};
+
+/**
+ * Describes the message llmgateway.v1.ProviderJob.
+ * Use `create(ProviderJobSchema)` to create a new message.
+ */
+export const ProviderJobSchema: GenMessage<ProviderJob> = /*@__PURE__*/
+  messageDesc(file_llmgateway_v1_batches, 2);
 
 /**
  * Why an item failed.
@@ -226,7 +282,7 @@ export type BatchItemError = Message<"llmgateway.v1.BatchItemError"> & {
  * Use `create(BatchItemErrorSchema)` to create a new message.
  */
 export const BatchItemErrorSchema: GenMessage<BatchItemError> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_batches, 2);
+  messageDesc(file_llmgateway_v1_batches, 3);
 
 /**
  * One item's outcome.
@@ -290,7 +346,7 @@ export type BatchResult = Message<"llmgateway.v1.BatchResult"> & {
  * Use `create(BatchResultSchema)` to create a new message.
  */
 export const BatchResultSchema: GenMessage<BatchResult> = /*@__PURE__*/
-  messageDesc(file_llmgateway_v1_batches, 3);
+  messageDesc(file_llmgateway_v1_batches, 4);
 
 /**
  * Where a batch stands.
@@ -408,4 +464,41 @@ export enum BatchItemStatus {
  */
 export const BatchItemStatusSchema: GenEnum<BatchItemStatus> = /*@__PURE__*/
   enumDesc(file_llmgateway_v1_batches, 1);
+
+/**
+ * How a batch's items run.
+ *
+ * @generated from enum llmgateway.v1.BatchMode
+ */
+export enum BatchMode {
+  /**
+   * Not set: live.
+   *
+   * @generated from enum value: BATCH_MODE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Each item is a live call through the gateway: routing, retries, fallbacks, breakers, rate
+   * limits (the batches' share), budgets.
+   *
+   * @generated from enum value: BATCH_MODE_LIVE = 1;
+   */
+  LIVE = 1,
+
+  /**
+   * Items go to their provider's own batch API (OpenAI's Batch API, Anthropic's Message Batches):
+   * answered within the provider's window (up to 24 hours), at its batch price (half the list
+   * price). Only models of OpenAI (Chat Completions) and Anthropic providers; no fallbacks.
+   *
+   * @generated from enum value: BATCH_MODE_PROVIDER = 2;
+   */
+  PROVIDER = 2,
+}
+
+/**
+ * Describes the enum llmgateway.v1.BatchMode.
+ */
+export const BatchModeSchema: GenEnum<BatchMode> = /*@__PURE__*/
+  enumDesc(file_llmgateway_v1_batches, 2);
 
