@@ -92,7 +92,11 @@ async def test_a_hundred_items_cost_exactly_half_in_provider_mode(
         live, live_results = await run(batches, batches_pb2.BATCH_MODE_LIVE, 100)
         live_requests = len(live_calls(fake_openai)), len(live_calls(fake_anthropic))
         assert live_requests == (50, 50)
+        live_window = gw.server.runtime.gateway.live
+        seen = [live_window.of(model).recent_calls for model in (GPT, CLAUDE)]
         provider, results = await run(batches, PROVIDER, 100)
+        # Their hours in a provider's queue are not the models' latency (routing by speed uses it).
+        assert [live_window.of(model).recent_calls for model in (GPT, CLAUDE)] == seen == [50, 50]
 
         assert provider.status == batches_pb2.BATCH_STATUS_COMPLETED
         assert provider.mode == PROVIDER

@@ -232,12 +232,16 @@ class Metrics:
         ).inc()
         if not record.is_chat or record.dry_run:
             return
-        child(self.duration, route, provider, model).observe(record.duration)
+        # A provider batch's item waited hours in the provider's queue: counted, not timed.
+        timed = not record.deferred
+        if timed:
+            child(self.duration, route, provider, model).observe(record.duration)
         previous = None
         for attempt in record.attempts:
             attempt_provider, attempt_model = self._provider(attempt.provider), self._model(attempt.model)
             outcome = "OK" if attempt.code == "OK" else attempt.reason or attempt.code
-            child(self.upstream, attempt_provider, attempt_model, outcome).observe(attempt.latency)
+            if timed:
+                child(self.upstream, attempt_provider, attempt_model, outcome).observe(attempt.latency)
             if previous is not None and previous.model == attempt.model:
                 child(self.retries, attempt_provider, attempt_model).inc()
             previous = attempt
@@ -256,7 +260,7 @@ class Metrics:
                     child(self.tokens, key, provider, model, kind).inc(count)
         if cost is not None and cost.status is not PricingStatus.UNKNOWN:
             child(self.cost, key, provider, model).inc(float(cost.total))
-        if latency is not None and record.status == "OK":
+        if latency is not None and record.status == "OK" and timed:
             child(self.overhead, route).observe(latency.gateway_overhead)
             if latency.time_to_first_token is not None:
                 child(self.first_token, provider, model).observe(latency.time_to_first_token)

@@ -112,6 +112,11 @@ class ProviderJobs:
         renewing = asyncio.get_running_loop().create_task(self._renew(job))
         try:
             await self._submit(job)
+        except Exception:  # the database lost meanwhile: the job goes back, its attempts uncounted
+            with contextlib.suppress(Exception):
+                why = "the gateway could not submit the provider job now; it tries again shortly"
+                await self._store.release_job(job, why, self._clock() + self._pause)
+            raise
         finally:
             await background.stop(renewing)
         return True

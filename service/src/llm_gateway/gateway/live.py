@@ -54,8 +54,9 @@ class LiveLatency:
 
     def call_ended(self, record: CallRecord) -> None:
         """Keeps the serving attempt's latency of a call a model served: a unary call's whole
-        attempt, a stream's time to its first event."""
-        if record.status != "OK" or record.dry_run or not record.attempts:
+        attempt, a stream's time to its first event (not a provider batch's item: its latency is
+        the provider's queue)."""
+        if record.status != "OK" or record.dry_run or record.deferred or not record.attempts:
             return
         served = record.attempts[-1]
         if served.code != "OK" or not self._listed(served.model):
