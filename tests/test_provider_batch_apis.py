@@ -5,6 +5,7 @@ answer; expiry, cancelling and refusals; no error message carries the provider's
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -480,3 +481,38 @@ async def test_a_refused_submit_is_a_gateway_error_without_the_key(
     assert refused.value.metadata["upstream_status"] == str(status)
     assert key not in refused.value.message
     assert key[-16:] not in refused.value.message
+
+
+async def test_lines_not_run_for_a_reason_the_gateway_does_not_know_are_upstream_batch_errors(
+    tmp_path: Path,
+    http: aiohttp.ClientSession,
+    fake_openai: fo.FakeOpenAI,
+    fake_anthropic: fa.FakeAnthropic,
+) -> None:
+    adapter, catalog = openai_adapter(tmp_path, http, fake_openai.base_url)
+    openai_api = adapter.batch_api()
+    upstream_id = await openai_api.submit(
+        lines(openai_api, calls(catalog, "openai", "gpt-4o-mini", TEXTS)), label=LABEL
+    )
+    await until_ended(openai_api, upstream_id)
+    stored = fake_openai.batches[upstream_id].batch
+    unknown = {"id": "batch_req_1", "custom_id": "item-1", "response": None,
+               "error": {"code": "region_unavailable", "message": "not served here today"}}  # fmt: skip
+    fake_openai.files[stored["output_file_id"]].content = json.dumps(unknown).encode() + b"\n"
+    (line,) = [r for r in await openai_api.results(upstream_id) if r.line_id == "item-1"]
+    error = error_of(line)
+    assert (error.code, error.reason, error.retryable) == (Code.UNAVAILABLE, "UPSTREAM_BATCH_ERROR", True)
+    assert error.metadata["upstream_code"] == "region_unavailable"
+    assert "not served here today" in error.message
+
+    claude, catalog = anthropic_adapter(tmp_path, http, fake_anthropic.base_url)
+    anthropic_api = claude.batch_api()
+    batch_id = await anthropic_api.submit(
+        lines(anthropic_api, calls(catalog, "anthropic", "claude-haiku-4-5", TEXTS)), label=LABEL
+    )
+    await until_ended(anthropic_api, batch_id)
+    fake_anthropic.batches[batch_id].results = [{"custom_id": "item-1", "result": {"type": "paused"}}]
+    (line,) = await anthropic_api.results(batch_id)
+    error = error_of(line)
+    assert (error.code, error.reason) == (Code.UNAVAILABLE, "UPSTREAM_BATCH_ERROR")
+    assert error.metadata["upstream_code"] == "paused"
