@@ -9,12 +9,11 @@ from typing import TYPE_CHECKING, Any
 from yarl import URL
 
 from llm_gateway import json_codec
-from llm_gateway.domain.errors import Code, GatewayError
-from llm_gateway.domain.results import Completion
+from llm_gateway.domain.errors import Code
 from llm_gateway.providers.base import UpstreamCall
 from llm_gateway.providers.batch_api import BatchLine, LineResult, UpstreamProgress
+from llm_gateway.providers.batch_http import AdapterBatches, provider_id
 from llm_gateway.providers.errors import UpstreamContext, bad_response, http_error, upstream_errors
-from llm_gateway.providers.http import get_bytes, get_json, post_json
 
 if TYPE_CHECKING:
     from llm_gateway.providers.anthropic.adapter import AnthropicProvider
@@ -35,16 +34,16 @@ ERROR_STATUS: dict[str, int] = {
 }
 
 
-class AnthropicBatches:
+class AnthropicBatches(AdapterBatches["AnthropicProvider"]):
     """Message batches of one Anthropic provider's calls, with its key and HTTP client. Anthropic
     keeps no metadata with a batch: `submit`'s label is not sent."""
 
     def __init__(self, adapter: AnthropicProvider) -> None:
-        self._adapter = adapter
+        super().__init__(adapter)
         self._batches = f"{adapter._endpoint}/batches"  # {base_url}/v1/messages/batches
-        self._json_headers = adapter._headers
-        # GETs and the cancel send no body: no JSON content type.
-        self._headers = {k: v for k, v in adapter._headers.items() if k.lower() != "content-type"}
+
+    def _job_url(self, upstream_id: str) -> str:
+        return f"{self._batches}/{upstream_id}"
 
     def refuses(self, call: UpstreamCall) -> str:
         return ""  # every Messages request can be batched
@@ -52,79 +51,36 @@ class AnthropicBatches:
     def body(self, call: UpstreamCall) -> dict[str, Any]:
         return self._adapter._body(call, stream=False)
 
-    def parse(self, call: UpstreamCall, reply: Any) -> Completion:
-        with upstream_errors(self._adapter._context(call)):
-            return self._adapter._parse(reply)
-
     async def submit(self, lines: Sequence[BatchLine], *, label: str) -> str:
         ctx = self._context(str(lines[0].body.get("model") or "") if lines else "")
         create = {"requests": [{"custom_id": line.line_id, "params": line.body} for line in lines]}
-        batch = await post_json(
-            self._adapter._http,
-            self._batches,
-            json_codec.dumps(create),
-            headers=self._json_headers,
-            timeouts=self._adapter._timeout,
-            ctx=ctx,
-        )
+        batch = await self._post_json(self._batches, json_codec.dumps(create), ctx)
         with upstream_errors(ctx):
-            return _id(batch["id"])
+            return provider_id(batch["id"])
 
     async def progress(self, upstream_id: str) -> UpstreamProgress:
         ctx = self._context("")
-        batch = await self._get_json(f"{self._batches}/{upstream_id}", ctx)
+        batch = await self._get_json(self._job_url(upstream_id), ctx)
         with upstream_errors(ctx):
             status = str(batch["processing_status"])
         return UpstreamProgress(ended=status == "ended", status=status)
 
     async def results(self, upstream_id: str) -> list[LineResult]:
         ctx = self._context("")
-        batch = await self._get_json(f"{self._batches}/{upstream_id}", ctx)
+        batch = await self._get_json(self._job_url(upstream_id), ctx)
         with upstream_errors(ctx):
             url = batch.get("results_url")
         if not url:  # not ended yet
             return []
         if URL(str(url)).origin() != URL(self._batches).origin():  # the key goes to Anthropic only
             raise bad_response(ctx, "its results_url is not on the provider's own host")
-        content = await get_bytes(
-            self._adapter._http, str(url), headers=self._headers, timeouts=self._adapter._timeout, ctx=ctx
-        )
+        content = await self._get_bytes(str(url), ctx)
         with upstream_errors(ctx):
             return [_line(ctx, json_codec.loads(text)) for text in content.splitlines() if text.strip()]
 
-    async def cancel(self, upstream_id: str) -> None:
-        """A batch that has ended already (Anthropic refuses to cancel it) is left as it is."""
-        ctx = self._context("")
-        try:
-            await post_json(
-                self._adapter._http,
-                f"{self._batches}/{upstream_id}/cancel",
-                b"",
-                headers=self._headers,
-                timeouts=self._adapter._timeout,
-                ctx=ctx,
-            )
-        except GatewayError as error:
-            if error.code != Code.INVALID_ARGUMENT or not (await self.progress(upstream_id)).ended:
-                raise
-
-    async def _get_json(self, url: str, ctx: UpstreamContext) -> Any:
-        return await get_json(
-            self._adapter._http, url, headers=self._headers, timeouts=self._adapter._timeout, ctx=ctx
-        )
-
-    def _context(self, model: str) -> UpstreamContext:
-        return UpstreamContext(self._adapter.name, model, self._adapter._scrubber)
-
-
-def _id(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise TypeError(f"expected an id, got {value!r}")
-    return value
-
 
 def _line(ctx: UpstreamContext, line: Any) -> LineResult:
-    line_id = _id(line["custom_id"])
+    line_id = provider_id(line["custom_id"])
     result = line["result"]
     kind = result["type"]
     if kind == "succeeded":

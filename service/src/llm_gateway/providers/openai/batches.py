@@ -11,11 +11,11 @@ import aiohttp
 
 from llm_gateway import json_codec
 from llm_gateway.domain.errors import Code, GatewayError
-from llm_gateway.domain.results import Completion
 from llm_gateway.providers.base import UpstreamCall
 from llm_gateway.providers.batch_api import BatchLine, LineResult, UpstreamProgress
+from llm_gateway.providers.batch_http import AdapterBatches, provider_id
 from llm_gateway.providers.errors import UpstreamContext, http_error, upstream_errors
-from llm_gateway.providers.http import get_bytes, get_json, post_json, traced
+from llm_gateway.providers.http import traced
 from llm_gateway.providers.openai.mapping import build_body
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ ENDPOINT = "/v1/chat/completions"
 _ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
 
 
-class OpenAIBatches:
+class OpenAIBatches(AdapterBatches["OpenAIProvider"]):
     """Batches of one OpenAI provider's chat completions, with its key and HTTP client.
 
     Every line runs on Chat Completions (a batch has one endpoint): a call the provider sends to
@@ -37,11 +37,11 @@ class OpenAIBatches:
     """
 
     def __init__(self, adapter: OpenAIProvider) -> None:
-        self._adapter = adapter
+        super().__init__(adapter)
         self._base = adapter._endpoint.removesuffix("/chat/completions")  # the provider's base_url
-        self._json_headers = adapter._headers
-        # GETs and the cancel send no body, and the upload is multipart: no JSON content type.
-        self._headers = {k: v for k, v in adapter._headers.items() if k.lower() != "content-type"}
+
+    def _job_url(self, upstream_id: str) -> str:
+        return f"{self._base}/batches/{upstream_id}"
 
     def refuses(self, call: UpstreamCall) -> str:
         if self._adapter.uses_responses(call):
@@ -53,10 +53,6 @@ class OpenAIBatches:
 
     def body(self, call: UpstreamCall) -> dict[str, Any]:
         return build_body(call, stream=False, dialect=self._adapter._dialect)
-
-    def parse(self, call: UpstreamCall, reply: Any) -> Completion:
-        with upstream_errors(self._adapter._context(call)):
-            return self._adapter._parse(reply)
 
     async def submit(self, lines: Sequence[BatchLine], *, label: str) -> str:
         ctx = self._context(str(lines[0].body.get("model") or "") if lines else "")
@@ -71,60 +67,31 @@ class OpenAIBatches:
             "completion_window": "24h",
             "metadata": {"gateway_batch": label},
         }
-        batch = await post_json(
-            self._adapter._http,
-            f"{self._base}/batches",
-            json_codec.dumps(create),
-            headers=self._json_headers,
-            timeouts=self._adapter._timeout,
-            ctx=ctx,
-        )
+        batch = await self._post_json(f"{self._base}/batches", json_codec.dumps(create), ctx)
         with upstream_errors(ctx):
-            return _id(batch["id"])
+            return provider_id(batch["id"])
 
     async def progress(self, upstream_id: str) -> UpstreamProgress:
         ctx = self._context("")
-        batch = await self._get_json(f"{self._base}/batches/{upstream_id}", ctx)
+        batch = await self._get_json(self._job_url(upstream_id), ctx)
         with upstream_errors(ctx):
             status = str(batch["status"])
         return UpstreamProgress(ended=status in _ENDED, status=status)
 
     async def results(self, upstream_id: str) -> list[LineResult]:
         ctx = self._context("")
-        batch = await self._get_json(f"{self._base}/batches/{upstream_id}", ctx)
+        batch = await self._get_json(self._job_url(upstream_id), ctx)
         with upstream_errors(ctx):
             ctx = self._context(str(batch.get("model") or ""))
             file_ids = [batch.get("output_file_id"), batch.get("error_file_id")]
         results: list[LineResult] = []
         for file_id in filter(None, file_ids):
-            content = await get_bytes(
-                self._adapter._http,
-                f"{self._base}/files/{file_id}/content",
-                headers=self._headers,
-                timeouts=self._adapter._timeout,
-                ctx=ctx,
-            )
+            content = await self._get_bytes(f"{self._base}/files/{file_id}/content", ctx)
             with upstream_errors(ctx):
                 results += [
                     _line(ctx, json_codec.loads(text)) for text in content.splitlines() if text.strip()
                 ]
         return results
-
-    async def cancel(self, upstream_id: str) -> None:
-        """A batch that has ended already (OpenAI refuses to cancel it) is left as it is."""
-        ctx = self._context("")
-        try:
-            await post_json(
-                self._adapter._http,
-                f"{self._base}/batches/{upstream_id}/cancel",
-                b"",
-                headers=self._headers,
-                timeouts=self._adapter._timeout,
-                ctx=ctx,
-            )
-        except GatewayError as error:
-            if error.code != Code.INVALID_ARGUMENT or not (await self.progress(upstream_id)).ended:
-                raise
 
     async def _upload(self, content: bytes, label: str, ctx: UpstreamContext) -> str:
         """Uploads a batch input file; its id."""
@@ -141,27 +108,13 @@ class OpenAIBatches:
                 reply = await response.read()
                 if response.status >= 400:
                     raise http_error(ctx, response.status, reply, response.headers)
-            return _id(json_codec.loads(reply)["id"])
-
-    async def _get_json(self, url: str, ctx: UpstreamContext) -> Any:
-        return await get_json(
-            self._adapter._http, url, headers=self._headers, timeouts=self._adapter._timeout, ctx=ctx
-        )
-
-    def _context(self, model: str) -> UpstreamContext:
-        return UpstreamContext(self._adapter.name, model, self._adapter._scrubber)
-
-
-def _id(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise TypeError(f"expected an id, got {value!r}")
-    return value
+            return provider_id(json_codec.loads(reply)["id"])
 
 
 def _line(ctx: UpstreamContext, line: Any) -> LineResult:
     """One line of an output or error file: answered (as the live endpoint would have, whatever
     its status), or never run (`error` set, no response)."""
-    line_id = _id(line["custom_id"])
+    line_id = provider_id(line["custom_id"])
     response = line.get("response")
     if response:
         status = int(response["status_code"])
