@@ -193,7 +193,9 @@ async def test_what_provider_mode_cannot_send_is_refused_naming_the_item(
     async with running_gateway(upstreams(fake_openai, fake_anthropic)) as gw, aiohttp.ClientSession() as http:
         fallback = item("d", GPT)
         fallback.request.fallback_models.append(CLAUDE)
-        bad = [item("a", "mock:echo"), item("b", "auto"), item("c", GPT), fallback]
+        by_task = item("e", "")
+        by_task.request.task_type = "summarization"  # served by "auto" unless configured
+        bad = [item("a", "mock:echo"), item("b", "auto"), item("c", GPT), fallback, by_task]
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await stub(gw).CreateBatch(
                 batch_service_pb2.CreateBatchRequest(requests=bad, mode=PROVIDER), metadata=TEAM
@@ -206,6 +208,7 @@ async def test_what_provider_mode_cannot_send_is_refused_naming_the_item(
             "requests[0].request.model",
             "requests[1].request.model",
             "requests[3].request.fallback_models",
+            "requests[4].request.task_type",
         }
         # The same items are fine for a live batch.
         live = await stub(gw).CreateBatch(

@@ -614,15 +614,17 @@ class Gateway:
         the item fails), fitted to the model as a live call is. Raises what a live call would for
         a bad request, and for a model whose provider has no batch API the gateway uses."""
         self._check_options(request)
-        request = self._for_task(request)
         for name, given in (("fallback_models", request.fallback_models), ("routing", request.routing)):
             if given:
                 raise invalid_field(name, "a batch in provider mode runs each item on its one model")
         if request.dry_run:
             raise invalid_field("dry_run", "a batch in provider mode sends every item")
+        field = "task_type" if request.task_type and not request.model else "model"
+        # A task's first model serves; its others would be fallbacks, which provider mode has none of.
+        request = dataclasses.replace(self._for_task(request), fallback_models=())
         if request.model == AUTO or self._router.group(request.model) is not None:
-            raise invalid_field("model", "a batch in provider mode needs one model, not 'auto' or a group")
-        spec = self._router.resolve(request.model, "model", principal)[0].spec
+            raise invalid_field(field, "a batch in provider mode needs one model, not 'auto' or a group")
+        spec = self._router.resolve(request.model, field, principal)[0].spec
         api = self.batch_api(spec.provider)
         if api is None:
             raise invalid_field(
