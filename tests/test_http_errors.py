@@ -56,8 +56,10 @@ PROVIDER_BATCHES = {
     "PROVIDER_BATCH_FAILED",
     "UPSTREAM_BATCH_ERROR",
 }
-# Provoked by tests of their own below: a shutdown, a database outage, a Redis outage.
+# Provoked by tests of their own below: a shutdown, a database outage, a Redis outage; and on the
+# usage and budget services' JSON route (tests/test_http_rpc.py).
 OWN_TESTS = {
+    "METHOD_NOT_FOUND",
     "GRACE_PERIOD_EXPIRED",
     "BUDGET_STORE_UNAVAILABLE",
     "LIMIT_STORE_UNAVAILABLE",

@@ -25,6 +25,10 @@ CUT_OFF = "llm_gateway: grace period expired"
 _MAX_TIMEOUT = 86_400.0
 
 
+# The HTTP header a caller's request id comes in, and the reply's goes back in.
+REQUEST_ID_HEADER = "x-request-id"
+
+
 def request_id(incoming: str | None) -> str:
     """The caller's request id (1 to 128 printable ASCII characters), or a new one."""
     if incoming and _VALID_REQUEST_ID.match(incoming):

@@ -31,7 +31,7 @@ from aiohttp import web
 from llm_gateway.budgets.trailers import call_headers, stream_headers
 from llm_gateway.catalog import ModelSpec
 from llm_gateway.domain.errors import Code, GatewayError, deadline_exceeded, invalid_field
-from llm_gateway.edge import KeyCheck, cut_off, deadline, request_id
+from llm_gateway.edge import REQUEST_ID_HEADER, KeyCheck, cut_off, deadline, request_id
 from llm_gateway.gateway import StreamFinished, StreamStarted
 from llm_gateway.gateway.breaker import CircuitState
 from llm_gateway.gateway.core import GroupView
@@ -44,13 +44,13 @@ from llm_gateway.web import anthropic
 from llm_gateway.web import openai_response as out
 from llm_gateway.web.batches import BatchRoutes
 from llm_gateway.web.dialects import ANTHROPIC, OPENAI, Dialect
+from llm_gateway.web.rpc import RpcRoutes, json_services
 
 _log = logging.getLogger("llm_gateway.http")
 try:
     _VERSION = metadata.version("llm-gateway")
 except metadata.PackageNotFoundError:  # run from a source tree without installing
     _VERSION = "0+unknown"
-REQUEST_ID_HEADER = "x-request-id"
 # The unsupported-parameter policy for clients that cannot add to the body ("strict" or "lenient").
 POLICY_HEADER = "x-unsupported-parameters"
 # The caller's deadline, in seconds from when the request arrives (HTTP has no grpc-timeout).
@@ -82,6 +82,7 @@ class HttpDoor:
         if runtime.metrics is not None and runtime.config.metrics.port is None:
             app.router.add_get("/metrics", self.metrics)
         BatchRoutes(runtime.batch_book, self._providers, self._who, self._refused).add_to(app)
+        RpcRoutes(self._gateway, json_services(runtime), self._who, self._refused).add_to(app)
         self.app = app
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:

@@ -38,6 +38,10 @@ const (
 // period, an unknown dimension, a page token from another query), PERMISSION_DENIED /
 // USAGE_ACCESS_DENIED (another key's calls), FAILED_PRECONDITION / LEDGER_DISABLED (the gateway
 // keeps no ledger), UNAVAILABLE / LEDGER_UNAVAILABLE (the ledger's database cannot be read now).
+//
+// The HTTP door serves this service's methods and BudgetService's as JSON too (protobuf's JSON
+// mapping): `POST /api/llmgateway.v1.UsageService/GetUsageSummary` with the request as the body;
+// a method it does not serve that way is NOT_FOUND / METHOD_NOT_FOUND.
 type UsageServiceClient interface {
 	// Sums up usage and spend over a period, per time bucket and group.
 	GetUsageSummary(ctx context.Context, in *GetUsageSummaryRequest, opts ...grpc.CallOption) (*GetUsageSummaryResponse, error)
@@ -101,6 +105,10 @@ func (c *usageServiceClient) GetCostRecommendations(ctx context.Context, in *Get
 // period, an unknown dimension, a page token from another query), PERMISSION_DENIED /
 // USAGE_ACCESS_DENIED (another key's calls), FAILED_PRECONDITION / LEDGER_DISABLED (the gateway
 // keeps no ledger), UNAVAILABLE / LEDGER_UNAVAILABLE (the ledger's database cannot be read now).
+//
+// The HTTP door serves this service's methods and BudgetService's as JSON too (protobuf's JSON
+// mapping): `POST /api/llmgateway.v1.UsageService/GetUsageSummary` with the request as the body;
+// a method it does not serve that way is NOT_FOUND / METHOD_NOT_FOUND.
 type UsageServiceServer interface {
 	// Sums up usage and spend over a period, per time bucket and group.
 	GetUsageSummary(context.Context, *GetUsageSummaryRequest) (*GetUsageSummaryResponse, error)

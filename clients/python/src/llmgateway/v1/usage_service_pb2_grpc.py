@@ -36,6 +36,10 @@ class UsageServiceStub:
     period, an unknown dimension, a page token from another query), PERMISSION_DENIED /
     USAGE_ACCESS_DENIED (another key's calls), FAILED_PRECONDITION / LEDGER_DISABLED (the gateway
     keeps no ledger), UNAVAILABLE / LEDGER_UNAVAILABLE (the ledger's database cannot be read now).
+
+    The HTTP door serves this service's methods and BudgetService's as JSON too (protobuf's JSON
+    mapping): `POST /api/llmgateway.v1.UsageService/GetUsageSummary` with the request as the body;
+    a method it does not serve that way is NOT_FOUND / METHOD_NOT_FOUND.
     """
 
     def __init__(self, channel):
@@ -72,6 +76,10 @@ class UsageServiceServicer:
     period, an unknown dimension, a page token from another query), PERMISSION_DENIED /
     USAGE_ACCESS_DENIED (another key's calls), FAILED_PRECONDITION / LEDGER_DISABLED (the gateway
     keeps no ledger), UNAVAILABLE / LEDGER_UNAVAILABLE (the ledger's database cannot be read now).
+
+    The HTTP door serves this service's methods and BudgetService's as JSON too (protobuf's JSON
+    mapping): `POST /api/llmgateway.v1.UsageService/GetUsageSummary` with the request as the body;
+    a method it does not serve that way is NOT_FOUND / METHOD_NOT_FOUND.
     """
 
     def GetUsageSummary(self, request, context):
@@ -134,6 +142,10 @@ class UsageService:
     period, an unknown dimension, a page token from another query), PERMISSION_DENIED /
     USAGE_ACCESS_DENIED (another key's calls), FAILED_PRECONDITION / LEDGER_DISABLED (the gateway
     keeps no ledger), UNAVAILABLE / LEDGER_UNAVAILABLE (the ledger's database cannot be read now).
+
+    The HTTP door serves this service's methods and BudgetService's as JSON too (protobuf's JSON
+    mapping): `POST /api/llmgateway.v1.UsageService/GetUsageSummary` with the request as the body;
+    a method it does not serve that way is NOT_FOUND / METHOD_NOT_FOUND.
     """
 
     @staticmethod

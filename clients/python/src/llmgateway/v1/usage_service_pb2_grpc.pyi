@@ -37,6 +37,10 @@ class UsageServiceStub:
     period, an unknown dimension, a page token from another query), PERMISSION_DENIED /
     USAGE_ACCESS_DENIED (another key's calls), FAILED_PRECONDITION / LEDGER_DISABLED (the gateway
     keeps no ledger), UNAVAILABLE / LEDGER_UNAVAILABLE (the ledger's database cannot be read now).
+
+    The HTTP door serves this service's methods and BudgetService's as JSON too (protobuf's JSON
+    mapping): `POST /api/llmgateway.v1.UsageService/GetUsageSummary` with the request as the body;
+    a method it does not serve that way is NOT_FOUND / METHOD_NOT_FOUND.
     """
 
     @_typing.overload
@@ -65,6 +69,10 @@ class UsageServiceAsyncStub(UsageServiceStub):
     period, an unknown dimension, a page token from another query), PERMISSION_DENIED /
     USAGE_ACCESS_DENIED (another key's calls), FAILED_PRECONDITION / LEDGER_DISABLED (the gateway
     keeps no ledger), UNAVAILABLE / LEDGER_UNAVAILABLE (the ledger's database cannot be read now).
+
+    The HTTP door serves this service's methods and BudgetService's as JSON too (protobuf's JSON
+    mapping): `POST /api/llmgateway.v1.UsageService/GetUsageSummary` with the request as the body;
+    a method it does not serve that way is NOT_FOUND / METHOD_NOT_FOUND.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -89,6 +97,10 @@ class UsageServiceServicer(metaclass=_abc_1.ABCMeta):
     period, an unknown dimension, a page token from another query), PERMISSION_DENIED /
     USAGE_ACCESS_DENIED (another key's calls), FAILED_PRECONDITION / LEDGER_DISABLED (the gateway
     keeps no ledger), UNAVAILABLE / LEDGER_UNAVAILABLE (the ledger's database cannot be read now).
+
+    The HTTP door serves this service's methods and BudgetService's as JSON too (protobuf's JSON
+    mapping): `POST /api/llmgateway.v1.UsageService/GetUsageSummary` with the request as the body;
+    a method it does not serve that way is NOT_FOUND / METHOD_NOT_FOUND.
     """
 
     @_abc_1.abstractmethod

@@ -25,6 +25,10 @@ export const file_llmgateway_v1_usage_service: GenFile = /*@__PURE__*/
  * USAGE_ACCESS_DENIED (another key's calls), FAILED_PRECONDITION / LEDGER_DISABLED (the gateway
  * keeps no ledger), UNAVAILABLE / LEDGER_UNAVAILABLE (the ledger's database cannot be read now).
  *
+ * The HTTP door serves this service's methods and BudgetService's as JSON too (protobuf's JSON
+ * mapping): `POST /api/llmgateway.v1.UsageService/GetUsageSummary` with the request as the body;
+ * a method it does not serve that way is NOT_FOUND / METHOD_NOT_FOUND.
+ *
  * @generated from service llmgateway.v1.UsageService
  */
 export const UsageService: GenService<{
