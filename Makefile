@@ -19,7 +19,7 @@ BENCH_BIN := $(CURDIR)/.tools/bench
 BENCH_STAMP := $(BENCH_BIN)/.installed
 LITELLM_VENV := $(CURDIR)/.tools/litellm-venv
 
-.PHONY: help run deps postgres prometheus redis generate check-generated lint test test-python test-python-client test-go test-ts bench bench-quick bench-ab bench-cost lock clean
+.PHONY: help run deps postgres prometheus redis chromium generate check-generated lint test test-python test-python-client test-go test-ts bench bench-quick bench-ab bench-cost lock clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -49,7 +49,7 @@ lint: deps ## buf lint and breaking checks, ruff, mypy, go vet, gofmt, tsc
 	cd bench && go vet ./... && test -z "$$(gofmt -l .)"
 	cd clients/ts && npm run --silent typecheck
 
-test-python: $(VENV_STAMP) $(GO_TOOLS_STAMP) postgres prometheus redis ## The service's tests (in-process gateway, fake upstreams, grpcurl, ledger on SQLite and PostgreSQL, a real Prometheus and Redis)
+test-python: $(VENV_STAMP) $(GO_TOOLS_STAMP) $(BUF_STAMP) postgres prometheus redis chromium ## The service's tests (in-process gateway, fake upstreams, grpcurl, ledger on SQLite and PostgreSQL, a real Prometheus and Redis)
 	$(BIN)/pytest
 
 # The ledger tests start a throwaway PostgreSQL cluster of their own; this only installs the server.
@@ -59,6 +59,10 @@ postgres: ## Install the PostgreSQL server where it is missing (Debian's package
 # The metrics tests start a Prometheus server of their own; this only installs it (and promtool).
 prometheus: ## Install Prometheus and promtool where they are missing (Debian's package; needs root)
 	@scripts/install-prometheus.sh
+
+# The console tests drive Debian's Chromium headless through Playwright; this only installs it.
+chromium: ## Install Chromium where it is missing (Debian's package; needs root)
+	@scripts/install-chromium.sh
 
 # The fleet tests start Redis servers of their own; this only installs redis-server.
 redis: ## Install redis-server where it is missing (Debian's package; needs root)
@@ -114,7 +118,7 @@ $(GO_TOOLS_STAMP): tools/go.mod tools/go.sum
 # npm install, not npm ci: registries without buf's binaries for other platforms fail npm ci's lock
 # check; the exact version in package.json and the lock still pin buf.
 $(BUF_STAMP): tools/package.json tools/package-lock.json
-	@echo "==> Installing buf into tools/node_modules/ (once; again when tools/package.json changes)"
+	@echo "==> Installing buf and axe-core into tools/node_modules/ (once; again when tools/package.json changes)"
 	@cd tools && npm install --no-save --no-audit --no-fund
 	@touch $@
 

@@ -43,6 +43,7 @@ from llm_gateway.runtime import Runtime
 from llm_gateway.web import anthropic
 from llm_gateway.web import openai_response as out
 from llm_gateway.web.batches import BatchRoutes
+from llm_gateway.web.console_files import ConsoleRoutes
 from llm_gateway.web.dialects import ANTHROPIC, OPENAI, Dialect
 from llm_gateway.web.rpc import RpcRoutes, json_services
 
@@ -83,6 +84,7 @@ class HttpDoor:
             app.router.add_get("/metrics", self.metrics)
         BatchRoutes(runtime.batch_book, self._providers, self._who, self._refused).add_to(app)
         RpcRoutes(self._gateway, json_services(runtime), self._who, self._refused).add_to(app)
+        ConsoleRoutes().add_to(app)
         self.app = app
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
