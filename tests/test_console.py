@@ -135,14 +135,26 @@ async def test_a_streamed_playground_call_shows_its_text_cost_and_latency(browse
         assert "1 attempt" in text
         await shot(page, "playground")
 
-        # Two models side by side, unary this time.
+        # The exchange is kept: the next message goes with it, so the prompt grows.
+        turns = page.get_by_role("list", name="Conversation so far")
+        await expect(turns.locator("li")).to_have_count(2)
+        await expect(turns).to_contain_text("Bonjour from the console")
+        first_prompt = int(text.split("Tokens", 1)[1].split(" in", 1)[0].strip())
+
+        # Two models side by side, unary this time, the conversation sent to both.
+        await page.get_by_label("Message").fill("Bonjour from the console")
         await page.get_by_label("Compare with").select_option("mock:echo-large")
         await page.get_by_label("Stream").uncheck()
         await page.get_by_role("button", name="Send").click()
         await expect(page.get_by_test_id("output")).to_have_count(2)
         await expect(page.get_by_test_id("output").nth(1)).to_have_text("Bonjour from the console")
         await expect(page.get_by_test_id("details").nth(1)).to_contain_text("mock:echo-large")
+        second = await page.get_by_test_id("details").first.inner_text()
+        assert int(second.split("Tokens", 1)[1].split(" in", 1)[0].strip()) > first_prompt
+        await expect(turns.locator("li")).to_have_count(4)
         await shot(page, "playground-compare")
+        await page.get_by_role("button", name="New conversation").click()
+        await expect(turns).to_be_hidden()
 
 
 async def test_the_usage_chart_shows_the_calls_just_made(browser: Browser) -> None:
@@ -345,3 +357,61 @@ async def test_no_page_has_a_serious_accessibility_violation(
     assert any(line.startswith("color-contrast ") for line in bad), bad
     assert found == {name: [] for name in found}, found
     assert len(found) == 6
+
+
+async def test_keyboard_alone_signs_in_and_moves_between_pages(browser: Browser) -> None:
+    async with running_gateway(KEYS) as gw:
+        page = await opened(browser)
+        await page.goto(f"{gw.http_url}/ui")
+        await expect(page.get_by_label("Gateway key")).to_be_focused()  # focus starts where it is needed
+        await page.keyboard.type(TEAM)
+        await page.keyboard.press("Enter")
+        await expect(page.get_by_role("heading", name="Playground")).to_be_visible()
+        await page.get_by_role("link", name="Models").focus()
+        await page.keyboard.press("Enter")
+        await expect(page.get_by_role("heading", name="Models")).to_be_visible()
+        await expect(page.get_by_role("link", name="Models")).to_have_attribute("aria-current", "page")
+
+
+async def test_every_page_fits_a_phone(browser: Browser) -> None:
+    async with running_gateway(KEYS) as gw:
+        await gw.stub.Chat(chat("mock:echo", "one call for the pages"), metadata=grpc_key(TEAM))
+        page = await opened(browser, viewport={"width": 390, "height": 844}, is_mobile=True)
+        await page.goto(f"{gw.http_url}/ui")
+        await page.get_by_label("Gateway key").fill(TEAM)
+        await page.get_by_role("button", name="Sign in").click()
+        for name in ("playground", "models", "usage", "budgets", "batches"):
+            await page.goto(f"{gw.http_url}/ui/#/{name}")
+            await expect(page.get_by_role("heading", level=1)).to_have_text(name.capitalize())
+            await page.wait_for_timeout(300)  # its first data drawn
+            # Nothing wider than the screen but a table, which scrolls in its own box.
+            overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 0, (name, overflow)
+            await shot(page, f"phone-{name}")
+
+
+async def test_a_batch_is_cancelled_from_its_row(browser: Browser, fake_openai: FakeOpenAI) -> None:
+    fake_openai.script(*[Reply(echo=True, delay=1.0) for _ in range(4)])
+    async with running_gateway(KEYS + openai_toml(fake_openai.base_url)) as gw:
+        created = await batch_service_pb2_grpc.BatchServiceStub(gw.channel).CreateBatch(
+            batch_service_pb2.CreateBatchRequest(
+                requests=[
+                    batch_service_pb2.BatchRequestItem(
+                        custom_id=f"c{n}", request=chat("openai:gpt-4o-mini", f"{n}")
+                    )
+                    for n in range(4)
+                ],
+                max_concurrent_requests=1,
+            ),
+            metadata=grpc_key(TEAM),
+        )
+        page = await signed_in(browser, gw)
+        await page.goto(f"{gw.http_url}/ui/#/batches")
+        row = page.locator(f"tr[data-batch='{created.id}']")
+        await row.get_by_role("button", name="Cancel").click()
+        await expect(row).to_contain_text("cancelled", timeout=10_000)
+        await expect(row.get_by_role("button", name="Cancel")).to_have_count(0)
+        shown = await batch_service_pb2_grpc.BatchServiceStub(gw.channel).GetBatch(
+            batch_service_pb2.GetBatchRequest(id=created.id), metadata=grpc_key(TEAM)
+        )
+        assert shown.counts.cancelled >= 2

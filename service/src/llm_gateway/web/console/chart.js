@@ -9,10 +9,14 @@ const HEIGHT = 220;
 const PAD = { left: 64, right: 8, top: 10, bottom: 28 };
 const SERIES = 8; // colours; more series share them
 
-export function stackedBars(buckets, label) {
-  const starts = [...new Set(buckets.map((b) => b.start_time))].sort();
+/** `buckets` as UsageService returns them; `axis` the bucket starts (ms) the period spans, so a
+ * quiet hour or day still has its place. */
+export function stackedBars(buckets, label, axis = []) {
+  if (!buckets.length) return h("p", { class: "muted" }, "No calls in this period.");
+  const at = (bucket) => Date.parse(bucket.start_time);
+  const starts = [...new Set([...axis, ...buckets.map(at)])].sort((a, b) => a - b);
   const series = [...new Set(buckets.map((b) => b.group?.[0] ?? ""))].sort();
-  const cost = new Map(buckets.map((b) => [`${b.start_time}|${b.group?.[0] ?? ""}`, parseFloat(b.stats?.cost || "0")]));
+  const cost = new Map(buckets.map((b) => [`${at(b)}|${b.group?.[0] ?? ""}`, parseFloat(b.stats?.cost || "0")]));
   const totals = starts.map((s) => series.reduce((sum, name) => sum + (cost.get(`${s}|${name}`) || 0), 0));
   const top = Math.max(...totals, 0) || 1;
   const plotW = WIDTH - PAD.left - PAD.right;
@@ -37,20 +41,19 @@ export function stackedBars(buckets, label) {
       const rect = h("svg:rect", {
         x: x.toFixed(1), y: y.toFixed(1), width: barW.toFixed(1), height: Math.max(height, 0.5).toFixed(1),
         class: `s${s % SERIES}`,
-        "data-start": start, "data-series": name, "data-cost": String(value),
+        "data-start": new Date(start).toISOString(), "data-series": name, "data-cost": String(value),
       });
       rect.append(h("svg:title", {}, `${name || "(none)"} · ${new Date(start).toLocaleString()} · $${value}`));
       svg.append(rect);
     });
     if (starts.length <= 12 || i % Math.ceil(starts.length / 12) === 0) {
       const when = new Date(start);
-      const text = starts.length > 1 && starts[1] && Date.parse(starts[1]) - Date.parse(starts[0]) < 86_400_000
+      const text = starts.length > 1 && starts[1] - starts[0] < 86_400_000
         ? `${String(when.getHours()).padStart(2, "0")}:00`
         : when.toLocaleDateString(undefined, { month: "short", day: "numeric" });
       svg.append(h("svg:text", { x: (x + barW / 2).toFixed(1), y: HEIGHT - 8, "text-anchor": "middle" }, text));
     }
   });
   const legend = h("ul", { class: "legend", "aria-label": "Series" }, series.map((name, s) => h("li", {}, h("span", { class: `swatch s${s % SERIES}`, "aria-hidden": "true" }), name || "(none)")));
-  if (!starts.length) return h("p", { class: "muted" }, "No calls in this period.");
   return h("figure", {}, svg, legend);
 }

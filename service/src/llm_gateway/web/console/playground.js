@@ -35,11 +35,11 @@ function summary(answer) {
   ]);
 }
 
-function requestBody(form, model) {
+function requestBody(form, model, history) {
   const messages = [];
   const system = form.system.value.trim();
   if (system) messages.push({ role: "system", content: system });
-  messages.push({ role: "user", content: form.prompt.value });
+  messages.push(...history, { role: "user", content: form.prompt.value });
   const body = { model, messages };
   if (form.temperature.value !== "") body.temperature = Number(form.temperature.value);
   if (form.max_tokens.value !== "") body.max_tokens = Number(form.max_tokens.value);
@@ -52,13 +52,14 @@ function requestBody(form, model) {
   return body;
 }
 
-async function run(form, model, panel) {
+/** Sends the prompt to `model`; its answer's text, or null when it failed. */
+async function run(form, model, panel, history) {
   const output = h("div", { class: "output", "aria-live": "polite", "data-testid": "output" });
   const details = h("div", { "data-testid": "details" });
   panel.replaceChildren(h("h2", {}, model), output, details);
   let body;
   try {
-    body = requestBody(form, model);
+    body = requestBody(form, model, history);
   } catch (error) {
     details.append(errorBox(`Tools: ${error.message}`));
     return;
@@ -69,7 +70,7 @@ async function run(form, model, panel) {
       const message = answer.choices?.[0]?.message || {};
       output.textContent = message.content || JSON.stringify(message.tool_calls || [], null, 2);
       details.append(summary(answer));
-      return;
+      return message.content ?? null;
     }
     const answer = { model };
     const toolCalls = [];
@@ -79,16 +80,30 @@ async function run(form, model, panel) {
       for (const call of delta?.tool_calls || []) toolCalls.push(call);
       for (const name of ["usage", "cost", "latency", "routing"]) if (chunk[name]) answer[name] = chunk[name];
     });
-    if (!output.textContent && toolCalls.length) output.textContent = JSON.stringify(toolCalls, null, 2);
+    const text = output.textContent;
+    if (!text && toolCalls.length) output.textContent = JSON.stringify(toolCalls, null, 2);
     details.append(summary(answer));
+    return text || null;
   } catch (error) {
     details.append(errorBox(error instanceof ApiError && error.param ? `${error.param}: ${error.message}` : error));
+    return null;
   }
 }
 
 page("playground", "Playground", async (main) => {
   const listed = (await api("/v1/models")).data.filter((m) => m.type !== "group");
   const results = h("div", { class: "columns", "data-testid": "results" });
+  // The conversation so far: each exchange with the first model is kept and sent again.
+  const history = [];
+  const turns = h("ol", { class: "turns", "aria-label": "Conversation so far" });
+  const restart = h("button", { type: "button", class: "quiet", hidden: true }, "New conversation");
+  const conversation = h("section", { class: "card", hidden: true }, h("h2", {}, "Conversation so far"), turns, restart);
+  restart.addEventListener("click", () => {
+    history.length = 0;
+    turns.replaceChildren();
+    conversation.hidden = true;
+    restart.hidden = true;
+  });
   const form = h(
     "form",
     { class: "card", "aria-label": "Prompt" },
@@ -112,8 +127,16 @@ page("playground", "Playground", async (main) => {
     results.replaceChildren(...panels);
     const send = form.querySelector("button[type=submit]");
     send.disabled = true;
-    await Promise.all(chosen.map((model, i) => run(form, model, panels[i])));
+    const asked = form.prompt.value;
+    const answers = await Promise.all(chosen.map((model, i) => run(form, model, panels[i], history)));
+    if (answers[0] !== null) {
+      history.push({ role: "user", content: asked }, { role: "assistant", content: answers[0] });
+      turns.append(h("li", {}, h("strong", {}, "You: "), asked), h("li", {}, h("strong", {}, `${chosen[0]}: `), answers[0]));
+      conversation.hidden = false;
+      restart.hidden = false;
+      form.prompt.value = "";
+    }
     send.disabled = false;
   });
-  main.append(form, results);
+  main.append(conversation, form, results);
 });

@@ -72,6 +72,16 @@ page("models", "Models", (main) => {
 
 const PERIODS = { "24h": [1, "GRANULARITY_HOUR"], "7d": [7, "GRANULARITY_DAY"], "30d": [30, "GRANULARITY_DAY"] };
 
+/** The starts (ms, UTC, as the ledger buckets) of every hour or day from `start` to `end`. */
+function axisOf(request) {
+  const step = request.granularity === "GRANULARITY_HOUR" ? 3_600_000 : 86_400_000;
+  const first = Math.floor(Date.parse(request.filter.start_time) / step) * step;
+  const last = Date.parse(request.filter.end_time);
+  const starts = [];
+  for (let t = first; t <= last; t += step) starts.push(t);
+  return starts;
+}
+
 function usageRequest(form) {
   const [days, granularity] = PERIODS[form.period.value];
   const end = new Date(Date.now() + 60_000);
@@ -119,12 +129,13 @@ page("usage", "Usage", (main) => {
   });
   const refresh = async () => {
     try {
-      last = await rpc("UsageService", "GetUsageSummary", usageRequest(form));
+      const asked = usageRequest(form);
+      last = await rpc("UsageService", "GetUsageSummary", asked);
       download.disabled = false;
       const total = last.total || {};
       const requests = Number(total.requests || 0);
       const errors = Number(total.errors || 0);
-      const chart = stackedBars(last.buckets || [], `Cost by ${form.group.value}`);
+      const chart = stackedBars(last.buckets || [], `Cost by ${form.group.value}`, axisOf(asked));
       const top = (last.top_models_by_cost || []).map((m) =>
         h("tr", {}, h("th", { scope: "row" }, m.model), h("td", { class: "num" }, m.requests ?? "0"), h("td", { class: "num" }, money(m.cost))),
       );
