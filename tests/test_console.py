@@ -120,6 +120,11 @@ async def test_a_streamed_playground_call_shows_its_text_cost_and_latency(browse
     async with running_gateway(KEYS) as gw:
         page = await signed_in(browser, gw)
         await page.get_by_label("Model", exact=True).select_option("mock:echo")
+        # The catalog's prices, context and capabilities for the chosen model.
+        await expect(page.locator("#model-about")).to_have_text(
+            "$0.15 in / $0.6 out per M tokens · 128,000 tokens of context · "
+            "json_object, json_schema, streaming, tools, vision"
+        )
         await page.get_by_label("Message").fill("Bonjour from the console")
         await page.get_by_role("button", name="Send").click()
         output = page.get_by_test_id("output")

@@ -4,17 +4,28 @@
 
 import { api, ApiError, errorBox, field, h, money, ms, page, stream } from "./lib.js";
 
+function about(model) {
+  if (!model) return "";
+  const price = model.pricing?.input_per_million ? `$${model.pricing.input_per_million} in / $${model.pricing.output_per_million} out per M tokens` : "price unknown";
+  const context = model.context_window ? `${model.context_window.toLocaleString("en")} tokens of context` : "";
+  return [price, context, (model.capabilities || []).join(", ")].filter(Boolean).join(" · ");
+}
+
+/** A model from the catalog, with its prices, context and capabilities shown under it. */
 function modelPicker(id, label, models, optional) {
   const select = h(
     "select",
-    { id, name: id },
+    { id, name: id, "aria-describedby": `${id}-about` },
     optional ? h("option", { value: "" }, "— none —") : null,
-    models.map((m) => {
-      const price = m.pricing?.input_per_million ? ` · $${m.pricing.input_per_million}/$${m.pricing.output_per_million} per M` : "";
-      return h("option", { value: m.id }, `${m.id}${price}`);
-    }),
+    models.map((m) => h("option", { value: m.id }, m.id)),
   );
-  return field(label, select);
+  const described = h("p", { id: `${id}-about`, class: "muted about" });
+  const show = () => {
+    described.textContent = about(models.find((m) => m.id === select.value));
+  };
+  select.addEventListener("change", show);
+  show();
+  return h("div", { class: "picker" }, field(label, select), described);
 }
 
 function facts(entries) {
