@@ -105,6 +105,21 @@ def by_line(results: Sequence[LineResult]) -> dict[str, LineResult]:
     return found
 
 
+def assert_answered(api: BatchApi, by_id: dict[str, UpstreamCall], results: Sequence[LineResult]) -> None:
+    """Every line answered with its text echoed, parsed by the adapter, usage as the fake counts it."""
+    found = by_line(results)
+    assert sorted(found) == sorted(TEXTS)
+    for line_id, text in TEXTS.items():
+        assert found[line_id].error is None
+        completion = api.parse(by_id[line_id], found[line_id].reply)
+        assert completion.text == text
+        assert completion.usage is not None
+        assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (
+            10,
+            len(text) // 4 or 1,
+        )
+
+
 def error_of(result: LineResult) -> GatewayError:
     assert result.reply is None
     assert result.error is not None
@@ -171,17 +186,7 @@ async def test_openai_lines_go_up_as_live_bodies_and_come_back_parsed(
     assert fake_openai.batches[upstream_id].batch["metadata"] == {"gateway_batch": LABEL}
 
     assert await until_ended(api, upstream_id) == ["in_progress", "completed"]
-    results = by_line(await api.results(upstream_id))
-    assert sorted(results) == sorted(TEXTS)
-    for line_id, text in TEXTS.items():
-        assert results[line_id].error is None
-        completion = api.parse(by_id[line_id], results[line_id].reply)
-        assert completion.text == text
-        assert completion.usage is not None
-        assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (
-            10,
-            len(text) // 4 or 1,
-        )
+    assert_answered(api, by_id, await api.results(upstream_id))
     retrieve = fake_openai.requests[2]
     assert (retrieve.method, retrieve.path) == ("GET", f"/v1/batches/{upstream_id}")
     assert retrieve.headers["authorization"] == f"Bearer {OPENAI_KEY}"
@@ -335,17 +340,7 @@ async def test_anthropic_lines_go_up_as_live_bodies_and_come_back_parsed(
     assert create.headers["anthropic-version"]
 
     assert await until_ended(api, upstream_id) == ["in_progress", "ended"]
-    results = by_line(await api.results(upstream_id))
-    assert sorted(results) == sorted(TEXTS)
-    for line_id, text in TEXTS.items():
-        assert results[line_id].error is None
-        completion = api.parse(by_id[line_id], results[line_id].reply)
-        assert completion.text == text
-        assert completion.usage is not None
-        assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (
-            10,
-            len(text) // 4 or 1,
-        )
+    assert_answered(api, by_id, await api.results(upstream_id))
     fetch = fake_anthropic.requests[-1]
     assert (fetch.method, fetch.path) == ("GET", f"/v1/messages/batches/{upstream_id}/results")
     assert fetch.headers["x-api-key"] == ANTHROPIC_KEY

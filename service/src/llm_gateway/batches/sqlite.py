@@ -9,7 +9,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from llm_gateway.batches.model import (
     BatchMode,
@@ -280,33 +280,9 @@ class SqliteBatchStore:
 
     async def finish(self, claim: Claim, outcome: Outcome, now: float) -> bool:
         def run(connection: sqlite3.Connection) -> bool:
-            error = outcome.error or ItemError("", "", "")
-            kept = connection.execute(
-                "UPDATE batch_items SET status = ?, response = ?, error_code = ?, error_reason = ?, "
-                "error_message = ?, cost = ?, finished_at = ?, lease_until = 0 "
-                "WHERE batch_id = ? AND seq = ? AND attempts = ? AND status = 'running'",
-                (
-                    outcome.status.value,
-                    outcome.response,
-                    error.code,
-                    error.reason,
-                    error.message,
-                    str(outcome.cost),
-                    now,
-                    claim.batch_id,
-                    claim.seq,
-                    claim.attempt,
-                ),
-            ).rowcount
-            if not kept:
+            if not _keep(connection, claim.batch_id, claim.seq, outcome, now, "attempts", claim.attempt):
                 return False
-            (cost,) = connection.execute(
-                "SELECT cost FROM batches WHERE id = ?", (claim.batch_id,)
-            ).fetchone()
-            connection.execute(
-                "UPDATE batches SET cost = ? WHERE id = ?",
-                (str(EXACT.add(Decimal(cost), outcome.cost)), claim.batch_id),
-            )
+            _add_cost(connection, claim.batch_id, outcome.cost)
             _end_if_done(connection, claim.batch_id, now)
             return True
 
@@ -504,31 +480,9 @@ class SqliteBatchStore:
                 return False
             total = Decimal(0)
             for seq, outcome in outcomes.items():
-                error = outcome.error or ItemError("", "", "")
-                kept = connection.execute(
-                    "UPDATE batch_items SET status = ?, response = ?, error_code = ?, error_reason = ?, "
-                    "error_message = ?, cost = ?, finished_at = ?, lease_until = 0 "
-                    "WHERE batch_id = ? AND seq = ? AND job = ? AND status = 'running'",
-                    (
-                        outcome.status.value,
-                        outcome.response,
-                        error.code,
-                        error.reason,
-                        error.message,
-                        str(outcome.cost),
-                        now,
-                        job.batch_id,
-                        seq,
-                        job.number,
-                    ),
-                ).rowcount
-                if kept:
+                if _keep(connection, job.batch_id, seq, outcome, now, "job", job.number):
                     total = EXACT.add(total, outcome.cost)
-            (cost,) = connection.execute("SELECT cost FROM batches WHERE id = ?", (job.batch_id,)).fetchone()
-            connection.execute(
-                "UPDATE batches SET cost = ? WHERE id = ?",
-                (str(EXACT.add(Decimal(cost), total)), job.batch_id),
-            )
+            _add_cost(connection, job.batch_id, total)
             _end_if_done(connection, job.batch_id, now)
             return True
 
@@ -565,6 +519,45 @@ def _lease_job(connection: sqlite3.Connection, batch_id: str, number: int, until
         for seq, custom, req, tries, form in items
     )
     return job_of(row, claims)
+
+
+def _keep(
+    connection: sqlite3.Connection,
+    batch_id: str,
+    seq: int,
+    outcome: Outcome,
+    now: float,
+    fence: Literal["attempts", "job"],
+    holder: int,
+) -> bool:
+    """Keeps an item's outcome if it still runs under `holder` (its attempt, or its job)."""
+    error = outcome.error or ItemError("", "", "")
+    return bool(
+        connection.execute(
+            "UPDATE batch_items SET status = ?, response = ?, error_code = ?, error_reason = ?, "
+            "error_message = ?, cost = ?, finished_at = ?, lease_until = 0 "
+            f"WHERE batch_id = ? AND seq = ? AND {fence} = ? AND status = 'running'",
+            (
+                outcome.status.value,
+                outcome.response,
+                error.code,
+                error.reason,
+                error.message,
+                str(outcome.cost),
+                now,
+                batch_id,
+                seq,
+                holder,
+            ),
+        ).rowcount
+    )
+
+
+def _add_cost(connection: sqlite3.Connection, batch_id: str, cost: Decimal) -> None:
+    (before,) = connection.execute("SELECT cost FROM batches WHERE id = ?", (batch_id,)).fetchone()
+    connection.execute(
+        "UPDATE batches SET cost = ? WHERE id = ?", (str(EXACT.add(Decimal(before), cost)), batch_id)
+    )
 
 
 def _end_if_done(connection: sqlite3.Connection, batch_id: str, now: float) -> None:
