@@ -422,3 +422,39 @@ async def _submitted(store: Mapping[str, object], count: int) -> list[str]:
         while len(store) < count:  # noqa: ASYNC110 (the gateway submits in the background)
             await asyncio.sleep(0.02)
     return list(store)
+
+
+async def test_a_job_whose_id_could_not_be_kept_is_withdrawn_and_submitted_again(
+    fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database fails just as the provider's job id is written: that job is cancelled at the
+    provider (nobody would ever read it) and the items go in a job of their own later."""
+    fake_openai.hold_batches = True
+    async with running_gateway(upstreams(fake_openai, fake_anthropic, "budget_pause = 0.2")) as gw:
+        runner = gw.server.runtime.batches
+        assert runner is not None
+        store = runner.store
+        keep = store.submitted
+        failures = [OSError("database is locked")]
+
+        async def failing_once(*args: object, **kwargs: object) -> bool:
+            if failures:
+                raise failures.pop()
+            return await keep(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(store, "submitted", failing_once)
+        batches = stub(gw)
+        created = await batches.CreateBatch(
+            batch_service_pb2.CreateBatchRequest(
+                requests=[item(f"w{n}", GPT) for n in range(3)], mode=PROVIDER
+            ),
+            metadata=TEAM,
+        )
+        first, second = await _submitted(fake_openai.batches, 2)
+        fake_openai.hold_batches = False
+        batch = await finished(batches, created.id)
+        results = await every_result(batches, created.id, page_size=10)
+    assert fake_openai.batches[first].batch["status"] in ("cancelling", "cancelled")
+    assert batch.counts.succeeded == 3
+    assert [job.upstream_id for job in batch.provider_jobs] == [second]
+    assert all(r.attempts == 1 for r in results)  # the first job's start is not counted

@@ -160,7 +160,13 @@ class ProviderJobs:
             await self._store.release_job(job, why, self._clock() + self._pause)
             return
         now = self._clock()
-        if not await self._store.submitted(job, upstream_id, "submitted", now, now + self._upstream_poll):
+        try:
+            kept = await self._store.submitted(job, upstream_id, "submitted", now, now + self._upstream_poll)
+        except Exception:  # its id not kept, the job will be submitted again: withdraw this one
+            with contextlib.suppress(GatewayError):
+                await api.cancel(upstream_id)
+            raise
+        if not kept:
             # Another process took the job over while this one was submitting it: it submits its
             # own, so this one is withdrawn.
             _log.warning(
