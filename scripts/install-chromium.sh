@@ -11,5 +11,6 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 echo "==> Installing chromium (Debian's package) for the console tests"
-"$(dirname "$0")/apt-install.sh" chromium
+# A font of known metrics, so pages lay out the same on every machine.
+"$(dirname "$0")/apt-install.sh" chromium fonts-dejavu-core
 echo "==> chromium installed: $(chromium --version)"
