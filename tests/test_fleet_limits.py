@@ -5,6 +5,7 @@ three gateway processes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import re
 import time
@@ -545,3 +546,38 @@ async def test_closing_finishes_the_writes_under_way_and_ignores_later_ones(redi
         assert await reader.get("late") is None
     finally:
         await reader.aclose()
+
+
+async def test_closing_gives_up_on_state_reads_that_do_not_stop(
+    redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A read stuck in the Redis client past a cancel (as redis-py's was once seen to be, holding a
+    test's teardown for minutes) does not hold the close up: it is given up after 2 s."""
+    state = RedisState(fleet(redis.url))
+    state.watch_pause("llmgw:{provider:up}:pause", lambda _: None)
+    stuck = asyncio.Event()
+    released = False
+
+    async def deaf(feature: str, operation: object) -> object:
+        stuck.set()
+        while True:  # a cancel is swallowed, as a driver's cleanup waiting on its socket would
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                if released:
+                    raise
+
+    await state.start([])
+    state.call = deaf  # type: ignore[method-assign, assignment]  # the next background read sticks
+    await stuck.wait()
+    poller = state._poller
+    assert poller is not None
+    started = time.monotonic()
+    await state.close()
+    took = time.monotonic() - started
+    released = True  # the read gives way now, and ends before the test does
+    poller.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await poller
+    assert took < 3.0
+    assert "fleet_store_close_incomplete" in caplog.text

@@ -187,7 +187,9 @@ class RedisState:
         closes the client."""
         self._closed = True
         poller, self._poller = self._poller, None
-        await background.stop(poller)
+        # redis-py can keep a cancelled read waiting on its connection: given up after a while.
+        if not await background.stop(poller, within=_CLOSE_WITHIN):
+            _log.warning({"event": "fleet_store_close_incomplete", "error": "the state reads did not stop"})
         if self._writes:
             await asyncio.wait(self._writes, timeout=self._timeout)
         # The client was given its pool, so closing it alone would leave the pool's connections
